@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CivitaiConfig(AppConfig):
+    name = "civitai_app"
+    verbose_name = "Civitai"

@@ -1,0 +1,43 @@
+"""Admin for API keys: create (the key is shown once), list, revoke."""
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from core_app.models import ApiKey, generate_raw_key, hash_key
+from core_app.services import api_key_revoke
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "prefix", "created_at", "last_used_at", "revoked_at", "active")
+    list_filter = ("revoked_at",)
+    search_fields = ("name", "prefix")
+    ordering = ("-created_at",)
+    readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
+    fields = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
+    actions = ("revoke_keys",)
+
+    @admin.display(boolean=True)
+    def active(self, obj: ApiKey) -> bool:
+        return obj.is_active
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if not change:
+            raw_key, obj.prefix = generate_raw_key()
+            obj.key_hash = hash_key(raw_key)
+            super().save_model(request, obj, form, change)
+            self.message_user(
+                request,
+                f"New API key for '{obj.name}' (copy it now, it is not shown again): {raw_key}",
+                messages.WARNING,
+            )
+            return
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Revoke selected API keys")
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        count = api_key_revoke(keys=queryset)
+        self.message_user(request, f"Revoked {count} API key(s).", messages.SUCCESS)

@@ -1,0 +1,51 @@
+"""API key authentication: `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
+
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.request import Request
+
+from core_app.models import ApiKey, hash_key
+
+# Writing last_used_at on every request would turn each read into a write.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def key_from_request(request: Request) -> str | None:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() in {"bearer", "token", "api-key"} and value.strip():
+        return value.strip()
+    api_key = request.META.get("HTTP_X_API_KEY", "").strip()
+    return api_key or None
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """Authenticates a request by its API key; `request.auth` is the ApiKey row.
+
+    A key that is sent but unknown or revoked is an error even where anonymous access is
+    allowed, so a misconfigured phone finds out at once.
+    """
+
+    def authenticate(self, request: Request) -> tuple[Any, ApiKey] | None:
+        raw_key = key_from_request(request)
+        if raw_key is None:
+            return None
+        api_key = ApiKey.objects.filter(key_hash=hash_key(raw_key)).first()
+        if api_key is None:
+            raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
+        if not api_key.is_active:
+            raise exceptions.AuthenticationFailed(
+                "This API key has been revoked.", code="revoked_api_key"
+            )
+        now = timezone.now()
+        if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
+            ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        return AnonymousUser(), api_key
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="MobileSD"'

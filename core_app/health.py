@@ -1,0 +1,49 @@
+"""Reachability checks of the services MobileSD depends on."""
+
+import logging
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from django.conf import settings
+from django.db import connection
+
+from mobilesd.celery import app as celery_app
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    detail: str
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, safe to show."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
+
+
+def check_database() -> Check:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # any driver error means "unreachable"
+        logger.warning("Database check failed: %s", exc)
+        return Check(False, str(exc))
+    return Check(True, connection.vendor)
+
+
+def check_broker(timeout: float = 2.0) -> Check:
+    url = settings.CELERY_BROKER_URL
+    try:
+        with celery_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+    except Exception as exc:  # kombu raises transport-specific errors
+        logger.warning("Broker check failed: %s", exc)
+        return Check(False, str(exc))
+    return Check(True, redact_url(url))

@@ -1,0 +1,47 @@
+"""API keys: the credential a phone sends with every request."""
+
+import hashlib
+import secrets
+
+from django.db import models
+from django.utils import timezone
+
+KEY_PREFIX = "msd"
+
+
+def hash_key(raw_key: str) -> str:
+    """SHA-256 of the key. Keys are 256-bit random tokens, so a fast hash is enough."""
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def generate_raw_key() -> tuple[str, str]:
+    """A new key and its public prefix: `msd_<prefix>_<secret>`."""
+    prefix = secrets.token_hex(4)
+    return f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}", prefix
+
+
+class ApiKey(models.Model):
+    """A named API key. Only its hash is stored; the key itself is shown once at creation."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({KEY_PREFIX}_{self.prefix}_…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])

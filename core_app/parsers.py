@@ -1,0 +1,43 @@
+"""Request body parsing with a size limit."""
+
+import codecs
+import json
+from collections.abc import Mapping
+from typing import IO, Any
+
+from django.conf import settings
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
+
+from core_app.errors import PayloadTooLarge
+
+
+class LimitedJSONParser(JSONParser):
+    """JSON bodies up to MOBILESD_MAX_BODY_BYTES; larger ones are a 413, not a memory spike.
+
+    The declared Content-Length is checked first, and at most one byte more than the limit
+    is read, so a chunked or lying client cannot stream an unbounded body either.
+    """
+
+    def parse(
+        self,
+        stream: IO[Any],
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> Any:
+        limit = settings.MOBILESD_MAX_BODY_BYTES
+        request = (parser_context or {}).get("request")
+        declared = request.META.get("CONTENT_LENGTH") if request is not None else None
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(limit)
+        raw = stream.read(limit + 1) if stream is not None else b""
+        if len(raw) > limit:
+            raise PayloadTooLarge(limit)
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            text = codecs.decode(raw, encoding)
+            return json.loads(text)
+        except (UnicodeDecodeError, LookupError) as exc:
+            raise ParseError(f"The request body is not valid {encoding} text.") from exc
+        except ValueError as exc:
+            raise ParseError(f"Malformed JSON: {exc}", code="malformed_json") from exc

@@ -1,0 +1,30 @@
+"""Shapes shared by the API's documentation."""
+
+from rest_framework import serializers
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The one error body of the API."""
+
+    message = serializers.CharField(help_text="What went wrong, for people.")
+    code = serializers.CharField(help_text="A stable machine-readable code.")
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Validation errors by dotted field path.",
+    )
+
+
+class MessageSerializer(serializers.Serializer):
+    message = serializers.CharField()
+
+
+class HealthCheckSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    detail = serializers.CharField()
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ok", "degraded"])
+    database = HealthCheckSerializer()
+    broker = HealthCheckSerializer()

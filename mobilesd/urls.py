@@ -1,0 +1,28 @@
+"""URLs: the API under /api/v1/, its schema and docs, and the admin."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from core_app.views import HealthView
+
+api_v1 = [
+    path("health", HealthView.as_view(), name="health"),
+    path("", include("queue_app.urls")),
+    path("", include("servers_app.urls")),
+    path("schema", SpectacularAPIView.as_view(), name="schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+]
+
+urlpatterns = [
+    path("api/v1/", include(api_v1)),
+    path("admin/", admin.site.urls),
+]
+
+handler404 = "core_app.exceptions.not_found"
+handler500 = "core_app.exceptions.server_error"
+
+admin.site.site_header = "MobileSD"
+admin.site.site_title = "MobileSD"
+admin.site.index_title = "Operator dashboard"

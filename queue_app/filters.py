@@ -1,0 +1,28 @@
+"""Query parameters of the job list."""
+
+import django_filters
+from django.db.models import QuerySet
+
+from queue_app.models import Job, JobStatus
+
+
+class JobFilter(django_filters.FilterSet):
+    """`status` and `order` (asc|desc by creation, default desc). Bad values are a 400."""
+
+    status = django_filters.ChoiceFilter(choices=JobStatus.choices)
+    order = django_filters.ChoiceFilter(
+        choices=[("asc", "asc"), ("desc", "desc")], method="filter_order"
+    )
+
+    class Meta:
+        model = Job
+        fields = ["status"]
+
+    def filter_order(self, queryset: QuerySet[Job], name: str, value: str) -> QuerySet[Job]:
+        return queryset  # applied in `qs` so that the default order holds without it
+
+    @property
+    def qs(self) -> QuerySet[Job]:
+        queryset = super().qs
+        ascending = self.form.cleaned_data.get("order") == "asc" if self.is_bound else False
+        return queryset.order_by(*(("created_at", "id") if ascending else ("-created_at", "-id")))

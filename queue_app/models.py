@@ -1,0 +1,105 @@
+"""Generation jobs and their images. A Job row is the truth about a job."""
+
+import uuid
+
+from django.db import models
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_STATUSES = (JobStatus.PENDING, JobStatus.PROCESSING)
+FINISHED_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Job(models.Model):
+    """One generation request. Statuses change only through queue_app.services."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    status = models.CharField(
+        max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING, editable=False
+    )
+    # The server the job runs on. Jobs follow a server through a rename; deleting a server
+    # is refused while it has active jobs, and finished jobs keep its alias below.
+    server = models.ForeignKey(
+        "servers_app.Server", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    target_server_alias = models.CharField(max_length=100)
+    generation_params = models.JSONField()
+    result_details = models.JSONField(null=True, blank=True, editable=False)
+    # null, not "", until a task is sent: the documented status shows `null`.
+    forge_session_hash = models.CharField(  # noqa: DJ001
+        max_length=100, null=True, blank=True, editable=False
+    )
+    retry_count = models.PositiveIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    completed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # "<api key id or anon>:<Idempotency-Key header>": a retried submit finds its job.
+    # null, not "", so that the partial unique constraint skips jobs without a key.
+    idempotency_key = models.CharField(  # noqa: DJ001
+        max_length=300, null=True, blank=True, editable=False
+    )
+    api_key = models.ForeignKey(
+        "core_app.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="job_status_created"),
+            models.Index(
+                fields=["server", "status", "created_at"], name="job_server_status_created"
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="job_unique_idempotency_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"
+
+    @property
+    def server_alias(self) -> str:
+        """The alias of the job's server as it is now, or as it was when it was deleted."""
+        return self.server.alias if self.server is not None else self.target_server_alias
+
+    @property
+    def prompt(self) -> str:
+        params = self.generation_params or {}
+        return str(params.get("positive_prompt") or params.get("prompt") or "")
+
+
+def image_upload_to(instance: "JobImage", filename: str) -> str:
+    return f"jobs/{instance.job_id.hex[:2]}/{filename}"
+
+
+class JobImage(models.Model):
+    """One image a job produced, stored through Django's storage."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="images")
+    index = models.PositiveSmallIntegerField()
+    file = models.FileField(upload_to=image_upload_to, max_length=300)
+    seed = models.BigIntegerField(null=True, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    infotext = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["job", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "index"], name="jobimage_unique_job_index"),
+        ]
+
+    def __str__(self) -> str:
+        return self.file.name

@@ -1,0 +1,140 @@
+"""Writes for jobs. Every status change is an atomic conditional update, so a repeated
+request or message cannot move a job twice."""
+
+import contextlib
+import logging
+from typing import Any
+from uuid import UUID
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from core_app.errors import Conflict, NotFound
+from core_app.models import ApiKey
+from queue_app.models import FINISHED_STATUSES, Job, JobStatus
+from servers_app.models import Server
+
+logger = logging.getLogger(__name__)
+
+CANCELLED_DETAILS = {"cancelled": True, "message": "Job cancelled by user"}
+
+
+def _scoped_idempotency_key(api_key: ApiKey | None, key: str | None) -> str | None:
+    if not key:
+        return None
+    return f"{api_key.pk if api_key else 'anon'}:{key}"
+
+
+def job_submit(
+    *,
+    target_server_alias: str,
+    generation_params: dict[str, Any],
+    api_key: ApiKey | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[Job, bool]:
+    """Queue a job as `pending`; returns (job, created).
+
+    With an idempotency key, a repeated submit returns the job of the first one, and the
+    same key with different content is refused. The server row is locked so that a
+    concurrent server_delete cannot leave the job without its server.
+    """
+    scoped_key = _scoped_idempotency_key(api_key, idempotency_key)
+    if scoped_key is not None:
+        existing = Job.objects.filter(idempotency_key=scoped_key).first()
+        if existing is not None:
+            return _replayed(existing, target_server_alias, generation_params), False
+    try:
+        with transaction.atomic():
+            server = Server.objects.select_for_update().filter(alias=target_server_alias).first()
+            if server is None:
+                raise NotFound(
+                    f"Server '{target_server_alias}' not found.", code="server_not_found"
+                )
+            job = Job.objects.create(
+                server=server,
+                target_server_alias=server.alias,
+                generation_params=generation_params,
+                api_key=api_key,
+                idempotency_key=scoped_key,
+            )
+    except IntegrityError:
+        # A concurrent submit with the same key won the race.
+        existing = Job.objects.filter(idempotency_key=scoped_key).first()
+        if scoped_key is None or existing is None:
+            raise
+        return _replayed(existing, target_server_alias, generation_params), False
+    logger.info("Queued job %s for server %s", job.pk, server.alias)
+    return job, True
+
+
+def _replayed(job: Job, target_server_alias: str, generation_params: dict[str, Any]) -> Job:
+    if job.target_server_alias != target_server_alias or job.generation_params != generation_params:
+        raise Conflict(
+            "This Idempotency-Key was already used for a different request.",
+            code="idempotency_key_reused",
+        )
+    return job
+
+
+def job_get(*, job_id: str | UUID) -> Job:
+    """The job with this id; a malformed or unknown id is the same 404."""
+    try:
+        uuid = job_id if isinstance(job_id, UUID) else UUID(str(job_id))
+    except ValueError:
+        uuid = None
+    job = Job.objects.select_related("server").filter(pk=uuid).first() if uuid else None
+    if job is None:
+        raise NotFound(f"Job '{job_id}' not found.", code="job_not_found")
+    return job
+
+
+def job_cancel(*, job_id: str | UUID) -> Job:
+    """Cancel a pending or processing job; a finished job is refused with 409.
+
+    The update is conditional on the status, so a job that finished in the meantime is
+    never overwritten.
+    """
+    job = job_get(job_id=job_id)
+    now = timezone.now()
+    updated = Job.objects.filter(
+        pk=job.pk, status__in=[JobStatus.PENDING, JobStatus.PROCESSING]
+    ).update(
+        status=JobStatus.CANCELLED,
+        result_details=CANCELLED_DETAILS,
+        completed_at=now,
+        updated_at=now,
+    )
+    job.refresh_from_db()
+    if not updated:
+        raise Conflict(
+            f"Job {job.pk} is already {job.status} and cannot be cancelled.",
+            code="job_not_cancellable",
+        )
+    logger.info("Cancelled job %s", job.pk)
+    return job
+
+
+def job_delete(*, job_id: str | UUID) -> UUID:
+    """Delete a job and its stored image files (files go once the delete has committed).
+
+    A job still pending or processing is cancelled first.
+    """
+    job = job_get(job_id=job_id)
+    pk = job.pk
+    if job.status not in FINISHED_STATUSES:
+        with contextlib.suppress(Conflict):  # it finished meanwhile: nothing left to stop
+            job_cancel(job_id=job.pk)
+    with transaction.atomic():
+        files = [(image.file.storage, image.file.name) for image in job.images.all()]
+        job.delete()
+        transaction.on_commit(lambda: _delete_files(files))
+    logger.info("Deleted job %s and %d image(s)", pk, len(files))
+    return pk
+
+
+def _delete_files(files: list[tuple[Any, str]]) -> None:
+    for storage, name in files:
+        try:
+            storage.delete(name)
+        except OSError:
+            logger.warning("Could not delete image file %s", name, exc_info=True)

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from queue_app import views
+
+urlpatterns = [
+    path("generate", views.GenerateView.as_view(), name="generate"),
+    path("queue/jobs", views.JobListView.as_view(), name="job-list"),
+    path("queue/jobs/<str:job_id>", views.JobDetailView.as_view(), name="job-detail"),
+    path("queue/jobs/<str:job_id>/status", views.JobStatusView.as_view(), name="job-status"),
+    path("queue/jobs/<str:job_id>/cancel", views.JobCancelView.as_view(), name="job-cancel"),
+]
