@@ -1,0 +1,61 @@
+# MobileSD: `make run` starts it, `make test` tests it. Both set themselves up.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PORT ?= 8000
+PY := $(VENV)/bin/python
+BIN := $(abspath $(VENV))/bin
+# Python 3.13: pyenv's (selected by .python-version), else one on the PATH.
+PYTHON ?= $(shell pyenv which python 2>/dev/null || command -v python3.13 || command -v python3)
+
+# The test suite runs on PostgreSQL and Redis (started by scripts/services if down).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/mobilesd
+TEST_BROKER_URL ?= redis://127.0.0.1:6379/9
+
+.PHONY: help install run test lint pytest services bench clean
+
+help:
+	@echo "make run    install, migrate and start MobileSD (web, worker, beat) on PORT=$(PORT)"
+	@echo "make test   install and run the whole test suite (lint, types, tests)"
+	@echo "make lint   ruff and mypy only"
+
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 13) else "MobileSD needs Python 3.13 (found " + sys.version.split()[0] + "); install it, e.g. pyenv install 3.13")'
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when pyproject.toml changed since the last install.
+install: $(PY)
+	@cmp -s pyproject.toml $(VENV)/.installed-pyproject.toml || { \
+		$(PY) -m pip install --quiet --upgrade pip && \
+		$(PY) -m pip install --quiet -e '.[dev]' && \
+		cp pyproject.toml $(VENV)/.installed-pyproject.toml; }
+
+run: install
+	$(PY) manage.py migrate --noinput
+	@echo ""
+	@echo "MobileSD is starting on the embedded default (SQLite and broker under data/):"
+	@echo "  API         http://localhost:$(PORT)/api/v1/"
+	@echo "  API docs    http://localhost:$(PORT)/api/v1/docs"
+	@echo "  Admin       http://localhost:$(PORT)/admin/   (login: $(PY) manage.py createsuperuser)"
+	@echo "  API key     $(PY) manage.py create_api_key --name my-phone"
+	@echo "  No GPU?     $(PY) manage.py forge_simulator --port 7860, then add http://127.0.0.1:7860"
+	@echo ""
+	PATH="$(BIN):$$PATH" honcho start --procfile Procfile --port $(PORT)
+
+services:
+	@scripts/services
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+pytest: install services
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
+		$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
