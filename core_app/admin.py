@@ -9,6 +9,10 @@ from django.http import HttpRequest
 from core_app.models import ApiKey, generate_raw_key, hash_key
 from core_app.services import api_key_revoke
 
+# Every model's deletion goes through a service (image files, active-job checks), so the
+# generic bulk delete, which bypasses them, is off; each admin offers its own action.
+admin.site.disable_action("delete_selected")
+
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):

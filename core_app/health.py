@@ -38,10 +38,10 @@ def check_database() -> Check:
     return Check(True, connection.vendor)
 
 
-def check_broker(timeout: float = 2.0) -> Check:
+def check_broker(timeout: int = 2) -> Check:
     url = settings.CELERY_BROKER_URL
     try:
-        with celery_app.connection_for_write() as conn:
+        with celery_app.connection_for_write(url) as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
     except Exception as exc:  # kombu raises transport-specific errors
         logger.warning("Broker check failed: %s", exc)

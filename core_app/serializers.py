@@ -8,7 +8,9 @@ class ErrorSerializer(serializers.Serializer):
 
     message = serializers.CharField(help_text="What went wrong, for people.")
     code = serializers.CharField(help_text="A stable machine-readable code.")
-    fields = serializers.DictField(
+    # DRF's metaclass takes declared fields out of the class body, so this does not shadow
+    # Serializer.fields at runtime; the name is the API's.
+    fields = serializers.DictField(  # type: ignore[assignment]
         child=serializers.ListField(child=serializers.CharField()),
         required=False,
         help_text="Validation errors by dotted field path.",

@@ -1,12 +1,12 @@
 """URLs: the API under /api/v1/, its schema and docs, and the admin."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from core_app.views import HealthView
 
-api_v1 = [
+api_v1: list[URLPattern | URLResolver] = [
     path("health", HealthView.as_view(), name="health"),
     path("", include("queue_app.urls")),
     path("", include("servers_app.urls")),

@@ -83,11 +83,6 @@ class JobAdmin(admin.ModelAdmin):
     def server_alias(self, obj: Job) -> str:
         return obj.server_alias
 
-    def get_actions(self, request: HttpRequest) -> dict:
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)  # delete_jobs also removes the image files
-        return actions
-
     def delete_model(self, request: HttpRequest, obj: Job) -> None:
         job_delete(job_id=obj.pk)
 

@@ -102,4 +102,4 @@ class JobImage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.file.name
+        return self.file.name or f"{self.job_id} #{self.index}"

@@ -66,13 +66,24 @@ class SeedField(serializers.Field):
         return value
 
 
+class StrictCharField(serializers.CharField):
+    """A JSON string: a number or a list is a type error, not something to stringify."""
+
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class LoraSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=500)
+    name = StrictCharField(max_length=500)
     weight = StrictFloatField(min_value=-10, max_value=10, required=False)
 
 
-def text_field(**kwargs: Any) -> serializers.CharField:
-    return serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, **kwargs)
+def text_field(**kwargs: Any) -> StrictCharField:
+    return StrictCharField(required=False, allow_blank=True, trim_whitespace=False, **kwargs)
 
 
 class GenerationParamsSerializer(serializers.Serializer):
@@ -118,7 +129,7 @@ class GenerationParamsSerializer(serializers.Serializer):
 
 
 class GenerateRequestSerializer(serializers.Serializer):
-    target_server_alias = serializers.CharField(max_length=100)
+    target_server_alias = StrictCharField(max_length=100)
     generation_params = GenerationParamsSerializer()
 
 

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 from uuid import UUID
 
+from django.core.files.storage import Storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -125,14 +126,16 @@ def job_delete(*, job_id: str | UUID) -> UUID:
         with contextlib.suppress(Conflict):  # it finished meanwhile: nothing left to stop
             job_cancel(job_id=job.pk)
     with transaction.atomic():
-        files = [(image.file.storage, image.file.name) for image in job.images.all()]
+        files = [
+            (image.file.storage, image.file.name) for image in job.images.all() if image.file.name
+        ]
         job.delete()
         transaction.on_commit(lambda: _delete_files(files))
     logger.info("Deleted job %s and %d image(s)", pk, len(files))
     return pk
 
 
-def _delete_files(files: list[tuple[Any, str]]) -> None:
+def _delete_files(files: list[tuple[Storage, str]]) -> None:
     for storage, name in files:
         try:
             storage.delete(name)

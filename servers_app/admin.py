@@ -68,12 +68,6 @@ class ServerAdmin(admin.ModelAdmin):
     def active_jobs(self, obj: Server) -> int:
         return getattr(obj, "active_job_count", 0)
 
-    def get_actions(self, request: HttpRequest) -> dict:
-        actions = super().get_actions(request)
-        # Deleting goes through server_delete, which refuses servers with active jobs.
-        actions.pop("delete_selected", None)
-        return actions
-
     def delete_model(self, request: HttpRequest, obj: Server) -> None:
         server_delete(server=obj)
 

@@ -21,13 +21,15 @@ def server_create(*, data: dict[str, Any]) -> Server:
 
 @transaction.atomic
 def server_update(*, server: Server, data: dict[str, Any], partial: bool) -> Server:
-    """Update a server. Renaming its alias keeps its jobs (they point at the row).
+    """Update a server. Renaming its alias keeps its jobs (they point at the row and
+    follow the new name).
 
     A full update resets what it leaves out to the defaults, except the password, which a
     client cannot read back and so is only changed when given. Clearing the username
     clears the password with it.
     """
     server = Server.objects.select_for_update().get(pk=server.pk)
+    old_alias = server.alias
     defaults = {"username": "", "enabled": True, "slots": 1}
     for key in UPDATABLE_FIELDS:
         if key in data:
@@ -38,6 +40,9 @@ def server_update(*, server: Server, data: dict[str, Any], partial: bool) -> Ser
         server.password = ""
     server.full_clean()
     server.save()
+    if server.alias != old_alias:
+        # Jobs keep the alias as text too, so they still name the server once it is gone.
+        server.jobs.filter(target_server_alias=old_alias).update(target_server_alias=server.alias)
     return server
 
 

@@ -42,11 +42,10 @@ class ServerViewSet(viewsets.ModelViewSet):
     @extend_schema(responses={200: ServerEnvelopeSerializer, **ERRORS})
     def update(self, request: Request, *args: object, **kwargs: object) -> Response:
         partial = bool(kwargs.pop("partial", False))
-        serializer = self.get_serializer(self.get_object(), data=request.data, partial=partial)
+        server = self.get_object()
+        serializer = self.get_serializer(server, data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
-        server = server_update(
-            server=serializer.instance, data=serializer.validated_data, partial=partial
-        )
+        server = server_update(server=server, data=serializer.validated_data, partial=partial)
         body = {"message": "Server configuration updated successfully.", "server": server}
         return Response(ServerEnvelopeSerializer(body).data)
 

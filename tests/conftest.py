@@ -1,0 +1,45 @@
+"""Fixtures shared by the whole suite."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+from model_bakery import baker
+from rest_framework.test import APIClient
+
+from core_app.services import api_key_create
+from servers_app.models import Server
+
+
+@pytest.fixture(autouse=True)
+def _isolated_media_and_cache(settings, tmp_path: Path) -> Iterator[None]:
+    """Every test gets its own media folder and fresh throttling counters."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def raw_api_key(db) -> str:
+    _, raw_key = api_key_create(name="test phone")
+    return raw_key
+
+
+@pytest.fixture
+def client(raw_api_key: str) -> APIClient:
+    """An API client that sends a valid key."""
+    api_client = APIClient()
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_api_key}")
+    return api_client
+
+
+@pytest.fixture
+def anon_client(db) -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def server(db) -> Server:
+    return baker.make(Server, alias="Laptop", api_url="http://127.0.0.1:7860")

@@ -1,0 +1,73 @@
+"""The one error shape for every failure, including those before any view runs."""
+
+from unittest import mock
+
+import pytest
+
+from queue_app.models import Job
+from tests.support import assert_error, db_snapshot
+
+
+def test_malformed_json_is_400(client, server):
+    response = client.generic(
+        "POST", "/api/v1/generate", '{"target_server_alias": "Laptop",', "application/json"
+    )
+
+    error = assert_error(response, 400, "malformed_request")
+    assert "Malformed JSON" in error["message"]
+    assert not Job.objects.exists()
+
+
+def test_invalid_utf8_is_400(client, server):
+    response = client.generic("POST", "/api/v1/generate", b"\xff\xfe{}", "application/json")
+
+    assert_error(response, 400, "malformed_request")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_wrong_content_type_is_415(client, server, content_type):
+    response = client.generic(
+        "POST", "/api/v1/generate", "target_server_alias=Laptop", content_type
+    )
+
+    error = assert_error(response, 415, "unsupported_media_type")
+    assert content_type in error["message"]
+
+
+def test_oversized_body_is_413_and_stores_nothing(client, server, settings):
+    before = db_snapshot()
+    body = '{"target_server_alias": "Laptop", "generation_params": {"positive_prompt": "%s"}}' % (
+        "x" * (settings.MOBILESD_MAX_BODY_BYTES + 10)
+    )
+
+    response = client.generic("POST", "/api/v1/generate", body, "application/json")
+
+    assert_error(response, 413, "payload_too_large")
+    assert db_snapshot() == before
+
+
+def test_wrong_method_is_405(client, db):
+    assert_error(client.get("/api/v1/generate"), 405, "method_not_allowed")
+
+
+def test_unknown_api_url_is_404_in_the_error_shape(client, db):
+    assert_error(client.get("/api/v1/no-such-thing"), 404, "not_found")
+
+
+def test_unexpected_exception_is_a_500_in_the_error_shape(client, server):
+    with mock.patch("queue_app.views.job_get", side_effect=RuntimeError("boom")):
+        response = client.get("/api/v1/queue/jobs/88615c9d-71ec-4803-88b0-14f5162f6c66/status")
+
+    error = assert_error(response, 500, "server_error")
+    assert "boom" not in error["message"]
+
+
+def test_validation_errors_are_flattened_to_dotted_paths(client, server):
+    response = client.post(
+        "/api/v1/generate",
+        {"target_server_alias": "Laptop", "generation_params": {"loras": [{"name": 5}]}},
+        format="json",
+    )
+
+    error = assert_error(response, 400, "validation_error")
+    assert error["fields"] == {"generation_params.loras.0.name": ["Must be a string."]}

@@ -1,0 +1,93 @@
+"""/api/v1/health, the OpenAPI document and its browsable page."""
+
+from unittest import mock
+
+from rest_framework.test import APIClient
+
+from core_app.health import Check, redact_url
+
+
+def test_health_reports_database_and_broker_without_a_key(anon_client, settings):
+    response = anon_client.get("/api/v1/health")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["database"]["ok"] is True
+    assert body["broker"]["ok"] is True
+
+
+def test_health_is_503_when_the_broker_is_unreachable(anon_client):
+    with mock.patch("core_app.views.check_broker", return_value=Check(False, "Connection refused")):
+        response = anon_client.get("/api/v1/health")
+
+    assert response.status_code == 503
+    assert response.json()["status"] == "degraded"
+    assert response.json()["broker"] == {"ok": False, "detail": "Connection refused"}
+
+
+def test_health_really_probes_the_broker(anon_client, settings):
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+
+    response = anon_client.get("/api/v1/health")
+
+    assert response.status_code == 503
+    assert response.json()["broker"]["ok"] is False
+
+
+def test_redact_url_hides_the_password():
+    assert redact_url("redis://:s3cret@host:6379/0") == "redis://:***@host:6379/0"
+    assert redact_url("redis://host:6379/0") == "redis://host:6379/0"
+
+
+def test_schema_documents_every_api_endpoint(client):
+    response = client.get("/api/v1/schema", HTTP_ACCEPT="application/json")
+
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    expected = {
+        "/api/v1/generate": {"post"},
+        "/api/v1/queue/jobs": {"get"},
+        "/api/v1/queue/jobs/{job_id}": {"get", "delete"},
+        "/api/v1/queue/jobs/{job_id}/status": {"get"},
+        "/api/v1/queue/jobs/{job_id}/cancel": {"post"},
+        "/api/v1/servers": {"get", "post"},
+        "/api/v1/servers/{alias}": {"get", "put", "patch", "delete"},
+        "/api/v1/health": {"get"},
+    }
+    for path, methods in expected.items():
+        assert methods <= set(paths[path]), path
+
+
+def test_schema_describes_the_documented_job_fields(client):
+    schema = client.get("/api/v1/schema", HTTP_ACCEPT="application/json").json()
+    job = schema["components"]["schemas"]["Job"]["properties"]
+
+    assert list(job)[:10] == [
+        "mobilesd_job_id",
+        "status",
+        "creation_timestamp",
+        "last_updated_timestamp",
+        "completion_timestamp",
+        "target_server_alias",
+        "forge_session_hash",
+        "generation_params",
+        "result_details",
+        "retry_count",
+    ]
+    assert "Error" in schema["components"]["schemas"]
+
+
+def test_docs_page_is_served_with_local_assets(client):
+    response = client.get("/api/v1/docs")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "swagger-ui" in html
+    assert "cdn.jsdelivr.net" not in html
+
+
+def test_docs_and_schema_are_readable_without_a_key(db):
+    """A browser cannot send the key header, and the document holds no secrets."""
+    assert APIClient().get("/api/v1/docs").status_code == 200
+    assert APIClient().get("/api/v1/schema").status_code == 200

@@ -1,0 +1,241 @@
+"""/api/v1/servers and /api/v1/servers/<alias>."""
+
+import pytest
+from model_bakery import baker
+
+from queue_app.models import Job, JobStatus
+from servers_app.models import Server
+from tests.support import TIMESTAMP_RE, assert_error, db_snapshot
+
+SERVER_KEYS = {
+    "alias",
+    "api_url",
+    "apiUrl",
+    "username",
+    "has_password",
+    "enabled",
+    "slots",
+    "is_online",
+    "last_checked_at",
+    "last_seen_at",
+    "last_error",
+    "loaded_checkpoint",
+    "created_at",
+    "updated_at",
+}
+
+
+def test_create_with_snake_case_names(client, db):
+    response = client.post(
+        "/api/v1/servers",
+        {"alias": "Laptop", "api_url": "http://192.168.1.20:7860", "slots": 2},
+        format="json",
+    )
+
+    assert response.status_code == 201
+    body = response.json()
+    assert body["message"] == "Server configuration added successfully."
+    assert set(body["server"]) == SERVER_KEYS
+    assert body["server"]["alias"] == "Laptop"
+    assert body["server"]["api_url"] == "http://192.168.1.20:7860"
+    assert body["server"]["slots"] == 2
+    assert body["server"]["enabled"] is True
+    assert body["server"]["has_password"] is False
+    assert TIMESTAMP_RE.match(body["server"]["created_at"])
+    assert Server.objects.get().slots == 2
+
+
+def test_create_with_the_original_names(client, db):
+    response = client.post(
+        "/api/v1/servers",
+        {
+            "alias": "Desktop",
+            "apiUrl": "https://gpu-box:7860",
+            "auth": {"username": "sd", "password": "s3cret"},
+        },
+        format="json",
+    )
+
+    assert response.status_code == 201
+    server = Server.objects.get(alias="Desktop")
+    assert (server.api_url, server.username, server.password) == (
+        "https://gpu-box:7860",
+        "sd",
+        "s3cret",
+    )
+    assert response.json()["server"]["apiUrl"] == "https://gpu-box:7860"
+
+
+def test_password_is_never_returned(client, db):
+    body = {"alias": "A", "api_url": "http://h:1", "username": "u", "password": "s3cret"}
+    created = client.post("/api/v1/servers", body, format="json")
+
+    for response in (created, client.get("/api/v1/servers"), client.get("/api/v1/servers/A")):
+        assert "s3cret" not in response.content.decode()
+        body = response.json()
+        shown = body[0] if isinstance(body, list) else body.get("server", body)
+        assert "password" not in shown
+    assert client.get("/api/v1/servers/A").json()["has_password"] is True
+
+
+def test_list_is_a_plain_array_sorted_by_alias(client, db):
+    baker.make(Server, alias="b", api_url="http://b:1")
+    baker.make(Server, alias="a", api_url="http://a:1")
+
+    response = client.get("/api/v1/servers")
+
+    assert response.status_code == 200
+    assert [server["alias"] for server in response.json()] == ["a", "b"]
+
+
+def test_get_one_by_alias(client, server):
+    body = client.get("/api/v1/servers/Laptop").json()
+
+    assert set(body) == SERVER_KEYS
+    assert body["alias"] == "Laptop"
+
+
+def test_alias_with_spaces_is_addressable(client, db):
+    client.post("/api/v1/servers", {"alias": "Gaming PC", "api_url": "http://x:1"}, format="json")
+
+    assert client.get("/api/v1/servers/Gaming%20PC").json()["alias"] == "Gaming PC"
+
+
+def test_unknown_alias_is_404(client, db):
+    for method in ("get", "put", "patch", "delete"):
+        response = getattr(client, method)("/api/v1/servers/Nope", {}, format="json")
+        assert_error(response, 404, "server_not_found")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"api_url": "http://x:1"}, "alias"),
+        ({"alias": "A"}, "api_url"),
+        ({"alias": "A", "api_url": "ftp://x"}, "api_url"),
+        ({"alias": "A", "api_url": "not a url"}, "api_url"),
+        ({"alias": "A", "api_url": "http://"}, "api_url"),
+        ({"alias": "A", "api_url": "http://x:99999"}, "api_url"),
+        ({"alias": "A", "api_url": "http://x:1", "slots": 0}, "slots"),
+        ({"alias": "A", "api_url": "http://x:1", "slots": "two"}, "slots"),
+        ({"alias": "A", "api_url": "http://x:1", "enabled": "maybe"}, "enabled"),
+        ({"alias": "a/b", "api_url": "http://x:1"}, "alias"),
+        ({"alias": "   ", "api_url": "http://x:1"}, "alias"),
+        ({"alias": "any", "api_url": "http://x:1"}, "alias"),
+        ({"alias": "A", "api_url": "http://x:1", "auth": "user:pass"}, "auth"),
+        ({"alias": "x" * 101, "api_url": "http://x:1"}, "alias"),
+    ],
+)
+def test_invalid_server_is_refused_and_stores_nothing(client, db, body, field):
+    before = db_snapshot()
+
+    response = client.post("/api/v1/servers", body, format="json")
+
+    error = assert_error(response, 400, "validation_error")
+    assert field in error["fields"]
+    assert db_snapshot() == before
+
+
+def test_duplicate_alias_is_refused(client, server):
+    response = client.post(
+        "/api/v1/servers", {"alias": "Laptop", "api_url": "http://other:1"}, format="json"
+    )
+
+    assert "alias" in assert_error(response, 400, "validation_error")["fields"]
+    assert Server.objects.get().api_url == "http://127.0.0.1:7860"
+
+
+def test_put_replaces_the_configuration(client, db):
+    baker.make(Server, alias="Laptop", api_url="http://a:1", slots=3, enabled=False)
+
+    response = client.put(
+        "/api/v1/servers/Laptop", {"alias": "Laptop", "apiUrl": "http://b:2"}, format="json"
+    )
+
+    assert response.status_code == 200
+    assert response.json()["message"] == "Server configuration updated successfully."
+    server = Server.objects.get()
+    assert (server.api_url, server.slots, server.enabled) == ("http://b:2", 1, True)
+
+
+def test_put_with_the_original_auth_names(client, server):
+    client.put(
+        "/api/v1/servers/Laptop",
+        {"alias": "Laptop", "apiUrl": "http://b:2", "authUser": "me", "authPass": "pw"},
+        format="json",
+    )
+
+    server.refresh_from_db()
+    assert (server.username, server.password) == ("me", "pw")
+
+
+def test_update_without_password_keeps_it(client, db):
+    baker.make(Server, alias="L", api_url="http://a:1", username="u", password="keep")
+
+    client.patch("/api/v1/servers/L", {"api_url": "http://b:1"}, format="json")
+    client.put(
+        "/api/v1/servers/L", {"alias": "L", "api_url": "http://c:1", "username": "u"}, format="json"
+    )
+
+    assert Server.objects.get().password == "keep"
+
+
+def test_auth_null_clears_the_credentials(client, db):
+    baker.make(Server, alias="L", api_url="http://a:1", username="u", password="p")
+
+    client.patch("/api/v1/servers/L", {"auth": None}, format="json")
+
+    server = Server.objects.get()
+    assert (server.username, server.password) == ("", "")
+
+
+def test_rename_keeps_the_jobs_attached(client, server):
+    job = baker.make(Job, server=server, target_server_alias="Laptop", generation_params={"a": 1})
+
+    response = client.patch("/api/v1/servers/Laptop", {"alias": "Desktop"}, format="json")
+
+    assert response.status_code == 200
+    job.refresh_from_db()
+    assert job.server is not None
+    assert job.server.alias == "Desktop"
+    assert client.get("/api/v1/servers/Laptop").status_code == 404
+
+
+def test_invalid_update_changes_nothing(client, server):
+    before = db_snapshot()
+
+    response = client.patch("/api/v1/servers/Laptop", {"api_url": "gopher://x"}, format="json")
+
+    assert_error(response, 400, "validation_error")
+    assert db_snapshot() == before
+
+
+def test_delete_idle_server(client, server):
+    baker.make(
+        Job,
+        server=server,
+        target_server_alias="Laptop",
+        status=JobStatus.COMPLETED,
+        generation_params={"a": 1},
+    )
+    client.patch("/api/v1/servers/Laptop", {"alias": "Renamed"}, format="json")
+
+    response = client.delete("/api/v1/servers/Renamed")
+
+    assert response.status_code == 200
+    assert response.json() == {"message": "Server configuration deleted successfully."}
+    assert not Server.objects.exists()
+    # Finished jobs stay, still naming the server they ran on, by its last name.
+    assert Job.objects.get().server_alias == "Renamed"
+
+
+@pytest.mark.parametrize("status", [JobStatus.PENDING, JobStatus.PROCESSING])
+def test_delete_server_with_active_jobs_is_refused(client, server, status):
+    baker.make(Job, server=server, status=status, generation_params={"a": 1})
+    before = db_snapshot()
+
+    response = client.delete("/api/v1/servers/Laptop")
+
+    error = assert_error(response, 409, "server_has_active_jobs")
+    assert "1 pending or processing" in error["message"]
+    assert db_snapshot() == before

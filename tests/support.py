@@ -1,0 +1,103 @@
+"""Helpers for tests: the documented shapes of SEED_API.md, and database snapshots."""
+
+import re
+from typing import Any
+
+from django.apps import apps
+
+# The keys of a job exactly as SEED_API.md documents them, in the documented order.
+DOCUMENTED_JOB_KEYS = [
+    "mobilesd_job_id",
+    "status",
+    "creation_timestamp",
+    "last_updated_timestamp",
+    "completion_timestamp",
+    "target_server_alias",
+    "forge_session_hash",
+    "generation_params",
+    "result_details",
+    "retry_count",
+]
+# 2025-05-14T02:34:48.985Z
+TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+# The request example of POST /api/v1/generate in SEED_API.md.
+DOCUMENTED_GENERATE_REQUEST: dict[str, Any] = {
+    "target_server_alias": "Laptop",
+    "generation_params": {
+        "positive_prompt": "a beautiful landscape",
+        "negative_prompt": "ugly, blurry",
+        "checkpoint_name": "Pony/cyberrealisticPony_v8.safetensors",
+        "width": 512,
+        "height": 512,
+        "steps": 20,
+        "cfg_scale": 7,
+        "sampler_name": "Euler",
+        "restore_faces": False,
+        "scheduler_or_quality_preset": "Balanced",
+    },
+}
+
+# The generation_params of the documented status response (every documented key).
+DOCUMENTED_STATUS_PARAMS: dict[str, Any] = {
+    "positive_prompt": "a pretty girl",
+    "negative_prompt": "ugly",
+    "checkpoint_name": "Pony/cyberrealisticPony_v85.safetensors",
+    "style_preset": "simple",
+    "sampling_category": "Both",
+    "enable_hires_fix": False,
+    "upscaler_model": "None",
+    "refiner_model": "None",
+    "num_images": 1,
+    "seed": "",
+    "subseed": "",
+    "width": 512,
+    "height": 512,
+    "steps": 20,
+    "cfg_scale": 7,
+    "sampler_name": "Euler",
+    "restore_faces": False,
+    "scheduler_or_quality_preset": "Balanced",
+}
+
+
+def assert_documented_job(body: dict[str, Any]) -> None:
+    """A job object has every documented key with the documented type."""
+    for key in DOCUMENTED_JOB_KEYS:
+        assert key in body, f"missing documented key {key}"
+    assert UUID_RE.match(body["mobilesd_job_id"])
+    assert body["status"] in {"pending", "processing", "completed", "failed", "cancelled"}
+    assert TIMESTAMP_RE.match(body["creation_timestamp"])
+    assert TIMESTAMP_RE.match(body["last_updated_timestamp"])
+    assert body["completion_timestamp"] is None or TIMESTAMP_RE.match(body["completion_timestamp"])
+    assert isinstance(body["target_server_alias"], str)
+    assert body["forge_session_hash"] is None or isinstance(body["forge_session_hash"], str)
+    assert isinstance(body["generation_params"], dict)
+    assert body["result_details"] is None or isinstance(body["result_details"], dict)
+    assert isinstance(body["retry_count"], int)
+
+
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    """The response is the API's one error shape with this status and code."""
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) <= {"message", "code", "fields"}
+    assert isinstance(body["message"], str)
+    assert body["message"]
+    assert body["code"] == code
+    return body
+
+
+def db_snapshot() -> dict[str, list[tuple]]:
+    """Every row of every MobileSD table, to prove a rejected request changed nothing."""
+    snapshot = {}
+    for label in ("core_app", "servers_app", "queue_app"):
+        for model in apps.get_app_config(label).get_models():
+            # An authenticated request may note when its key was last used; nothing else.
+            names = [f.attname for f in model._meta.concrete_fields if f.name != "last_used_at"]
+            snapshot[model._meta.label] = sorted(
+                tuple(str(v) for v in row) for row in model._default_manager.values_list(*names)
+            )
+    return snapshot
