@@ -1,0 +1,885 @@
+"""The one module that talks HTTP to Stable Diffusion WebUI Forge / AUTOMATIC1111 servers.
+
+Invariants kept here:
+
+* Every call goes through one `requests.Session` per client, carries Basic auth when the
+  endpoint has a username, a non-browser ``User-Agent: MobileSD/<version>``, and an explicit
+  ``(connect, read)`` timeout. Nothing retries automatically: resending a `txt2img` would
+  queue a second generation behind the server's FIFO lock, so retrying is the caller's
+  decision (it owns the backoff and the attempt count).
+* Every failure surfaces as a `ForgeError` subclass; no `requests` exception escapes. The
+  subclass says what the caller may do next: `ForgeTransientError` = try again later,
+  `ForgePermanentError` = this request will never succeed as sent, `ForgeAuthError` = fix the
+  server record's credentials.
+* Passwords are never logged, and URLs are logged by path only (a base URL may carry
+  ``user:password@``).
+
+The module imports no Django models so it can be unit-tested without a database; server
+records are read duck-typed by `ServerEndpoint.from_server`. Server behaviour relied on here
+is described in ``shared/contracts/REFERENCE.md`` section A.
+"""
+
+import base64
+import binascii
+import html
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import requests
+from requests.auth import HTTPBasicAuth
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ForgeAuthError",
+    "ForgeClient",
+    "ForgeError",
+    "ForgePermanentError",
+    "ForgeTimeoutError",
+    "ForgeTransientError",
+    "ServerEndpoint",
+    "TaskProgress",
+    "Txt2ImgResult",
+    "job_timeout",
+]
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("mobilesd")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+USER_AGENT = f"MobileSD/{_package_version()} python-requests/{requests.__version__}"
+
+# Longest server message kept in an exception (a proxy may answer with a whole HTML page).
+_MAX_DETAIL_CHARS = 500
+
+
+# --- Exceptions --------------------------------------------------------------------------
+
+
+class ForgeError(Exception):
+    """A call to a generation server failed.
+
+    `detail` is a readable message taken from the server's error body (or describing the
+    network failure); `status_code` is the HTTP status (None when no response arrived);
+    `body` is the parsed JSON error body, the raw text when it was not JSON, or None.
+    """
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status_code: int | None = None,
+        body: Any = None,
+        method: str = "",
+        path: str = "",
+    ) -> None:
+        self.detail = detail
+        self.status_code = status_code
+        self.body = body
+        self.method = method
+        self.path = path
+        super().__init__(detail)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep status, body and request through pickling (billiard/Celery worker pools).
+        return (self.__class__, (self.detail,), self.__dict__.copy())
+
+    def __str__(self) -> str:
+        where = f"{self.method} {self.path}".strip()
+        status = f"HTTP {self.status_code}" if self.status_code is not None else ""
+        prefix = ", ".join(part for part in (where, status) if part)
+        return f"{prefix}: {self.detail}" if prefix else self.detail
+
+
+class ForgeTransientError(ForgeError):
+    """The server could not be reached or failed in a way worth retrying later.
+
+    Connection refused/reset, timeouts, dropped connections, 502/503/504, 408/429, and 5xx
+    errors not known to be deterministic (including CUDA out-of-memory, which depends on
+    what else holds the GPU).
+    """
+
+
+class ForgeTimeoutError(ForgeTransientError):
+    """The request reached the server but the answer did not arrive within the read timeout.
+
+    For `txt2img` this means the generation may still be running (or queued behind the
+    server's lock): probe `ForgeClient.progress_for_task` with the task id before sending it
+    again, or the server will generate twice.
+    """
+
+
+class ForgePermanentError(ForgeError):
+    """The server rejected this request deterministically; sending it again cannot help.
+
+    4xx responses (404, 422 validation, ...) and 500s whose message is known to depend only
+    on the request: unknown checkpoint/upscaler/script, ``KeyError`` on an option, an
+    undecodable image.
+    """
+
+
+class ForgeAuthError(ForgePermanentError):
+    """The server refused our credentials (HTTP 401/403): the server record needs fixing."""
+
+
+# 500 messages raised by A1111/Forge for problems of the request itself (REFERENCE.md A.2).
+_PERMANENT_MESSAGES = re.compile(
+    r"model '.*' not found"
+    r"|could not find upscaler"
+    r"|could not find checkpoint"
+    r"|invalid encoded image"
+    r"|script '.*' not found"
+    r"|always on script .* not found"
+    r"|cannot have a selectable script"
+    r"|sampler not found"
+    r"|init image not found"
+    r"|requests not allowed"
+    r"|request to local resource not allowed",
+    re.IGNORECASE,
+)
+# Exception class names (the "error" key of a 500 body) that are deterministic per request.
+_PERMANENT_ERROR_CLASSES = frozenset({"KeyError"})
+# 4xx statuses that mean "later", not "never".
+_TRANSIENT_4XX = frozenset({408, 425, 429})
+# Gateway statuses: the generation server itself was not reached or did not answer in time.
+_GATEWAY_5XX = frozenset({502, 503, 504})
+
+
+def _classify(status_code: int, detail: str, error_class: str | None) -> type[ForgeError]:
+    """Choose the exception class for an HTTP error response."""
+    if status_code in (401, 403):
+        return ForgeAuthError
+    if status_code in _TRANSIENT_4XX:
+        return ForgeTransientError
+    if 400 <= status_code < 500:
+        return ForgePermanentError
+    if status_code in _GATEWAY_5XX:
+        return ForgeTransientError
+    if status_code == 501:
+        return ForgePermanentError
+    if error_class in _PERMANENT_ERROR_CLASSES or _PERMANENT_MESSAGES.search(detail):
+        return ForgePermanentError
+    return ForgeTransientError
+
+
+def _truncate(text: str) -> str:
+    text = text.strip()
+    if len(text) <= _MAX_DETAIL_CHARS:
+        return text
+    return text[: _MAX_DETAIL_CHARS - 1] + "…"
+
+
+def _format_validation_errors(items: list[Any]) -> str:
+    """Render FastAPI 422 lists (pydantic 1 and 2 item shapes) as ``field: message; ...``."""
+    parts: list[str] = []
+    for item in items[:10]:
+        if not isinstance(item, Mapping):
+            parts.append(str(item))
+            continue
+        loc = item.get("loc") or []
+        if isinstance(loc, list | tuple):
+            # "body" is the FastAPI location of every JSON field: noise for a reader.
+            names = [str(p) for p in loc if p != "body"]
+            where = ".".join(names)
+        else:
+            where = str(loc)
+        msg = str(item.get("msg") or item.get("type") or "invalid")
+        parts.append(f"{where}: {msg}" if where else msg)
+    if len(items) > 10:
+        parts.append(f"... and {len(items) - 10} more")
+    return "; ".join(parts) or "validation error"
+
+
+def _describe_json_error(body: Any) -> tuple[str, str | None]:
+    """Return (readable detail, exception class name or None) for a JSON error body.
+
+    Handles A1111 ``{"error", "detail", "body", "errors"}``, Forge ``{"detail": ...}`` and
+    ``{"error", "detail", "body", "message"}``, and 422 ``{"detail": [...]}``.
+    """
+    if not isinstance(body, Mapping):
+        return _truncate(json.dumps(body, ensure_ascii=False, default=str)), None
+    raw_class = body.get("error")
+    error_class = raw_class if isinstance(raw_class, str) and raw_class else None
+    detail = body.get("detail")
+    if isinstance(detail, list):
+        return _truncate(_format_validation_errors(detail)), error_class
+    if isinstance(detail, Mapping):
+        return _truncate(json.dumps(detail, ensure_ascii=False, default=str)), error_class
+    if isinstance(detail, str) and detail.strip():
+        return _truncate(detail), error_class
+    # Uncaught exceptions: the message is in "errors" (A1111) or "message" (Forge 2).
+    for key in ("errors", "message"):
+        value = body.get(key)
+        if isinstance(value, str) and value.strip():
+            # HTTPException is the wrapper class, not the cause: its name adds nothing.
+            if error_class and error_class != "HTTPException":
+                return _truncate(f"{error_class}: {value}"), error_class
+            return _truncate(value), error_class
+    if error_class:
+        return error_class, error_class
+    return _truncate(json.dumps(body, ensure_ascii=False, default=str)), None
+
+
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_HTML_TAG = re.compile(r"<[^>]+>")
+
+
+def _describe_text_error(text: str) -> str:
+    """A readable line from a non-JSON error body (often an HTML page from a proxy)."""
+    title = _HTML_TITLE.search(text)
+    has_title = title is not None and bool(title.group(1).strip())
+    plain = title.group(1) if title is not None and has_title else _HTML_TAG.sub(" ", text)
+    return _truncate(" ".join(html.unescape(plain).split()))
+
+
+# --- Endpoint and results ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerEndpoint:
+    """Where a generation server answers and how to authenticate.
+
+    `base_url` is normalised to the server root without a trailing slash; a pasted
+    ``.../sdapi/v1`` suffix is removed because every path below is absolute from the root.
+    """
+
+    base_url: str
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        url = self.base_url.strip().rstrip("/")
+        if url.lower().endswith("/sdapi/v1"):
+            url = url[: -len("/sdapi/v1")].rstrip("/")
+        object.__setattr__(self, "base_url", url)
+
+    @classmethod
+    def from_server(cls, server: Any) -> "ServerEndpoint":
+        """Build from a server record (anything with ``.api_url``, ``.username``, ``.password``)."""
+        return cls(
+            base_url=str(server.api_url or ""),
+            username=str(getattr(server, "username", "") or ""),
+            password=str(getattr(server, "password", "") or ""),
+        )
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+
+@dataclass(frozen=True)
+class Txt2ImgResult:
+    """A finished `txt2img`: decoded image bytes (PNG unless the server's format differs),
+    the echoed request `parameters`, `info` parsed from the JSON string (empty when
+    unparsable) and that string as received in `raw_info`."""
+
+    images: list[bytes]
+    parameters: dict[str, Any]
+    info: dict[str, Any]
+    raw_info: str
+
+
+@dataclass(frozen=True)
+class TaskProgress:
+    """What the server says about a task.
+
+    With ``source == "internal"`` (``POST /internal/progress``) the answer is about the task
+    id asked for: `active` only for the task holding the server's lock, `queued` while it
+    waits (then `queue_position`/`queue_size` come from ``"In queue: i/n"``), `completed`
+    while it is among the server's last 16 finished ids. With ``source == "sdapi"``
+    (``GET /sdapi/v1/progress``, servers started with ``--nowebui``) the answer is about
+    whatever the server is running: `active` means "the server is busy", `task_specific` is
+    False, `queued`/`completed` are unknown (False), and `step`/`total_steps` are known.
+    """
+
+    active: bool
+    queued: bool
+    completed: bool
+    progress: float | None
+    eta: float | None
+    textinfo: str | None
+    queue_position: int | None
+    queue_size: int | None
+    step: int | None
+    total_steps: int | None
+    source: Literal["internal", "sdapi"]
+    task_specific: bool
+
+
+_IN_QUEUE = re.compile(r"In queue:\s*(\d+)\s*/\s*(\d+)", re.IGNORECASE)
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)
+
+
+def _clamp_fraction(value: float | None) -> float | None:
+    if value is None:
+        return None
+    return min(max(value, 0.0), 1.0)
+
+
+# --- Client ------------------------------------------------------------------------------
+
+
+class ForgeClient:
+    """Synchronous client for one Forge / A1111 server (API enabled with ``--api``).
+
+    Not thread-safe beyond what `requests.Session` offers: use one client per thread/job.
+    `read_timeout` applies to quick calls; pass `timeout=` (see `job_timeout`) for calls that
+    wait behind the server's generation lock (`txt2img`, `refresh_checkpoints`, and
+    `set_options` changing the checkpoint on A1111).
+    """
+
+    def __init__(
+        self,
+        endpoint: ServerEndpoint,
+        *,
+        session: requests.Session | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._owns_session = session is None
+        self.session = session if session is not None else requests.Session()
+        # Passed per request rather than set on the session so an injected session is
+        # never mutated.
+        self._auth = (
+            HTTPBasicAuth(endpoint.username, endpoint.password) if endpoint.username else None
+        )
+        self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        # None = not tried yet; False once the server answered 404 (--nowebui mode).
+        self._internal_progress: bool | None = None
+
+    def close(self) -> None:
+        """Close the session if this client created it."""
+        if self._owns_session:
+            self.session.close()
+
+    def __enter__(self) -> "ForgeClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- transport --
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send one request and return its parsed JSON (None for an empty or ``null`` body).
+
+        Raises the `ForgeError` subclass matching the failure; never a `requests` exception.
+        """
+        read_timeout = self.read_timeout if timeout is None else timeout
+        started = time.monotonic()
+        try:
+            response = self.session.request(
+                method,
+                self.endpoint.url(path),
+                json=json_body,
+                params=params,
+                auth=self._auth,
+                headers=self._headers,
+                timeout=(self.connect_timeout, read_timeout),
+                allow_redirects=False,
+            )
+        except requests.exceptions.RequestException as exc:
+            raise self._network_error(exc, method, path, read_timeout) from exc
+        elapsed = time.monotonic() - started
+        logger.debug(
+            "%s %s on %s -> %s in %.2fs",
+            method,
+            path,
+            self._host(),
+            response.status_code,
+            elapsed,
+        )
+        if response.status_code >= 300:
+            raise self._http_error(response, method, path)
+        return self._parse_json(response, method, path)
+
+    def _host(self) -> str:
+        # Host and port only: the base URL may carry credentials.
+        parts = urlsplit(self.endpoint.base_url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        host = parts.hostname or "?"
+        return f"{host}:{port}" if port else host
+
+    def _network_error(
+        self, exc: requests.exceptions.RequestException, method: str, path: str, read: float
+    ) -> ForgeError:
+        kind: type[ForgeError]
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            kind, detail = ForgeTransientError, f"connect timed out after {self.connect_timeout}s"
+        elif isinstance(exc, requests.exceptions.ReadTimeout):
+            kind, detail = ForgeTimeoutError, f"no answer within the read timeout of {read}s"
+        elif isinstance(
+            exc,
+            requests.exceptions.InvalidURL
+            | requests.exceptions.MissingSchema
+            | requests.exceptions.InvalidSchema
+            | requests.exceptions.InvalidHeader
+            | requests.exceptions.TooManyRedirects,
+        ):
+            # A misconfigured server record: retrying sends the same bad request.
+            kind, detail = ForgePermanentError, f"invalid request: {type(exc).__name__}"
+        elif isinstance(
+            exc,
+            requests.exceptions.ChunkedEncodingError | requests.exceptions.ContentDecodingError,
+        ):
+            kind, detail = ForgeTransientError, "connection dropped while reading the response"
+        elif isinstance(exc, requests.exceptions.ConnectionError):
+            kind, detail = ForgeTransientError, f"cannot connect to {self._host()}"
+        else:
+            kind, detail = ForgeTransientError, f"request failed: {type(exc).__name__}"
+        logger.warning(
+            "%s %s on %s failed: %s (%s)", method, path, self._host(), detail, type(exc).__name__
+        )
+        return kind(detail, method=method, path=path)
+
+    def _http_error(self, response: requests.Response, method: str, path: str) -> ForgeError:
+        status = response.status_code
+        body: Any
+        error_class: str | None = None
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+            detail = _describe_text_error(body) if body.strip() else ""
+        else:
+            detail, error_class = _describe_json_error(body)
+        if not detail:
+            detail = response.reason or "no details"
+        if 300 <= status < 400:
+            # Redirects are not followed (a redirect to a login page would hide a 401).
+            kind: type[ForgeError] = ForgePermanentError
+            location = response.headers.get("Location", "")
+            detail = f"unexpected redirect to {location}" if location else "unexpected redirect"
+        else:
+            kind = _classify(status, detail, error_class)
+        # 404 is how a server says "this mode/version lacks the route"; callers probe for it.
+        level = logging.INFO if status == 404 else logging.WARNING
+        logger.log(
+            level,
+            "%s %s on %s -> HTTP %s (%s): %s",
+            method,
+            path,
+            self._host(),
+            status,
+            kind.__name__,
+            detail,
+        )
+        return kind(detail, status_code=status, body=body, method=method, path=path)
+
+    def _parse_json(self, response: requests.Response, method: str, path: str) -> Any:
+        if not response.content.strip():
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            # A 2xx that is not JSON is not the API (a proxy page, a wrong port): treated as
+            # transient so the caller's bounded retries decide, rather than failing a job on
+            # one glitch.
+            raise ForgeTransientError(
+                "the server answered with a body that is not JSON: "
+                + _describe_text_error(response.text),
+                status_code=response.status_code,
+                body=response.text,
+                method=method,
+                path=path,
+            ) from exc
+
+    def _get_list(self, path: str, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        body = self._request("GET", path, timeout=timeout)
+        if not isinstance(body, list):
+            raise ForgeTransientError(
+                f"expected a JSON list, got {type(body).__name__}",
+                body=body,
+                method="GET",
+                path=path,
+            )
+        return [item for item in body if isinstance(item, dict)]
+
+    def _get_dict(self, path: str, *, timeout: float | None = None) -> dict[str, Any]:
+        body = self._request("GET", path, timeout=timeout)
+        if not isinstance(body, dict):
+            raise ForgeTransientError(
+                f"expected a JSON object, got {type(body).__name__}",
+                body=body,
+                method="GET",
+                path=path,
+            )
+        return body
+
+    # -- generation --
+
+    def txt2img(self, payload: dict[str, Any], *, timeout: float | None = None) -> Txt2ImgResult:
+        """``POST /sdapi/v1/txt2img`` and decode the answer.
+
+        The call blocks until the generation is finished (it waits behind any job holding the
+        server's lock), so pass `timeout` from `job_timeout`. A `ForgeTimeoutError` means the
+        generation may still be running under ``payload["force_task_id"]``.
+        """
+        path = "/sdapi/v1/txt2img"
+        logger.info(
+            "txt2img on %s: task %s, %s step(s), %sx%s",
+            self._host(),
+            payload.get("force_task_id"),
+            payload.get("steps"),
+            payload.get("width"),
+            payload.get("height"),
+        )
+        body = self._request("POST", path, json_body=payload, timeout=timeout)
+        if not isinstance(body, dict):
+            raise ForgeTransientError(
+                "txt2img answered without a JSON object", body=body, method="POST", path=path
+            )
+        images: list[bytes] = []
+        for index, encoded in enumerate(body.get("images") or []):
+            images.append(self._decode_image(encoded, index, path))
+        parameters = body.get("parameters")
+        raw = body.get("info")
+        info: dict[str, Any] = {}
+        if isinstance(raw, str):
+            raw_info = raw
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict):
+                info = parsed
+        elif isinstance(raw, dict):
+            # Not what A1111/Forge send, but a proxy may have decoded it already.
+            info = raw
+            raw_info = json.dumps(raw)
+        else:
+            raw_info = ""
+        return Txt2ImgResult(
+            images=images,
+            parameters=parameters if isinstance(parameters, dict) else {},
+            info=info,
+            raw_info=raw_info,
+        )
+
+    @staticmethod
+    def _decode_image(encoded: Any, index: int, path: str) -> bytes:
+        if not isinstance(encoded, str):
+            raise ForgeTransientError(
+                f"image {index} is not a base64 string", method="POST", path=path
+            )
+        # A1111 sends bare base64; tolerate a data: URI prefix all the same.
+        if encoded.startswith("data:") and "," in encoded:
+            encoded = encoded.split(",", 1)[1]
+        try:
+            return base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ForgeTransientError(
+                f"image {index} is not valid base64", method="POST", path=path
+            ) from exc
+
+    def interrupt(self) -> None:
+        """``POST /sdapi/v1/interrupt``: stops whatever job is running, ours or not.
+
+        Check `is_task_active` first; the running request still returns 200 with the images
+        made so far. Interrupting an idle server has no effect on later jobs.
+        """
+        logger.info("Interrupting the current job on %s", self._host())
+        self._request("POST", "/sdapi/v1/interrupt")
+
+    # -- progress and task ids --
+
+    def progress_for_task(self, task_id: str) -> TaskProgress:
+        """Progress of `task_id`, from ``/internal/progress`` or, without a web UI, from
+        ``/sdapi/v1/progress`` (see `TaskProgress` for what each source can tell)."""
+        if self._internal_progress is not False:
+            try:
+                body = self._request(
+                    "POST",
+                    "/internal/progress",
+                    json_body={"id_task": task_id, "id_live_preview": -1, "live_preview": False},
+                )
+            except ForgePermanentError as exc:
+                if exc.status_code != 404 or isinstance(exc, ForgeAuthError):
+                    raise
+                # --nowebui: the /internal routes do not exist; remember it for this client.
+                logger.info(
+                    "%s has no /internal/progress (API-only mode); using /sdapi/v1/progress",
+                    self._host(),
+                )
+                self._internal_progress = False
+            else:
+                self._internal_progress = True
+                return self._parse_internal_progress(body)
+        return self._parse_sdapi_progress(self._sdapi_progress(), task_id)
+
+    @staticmethod
+    def _parse_internal_progress(body: Any) -> TaskProgress:
+        data = body if isinstance(body, dict) else {}
+        textinfo = data.get("textinfo") if isinstance(data.get("textinfo"), str) else None
+        position = size = None
+        if textinfo:
+            match = _IN_QUEUE.search(textinfo)
+            if match:
+                position, size = int(match.group(1)), int(match.group(2))
+        return TaskProgress(
+            active=bool(data.get("active")),
+            queued=bool(data.get("queued")),
+            completed=bool(data.get("completed")),
+            progress=_clamp_fraction(_as_float(data.get("progress"))),
+            eta=_as_float(data.get("eta")),
+            textinfo=textinfo,
+            queue_position=position,
+            queue_size=size,
+            step=None,
+            total_steps=None,
+            source="internal",
+            task_specific=True,
+        )
+
+    def _sdapi_progress(self) -> dict[str, Any]:
+        body = self._request("GET", "/sdapi/v1/progress", params={"skip_current_image": "true"})
+        return body if isinstance(body, dict) else {}
+
+    @staticmethod
+    def _parse_sdapi_progress(body: dict[str, Any], task_id: str) -> TaskProgress:
+        raw_state = body.get("state")
+        state: dict[str, Any] = raw_state if isinstance(raw_state, dict) else {}
+        job_count = _as_int(state.get("job_count")) or 0
+        busy = job_count > 0 or bool(state.get("job"))
+        # Stock servers drop `current_task` from this response; a server that keeps it lets
+        # us answer for the task itself.
+        current = body.get("current_task")
+        task_specific = isinstance(current, str) and bool(current)
+        active = (current == task_id) if task_specific else busy
+        steps = _as_int(state.get("sampling_steps"))
+        step = _as_int(state.get("sampling_step"))
+        eta = _as_float(body.get("eta_relative"))
+        return TaskProgress(
+            active=active,
+            queued=False,
+            completed=False,
+            progress=_clamp_fraction(_as_float(body.get("progress"))) if active else None,
+            eta=eta if active and eta else None,
+            textinfo=body.get("textinfo") if isinstance(body.get("textinfo"), str) else None,
+            queue_position=None,
+            queue_size=None,
+            step=step if active and steps else None,
+            total_steps=steps if active and steps else None,
+            source="sdapi",
+            task_specific=task_specific,
+        )
+
+    def is_task_active(self, task_id: str) -> bool:
+        """True only when the server confirms `task_id` is the job it is running now.
+
+        Use before `interrupt` so we never stop someone else's job. Where the server cannot
+        answer per task (``--nowebui``), this is False: "not confirmed" (check
+        `progress_for_task(...).source` to tell the cases apart). A small race remains: the
+        task may finish between this probe and the interrupt.
+        """
+        progress = self.progress_for_task(task_id)
+        return progress.active and progress.task_specific
+
+    def current_task_id(self) -> str | None:
+        """The id of the running task when the server reports it, else None.
+
+        Best effort: stock A1111/Forge drop ``current_task`` from ``/sdapi/v1/progress``, so
+        on them this is always None; use `is_task_active(task_id)` to ask about one id.
+        """
+        current = self._sdapi_progress().get("current_task")
+        return current if isinstance(current, str) and current else None
+
+    def pending_tasks(self) -> list[str] | None:
+        """Ids waiting for the server's lock (UI jobs included), or None where the server has
+        no ``/internal/pending-tasks`` (``--nowebui``, A1111 before 1.7)."""
+        try:
+            body = self._request("GET", "/internal/pending-tasks")
+        except ForgePermanentError as exc:
+            if exc.status_code == 404 and not isinstance(exc, ForgeAuthError):
+                return None
+            raise
+        tasks = body.get("tasks") if isinstance(body, dict) else None
+        if not isinstance(tasks, list):
+            return None
+        return [str(task) for task in tasks]
+
+    # -- resources --
+
+    def sd_models(self) -> list[dict[str, Any]]:
+        """``GET /sdapi/v1/sd-models``: ``[{"title", "model_name", "hash", "sha256", ...}]``."""
+        return self._get_list("/sdapi/v1/sd-models")
+
+    def loras(self) -> list[dict[str, Any]]:
+        """``GET /sdapi/v1/loras``: ``[{"name", "alias", "path", "metadata"}]``."""
+        return self._get_list("/sdapi/v1/loras")
+
+    def samplers(self) -> list[dict[str, Any]]:
+        return self._get_list("/sdapi/v1/samplers")
+
+    def schedulers(self) -> list[dict[str, Any]]:
+        """Schedulers, or ``[]`` on servers without the endpoint (A1111 <= 1.8, Forge classic),
+        where the scheduler is part of the sampler name instead."""
+        try:
+            return self._get_list("/sdapi/v1/schedulers")
+        except ForgePermanentError as exc:
+            if exc.status_code == 404 and not isinstance(exc, ForgeAuthError):
+                return []
+            raise
+
+    def upscalers(self) -> list[dict[str, Any]]:
+        return self._get_list("/sdapi/v1/upscalers")
+
+    def latent_upscale_modes(self) -> list[dict[str, Any]]:
+        """Latent modes, which are valid `hr_upscaler` values too."""
+        return self._get_list("/sdapi/v1/latent-upscale-modes")
+
+    def options(self) -> dict[str, Any]:
+        return self._get_dict("/sdapi/v1/options")
+
+    def set_options(self, values: dict[str, Any], *, timeout: float | None = None) -> None:
+        """``POST /sdapi/v1/options``. On A1111 a checkpoint change loads the model before
+        answering (behind the generation lock): pass a long `timeout` for that."""
+        logger.info("Setting options %s on %s", sorted(values), self._host())
+        self._request("POST", "/sdapi/v1/options", json_body=values, timeout=timeout)
+
+    def refresh_checkpoints(self, *, timeout: float | None = None) -> None:
+        """Rescan checkpoints. Waits behind the generation lock: pass a long `timeout`."""
+        self._request("POST", "/sdapi/v1/refresh-checkpoints", timeout=timeout)
+
+    def refresh_loras(self, *, timeout: float | None = None) -> None:
+        self._request("POST", "/sdapi/v1/refresh-loras", timeout=timeout)
+
+    def memory(self) -> dict[str, Any]:
+        return self._get_dict("/sdapi/v1/memory")
+
+    def ping(self, *, timeout: float | None = None) -> bool:
+        """True when the server's API answers.
+
+        Probes ``GET /sdapi/v1/progress?skip_current_image=true`` rather than
+        ``/internal/ping``: it is as cheap (no lock, a small dict), exists in web-UI and
+        ``--nowebui`` modes alike, and, unlike ``/internal/ping``, proves that ``--api`` is on
+        and that our credentials pass ``--api-auth``. Unreachable or API off (404) -> False;
+        rejected credentials raise `ForgeAuthError`, a configuration error the operator
+        must see rather than "offline".
+        """
+        try:
+            self._request(
+                "GET",
+                "/sdapi/v1/progress",
+                params={"skip_current_image": "true"},
+                timeout=timeout,
+            )
+        except ForgeAuthError:
+            raise
+        except ForgeError:
+            return False
+        return True
+
+
+# --- Timeouts ----------------------------------------------------------------------------
+
+# Defaults of the settings read by `job_timeout` (each overridable in Django settings).
+DEFAULT_JOB_TIMEOUT_OVERHEAD = 120.0  # checkpoint switch (2 s .. 2 min), VAE decode, transfer
+DEFAULT_SECONDS_PER_MEGAPIXEL_STEP = 3.0  # generous: SDXL/Flux on a laptop GPU
+DEFAULT_JOB_TIMEOUT_FLOOR = 300.0
+DEFAULT_JOB_TIMEOUT_CAP = 3600.0
+
+
+def _setting(name: str, default: float) -> float:
+    """A positive float from Django settings, or `default` (also when Django is not set up)."""
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        raw = getattr(settings, name, default)
+    except ImproperlyConfigured:
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return default
+    return value if value > 0 else default
+
+
+def job_timeout(
+    *,
+    steps: int,
+    width: int,
+    height: int,
+    images: int,
+    hires: bool = False,
+    hires_scale: float = 2.0,
+    hires_steps: int | None = None,
+    overhead: float | None = None,
+    seconds_per_megapixel_step: float | None = None,
+    floor: float | None = None,
+    cap: float | None = None,
+) -> float:
+    """Read timeout in seconds for a `txt2img` of this size.
+
+    ``timeout = clamp(overhead + rate * work, floor, cap)`` where
+    ``work = images * steps * MP`` (MP = width * height / 10**6) plus, with hires fix,
+    ``images * (hires_steps or steps) * MP * hires_scale**2`` for the second pass.
+
+    The read timeout bounds the wait for the first response byte, and a generating server
+    sends nothing until it is done, so this is effectively the job's time limit. It is
+    deliberately generous: timing out a job that would have finished costs a whole rerun,
+    while waiting too long on a dead server only delays a retry (the heartbeat and progress
+    probes notice a dead server sooner). Defaults (overridable per call or in settings):
+
+    * `overhead`  ``MOBILESD_FORGE_TIMEOUT_OVERHEAD``  = 120 s (checkpoint switch, decode)
+    * `seconds_per_megapixel_step`  ``MOBILESD_FORGE_SECONDS_PER_MEGAPIXEL_STEP`` = 3.0
+    * `floor`  ``MOBILESD_FORGE_TIMEOUT_FLOOR`` = 300 s
+    * `cap`  ``MOBILESD_FORGE_TIMEOUT_CAP`` = 3600 s (never below `floor`)
+    """
+    if overhead is None:
+        overhead = _setting("MOBILESD_FORGE_TIMEOUT_OVERHEAD", DEFAULT_JOB_TIMEOUT_OVERHEAD)
+    if seconds_per_megapixel_step is None:
+        seconds_per_megapixel_step = _setting(
+            "MOBILESD_FORGE_SECONDS_PER_MEGAPIXEL_STEP", DEFAULT_SECONDS_PER_MEGAPIXEL_STEP
+        )
+    if floor is None:
+        floor = _setting("MOBILESD_FORGE_TIMEOUT_FLOOR", DEFAULT_JOB_TIMEOUT_FLOOR)
+    if cap is None:
+        cap = _setting("MOBILESD_FORGE_TIMEOUT_CAP", DEFAULT_JOB_TIMEOUT_CAP)
+    cap = max(cap, floor)
+
+    megapixels = max(width, 1) * max(height, 1) / 1_000_000
+    count = max(images, 1)
+    first_pass_steps = max(steps, 1)
+    work = count * first_pass_steps * megapixels
+    if hires:
+        second_pass_steps = hires_steps if hires_steps and hires_steps > 0 else first_pass_steps
+        work += count * second_pass_steps * megapixels * max(hires_scale, 1.0) ** 2
+    estimate = overhead + seconds_per_megapixel_step * work
+    return float(min(max(estimate, floor), cap))

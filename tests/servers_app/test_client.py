@@ -1,0 +1,804 @@
+"""Unit tests of the Forge/A1111 client; the transport is mocked with `responses`."""
+
+import base64
+import json
+import pickle
+from typing import Any
+
+import pytest
+import requests
+import responses
+from responses import matchers
+
+from servers_app.client import (
+    ForgeAuthError,
+    ForgeClient,
+    ForgeError,
+    ForgePermanentError,
+    ForgeTimeoutError,
+    ForgeTransientError,
+    ServerEndpoint,
+    job_timeout,
+)
+
+BASE = "http://forge.local:7860"
+
+
+class RecordingSession(requests.Session):
+    """A real session that remembers the timeout of every request it sends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[Any] = []
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        self.timeouts.append(kwargs.get("timeout"))
+        return super().request(method, url, *args, **kwargs)
+
+
+@pytest.fixture
+def mocked() -> Any:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield rsps
+
+
+@pytest.fixture
+def forge() -> ForgeClient:
+    return ForgeClient(ServerEndpoint(BASE))
+
+
+def _png(n: int) -> bytes:
+    return b"\x89PNG\r\n\x1a\n" + bytes([n]) * 16
+
+
+# --- errors ------------------------------------------------------------------------------
+
+ERROR_CASES = [
+    pytest.param(
+        404,
+        {
+            "error": "HTTPException",
+            "detail": "Sampler not found",
+            "body": "",
+            "errors": "404: Sampler not found",
+        },
+        ForgePermanentError,
+        "Sampler not found",
+        id="a1111-httpexception-404",
+    ),
+    pytest.param(
+        401,
+        {
+            "error": "HTTPException",
+            "detail": "Incorrect username or password",
+            "body": "",
+            "errors": "401: Incorrect username or password",
+        },
+        ForgeAuthError,
+        "Incorrect username or password",
+        id="a1111-401",
+    ),
+    pytest.param(
+        401, {"detail": "Not authenticated"}, ForgeAuthError, "Not authenticated", id="forge-401"
+    ),
+    pytest.param(
+        500,
+        {"error": "RuntimeError", "detail": "", "body": "", "errors": "model 'nope' not found"},
+        ForgePermanentError,
+        "RuntimeError: model 'nope' not found",
+        id="a1111-500-unknown-model",
+    ),
+    pytest.param(
+        500,
+        {
+            "error": "Exception",
+            "detail": "",
+            "body": "",
+            "message": "could not find upscaler named 4x-Nope",
+        },
+        ForgePermanentError,
+        "Exception: could not find upscaler named 4x-Nope",
+        id="forge-500-unknown-upscaler",
+    ),
+    pytest.param(
+        500,
+        {
+            "error": "Exception",
+            "detail": "",
+            "body": "",
+            "message": "Could not find checkpoint with name refiner.safetensors",
+        },
+        ForgePermanentError,
+        "Exception: Could not find checkpoint with name refiner.safetensors",
+        id="forge-500-unknown-refiner",
+    ),
+    pytest.param(
+        500,
+        {"error": "KeyError", "detail": "", "body": "", "errors": "'not_an_option'"},
+        ForgePermanentError,
+        "KeyError: 'not_an_option'",
+        id="a1111-500-keyerror",
+    ),
+    pytest.param(
+        500,
+        {
+            "error": "HTTPException",
+            "detail": "Invalid encoded image",
+            "body": "",
+            "errors": "500: Invalid encoded image",
+        },
+        ForgePermanentError,
+        "Invalid encoded image",
+        id="a1111-500-invalid-image",
+    ),
+    pytest.param(
+        422,
+        {"detail": "Script 'nope' not found"},
+        ForgePermanentError,
+        "Script 'nope' not found",
+        id="forge-422-script",
+    ),
+    pytest.param(
+        422,
+        {
+            "detail": [
+                {
+                    "loc": ["body", "steps"],
+                    "msg": "value is not a valid integer",
+                    "type": "type_error.integer",
+                }
+            ]
+        },
+        ForgePermanentError,
+        "steps: value is not a valid integer",
+        id="pydantic1-422",
+    ),
+    pytest.param(
+        422,
+        {
+            "detail": [
+                {
+                    "type": "int_parsing",
+                    "loc": ["body", "steps"],
+                    "msg": "Input should be a valid integer, unable to parse string as an integer",
+                    "input": "abc",
+                },
+                {"type": "missing", "loc": ["body", "id_task"], "msg": "Field required"},
+            ]
+        },
+        ForgePermanentError,
+        "steps: Input should be a valid integer, unable to parse string as an integer; "
+        "id_task: Field required",
+        id="pydantic2-422",
+    ),
+    pytest.param(
+        500,
+        {
+            "error": "OutOfMemoryError",
+            "detail": "",
+            "body": "",
+            "message": "CUDA out of memory. Tried to allocate 2.00 GiB",
+        },
+        ForgeTransientError,
+        "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        id="forge-500-oom",
+    ),
+    pytest.param(
+        500,
+        {"error": "RuntimeError", "detail": "", "body": "", "errors": "device-side assert"},
+        ForgeTransientError,
+        "RuntimeError: device-side assert",
+        id="a1111-500-other",
+    ),
+    pytest.param(
+        502,
+        "<html><head><title>502 Bad Gateway</title></head><body><h1>502</h1></body></html>",
+        ForgeTransientError,
+        "502 Bad Gateway",
+        id="proxy-502-html",
+    ),
+    pytest.param(
+        503,
+        "Service Temporarily Unavailable",
+        ForgeTransientError,
+        "Service Temporarily Unavailable",
+        id="proxy-503-text",
+    ),
+    pytest.param(
+        504,
+        {"error": "RuntimeError", "detail": "", "body": "", "errors": "model 'x' not found"},
+        ForgeTransientError,
+        "RuntimeError: model 'x' not found",
+        id="gateway-504-always-transient",
+    ),
+    pytest.param(
+        429, {"detail": "Too many requests"}, ForgeTransientError, "Too many requests", id="429"
+    ),
+    pytest.param(500, "", ForgeTransientError, "Internal Server Error", id="500-empty-body"),
+]
+
+
+@pytest.mark.parametrize(("status", "body", "expected_class", "expected_detail"), ERROR_CASES)
+def test_error_response_maps_to_exception_class_and_message(
+    mocked: Any,
+    forge: ForgeClient,
+    status: int,
+    body: Any,
+    expected_class: type,
+    expected_detail: str,
+) -> None:
+    if isinstance(body, str):
+        mocked.post(f"{BASE}/sdapi/v1/txt2img", body=body, status=status, content_type="text/html")
+    else:
+        mocked.post(f"{BASE}/sdapi/v1/txt2img", json=body, status=status)
+
+    with pytest.raises(ForgeError) as caught:
+        forge.txt2img({"prompt": "x"})
+
+    assert type(caught.value) is expected_class
+    assert caught.value.detail == expected_detail
+    assert caught.value.status_code == status
+    assert str(caught.value) == f"POST /sdapi/v1/txt2img, HTTP {status}: {expected_detail}"
+
+
+def test_error_body_is_kept_parsed(mocked: Any, forge: ForgeClient) -> None:
+    body = {"error": "KeyError", "detail": "", "body": "", "message": "'x'"}
+    mocked.post(f"{BASE}/sdapi/v1/options", json=body, status=500)
+
+    with pytest.raises(ForgePermanentError) as caught:
+        forge.set_options({"x": 1})
+
+    assert caught.value.body == body
+
+
+def test_error_survives_pickling() -> None:
+    error = ForgeAuthError("Not authenticated", status_code=401, body={"detail": "x"}, path="/p")
+
+    copy = pickle.loads(pickle.dumps(error))
+
+    assert type(copy) is ForgeAuthError
+    assert (copy.detail, copy.status_code, copy.body, copy.path) == (
+        "Not authenticated",
+        401,
+        {"detail": "x"},
+        "/p",
+    )
+
+
+def test_long_html_error_is_truncated(mocked: Any, forge: ForgeClient) -> None:
+    mocked.get(f"{BASE}/sdapi/v1/sd-models", body="<p>" + "x" * 5000 + "</p>", status=500)
+
+    with pytest.raises(ForgeTransientError) as caught:
+        forge.sd_models()
+
+    assert len(caught.value.detail) <= 500
+
+
+def test_redirect_is_not_followed_and_is_permanent(mocked: Any, forge: ForgeClient) -> None:
+    mocked.get(
+        f"{BASE}/sdapi/v1/sd-models", status=302, headers={"Location": "https://login.example/"}
+    )
+
+    with pytest.raises(ForgePermanentError) as caught:
+        forge.sd_models()
+
+    assert caught.value.detail == "unexpected redirect to https://login.example/"
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected_class"),
+    [
+        (requests.exceptions.ConnectionError("refused"), ForgeTransientError),
+        (requests.exceptions.ConnectTimeout("slow"), ForgeTransientError),
+        (requests.exceptions.ReadTimeout("slow"), ForgeTimeoutError),
+        (requests.exceptions.ChunkedEncodingError("dropped"), ForgeTransientError),
+        (requests.exceptions.InvalidURL("bad"), ForgePermanentError),
+    ],
+)
+def test_network_failure_maps_to_exception_class(
+    mocked: Any, forge: ForgeClient, raised: Exception, expected_class: type
+) -> None:
+    mocked.post(f"{BASE}/sdapi/v1/txt2img", body=raised)
+
+    with pytest.raises(ForgeError) as caught:
+        forge.txt2img({"prompt": "x"})
+
+    assert type(caught.value) is expected_class
+    assert caught.value.status_code is None
+
+
+def test_read_timeout_is_transient(mocked: Any, forge: ForgeClient) -> None:
+    mocked.post(f"{BASE}/sdapi/v1/txt2img", body=requests.exceptions.ReadTimeout("slow"))
+
+    with pytest.raises(ForgeTransientError, match="read timeout of 600"):
+        forge.txt2img({"prompt": "x"}, timeout=600)
+
+
+def test_non_json_success_body_is_transient(mocked: Any, forge: ForgeClient) -> None:
+    mocked.get(f"{BASE}/sdapi/v1/sd-models", body="<html>router login</html>", status=200)
+
+    with pytest.raises(ForgeTransientError, match="not JSON"):
+        forge.sd_models()
+
+
+# --- auth, headers, timeouts -------------------------------------------------------------
+
+
+def test_basic_auth_header_is_sent_when_username_set(mocked: Any) -> None:
+    expected = "Basic " + base64.b64encode(b"alice:s3cret:x").decode()
+    mocked.get(
+        f"{BASE}/sdapi/v1/sd-models",
+        json=[],
+        match=[matchers.header_matcher({"Authorization": expected})],
+    )
+    client = ForgeClient(ServerEndpoint(BASE, username="alice", password="s3cret:x"))
+
+    assert client.sd_models() == []
+
+
+def test_no_auth_header_without_username(mocked: Any, forge: ForgeClient) -> None:
+    mocked.get(f"{BASE}/sdapi/v1/sd-models", json=[])
+
+    forge.sd_models()
+
+    assert "Authorization" not in mocked.calls[0].request.headers
+
+
+def test_user_agent_names_mobilesd(mocked: Any, forge: ForgeClient) -> None:
+    mocked.get(f"{BASE}/sdapi/v1/loras", json=[])
+
+    forge.loras()
+
+    assert mocked.calls[0].request.headers["User-Agent"].startswith("MobileSD/")
+
+
+PUBLIC_CALLS = [
+    ("txt2img", ({"prompt": "x"},), "POST", "/sdapi/v1/txt2img", {"images": [], "info": "{}"}),
+    (
+        "progress_for_task",
+        ("t1",),
+        "POST",
+        "/internal/progress",
+        {"active": False, "queued": False, "completed": False},
+    ),
+    (
+        "is_task_active",
+        ("t1",),
+        "POST",
+        "/internal/progress",
+        {"active": True, "queued": False, "completed": False},
+    ),
+    ("current_task_id", (), "GET", "/sdapi/v1/progress", {"progress": 0, "state": {}}),
+    ("interrupt", (), "POST", "/sdapi/v1/interrupt", {}),
+    ("sd_models", (), "GET", "/sdapi/v1/sd-models", []),
+    ("loras", (), "GET", "/sdapi/v1/loras", []),
+    ("samplers", (), "GET", "/sdapi/v1/samplers", []),
+    ("schedulers", (), "GET", "/sdapi/v1/schedulers", []),
+    ("upscalers", (), "GET", "/sdapi/v1/upscalers", []),
+    ("latent_upscale_modes", (), "GET", "/sdapi/v1/latent-upscale-modes", []),
+    ("options", (), "GET", "/sdapi/v1/options", {}),
+    ("set_options", ({"CLIP_stop_at_last_layers": 2},), "POST", "/sdapi/v1/options", None),
+    ("refresh_checkpoints", (), "POST", "/sdapi/v1/refresh-checkpoints", None),
+    ("refresh_loras", (), "POST", "/sdapi/v1/refresh-loras", None),
+    ("memory", (), "GET", "/sdapi/v1/memory", {"ram": {}, "cuda": {}}),
+    ("ping", (), "GET", "/sdapi/v1/progress", {"progress": 0, "state": {}}),
+    ("pending_tasks", (), "GET", "/internal/pending-tasks", {"size": 0, "tasks": []}),
+]
+
+
+@pytest.mark.parametrize(("name", "args", "method", "path", "answer"), PUBLIC_CALLS)
+def test_every_call_sends_explicit_connect_and_read_timeouts(
+    mocked: Any, name: str, args: tuple[Any, ...], method: str, path: str, answer: Any
+) -> None:
+    mocked.add(method, f"{BASE}{path}", json=answer)
+    session = RecordingSession()
+    client = ForgeClient(
+        ServerEndpoint(BASE), session=session, connect_timeout=3.0, read_timeout=12.0
+    )
+
+    getattr(client, name)(*args)
+
+    assert session.timeouts == [(3.0, 12.0)]
+
+
+def test_txt2img_uses_the_job_timeout_for_reading(mocked: Any) -> None:
+    mocked.post(f"{BASE}/sdapi/v1/txt2img", json={"images": [], "info": "{}"})
+    session = RecordingSession()
+    client = ForgeClient(ServerEndpoint(BASE), session=session)
+
+    client.txt2img({"prompt": "x"}, timeout=900.0)
+
+    assert session.timeouts == [(5.0, 900.0)]
+
+
+# --- txt2img -----------------------------------------------------------------------------
+
+
+def test_txt2img_posts_payload_and_decodes_images_and_info(mocked: Any, forge: ForgeClient) -> None:
+    info = {"seed": 1806652750, "all_seeds": [1806652750, 1806652751], "infotexts": ["a", "b"]}
+    mocked.post(
+        f"{BASE}/sdapi/v1/txt2img",
+        json={
+            "images": [base64.b64encode(_png(1)).decode(), base64.b64encode(_png(2)).decode()],
+            "parameters": {"prompt": "a cat", "seed": -1},
+            "info": json.dumps(info),
+        },
+        match=[matchers.json_params_matcher({"prompt": "a cat", "force_task_id": "job-1"})],
+    )
+
+    result = forge.txt2img({"prompt": "a cat", "force_task_id": "job-1"})
+
+    assert result.images == [_png(1), _png(2)]
+    assert result.parameters == {"prompt": "a cat", "seed": -1}
+    assert result.info == info
+    assert result.raw_info == json.dumps(info)
+
+
+def test_txt2img_tolerates_data_uri_images_null_images_and_bad_info(
+    mocked: Any, forge: ForgeClient
+) -> None:
+    data_uri = "data:image/png;base64," + base64.b64encode(_png(3)).decode()
+    mocked.post(
+        f"{BASE}/sdapi/v1/txt2img",
+        json={"images": [data_uri], "parameters": None, "info": "not json"},
+    )
+
+    result = forge.txt2img({})
+
+    assert result.images == [_png(3)]
+    assert result.parameters == {}
+    assert result.info == {}
+    assert result.raw_info == "not json"
+
+
+def test_txt2img_without_images_returns_empty_list(mocked: Any, forge: ForgeClient) -> None:
+    mocked.post(f"{BASE}/sdapi/v1/txt2img", json={"images": None, "info": "{}"})
+
+    assert forge.txt2img({}).images == []
+
+
+def test_txt2img_with_corrupt_base64_is_transient(mocked: Any, forge: ForgeClient) -> None:
+    mocked.post(f"{BASE}/sdapi/v1/txt2img", json={"images": ["@@@not base64@@@"], "info": ""})
+
+    with pytest.raises(ForgeTransientError, match="image 0 is not valid base64"):
+        forge.txt2img({})
+
+
+# --- progress ----------------------------------------------------------------------------
+
+
+def test_progress_for_running_task(mocked: Any, forge: ForgeClient) -> None:
+    mocked.post(
+        f"{BASE}/internal/progress",
+        json={
+            "active": True,
+            "queued": False,
+            "completed": False,
+            "progress": 0.45,
+            "eta": 12.5,
+            "live_preview": None,
+            "id_live_preview": 3,
+            "textinfo": "Sampling",
+        },
+        match=[
+            matchers.json_params_matcher(
+                {"id_task": "job-1", "id_live_preview": -1, "live_preview": False}
+            )
+        ],
+    )
+
+    progress = forge.progress_for_task("job-1")
+
+    assert progress.active is True
+    assert progress.progress == 0.45
+    assert progress.eta == 12.5
+    assert progress.source == "internal"
+    assert progress.task_specific is True
+    assert progress.queue_position is None
+
+
+def test_progress_parses_queue_position(mocked: Any, forge: ForgeClient) -> None:
+    mocked.post(
+        f"{BASE}/internal/progress",
+        json={
+            "active": False,
+            "queued": True,
+            "completed": False,
+            "progress": None,
+            "eta": None,
+            "live_preview": None,
+            "id_live_preview": -1,
+            "textinfo": "In queue: 2/3",
+        },
+    )
+
+    progress = forge.progress_for_task("job-2")
+
+    assert progress.queued is True
+    assert progress.active is False
+    assert progress.queue_position == 2
+    assert progress.queue_size == 3
+    assert progress.progress is None
+
+
+def test_progress_of_unknown_task_is_all_false(mocked: Any, forge: ForgeClient) -> None:
+    mocked.post(
+        f"{BASE}/internal/progress",
+        json={"active": False, "queued": False, "completed": False, "textinfo": "Waiting..."},
+    )
+
+    progress = forge.progress_for_task("gone")
+
+    assert (progress.active, progress.queued, progress.completed) == (False, False, False)
+    assert progress.textinfo == "Waiting..."
+
+
+def test_progress_falls_back_to_sdapi_without_web_ui(mocked: Any, forge: ForgeClient) -> None:
+    internal = mocked.post(f"{BASE}/internal/progress", json={"detail": "Not Found"}, status=404)
+    sdapi = mocked.get(
+        f"{BASE}/sdapi/v1/progress",
+        json={
+            "progress": 0.51,
+            "eta_relative": 8.0,
+            "state": {
+                "skipped": False,
+                "interrupted": False,
+                "job": "scripts_txt2img",
+                "job_count": 1,
+                "job_no": 0,
+                "sampling_step": 10,
+                "sampling_steps": 20,
+            },
+            "current_image": None,
+            "textinfo": None,
+        },
+        match=[matchers.query_param_matcher({"skip_current_image": "true"})],
+    )
+
+    first = forge.progress_for_task("job-1")
+    second = forge.progress_for_task("job-1")
+
+    assert first == second
+    assert first.source == "sdapi"
+    assert first.active is True
+    assert first.task_specific is False
+    assert (first.step, first.total_steps) == (10, 20)
+    assert first.progress == 0.51
+    assert first.eta == 8.0
+    # The 404 is remembered: the second probe goes straight to /sdapi/v1/progress.
+    assert internal.call_count == 1
+    assert sdapi.call_count == 2
+
+
+def test_sdapi_progress_of_idle_server(mocked: Any, forge: ForgeClient) -> None:
+    mocked.post(f"{BASE}/internal/progress", json={"detail": "Not Found"}, status=404)
+    mocked.get(
+        f"{BASE}/sdapi/v1/progress",
+        json={"progress": 0, "eta_relative": 0, "state": {"job_count": 0, "job": ""}},
+    )
+
+    progress = forge.progress_for_task("job-1")
+
+    assert progress.active is False
+    assert progress.progress is None
+    assert progress.eta is None
+    assert progress.step is None
+
+
+def test_is_task_active_only_for_the_running_task(mocked: Any, forge: ForgeClient) -> None:
+    mocked.post(
+        f"{BASE}/internal/progress",
+        json={"active": True, "queued": False, "completed": False},
+        match=[matchers.json_params_matcher({"id_task": "ours"}, strict_match=False)],
+    )
+    mocked.post(
+        f"{BASE}/internal/progress",
+        json={"active": False, "queued": False, "completed": False},
+        match=[matchers.json_params_matcher({"id_task": "other"}, strict_match=False)],
+    )
+
+    assert forge.is_task_active("ours") is True
+    assert forge.is_task_active("other") is False
+
+
+def test_is_task_active_is_false_when_server_cannot_tell(mocked: Any, forge: ForgeClient) -> None:
+    mocked.post(f"{BASE}/internal/progress", json={"detail": "Not Found"}, status=404)
+    mocked.get(
+        f"{BASE}/sdapi/v1/progress",
+        json={"progress": 0.3, "eta_relative": 4, "state": {"job_count": 1}},
+    )
+
+    assert forge.is_task_active("job-1") is False
+
+
+def test_sdapi_progress_with_current_task_is_task_specific(mocked: Any, forge: ForgeClient) -> None:
+    mocked.post(f"{BASE}/internal/progress", json={"detail": "Not Found"}, status=404)
+    mocked.get(
+        f"{BASE}/sdapi/v1/progress",
+        json={"progress": 0.3, "state": {"job_count": 1}, "current_task": "job-1"},
+    )
+
+    assert forge.is_task_active("job-1") is True
+    assert forge.is_task_active("job-2") is False
+    assert forge.current_task_id() == "job-1"
+
+
+def test_current_task_id_is_none_on_stock_servers(mocked: Any, forge: ForgeClient) -> None:
+    mocked.get(f"{BASE}/sdapi/v1/progress", json={"progress": 0.3, "state": {"job_count": 1}})
+
+    assert forge.current_task_id() is None
+
+
+def test_progress_auth_error_is_raised_not_fallen_back(mocked: Any, forge: ForgeClient) -> None:
+    mocked.post(f"{BASE}/internal/progress", json={"detail": "Not authenticated"}, status=401)
+
+    with pytest.raises(ForgeAuthError):
+        forge.progress_for_task("job-1")
+
+
+def test_pending_tasks(mocked: Any, forge: ForgeClient) -> None:
+    mocked.get(f"{BASE}/internal/pending-tasks", json={"size": 2, "tasks": ["a", "b"]})
+
+    assert forge.pending_tasks() == ["a", "b"]
+
+
+def test_pending_tasks_is_none_without_the_endpoint(mocked: Any, forge: ForgeClient) -> None:
+    mocked.get(f"{BASE}/internal/pending-tasks", json={"detail": "Not Found"}, status=404)
+
+    assert forge.pending_tasks() is None
+
+
+# --- other calls -------------------------------------------------------------------------
+
+
+def test_interrupt_posts(mocked: Any, forge: ForgeClient) -> None:
+    call = mocked.post(f"{BASE}/sdapi/v1/interrupt", json={})
+
+    forge.interrupt()
+
+    assert call.call_count == 1
+
+
+def test_set_options_posts_values(mocked: Any, forge: ForgeClient) -> None:
+    call = mocked.post(
+        f"{BASE}/sdapi/v1/options",
+        body="null",
+        match=[matchers.json_params_matcher({"sd_model_checkpoint": "a.safetensors [abc]"})],
+    )
+
+    forge.set_options({"sd_model_checkpoint": "a.safetensors [abc]"})
+
+    assert call.call_count == 1
+
+
+def test_sd_models_returns_list(mocked: Any, forge: ForgeClient) -> None:
+    models = [{"title": "Pony\\x.safetensors [9f90c59f3a]", "model_name": "Pony_x"}]
+    mocked.get(f"{BASE}/sdapi/v1/sd-models", json=models)
+
+    assert forge.sd_models() == models
+
+
+def test_list_endpoint_answering_an_object_is_an_error(mocked: Any, forge: ForgeClient) -> None:
+    mocked.get(f"{BASE}/sdapi/v1/sd-models", json={"unexpected": True})
+
+    with pytest.raises(ForgeTransientError, match="expected a JSON list"):
+        forge.sd_models()
+
+
+def test_schedulers_empty_on_servers_without_them(mocked: Any, forge: ForgeClient) -> None:
+    mocked.get(f"{BASE}/sdapi/v1/schedulers", json={"detail": "Not Found"}, status=404)
+
+    assert forge.schedulers() == []
+
+
+def test_ping_true_when_api_answers(mocked: Any, forge: ForgeClient) -> None:
+    mocked.get(f"{BASE}/sdapi/v1/progress", json={"progress": 0, "state": {}})
+
+    assert forge.ping() is True
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"body": requests.exceptions.ConnectionError("refused")},
+        {"json": {"detail": "Not Found"}, "status": 404},
+        {"body": "bad gateway", "status": 502},
+    ],
+)
+def test_ping_false_when_unreachable_or_api_off(
+    mocked: Any, forge: ForgeClient, answer: dict[str, Any]
+) -> None:
+    mocked.get(f"{BASE}/sdapi/v1/progress", **answer)
+
+    assert forge.ping() is False
+
+
+def test_ping_raises_on_rejected_credentials(mocked: Any, forge: ForgeClient) -> None:
+    mocked.get(f"{BASE}/sdapi/v1/progress", json={"detail": "Not authenticated"}, status=401)
+
+    with pytest.raises(ForgeAuthError):
+        forge.ping()
+
+
+# --- endpoint ----------------------------------------------------------------------------
+
+
+class _Server:
+    api_url = "http://192.168.1.20:7860/sdapi/v1/"
+    username = "bob"
+    password = "hunter2"
+
+
+def test_endpoint_from_server_normalises_url() -> None:
+    endpoint = ServerEndpoint.from_server(_Server())
+
+    assert endpoint == ServerEndpoint("http://192.168.1.20:7860", "bob", "hunter2")
+    assert endpoint.url("/sdapi/v1/txt2img") == "http://192.168.1.20:7860/sdapi/v1/txt2img"
+
+
+def test_endpoint_repr_hides_password() -> None:
+    assert "hunter2" not in repr(ServerEndpoint.from_server(_Server()))
+
+
+def test_endpoint_from_server_treats_none_credentials_as_empty() -> None:
+    class Anonymous:
+        api_url = "http://pc:7861"
+        username = None
+        password = None
+
+    assert ServerEndpoint.from_server(Anonymous()) == ServerEndpoint("http://pc:7861")
+
+
+def test_password_is_not_logged(mocked: Any, caplog: pytest.LogCaptureFixture) -> None:
+    mocked.get("http://bob:hunter2@pc:7860/sdapi/v1/sd-models", status=500, body="boom")
+    mocked.get("http://pc:7860/sdapi/v1/sd-models", status=500, body="boom")
+    client = ForgeClient(ServerEndpoint("http://bob:hunter2@pc:7860", "bob", "hunter2"))
+
+    with caplog.at_level("DEBUG", logger="servers_app.client"), pytest.raises(ForgeError):
+        client.sd_models()
+
+    assert caplog.records
+    assert "hunter2" not in caplog.text
+
+
+# --- job timeout -------------------------------------------------------------------------
+
+
+def _limited(**size: Any) -> float:
+    """`job_timeout` with fixed limits: 100 s overhead, 2 s per MP-step, 150 s .. 1000 s."""
+    return job_timeout(
+        overhead=100.0, seconds_per_megapixel_step=2.0, floor=150.0, cap=1000.0, **size
+    )
+
+
+def test_job_timeout_follows_formula() -> None:
+    # 2 images x 50 steps x 1 MP x 2 s + 100 s overhead
+    assert _limited(steps=50, width=1000, height=1000, images=2) == 300.0
+
+
+def test_job_timeout_has_a_floor() -> None:
+    assert _limited(steps=1, width=64, height=64, images=1) == 150.0
+
+
+def test_job_timeout_has_a_cap() -> None:
+    assert _limited(steps=150, width=2048, height=2048, images=8) == 1000.0
+
+
+def test_job_timeout_counts_the_hires_pass() -> None:
+    plain = _limited(steps=40, width=1000, height=1000, images=1)
+    hires = _limited(steps=40, width=1000, height=1000, images=1, hires=True, hires_scale=1.5)
+
+    assert plain == 180.0
+    # second pass: 40 steps x (1 MP x 1.5^2) x 2 s
+    assert hires - plain == pytest.approx(180.0)
+
+
+def test_job_timeout_reads_limits_from_settings(settings: Any) -> None:
+    settings.MOBILESD_FORGE_TIMEOUT_OVERHEAD = 10
+    settings.MOBILESD_FORGE_SECONDS_PER_MEGAPIXEL_STEP = 1
+    settings.MOBILESD_FORGE_TIMEOUT_FLOOR = 20
+    settings.MOBILESD_FORGE_TIMEOUT_CAP = 40
+
+    assert job_timeout(steps=10, width=1000, height=1000, images=1) == 20.0
+    assert job_timeout(steps=25, width=1000, height=1000, images=1) == 35.0
+    assert job_timeout(steps=99, width=1000, height=1000, images=1) == 40.0
