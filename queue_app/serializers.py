@@ -3,6 +3,7 @@
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core_app.fields import TimestampField
@@ -46,6 +47,14 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "enum": [""], "description": "random"},
+            {"type": "integer", "minimum": -1, "maximum": SEED_MAX},
+        ]
+    }
+)
 class SeedField(serializers.Field):
     """A seed: "" (or -1) for random, or a whole number 0 … 2^32-1."""
 

@@ -72,6 +72,7 @@ class JobListView(APIView):
         ],
         responses={200: JobListSerializer, 400: ErrorSerializer, 401: ErrorSerializer},
         summary="List jobs",
+        operation_id="queue_jobs_list",
     )
     def get(self, request: Request) -> Response:
         filterset = JobFilter(request.query_params, queryset=Job.objects.select_related("server"))
@@ -89,7 +90,11 @@ class JobListView(APIView):
 
 
 class JobStatusView(APIView):
-    @extend_schema(responses={200: JobSerializer, **ERRORS}, summary="Status of a job")
+    @extend_schema(
+        responses={200: JobSerializer, **ERRORS},
+        summary="Status of a job",
+        operation_id="queue_job_status",
+    )
     def get(self, request: Request, job_id: str) -> Response:
         return Response(JobSerializer(job_get(job_id=job_id)).data)
 
@@ -106,7 +111,11 @@ class JobCancelView(APIView):
 
 
 class JobDetailView(APIView):
-    @extend_schema(responses={200: JobSerializer, **ERRORS}, summary="A job (same as status)")
+    @extend_schema(
+        responses={200: JobSerializer, **ERRORS},
+        summary="A job (same as its status)",
+        operation_id="queue_job_retrieve",
+    )
     def get(self, request: Request, job_id: str) -> Response:
         return Response(JobSerializer(job_get(job_id=job_id)).data)
 
