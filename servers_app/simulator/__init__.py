@@ -1,0 +1,55 @@
+"""An in-process HTTP simulator of Stable Diffusion WebUI Forge 2 / AUTOMATIC1111 1.10.
+
+Plain Python (stdlib HTTP server + Pillow); importable without Django settings.
+
+    sim = ForgeSimulator(SimulatorConfig(flavour="forge-2", path_separator="\\\\"))
+    sim.start()          # sim.url -> "http://127.0.0.1:<port>"
+    ...
+    sim.stop()
+
+Behaviour follows shared/contracts/REFERENCE.md (sections A, D, E); see `server.py` for the
+lifecycle invariants and `faults.py` for fault injection.
+
+`sim.events` records (each event also has `type`, `t` = time.monotonic(), `seq`):
+  started/stopped/restarted {port}; refusing_connections/accepting_connections {port};
+  <mode>_received {task_id, checkpoint}   mode = txt2img | img2img; queued, lock ticket taken
+  <mode>_stalled {task_id, seconds}       `faults.stall_seconds` holds the lock
+  <mode>_started {task_id}                the task is current (`active`)
+  model_loading {task_id, name, previous, seconds} / model_loaded {task_id, title, name}
+  checkpoint_override_ignored {task_id, requested}
+  connection_dropped {task_id}            `faults.drop_mid_job`
+  <mode>_finished {task_id, images, interrupted, dropped, seconds}
+  <mode>_failed {task_id, status, body}   <mode>_aborted {task_id} (restart/stop)
+  interrupt {task_id} / skip {task_id}    the task current at that moment (or None)
+  options_set {options}; checkpoints_refreshed {count}; loras_refreshed {count}
+"""
+
+from .config import (
+    DEFAULT_LORAS,
+    DEFAULT_MODELS,
+    FLAVOURS,
+    Flavour,
+    SimLora,
+    SimModel,
+    SimulatorConfig,
+)
+from .events import Event, EventLog
+from .faults import Faults
+from .infotext import format_infotext, parse_infotext
+from .server import ForgeSimulator
+
+__all__ = [
+    "DEFAULT_LORAS",
+    "DEFAULT_MODELS",
+    "FLAVOURS",
+    "Event",
+    "EventLog",
+    "Faults",
+    "Flavour",
+    "ForgeSimulator",
+    "SimLora",
+    "SimModel",
+    "SimulatorConfig",
+    "format_infotext",
+    "parse_infotext",
+]

@@ -1,0 +1,64 @@
+"""Cheap but real PNG images: a seed-coloured gradient carrying the infotext."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import random
+
+from PIL import Image, ImageDraw, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+MAX_PIXELS = 4096 * 4096
+
+
+class InvalidImageError(ValueError):
+    """The payload is not a decodable image."""
+
+
+def output_size(width: int, height: int) -> tuple[int, int]:
+    """Decoded latents are 1/8 of the image: sizes round down to a multiple of 8 (min 8)."""
+    return max(8, width // 8 * 8), max(8, height // 8 * 8)
+
+
+def render_png(
+    width: int, height: int, seed: int, infotext: str, *, partial: bool = False
+) -> bytes:
+    """A `width`x`height` PNG whose colours derive from `seed`, with a `parameters` text chunk.
+
+    Partial (interrupted or skipped) images are rendered darker, like a half-denoised latent.
+    """
+    rng = random.Random(seed)  # noqa: S311 (colours, not secrets)
+    low = tuple(rng.randrange(256) for _ in range(3))
+    high = tuple(rng.randrange(256) for _ in range(3))
+    if partial:
+        low = tuple(c // 3 for c in low)
+        high = tuple(c // 3 for c in high)
+    gradient = Image.linear_gradient("L").resize((width, height))
+    image = ImageOps.colorize(gradient, low, high)
+    ImageDraw.Draw(image).text((8, 8), f"seed {seed}", fill=(255, 255, 255))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", infotext)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def decode_image(payload: str) -> Image.Image:
+    """Decode a base64 image or `data:image/...;base64,` URL (as the API's init images)."""
+    if payload.startswith("data:image/"):
+        payload = payload.split(";", 1)[-1].split(",", 1)[-1]
+    try:
+        raw = base64.b64decode(payload, validate=False)
+        image = Image.open(io.BytesIO(raw))
+        image.load()
+    except (binascii.Error, ValueError, OSError, UnidentifiedImageError) as exc:
+        raise InvalidImageError(str(exc)) from exc
+    return image
+
+
+def read_png_text(payload: str) -> tuple[str, dict[str, str]]:
+    """Return `(parameters text, other text chunks)` of a base64 image."""
+    image = decode_image(payload)
+    items = {k: v for k, v in image.info.items() if isinstance(k, str) and isinstance(v, str)}
+    return items.pop("parameters", ""), items

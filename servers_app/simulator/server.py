@@ -1,0 +1,383 @@
+"""`ForgeSimulator`: a real HTTP server playing a Forge 2 / A1111 1.10 instance.
+
+Stdlib `ThreadingHTTPServer`, one thread per connection, every response `Connection: close`
+(no keep-alive, so "the server went away" is always visible to the next request).
+Lifecycle invariants:
+* `restart()` kills the current `Runtime` (queue, task ids, loaded model are gone; waiting and
+  running requests lose their connection without a response), then serves a fresh one on the
+  same port. Options saved with POST /options and computed hashes survive, as `config.json` and
+  `cache.json` do on a real server.
+* `faults.refuse_connections = True` closes the listening socket (connects are refused);
+  setting it back to False binds the same port again. Requests in flight are unaffected.
+* `set_models()` / `set_loras()` change the files "on disk"; the API shows them after
+  POST /sdapi/v1/refresh-checkpoints / refresh-loras, or after a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from .api import Api, Request
+from .catalog import default_options
+from .config import SimLora, SimModel, SimulatorConfig
+from .events import Event, EventLog
+from .faults import Faults
+from .generation import JobAbortedError, load_model
+from .runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], sim: ForgeSimulator) -> None:
+        self.sim = sim
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self._dropped = False
+        self.server.sim._track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except OSError:
+            pass
+        finally:
+            self.server.sim._untrack(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def _drop(self) -> None:
+        """Close the connection now, without a response (fault injection / process death)."""
+        self._dropped = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _dispatch(self, method: str) -> None:
+        self.close_connection = True
+        sim = self.server.sim
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        sim._count(method, url.path)
+        request = Request(
+            method=method,
+            path=url.path,
+            query=parse_qs(url.query, keep_blank_values=True),
+            body=body,
+            headers={key.lower(): value for key, value in self.headers.items()},
+            drop_connection=self._drop,
+        )
+        try:
+            response = sim._api.handle(request)
+        except JobAbortedError:
+            self._drop()
+            return
+        if self._dropped:
+            return
+        payload = json.dumps(response.body).encode("utf-8")
+        try:
+            self.send_response(response.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Connection", "close")
+            for key, value in response.headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:
+            logger.debug("client went away before the response to %s %s", method, url.path)
+
+
+class ForgeSimulator:
+    """A Forge/A1111 HTTP simulator; see the module docstring for lifecycle invariants.
+
+    Thread-safe: `start`, `stop`, `restart`, `set_models`, `set_loras` and the `faults`
+    switches may be called from any thread while requests are being served.
+    """
+
+    def __init__(self, config: SimulatorConfig | None = None) -> None:
+        self.config = config or SimulatorConfig()
+        self.events = EventLog()
+        self.faults = Faults(self._on_refuse_change)
+        self._lifecycle = threading.RLock()
+        self._disk_models: list[SimModel] = list(self.config.models)
+        self._disk_loras: list[SimLora] = list(self.config.loras)
+        self._hash_cache: set[tuple[str, str]] = set()
+        models = self.config.models
+        initial = self.config.initial_checkpoint or (models[0].name if models else "")
+        self._saved_options = default_options(
+            is_forge=self.config.is_forge, checkpoint=self.config.server_name(initial)
+        )
+        self._runtime: Runtime | None = None
+        self._running = False
+        self._server: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._port = self.config.port
+        self._connections: set[socket.socket] = set()
+        self._conn_lock = threading.Lock()
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._api = Api(self)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> ForgeSimulator:
+        """Create the process state (if needed) and listen; returns self."""
+        with self._lifecycle:
+            if self._running:
+                return self
+            if self._runtime is None or self._runtime.killed:
+                self._runtime = self._new_runtime()
+            self._running = True
+            if not self.faults.refuse_connections:
+                self._open_listener()
+            self.events.record("started", port=self._port)
+            logger.info("%s simulator on %s", self.config.flavour, self.url)
+            return self
+
+    def stop(self) -> None:
+        """Stop listening, kill in-flight requests and the process state."""
+        with self._lifecycle:
+            if not self._running:
+                return
+            self._running = False
+            if self._runtime is not None:
+                self._runtime.kill()
+            self._close_listener()
+            self._close_connections()
+            self.events.record("stopped")
+
+    def restart(self) -> None:
+        """Simulate a process restart: new queue, task ids, no model; same port and options."""
+        with self._lifecycle:
+            if self._runtime is not None:
+                self._runtime.kill()
+            self._close_listener()
+            self._close_connections()
+            self._runtime = self._new_runtime()
+            self._running = True
+            if not self.faults.refuse_connections:
+                self._open_listener()
+            self.events.record("restarted", port=self._port)
+            logger.info("simulator restarted on %s", self.url)
+
+    def __enter__(self) -> ForgeSimulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- observation ----------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        host = self.config.host if self.config.host not in ("", "0.0.0.0") else "127.0.0.1"  # noqa: S104
+        return f"http://{host}:{self._port}"
+
+    @property
+    def current_task_id(self) -> str | None:
+        """The task the server reports as active (a failed one stays until the next starts)."""
+        rt = self._runtime
+        if rt is None:
+            return None
+        with rt.cond:
+            return rt.tasks.current
+
+    @property
+    def pending_task_ids(self) -> list[str]:
+        rt = self._runtime
+        if rt is None:
+            return []
+        with rt.cond:
+            return sorted(rt.tasks.pending, key=rt.tasks.pending.__getitem__)
+
+    @property
+    def completed_task_ids(self) -> list[str]:
+        """The last 16 finished task ids, oldest first."""
+        rt = self._runtime
+        if rt is None:
+            return []
+        with rt.cond:
+            return list(rt.tasks.finished)
+
+    @property
+    def loaded_checkpoint_title(self) -> str | None:
+        rt = self._runtime
+        if rt is None:
+            return None
+        with rt.cond:
+            return rt.title(rt.loaded) if rt.loaded is not None else None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """A copy of the current option values (native types)."""
+        rt = self._runtime
+        if rt is None:
+            return dict(self._saved_options)
+        with rt.cond:
+            return dict(rt.options)
+
+    def request_count(self, method: str, path: str) -> int:
+        """How many requests `method path` received (any status), since construction."""
+        with self._conn_lock:
+            return self._counts[(method, path)]
+
+    def wait_for_event(
+        self,
+        type: str,
+        predicate: Callable[[Event], bool] | None = None,
+        timeout: float = 10.0,
+        *,
+        since: int = 0,
+    ) -> Event:
+        """First event of `type` (index >= `since`) matching `predicate`; `TimeoutError` else."""
+        return self.events.wait_for(type, predicate, timeout, since=since)
+
+    # -- "disk" ---------------------------------------------------------------------------
+    def set_models(self, models: Iterable[SimModel]) -> None:
+        """Replace the checkpoint files; listed after refresh-checkpoints or a restart."""
+        with self._lifecycle:
+            self._disk_models = list(models)
+
+    def set_loras(self, loras: Iterable[SimLora]) -> None:
+        """Replace the LoRA files; listed after refresh-loras or a restart."""
+        with self._lifecycle:
+            self._disk_loras = list(loras)
+
+    # -- internals used by Api / the handler ----------------------------------------------
+    def _disk_models_snapshot(self) -> list[SimModel]:
+        with self._lifecycle:
+            return list(self._disk_models)
+
+    def _disk_loras_snapshot(self) -> list[SimLora]:
+        with self._lifecycle:
+            return list(self._disk_loras)
+
+    def _save_options(self, changed: dict[str, Any]) -> None:
+        with self._lifecycle:
+            self._saved_options.update(changed)
+
+    def _live_runtime(self) -> Runtime:
+        rt = self._runtime
+        if rt is None or rt.killed:
+            raise JobAbortedError("no live process")
+        return rt
+
+    def _new_runtime(self) -> Runtime:
+        rt = Runtime(
+            self.config,
+            models=self._disk_models,
+            loras=self._disk_loras,
+            options=self._saved_options,
+            hash_cache=self._hash_cache,
+        )
+        if not self.config.is_forge:
+            # A1111 loads the configured checkpoint at start-up; Forge loads on first use.
+            with rt.cond:
+                entry = rt.configured_checkpoint()
+                if entry is not None:
+                    load_model(rt, entry)
+            if entry is not None:
+                self.events.record(
+                    "model_loaded",
+                    task_id=None,
+                    title=rt.title(entry),
+                    name=entry.name,
+                    startup=True,
+                )
+        return rt
+
+    def _count(self, method: str, path: str) -> None:
+        with self._conn_lock:
+            self._counts[(method, path)] += 1
+
+    def _track(self, conn: socket.socket) -> None:
+        with self._conn_lock:
+            self._connections.add(conn)
+
+    def _untrack(self, conn: socket.socket) -> None:
+        with self._conn_lock:
+            self._connections.discard(conn)
+
+    def _close_connections(self) -> None:
+        with self._conn_lock:
+            conns = list(self._connections)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def _open_listener(self) -> None:
+        server = _HTTPServer((self.config.host, self._port), self)
+        self._port = int(server.server_address[1])
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"forge-simulator-{self._port}",
+            daemon=True,
+        )
+        self._server, self._thread = server, thread
+        thread.start()
+
+    def _close_listener(self) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _on_refuse_change(self, refuse: bool) -> None:
+        with self._lifecycle:
+            if not self._running:
+                return
+            if refuse:
+                self._close_listener()
+                self.events.record("refusing_connections", port=self._port)
+            elif self._server is None:
+                self._open_listener()
+                self.events.record("accepting_connections", port=self._port)
