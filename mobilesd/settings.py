@@ -222,6 +222,31 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
+# --- Generation engine ----------------------------------------------------------------
+# A running job's lease: renewed every heartbeat; a job whose lease lapses (dead worker)
+# is retried by the reconcile task.
+MOBILESD_LEASE_SECONDS = env_float("MOBILESD_LEASE_SECONDS", 60.0)
+MOBILESD_HEARTBEAT_SECONDS = env_float("MOBILESD_HEARTBEAT_SECONDS", 1.0)
+MOBILESD_RECONCILE_SECONDS = env_float("MOBILESD_RECONCILE_SECONDS", 10.0)
+# Servers are health-checked this often (offline ones at every reconcile).
+MOBILESD_HEALTH_CHECK_SECONDS = env_float("MOBILESD_HEALTH_CHECK_SECONDS", 60.0)
+# Transient failures (server unreachable mid-job, 5xx) retry with exponential backoff.
+MOBILESD_MAX_RETRIES = env_int("MOBILESD_MAX_RETRIES", 3)
+MOBILESD_RETRY_BACKOFF_SECONDS = env_float("MOBILESD_RETRY_BACKOFF_SECONDS", 5.0)
+MOBILESD_RETRY_BACKOFF_MAX_SECONDS = env_float("MOBILESD_RETRY_BACKOFF_MAX_SECONDS", 300.0)
+# Scheduler: how many queued jobs to look at for one whose checkpoint is already loaded,
+# and how often a job may be passed over for that before it runs regardless.
+MOBILESD_SCHEDULER_LOOKAHEAD = env_int("MOBILESD_SCHEDULER_LOOKAHEAD", 8)
+MOBILESD_SCHEDULER_MAX_PASSES = env_int("MOBILESD_SCHEDULER_MAX_PASSES", 16)
+# Timeouts of calls to generation servers (see servers_app.client.job_timeout).
+MOBILESD_FORGE_CONNECT_TIMEOUT = env_float("MOBILESD_FORGE_CONNECT_TIMEOUT", 5.0)
+MOBILESD_FORGE_TIMEOUT_OVERHEAD = env_float("MOBILESD_FORGE_TIMEOUT_OVERHEAD", 120.0)
+MOBILESD_FORGE_SECONDS_PER_MEGAPIXEL_STEP = env_float(
+    "MOBILESD_FORGE_SECONDS_PER_MEGAPIXEL_STEP", 3.0
+)
+MOBILESD_FORGE_TIMEOUT_FLOOR = env_float("MOBILESD_FORGE_TIMEOUT_FLOOR", 300.0)
+MOBILESD_FORGE_TIMEOUT_CAP = env_float("MOBILESD_FORGE_TIMEOUT_CAP", 3600.0)
+
 # --- Celery ---------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or f"sqla+sqlite:///{DATA_DIR / 'broker.sqlite3'}"
 # The database is the queue of record; task results are never read.
@@ -237,6 +262,21 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # An unacknowledged message is redelivered after this long; longer than any job runs.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * 3600}
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-queue": {
+        "task": "queue_app.tasks.reconcile",
+        "schedule": MOBILESD_RECONCILE_SECONDS,
+        "options": {"expires": MOBILESD_RECONCILE_SECONDS},
+    },
+}
+# A nudge that cannot be published (broker down) must not hold up an API request: the
+# job is already stored, and the reconcile task will find it.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
 CELERY_TIMEZONE = "UTC"
 
 # --- Logging --------------------------------------------------------------------------

@@ -13,6 +13,9 @@ class JobStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
+# A job's target_server_alias when MobileSD may choose the server.
+ANY_SERVER = "any"
+
 ACTIVE_STATUSES = (JobStatus.PENDING, JobStatus.PROCESSING)
 FINISHED_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
@@ -37,6 +40,20 @@ class Job(models.Model):
         max_length=100, null=True, blank=True, editable=False
     )
     retry_count = models.PositiveIntegerField(default=0, editable=False)
+    # Higher runs first; then oldest first.
+    priority = models.SmallIntegerField(default=0)
+    # The requested checkpoint, normalized (see servers_app.checkpoints), for the scheduler.
+    checkpoint_key = models.CharField(max_length=1000, blank=True, default="", editable=False)
+    # How often the scheduler ran a younger job first to avoid a checkpoint switch; bounded.
+    passed_over = models.PositiveSmallIntegerField(default=0, editable=False)
+    # Written while processing: {"fraction", "eta_seconds", "step", "total_steps", ...}.
+    progress = models.JSONField(null=True, blank=True, editable=False)
+    # The lease of the worker running the job: its token and when it lapses unless renewed.
+    lease_token = models.UUIDField(null=True, blank=True, editable=False)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # A job retried after a transient error waits for its backoff to pass.
+    next_attempt_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     completed_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -55,6 +72,12 @@ class Job(models.Model):
             models.Index(fields=["status", "created_at"], name="job_status_created"),
             models.Index(
                 fields=["server", "status", "created_at"], name="job_server_status_created"
+            ),
+            # The reconcile task looks for processing jobs whose lease lapsed.
+            models.Index(
+                fields=["lease_expires_at"],
+                name="job_processing_lease",
+                condition=models.Q(status="processing"),
             ),
         ]
         constraints = [

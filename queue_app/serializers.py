@@ -1,13 +1,23 @@
 """API shapes of jobs: the submit request and the documented job object."""
 
+from pathlib import PurePosixPath
 from typing import Any
 
 from django.conf import settings
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core_app.fields import TimestampField
-from queue_app.models import Job, JobStatus
+from queue_app.images import (
+    THUMBNAIL_DEFAULT_FORMAT,
+    THUMBNAIL_DEFAULT_SIZE,
+    THUMBNAIL_FORMATS,
+    THUMBNAIL_MAX_SIZE,
+    THUMBNAIL_MIN_SIZE,
+)
+from queue_app.models import Job, JobImage, JobStatus
 
 SEED_MAX = 2**32 - 1
 
@@ -138,8 +148,13 @@ class GenerationParamsSerializer(serializers.Serializer):
 
 
 class GenerateRequestSerializer(serializers.Serializer):
-    target_server_alias = StrictCharField(max_length=100)
+    target_server_alias = StrictCharField(
+        max_length=100, help_text='A server\'s alias, or "any" to let MobileSD choose.'
+    )
     generation_params = GenerationParamsSerializer()
+    priority = StrictIntegerField(
+        required=False, default=0, min_value=-100, max_value=100, help_text="Higher runs first."
+    )
 
 
 class GenerateResponseSerializer(serializers.Serializer):
@@ -157,6 +172,14 @@ class JobSerializer(serializers.ModelSerializer):
     target_server_alias = serializers.CharField(source="server_alias", read_only=True)
     generation_params = serializers.JSONField(read_only=True)
     result_details = serializers.JSONField(read_only=True, allow_null=True)
+    progress = serializers.SerializerMethodField(
+        help_text="While processing: fraction (0-1), eta_seconds, step, total_steps, "
+        "queue_position (in the server's own queue), textinfo."
+    )
+    server_online = serializers.SerializerMethodField(
+        help_text="Whether the job's server answered its last check (null: not yet known). "
+        "Jobs of an offline server wait as pending."
+    )
 
     class Meta:
         model = Job
@@ -171,8 +194,17 @@ class JobSerializer(serializers.ModelSerializer):
             "generation_params",
             "result_details",
             "retry_count",
+            "priority",
+            "progress",
+            "server_online",
         ]
         read_only_fields = fields
+
+    def get_progress(self, job: Job) -> dict[str, Any] | None:
+        return job.progress if job.status == JobStatus.PROCESSING else None
+
+    def get_server_online(self, job: Job) -> bool | None:
+        return job.server.is_online if job.server is not None else None
 
 
 class JobListSerializer(serializers.Serializer):
@@ -185,3 +217,57 @@ class JobListSerializer(serializers.Serializer):
 class JobCancelResponseSerializer(serializers.Serializer):
     message = serializers.CharField()
     job = JobSerializer()
+
+
+# --- images ---------------------------------------------------------------------------------
+
+
+class JobImageSerializer(serializers.ModelSerializer):
+    """One stored image of a job, with links to its file and to a thumbnail."""
+
+    # The links are absolute when the request is in the context (it is in views).
+
+    name = serializers.SerializerMethodField(help_text="The file name, as in result_details.")
+    url = serializers.SerializerMethodField(help_text="The image file, as generated.")
+    thumbnail_url = serializers.SerializerMethodField(
+        help_text="A phone-sized WebP thumbnail; add ?size=64..1024&format=webp|jpeg."
+    )
+
+    class Meta:
+        model = JobImage
+        fields = ["index", "name", "seed", "width", "height", "url", "thumbnail_url"]
+        read_only_fields = fields
+
+    def get_name(self, image: JobImage) -> str:
+        return PurePosixPath(image.file.name or "").name
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_url(self, image: JobImage) -> str:
+        return self._absolute("job-image", image)
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_thumbnail_url(self, image: JobImage) -> str:
+        return self._absolute("job-image-thumbnail", image)
+
+    def _absolute(self, url_name: str, image: JobImage) -> str:
+        path = reverse(url_name, kwargs={"job_id": str(image.job_id), "index": image.index})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+
+class JobImageListSerializer(serializers.Serializer):
+    images = JobImageSerializer(many=True, help_text="In index order.")
+
+
+class ThumbnailQuerySerializer(serializers.Serializer):
+    """The query of a thumbnail request."""
+
+    size = serializers.IntegerField(
+        min_value=THUMBNAIL_MIN_SIZE,
+        max_value=THUMBNAIL_MAX_SIZE,
+        default=THUMBNAIL_DEFAULT_SIZE,
+        help_text="The longest side in pixels; an image is never enlarged.",
+    )
+    format = serializers.ChoiceField(
+        choices=list(THUMBNAIL_FORMATS), default=THUMBNAIL_DEFAULT_FORMAT
+    )

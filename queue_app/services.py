@@ -6,13 +6,15 @@ import logging
 from typing import Any
 from uuid import UUID
 
-from django.core.files.storage import Storage
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from core_app.errors import Conflict, NotFound
 from core_app.models import ApiKey
-from queue_app.models import FINISHED_STATUSES, Job, JobStatus
+from queue_app.images import delete_image_files, image_storage_names
+from queue_app.models import ANY_SERVER, FINISHED_STATUSES, Job, JobStatus
+from servers_app.checkpoints import checkpoint_key
 from servers_app.models import Server
 
 logger = logging.getLogger(__name__)
@@ -30,14 +32,16 @@ def job_submit(
     *,
     target_server_alias: str,
     generation_params: dict[str, Any],
+    priority: int = 0,
     api_key: ApiKey | None = None,
     idempotency_key: str | None = None,
 ) -> tuple[Job, bool]:
-    """Queue a job as `pending`; returns (job, created).
+    """Queue a job as `pending` and nudge the workers; returns (job, created).
 
-    With an idempotency key, a repeated submit returns the job of the first one, and the
-    same key with different content is refused. The server row is locked so that a
-    concurrent server_delete cannot leave the job without its server.
+    `target_server_alias` "any" lets the scheduler pick the server. With an idempotency
+    key, a repeated submit returns the job of the first one, and the same key with
+    different content is refused. The server row is locked so that a concurrent
+    server_delete cannot leave the job without its server.
     """
     scoped_key = _scoped_idempotency_key(api_key, idempotency_key)
     if scoped_key is not None:
@@ -46,26 +50,43 @@ def job_submit(
             return _replayed(existing, target_server_alias, generation_params), False
     try:
         with transaction.atomic():
-            server = Server.objects.select_for_update().filter(alias=target_server_alias).first()
-            if server is None:
-                raise NotFound(
-                    f"Server '{target_server_alias}' not found.", code="server_not_found"
+            if target_server_alias == ANY_SERVER:
+                server = None
+            else:
+                server = (
+                    Server.objects.select_for_update().filter(alias=target_server_alias).first()
                 )
+                if server is None:
+                    raise NotFound(
+                        f"Server '{target_server_alias}' not found.", code="server_not_found"
+                    )
             job = Job.objects.create(
                 server=server,
-                target_server_alias=server.alias,
+                target_server_alias=server.alias if server else ANY_SERVER,
                 generation_params=generation_params,
+                priority=priority,
+                checkpoint_key=checkpoint_key(str(generation_params.get("checkpoint_name") or "")),
                 api_key=api_key,
                 idempotency_key=scoped_key,
             )
+            transaction.on_commit(lambda: _nudge_for(job))
     except IntegrityError:
         # A concurrent submit with the same key won the race.
         existing = Job.objects.filter(idempotency_key=scoped_key).first()
         if scoped_key is None or existing is None:
             raise
         return _replayed(existing, target_server_alias, generation_params), False
-    logger.info("Queued job %s for server %s", job.pk, server.alias)
+    logger.info("Queued job %s for server %s", job.pk, job.target_server_alias)
     return job, True
+
+
+def _nudge_for(job: Job) -> None:
+    from queue_app.tasks import nudge, servers_with_work
+
+    if job.server_id is not None:
+        nudge([job.server_id])
+    else:
+        nudge(servers_with_work())
 
 
 def _replayed(job: Job, target_server_alias: str, generation_params: dict[str, Any]) -> Job:
@@ -93,9 +114,13 @@ def job_cancel(*, job_id: str | UUID) -> Job:
     """Cancel a pending or processing job; a finished job is refused with 409.
 
     The update is conditional on the status, so a job that finished in the meantime is
-    never overwritten.
+    never overwritten, and images that arrive later are discarded (the engine completes
+    only a job still processing under its lease). A processing job's task is interrupted
+    on its server, if it is the one running there.
     """
     job = job_get(job_id=job_id)
+    was_processing = job.status == JobStatus.PROCESSING
+    task_id, server_id = job.forge_session_hash, job.server_id
     now = timezone.now()
     updated = Job.objects.filter(
         pk=job.pk, status__in=[JobStatus.PENDING, JobStatus.PROCESSING]
@@ -112,6 +137,49 @@ def job_cancel(*, job_id: str | UUID) -> Job:
             code="job_not_cancellable",
         )
     logger.info("Cancelled job %s", job.pk)
+    if was_processing and task_id and server_id is not None:
+        transaction.on_commit(lambda: _interrupt(server_id, task_id))
+    return job
+
+
+def _interrupt(server_id: int, task_id: str) -> None:
+    from queue_app.tasks import interrupt_task
+
+    try:
+        interrupt_task.delay(server_id, task_id)
+    except Exception as exc:  # broker down: the running worker's monitor interrupts too
+        logger.warning("Could not queue the interrupt of %s: %s", task_id, exc)
+
+
+def job_retry(*, job_id: str | UUID) -> Job:
+    """Requeue a failed or cancelled job as a new attempt (same id, same parameters).
+
+    Conditional on the status, like every transition; anything else is a 409.
+    """
+    job = job_get(job_id=job_id)
+    now = timezone.now()
+    with transaction.atomic():
+        updated = Job.objects.filter(
+            pk=job.pk, status__in=[JobStatus.FAILED, JobStatus.CANCELLED]
+        ).update(
+            status=JobStatus.PENDING,
+            result_details=None,
+            completed_at=None,
+            next_attempt_at=None,
+            passed_over=0,
+            progress=None,
+            retry_count=F("retry_count") + 1,
+            server=job.server if job.target_server_alias != ANY_SERVER else None,
+            updated_at=now,
+        )
+        job.refresh_from_db()
+        if not updated:
+            raise Conflict(
+                f"Job {job.pk} is {job.status}; only failed or cancelled jobs can be retried.",
+                code="job_not_retryable",
+            )
+        transaction.on_commit(lambda: _nudge_for(job))
+    logger.info("Requeued job %s (attempt %d)", job.pk, job.retry_count + 1)
     return job
 
 
@@ -126,18 +194,9 @@ def job_delete(*, job_id: str | UUID) -> UUID:
         with contextlib.suppress(Conflict):  # it finished meanwhile: nothing left to stop
             job_cancel(job_id=job.pk)
     with transaction.atomic():
-        files = [
-            (image.file.storage, image.file.name) for image in job.images.all() if image.file.name
-        ]
+        # The image files and their cached thumbnails.
+        files = [name for image in job.images.all() for name in image_storage_names(image)]
         job.delete()
-        transaction.on_commit(lambda: _delete_files(files))
+        transaction.on_commit(lambda: delete_image_files(files))
     logger.info("Deleted job %s and %d image(s)", pk, len(files))
     return pk
-
-
-def _delete_files(files: list[tuple[Storage, str]]) -> None:
-    for storage, name in files:
-        try:
-            storage.delete(name)
-        except OSError:
-            logger.warning("Could not delete image file %s", name, exc_info=True)

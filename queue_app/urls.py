@@ -8,4 +8,15 @@ urlpatterns = [
     path("queue/jobs/<str:job_id>", views.JobDetailView.as_view(), name="job-detail"),
     path("queue/jobs/<str:job_id>/status", views.JobStatusView.as_view(), name="job-status"),
     path("queue/jobs/<str:job_id>/cancel", views.JobCancelView.as_view(), name="job-cancel"),
+    path("queue/jobs/<str:job_id>/images", views.JobImageListView.as_view(), name="job-image-list"),
+    path(
+        "queue/jobs/<str:job_id>/images/<int:index>",
+        views.JobImageFileView.as_view(),
+        name="job-image",
+    ),
+    path(
+        "queue/jobs/<str:job_id>/images/<int:index>/thumbnail",
+        views.JobImageThumbnailView.as_view(),
+        name="job-image-thumbnail",
+    ),
 ]

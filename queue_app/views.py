@@ -1,25 +1,51 @@
-"""Job API: submit, status, list, cancel, delete."""
+"""Job API: submit, status, list, cancel, delete, and the images of a job."""
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+import io
+import logging
+from collections.abc import Iterable
+from pathlib import PurePosixPath
+from typing import Any
+
+from django.http import FileResponse, HttpResponseBase, HttpResponseNotModified
+from django.utils.http import parse_etags
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core_app.errors import NotFound
 from core_app.models import ApiKey
 from core_app.pagination import paginate
 from core_app.serializers import ErrorSerializer, MessageSerializer
 from queue_app.filters import JobFilter
-from queue_app.models import Job, JobStatus
+from queue_app.images import (
+    InvalidImageError,
+    image_content_type,
+    image_etag,
+    job_image_get,
+    stored_name,
+    thumbnail,
+    thumbnail_name,
+)
+from queue_app.models import Job, JobImage, JobStatus
 from queue_app.serializers import (
     GenerateRequestSerializer,
     GenerateResponseSerializer,
     JobCancelResponseSerializer,
+    JobImageListSerializer,
     JobListSerializer,
     JobSerializer,
+    ThumbnailQuerySerializer,
 )
 from queue_app.services import job_cancel, job_delete, job_get, job_submit
+
+logger = logging.getLogger(__name__)
 
 ERRORS = {401: ErrorSerializer, 404: ErrorSerializer}
 IDEMPOTENCY_HEADER = OpenApiParameter(
@@ -53,6 +79,7 @@ class GenerateView(APIView):
         job, created = job_submit(
             target_server_alias=serializer.validated_data["target_server_alias"],
             generation_params=serializer.validated_data["generation_params"],
+            priority=serializer.validated_data["priority"],
             api_key=request.auth if isinstance(request.auth, ApiKey) else None,
             idempotency_key=key,
         )
@@ -123,3 +150,138 @@ class JobDetailView(APIView):
     def delete(self, request: Request, job_id: str) -> Response:
         deleted = job_delete(job_id=job_id)
         return Response({"message": f"Job {deleted} deleted successfully."})
+
+
+# --- images ---------------------------------------------------------------------------------
+
+# Images never change under their name, so the phone may keep them for a year without
+# asking again; `private` keeps shared caches out, as every request carries an API key.
+IMMUTABLE_CACHE_CONTROL = "private, max-age=31536000, immutable"
+IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp")
+THUMBNAIL_MEDIA_TYPES = ("image/webp", "image/jpeg")
+IMAGE_ERRORS = {
+    (304, "application/json"): OpenApiResponse(description="Not modified (If-None-Match)."),
+    (401, "application/json"): ErrorSerializer,
+    (404, "application/json"): ErrorSerializer,
+}
+
+
+class AnyAcceptNegotiation(BaseContentNegotiation):
+    """Answers whatever the client accepts: an image loader sends `Accept: image/*`, and
+    `?format=` is a thumbnail's format here, not DRF's renderer override. Errors are JSON."""
+
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser:
+        return next(iter(parsers))  # GET only: nothing is parsed
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
+
+
+def _not_modified(request: Request, etag: str) -> HttpResponseNotModified | None:
+    # Weak comparison (RFC 9110 §13.1.2), as If-None-Match requires.
+    sent = parse_etags(request.headers.get("If-None-Match", ""))
+    if "*" not in sent and etag not in (tag.removeprefix("W/") for tag in sent):
+        return None
+    response = HttpResponseNotModified()
+    response["ETag"] = etag
+    response["Cache-Control"] = IMMUTABLE_CACHE_CONTROL
+    return response
+
+
+def _file_response(file: Any, *, content_type: str, filename: str, etag: str) -> FileResponse:
+    response = FileResponse(file, content_type=content_type, filename=filename)
+    response["ETag"] = etag
+    response["Cache-Control"] = IMMUTABLE_CACHE_CONTROL
+    return response
+
+
+def _missing(image: JobImage) -> NotFound:
+    return NotFound(
+        f"Image {image.index} of job {image.job_id} is no longer stored.", code="image_not_found"
+    )
+
+
+class JobImageListView(APIView):
+    @extend_schema(
+        responses={200: JobImageListSerializer, **ERRORS},
+        summary="Images of a job",
+        operation_id="queue_job_images_list",
+    )
+    def get(self, request: Request, job_id: str) -> Response:
+        job = job_get(job_id=job_id)
+        serializer = JobImageListSerializer(
+            {"images": job.images.order_by("index")}, context={"request": request}
+        )
+        return Response(serializer.data)
+
+
+class JobImageFileView(APIView):
+    content_negotiation_class = AnyAcceptNegotiation
+
+    @extend_schema(
+        responses={
+            **{(200, media): OpenApiTypes.BINARY for media in IMAGE_MEDIA_TYPES},
+            **IMAGE_ERRORS,
+        },
+        summary="An image of a job, as generated (infotext included)",
+        description="Cacheable forever: the bytes behind a URL never change.",
+        operation_id="queue_job_image_retrieve",
+    )
+    def get(self, request: Request, job_id: str, index: int) -> HttpResponseBase:
+        image = job_image_get(job=job_get(job_id=job_id), index=index)
+        name = stored_name(image)
+        etag = image_etag(name)
+        if (not_modified := _not_modified(request, etag)) is not None:
+            return not_modified
+        try:
+            file = image.file.storage.open(name, "rb")
+        except FileNotFoundError:
+            logger.warning("Image file %s of job %s is missing from storage", name, job_id)
+            raise _missing(image) from None
+        return _file_response(
+            file,
+            content_type=image_content_type(name),
+            filename=PurePosixPath(name).name,
+            etag=etag,
+        )
+
+
+class JobImageThumbnailView(APIView):
+    content_negotiation_class = AnyAcceptNegotiation
+
+    @extend_schema(
+        parameters=[ThumbnailQuerySerializer],
+        responses={
+            **{(200, media): OpenApiTypes.BINARY for media in THUMBNAIL_MEDIA_TYPES},
+            (400, "application/json"): ErrorSerializer,
+            **IMAGE_ERRORS,
+        },
+        summary="A phone-sized thumbnail of an image",
+        description="Made on the first request, then served from storage. Cacheable forever.",
+        operation_id="queue_job_image_thumbnail",
+    )
+    def get(self, request: Request, job_id: str, index: int) -> HttpResponseBase:
+        query = ThumbnailQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        size, fmt = query.validated_data["size"], query.validated_data["format"]
+        image = job_image_get(job=job_get(job_id=job_id), index=index)
+        name = thumbnail_name(stored_name(image), size=size, fmt=fmt)
+        etag = image_etag(name)
+        if (not_modified := _not_modified(request, etag)) is not None:
+            return not_modified
+        try:
+            body, content_type = thumbnail(image=image, size=size, fmt=fmt)
+        except FileNotFoundError:
+            logger.warning("Image file %s of job %s is missing from storage", name, job_id)
+            raise _missing(image) from None
+        except InvalidImageError:
+            # A file damaged in storage is as lost as a deleted one, but someone should know.
+            logger.exception("Cannot make thumbnail %s", name)
+            raise _missing(image) from None
+        stream = io.BytesIO(body) if isinstance(body, bytes) else body
+        return _file_response(
+            stream, content_type=content_type, filename=PurePosixPath(name).name, etag=etag
+        )

@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from core_app.errors import Conflict
 from queue_app.models import ACTIVE_STATUSES
 from servers_app.models import Server
-from servers_app.services import server_delete
+from servers_app.services import server_check_health, server_delete
 
 
 class ServerForm(forms.ModelForm):
@@ -38,10 +38,12 @@ class ServerAdmin(admin.ModelAdmin):
         "api_url",
         "enabled",
         "is_online",
+        "flavour",
         "loaded_checkpoint",
         "active_jobs",
         "slots",
         "last_seen_at",
+        "last_error",
     )
     list_filter = ("enabled", "is_online")
     search_fields = ("alias", "api_url")
@@ -52,10 +54,11 @@ class ServerAdmin(admin.ModelAdmin):
         "last_seen_at",
         "last_error",
         "loaded_checkpoint",
+        "flavour",
         "created_at",
         "updated_at",
     )
-    actions = ("delete_idle_servers", "enable_servers", "disable_servers")
+    actions = ("check_servers", "delete_idle_servers", "enable_servers", "disable_servers")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Server]:
         return (
@@ -92,9 +95,21 @@ class ServerAdmin(admin.ModelAdmin):
         if deleted:
             self.message_user(request, f"Deleted {deleted} server(s).", messages.SUCCESS)
 
+    @admin.action(description="Check the connection now")
+    def check_servers(self, request: HttpRequest, queryset: QuerySet[Server]) -> None:
+        for server in queryset:
+            result = server_check_health(server=server)
+            if result.online:
+                self.message_user(request, f"{server.alias}: online.", messages.SUCCESS)
+            else:
+                self.message_user(request, f"{server.alias}: {result.error}", messages.ERROR)
+
     @admin.action(description="Enable selected servers")
     def enable_servers(self, request: HttpRequest, queryset: QuerySet[Server]) -> None:
+        from queue_app.tasks import nudge, servers_with_work
+
         count = queryset.update(enabled=True)
+        nudge(servers_with_work(Server.objects.filter(pk__in=queryset.values("pk"))))
         self.message_user(request, f"Enabled {count} server(s).", messages.SUCCESS)
 
     @admin.action(description="Disable selected servers (their jobs wait)")

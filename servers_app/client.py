@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.auth import HTTPBasicAuth
+from urllib3.exceptions import NewConnectionError
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ __all__ = [
     "ForgePermanentError",
     "ForgeTimeoutError",
     "ForgeTransientError",
+    "ForgeUnreachableError",
     "ServerEndpoint",
     "TaskProgress",
     "Txt2ImgResult",
@@ -111,6 +113,11 @@ class ForgeTransientError(ForgeError):
     """
 
 
+class ForgeUnreachableError(ForgeTransientError):
+    """No connection could be made (refused, connect timeout, unknown host): the request
+    never reached the server, so nothing runs there on its behalf."""
+
+
 class ForgeTimeoutError(ForgeTransientError):
     """The request reached the server but the answer did not arrive within the read timeout.
 
@@ -171,6 +178,16 @@ def _classify(status_code: int, detail: str, error_class: str | None) -> type[Fo
     if error_class in _PERMANENT_ERROR_CLASSES or _PERMANENT_MESSAGES.search(detail):
         return ForgePermanentError
     return ForgeTransientError
+
+
+def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
+    """True when the connection was never made, as opposed to dropped mid-request.
+
+    requests wraps urllib3's MaxRetryError, whose `reason` is a NewConnectionError (refused,
+    unknown host) for failures before anything was sent.
+    """
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, NewConnectionError)
 
 
 def _truncate(text: str) -> str:
@@ -440,7 +457,7 @@ class ForgeClient:
     ) -> ForgeError:
         kind: type[ForgeError]
         if isinstance(exc, requests.exceptions.ConnectTimeout):
-            kind, detail = ForgeTransientError, f"connect timed out after {self.connect_timeout}s"
+            kind, detail = ForgeUnreachableError, f"connect timed out after {self.connect_timeout}s"
         elif isinstance(exc, requests.exceptions.ReadTimeout):
             kind, detail = ForgeTimeoutError, f"no answer within the read timeout of {read}s"
         elif isinstance(
@@ -458,8 +475,10 @@ class ForgeClient:
             requests.exceptions.ChunkedEncodingError | requests.exceptions.ContentDecodingError,
         ):
             kind, detail = ForgeTransientError, "connection dropped while reading the response"
+        elif isinstance(exc, requests.exceptions.ConnectionError) and _never_connected(exc):
+            kind, detail = ForgeUnreachableError, f"cannot connect to {self._host()}"
         elif isinstance(exc, requests.exceptions.ConnectionError):
-            kind, detail = ForgeTransientError, f"cannot connect to {self._host()}"
+            kind, detail = ForgeTransientError, f"connection to {self._host()} lost"
         else:
             kind, detail = ForgeTransientError, f"request failed: {type(exc).__name__}"
         logger.warning(

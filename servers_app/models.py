@@ -28,6 +28,10 @@ class Server(models.Model):
     last_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_error = models.TextField(blank=True, default="", editable=False)
     loaded_checkpoint = models.CharField(max_length=500, blank=True, default="", editable=False)
+    # "forge" or "a1111", detected from the server's options; "" until first seen.
+    flavour = models.CharField(max_length=16, blank=True, default="", editable=False)
+    # The server's checkpoint titles as last listed (until the full model cache exists).
+    model_titles = models.JSONField(default=list, blank=True, editable=False)
 
     class Meta:
         ordering = ["alias"]

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from celery.app.task import Task
 from django.core.cache import cache
 from model_bakery import baker
 from rest_framework.test import APIClient
@@ -19,6 +20,22 @@ def _isolated_media_and_cache(settings, tmp_path: Path) -> Iterator[None]:
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def published(request, monkeypatch) -> list[tuple[str, tuple, dict]]:
+    """Celery messages the code under test sent, recorded instead of published.
+
+    Unit tests need no broker; integration tests (marked `integration`) publish for real.
+    """
+    sent: list[tuple[str, tuple, dict]] = []
+    if request.node.get_closest_marker("integration") is None:
+
+        def record(self, args=None, kwargs=None, **options):
+            sent.append((self.name, tuple(args or ()), dict(kwargs or {})))
+
+        monkeypatch.setattr(Task, "apply_async", record)
+    return sent
 
 
 @pytest.fixture

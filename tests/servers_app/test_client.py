@@ -9,6 +9,7 @@ import pytest
 import requests
 import responses
 from responses import matchers
+from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from servers_app.client import (
     ForgeAuthError,
@@ -17,6 +18,7 @@ from servers_app.client import (
     ForgePermanentError,
     ForgeTimeoutError,
     ForgeTransientError,
+    ForgeUnreachableError,
     ServerEndpoint,
     job_timeout,
 )
@@ -288,8 +290,14 @@ def test_redirect_is_not_followed_and_is_permanent(mocked: Any, forge: ForgeClie
 @pytest.mark.parametrize(
     ("raised", "expected_class"),
     [
-        (requests.exceptions.ConnectionError("refused"), ForgeTransientError),
-        (requests.exceptions.ConnectTimeout("slow"), ForgeTransientError),
+        (requests.exceptions.ConnectionError("reset mid-response"), ForgeTransientError),
+        (
+            requests.exceptions.ConnectionError(
+                MaxRetryError(None, "/", NewConnectionError(None, "refused"))  # type: ignore[arg-type]
+            ),
+            ForgeUnreachableError,
+        ),
+        (requests.exceptions.ConnectTimeout("slow"), ForgeUnreachableError),
         (requests.exceptions.ReadTimeout("slow"), ForgeTimeoutError),
         (requests.exceptions.ChunkedEncodingError("dropped"), ForgeTransientError),
         (requests.exceptions.InvalidURL("bad"), ForgePermanentError),
@@ -802,3 +810,11 @@ def test_job_timeout_reads_limits_from_settings(settings: Any) -> None:
     assert job_timeout(steps=10, width=1000, height=1000, images=1) == 20.0
     assert job_timeout(steps=25, width=1000, height=1000, images=1) == 35.0
     assert job_timeout(steps=99, width=1000, height=1000, images=1) == 40.0
+
+
+def test_refused_connection_is_unreachable_against_a_real_closed_port() -> None:
+    """No mock: nothing listens on port 9 of localhost, so the request never leaves."""
+    client = ForgeClient(ServerEndpoint("http://127.0.0.1:9"), connect_timeout=2)
+
+    with pytest.raises(ForgeUnreachableError, match="cannot connect"):
+        client.sd_models()

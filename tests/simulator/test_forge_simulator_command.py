@@ -33,7 +33,7 @@ def test_command_serves_the_requested_server_until_sigterm():
     )  # fmt: skip
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
-            line = pool.submit(proc.stdout.readline).result(timeout=60)  # type: ignore[union-attr]
+            line = pool.submit(proc.stdout.readline).result(timeout=60)
         match = re.search(r"listening on (http://\S+)", line)
         assert match, line
         url = match.group(1)

@@ -1,0 +1,308 @@
+"""State changes of the generation engine: claim, heartbeat, complete, release, fail.
+
+The Job row is the truth. Each change here is one transaction whose update is conditional
+on the job's status and lease token, so that a second delivery of a message, a worker that
+lost its lease, or a cancel racing a completion can never move a job twice:
+
+* claim: pending -> processing, for a free slot of a server, with a fresh lease token.
+  The server row is locked (`select_for_update`), which serializes the claims of one
+  server across any number of workers and hosts; candidate jobs are locked with
+  `skip_locked` so claims for different servers never wait on each other.
+* heartbeat: renews the lease and writes progress while the job is still ours.
+* complete / release / fail: processing -> completed / pending / failed, only with our token.
+"""
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from queue_app.models import ANY_SERVER, Job, JobImage, JobStatus
+from servers_app.checkpoints import checkpoint_key
+from servers_app.models import Server
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job this worker now holds: run it, then complete, release or fail it with `token`."""
+
+    job_id: uuid.UUID
+    server_id: int
+    token: uuid.UUID
+    task_id: str
+
+
+def task_id_for(job: Job) -> str:
+    """The `force_task_id` sent to the server: the job id, plus the attempt on retries, so
+    that an orphan of an earlier attempt is never mistaken for the current one."""
+    return str(job.pk) if job.retry_count == 0 else f"{job.pk}.{job.retry_count}"
+
+
+def _eligible(server: Server, now: datetime) -> Any:
+    """Pending jobs this server may take now: its own, or "any" jobs."""
+    return (
+        Job.objects.filter(status=JobStatus.PENDING)
+        .filter(Q(server=server) | Q(server__isnull=True, target_server_alias=ANY_SERVER))
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+    )
+
+
+def _can_run_here(job: Job, server: Server) -> bool:
+    """An "any" job runs only where its checkpoint is known to exist."""
+    if job.server_id is not None or not job.checkpoint_key:
+        return True
+    return any(checkpoint_key(title) == job.checkpoint_key for title in server.model_titles)
+
+
+def _choose(window: list[Job], server: Server) -> Job | None:
+    """The job to run next from the head of the queue (priority, then age).
+
+    Prefers, among the jobs of the head's priority, the oldest whose checkpoint the server
+    already has loaded (no switch). The head is passed over at most MAX_PASSES times, so
+    nothing starves.
+    """
+    runnable = [job for job in window if _can_run_here(job, server)]
+    if not runnable:
+        return None
+    head = runnable[0]
+    loaded = checkpoint_key(server.loaded_checkpoint)
+    if not loaded or head.passed_over >= settings.MOBILESD_SCHEDULER_MAX_PASSES:
+        return head
+    same_priority = [job for job in runnable if job.priority == head.priority]
+    for job in same_priority:
+        if not job.checkpoint_key or job.checkpoint_key == loaded:
+            return job
+    return head
+
+
+def job_claim_next(*, server_id: int) -> Claim | None:
+    """Claim the next job for a free slot of the server, or None (no slot, no job, or the
+    server is disabled or offline). Safe to call from any number of workers at once."""
+    now = timezone.now()
+    with transaction.atomic():
+        server = Server.objects.select_for_update().filter(pk=server_id).first()
+        if server is None or not server.enabled or server.is_online is False:
+            return None
+        running = Job.objects.filter(server=server, status=JobStatus.PROCESSING).count()
+        if running >= server.slots:
+            return None
+        window = list(
+            _eligible(server, now)
+            .select_for_update(skip_locked=True)
+            .order_by("-priority", "created_at")[: settings.MOBILESD_SCHEDULER_LOOKAHEAD]
+        )
+        job = _choose(window, server)
+        if job is None:
+            return None
+        skipped = [other.pk for other in window if other.created_at < job.created_at]
+        if skipped:
+            Job.objects.filter(pk__in=skipped).update(passed_over=F("passed_over") + 1)
+        token = uuid.uuid4()
+        task_id = task_id_for(job)
+        Job.objects.filter(pk=job.pk).update(
+            status=JobStatus.PROCESSING,
+            server=server,
+            lease_token=token,
+            lease_expires_at=now + timedelta(seconds=settings.MOBILESD_LEASE_SECONDS),
+            started_at=now,
+            updated_at=now,
+            forge_session_hash=task_id,
+            progress={"fraction": 0.0, "textinfo": "Starting"},
+            next_attempt_at=None,
+        )
+    logger.info("Claimed job %s for server %s (task %s)", job.pk, server.alias, task_id)
+    return Claim(job_id=job.pk, server_id=server.pk, token=token, task_id=task_id)
+
+
+def _ours(claim: Claim) -> Any:
+    return Job.objects.filter(pk=claim.job_id, status=JobStatus.PROCESSING, lease_token=claim.token)
+
+
+def job_heartbeat(*, claim: Claim, progress: dict[str, Any] | None) -> str:
+    """Renew the lease (and write progress). Returns "ok", or why the job is no longer
+    ours: "cancelled", "lost" (another worker holds it) or "gone" (deleted)."""
+    now = timezone.now()
+    values: dict[str, Any] = {
+        "lease_expires_at": now + timedelta(seconds=settings.MOBILESD_LEASE_SECONDS),
+    }
+    if progress is not None:
+        values["progress"] = progress
+        values["updated_at"] = now
+    if _ours(claim).update(**values):
+        return "ok"
+    status = Job.objects.filter(pk=claim.job_id).values_list("status", flat=True).first()
+    if status is None:
+        return "gone"
+    return "cancelled" if status == JobStatus.CANCELLED else "lost"
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """An image already written to storage, to be recorded with the job's completion."""
+
+    index: int
+    name: str
+    seed: int | None
+    width: int | None
+    height: int | None
+    infotext: str
+
+
+def job_complete(
+    *, claim: Claim, images: list[ImageRecord], generation_info: dict[str, Any]
+) -> bool:
+    """Record the images and mark the job completed, if it is still ours.
+
+    False when the job was cancelled, deleted or taken over meanwhile: the caller then
+    deletes the files it wrote, so a job's images are stored exactly once.
+    """
+    now = timezone.now()
+    details = {
+        "images": [image.name.rsplit("/", 1)[-1] for image in images],
+        "info": "Job completed and images downloaded by MobileSD backend.",
+        "generation_info": generation_info,
+    }
+    with transaction.atomic():
+        updated = _ours(claim).update(
+            status=JobStatus.COMPLETED,
+            result_details=details,
+            completed_at=now,
+            updated_at=now,
+            lease_token=None,
+            lease_expires_at=None,
+            progress={"fraction": 1.0, "textinfo": "Done"},
+        )
+        if not updated:
+            return False
+        JobImage.objects.bulk_create(
+            JobImage(
+                job_id=claim.job_id,
+                index=image.index,
+                file=image.name,
+                seed=image.seed,
+                width=image.width,
+                height=image.height,
+                infotext=image.infotext,
+            )
+            for image in images
+        )
+    logger.info("Job %s completed with %d image(s)", claim.job_id, len(images))
+    return True
+
+
+def job_fail(*, claim: Claim, error: str) -> bool:
+    """processing -> failed with `result_details.error`, if the job is still ours."""
+    now = timezone.now()
+    updated = _ours(claim).update(
+        status=JobStatus.FAILED,
+        result_details={"error": error},
+        completed_at=now,
+        updated_at=now,
+        lease_token=None,
+        lease_expires_at=None,
+        progress=None,
+    )
+    if updated:
+        logger.warning("Job %s failed: %s", claim.job_id, error)
+    return bool(updated)
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Exponential backoff before retry number `attempt` (1, 2, ...)."""
+    base = settings.MOBILESD_RETRY_BACKOFF_SECONDS
+    return float(min(base * 2 ** max(attempt - 1, 0), settings.MOBILESD_RETRY_BACKOFF_MAX_SECONDS))
+
+
+def _requeue(jobs: Any, *, job: Job, error: str, count_attempt: bool) -> str | None:
+    """Shared by release and lease expiry: back to pending, or failed past the retry limit.
+
+    Returns the new status, or None when the conditional update found the job changed.
+    """
+    now = timezone.now()
+    attempt = job.retry_count + (1 if count_attempt else 0)
+    cleared: dict[str, Any] = {
+        "lease_token": None,
+        "lease_expires_at": None,
+        "progress": None,
+        "updated_at": now,
+    }
+    if count_attempt and attempt > settings.MOBILESD_MAX_RETRIES:
+        updated = jobs.update(
+            status=JobStatus.FAILED,
+            retry_count=attempt - 1,
+            completed_at=now,
+            result_details={
+                "error": f"Gave up after {attempt} attempts. Last error: {error}",
+                "attempts": attempt,
+            },
+            **cleared,
+        )
+        return JobStatus.FAILED if updated else None
+    delay = backoff_seconds(attempt) if count_attempt else 0.0
+    values = {
+        **cleared,
+        "status": JobStatus.PENDING,
+        "retry_count": attempt,
+        "next_attempt_at": now + timedelta(seconds=delay) if delay else None,
+        "result_details": {"last_error": error, "retry_at": delay} if count_attempt else None,
+    }
+    if job.target_server_alias == ANY_SERVER:
+        values["server"] = None  # free to run elsewhere next time
+    updated = jobs.update(**values)
+    return JobStatus.PENDING if updated else None
+
+
+def job_release(*, claim: Claim, error: str, count_attempt: bool) -> str | None:
+    """Give a job back to the queue after a failure that may pass.
+
+    `count_attempt`: the job reached the server (counted in retry_count, with backoff); a job
+    that never reached it (server offline) goes back without counting.
+    """
+    job = Job.objects.filter(pk=claim.job_id).first()
+    if job is None:
+        return None
+    status = _requeue(_ours(claim), job=job, error=error, count_attempt=count_attempt)
+    if status:
+        logger.info("Job %s back to %s: %s", claim.job_id, status, error)
+    return status
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A processing job whose worker stopped renewing its lease."""
+
+    job_id: uuid.UUID
+    server_id: int | None
+    task_id: str | None
+    status: str
+
+
+def jobs_recover_expired_leases() -> list[Orphan]:
+    """Requeue (or fail, past the retry limit) every processing job whose lease lapsed.
+
+    The attempt counts in retry_count. Its task may still be running on the server; the
+    caller interrupts it there (its images would have gone to the dead worker).
+    """
+    now = timezone.now()
+    recovered = []
+    expired = Job.objects.filter(status=JobStatus.PROCESSING, lease_expires_at__lt=now)
+    for job in expired:
+        with transaction.atomic():
+            same = Job.objects.filter(
+                pk=job.pk, status=JobStatus.PROCESSING, lease_token=job.lease_token
+            )
+            status = _requeue(
+                same, job=job, error="The worker running this job stopped.", count_attempt=True
+            )
+        if status:
+            logger.warning("Job %s lost its worker; now %s", job.pk, status)
+            recovered.append(Orphan(job.pk, job.server_id, job.forge_session_hash, status))
+    return recovered

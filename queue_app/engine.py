@@ -1,0 +1,242 @@
+"""Running claimed jobs on their Forge / A1111 server.
+
+A worker thread runs `server_run`: claim a job for a free slot of one server, run it,
+and at once claim that server's next job, until there is none. While `txt2img` blocks, a
+monitor thread renews the job's lease, writes its progress, and interrupts the server if
+the job is cancelled (only when the server's current task is this job's).
+"""
+
+import difflib
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import connection
+from django.utils import timezone
+
+from queue_app import dispatch
+from queue_app.dispatch import Claim, ImageRecord
+from queue_app.images import InvalidImageError, save_image_file
+from queue_app.models import Job
+from queue_app.params import build_txt2img_payload, resolve_checkpoint_title
+from servers_app.client import (
+    ForgeClient,
+    ForgeError,
+    ForgePermanentError,
+    ForgeTransientError,
+    ForgeUnreachableError,
+    ServerEndpoint,
+    job_timeout,
+)
+from servers_app.models import Server
+from servers_app.services import server_mark_offline, server_note_loaded_checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+def make_client(server: Server) -> ForgeClient:
+    return ForgeClient(
+        ServerEndpoint.from_server(server),
+        connect_timeout=settings.MOBILESD_FORGE_CONNECT_TIMEOUT,
+        read_timeout=30.0,
+    )
+
+
+def server_run(server_id: int, *, on_job_done: Callable[[], None] | None = None) -> int:
+    """Run jobs of this server one after another while there are any; returns how many.
+
+    Any number of these may run at once for one server: claims never exceed its slots.
+    """
+    done = 0
+    while True:
+        claim = dispatch.job_claim_next(server_id=server_id)
+        if claim is None:
+            return done
+        try:
+            job_execute(claim)
+        except Exception:
+            # A bug must not kill the loop with the job stuck in processing: fail it.
+            logger.exception("Unexpected error running job %s", claim.job_id)
+            dispatch.job_fail(claim=claim, error="Internal error in MobileSD while running.")
+        done += 1
+        if on_job_done is not None:
+            on_job_done()
+
+
+class Monitor(threading.Thread):
+    """Heartbeat, progress and cancellation for one running job (its own DB connection)."""
+
+    def __init__(self, claim: Claim, server: Server) -> None:
+        super().__init__(name=f"monitor-{claim.job_id}", daemon=True)
+        self.claim = claim
+        self.server = server
+        self.stopping = threading.Event()
+        self.state = "ok"  # or "cancelled", "lost", "gone"
+        self.interrupted = False
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=10)
+
+    def run(self) -> None:
+        client = make_client(self.server)
+        interval = settings.MOBILESD_HEARTBEAT_SECONDS
+        try:
+            while not self.stopping.wait(interval):
+                progress = self._progress(client)
+                self.state = dispatch.job_heartbeat(claim=self.claim, progress=progress)
+                if self.state == "ok":
+                    continue
+                if self.state in {"cancelled", "gone"}:
+                    self.interrupted = interrupt_if_current(client, self.claim.task_id)
+                return
+        except Exception:
+            logger.exception("Monitor of job %s stopped", self.claim.job_id)
+        finally:
+            client.close()
+            connection.close()
+
+    def _progress(self, client: ForgeClient) -> dict[str, Any] | None:
+        try:
+            progress = client.progress_for_task(self.claim.task_id)
+        except ForgeError as exc:
+            logger.debug("No progress for %s: %s", self.claim.task_id, exc)
+            return None
+        return {
+            "fraction": progress.progress or 0.0,
+            "eta_seconds": progress.eta,
+            "step": progress.step,
+            "total_steps": progress.total_steps,
+            "queue_position": progress.queue_position,
+            "textinfo": progress.textinfo,
+            "active": progress.active,
+            "queued": progress.queued,
+        }
+
+
+def interrupt_if_current(client: ForgeClient, task_id: str) -> bool:
+    """Interrupt the server only if its running task is `task_id`; True if it was."""
+    try:
+        if client.is_task_active(task_id):
+            client.interrupt()
+            logger.info("Interrupted task %s", task_id)
+            return True
+    except ForgeError as exc:
+        logger.warning("Could not interrupt task %s: %s", task_id, exc)
+    return False
+
+
+def _resolve_checkpoint(client: ForgeClient, server: Server, requested: str) -> str:
+    """The server's exact title for `requested`; refreshes the known titles once before
+    failing, and fails permanently rather than let the server silently use another model."""
+    title = resolve_checkpoint_title(requested, list(server.model_titles))
+    if title is not None:
+        return title
+    titles = [str(model.get("title", "")) for model in client.sd_models()]
+    Server.objects.filter(pk=server.pk).update(model_titles=titles)
+    title = resolve_checkpoint_title(requested, titles)
+    if title is not None:
+        return title
+    close = difflib.get_close_matches(requested, titles, n=3, cutoff=0.4)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ForgePermanentError(
+        f"Checkpoint '{requested}' was not found on server '{server.alias}'.{hint}"
+    )
+
+
+def job_execute(claim: Claim) -> None:
+    """Run one claimed job to its end: completed, failed, released for a retry, or discarded
+    because it was cancelled meanwhile."""
+    job = Job.objects.select_related("server").get(pk=claim.job_id)
+    server = job.server
+    assert server is not None  # a claim always sets the server
+    params = job.generation_params or {}
+    client = make_client(server)
+    monitor: Monitor | None = None
+    try:
+        requested = str(params.get("checkpoint_name") or "").strip()
+        title = _resolve_checkpoint(client, server, requested) if requested else None
+        payload = build_txt2img_payload(
+            params, task_id=claim.task_id, checkpoint_title=title, flavour=server.flavour or None
+        )
+        timeout = job_timeout(
+            steps=int(payload.get("steps") or 20),
+            width=int(payload.get("width") or 512),
+            height=int(payload.get("height") or 512),
+            images=int(payload.get("n_iter") or 1) * int(payload.get("batch_size") or 1),
+            hires=bool(payload.get("enable_hr")),
+        )
+        monitor = Monitor(claim, server)
+        monitor.start()
+        result = client.txt2img(payload, timeout=timeout)
+    except ForgeUnreachableError as exc:
+        # Nothing reached the server: the job waits, uncounted, until the server is back.
+        server_mark_offline(server_id=server.pk, error=str(exc))
+        dispatch.job_release(claim=claim, error=str(exc), count_attempt=False)
+        return
+    except ForgeTransientError as exc:
+        dispatch.job_release(claim=claim, error=str(exc), count_attempt=True)
+        return
+    except ForgePermanentError as exc:
+        dispatch.job_fail(claim=claim, error=exc.detail or str(exc))
+        return
+    finally:
+        if monitor is not None:
+            monitor.stop()
+        client.close()
+
+    if title:
+        server_note_loaded_checkpoint(server_id=server.pk, title=title)
+    _store_results(claim, result.images, result.info)
+
+
+def _seed_of(info: dict[str, Any], index: int) -> int | None:
+    seeds = info.get("all_seeds")
+    if isinstance(seeds, list) and index < len(seeds) and isinstance(seeds[index], int):
+        return seeds[index]
+    seed = info.get("seed")
+    return seed + index if isinstance(seed, int) else None
+
+
+def _store_results(claim: Claim, images: list[bytes], info: dict[str, Any]) -> None:
+    """Write the images, then complete the job; if it is no longer ours, remove them."""
+    if not dispatch._ours(claim).exists():
+        logger.info("Job %s was cancelled or taken over; discarding its images", claim.job_id)
+        return
+    when = timezone.now()
+    first = info.get("index_of_first_image")
+    skip = first if isinstance(first, int) and 0 < first <= len(images) else 0
+    records: list[ImageRecord] = []
+    try:
+        for index in range(len(images) - skip):
+            data = images[skip + index]
+            images[skip + index] = b""  # let each decoded image go once it is written
+            stored = save_image_file(
+                job_id=claim.job_id, index=index, data=data, seed=_seed_of(info, index), when=when
+            )
+            records.append(
+                ImageRecord(
+                    index=index,
+                    name=stored.name,
+                    seed=_seed_of(info, index),
+                    width=stored.width,
+                    height=stored.height,
+                    infotext=stored.infotext,
+                )
+            )
+    except (InvalidImageError, OSError) as exc:
+        _delete(records)
+        error = f"Could not store an image: {exc}"
+        dispatch.job_release(claim=claim, error=error, count_attempt=True)
+        return
+    if not dispatch.job_complete(claim=claim, images=records, generation_info=info):
+        logger.info("Job %s changed while storing; discarding its images", claim.job_id)
+        _delete(records)
+
+
+def _delete(records: list[ImageRecord]) -> None:
+    for record in records:
+        default_storage.delete(record.name)

@@ -1,0 +1,365 @@
+"""Job images on storage: their file names, saving what a server generated, reading the
+A1111 infotext, and cached phone-sized thumbnails.
+
+Invariants:
+- A stored image is the generation server's bytes, unchanged: metadata is read, never
+  rewritten, so the infotext a user downloads is the one the server wrote.
+- Only PNG, JPEG and WebP are accepted: the formats A1111/Forge return (option
+  `samples_format`), and the ones a phone can show.
+- Reading size and metadata never decodes pixels; making a thumbnail decodes one image,
+  already reduced by the decoder where the format allows it (JPEG draft mode).
+- A thumbnail is derived from its image's name alone, so it never needs invalidating: the
+  image behind a name never changes.
+"""
+
+import hashlib
+import io
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import PurePosixPath
+from typing import cast
+from uuid import UUID
+
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import Storage
+from django.db.models import FileField
+from django.utils import timezone
+from PIL import ExifTags, Image, UnidentifiedImageError
+
+from core_app.errors import NotFound
+from queue_app.models import Job, JobImage, image_upload_to
+
+logger = logging.getLogger(__name__)
+
+THUMBNAIL_DEFAULT_SIZE = 384
+THUMBNAIL_MIN_SIZE = 64
+THUMBNAIL_MAX_SIZE = 1024
+THUMBNAIL_FORMATS = ("webp", "jpeg")
+THUMBNAIL_DEFAULT_FORMAT = "webp"
+THUMBNAIL_DIR = "thumbs"
+
+# Pillow's format name -> (our format name, file extension, content type). A1111 names
+# its JPEG files .jpg, and so do we.
+_FORMATS: dict[str, tuple[str, str, str]] = {
+    "PNG": ("png", "png", "image/png"),
+    "JPEG": ("jpeg", "jpg", "image/jpeg"),
+    "WEBP": ("webp", "webp", "image/webp"),
+}
+_CONTENT_TYPES = {ext: content_type for _, ext, content_type in _FORMATS.values()}
+_CONTENT_TYPES["jpeg"] = "image/jpeg"
+_THUMBNAIL_EXTENSIONS = {"webp": "webp", "jpeg": "jpg"}
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# EXIF UserComment starts with an 8-byte character code (EXIF 2.3, table 9).
+_UNICODE_PREFIX = b"UNICODE\x00"
+_ASCII_PREFIX = b"ASCII\x00\x00\x00"
+_JIS_PREFIX = b"JIS\x00\x00\x00\x00\x00"
+_UNDEFINED_PREFIX = b"\x00" * 8
+
+
+class InvalidImageError(ValueError):
+    """The bytes are not a PNG, JPEG or WebP image Pillow can read."""
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """What save_image_file stored: the storage name and what the image says about itself.
+
+    `format` is "png", "jpeg" or "webp"; `infotext` is "" when the image carries none.
+    """
+
+    name: str
+    width: int
+    height: int
+    infotext: str
+    format: str
+
+
+def image_filename(
+    *, job_id: UUID, index: int, seed: int | None, when: datetime, ext: str = "png"
+) -> str:
+    """`88615c9d_1747190448393_00028-1806652750.png`, as the original MobileSD named images.
+
+    First 8 hex digits of the job id, `when` in epoch milliseconds, the index on 5 digits,
+    `-<seed>` unless the seed is unknown, and the extension. A naive `when` is taken as UTC.
+    """
+    if index < 0:
+        raise ValueError(f"An image index is never negative (got {index}).")
+    if timezone.is_naive(when):
+        when = when.replace(tzinfo=UTC)
+    # Integer arithmetic: float timestamps can be off by one millisecond.
+    millis = (when - _EPOCH) // timedelta(milliseconds=1)
+    seed_part = "" if seed is None else f"-{seed}"
+    return f"{job_id.hex[:8]}_{millis}_{index:05d}{seed_part}.{ext.lstrip('.')}"
+
+
+def image_content_type(name: str) -> str:
+    """The content type of a stored image or thumbnail, from the extension we gave it."""
+    suffix = PurePosixPath(name).suffix.lstrip(".").lower()
+    return _CONTENT_TYPES.get(suffix, "application/octet-stream")
+
+
+def image_etag(name: str) -> str:
+    """A strong ETag for a stored file. Names are unique and their bytes never change, so
+    the name is enough: no need to read or stat the file."""
+    return '"' + hashlib.sha256(name.encode()).hexdigest()[:32] + '"'
+
+
+def _image_storage() -> Storage:
+    # The storage JobImage.file writes to (Django's default storage), so that what is saved
+    # here is what `image.file` opens later.
+    return cast(FileField, JobImage._meta.get_field("file")).storage
+
+
+def decode_user_comment(value: bytes | str, *, byte_order: str | None = None) -> str:
+    """The text of an EXIF UserComment, as A1111 writes it for JPEG and WebP.
+
+    A1111/Forge use `piexif.helper.UserComment.dump(text, encoding="unicode")`: the
+    `UNICODE\\0` prefix then UTF-16 big-endian (piexif writes "MM" TIFF). Other tools write
+    UTF-16 in the TIFF's byte order, so the order is guessed from where the zero bytes of
+    ASCII characters fall, `byte_order` ("<" or ">", from the TIFF header) breaking ties.
+    An undefined code means UTF-8 text; no code at all decodes like A1111's reader does:
+    the whole value as UTF-8.
+    """
+    if isinstance(value, str):  # some writers type it ASCII, which Pillow decodes
+        return value.rstrip("\x00")
+    prefix, body = value[:8], value[8:]
+    if prefix == _UNICODE_PREFIX:
+        if body[:2] in (b"\xfe\xff", b"\xff\xfe"):
+            text = body.decode("utf-16", errors="replace")
+        else:
+            zeros_even, zeros_odd = body[0::2].count(0), body[1::2].count(0)
+            big = zeros_even > zeros_odd or (zeros_even == zeros_odd and byte_order != "<")
+            text = body.decode("utf-16-be" if big else "utf-16-le", errors="replace")
+    elif prefix == _ASCII_PREFIX:
+        text = body.decode("utf-8", errors="replace")  # UTF-8 under "ASCII" is common
+    elif prefix == _JIS_PREFIX:
+        text = body.decode("shift_jis", errors="replace")
+    elif prefix == _UNDEFINED_PREFIX:
+        text = body.decode("utf-8", errors="replace")
+    else:  # no character code at all
+        text = value.decode("utf-8", errors="ignore")
+    return text.rstrip("\x00")
+
+
+def read_infotext(image: Image.Image) -> str:
+    """The A1111 infotext of an opened (not loaded) image, or "".
+
+    PNG: the `parameters` text chunk (tEXt, zTXt or iTXt). JPEG/WebP: EXIF UserComment.
+    Never decodes pixels: a PNG's EXIF is only parsed when the chunk came before the image
+    data, because Pillow's PngImageFile.getexif() would load the whole image otherwise.
+    """
+    parameters = image.info.get("parameters")
+    if isinstance(parameters, str):
+        return parameters
+    if isinstance(parameters, bytes):
+        return parameters.decode("utf-8", errors="replace")
+    raw = image.info.get("exif")
+    if not raw:
+        return ""
+    try:
+        exif = Image.Exif()
+        exif.load(raw)
+        comment = exif.get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.UserComment)
+    except Exception:  # a damaged EXIF block costs the infotext, not the image
+        logger.warning("Unreadable EXIF block in a %s image", image.format, exc_info=True)
+        return ""
+    if not isinstance(comment, bytes | str) or not comment:
+        return ""
+    return decode_user_comment(comment, byte_order=exif.endian)
+
+
+def read_image(data: bytes) -> tuple[str, str, int, int, str]:
+    """(format, extension, width, height, infotext) of image bytes, without decoding pixels.
+
+    Raises InvalidImageError for anything but a well-formed PNG, JPEG or WebP.
+    """
+    try:
+        with Image.open(io.BytesIO(data), formats=list(_FORMATS)) as image:
+            fmt, ext, _ = _FORMATS[str(image.format)]
+            width, height = image.size
+            infotext = read_infotext(image)
+            # Checks the structure (PNG: every chunk's CRC, so truncation) without decoding.
+            image.verify()
+    except UnidentifiedImageError as exc:
+        raise InvalidImageError("The data is not a PNG, JPEG or WebP image.") from exc
+    except Image.DecompressionBombError as exc:
+        raise InvalidImageError(f"The image is too large: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports broken files with any of these.
+        raise InvalidImageError(f"The image is damaged: {exc}") from exc
+    return fmt, ext, width, height, infotext
+
+
+def save_image_file(
+    *, job_id: UUID, index: int, data: bytes, seed: int | None, when: datetime | None = None
+) -> StoredImage:
+    """Check `data` is an image, read its size and infotext, and store the bytes unchanged
+    under the name JobImage.file would give it (`jobs/<2 hex>/<image_filename>`).
+
+    Returns the name the storage chose (it differs from the planned one only if that was
+    taken). Nothing is written when the data is not an image (InvalidImageError).
+    """
+    fmt, ext, width, height, infotext = read_image(data)
+    filename = image_filename(
+        job_id=job_id, index=index, seed=seed, when=when or timezone.now(), ext=ext
+    )
+    # An unsaved instance carries what upload_to needs, so the path rule lives in one place.
+    path = image_upload_to(JobImage(job_id=job_id, index=index), filename)
+    name = _image_storage().save(path, ContentFile(data))
+    logger.info(
+        "Stored image %d of job %s as %s (%dx%d %s)", index, job_id, name, width, height, fmt
+    )
+    return StoredImage(name=name, width=width, height=height, infotext=infotext, format=fmt)
+
+
+def job_image_get(*, job: Job, index: int) -> JobImage:
+    """The image `index` of `job`; 404 `image_not_found` if it has none."""
+    image = job.images.filter(index=index).first()
+    if image is None:
+        raise NotFound(f"Job {job.pk} has no image {index}.", code="image_not_found")
+    return image
+
+
+def stored_name(image: JobImage) -> str:
+    """The storage name of an image's file; 404 `image_not_found` if it has none."""
+    if not image.file.name:
+        raise NotFound(
+            f"Image {image.index} of job {image.job_id} has no file.", code="image_not_found"
+        )
+    return image.file.name
+
+
+def thumbnail_name(name: str, *, size: int, fmt: str) -> str:
+    """Where the thumbnail of the stored image `name` is cached:
+    `thumbs/<size>/<fmt>/<name with the thumbnail's extension>`."""
+    return str(
+        PurePosixPath(THUMBNAIL_DIR, str(size), fmt, name).with_suffix(
+            "." + _THUMBNAIL_EXTENSIONS[fmt]
+        )
+    )
+
+
+def _check_thumbnail_args(size: int, fmt: str) -> None:
+    if not THUMBNAIL_MIN_SIZE <= size <= THUMBNAIL_MAX_SIZE:
+        raise ValueError(
+            f"A thumbnail size is from {THUMBNAIL_MIN_SIZE} to {THUMBNAIL_MAX_SIZE} (got {size})."
+        )
+    if fmt not in THUMBNAIL_FORMATS:
+        raise ValueError(f"A thumbnail format is one of {THUMBNAIL_FORMATS} (got {fmt!r}).")
+
+
+def _render_thumbnail(storage: Storage, name: str, size: int, fmt: str) -> bytes:
+    with storage.open(name, "rb") as file, Image.open(file, formats=list(_FORMATS)) as image:
+        # thumbnail() calls draft() first: a JPEG is decoded at 1/2..1/8 scale, so the
+        # full-size pixels are never in memory; other formats decode once, then shrink.
+        image.thumbnail((size, size), Image.Resampling.LANCZOS)
+        small = _thumbnail_mode(image, fmt)
+        out = io.BytesIO()
+        if fmt == "webp":
+            small.save(out, "WEBP", quality=80, method=4)
+        else:
+            small.save(out, "JPEG", quality=85, optimize=True, progressive=True)
+    return out.getvalue()
+
+
+def _thumbnail_mode(image: Image.Image, fmt: str) -> Image.Image:
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    if fmt == "webp":
+        return image.convert("RGBA" if has_alpha else "RGB")
+    if not has_alpha:
+        return image.convert("RGB")
+    # JPEG has no alpha: lay the image on white rather than let transparent pixels go black.
+    rgba = image.convert("RGBA")
+    flat = Image.new("RGB", rgba.size, "white")
+    flat.paste(rgba, mask=rgba.getchannel("A"))
+    return flat
+
+
+def thumbnail(
+    *, image: JobImage, size: int = THUMBNAIL_DEFAULT_SIZE, fmt: str = THUMBNAIL_DEFAULT_FORMAT
+) -> tuple[bytes | File, str]:
+    """(thumbnail, content type): the image shrunk to fit `size`x`size` (never enlarged),
+    as WebP or JPEG without metadata.
+
+    Cached in storage at thumbnail_name(): a cached thumbnail is returned as an open File
+    (the caller closes it), a new one as bytes. Raises FileNotFoundError when neither the
+    thumbnail nor the image is in storage, InvalidImageError when the image cannot be
+    decoded, ValueError for a size or format out of range.
+    """
+    _check_thumbnail_args(size, fmt)
+    storage = image.file.storage
+    source = stored_name(image)
+    name = thumbnail_name(source, size=size, fmt=fmt)
+    content_type = _CONTENT_TYPES[fmt]
+    if storage.exists(name):
+        try:
+            return storage.open(name, "rb"), content_type
+        except FileNotFoundError:  # deleted since exists(): make it again
+            pass
+    try:
+        data = _render_thumbnail(storage, source, size, fmt)
+    except FileNotFoundError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise InvalidImageError(f"{source} is not a readable image: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidImageError(f"{source} is damaged: {exc}") from exc
+    try:
+        saved = storage.save(name, ContentFile(data))
+        if saved != name:
+            # A concurrent request cached it first; ours got a made-up name nobody would
+            # find or delete.
+            storage.delete(saved)
+    except OSError:  # the cache is an optimisation: serve the thumbnail anyway
+        logger.warning("Could not cache thumbnail %s", name, exc_info=True)
+    else:
+        logger.debug("Cached thumbnail %s", name)
+    return data, content_type
+
+
+def image_storage_names(image: JobImage) -> list[str]:
+    """Every storage name that belongs to `image`: its file, then its cached thumbnails.
+
+    Thumbnails are found by listing the size folders of `thumbs/`, so a thumbnail of any
+    size that was ever requested is included. [] for an image without a file.
+    """
+    name = image.file.name
+    if not name:
+        return []
+    storage = image.file.storage
+    names = [name]
+    try:
+        sizes, _ = storage.listdir(THUMBNAIL_DIR)
+    except (FileNotFoundError, NotImplementedError):
+        return names
+    for size in sorted(sizes):
+        if not size.isdigit():
+            continue
+        for fmt in THUMBNAIL_FORMATS:
+            candidate = thumbnail_name(name, size=int(size), fmt=fmt)
+            if storage.exists(candidate):
+                names.append(candidate)
+    return names
+
+
+def delete_image_files(names: Iterable[str], *, storage: Storage | None = None) -> int:
+    """Delete stored files by name (images and thumbnails); returns how many were deleted.
+
+    A file already gone counts as deleted; one that cannot be deleted is logged and skipped,
+    so a cleanup never fails halfway.
+    """
+    storage = storage or _image_storage()
+    deleted = 0
+    for name in names:
+        try:
+            storage.delete(name)
+        except OSError:
+            logger.warning("Could not delete stored file %s", name, exc_info=True)
+        else:
+            deleted += 1
+    return deleted

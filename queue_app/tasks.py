@@ -1,0 +1,129 @@
+"""Celery tasks of the engine. Messages are only nudges ("look at the queue now"): every
+task re-reads the rows, so a lost, repeated or late message is harmless."""
+
+import logging
+from collections.abc import Iterable
+from datetime import timedelta
+
+from celery import shared_task
+from celery.signals import worker_ready
+from django.conf import settings
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from queue_app import dispatch
+from queue_app.engine import interrupt_if_current, make_client, server_run
+from queue_app.models import Job, JobStatus
+from servers_app.client import ForgeError
+from servers_app.models import Server
+from servers_app.services import server_check_health
+
+logger = logging.getLogger(__name__)
+
+
+def nudge(server_ids: Iterable[int], *, countdown: float = 0) -> None:
+    """Ask workers to run these servers' queues. Never raises: if the broker is down the
+    jobs are safe in the database, and the reconcile task will find them."""
+    for server_id in server_ids:
+        try:
+            run_server.apply_async((server_id,), countdown=countdown)
+        except Exception as exc:  # any broker error
+            logger.warning("Could not nudge server %s (broker: %s)", server_id, exc)
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def run_server(server_id: int) -> None:
+    """Run this server's queue until it is empty (or its slots are taken by others)."""
+    if not Server.objects.filter(pk=server_id).exists():
+        logger.info("Server %s is gone; nothing to run", server_id)
+        return
+    server_run(server_id)
+
+
+@shared_task(ignore_result=True, time_limit=120)
+def interrupt_task(server_id: int, task_id: str, attempts_left: int = 60) -> None:
+    """Stop `task_id` on the server if it runs there (a cancelled job or an orphan of a dead
+    worker). A task still queued behind others is waited for: it cannot be removed."""
+    server = Server.objects.filter(pk=server_id).first()
+    if server is None:
+        return
+    client = make_client(server)
+    try:
+        if interrupt_if_current(client, task_id):
+            return
+        try:
+            queued = client.progress_for_task(task_id).queued
+        except ForgeError:
+            return
+    finally:
+        client.close()
+    if queued and attempts_left > 0:
+        interrupt_task.apply_async((server_id, task_id, attempts_left - 1), countdown=2)
+
+
+@shared_task(ignore_result=True, time_limit=60)
+def check_server(server_id: int) -> None:
+    """Health-check one server; run its queue when it is (back) online."""
+    server = Server.objects.filter(pk=server_id).first()
+    if server is None:
+        return
+    if server_check_health(server=server).online:
+        nudge(servers_with_work(Server.objects.filter(pk=server_id)))
+
+
+def servers_with_work(servers: Iterable[Server] | None = None) -> list[int]:
+    """Enabled, online servers with a free slot and a job they may take now, once per free
+    slot."""
+    now = timezone.now()
+    if servers is None:
+        servers = Server.objects.filter(enabled=True).exclude(is_online=False)
+    servers = [s for s in servers if s.enabled and s.is_online is not False]
+    if not servers:
+        return []
+    ready = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    pending = dict(
+        Job.objects.filter(status=JobStatus.PENDING, server__in=servers)
+        .filter(ready)
+        .values_list("server")
+        .annotate(n=Count("pk"))
+    )
+    any_jobs = (
+        Job.objects.filter(status=JobStatus.PENDING, server__isnull=True).filter(ready).exists()
+    )
+    running = dict(
+        Job.objects.filter(status=JobStatus.PROCESSING, server__in=servers)
+        .values_list("server")
+        .annotate(n=Count("pk"))
+    )
+    ids = []
+    for server in servers:
+        free = server.slots - running.get(server.pk, 0)
+        if free > 0 and (pending.get(server.pk) or any_jobs):
+            ids.extend([server.pk] * free)
+    return ids
+
+
+@shared_task(ignore_result=True, time_limit=300)
+def reconcile() -> None:
+    """Re-examine the queue: requeue jobs of dead workers (and stop their orphan tasks),
+    health-check servers that are due, and nudge every server that has work."""
+    for orphan in dispatch.jobs_recover_expired_leases():
+        if orphan.server_id is not None and orphan.task_id:
+            interrupt_task.delay(orphan.server_id, orphan.task_id)
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.MOBILESD_HEALTH_CHECK_SECONDS)
+    due = Server.objects.filter(enabled=True).filter(
+        Q(is_online__isnull=True)
+        | Q(is_online=False)
+        | Q(last_checked_at__isnull=True)
+        | Q(last_checked_at__lt=stale)
+    )
+    for server_id in due.values_list("pk", flat=True):
+        check_server.delay(server_id)
+    nudge(servers_with_work())
+
+
+@worker_ready.connect
+def _reconcile_on_start(**kwargs: object) -> None:
+    """A worker starting up picks up whatever lost messages or a dead worker left."""
+    reconcile.delay()

@@ -1,0 +1,307 @@
+"""Claiming, leases and the scheduler (queue_app.dispatch), without a server."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from model_bakery import baker
+
+from queue_app import dispatch
+from queue_app.models import Job, JobImage, JobStatus
+from servers_app.checkpoints import checkpoint_key
+from servers_app.models import Server
+
+
+@pytest.fixture
+def online(db) -> Server:
+    return baker.make(Server, alias="Laptop", api_url="http://127.0.0.1:1", is_online=True)
+
+
+def queue(server: Server | None, *, n: int = 1, checkpoint: str = "", **fields) -> list[Job]:
+    jobs = []
+    start = timezone.now() - timedelta(minutes=10)
+    base = Job.objects.count()
+    for i in range(n):
+        job = baker.make(
+            Job,
+            server=server,
+            target_server_alias=server.alias if server else "any",
+            generation_params={"positive_prompt": "x", "checkpoint_name": checkpoint},
+            checkpoint_key=checkpoint_key(checkpoint),
+            **fields,
+        )
+        Job.objects.filter(pk=job.pk).update(created_at=start + timedelta(seconds=base + i))
+        jobs.append(job)
+    return jobs
+
+
+def test_claim_takes_the_oldest_pending_job(online):
+    first, _ = queue(online, n=2)
+
+    claim = dispatch.job_claim_next(server_id=online.pk)
+
+    assert claim is not None
+    assert claim.job_id == first.pk
+    first.refresh_from_db()
+    assert first.status == JobStatus.PROCESSING
+    assert first.lease_token == claim.token
+    assert first.forge_session_hash == str(first.pk) == claim.task_id
+    assert first.lease_expires_at > timezone.now()
+
+
+def test_claim_respects_the_slots(online):
+    queue(online, n=3)
+
+    claims = [dispatch.job_claim_next(server_id=online.pk) for _ in range(2)]
+
+    assert claims[0] is not None
+    assert claims[1] is None
+    assert Job.objects.filter(status=JobStatus.PROCESSING).count() == 1
+
+
+def test_two_slots_run_two_jobs(online):
+    Server.objects.filter(pk=online.pk).update(slots=2)
+    queue(online, n=3)
+
+    claims = [dispatch.job_claim_next(server_id=online.pk) for _ in range(3)]
+
+    assert [c is not None for c in claims] == [True, True, False]
+
+
+@pytest.mark.parametrize(("enabled", "is_online"), [(False, True), (True, False)])
+def test_disabled_or_offline_server_claims_nothing(online, enabled, is_online):
+    Server.objects.filter(pk=online.pk).update(enabled=enabled, is_online=is_online)
+    queue(online)
+
+    assert dispatch.job_claim_next(server_id=online.pk) is None
+    assert Job.objects.get().status == JobStatus.PENDING
+
+
+def test_server_of_unknown_health_may_claim(online):
+    Server.objects.filter(pk=online.pk).update(is_online=None)
+    queue(online)
+
+    assert dispatch.job_claim_next(server_id=online.pk) is not None
+
+
+def test_claim_skips_other_servers_jobs(online):
+    other = baker.make(Server, alias="Desktop", api_url="http://x:1", is_online=True)
+    queue(other)
+
+    assert dispatch.job_claim_next(server_id=online.pk) is None
+
+
+def test_higher_priority_runs_first(online):
+    queue(online, n=2)
+    (urgent,) = queue(online, priority=5)
+
+    assert dispatch.job_claim_next(server_id=online.pk).job_id == urgent.pk
+
+
+def test_job_in_backoff_waits(online):
+    (later,) = queue(online, next_attempt_at=timezone.now() + timedelta(minutes=1))
+    (now,) = queue(online)
+
+    assert dispatch.job_claim_next(server_id=online.pk).job_id == now.pk
+    Job.objects.filter(pk=now.pk).update(status=JobStatus.COMPLETED)
+    assert dispatch.job_claim_next(server_id=online.pk) is None
+    assert Job.objects.get(pk=later.pk).status == JobStatus.PENDING
+
+
+def test_scheduler_prefers_the_loaded_checkpoint(online):
+    Server.objects.filter(pk=online.pk).update(loaded_checkpoint="sdxl\\b.safetensors [0123456789]")
+    (a,) = queue(online, checkpoint="a.safetensors")
+    (b,) = queue(online, checkpoint="sdxl/b.safetensors")
+
+    claim = dispatch.job_claim_next(server_id=online.pk)
+
+    assert claim.job_id == b.pk
+    a.refresh_from_db()
+    assert a.passed_over == 1
+
+
+def test_scheduler_looks_ahead_only_so_far(online, settings):
+    settings.MOBILESD_SCHEDULER_LOOKAHEAD = 3
+    Server.objects.filter(pk=online.pk).update(loaded_checkpoint="b.safetensors")
+    (head,) = queue(online, n=1, checkpoint="a.safetensors")
+    queue(online, n=2, checkpoint="c.safetensors")
+    queue(online, n=1, checkpoint="b.safetensors")  # fourth: outside the window
+
+    assert dispatch.job_claim_next(server_id=online.pk).job_id == head.pk
+
+
+def test_scheduler_does_not_starve_the_head(online, settings):
+    settings.MOBILESD_SCHEDULER_MAX_PASSES = 2
+    Server.objects.filter(pk=online.pk).update(loaded_checkpoint="b.safetensors")
+    (head,) = queue(online, checkpoint="a.safetensors")
+    queue(online, n=5, checkpoint="b.safetensors")
+
+    order = []
+    for _ in range(3):
+        claim = dispatch.job_claim_next(server_id=online.pk)
+        order.append(claim.job_id)
+        Job.objects.filter(pk=claim.job_id).update(status=JobStatus.COMPLETED)
+
+    assert order[2] == head.pk  # passed over twice, then run
+
+
+def test_jobs_without_checkpoint_count_as_matching(online):
+    Server.objects.filter(pk=online.pk).update(loaded_checkpoint="b.safetensors")
+    queue(online, checkpoint="a.safetensors")
+    (free,) = queue(online, checkpoint="")
+
+    assert dispatch.job_claim_next(server_id=online.pk).job_id == free.pk
+
+
+def test_any_job_runs_where_its_checkpoint_is(online):
+    other = baker.make(
+        Server,
+        alias="Desktop",
+        api_url="http://x:1",
+        is_online=True,
+        model_titles=["a.safetensors [0123456789]"],
+    )
+    (job,) = queue(None, checkpoint="a.safetensors")
+
+    assert dispatch.job_claim_next(server_id=online.pk) is None
+    claim = dispatch.job_claim_next(server_id=other.pk)
+
+    assert claim.job_id == job.pk
+    job.refresh_from_db()
+    assert job.server == other
+
+
+def test_heartbeat_renews_the_lease_and_writes_progress(online):
+    queue(online)
+    claim = dispatch.job_claim_next(server_id=online.pk)
+    Job.objects.filter(pk=claim.job_id).update(lease_expires_at=timezone.now())
+
+    state = dispatch.job_heartbeat(claim=claim, progress={"fraction": 0.5})
+
+    job = Job.objects.get()
+    assert state == "ok"
+    assert job.progress == {"fraction": 0.5}
+    assert job.lease_expires_at > timezone.now() + timedelta(seconds=30)
+
+
+def test_heartbeat_reports_a_cancelled_job(online, client):
+    queue(online)
+    claim = dispatch.job_claim_next(server_id=online.pk)
+    client.post(f"/api/v1/queue/jobs/{claim.job_id}/cancel")
+
+    assert dispatch.job_heartbeat(claim=claim, progress=None) == "cancelled"
+
+
+def test_complete_records_images_once(online):
+    queue(online)
+    claim = dispatch.job_claim_next(server_id=online.pk)
+    image = dispatch.ImageRecord(0, "jobs/ab/x_1_00000-7.png", 7, 64, 64, "infotext")
+
+    assert dispatch.job_complete(claim=claim, images=[image], generation_info={"seed": 7})
+    assert not dispatch.job_complete(claim=claim, images=[image], generation_info={"seed": 7})
+
+    job = Job.objects.get()
+    assert job.status == JobStatus.COMPLETED
+    assert job.result_details == {
+        "images": ["x_1_00000-7.png"],
+        "info": "Job completed and images downloaded by MobileSD backend.",
+        "generation_info": {"seed": 7},
+    }
+    assert JobImage.objects.count() == 1
+    assert job.lease_token is None
+
+
+def test_cancelled_job_is_not_completed_later(online, client):
+    queue(online)
+    claim = dispatch.job_claim_next(server_id=online.pk)
+    client.post(f"/api/v1/queue/jobs/{claim.job_id}/cancel")
+
+    assert not dispatch.job_complete(claim=claim, images=[], generation_info={})
+    assert Job.objects.get().status == JobStatus.CANCELLED
+
+
+def test_release_counts_attempts_with_backoff(online, settings):
+    settings.MOBILESD_RETRY_BACKOFF_SECONDS = 10
+    queue(online)
+    claim = dispatch.job_claim_next(server_id=online.pk)
+
+    status = dispatch.job_release(claim=claim, error="HTTP 500", count_attempt=True)
+
+    job = Job.objects.get()
+    assert status == JobStatus.PENDING
+    assert job.retry_count == 1
+    assert job.next_attempt_at > timezone.now() + timedelta(seconds=5)
+    assert job.result_details == {"last_error": "HTTP 500", "retry_at": 10.0}
+
+
+def test_release_without_counting_when_the_server_was_unreachable(online):
+    queue(online)
+    claim = dispatch.job_claim_next(server_id=online.pk)
+
+    dispatch.job_release(claim=claim, error="refused", count_attempt=False)
+
+    job = Job.objects.get()
+    assert (job.status, job.retry_count, job.next_attempt_at) == (JobStatus.PENDING, 0, None)
+
+
+def test_retries_end_in_failure_with_a_clear_error(online, settings):
+    settings.MOBILESD_MAX_RETRIES = 2
+    settings.MOBILESD_RETRY_BACKOFF_SECONDS = 0.001
+    queue(online)
+    for _ in range(3):
+        Job.objects.update(next_attempt_at=None)
+        claim = dispatch.job_claim_next(server_id=online.pk)
+        dispatch.job_release(claim=claim, error="HTTP 502: bad gateway", count_attempt=True)
+
+    job = Job.objects.get()
+    assert job.status == JobStatus.FAILED
+    assert job.retry_count == 2
+    assert "HTTP 502: bad gateway" in job.result_details["error"]
+    assert job.completed_at is not None
+
+
+def test_retry_uses_a_new_task_id(online):
+    (job,) = queue(online)
+    claim = dispatch.job_claim_next(server_id=online.pk)
+    dispatch.job_release(claim=claim, error="x", count_attempt=True)
+    Job.objects.update(next_attempt_at=None)
+
+    retry = dispatch.job_claim_next(server_id=online.pk)
+
+    assert retry.task_id == f"{job.pk}.1"
+    assert retry.token != claim.token
+
+
+def test_fail_is_permanent(online):
+    queue(online)
+    claim = dispatch.job_claim_next(server_id=online.pk)
+
+    assert dispatch.job_fail(claim=claim, error="Checkpoint 'x' was not found")
+
+    job = Job.objects.get()
+    assert job.status == JobStatus.FAILED
+    assert job.result_details == {"error": "Checkpoint 'x' was not found"}
+
+
+def test_expired_lease_is_recovered_and_counted(online):
+    queue(online)
+    claim = dispatch.job_claim_next(server_id=online.pk)
+    Job.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+    orphans = dispatch.jobs_recover_expired_leases()
+
+    assert [(o.job_id, o.task_id, o.status) for o in orphans] == [
+        (claim.job_id, claim.task_id, JobStatus.PENDING)
+    ]
+    job = Job.objects.get()
+    assert (job.status, job.retry_count, job.lease_token) == (JobStatus.PENDING, 1, None)
+    # The dead worker's claim can no longer complete it.
+    assert not dispatch.job_complete(claim=claim, images=[], generation_info={})
+
+
+def test_live_lease_is_left_alone(online):
+    queue(online)
+    dispatch.job_claim_next(server_id=online.pk)
+
+    assert dispatch.jobs_recover_expired_leases() == []
+    assert Job.objects.get().status == JobStatus.PROCESSING

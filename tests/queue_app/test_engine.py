@@ -1,0 +1,206 @@
+"""The engine running jobs on a real (in-process) Forge simulator over HTTP, without Celery:
+`server_run` is what a worker's run_server task calls."""
+
+import re
+import threading
+from collections.abc import Iterator
+
+import pytest
+from django.db import connection
+from model_bakery import baker
+
+from queue_app.engine import server_run
+from queue_app.models import Job, JobImage, JobStatus
+from queue_app.services import job_cancel, job_submit
+from servers_app.models import Server
+from servers_app.services import server_check_health
+from servers_app.simulator import ForgeSimulator, SimModel, SimulatorConfig
+from tests.integration.procs import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MODELS = [
+    SimModel("Pony/cyberrealisticPony_v8.safetensors"),
+    SimModel("sdxl/juggernaut.safetensors"),
+]
+
+
+@pytest.fixture
+def sim() -> Iterator[ForgeSimulator]:
+    simulator = ForgeSimulator(
+        SimulatorConfig(flavour="forge-2", path_separator="\\", models=MODELS, seconds_per_step=0)
+    ).start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def server(sim, settings) -> Server:
+    settings.MOBILESD_HEARTBEAT_SECONDS = 0.05
+    server = baker.make(Server, alias="Laptop", api_url=sim.url)
+    server_check_health(server=server)
+    server.refresh_from_db()
+    return server
+
+
+def submit(**params) -> Job:
+    params.setdefault("positive_prompt", "a lighthouse")
+    params.setdefault("steps", 4)
+    params.setdefault("width", 64)
+    params.setdefault("height", 64)
+    job, _ = job_submit(target_server_alias="Laptop", generation_params=params)
+    return job
+
+
+def run_in_thread(server: Server) -> threading.Thread:
+    def target() -> None:
+        try:
+            server_run(server.pk)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_health_check_learns_flavour_checkpoints_and_loaded_model(server):
+    assert server.is_online is True
+    assert server.flavour == "forge"
+    assert "Pony\\cyberrealisticPony_v8.safetensors" in server.model_titles
+    assert server.loaded_checkpoint
+
+
+def test_job_runs_to_completion_with_its_images(server, sim):
+    job = submit(checkpoint_name="Pony/cyberrealisticPony_v8.safetensors", seed=1234, num_images=2)
+
+    assert server_run(server.pk) == 1
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.COMPLETED
+    assert job.forge_session_hash == str(job.pk)
+    assert job.completed_at is not None
+    names = job.result_details["images"]
+    assert len(names) == 2
+    assert re.fullmatch(rf"{job.pk.hex[:8]}_\d{{13}}_00000-1234\.png", names[0])
+    assert names[1].endswith("_00001-1235.png")
+    assert job.result_details["info"] == "Job completed and images downloaded by MobileSD backend."
+    assert job.result_details["generation_info"]["all_seeds"] == [1234, 1235]
+    images = list(JobImage.objects.filter(job=job))
+    assert [(i.index, i.seed, i.width, i.height) for i in images] == [
+        (0, 1234, 64, 64),
+        (1, 1235, 64, 64),
+    ]
+    assert "Seed: 1234" in images[0].infotext
+    assert images[0].file.storage.exists(images[0].file.name)
+
+
+def test_checkpoint_is_sent_as_the_servers_exact_title(server, sim):
+    submit(checkpoint_name="Pony/cyberrealisticPony_v8.safetensors")
+
+    server_run(server.pk)
+
+    received = sim.wait_for_event("txt2img_received")
+    assert received["checkpoint"].startswith("Pony\\cyberrealisticPony_v8.safetensors")
+    server.refresh_from_db()
+    assert server.loaded_checkpoint.startswith("Pony\\cyberrealisticPony_v8.safetensors")
+
+
+def test_unknown_checkpoint_fails_clearly_without_generating(server, sim):
+    job = submit(checkpoint_name="Pony/cyberrealisticPony_v9.safetensors")
+
+    server_run(server.pk)
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
+    assert "cyberrealisticPony_v9" in job.result_details["error"]
+    assert "cyberrealisticPony_v8" in job.result_details["error"]  # the close match
+    assert sim.request_count("POST", "/sdapi/v1/txt2img") == 0
+
+
+def test_progress_is_written_while_running(server, sim, settings):
+    sim.config.seconds_per_step = 0.05
+    job = submit(steps=30)
+
+    thread = run_in_thread(server)
+    progress = wait_until(
+        lambda: (Job.objects.get(pk=job.pk).progress or {}).get("fraction"), timeout=10
+    )
+    thread.join(10)
+
+    assert 0 < progress < 1
+    job.refresh_from_db()
+    assert job.status == JobStatus.COMPLETED
+
+
+def test_cancel_while_processing_interrupts_the_server(server, sim):
+    sim.config.seconds_per_step = 0.05
+    job = submit(steps=200)
+    thread = run_in_thread(server)
+    sim.wait_for_event("txt2img_started", timeout=10)
+
+    job_cancel(job_id=job.pk)
+    thread.join(15)
+
+    interrupt = sim.wait_for_event("interrupt", timeout=5)
+    assert interrupt["task_id"] == str(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED
+    assert job.result_details == {"cancelled": True, "message": "Job cancelled by user"}
+    assert not JobImage.objects.exists()
+
+
+def test_a_500_is_retried_and_then_completes(server, sim, settings):
+    settings.MOBILESD_RETRY_BACKOFF_SECONDS = 0.001
+    sim.faults.error_500_next = 1
+    job = submit()
+
+    server_run(server.pk)  # fails once, the retry is due at once
+    server_run(server.pk)
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.COMPLETED
+    assert job.retry_count == 1
+    assert job.forge_session_hash == f"{job.pk}.1"
+    assert JobImage.objects.filter(job=job).count() == 1
+
+
+def test_dropped_connection_is_retried(server, sim, settings):
+    settings.MOBILESD_RETRY_BACKOFF_SECONDS = 0.001
+    sim.faults.drop_mid_job = 1
+    job = submit()
+
+    server_run(server.pk)
+    server_run(server.pk)
+
+    job.refresh_from_db()
+    assert (job.status, job.retry_count) == (JobStatus.COMPLETED, 1)
+
+
+def test_unreachable_server_keeps_the_job_pending_uncounted(server, sim):
+    sim.faults.refuse_connections = True
+    job = submit()
+
+    server_run(server.pk)
+
+    job.refresh_from_db()
+    server.refresh_from_db()
+    assert (job.status, job.retry_count) == (JobStatus.PENDING, 0)
+    assert server.is_online is False
+    assert "cannot connect" in server.last_error
+    # Back online: the health check says so and the job runs.
+    sim.faults.refuse_connections = False
+    assert server_check_health(server=server).came_back
+    server_run(server.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.COMPLETED
+
+
+def test_loras_and_negative_prompt_reach_the_server(server, sim):
+    submit(negative_prompt="blurry", loras=[{"name": "detail", "weight": 0.6}])
+
+    server_run(server.pk)
+
+    image = JobImage.objects.get()
+    assert "<lora:detail:0.6>" in image.infotext
+    assert "Negative prompt: blurry" in image.infotext
