@@ -221,10 +221,13 @@ def backoff_seconds(attempt: int) -> float:
     return float(min(base * 2 ** max(attempt - 1, 0), settings.MOBILESD_RETRY_BACKOFF_MAX_SECONDS))
 
 
-def _requeue(jobs: Any, *, job: Job, error: str, count_attempt: bool) -> str | None:
+def _requeue(
+    jobs: Any, *, job: Job, error: str, count_attempt: bool, backoff: bool = True
+) -> str | None:
     """Shared by release and lease expiry: back to pending, or failed past the retry limit.
 
-    Returns the new status, or None when the conditional update found the job changed.
+    A counted attempt waits out the backoff unless `backoff` is off (a dead worker is no
+    reason to wait). Returns the new status, or None when the job had changed meanwhile.
     """
     now = timezone.now()
     attempt = job.retry_count + (1 if count_attempt else 0)
@@ -246,13 +249,15 @@ def _requeue(jobs: Any, *, job: Job, error: str, count_attempt: bool) -> str | N
             **cleared,
         )
         return JobStatus.FAILED if updated else None
-    delay = backoff_seconds(attempt) if count_attempt else 0.0
+    delay = backoff_seconds(attempt) if count_attempt and backoff else 0.0
     values = {
         **cleared,
         "status": JobStatus.PENDING,
         "retry_count": attempt,
         "next_attempt_at": now + timedelta(seconds=delay) if delay else None,
-        "result_details": {"last_error": error, "retry_at": delay} if count_attempt else None,
+        "result_details": {"last_error": error, "retry_in_seconds": delay}
+        if count_attempt
+        else None,
     }
     if job.target_server_alias == ANY_SERVER:
         values["server"] = None  # free to run elsewhere next time
@@ -300,7 +305,11 @@ def jobs_recover_expired_leases() -> list[Orphan]:
                 pk=job.pk, status=JobStatus.PROCESSING, lease_token=job.lease_token
             )
             status = _requeue(
-                same, job=job, error="The worker running this job stopped.", count_attempt=True
+                same,
+                job=job,
+                error="The worker running this job stopped.",
+                count_attempt=True,
+                backoff=False,
             )
         if status:
             logger.warning("Job %s lost its worker; now %s", job.pk, status)

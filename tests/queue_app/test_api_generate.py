@@ -222,3 +222,29 @@ def test_overlong_idempotency_key_is_refused(client, server):
 
     assert_error(response, 400, "validation_error")
     assert not Job.objects.exists()
+
+
+def test_priority_is_stored(client, server):
+    body = {**DOCUMENTED_GENERATE_REQUEST, "priority": 10}
+
+    response = submit(client, body)
+
+    assert response.status_code == 202
+    assert Job.objects.get().priority == 10
+
+
+@pytest.mark.parametrize("priority", [101, -101, "high", 1.5, True])
+def test_bad_priority_is_refused(client, server, priority):
+    response = submit(client, {**DOCUMENTED_GENERATE_REQUEST, "priority": priority})
+
+    assert "priority" in assert_error(response, 400, "validation_error")["fields"]
+    assert not Job.objects.exists()
+
+
+def test_target_any_queues_a_job_without_a_server(client, server):
+    response = submit(client, {**DOCUMENTED_GENERATE_REQUEST, "target_server_alias": "any"})
+
+    assert response.status_code == 202
+    job = Job.objects.get()
+    assert (job.server, job.target_server_alias) == (None, "any")
+    assert job.checkpoint_key == "pony/cyberrealisticpony_v8.safetensors"

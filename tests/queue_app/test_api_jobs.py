@@ -276,3 +276,47 @@ def test_delete_unknown_job_is_404(client, server, job_id):
 
     assert_error(client.delete(f"/api/v1/queue/jobs/{job_id}"), 404, "job_not_found")
     assert db_snapshot() == before
+
+
+def test_status_says_when_the_server_is_offline(client, server):
+    job = make_job(server)
+    server.is_online = False
+    server.save()
+
+    body = client.get(f"/api/v1/queue/jobs/{job.pk}/status").json()
+
+    assert body["status"] == "pending"
+    assert body["server_online"] is False
+
+
+def test_status_shows_progress_while_processing(client, server):
+    progress = {"fraction": 0.4, "eta_seconds": 3.5, "step": 8, "total_steps": 20}
+    job = make_job(server, status=JobStatus.PROCESSING, progress=progress)
+    done = make_job(server, status=JobStatus.COMPLETED, progress={"fraction": 1.0})
+
+    assert client.get(f"/api/v1/queue/jobs/{job.pk}/status").json()["progress"] == progress
+    assert client.get(f"/api/v1/queue/jobs/{done.pk}/status").json()["progress"] is None
+
+
+def test_cancel_processing_job_queues_the_interrupt(
+    client, server, published, django_capture_on_commit_callbacks
+):
+    job = make_job(server, status=JobStatus.PROCESSING, forge_session_hash="task-1")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/api/v1/queue/jobs/{job.pk}/cancel")
+
+    assert response.json()["job"]["status"] == "cancelled"
+    assert ("queue_app.tasks.interrupt_task", (server.pk, "task-1"), {}) in published
+
+
+def test_delete_processing_job_cancels_it_first(
+    client, server, published, django_capture_on_commit_callbacks
+):
+    job = make_job(server, status=JobStatus.PROCESSING, forge_session_hash="task-2")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.delete(f"/api/v1/queue/jobs/{job.pk}").status_code == 200
+
+    assert ("queue_app.tasks.interrupt_task", (server.pk, "task-2"), {}) in published
+    assert not Job.objects.exists()

@@ -231,7 +231,7 @@ def test_release_counts_attempts_with_backoff(online, settings):
     assert status == JobStatus.PENDING
     assert job.retry_count == 1
     assert job.next_attempt_at > timezone.now() + timedelta(seconds=5)
-    assert job.result_details == {"last_error": "HTTP 500", "retry_at": 10.0}
+    assert job.result_details == {"last_error": "HTTP 500", "retry_in_seconds": 10.0}
 
 
 def test_release_without_counting_when_the_server_was_unreachable(online):

@@ -1,0 +1,147 @@
+"""The Celery tasks as functions (called with primary keys), and what they enqueue."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from model_bakery import baker
+
+from queue_app import dispatch, tasks
+from queue_app.models import Job, JobStatus
+from queue_app.services import job_submit
+from servers_app.models import Server
+from servers_app.simulator import ForgeSimulator, SimulatorConfig
+
+
+@pytest.fixture
+def online(db) -> Server:
+    return baker.make(Server, alias="Laptop", api_url="http://127.0.0.1:9", is_online=True)
+
+
+def names(published) -> list[tuple[str, tuple]]:
+    return [(name, args) for name, args, _ in published]
+
+
+def test_submit_nudges_the_server_after_commit(
+    online, published, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        job_submit(target_server_alias="Laptop", generation_params={"steps": 5})
+
+    assert names(published) == [("queue_app.tasks.run_server", (online.pk,))]
+
+
+def test_submit_for_any_nudges_every_free_server(
+    online, published, django_capture_on_commit_callbacks
+):
+    other = baker.make(Server, alias="Desktop", api_url="http://x:1", is_online=True, slots=2)
+    baker.make(Server, alias="Off", api_url="http://y:1", is_online=False)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        job_submit(target_server_alias="any", generation_params={"steps": 5})
+
+    assert sorted(args[0] for _, args in names(published)) == sorted(
+        [online.pk, other.pk, other.pk]
+    )
+
+
+def test_servers_with_work_counts_free_slots(online):
+    Server.objects.filter(pk=online.pk).update(slots=3)
+    baker.make(Job, server=online, status=JobStatus.PROCESSING, generation_params={"a": 1})
+    baker.make(Job, server=online, status=JobStatus.PENDING, generation_params={"a": 1})
+
+    assert tasks.servers_with_work() == [online.pk, online.pk]
+
+
+def test_servers_with_work_skips_offline_disabled_idle_and_backing_off(online):
+    off = baker.make(Server, alias="Off", api_url="http://x:1", is_online=False)
+    disabled = baker.make(Server, alias="Dis", api_url="http://y:1", enabled=False)
+    backing_off = baker.make(Server, alias="Wait", api_url="http://z:1", is_online=True)
+    for server in (off, disabled):
+        baker.make(Job, server=server, status=JobStatus.PENDING, generation_params={"a": 1})
+    baker.make(
+        Job,
+        server=backing_off,
+        status=JobStatus.PENDING,
+        generation_params={"a": 1},
+        next_attempt_at=timezone.now() + timedelta(minutes=5),
+    )
+
+    assert tasks.servers_with_work() == []
+
+
+def test_reconcile_recovers_dead_workers_jobs_and_interrupts_their_task(online, published):
+    baker.make(Job, server=online, generation_params={"a": 1})
+    claim = dispatch.job_claim_next(server_id=online.pk)
+    Job.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    Server.objects.update(last_checked_at=timezone.now())
+
+    tasks.reconcile()
+
+    job = Job.objects.get()
+    assert (job.status, job.retry_count) == (JobStatus.PENDING, 1)
+    assert ("queue_app.tasks.interrupt_task", (online.pk, claim.task_id)) in names(published)
+    assert ("queue_app.tasks.run_server", (online.pk,)) in names(published)
+
+
+def test_reconcile_health_checks_offline_and_stale_servers(online, published):
+    Server.objects.filter(pk=online.pk).update(last_checked_at=timezone.now())
+    off = baker.make(Server, alias="Off", api_url="http://x:1", is_online=False)
+    stale = baker.make(
+        Server,
+        alias="Stale",
+        api_url="http://y:1",
+        is_online=True,
+        last_checked_at=timezone.now() - timedelta(hours=1),
+    )
+
+    tasks.reconcile()
+
+    checked = {args[0] for name, args in names(published) if name == "queue_app.tasks.check_server"}
+    assert checked == {off.pk, stale.pk}
+
+
+def test_run_server_of_a_deleted_server_does_nothing(db):
+    tasks.run_server(12345)  # must not raise
+
+
+@pytest.mark.django_db(transaction=True)
+def test_check_server_marks_online_and_runs_its_queue(published):
+    sim = ForgeSimulator(SimulatorConfig()).start()
+    try:
+        server = baker.make(Server, alias="Sim", api_url=sim.url, is_online=False)
+        baker.make(Job, server=server, generation_params={"a": 1})
+
+        tasks.check_server(server.pk)
+
+        server.refresh_from_db()
+        assert server.is_online is True
+        assert names(published) == [("queue_app.tasks.run_server", (server.pk,))]
+    finally:
+        sim.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_interrupt_task_stops_only_that_task(published):
+    sim = ForgeSimulator(SimulatorConfig(seconds_per_step=0.05)).start()
+    try:
+        server = baker.make(Server, alias="Sim", api_url=sim.url)
+        import threading
+
+        import requests
+
+        body = {"prompt": "x", "steps": 100, "force_task_id": "theirs", "width": 64, "height": 64}
+        thread = threading.Thread(
+            target=requests.post, args=(f"{sim.url}/sdapi/v1/txt2img",), kwargs={"json": body}
+        )
+        thread.start()
+        sim.wait_for_event("txt2img_started", timeout=10)
+
+        tasks.interrupt_task(server.pk, "ours")
+        assert not any(event["type"] == "interrupt" for event in sim.events)
+
+        tasks.interrupt_task(server.pk, "theirs")
+        assert sim.wait_for_event("interrupt", timeout=5)["task_id"] == "theirs"
+        thread.join(10)
+    finally:
+        sim.stop()
