@@ -214,7 +214,9 @@ class JobListSerializer(serializers.Serializer):
     jobs = JobSerializer(many=True)
 
 
-class JobCancelResponseSerializer(serializers.Serializer):
+class JobMessageSerializer(serializers.Serializer):
+    """`{"message", "job"}`: the answer of cancel (as documented) and retry."""
+
     message = serializers.CharField()
     job = JobSerializer()
 

@@ -198,5 +198,5 @@ def job_delete(*, job_id: str | UUID) -> UUID:
         files = [name for image in job.images.all() for name in image_storage_names(image)]
         job.delete()
         transaction.on_commit(lambda: delete_image_files(files))
-    logger.info("Deleted job %s and %d image(s)", pk, len(files))
+    logger.info("Deleted job %s and %d stored file(s)", pk, len(files))
     return pk

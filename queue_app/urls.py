@@ -8,6 +8,7 @@ urlpatterns = [
     path("queue/jobs/<str:job_id>", views.JobDetailView.as_view(), name="job-detail"),
     path("queue/jobs/<str:job_id>/status", views.JobStatusView.as_view(), name="job-status"),
     path("queue/jobs/<str:job_id>/cancel", views.JobCancelView.as_view(), name="job-cancel"),
+    path("queue/jobs/<str:job_id>/retry", views.JobRetryView.as_view(), name="job-retry"),
     path("queue/jobs/<str:job_id>/images", views.JobImageListView.as_view(), name="job-image-list"),
     path(
         "queue/jobs/<str:job_id>/images/<int:index>",

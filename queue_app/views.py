@@ -37,13 +37,13 @@ from queue_app.models import Job, JobImage, JobStatus
 from queue_app.serializers import (
     GenerateRequestSerializer,
     GenerateResponseSerializer,
-    JobCancelResponseSerializer,
     JobImageListSerializer,
     JobListSerializer,
+    JobMessageSerializer,
     JobSerializer,
     ThumbnailQuerySerializer,
 )
-from queue_app.services import job_cancel, job_delete, job_get, job_submit
+from queue_app.services import job_cancel, job_delete, job_get, job_retry, job_submit
 
 logger = logging.getLogger(__name__)
 
@@ -129,12 +129,23 @@ class JobStatusView(APIView):
 class JobCancelView(APIView):
     @extend_schema(
         request=None,
-        responses={200: JobCancelResponseSerializer, 409: ErrorSerializer, **ERRORS},
+        responses={200: JobMessageSerializer, 409: ErrorSerializer, **ERRORS},
         summary="Cancel a job",
     )
     def post(self, request: Request, job_id: str) -> Response:
         job = job_cancel(job_id=job_id)
         return Response({"message": "Job cancelled successfully.", "job": JobSerializer(job).data})
+
+
+class JobRetryView(APIView):
+    @extend_schema(
+        request=None,
+        responses={200: JobMessageSerializer, 409: ErrorSerializer, **ERRORS},
+        summary="Retry a failed or cancelled job",
+    )
+    def post(self, request: Request, job_id: str) -> Response:
+        job = job_retry(job_id=job_id)
+        return Response({"message": "Job queued again.", "job": JobSerializer(job).data})
 
 
 class JobDetailView(APIView):

@@ -320,3 +320,37 @@ def test_delete_processing_job_cancels_it_first(
 
     assert ("queue_app.tasks.interrupt_task", (server.pk, "task-2"), {}) in published
     assert not Job.objects.exists()
+
+
+# --- retry ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["failed", "cancelled"])
+def test_retry_requeues_a_finished_job(
+    client, server, status, published, django_capture_on_commit_callbacks
+):
+    job = make_job(
+        server, status=status, result_details={"error": "boom"}, completed_at=timezone.now()
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/api/v1/queue/jobs/{job.pk}/retry")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["message"] == "Job queued again."
+    assert_documented_job(body["job"])
+    assert body["job"]["status"] == "pending"
+    assert body["job"]["result_details"] is None
+    assert body["job"]["completion_timestamp"] is None
+    assert body["job"]["retry_count"] == 1
+    assert ("queue_app.tasks.run_server", (server.pk,), {}) in published
+
+
+@pytest.mark.parametrize("status", ["pending", "processing", "completed"])
+def test_retry_of_a_job_that_did_not_fail_is_409(client, server, status):
+    job = make_job(server, status=status)
+    before = db_snapshot()
+
+    assert_error(client.post(f"/api/v1/queue/jobs/{job.pk}/retry"), 409, "job_not_retryable")
+    assert db_snapshot() == before
