@@ -40,3 +40,14 @@ class PayloadTooLarge(ApiError):
             code="payload_too_large",
             status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
+
+
+class ServerUnreachable(ApiError):
+    """A generation server MobileSD had to ask live could not be reached or read."""
+
+    def __init__(self, alias: str, detail: str) -> None:
+        super().__init__(
+            f"Server '{alias}' could not be reached: {detail}",
+            code="server_unreachable",
+            status_code=status.HTTP_502_BAD_GATEWAY,
+        )

@@ -238,6 +238,10 @@ MOBILESD_RETRY_BACKOFF_MAX_SECONDS = env_float("MOBILESD_RETRY_BACKOFF_MAX_SECON
 # and how often a job may be passed over for that before it runs regardless.
 MOBILESD_SCHEDULER_LOOKAHEAD = env_int("MOBILESD_SCHEDULER_LOOKAHEAD", 8)
 MOBILESD_SCHEDULER_MAX_PASSES = env_int("MOBILESD_SCHEDULER_MAX_PASSES", 16)
+# Model cache: refreshed this often; a cache younger than MODELS_FRESH_SECONDS is trusted
+# to refuse an unknown checkpoint at submit time (an older one is checked at dispatch).
+MOBILESD_MODELS_REFRESH_SECONDS = env_float("MOBILESD_MODELS_REFRESH_SECONDS", 900.0)
+MOBILESD_MODELS_FRESH_SECONDS = env_float("MOBILESD_MODELS_FRESH_SECONDS", 1800.0)
 # Timeouts of calls to generation servers (see servers_app.client.job_timeout).
 MOBILESD_FORGE_CONNECT_TIMEOUT = env_float("MOBILESD_FORGE_CONNECT_TIMEOUT", 5.0)
 MOBILESD_FORGE_TIMEOUT_OVERHEAD = env_float("MOBILESD_FORGE_TIMEOUT_OVERHEAD", 120.0)
@@ -267,6 +271,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "queue_app.tasks.reconcile",
         "schedule": MOBILESD_RECONCILE_SECONDS,
         "options": {"expires": MOBILESD_RECONCILE_SECONDS},
+    },
+    "refresh-models": {
+        "task": "servers_app.tasks.refresh_all_models",
+        "schedule": MOBILESD_MODELS_REFRESH_SECONDS,
+        "options": {"expires": MOBILESD_MODELS_REFRESH_SECONDS},
     },
 }
 # A nudge that cannot be published (broker down) must not hold up an API request: the

@@ -25,7 +25,8 @@ from django.utils import timezone
 
 from queue_app.models import ANY_SERVER, Job, JobImage, JobStatus
 from servers_app.checkpoints import checkpoint_key
-from servers_app.models import Server
+from servers_app.models import CachedModel, ModelKind, Server
+from servers_app.resolver import resolve
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +56,12 @@ def _eligible(server: Server, now: datetime) -> Any:
     )
 
 
-def _can_run_here(job: Job, server: Server) -> bool:
+def _can_run_here(job: Job, server: Server, checkpoints: list[CachedModel]) -> bool:
     """An "any" job runs only where its checkpoint is known to exist."""
     if job.server_id is not None or not job.checkpoint_key:
         return True
-    return any(checkpoint_key(title) == job.checkpoint_key for title in server.model_titles)
+    requested = str((job.generation_params or {}).get("checkpoint_name") or "")
+    return resolve(requested, checkpoints).model is not None
 
 
 def _choose(window: list[Job], server: Server) -> Job | None:
@@ -69,7 +71,10 @@ def _choose(window: list[Job], server: Server) -> Job | None:
     already has loaded (no switch). The head is passed over at most MAX_PASSES times, so
     nothing starves.
     """
-    runnable = [job for job in window if _can_run_here(job, server)]
+    checkpoints: list[CachedModel] = []
+    if any(job.server_id is None for job in window):
+        checkpoints = list(server.cached_models.filter(kind=ModelKind.CHECKPOINT))
+    runnable = [job for job in window if _can_run_here(job, server, checkpoints)]
     if not runnable:
         return None
     head = runnable[0]

@@ -6,7 +6,6 @@ monitor thread renews the job's lease, writes its progress, and interrupts the s
 the job is cancelled (only when the server's current task is this job's).
 """
 
-import difflib
 import logging
 import threading
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from queue_app import dispatch
 from queue_app.dispatch import Claim, ImageRecord
 from queue_app.images import InvalidImageError, save_image_file
 from queue_app.models import Job
-from queue_app.params import build_txt2img_payload, resolve_checkpoint_title
+from queue_app.params import build_txt2img_payload
 from servers_app.client import (
     ForgeClient,
     ForgeError,
@@ -32,7 +31,13 @@ from servers_app.client import (
     job_timeout,
 )
 from servers_app.models import Server
-from servers_app.services import server_mark_offline, server_note_loaded_checkpoint
+from servers_app.resolver import resolve
+from servers_app.selectors import server_checkpoints
+from servers_app.services import (
+    server_mark_offline,
+    server_note_loaded_checkpoint,
+    server_refresh_models,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -129,22 +134,20 @@ def interrupt_if_current(client: ForgeClient, task_id: str) -> bool:
     return False
 
 
-def _resolve_checkpoint(client: ForgeClient, server: Server, requested: str) -> str:
-    """The server's exact title for `requested`; refreshes the known titles once before
-    failing, and fails permanently rather than let the server silently use another model."""
-    title = resolve_checkpoint_title(requested, list(server.model_titles))
-    if title is not None:
-        return title
-    titles = [str(model.get("title", "")) for model in client.sd_models()]
-    Server.objects.filter(pk=server.pk).update(model_titles=titles)
-    title = resolve_checkpoint_title(requested, titles)
-    if title is not None:
-        return title
-    close = difflib.get_close_matches(requested, titles, n=3, cutoff=0.4)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise ForgePermanentError(
-        f"Checkpoint '{requested}' was not found on server '{server.alias}'.{hint}"
-    )
+def _resolve_checkpoint(server: Server, requested: str) -> str:
+    """The server's exact title for `requested`, from the model cache; refreshed once from
+    the server before failing, and failing permanently rather than let the server silently
+    generate with another model."""
+    resolution = resolve(requested, server_checkpoints(server=server))
+    if resolution.model is not None:
+        return resolution.model.title
+    refreshed = server_refresh_models(server=server)
+    if refreshed.error:
+        raise ForgeTransientError(f"Could not list the server's checkpoints: {refreshed.error}")
+    resolution = resolve(requested, server_checkpoints(server=server))
+    if resolution.model is not None:
+        return resolution.model.title
+    raise ForgePermanentError(resolution.message(server.alias))
 
 
 def job_execute(claim: Claim) -> None:
@@ -158,7 +161,7 @@ def job_execute(claim: Claim) -> None:
     monitor: Monitor | None = None
     try:
         requested = str(params.get("checkpoint_name") or "").strip()
-        title = _resolve_checkpoint(client, server, requested) if requested else None
+        title = _resolve_checkpoint(server, requested) if requested else None
         payload = build_txt2img_payload(
             params, task_id=claim.task_id, checkpoint_title=title, flavour=server.flavour or None
         )

@@ -3,12 +3,15 @@ request or message cannot move a job twice."""
 
 import contextlib
 import logging
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
+from rest_framework.exceptions import ValidationError
 
 from core_app.errors import Conflict, NotFound
 from core_app.models import ApiKey
@@ -16,6 +19,8 @@ from queue_app.images import delete_image_files, image_storage_names
 from queue_app.models import ANY_SERVER, FINISHED_STATUSES, Job, JobStatus
 from servers_app.checkpoints import checkpoint_key
 from servers_app.models import Server
+from servers_app.resolver import resolve
+from servers_app.selectors import server_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +65,7 @@ def job_submit(
                     raise NotFound(
                         f"Server '{target_server_alias}' not found.", code="server_not_found"
                     )
+            _check_checkpoint(server, generation_params)
             job = Job.objects.create(
                 server=server,
                 target_server_alias=server.alias if server else ANY_SERVER,
@@ -78,6 +84,34 @@ def job_submit(
         return _replayed(existing, target_server_alias, generation_params), False
     logger.info("Queued job %s for server %s", job.pk, job.target_server_alias)
     return job, True
+
+
+def _check_checkpoint(server: Server | None, params: dict[str, Any]) -> None:
+    """Refuse a checkpoint that a fresh model cache says is not there (with close matches).
+
+    Only a fresh, non-stale cache is trusted; otherwise the engine checks at dispatch
+    against the live list. For "any", refused only if every enabled server's cache is
+    fresh and none has it.
+    """
+    requested = str(params.get("checkpoint_name") or "").strip()
+    if not requested:
+        return
+    fresh_after = timezone.now() - timedelta(seconds=settings.MOBILESD_MODELS_FRESH_SECONDS)
+
+    def fresh(candidate: Server) -> bool:
+        refreshed = candidate.models_refreshed_at
+        return not candidate.models_stale and refreshed is not None and refreshed >= fresh_after
+
+    candidates = [server] if server is not None else list(Server.objects.filter(enabled=True))
+    if not candidates or not all(fresh(candidate) for candidate in candidates):
+        return
+    messages = []
+    for candidate in candidates:
+        resolution = resolve(requested, server_checkpoints(server=candidate))
+        if resolution.model is not None:
+            return
+        messages.append(resolution.message(candidate.alias))
+    raise ValidationError({"generation_params": {"checkpoint_name": messages}})
 
 
 def _nudge_for(job: Job) -> None:

@@ -7,8 +7,8 @@ from django.http import HttpRequest
 
 from core_app.errors import Conflict
 from queue_app.models import ACTIVE_STATUSES
-from servers_app.models import Server
-from servers_app.services import server_check_health, server_delete
+from servers_app.models import CachedModel, Server
+from servers_app.services import server_check_health, server_delete, server_refresh_models
 
 
 class ServerForm(forms.ModelForm):
@@ -55,10 +55,19 @@ class ServerAdmin(admin.ModelAdmin):
         "last_error",
         "loaded_checkpoint",
         "flavour",
+        "models_refreshed_at",
+        "models_stale",
+        "models_error",
         "created_at",
         "updated_at",
     )
-    actions = ("check_servers", "delete_idle_servers", "enable_servers", "disable_servers")
+    actions = (
+        "check_servers",
+        "refresh_models",
+        "delete_idle_servers",
+        "enable_servers",
+        "disable_servers",
+    )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Server]:
         return (
@@ -104,6 +113,21 @@ class ServerAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"{server.alias}: {result.error}", messages.ERROR)
 
+    @admin.action(description="Refresh models (checkpoints and LoRAs)")
+    def refresh_models(self, request: HttpRequest, queryset: QuerySet[Server]) -> None:
+        for server in queryset:
+            result = server_refresh_models(server=server)
+            if result.error:
+                self.message_user(
+                    request, f"{server.alias}: kept the last list: {result.error}", messages.ERROR
+                )
+            else:
+                self.message_user(
+                    request,
+                    f"{server.alias}: {result.checkpoints} checkpoints, {result.loras} LoRAs.",
+                    messages.SUCCESS,
+                )
+
     @admin.action(description="Enable selected servers")
     def enable_servers(self, request: HttpRequest, queryset: QuerySet[Server]) -> None:
         from queue_app.tasks import nudge, servers_with_work
@@ -116,3 +140,20 @@ class ServerAdmin(admin.ModelAdmin):
     def disable_servers(self, request: HttpRequest, queryset: QuerySet[Server]) -> None:
         count = queryset.update(enabled=False)
         self.message_user(request, f"Disabled {count} server(s).", messages.SUCCESS)
+
+
+@admin.register(CachedModel)
+class CachedModelAdmin(admin.ModelAdmin):
+    """The model cache, read-only: it is rewritten by every refresh."""
+
+    list_display = ("name", "kind", "server", "relative_path", "short_hash", "base_model")
+    list_filter = ("kind", "server", "base_model")
+    list_select_related = ("server",)
+    search_fields = ("name", "title", "relative_path", "alias", "sha256", "short_hash")
+    ordering = ("kind", "name")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -30,8 +30,11 @@ class Server(models.Model):
     loaded_checkpoint = models.CharField(max_length=500, blank=True, default="", editable=False)
     # "forge" or "a1111", detected from the server's options; "" until first seen.
     flavour = models.CharField(max_length=16, blank=True, default="", editable=False)
-    # The server's checkpoint titles as last listed (until the full model cache exists).
-    model_titles = models.JSONField(default=list, blank=True, editable=False)
+    # The model cache (CachedModel rows) was last refreshed then; `models_stale` says the
+    # last attempt failed and the rows are the last good list.
+    models_refreshed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    models_stale = models.BooleanField(default=False, editable=False)
+    models_error = models.TextField(blank=True, default="", editable=False)
 
     class Meta:
         ordering = ["alias"]
@@ -45,3 +48,53 @@ class Server(models.Model):
     @property
     def has_password(self) -> bool:
         return bool(self.password)
+
+
+class ModelKind(models.TextChoices):
+    CHECKPOINT = "checkpoint"
+    LORA = "lora"
+
+
+class CachedModel(models.Model):
+    """A checkpoint or LoRA that a server listed (sd-models / loras), as last refreshed.
+
+    `relative_path` is the path below the server's model folder with the server's own
+    separator (`Pony\\x.safetensors` on Windows); `lookup_key` is its comparable form
+    (servers_app.checkpoints.checkpoint_key); `identity` groups the same file across
+    servers (its SHA-256 when known, else its lookup key).
+    """
+
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="cached_models")
+    kind = models.CharField(max_length=16, choices=ModelKind.choices)
+    title = models.CharField(max_length=1000)
+    name = models.CharField(max_length=500)
+    model_name = models.CharField(max_length=500, blank=True, default="")
+    relative_path = models.CharField(max_length=1000)
+    filename = models.CharField(max_length=2000, blank=True, default="")
+    short_hash = models.CharField(max_length=12, blank=True, default="", db_index=True)
+    sha256 = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    config = models.CharField(max_length=2000, blank=True, default="")
+    alias = models.CharField(max_length=500, blank=True, default="")
+    base_model = models.CharField(max_length=200, blank=True, default="")
+    trigger_words = models.JSONField(default=list, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    lookup_key = models.CharField(max_length=1000, db_index=True)
+    stem_key = models.CharField(max_length=500, db_index=True)
+    identity = models.CharField(max_length=1000)
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["kind", "name", "server"]
+        indexes = [
+            models.Index(fields=["kind", "identity"], name="cachedmodel_kind_identity"),
+            models.Index(fields=["kind", "name"], name="cachedmodel_kind_name"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["server", "kind", "relative_path"], name="cachedmodel_unique_path"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.kind} on {self.server_id})"

@@ -6,7 +6,7 @@ from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 
 from core_app.fields import TimestampField
-from servers_app.models import Server
+from servers_app.models import CachedModel, ModelKind, Server
 from servers_app.validators import validate_alias, validate_api_url
 
 
@@ -97,3 +97,75 @@ class ServerEnvelopeSerializer(serializers.Serializer):
 
     message = serializers.CharField()
     server = ServerSerializer()
+
+
+class ModelServerSerializer(serializers.Serializer):
+    """Where a model is: the server, and the model's title and path there."""
+
+    alias = serializers.CharField(source="server.alias")
+    title = serializers.CharField()
+    path = serializers.CharField(source="relative_path")
+    stale = serializers.BooleanField(source="server.models_stale")
+
+
+class CheckpointSerializer(serializers.Serializer):
+    title = serializers.CharField(help_text="Its title on the first server that has it.")
+    name = serializers.CharField(help_text="The file name without extension.")
+    path = serializers.CharField(help_text="The path below the models folder, with '/'.")
+    hash = serializers.CharField(allow_null=True, help_text="Short hash (AutoV2), once known.")
+    sha256 = serializers.CharField(allow_null=True)
+    servers = ModelServerSerializer(many=True)
+
+
+class LoraSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    alias = serializers.CharField()
+    path = serializers.CharField()
+    hash = serializers.CharField(allow_null=True)
+    base_model = serializers.CharField(allow_blank=True)
+    trigger_words = serializers.ListField(child=serializers.CharField())
+    servers = ModelServerSerializer(many=True)
+
+
+def model_group_data(rows: list[CachedModel]) -> dict[str, Any]:
+    """The API entry of one model from its rows on every server that has it."""
+    first = rows[0]
+    known_sha = next((row.sha256 for row in rows if row.sha256), "")
+    known_short = next((row.short_hash for row in rows if row.short_hash), "")
+    data: dict[str, Any] = {
+        "name": first.name,
+        "path": first.relative_path.replace("\\", "/"),
+        "hash": known_short or (known_sha[:10] if known_sha else None),
+        "servers": ModelServerSerializer(rows, many=True).data,
+    }
+    if first.kind == ModelKind.CHECKPOINT:
+        return {"title": first.title, **data, "sha256": known_sha or None}
+    return {
+        **data,
+        "alias": first.alias,
+        "base_model": first.base_model,
+        "trigger_words": first.trigger_words,
+    }
+
+
+class CheckpointListSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    limit = serializers.IntegerField()
+    offset = serializers.IntegerField()
+    checkpoints = CheckpointSerializer(many=True)
+
+
+class LoraListSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    limit = serializers.IntegerField()
+    offset = serializers.IntegerField()
+    loras = LoraSerializer(many=True)
+
+
+class RefreshResultSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    checkpoints = serializers.IntegerField()
+    loras = serializers.IntegerField()
+    added = serializers.IntegerField()
+    removed = serializers.IntegerField()
+    updated = serializers.IntegerField()

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from core_app.errors import Conflict
 from queue_app.models import ACTIVE_STATUSES
-from servers_app.models import Server
+from servers_app.models import CachedModel, ModelKind, Server
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,6 @@ def server_check_health(*, server: Server) -> HealthResult:
     )
     try:
         options = client.options()
-        titles = [str(model.get("title", "")) for model in client.sd_models()]
     except ForgeError as exc:
         Server.objects.filter(pk=server.pk).update(
             is_online=False, last_checked_at=now, last_error=str(exc)[:2000]
@@ -139,9 +138,80 @@ def server_check_health(*, server: Server) -> HealthResult:
         last_error="",
         flavour=flavour,
         loaded_checkpoint=str(options.get("sd_model_checkpoint") or ""),
-        model_titles=titles,
     )
     came_back = was_online is not True
     if came_back:
-        logger.info("Server %s is online (%s, %d checkpoints)", server.alias, flavour, len(titles))
+        logger.info("Server %s is online (%s)", server.alias, flavour)
+        # Its model list may have changed while it was away.
+        server_refresh_models(server=server)
     return HealthResult(online=True, came_back=came_back)
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What a model-cache refresh did; `error` set means the server could not be read and
+    the last good list was kept, marked stale."""
+
+    checkpoints: int = 0
+    loras: int = 0
+    added: int = 0
+    removed: int = 0
+    updated: int = 0
+    error: str = ""
+
+
+def server_refresh_models(*, server: Server) -> RefreshResult:
+    """Replace the server's cached checkpoints and LoRAs with what it lists now.
+
+    A server that cannot be read keeps its last good list, marked stale, never emptied.
+    The replacement is one transaction: readers see the old list or the new one.
+    """
+    from servers_app.client import ForgeClient, ForgeError, ServerEndpoint
+    from servers_app.model_cache import checkpoint_rows, lora_rows
+
+    client = ForgeClient(
+        ServerEndpoint.from_server(server),
+        connect_timeout=settings.MOBILESD_FORGE_CONNECT_TIMEOUT,
+        read_timeout=60.0,
+    )
+    try:
+        listed = checkpoint_rows(client.sd_models()) + lora_rows(client.loras())
+    except ForgeError as exc:
+        Server.objects.filter(pk=server.pk).update(models_stale=True, models_error=str(exc)[:2000])
+        logger.warning("Models of %s not refreshed, keeping the last list: %s", server.alias, exc)
+        return RefreshResult(error=str(exc))
+    finally:
+        client.close()
+    with transaction.atomic():
+        Server.objects.select_for_update().filter(pk=server.pk).first()
+        existing = {(m.kind, m.relative_path): m for m in server.cached_models.all()}
+        seen = set()
+        added = updated = 0
+        for row in listed:
+            key = (row.kind, row.relative_path)
+            if key in seen:
+                continue
+            seen.add(key)
+            current = existing.get(key)
+            if current is None:
+                CachedModel.objects.create(server=server, **row.fields())
+                added += 1
+            elif any(getattr(current, name) != value for name, value in row.fields().items()):
+                for name, value in row.fields().items():
+                    setattr(current, name, value)
+                current.save()
+                updated += 1
+        gone = [m.pk for key, m in existing.items() if key not in seen]
+        CachedModel.objects.filter(pk__in=gone).delete()
+        Server.objects.filter(pk=server.pk).update(
+            models_refreshed_at=timezone.now(), models_stale=False, models_error=""
+        )
+    result = RefreshResult(
+        checkpoints=sum(1 for row in listed if row.kind == ModelKind.CHECKPOINT),
+        loras=sum(1 for row in listed if row.kind == ModelKind.LORA),
+        added=added,
+        removed=len(gone),
+        updated=updated,
+    )
+    logger.info("Models of %s refreshed: %s", server.alias, result)
+    return result

@@ -1,8 +1,18 @@
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from servers_app.views import ServerViewSet
+from servers_app import views
 
 router = SimpleRouter(trailing_slash=False)
-router.register("servers", ServerViewSet, basename="server")
+router.register("servers", views.ServerViewSet, basename="server")
 
-urlpatterns = router.urls
+urlpatterns = [
+    path("checkpoints", views.CheckpointListView.as_view(), name="checkpoint-list"),
+    path("loras", views.LoraListView.as_view(), name="lora-list"),
+    path(
+        "servers/<str:alias>/refresh-models",
+        views.ServerRefreshModelsView.as_view(),
+        name="server-refresh-models",
+    ),
+    *router.urls,
+]

@@ -1,15 +1,33 @@
 """Server configuration API: /api/v1/servers[/<alias>]."""
 
-from drf_spectacular.utils import extend_schema
+from dataclasses import asdict
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from core_app.errors import NotFound
+from core_app.errors import NotFound, ServerUnreachable
+from core_app.pagination import paginate
 from core_app.serializers import ErrorSerializer, MessageSerializer
-from servers_app.models import Server
-from servers_app.serializers import ServerEnvelopeSerializer, ServerSerializer
-from servers_app.services import server_create, server_delete, server_update
+from servers_app.filters import ModelListQuerySerializer
+from servers_app.models import ModelKind, Server
+from servers_app.selectors import model_group_rows, model_groups
+from servers_app.serializers import (
+    CheckpointListSerializer,
+    LoraListSerializer,
+    RefreshResultSerializer,
+    ServerEnvelopeSerializer,
+    ServerSerializer,
+    model_group_data,
+)
+from servers_app.services import (
+    server_create,
+    server_delete,
+    server_refresh_models,
+    server_update,
+)
 
 ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 404: ErrorSerializer}
 
@@ -53,3 +71,69 @@ class ServerViewSet(viewsets.ModelViewSet):
     def destroy(self, request: Request, *args: object, **kwargs: object) -> Response:
         server_delete(server=self.get_object())
         return Response({"message": "Server configuration deleted successfully."})
+
+
+def _list_models(request: Request, *, kind: str, key: str) -> Response:
+    query = ModelListQuerySerializer(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    alias = query.validated_data.get("server_alias", "")
+    if alias and not Server.objects.filter(alias=alias).exists():
+        raise NotFound(f"Server '{alias}' not found.", code="server_not_found")
+    rows, identities = model_groups(
+        kind=kind, server_alias=alias, search=query.validated_data.get("search", "")
+    )
+    page, total, limit, offset = paginate(request, identities)
+    grouped = model_group_rows(rows, [entry["identity"] for entry in page])
+    models = [model_group_data(group) for group in grouped.values() if group]
+    return Response({"total": total, "limit": limit, "offset": offset, key: models})
+
+
+MODEL_LIST_PARAMETERS = [
+    OpenApiParameter("server_alias", str, description="Only this server's models."),
+    OpenApiParameter("search", str, description="Part of the name, path or alias; a hash prefix."),
+    OpenApiParameter("limit", int, description="Page size (default 50, at most 200)."),
+    OpenApiParameter("offset", int),
+]
+
+
+class CheckpointListView(APIView):
+    """Every checkpoint of every server (from the model cache), with the servers that
+    have it."""
+
+    @extend_schema(
+        parameters=MODEL_LIST_PARAMETERS,
+        responses={200: CheckpointListSerializer, 400: ErrorSerializer, **ERRORS},
+        summary="List checkpoints",
+    )
+    def get(self, request: Request) -> Response:
+        return _list_models(request, kind=ModelKind.CHECKPOINT, key="checkpoints")
+
+
+class LoraListView(APIView):
+    """Every LoRA of every server (from the model cache), with the servers that have it."""
+
+    @extend_schema(
+        parameters=MODEL_LIST_PARAMETERS,
+        responses={200: LoraListSerializer, 400: ErrorSerializer, **ERRORS},
+        summary="List LoRAs",
+    )
+    def get(self, request: Request) -> Response:
+        return _list_models(request, kind=ModelKind.LORA, key="loras")
+
+
+class ServerRefreshModelsView(APIView):
+    @extend_schema(
+        request=None,
+        responses={200: RefreshResultSerializer, 502: ErrorSerializer, **ERRORS},
+        summary="Refresh a server's checkpoints and LoRAs now",
+    )
+    def post(self, request: Request, alias: str) -> Response:
+        server = Server.objects.filter(alias=alias).first()
+        if server is None:
+            raise NotFound(f"Server '{alias}' not found.", code="server_not_found")
+        result = server_refresh_models(server=server)
+        if result.error:
+            raise ServerUnreachable(server.alias, result.error)
+        body = {"message": f"Models of '{server.alias}' refreshed.", **asdict(result)}
+        body.pop("error")
+        return Response(body)

@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('core_app', '0001_initial'),
         ('queue_app', '0001_initial'),
-        ('servers_app', '0002_engine'),
+        ('servers_app', '0001_initial'),
     ]
 
     operations = [

@@ -32,6 +32,7 @@ def test_every_project_model_is_registered():
     assert {m._meta.label for m in registered_models()} == {
         "core_app.ApiKey",
         "servers_app.Server",
+        "servers_app.CachedModel",
         "queue_app.Job",
     }
 

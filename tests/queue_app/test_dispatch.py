@@ -9,7 +9,7 @@ from model_bakery import baker
 from queue_app import dispatch
 from queue_app.models import Job, JobImage, JobStatus
 from servers_app.checkpoints import checkpoint_key
-from servers_app.models import Server
+from servers_app.models import CachedModel, ModelKind, Server
 
 
 @pytest.fixture
@@ -154,12 +154,15 @@ def test_jobs_without_checkpoint_count_as_matching(online):
 
 
 def test_any_job_runs_where_its_checkpoint_is(online):
-    other = baker.make(
-        Server,
-        alias="Desktop",
-        api_url="http://x:1",
-        is_online=True,
-        model_titles=["a.safetensors [0123456789]"],
+    other = baker.make(Server, alias="Desktop", api_url="http://x:1", is_online=True)
+    baker.make(
+        CachedModel,
+        server=other,
+        kind=ModelKind.CHECKPOINT,
+        title="a.safetensors [0123456789]",
+        relative_path="a.safetensors",
+        lookup_key="a.safetensors",
+        stem_key="a",
     )
     (job,) = queue(None, checkpoint="a.safetensors")
 

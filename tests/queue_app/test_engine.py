@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from django.db import connection
+from rest_framework.exceptions import ValidationError
 from model_bakery import baker
 
 from queue_app.engine import server_run
@@ -67,7 +68,8 @@ def run_in_thread(server: Server) -> threading.Thread:
 def test_health_check_learns_flavour_checkpoints_and_loaded_model(server):
     assert server.is_online is True
     assert server.flavour == "forge"
-    assert "Pony\\cyberrealisticPony_v8.safetensors" in server.model_titles
+    titles = set(server.cached_models.values_list("title", flat=True))
+    assert "Pony\\cyberrealisticPony_v8.safetensors" in titles
     assert server.loaded_checkpoint
 
 
@@ -106,7 +108,18 @@ def test_checkpoint_is_sent_as_the_servers_exact_title(server, sim):
     assert server.loaded_checkpoint.startswith("Pony\\cyberrealisticPony_v8.safetensors")
 
 
-def test_unknown_checkpoint_fails_clearly_without_generating(server, sim):
+def test_unknown_checkpoint_is_refused_at_submit_when_the_cache_is_fresh(server, sim):
+    with pytest.raises(ValidationError) as refused:
+        submit(checkpoint_name="Pony/cyberrealisticPony_v9.safetensors")
+
+    message = refused.value.detail["generation_params"]["checkpoint_name"][0]
+    assert "cyberrealisticPony_v9" in message
+    assert "Did you mean: Pony\\cyberrealisticPony_v8.safetensors" in message
+    assert not Job.objects.exists()
+
+
+def test_unknown_checkpoint_fails_clearly_at_dispatch_when_the_cache_is_old(server, sim):
+    Server.objects.filter(pk=server.pk).update(models_refreshed_at=None)
     job = submit(checkpoint_name="Pony/cyberrealisticPony_v9.safetensors")
 
     server_run(server.pk)

@@ -1,0 +1,157 @@
+"""Which of a server's checkpoints a user means.
+
+Real servers look a checkpoint name up exactly and, when it is unknown, silently generate
+with whatever model is loaded (REFERENCE.md A.2, A.5). MobileSD therefore resolves what a
+user sends to the server's exact title first, and says why when it cannot.
+
+Accepted forms, tried in this order (the first form that matches decides):
+
+1. the exact title (`Pony\\x.safetensors [9f90c59f3a]`);
+2. the SHA-256 (64 hex) or short hash (10 hex), alone;
+3. the relative path, `/` and `\\` in any mix, with or without ` [hash]`, any case;
+4. an absolute path ending in a model's path below the server's model folder;
+5. the model name (`Pony_x`) or the bare file name, with or without its extension, when
+   only one model has it.
+
+A form that matches several models is an ambiguity (their titles are returned), never a
+guess.
+"""
+
+import difflib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from servers_app.checkpoints import checkpoint_key
+
+_HASH_SUFFIX = re.compile(r"\s*\[([0-9a-fA-F]{8,64})\]\s*$")
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+_MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".gguf", ".pt", ".bin")
+
+
+class ModelLike(Protocol):
+    title: str
+    model_name: str
+    relative_path: str
+    filename: str
+    short_hash: str
+    sha256: str
+
+
+@dataclass
+class Resolution:
+    """The outcome: `model` when exactly one matched (with the `rule` that matched), else
+    `error` ("not_found" or "ambiguous") with `candidates` (ambiguous matches, or close
+    names to suggest)."""
+
+    requested: str
+    model: ModelLike | None = None
+    rule: str = ""
+    error: str = ""
+    candidates: list[str] = field(default_factory=list)
+
+    @property
+    def title(self) -> str | None:
+        return self.model.title if self.model is not None else None
+
+    def message(self, server_alias: str) -> str:
+        if self.model is not None:
+            return f"'{self.requested}' is '{self.model.title}' on server '{server_alias}'."
+        if self.error == "ambiguous":
+            names = ", ".join(self.candidates)
+            return (
+                f"Checkpoint '{self.requested}' matches several models on server "
+                f"'{server_alias}': {names}. Use the full path."
+            )
+        hint = f" Did you mean: {', '.join(self.candidates)}?" if self.candidates else ""
+        return f"Checkpoint '{self.requested}' was not found on server '{server_alias}'.{hint}"
+
+
+def _stem(path: str) -> str:
+    name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    for extension in _MODEL_EXTENSIONS:
+        if name.lower().endswith(extension):
+            return name[: -len(extension)]
+    return name
+
+
+def _one(requested: str, rule: str, matches: Sequence[ModelLike]) -> Resolution | None:
+    unique = list({id(m): m for m in matches}.values())
+    if len(unique) == 1:
+        return Resolution(requested, model=unique[0], rule=rule)
+    if unique:
+        return Resolution(requested, error="ambiguous", candidates=sorted(m.title for m in unique))
+    return None
+
+
+def resolve(requested: str, models: Sequence[ModelLike]) -> Resolution:
+    """Resolve `requested` among one server's checkpoints (see the module docstring)."""
+    wanted = (requested or "").strip()
+    if not wanted:
+        return Resolution(requested, error="not_found")
+    steps = (
+        ("title", lambda: [m for m in models if m.title == wanted]),
+        ("hash", lambda: _by_hash(wanted, models)),
+        ("path", lambda: _by_path(wanted, models)),
+        ("absolute_path", lambda: _by_absolute_path(wanted, models)),
+        ("name", lambda: _by_name(wanted, models)),
+    )
+    for rule, find in steps:
+        found = _one(wanted, rule, find())
+        if found is not None:
+            return found
+    close = difflib.get_close_matches(
+        checkpoint_key(wanted), [checkpoint_key(m.title) for m in models], n=3, cutoff=0.5
+    )
+    by_key = {checkpoint_key(m.title): m.title for m in models}
+    return Resolution(wanted, error="not_found", candidates=[by_key[key] for key in close])
+
+
+def _by_hash(wanted: str, models: Sequence[ModelLike]) -> list[ModelLike]:
+    if not _HEX.match(wanted) or len(wanted) not in (10, 64):
+        return []
+    value = wanted.lower()
+    if len(value) == 64:
+        return [m for m in models if m.sha256.lower() == value]
+    return [m for m in models if m.short_hash.lower() == value or m.sha256.lower()[:10] == value]
+
+
+def _by_path(wanted: str, models: Sequence[ModelLike]) -> list[ModelLike]:
+    key = checkpoint_key(wanted)
+    matches = [m for m in models if checkpoint_key(m.relative_path) == key]
+    suffix = _HASH_SUFFIX.search(wanted)
+    if len(matches) > 1 and suffix:
+        # A hash beside an ambiguous name picks among them.
+        given = suffix.group(1).lower()
+        hashed = [m for m in matches if given in (m.short_hash.lower(), m.sha256.lower())]
+        return hashed or matches
+    return matches
+
+
+def _by_absolute_path(wanted: str, models: Sequence[ModelLike]) -> list[ModelLike]:
+    path = wanted.replace("\\", "/")
+    if not (path.startswith("/") or re.match(r"^[A-Za-z]:/", path)):
+        return []
+    full = checkpoint_key(path)
+    exact = [m for m in models if m.filename and checkpoint_key(m.filename) == full]
+    if exact:
+        return exact
+    # The same folder mounted elsewhere: the longest relative path the input ends with.
+    ends = [m for m in models if full.endswith("/" + checkpoint_key(m.relative_path))]
+    if not ends:
+        return []
+    longest = max(len(checkpoint_key(m.relative_path)) for m in ends)
+    return [m for m in ends if len(checkpoint_key(m.relative_path)) == longest]
+
+
+def _by_name(wanted: str, models: Sequence[ModelLike]) -> list[ModelLike]:
+    bare = _HASH_SUFFIX.sub("", wanted).strip()
+    if "/" in bare.replace("\\", "/"):
+        return []
+    name = _stem(bare).casefold()
+    return [
+        m
+        for m in models
+        if _stem(m.relative_path).casefold() == name or m.model_name.casefold() == name
+    ]

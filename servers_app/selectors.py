@@ -1,0 +1,94 @@
+"""Reads of servers and their model cache."""
+
+from typing import Any
+
+from django.db.models import Min, Q, QuerySet
+
+from servers_app.models import CachedModel, ModelKind, Server
+
+
+def server_checkpoints(*, server: Server) -> list[CachedModel]:
+    return list(CachedModel.objects.filter(server=server, kind=ModelKind.CHECKPOINT))
+
+
+def servers_with_model(
+    *,
+    kind: str,
+    sha256: str = "",
+    short_hash: str = "",
+    name: str = "",
+) -> list[str]:
+    """Aliases of the servers that have this model: by hash first (SHA-256, or a 10-12 hex
+    short hash / AutoV2 / AutoV3 prefix of it), then, when no hash matches, by file name
+    (stem, any case)."""
+    models: QuerySet[CachedModel] = CachedModel.objects.filter(kind=kind)
+    by_hash = Q()
+    if sha256:
+        by_hash |= Q(sha256__iexact=sha256)
+    if short_hash:
+        value = short_hash.lower()
+        by_hash |= Q(short_hash__iexact=value) | Q(sha256__istartswith=value)
+    found = models.filter(by_hash) if by_hash else models.none()
+    if not found.exists() and name:
+        from servers_app.model_cache import stem
+
+        found = models.filter(stem_key=stem(name).casefold())
+    return sorted(set(found.values_list("server__alias", flat=True)))
+
+
+def model_kind_for_civitai(civitai_type: str) -> str | None:
+    """Which cached kind a Civitai model type is (None for types we do not cache)."""
+    return {
+        "checkpoint": ModelKind.CHECKPOINT,
+        "lora": ModelKind.LORA,
+        "locon": ModelKind.LORA,
+        "dora": ModelKind.LORA,
+    }.get(civitai_type.strip().lower())
+
+
+def model_groups(
+    *, kind: str, server_alias: str = "", search: str = ""
+) -> tuple[QuerySet[CachedModel], QuerySet[Any, Any]]:
+    """The cached models of a kind, filtered, and their distinct identities (the same file
+    on several servers is one entry), ordered by name.
+
+    Returns (matching rows, identities); page the identities, then fetch the page's rows
+    with `model_group_rows`. Both are indexed queries, fast at tens of thousands of rows.
+    """
+    rows = CachedModel.objects.filter(kind=kind)
+    if server_alias:
+        rows = rows.filter(server__alias=server_alias)
+    if search:
+        rows = rows.filter(
+            Q(name__icontains=search)
+            | Q(relative_path__icontains=search)
+            | Q(alias__icontains=search)
+            | Q(sha256__istartswith=search)
+        )
+    identities = (
+        rows.values("identity").annotate(sort_name=Min("name")).order_by("sort_name", "identity")
+    )
+    return rows, identities
+
+
+def model_group_rows(
+    rows: QuerySet[CachedModel], identities: list[str]
+) -> dict[str, list[CachedModel]]:
+    """The rows of these identities, grouped, servers in alias order."""
+    grouped: dict[str, list[CachedModel]] = {identity: [] for identity in identities}
+    for model in (
+        rows.filter(identity__in=identities).select_related("server").order_by("server__alias")
+    ):
+        grouped[model.identity].append(model)
+    return grouped
+
+
+def server_separator(*, server: Server) -> str:
+    """The server's path separator, as its listings show it (`/` until known)."""
+    sample = (
+        CachedModel.objects.filter(server=server)
+        .exclude(filename="")
+        .values_list("filename", flat=True)
+        .first()
+    )
+    return "\\" if sample and "\\" in sample else "/"

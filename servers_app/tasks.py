@@ -1,0 +1,26 @@
+"""Celery tasks of the model cache."""
+
+import logging
+
+from celery import shared_task
+
+from servers_app.models import Server
+from servers_app.services import server_refresh_models
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(ignore_result=True, time_limit=120)
+def refresh_server_models(server_id: int) -> None:
+    server = Server.objects.filter(pk=server_id).first()
+    if server is None:
+        logger.info("Server %s is gone; no models to refresh", server_id)
+        return
+    server_refresh_models(server=server)
+
+
+@shared_task(ignore_result=True, time_limit=60)
+def refresh_all_models() -> None:
+    """Periodic: one refresh task per enabled server, so a slow one delays no other."""
+    for server_id in Server.objects.filter(enabled=True).values_list("pk", flat=True):
+        refresh_server_models.delay(server_id)
