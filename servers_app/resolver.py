@@ -102,7 +102,7 @@ def resolve(requested: str, models: Sequence[ModelLike]) -> Resolution:
         if found is not None:
             return found
     close = difflib.get_close_matches(
-        checkpoint_key(wanted), [checkpoint_key(m.title) for m in models], n=3, cutoff=0.5
+        checkpoint_key(wanted), [checkpoint_key(m.title) for m in models], n=3, cutoff=0.7
     )
     by_key = {checkpoint_key(m.title): m.title for m in models}
     return Resolution(wanted, error="not_found", candidates=[by_key[key] for key in close])
