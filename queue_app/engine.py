@@ -42,11 +42,11 @@ from servers_app.services import (
 logger = logging.getLogger(__name__)
 
 
-def make_client(server: Server) -> ForgeClient:
+def make_client(server: Server, *, read_timeout: float = 30.0) -> ForgeClient:
     return ForgeClient(
         ServerEndpoint.from_server(server),
         connect_timeout=settings.MOBILESD_FORGE_CONNECT_TIMEOUT,
-        read_timeout=30.0,
+        read_timeout=read_timeout,
     )
 
 
@@ -87,7 +87,8 @@ class Monitor(threading.Thread):
         self.join(timeout=10)
 
     def run(self) -> None:
-        client = make_client(self.server)
+        # Short reads: a progress probe must never hold up the heartbeat or `stop`.
+        client = make_client(self.server, read_timeout=5.0)
         interval = settings.MOBILESD_HEARTBEAT_SECONDS
         try:
             while not self.stopping.wait(interval):
