@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 from django.db import connection
-from rest_framework.exceptions import ValidationError
 from model_bakery import baker
+from rest_framework.exceptions import ValidationError
 
 from queue_app.engine import server_run
 from queue_app.models import Job, JobImage, JobStatus
