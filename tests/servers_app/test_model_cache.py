@@ -11,7 +11,7 @@ from servers_app.models import CachedModel, ModelKind, Server
 from servers_app.resolver import resolve
 from servers_app.selectors import server_checkpoints, servers_with_model
 from servers_app.services import server_refresh_models
-from servers_app.simulator import ForgeSimulator, SimLora, SimModel, SimulatorConfig
+from servers_app.simulator import Flavour, ForgeSimulator, SimLora, SimModel, SimulatorConfig
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,7 +22,7 @@ DREAM = SimModel("SD15/dreamshaper_8.safetensors")
 MODELS = [PONY, PONY_XL, SDXL, DREAM]
 
 
-def start(separator: str, flavour: str = "forge-2", models=MODELS) -> ForgeSimulator:
+def start(separator: str, flavour: Flavour = "forge-2", models=MODELS) -> ForgeSimulator:
     config = SimulatorConfig(
         flavour=flavour,
         path_separator=separator,
