@@ -46,8 +46,8 @@ def test_changelist_and_search_render(admin_client, job, model):
 
 
 def test_change_pages_render(admin_client, job):
-    _, _ = api_key_create(name="phone")
-    for obj in (job, job.server, ApiKey.objects.get()):
+    api_key, _ = api_key_create(name="phone")
+    for obj in (job, job.server, api_key):
         url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
         assert admin_client.get(url).status_code == 200, obj
 
