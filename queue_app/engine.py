@@ -18,7 +18,12 @@ from django.utils import timezone
 
 from queue_app import dispatch
 from queue_app.dispatch import Claim, ImageRecord
-from queue_app.images import InvalidImageError, save_image_file
+from queue_app.images import (
+    InvalidImageError,
+    delete_image_files,
+    orphan_image_files,
+    save_image_file,
+)
 from queue_app.models import Job
 from queue_app.params import build_txt2img_payload
 from servers_app.client import (
@@ -50,13 +55,18 @@ def make_client(server: Server, *, read_timeout: float = 30.0) -> ForgeClient:
     )
 
 
+# Set when the worker is asked to stop: the job in flight finishes, no new one is claimed
+# (the rest stay pending for the reconcile task or another worker).
+shutting_down = threading.Event()
+
+
 def server_run(server_id: int, *, on_job_done: Callable[[], None] | None = None) -> int:
     """Run jobs of this server one after another while there are any; returns how many.
 
     Any number of these may run at once for one server: claims never exceed its slots.
     """
     done = 0
-    while True:
+    while not shutting_down.is_set():
         claim = dispatch.job_claim_next(server_id=server_id)
         if claim is None:
             return done
@@ -69,6 +79,7 @@ def server_run(server_id: int, *, on_job_done: Callable[[], None] | None = None)
         done += 1
         if on_job_done is not None:
             on_job_done()
+    return done
 
 
 class Monitor(threading.Thread):
@@ -210,6 +221,8 @@ def _store_results(claim: Claim, images: list[bytes], info: dict[str, Any]) -> N
     if not dispatch._ours(claim).exists():
         logger.info("Job %s was cancelled or taken over; discarding its images", claim.job_id)
         return
+    # Files of an earlier attempt whose worker died before recording them.
+    delete_image_files(orphan_image_files(claim.job_id))
     when = timezone.now()
     first = info.get("index_of_first_image")
     skip = first if isinstance(first, int) and 0 < first <= len(images) else 0

@@ -363,3 +363,24 @@ def delete_image_files(names: Iterable[str], *, storage: Storage | None = None) 
         else:
             deleted += 1
     return deleted
+
+
+def orphan_image_files(job_id: UUID) -> list[str]:
+    """Stored files named for this job that no JobImage row references.
+
+    A worker that died between writing a job's images and recording them leaves such
+    files; they are found by the name prefix (the job id's first 8 hex) in the job's
+    folder, and kept if any row (of any job sharing the prefix) still points at them.
+    """
+    storage = _image_storage()
+    folder = image_upload_to(JobImage(job_id=job_id), "").rstrip("/")
+    try:
+        _, names = storage.listdir(folder)
+    except (FileNotFoundError, NotImplementedError):
+        return []
+    prefix = f"{job_id.hex[:8]}_"
+    candidates = [f"{folder}/{name}" for name in names if name.startswith(prefix)]
+    if not candidates:
+        return []
+    referenced = set(JobImage.objects.filter(file__in=candidates).values_list("file", flat=True))
+    return [name for name in candidates if name not in referenced]

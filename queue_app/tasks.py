@@ -6,13 +6,14 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutting_down
 from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
 from queue_app import dispatch
-from queue_app.engine import interrupt_if_current, make_client, server_run
+from queue_app.engine import interrupt_if_current, make_client, server_run, shutting_down
+from queue_app.images import delete_image_files, orphan_image_files
 from queue_app.models import Job, JobStatus
 from servers_app.client import ForgeError
 from servers_app.models import Server
@@ -110,6 +111,8 @@ def reconcile() -> None:
     for orphan in dispatch.jobs_recover_expired_leases():
         if orphan.server_id is not None and orphan.task_id:
             interrupt_task.delay(orphan.server_id, orphan.task_id)
+        # Images the dead worker wrote but never recorded.
+        delete_image_files(orphan_image_files(orphan.job_id))
     now = timezone.now()
     stale = now - timedelta(seconds=settings.MOBILESD_HEALTH_CHECK_SECONDS)
     due = Server.objects.filter(enabled=True).filter(
@@ -126,4 +129,12 @@ def reconcile() -> None:
 @worker_ready.connect
 def _reconcile_on_start(**kwargs: object) -> None:
     """A worker starting up picks up whatever lost messages or a dead worker left."""
+    shutting_down.clear()
     reconcile.delay()
+
+
+@worker_shutting_down.connect
+def _stop_claiming(**kwargs: object) -> None:
+    """On a warm shutdown, running jobs finish but no queue loop claims another: a long
+    queue must not hold the worker (and a deploy) for its whole length."""
+    shutting_down.set()

@@ -1,11 +1,14 @@
 """Real processes for integration tests: start, wait for readiness, stop."""
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
+import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +86,71 @@ def clean_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.update(overrides)
     return env
+
+
+def checkout(dest: Path) -> Path:
+    """The working tree as a fresh checkout has it: tracked and new files, nothing ignored."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    archive = dest.parent / "tree.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name in filter(None, files):
+            path = REPO / name.decode()
+            if path.exists():
+                tar.add(path, arcname=name.decode())
+    dest.mkdir()
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="tar")
+    # The virtualenv `make run` would create is the one this suite runs in; linking it
+    # spares a second install of the same pyproject.toml.
+    (dest / ".venv").symlink_to(REPO / ".venv")
+    return dest
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """MobileSD started by `make run` in a clean copy, on the embedded default."""
+
+    root: Path
+    base: str
+    key: str
+    proc: Process
+
+
+@contextlib.contextmanager
+def embedded_mobilesd(workdir: Path) -> Iterator[Embedded]:
+    """`make run` in a clean copy under `workdir` with a clean environment (SQLite and the
+    SQLAlchemy broker under data/): yields once web, worker and beat are up, with an API key
+    made by `create_api_key`; stops every process of it afterwards."""
+    root = checkout(workdir / "mobilesd")
+    port = free_port()
+    env = clean_env()
+    proc = Process(["make", "run", f"PORT={port}"], cwd=root, env=env, log=workdir / "make-run.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(http_ok(f"{base}/api/v1/health"), timeout=90, what="MobileSD web")
+        proc.wait_for_output("celery@", timeout=60)
+        proc.wait_for_output(" ready.", timeout=60)
+        proc.wait_for_output("beat: Starting", timeout=60)
+        key = subprocess.run(
+            [".venv/bin/python", "manage.py", "create_api_key", "--name", "it", "--quiet"],
+            cwd=root,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        yield Embedded(root=root, base=base, key=key, proc=proc)
+    except Exception:
+        print(f"--- last lines of `make run` ({proc.log_path}) ---\n{tail(proc.output())}")
+        raise
+    finally:
+        proc.stop()
+
+
+def tail(text: str, lines: int = 80) -> str:
+    return "\n".join(text.splitlines()[-lines:])

@@ -2,66 +2,18 @@
 (SQLite and a broker file under data/, nothing else running), and the API answers over
 HTTP with a key made by `create_api_key`."""
 
-import subprocess
-import tarfile
-from pathlib import Path
-
 import pytest
 import requests
 
-from tests.integration.procs import REPO, Process, clean_env, free_port, http_ok, wait_until
+from tests.integration.procs import embedded_mobilesd
 
 pytestmark = pytest.mark.integration
 
 
-def checkout(dest: Path) -> Path:
-    """The working tree as a fresh checkout has it: tracked and new files, nothing ignored."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-    ).stdout.split(b"\0")
-    archive = dest.parent / "tree.tar"
-    with tarfile.open(archive, "w") as tar:
-        for name in filter(None, files):
-            path = REPO / name.decode()
-            if path.exists():
-                tar.add(path, arcname=name.decode())
-    dest.mkdir()
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="tar")
-    # The virtualenv `make run` would create is the one this suite runs in; linking it
-    # spares a second install of the same pyproject.toml.
-    (dest / ".venv").symlink_to(REPO / ".venv")
-    return dest
-
-
 @pytest.fixture(scope="module")
 def running(tmp_path_factory):
-    root = checkout(tmp_path_factory.mktemp("clean") / "mobilesd")
-    port = free_port()
-    env = clean_env()
-    proc = Process(
-        ["make", "run", f"PORT={port}"], cwd=root, env=env, log=root.parent / "make-run.log"
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(http_ok(f"{base}/api/v1/health"), timeout=90, what="MobileSD web")
-        proc.wait_for_output("celery@", timeout=60)
-        proc.wait_for_output(" ready.", timeout=60)
-        proc.wait_for_output("beat: Starting", timeout=60)
-        key = subprocess.run(
-            [".venv/bin/python", "manage.py", "create_api_key", "--name", "it", "--quiet"],
-            cwd=root,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        yield {"root": root, "base": base, "key": key, "proc": proc}
-    finally:
-        proc.stop()
+    with embedded_mobilesd(tmp_path_factory.mktemp("clean")) as app:
+        yield {"root": app.root, "base": app.base, "key": app.key, "proc": app.proc}
 
 
 def test_run_prints_where_everything_is(running):
