@@ -14,13 +14,13 @@ lost its lease, or a cancel racing a completion can never move a job twice:
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from queue_app.models import ANY_SERVER, Job, JobImage, JobStatus
@@ -33,12 +33,18 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Claim:
-    """A job this worker now holds: run it, then complete, release or fail it with `token`."""
+    """A job this worker now holds: run it, then complete, release or fail it with `token`.
+
+    `job` and `server` are the rows as claimed (the server's read under its lock), so the
+    engine need not read them again.
+    """
 
     job_id: uuid.UUID
     server_id: int
     token: uuid.UUID
     task_id: str
+    job: Job | None = field(default=None, compare=False, repr=False)
+    server: Server | None = field(default=None, compare=False, repr=False)
 
 
 def task_id_for(job: Job) -> str:
@@ -112,19 +118,36 @@ def job_claim_next(*, server_id: int) -> Claim | None:
             Job.objects.filter(pk__in=skipped).update(passed_over=F("passed_over") + 1)
         token = uuid.uuid4()
         task_id = task_id_for(job)
-        Job.objects.filter(pk=job.pk).update(
-            status=JobStatus.PROCESSING,
-            server=server,
-            lease_token=token,
-            lease_expires_at=now + timedelta(seconds=settings.MOBILESD_LEASE_SECONDS),
-            started_at=now,
-            updated_at=now,
-            forge_session_hash=task_id,
-            progress={"fraction": 0.0, "textinfo": "Starting"},
-            next_attempt_at=None,
-        )
+        claimed = {
+            "status": JobStatus.PROCESSING,
+            "server": server,
+            "lease_token": token,
+            "lease_expires_at": now + timedelta(seconds=settings.MOBILESD_LEASE_SECONDS),
+            "started_at": now,
+            "updated_at": now,
+            "forge_session_hash": task_id,
+            "progress": {"fraction": 0.0, "textinfo": "Starting"},
+            "next_attempt_at": None,
+        }
+        Job.objects.filter(pk=job.pk).update(**claimed)
+    for name, value in claimed.items():
+        setattr(job, name, value)
     logger.info("Claimed job %s for server %s (task %s)", job.pk, server.alias, task_id)
-    return Claim(job_id=job.pk, server_id=server.pk, token=token, task_id=task_id)
+    return Claim(
+        job_id=job.pk, server_id=server.pk, token=token, task_id=task_id, job=job, server=server
+    )
+
+
+def server_may_claim(*, server_id: int) -> bool:
+    """A cheap, lock-free look (one query): is the server enabled, not offline, with a free
+    slot? Lets a redundant nudge end without taking the server's lock."""
+    return (
+        Server.objects.filter(pk=server_id, enabled=True)
+        .exclude(is_online=False)
+        .annotate(running=Count("jobs", filter=Q(jobs__status=JobStatus.PROCESSING)))
+        .filter(running__lt=F("slots"))
+        .exists()
+    )
 
 
 def _ours(claim: Claim) -> Any:

@@ -26,6 +26,7 @@ from queue_app.images import (
 )
 from queue_app.models import Job
 from queue_app.params import build_txt2img_payload
+from servers_app.checkpoints import checkpoint_key
 from servers_app.client import (
     ForgeClient,
     ForgeError,
@@ -66,20 +67,35 @@ def server_run(server_id: int, *, on_job_done: Callable[[], None] | None = None)
     Any number of these may run at once for one server: claims never exceed its slots.
     """
     done = 0
-    while not shutting_down.is_set():
-        claim = dispatch.job_claim_next(server_id=server_id)
-        if claim is None:
-            return done
-        try:
-            job_execute(claim)
-        except Exception:
-            # A bug must not kill the loop with the job stuck in processing: fail it.
-            logger.exception("Unexpected error running job %s", claim.job_id)
-            dispatch.job_fail(claim=claim, error="Internal error in MobileSD while running.")
-        done += 1
-        if on_job_done is not None:
-            on_job_done()
-    return done
+    client: ForgeClient | None = None
+    try:
+        while not shutting_down.is_set():
+            claim = dispatch.job_claim_next(server_id=server_id)
+            if claim is None:
+                return done
+            assert claim.server is not None
+            if client is None or client.endpoint != ServerEndpoint.from_server(claim.server):
+                if client is not None:
+                    client.close()
+                # One session for the loop: the next request reuses the connection.
+                client = make_client(claim.server)
+            _run_one(claim, client)
+            done += 1
+            if on_job_done is not None:
+                on_job_done()
+        return done
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _run_one(claim: Claim, client: ForgeClient) -> None:
+    try:
+        job_execute(claim, client=client)
+    except Exception:
+        # A bug must not kill the loop with the job stuck in processing: fail it.
+        logger.exception("Unexpected error running job %s", claim.job_id)
+        dispatch.job_fail(claim=claim, error="Internal error in MobileSD while running.")
 
 
 class Monitor(threading.Thread):
@@ -150,6 +166,9 @@ def _resolve_checkpoint(server: Server, requested: str) -> str:
     """The server's exact title for `requested`, from the model cache; refreshed once from
     the server before failing, and failing permanently rather than let the server silently
     generate with another model."""
+    loaded = server.loaded_checkpoint
+    if loaded and checkpoint_key(requested) == checkpoint_key(loaded):
+        return loaded  # the common case, without a query: the model already in use
     resolution = resolve(requested, server_checkpoints(server=server))
     if resolution.model is not None:
         return resolution.model.title
@@ -162,14 +181,15 @@ def _resolve_checkpoint(server: Server, requested: str) -> str:
     raise ForgePermanentError(resolution.message(server.alias))
 
 
-def job_execute(claim: Claim) -> None:
+def job_execute(claim: Claim, *, client: ForgeClient | None = None) -> None:
     """Run one claimed job to its end: completed, failed, released for a retry, or discarded
     because it was cancelled meanwhile."""
-    job = Job.objects.select_related("server").get(pk=claim.job_id)
-    server = job.server
+    job = claim.job or Job.objects.select_related("server").get(pk=claim.job_id)
+    server = claim.server or job.server
     assert server is not None  # a claim always sets the server
     params = job.generation_params or {}
-    client = make_client(server)
+    own_client = client is None
+    client = client or make_client(server)
     monitor: Monitor | None = None
     try:
         requested = str(params.get("checkpoint_name") or "").strip()
@@ -201,9 +221,10 @@ def job_execute(claim: Claim) -> None:
     finally:
         if monitor is not None:
             monitor.stop()
-        client.close()
+        if own_client:
+            client.close()
 
-    if title:
+    if title and title != server.loaded_checkpoint:
         server_note_loaded_checkpoint(server_id=server.pk, title=title)
     _store_results(claim, result.images, result.info)
 
@@ -217,10 +238,8 @@ def _seed_of(info: dict[str, Any], index: int) -> int | None:
 
 
 def _store_results(claim: Claim, images: list[bytes], info: dict[str, Any]) -> None:
-    """Write the images, then complete the job; if it is no longer ours, remove them."""
-    if not dispatch._ours(claim).exists():
-        logger.info("Job %s was cancelled or taken over; discarding its images", claim.job_id)
-        return
+    """Write the images, then complete the job; if it is no longer ours (cancelled or taken
+    over meanwhile), remove them."""
     # Files of an earlier attempt whose worker died before recording them.
     delete_image_files(orphan_image_files(claim.job_id))
     when = timezone.now()
