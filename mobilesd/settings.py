@@ -300,3 +300,46 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# --- Civitai --------------------------------------------------------------------------
+# Image recipes and model downloads (civitai_app). The API key (also settable in the admin's
+# Civitai settings, which win) is sent to Civitai only, as a Bearer header.
+CIVITAI_BASE_URL = env_str("CIVITAI_BASE_URL", "https://civitai.com")
+CIVITAI_API_KEY = env_str("CIVITAI_API_KEY")
+CIVITAI_CONNECT_TIMEOUT = env_float("CIVITAI_CONNECT_TIMEOUT", 10.0)
+CIVITAI_READ_TIMEOUT = env_float("CIVITAI_READ_TIMEOUT", 30.0)
+# 429 and 5xx answers are retried this often, backing off exponentially (Retry-After wins).
+CIVITAI_MAX_RETRIES = env_int("CIVITAI_MAX_RETRIES", 4)
+CIVITAI_BACKOFF_SECONDS = env_float("CIVITAI_BACKOFF_SECONDS", 1.0)
+CIVITAI_BACKOFF_MAX_SECONDS = env_float("CIVITAI_BACKOFF_MAX_SECONDS", 30.0)
+# Downloads: how many run at once (over all workers), and how a stalled transfer is noticed.
+MOBILESD_MAX_CONCURRENT_DOWNLOADS = env_int("MOBILESD_MAX_CONCURRENT_DOWNLOADS", 2)
+MOBILESD_DOWNLOAD_READ_TIMEOUT = env_float("MOBILESD_DOWNLOAD_READ_TIMEOUT", 60.0)
+MOBILESD_DOWNLOAD_CHUNK_BYTES = env_int("MOBILESD_DOWNLOAD_CHUNK_BYTES", 1024 * 1024)
+# A running download renews this lease; one whose worker died is resumed after it lapses.
+MOBILESD_DOWNLOAD_LEASE_SECONDS = env_float("MOBILESD_DOWNLOAD_LEASE_SECONDS", 120.0)
+MOBILESD_DOWNLOAD_MAX_RETRIES = env_int("MOBILESD_DOWNLOAD_MAX_RETRIES", 5)
+MOBILESD_DOWNLOAD_RETRY_BACKOFF_SECONDS = env_float("MOBILESD_DOWNLOAD_RETRY_BACKOFF_SECONDS", 30.0)
+MOBILESD_DOWNLOAD_RETRY_BACKOFF_MAX_SECONDS = env_float(
+    "MOBILESD_DOWNLOAD_RETRY_BACKOFF_MAX_SECONDS", 900.0
+)
+# Free space kept on the target disk beyond the file itself.
+MOBILESD_DOWNLOAD_FREE_SPACE_MARGIN_BYTES = env_int(
+    "MOBILESD_DOWNLOAD_FREE_SPACE_MARGIN_BYTES", 256 * 1024 * 1024
+)
+# Temporary files live in this hidden folder under each server's models_dir (the same
+# filesystem as the model folders, so the final move is atomic), not under DATA_DIR.
+MOBILESD_DOWNLOAD_TMP_DIRNAME = env_str("MOBILESD_DOWNLOAD_TMP_DIRNAME", ".mobilesd-downloads")
+MOBILESD_DOWNLOAD_RECONCILE_SECONDS = env_float("MOBILESD_DOWNLOAD_RECONCILE_SECONDS", 30.0)
+# POST /api/v1/civitai/image-info: the largest image accepted.
+MOBILESD_MAX_IMAGE_UPLOAD_BYTES = env_int("MOBILESD_MAX_IMAGE_UPLOAD_BYTES", 20 * 1024 * 1024)
+CELERY_BEAT_SCHEDULE["reconcile-downloads"] = {
+    "task": "civitai_app.tasks.reconcile_downloads",
+    "schedule": MOBILESD_DOWNLOAD_RECONCILE_SECONDS,
+    "options": {"expires": MOBILESD_DOWNLOAD_RECONCILE_SECONDS},
+}
+# Jobs and downloads both have a `status`: name the downloads' enum in the OpenAPI schema.
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
+    **SPECTACULAR_SETTINGS.get("ENUM_NAME_OVERRIDES", {}),  # type: ignore[dict-item]
+    "DownloadStatusEnum": "civitai_app.models.DownloadStatus",
+}

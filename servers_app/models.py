@@ -1,9 +1,21 @@
 """Generation servers: the Forge / AUTOMATIC1111 machines jobs run on."""
 
+import ntpath
+import posixpath
+
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
 from servers_app.validators import validate_alias, validate_api_url
+
+
+def validate_models_dir(value: str) -> None:
+    """An absolute path on the MobileSD host (where the server's models folder is mounted)."""
+    if value and not (posixpath.isabs(value) or ntpath.isabs(value)):
+        raise ValidationError("Use an absolute path, e.g. /mnt/gpu-box/models.")
+    if "\x00" in value:
+        raise ValidationError("The path contains a NUL character.")
 
 
 class Server(models.Model):
@@ -19,6 +31,16 @@ class Server(models.Model):
     password = models.CharField(max_length=255, blank=True, default="")
     enabled = models.BooleanField(default=True)
     slots = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1)])
+    # Where this server's `models` folder is reachable from MobileSD (a mount such as
+    # /mnt/gpu-box/models); Civitai downloads go below it. Blank: no downloads to it.
+    models_dir = models.CharField(
+        max_length=1000,
+        blank=True,
+        default="",
+        validators=[validate_models_dir],
+        help_text="Where this server's models folder is reachable from MobileSD, e.g. "
+        "/mnt/gpu-box/models. Civitai downloads go below it; blank = no downloads.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -49,6 +49,7 @@ class ServerSerializer(serializers.ModelSerializer):
             "has_password",
             "enabled",
             "slots",
+            "models_dir",
             "is_online",
             "last_checked_at",
             "last_seen_at",

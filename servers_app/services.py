@@ -14,7 +14,7 @@ from servers_app.models import CachedModel, ModelKind, Server
 
 logger = logging.getLogger(__name__)
 
-UPDATABLE_FIELDS = ("alias", "api_url", "username", "password", "enabled", "slots")
+UPDATABLE_FIELDS = ("alias", "api_url", "username", "password", "enabled", "slots", "models_dir")
 
 
 def server_create(*, data: dict[str, Any]) -> Server:
@@ -47,7 +47,7 @@ def server_update(*, server: Server, data: dict[str, Any], partial: bool) -> Ser
     """
     server = Server.objects.select_for_update().get(pk=server.pk)
     old_alias = server.alias
-    defaults = {"username": "", "enabled": True, "slots": 1}
+    defaults = {"username": "", "enabled": True, "slots": 1, "models_dir": ""}
     for key in UPDATABLE_FIELDS:
         if key in data:
             setattr(server, key, data[key])

@@ -15,6 +15,7 @@ SERVER_KEYS = {
     "has_password",
     "enabled",
     "slots",
+    "models_dir",
     "is_online",
     "last_checked_at",
     "last_seen_at",
@@ -239,3 +240,25 @@ def test_delete_server_with_active_jobs_is_refused(client, server, status):
     error = assert_error(response, 409, "server_has_active_jobs")
     assert "1 pending or processing" in error["message"]
     assert db_snapshot() == before
+
+
+def test_models_dir_is_set_and_shown(client, db):
+    created = client.post(
+        "/api/v1/servers",
+        {"alias": "L", "api_url": "http://a:1", "models_dir": "/mnt/gpu-box/models"},
+        format="json",
+    )
+
+    assert created.status_code == 201
+    assert created.json()["server"]["models_dir"] == "/mnt/gpu-box/models"
+    assert Server.objects.get().models_dir == "/mnt/gpu-box/models"
+
+
+def test_relative_models_dir_is_refused(client, db):
+    response = client.post(
+        "/api/v1/servers",
+        {"alias": "L", "api_url": "http://a:1", "models_dir": "models"},
+        format="json",
+    )
+
+    assert "models_dir" in assert_error(response, 400, "validation_error")["fields"]

@@ -1,0 +1,50 @@
+"""Reads for Civitai: downloads, and which cached model an image's resource is."""
+
+import uuid
+
+from django.db.models import Q, QuerySet
+
+from civitai_app.models import Download
+from core_app.errors import NotFound
+from servers_app.model_cache import stem
+from servers_app.models import CachedModel
+
+
+def download_get(*, download_id: str | uuid.UUID) -> Download:
+    """The download, or a 404 (also for ids that are not UUIDs)."""
+    try:
+        key = download_id if isinstance(download_id, uuid.UUID) else uuid.UUID(str(download_id))
+    except ValueError:
+        key = None
+    download = (
+        Download.objects.filter(pk=key).prefetch_related("targets__server").first()
+        if key is not None
+        else None
+    )
+    if download is None:
+        raise NotFound(f"Download '{download_id}' not found.", code="download_not_found")
+    return download
+
+
+def download_list() -> QuerySet[Download]:
+    return Download.objects.prefetch_related("targets__server")
+
+
+def cached_model_for(
+    *, kind: str, sha256: str = "", short_hash: str = "", name: str = ""
+) -> CachedModel | None:
+    """The first cached model matching, in `servers_with_model`'s order: by hash, then by
+    file name (stem, any case)."""
+    models = CachedModel.objects.filter(kind=kind).select_related("server")
+    by_hash = Q()
+    if sha256:
+        by_hash |= Q(sha256__iexact=sha256)
+    if short_hash:
+        by_hash |= Q(short_hash__iexact=short_hash) | Q(sha256__istartswith=short_hash)
+    if by_hash:
+        found = models.filter(by_hash).order_by("server__alias").first()
+        if found is not None:
+            return found
+    if name:
+        return models.filter(stem_key=stem(name).casefold()).order_by("server__alias").first()
+    return None

@@ -1,0 +1,156 @@
+"""File names cannot leave their folder: user names are refused, Civitai's are sanitized."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from civitai_app.folders import EMBEDDINGS_FOLDER, refresh_for_folder, type_folder
+from civitai_app.names import (
+    InvalidFileName,
+    check_user_file_name,
+    path_inside,
+    sanitize_remote_name,
+    stem_of,
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../evil.safetensors",
+        "..",
+        "../../etc/passwd",
+        "/etc/passwd",
+        "/abs/model.safetensors",
+        "C:\\Windows\\model.safetensors",
+        "C:model.safetensors",
+        "..\\evil.safetensors",
+        "sub\\dir.safetensors",
+        "sub/dir.safetensors",
+        "\\\\server\\share\\x.safetensors",
+        "nul\x00byte.safetensors",
+        "CON.safetensors",
+        "con",
+        "lpt1.safetensors",
+        "COM3",
+        "what?.safetensors",
+        'quote".safetensors',
+        "pipe|.safetensors",
+        "trailing.",
+        ".hidden.safetensors",
+        "tab\tin.safetensors",
+        "",
+        "   ",
+        "x" * 300,
+    ],
+)
+def test_user_names_that_could_escape_or_misbehave_are_refused(name):
+    with pytest.raises(InvalidFileName):
+        check_user_file_name(name, extension=".safetensors")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("myModel", "myModel.safetensors"),
+        ("myModel.safetensors", "myModel.safetensors"),
+        ("myModel.SAFETENSORS", "myModel.SAFETENSORS"),
+        ("juggernaut v9.5", "juggernaut v9.5.safetensors"),
+        ("model.ckpt", "model.ckpt.safetensors"),  # the real extension is kept
+        ("café ネコ", "café ネコ.safetensors"),
+        ("  spaced  ", "spaced.safetensors"),
+    ],
+)
+def test_user_names_keep_the_files_extension(name, expected):
+    assert check_user_file_name(name, extension=".safetensors") == expected
+
+
+@pytest.mark.parametrize(
+    ("remote", "expected"),
+    [
+        ("../../escape.safetensors", "escape.safetensors"),
+        ("/etc/cron.d/x.safetensors", "x.safetensors"),
+        ("..\\..\\win.safetensors", "win.safetensors"),
+        ("C:\\models\\x.safetensors", "x.safetensors"),
+        ("CON.safetensors", "_CON.safetensors"),
+        ("a<b>c:d|e?.safetensors", "a_b_c_d_e_.safetensors"),
+        ("nul\x00in.safetensors", "nulin.safetensors"),
+        (".hidden.safetensors", "hidden.safetensors"),
+        ("..", "civitai-1.safetensors"),
+        ("", "civitai-1.safetensors"),
+        ("noext", "noext.safetensors"),
+    ],
+)
+def test_civitai_names_are_sanitized(remote, expected):
+    assert sanitize_remote_name(remote, fallback="civitai-1", extension=".safetensors") == expected
+
+
+def test_over_long_remote_names_keep_their_extension():
+    name = sanitize_remote_name("é" * 300 + ".safetensors", fallback="x")
+
+    assert name.endswith(".safetensors")
+    assert len(name.encode()) <= 200
+
+
+def test_path_inside_refuses_anything_outside_the_folder(tmp_path: Path):
+    folder = tmp_path / "Lora"
+    folder.mkdir()
+    outside = tmp_path / "outside.safetensors"
+    outside.write_bytes(b"x")
+    os.symlink(outside, folder / "link.safetensors")
+
+    assert path_inside(folder, "ok.safetensors") == folder.resolve() / "ok.safetensors"
+    for bad in ("../x.safetensors", "/abs.safetensors", "sub/x.safetensors", "link.safetensors"):
+        with pytest.raises(InvalidFileName):
+            path_inside(folder, bad)
+
+
+def test_sidecars_are_named_after_the_stem():
+    assert stem_of("juggernautXL_v9.safetensors") == "juggernautXL_v9"
+    assert stem_of("sd_xl_base_1.0.safetensors") == "sd_xl_base_1.0"
+
+
+@pytest.mark.parametrize(
+    ("model_type", "file_type", "folder"),
+    [
+        ("Checkpoint", "Model", "Stable-diffusion"),
+        ("Checkpoint", "Pruned Model", "Stable-diffusion"),
+        ("Checkpoint", "VAE", "VAE"),
+        ("UNet", "Model", "Stable-diffusion"),
+        ("LORA", "Model", "Lora"),
+        ("LoCon", "Model", "Lora"),
+        ("DoRA", "Model", "Lora"),
+        ("TextualInversion", "Model", EMBEDDINGS_FOLDER),
+        ("TextualInversion", "Negative", EMBEDDINGS_FOLDER),
+        ("VAE", "Model", "VAE"),
+        ("TextEncoder", "Model", "text_encoder"),
+        ("Hypernetwork", "Model", "hypernetworks"),
+        ("Controlnet", "Model", "ControlNet"),
+        ("Upscaler", "Model", "ESRGAN"),
+    ],
+)
+def test_each_type_has_its_folder(model_type, file_type, folder):
+    found = type_folder(model_type, file_type)
+
+    assert found is not None
+    assert found.folder == folder
+
+
+@pytest.mark.parametrize(
+    ("model_type", "file_type"),
+    [
+        ("Poses", "Model"),
+        ("Wildcards", "Model"),
+        ("Workflows", "Model"),
+        ("Checkpoint", "Training Data"),
+    ],
+)
+def test_types_without_a_place_are_unsupported(model_type, file_type):
+    assert type_folder(model_type, file_type) is None
+
+
+def test_only_checkpoint_and_lora_folders_ask_the_server_to_rescan():
+    assert refresh_for_folder("Stable-diffusion") == "checkpoints"
+    assert refresh_for_folder("Lora") == "loras"
+    assert refresh_for_folder("VAE") == ""
