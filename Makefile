@@ -13,7 +13,7 @@ PYTHON ?= $(shell pyenv which python 2>/dev/null || command -v python3.13 || com
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/mobilesd
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/9
 
-.PHONY: help install run test lint pytest services bench clean
+.PHONY: help install run test lint pytest services browser bench clean
 
 help:
 	@echo "make run    install, migrate and start MobileSD (web, worker, beat) on PORT=$(PORT)"
@@ -51,7 +51,11 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-pytest: install services
+# The browser tests drive Debian's chromium (Playwright never downloads a browser).
+browser:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+pytest: install services browser
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
 		$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -11,6 +11,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include("queue_app.urls")),
     path("", include("servers_app.urls")),
     path("debug/", include("debug_app.urls")),
+    path("civitai/", include("civitai_app.urls")),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
@@ -18,6 +19,7 @@ api_v1: list[URLPattern | URLResolver] = [
 
 urlpatterns = [
     path("api/v1/", include(api_v1)),
+    path("admin/", include("mobilesd.admin_site")),  # the dashboard index, status, gallery
     path("admin/", admin.site.urls),
 ]
 

@@ -1,62 +1,90 @@
-"""Admin for jobs: the operator's view of the queue."""
+"""Admin for jobs: the operator's view of the queue. Every action goes through a service."""
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
-from django.utils.html import format_html
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import Truncator
+from django.utils.timesince import timesince
+from django.views.decorators.http import require_POST
+from rest_framework.exceptions import APIException
 
-from core_app.errors import Conflict
-from queue_app.models import Job, JobImage, JobStatus
-from queue_app.services import job_cancel, job_delete, job_retry
+from queue_app.models import ACTIVE_STATUSES, Job, JobStatus
+from queue_app.services import job_cancel, job_delete, job_retry, job_run_again
+
+RETRYABLE_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 def image_url(job_id: Any, index: int, *, thumbnail: int | None = None) -> str:
-    url = reverse("job-image", args=[job_id, index])
-    return f"{url}/thumbnail?size={thumbnail}" if thumbnail else url
+    """The URL of a job's image (or of its WebP thumbnail); a staff session may read it."""
+    if thumbnail:
+        url = reverse("job-image-thumbnail", args=[job_id, index])
+        return f"{url}?size={thumbnail}"
+    return reverse("job-image", args=[job_id, index])
 
 
-class JobImageInline(admin.TabularInline):
-    model = JobImage
-    extra = 0
-    can_delete = False
-    fields = ("preview", "index", "seed", "width", "height", "file")
-    readonly_fields = fields
+def progress_percent(job: Job) -> int:
+    """How far a job is, 0-100 (a completed job is 100)."""
+    if job.status == JobStatus.COMPLETED:
+        return 100
+    fraction = float((job.progress or {}).get("fraction") or 0)
+    return round(min(max(fraction, 0.0), 1.0) * 100)
 
-    @admin.display(description="Image")
-    def preview(self, obj: JobImage) -> str:
-        return format_html(
-            '<a href="{}" target="_blank"><img src="{}" alt="image {}" '
-            'style="max-width:min(100%,512px);height:auto;border-radius:4px"></a>',
-            image_url(obj.job_id, obj.index),
-            image_url(obj.job_id, obj.index, thumbnail=512),
-            obj.index,
-        )
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+def age(moment: Any) -> str:
+    """'5 minutes ago', coarse enough to read at a glance."""
+    if moment is None:
+        return "—"
+    now = timezone.now()
+    if (now - moment).total_seconds() < 60:
+        return "just now"
+    return f"{timesince(moment, now, depth=1)} ago"
+
+
+def error_text(job: Job) -> str:
+    details = job.result_details or {}
+    return str(details.get("error") or details.get("last_error") or "")
+
+
+def service_error(exc: APIException) -> str:
+    """The readable message of a service's Conflict / NotFound / ValidationError."""
+
+    def flatten(detail: Any) -> list[str]:
+        if isinstance(detail, dict):
+            return [text for value in detail.values() for text in flatten(value)]
+        if isinstance(detail, list):
+            return [text for value in detail for text in flatten(value)]
+        return [str(detail)]
+
+    return " ".join(flatten(exc.detail))
 
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = (
         "thumbnail",
-        "id",
+        "short_id",
         "status_badge",
         "progress_bar",
         "server_alias",
         "prompt_excerpt",
-        "created_at",
+        "age",
         "retry_count",
     )
-    list_display_links = ("thumbnail", "id")
+    list_display_links = ("thumbnail", "short_id")
     list_filter = ("status", "server", "created_at")
     list_select_related = ("server",)
+    list_per_page = 50
     search_fields = ("id",)
     search_help_text = "Search by prompt text or job id."
     ordering = ("-created_at",)
@@ -68,6 +96,7 @@ class JobAdmin(admin.ModelAdmin):
         "server",
         "target_server_alias",
         "error",
+        "images_large",
         "parameters",
         "generation_info",
         "forge_session_hash",
@@ -79,9 +108,31 @@ class JobAdmin(admin.ModelAdmin):
         "completed_at",
         "api_key",
     )
-    fields = readonly_fields
-    inlines = (JobImageInline,)
-    actions = ("cancel_jobs", "retry_jobs", "delete_jobs")
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "status_badge",
+                    "progress_bar",
+                    "error",
+                    "server",
+                    "target_server_alias",
+                    "priority",
+                    "retry_count",
+                )
+            },
+        ),
+        ("Images", {"fields": ("images_large",)}),
+        ("Parameters", {"fields": ("parameters",)}),
+        ("Generation info", {"fields": ("generation_info",)}),
+        (
+            "Timing",
+            {"fields": ("created_at", "started_at", "updated_at", "completed_at")},
+        ),
+        ("Technical", {"fields": ("id", "forge_session_hash", "api_key")}),
+    )
+    actions = ("cancel_jobs", "retry_jobs", "run_again", "delete_jobs")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # jobs come from the API, which validates them
@@ -103,39 +154,157 @@ class JobAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
         return super().get_queryset(request).prefetch_related("images")
 
+    # --- the job page: read-only, with buttons for the services -----------------------------
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        job = self.get_object(request, object_id)
+        context = {
+            **(extra_context or {}),
+            "title": "Job",
+            # Nothing on a job is edited by hand: the buttons below replace "Save".
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+            "job_can_cancel": job is not None and job.status in ACTIVE_STATUSES,
+            "job_can_retry": job is not None and job.status in RETRYABLE_STATUSES,
+        }
+        return super().change_view(request, object_id, form_url, context)
+
+    def get_urls(self) -> list[URLPattern]:
+        def view(handler: Callable[[HttpRequest, str], HttpResponse]) -> Any:
+            return self.admin_site.admin_view(require_POST(handler))
+
+        return [
+            path("<path:object_id>/cancel/", view(self.cancel_view), name="queue_app_job_cancel"),
+            path("<path:object_id>/retry/", view(self.retry_view), name="queue_app_job_retry"),
+            path(
+                "<path:object_id>/run-again/",
+                view(self.run_again_view),
+                name="queue_app_job_run_again",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _job_or_404(self, request: HttpRequest, object_id: str) -> Job:
+        job = self.get_object(request, unquote(object_id))
+        if job is None:
+            raise Http404(f"No job {object_id}.")
+        if not self.has_change_permission(request, job):
+            raise PermissionDenied
+        return job
+
+    def _back(self, job_id: Any) -> HttpResponseRedirect:
+        return HttpResponseRedirect(reverse("admin:queue_app_job_change", args=[job_id]))
+
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        job = self._job_or_404(request, object_id)
+        try:
+            job_cancel(job_id=job.pk)
+            self.message_user(request, "Job cancelled.", messages.SUCCESS)
+        except APIException as exc:
+            self.message_user(request, service_error(exc), messages.WARNING)
+        return self._back(job.pk)
+
+    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        job = self._job_or_404(request, object_id)
+        try:
+            job_retry(job_id=job.pk)
+            self.message_user(request, "Job queued again.", messages.SUCCESS)
+        except APIException as exc:
+            self.message_user(request, service_error(exc), messages.WARNING)
+        return self._back(job.pk)
+
+    def run_again_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        job = self._job_or_404(request, object_id)
+        try:
+            new_job = job_run_again(job_id=job.pk)
+        except APIException as exc:
+            self.message_user(request, service_error(exc), messages.ERROR)
+            return self._back(job.pk)
+        self.message_user(
+            request, f"Queued a new job with a new seed (from {job.pk}).", messages.SUCCESS
+        )
+        return self._back(new_job.pk)
+
+    def delete_model(self, request: HttpRequest, obj: Job) -> None:
+        job_delete(job_id=obj.pk)
+
+    # --- columns and read-only fields -------------------------------------------------------
+
     @admin.display(description="")
     def thumbnail(self, obj: Job) -> str:
         first = next(iter(obj.images.all()), None)
         if first is None:
-            return "—"
+            return mark_safe('<span class="msd-nothumb" aria-hidden="true"></span>')
         return format_html(
-            '<img src="{}" alt="" loading="lazy" width="64" '
-            'style="height:auto;max-height:64px;border-radius:3px">',
+            '<img class="msd-thumb" src="{}" alt="" loading="lazy" width="64" height="64">',
             image_url(obj.pk, first.index, thumbnail=128),
         )
 
+    @admin.display(description="Job", ordering="id")
+    def short_id(self, obj: Job) -> str:
+        return format_html('<span title="{}">{}</span>', obj.pk, str(obj.pk)[:8])
+
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: Job) -> str:
-        return format_html('<span class="msd-badge msd-{}">{}</span>', obj.status, obj.status)
+        return format_html(
+            '<span class="msd-badge msd-{}" data-msd-job-status="{}">{}</span>',
+            obj.status,
+            obj.pk,
+            obj.status,
+        )
 
     @admin.display(description="Progress")
     def progress_bar(self, obj: Job) -> str:
-        if obj.status != JobStatus.PROCESSING:
-            return "100%" if obj.status == JobStatus.COMPLETED else "—"
-        fraction = float((obj.progress or {}).get("fraction") or 0)
-        percent = round(fraction * 100)
+        if obj.status not in (JobStatus.PROCESSING, JobStatus.COMPLETED):
+            return "—"
+        percent = progress_percent(obj)
         return format_html(
-            '<progress value="{}" max="100" title="{}%">{}%</progress> {}%',
-            percent,
-            percent,
+            '<span class="msd-progress" data-msd-job-progress="{}">'
+            '<progress value="{}" max="100"></progress> <span class="msd-pct">{}%</span></span>',
+            obj.pk,
             percent,
             percent,
         )
 
     @admin.display(description="Error")
     def error(self, obj: Job) -> str:
-        details = obj.result_details or {}
-        return str(details.get("error") or details.get("last_error") or "—")
+        text = error_text(obj)
+        return format_html('<span class="msd-error">{}</span>', text) if text else "—"
+
+    @admin.display(description="Images")
+    def images_large(self, obj: Job) -> SafeString | str:
+        images = list(obj.images.all())
+        if not images:
+            return "—"
+        return format_html(
+            '<div class="msd-images">{}</div>',
+            format_html_join(
+                "",
+                '<figure><a href="{}" target="_blank" rel="noopener"><img src="{}" alt="image {}" '
+                'loading="lazy"></a><figcaption>#{} · seed {} · {}&times;{} · '
+                '<a href="{}">parameters</a></figcaption></figure>',
+                (
+                    (
+                        image_url(obj.pk, image.index),
+                        image_url(obj.pk, image.index, thumbnail=1024),
+                        image.index,
+                        image.index,
+                        image.seed if image.seed is not None else "?",
+                        image.width or "?",
+                        image.height or "?",
+                        reverse("mobilesd-gallery-image", args=[obj.pk, image.index]),
+                    )
+                    for image in images
+                ),
+            ),
+        )
 
     @admin.display(description="Parameters")
     def parameters(self, obj: Job) -> str:
@@ -148,41 +317,48 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="Prompt")
     def prompt_excerpt(self, obj: Job) -> str:
-        return Truncator(obj.prompt).chars(60)
+        return Truncator(obj.prompt).chars(80)
 
     @admin.display(description="Server", ordering="server__alias")
     def server_alias(self, obj: Job) -> str:
         return obj.server_alias
 
-    def delete_model(self, request: HttpRequest, obj: Job) -> None:
-        job_delete(job_id=obj.pk)
+    @admin.display(description="Age", ordering="created_at")
+    def age(self, obj: Job) -> str:
+        return format_html(
+            '<time datetime="{}">{}</time>', obj.created_at.isoformat(), age(obj.created_at)
+        )
+
+    # --- bulk actions -----------------------------------------------------------------------
+
+    def _each(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Job],
+        service: Callable[..., Any],
+        done: str,
+    ) -> None:
+        count = 0
+        for job in queryset:
+            try:
+                service(job_id=job.pk)
+                count += 1
+            except APIException as exc:
+                self.message_user(request, f"{job.pk}: {service_error(exc)}", messages.WARNING)
+        self.message_user(request, done.format(count=count), messages.SUCCESS)
 
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        cancelled = 0
-        for job in queryset:
-            try:
-                job_cancel(job_id=job.pk)
-                cancelled += 1
-            except Conflict as exc:
-                self.message_user(request, str(exc.detail), messages.WARNING)
-        self.message_user(request, f"Cancelled {cancelled} job(s).", messages.SUCCESS)
+        self._each(request, queryset, job_cancel, "Cancelled {count} job(s).")
 
     @admin.action(description="Retry selected failed or cancelled jobs")
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        retried = 0
-        for job in queryset:
-            try:
-                job_retry(job_id=job.pk)
-                retried += 1
-            except Conflict as exc:
-                self.message_user(request, str(exc.detail), messages.WARNING)
-        self.message_user(request, f"Requeued {retried} job(s).", messages.SUCCESS)
+        self._each(request, queryset, job_retry, "Requeued {count} job(s).")
+
+    @admin.action(description="Run selected jobs again with a new seed")
+    def run_again(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._each(request, queryset, job_run_again, "Queued {count} new job(s).")
 
     @admin.action(description="Delete selected jobs and their images")
     def delete_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        count = 0
-        for job in queryset:
-            job_delete(job_id=job.pk)
-            count += 1
-        self.message_user(request, f"Deleted {count} job(s).", messages.SUCCESS)
+        self._each(request, queryset, job_delete, "Deleted {count} job(s).")

@@ -234,3 +234,23 @@ def job_delete(*, job_id: str | UUID) -> UUID:
         transaction.on_commit(lambda: delete_image_files(files))
     logger.info("Deleted job %s and %d stored file(s)", pk, len(files))
     return pk
+
+
+def job_run_again(*, job_id: str | UUID) -> Job:
+    """Queue a new job with the same parameters, server and priority as `job_id`, but a
+    random seed (`""`); the original job is left as it is.
+
+    Goes through job_submit, so the target server must still exist and a fresh model cache
+    must still list the checkpoint.
+    """
+    job = job_get(job_id=job_id)
+    target = ANY_SERVER if job.target_server_alias == ANY_SERVER else job.server_alias
+    params = {**(job.generation_params or {}), "seed": ""}
+    new_job, _ = job_submit(
+        target_server_alias=target,
+        generation_params=params,
+        priority=job.priority,
+        api_key=job.api_key,
+    )
+    logger.info("Job %s runs again as %s", job.pk, new_job.pk)
+    return new_job

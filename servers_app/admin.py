@@ -1,14 +1,59 @@
-"""Admin for generation servers."""
+"""Admin for generation servers: their state, the connection test, models, enable/disable.
+
+Buttons and actions go through servers_app.services (health, models, update, delete); the
+form itself saves the row as Django's admin does.
+"""
+
+from collections.abc import Callable
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator
+from django.views.decorators.http import require_POST
 
 from core_app.errors import Conflict
-from queue_app.models import ACTIVE_STATUSES
-from servers_app.models import CachedModel, Server
-from servers_app.services import server_check_health, server_delete, server_refresh_models
+from queue_app.admin import age
+from queue_app.models import Job, JobStatus
+from servers_app.models import CachedModel, ModelKind, Server
+from servers_app.services import (
+    server_check_health,
+    server_delete,
+    server_refresh_models,
+    server_update,
+)
+
+# The server page lists this many cached models of each kind; the rest is one click away.
+MODELS_SHOWN = 100
+
+
+def server_state(server: Server) -> str:
+    """The server's state as the dashboard shows it: disabled, online, offline or unknown
+    (never checked yet)."""
+    if not server.enabled:
+        return "disabled"
+    if server.is_online is None:
+        return "unknown"
+    return "online" if server.is_online else "offline"
+
+
+def _count_jobs(status: str) -> Coalesce:
+    jobs = (
+        Job.objects.filter(server=OuterRef("pk"), status=status)
+        .order_by()
+        .values("server")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(jobs, output_field=IntegerField()), 0)
 
 
 class ServerForm(forms.ModelForm):
@@ -21,7 +66,7 @@ class ServerForm(forms.ModelForm):
 
     class Meta:
         model = Server
-        fields = ("alias", "api_url", "username", "password", "enabled", "slots")
+        fields = ("alias", "api_url", "username", "password", "enabled", "slots", "models_dir")
 
     def clean_password(self) -> str:
         password = self.cleaned_data.get("password") or ""
@@ -35,20 +80,19 @@ class ServerAdmin(admin.ModelAdmin):
     form = ServerForm
     list_display = (
         "alias",
+        "state_badge",
+        "checkpoint",
+        "running",
+        "queue_depth",
+        "last_seen",
+        "error_excerpt",
         "api_url",
-        "enabled",
-        "is_online",
-        "flavour",
-        "loaded_checkpoint",
-        "active_jobs",
-        "slots",
-        "last_seen_at",
-        "last_error",
     )
     list_filter = ("enabled", "is_online")
     search_fields = ("alias", "api_url")
     ordering = ("alias",)
     readonly_fields = (
+        "state_badge",
         "is_online",
         "last_checked_at",
         "last_seen_at",
@@ -58,39 +102,257 @@ class ServerAdmin(admin.ModelAdmin):
         "models_refreshed_at",
         "models_stale",
         "models_error",
+        "cached_models_list",
         "created_at",
         "updated_at",
+    )
+    fieldsets = (
+        (None, {"fields": ServerForm.Meta.fields}),
+        (
+            "State (written by the workers)",
+            {
+                "fields": (
+                    "state_badge",
+                    "loaded_checkpoint",
+                    "flavour",
+                    "last_checked_at",
+                    "last_seen_at",
+                    "last_error",
+                )
+            },
+        ),
+        (
+            "Models",
+            {
+                "fields": (
+                    "models_refreshed_at",
+                    "models_stale",
+                    "models_error",
+                    "cached_models_list",
+                )
+            },
+        ),
+        ("Record", {"fields": ("created_at", "updated_at")}),
     )
     actions = (
         "check_servers",
         "refresh_models",
-        "delete_idle_servers",
         "enable_servers",
         "disable_servers",
+        "delete_idle_servers",
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Server]:
         return (
             super()
             .get_queryset(request)
-            .annotate(active_job_count=Count("jobs", filter=Q(jobs__status__in=ACTIVE_STATUSES)))
+            .annotate(
+                pending_count=_count_jobs(JobStatus.PENDING),
+                running_count=_count_jobs(JobStatus.PROCESSING),
+            )
         )
 
-    @admin.display(description="Queued / running jobs", ordering="active_job_count")
-    def active_jobs(self, obj: Server) -> int:
-        return getattr(obj, "active_job_count", 0)
+    def get_fieldsets(self, request: HttpRequest, obj: Server | None = None) -> Any:
+        if obj is None:  # a new server has no state yet
+            return self.fieldsets[:1]
+        return self.fieldsets
+
+    # --- deleting through the service -------------------------------------------------------
 
     def delete_model(self, request: HttpRequest, obj: Server) -> None:
         server_delete(server=obj)
 
-    def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict | None = None):  # type: ignore[no-untyped-def]
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         try:
             return super().delete_view(request, object_id, extra_context)
         except Conflict as exc:
             self.message_user(request, str(exc.detail), messages.ERROR)
-            from django.shortcuts import redirect
+            return HttpResponseRedirect(
+                reverse("admin:servers_app_server_change", args=[object_id])
+            )
 
-            return redirect("admin:servers_app_server_change", object_id)
+    # --- the server page's buttons ---------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        def view(handler: Callable[[HttpRequest, str], HttpResponse]) -> Any:
+            return self.admin_site.admin_view(require_POST(handler))
+
+        return [
+            path("<path:object_id>/check/", view(self.check_view), name="servers_app_server_check"),
+            path(
+                "<path:object_id>/refresh-models/",
+                view(self.refresh_view),
+                name="servers_app_server_refresh_models",
+            ),
+            path(
+                "<path:object_id>/enable/", view(self.enable_view), name="servers_app_server_enable"
+            ),
+            path(
+                "<path:object_id>/disable/",
+                view(self.disable_view),
+                name="servers_app_server_disable",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _server_or_404(self, request: HttpRequest, object_id: str) -> Server:
+        server = self.get_object(request, unquote(object_id))
+        if server is None:
+            raise Http404(f"No server {object_id}.")
+        if not self.has_change_permission(request, server):
+            raise PermissionDenied
+        return server
+
+    def _back(self, server: Server) -> HttpResponseRedirect:
+        return HttpResponseRedirect(reverse("admin:servers_app_server_change", args=[server.pk]))
+
+    def check_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        server = self._server_or_404(request, object_id)
+        self._check(request, server)
+        return self._back(server)
+
+    def refresh_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        server = self._server_or_404(request, object_id)
+        self._refresh(request, server)
+        return self._back(server)
+
+    def enable_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        server = self._server_or_404(request, object_id)
+        self._set_enabled(request, [server], enabled=True)
+        return self._back(server)
+
+    def disable_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        server = self._server_or_404(request, object_id)
+        self._set_enabled(request, [server], enabled=False)
+        return self._back(server)
+
+    def _check(self, request: HttpRequest, server: Server) -> None:
+        result = server_check_health(server=server)
+        server.refresh_from_db()
+        if not result.online:
+            self.message_user(
+                request,
+                f"{server.alias} did not answer as expected: {result.error}",
+                messages.ERROR,
+            )
+            return
+        flavour = {"forge": "Forge", "a1111": "AUTOMATIC1111"}.get(server.flavour, "a server")
+        checkpoint = server.loaded_checkpoint or "no checkpoint"
+        self.message_user(
+            request,
+            f"{server.alias} answered: online, {flavour}, {checkpoint} loaded.",
+            messages.SUCCESS,
+        )
+
+    def _refresh(self, request: HttpRequest, server: Server) -> None:
+        result = server_refresh_models(server=server)
+        if result.error:
+            self.message_user(
+                request, f"{server.alias}: kept the last list: {result.error}", messages.ERROR
+            )
+        else:
+            self.message_user(
+                request,
+                f"{server.alias}: {result.checkpoints} checkpoints, {result.loras} LoRAs "
+                f"({result.added} new, {result.removed} gone).",
+                messages.SUCCESS,
+            )
+
+    def _set_enabled(self, request: HttpRequest, servers: Any, *, enabled: bool) -> None:
+        # server_update health-checks the server afterwards, which runs its queue if it is
+        # online; a disabled server keeps its jobs pending.
+        for server in servers:
+            try:
+                server_update(server=server, data={"enabled": enabled}, partial=True)
+            except ValidationError as exc:  # a row the current rules refuse: say which
+                self.message_user(
+                    request, f"{server.alias}: {' '.join(exc.messages)}", messages.ERROR
+                )
+                continue
+            if enabled:
+                self.message_user(request, f"{server.alias} enabled.", messages.SUCCESS)
+            else:
+                self.message_user(
+                    request,
+                    f"{server.alias} disabled: its jobs wait until it is enabled again.",
+                    messages.SUCCESS,
+                )
+
+    # --- columns and read-only fields -------------------------------------------------------
+
+    @admin.display(description="State", ordering="is_online")
+    def state_badge(self, obj: Server) -> str:
+        state = server_state(obj)
+        return format_html('<span class="msd-badge msd-{}">{}</span>', state, state)
+
+    @admin.display(description="Checkpoint", ordering="loaded_checkpoint")
+    def checkpoint(self, obj: Server) -> str:
+        return Truncator(obj.loaded_checkpoint).chars(48) or "—"
+
+    @admin.display(description="Running", ordering="running_count")
+    def running(self, obj: Server) -> int:
+        return int(getattr(obj, "running_count", 0))
+
+    @admin.display(description="Queued", ordering="pending_count")
+    def queue_depth(self, obj: Server) -> int:
+        return int(getattr(obj, "pending_count", 0))
+
+    @admin.display(description="Last seen", ordering="last_seen_at")
+    def last_seen(self, obj: Server) -> str:
+        return age(obj.last_seen_at)
+
+    @admin.display(description="Last error")
+    def error_excerpt(self, obj: Server) -> str:
+        if not obj.last_error:
+            return "—"
+        return format_html(
+            '<span class="msd-error" title="{}">{}</span>',
+            obj.last_error,
+            Truncator(obj.last_error).chars(80),
+        )
+
+    @admin.display(description="Cached models")
+    def cached_models_list(self, obj: Server) -> SafeString | str:
+        models = list(
+            obj.cached_models.order_by("kind", "name").values_list("kind", "name", "short_hash")
+        )
+        if not models:
+            return "None yet: refresh the models."
+        link = reverse("admin:servers_app_cachedmodel_changelist") + f"?server__id__exact={obj.pk}"
+        sections = []
+        for kind, label in ((ModelKind.CHECKPOINT, "Checkpoints"), (ModelKind.LORA, "LoRAs")):
+            names = [(name, short_hash) for k, name, short_hash in models if k == kind]
+            shown = format_html_join(
+                "",
+                '<li>{} <span class="quiet">{}</span></li>',
+                names[:MODELS_SHOWN],
+            )
+            more = (
+                format_html('<li><a href="{}">… {} more</a></li>', link, len(names) - MODELS_SHOWN)
+                if len(names) > MODELS_SHOWN
+                else ""
+            )
+            sections.append(
+                format_html(
+                    '<details class="msd-models"{}><summary>{} ({})</summary>'
+                    "<ul>{}{}</ul></details>",
+                    " open" if kind == ModelKind.CHECKPOINT else "",
+                    label,
+                    len(names),
+                    shown,
+                    more,
+                )
+            )
+        return format_html(
+            '{}{}<p><a href="{}">All cached models of this server</a></p>',
+            sections[0],
+            sections[1],
+            link,
+        )
+
+    # --- bulk actions -----------------------------------------------------------------------
 
     @admin.action(description="Delete selected servers (refused while they have jobs)")
     def delete_idle_servers(self, request: HttpRequest, queryset: QuerySet[Server]) -> None:
@@ -104,42 +366,23 @@ class ServerAdmin(admin.ModelAdmin):
         if deleted:
             self.message_user(request, f"Deleted {deleted} server(s).", messages.SUCCESS)
 
-    @admin.action(description="Check the connection now")
+    @admin.action(description="Test the connection now")
     def check_servers(self, request: HttpRequest, queryset: QuerySet[Server]) -> None:
         for server in queryset:
-            result = server_check_health(server=server)
-            if result.online:
-                self.message_user(request, f"{server.alias}: online.", messages.SUCCESS)
-            else:
-                self.message_user(request, f"{server.alias}: {result.error}", messages.ERROR)
+            self._check(request, server)
 
     @admin.action(description="Refresh models (checkpoints and LoRAs)")
     def refresh_models(self, request: HttpRequest, queryset: QuerySet[Server]) -> None:
         for server in queryset:
-            result = server_refresh_models(server=server)
-            if result.error:
-                self.message_user(
-                    request, f"{server.alias}: kept the last list: {result.error}", messages.ERROR
-                )
-            else:
-                self.message_user(
-                    request,
-                    f"{server.alias}: {result.checkpoints} checkpoints, {result.loras} LoRAs.",
-                    messages.SUCCESS,
-                )
+            self._refresh(request, server)
 
     @admin.action(description="Enable selected servers")
     def enable_servers(self, request: HttpRequest, queryset: QuerySet[Server]) -> None:
-        from queue_app.tasks import nudge, servers_with_work
-
-        count = queryset.update(enabled=True)
-        nudge(servers_with_work(Server.objects.filter(pk__in=queryset.values("pk"))))
-        self.message_user(request, f"Enabled {count} server(s).", messages.SUCCESS)
+        self._set_enabled(request, queryset, enabled=True)
 
     @admin.action(description="Disable selected servers (their jobs wait)")
     def disable_servers(self, request: HttpRequest, queryset: QuerySet[Server]) -> None:
-        count = queryset.update(enabled=False)
-        self.message_user(request, f"Disabled {count} server(s).", messages.SUCCESS)
+        self._set_enabled(request, queryset, enabled=False)
 
 
 @admin.register(CachedModel)
