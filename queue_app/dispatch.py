@@ -94,15 +94,23 @@ def _choose(window: list[Job], server: Server) -> Job | None:
     return head
 
 
-def job_claim_next(*, server_id: int) -> Claim | None:
+def job_claim_next(*, server_id: int, finishing: uuid.UUID | None = None) -> Claim | None:
     """Claim the next job for a free slot of the server, or None (no slot, no job, or the
-    server is disabled or offline). Safe to call from any number of workers at once."""
+    server is disabled or offline). Safe to call from any number of workers at once.
+
+    `finishing` is a job of this server that the caller holds and whose generation has
+    ended (its images are being stored): its slot counts as free for the caller's claim.
+    """
     now = timezone.now()
     with transaction.atomic():
         server = Server.objects.select_for_update().filter(pk=server_id).first()
         if server is None or not server.enabled or server.is_online is False:
             return None
-        running = Job.objects.filter(server=server, status=JobStatus.PROCESSING).count()
+        running = (
+            Job.objects.filter(server=server, status=JobStatus.PROCESSING)
+            .exclude(pk__in=[finishing] if finishing else [])
+            .count()
+        )
         if running >= server.slots:
             return None
         window = list(

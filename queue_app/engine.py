@@ -9,6 +9,7 @@ the job is cancelled (only when the server's current task is this job's).
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
@@ -34,6 +35,7 @@ from servers_app.client import (
     ForgeTransientError,
     ForgeUnreachableError,
     ServerEndpoint,
+    Txt2ImgResult,
     job_timeout,
 )
 from servers_app.models import Server
@@ -65,37 +67,75 @@ def server_run(server_id: int, *, on_job_done: Callable[[], None] | None = None)
     """Run jobs of this server one after another while there are any; returns how many.
 
     Any number of these may run at once for one server: claims never exceed its slots.
+    The loop is a two-stage pipeline: as soon as a job's images arrive, the next job is
+    claimed (not counting the finished one's slot) and sent from a generation thread, and
+    the finished job's images are stored and the job completed while the server already
+    works on the next. The server never waits for MobileSD's bookkeeping.
     """
     done = 0
     client: ForgeClient | None = None
+    finished: tuple[Claim, Txt2ImgResult] | None = None  # generated, not yet stored
+    generator = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"generate-{server_id}")
     try:
-        while not shutting_down.is_set():
-            claim = dispatch.job_claim_next(server_id=server_id)
-            if claim is None:
+        while True:
+            claim = None
+            if not shutting_down.is_set():
+                claim = dispatch.job_claim_next(
+                    server_id=server_id, finishing=finished[0].job_id if finished else None
+                )
+            if claim is None and finished is None:
                 return done
-            assert claim.server is not None
-            if client is None or client.endpoint != ServerEndpoint.from_server(claim.server):
-                if client is not None:
-                    client.close()
-                # One session for the loop: the next request reuses the connection.
-                client = make_client(claim.server)
-            _run_one(claim, client)
-            done += 1
-            if on_job_done is not None:
-                on_job_done()
-        return done
+            generating = None
+            if claim is not None:
+                assert claim.server is not None
+                if client is None or client.endpoint != ServerEndpoint.from_server(claim.server):
+                    if client is not None:
+                        client.close()
+                    # One session for the loop: the next request reuses the connection.
+                    client = make_client(claim.server)
+                generating = generator.submit(_generate_guarded, claim, client)
+            if finished is not None:
+                _store_guarded(*finished)
+                finished = None
+                done += 1
+                if on_job_done is not None:
+                    on_job_done()
+            if generating is not None:
+                assert claim is not None
+                result = generating.result()
+                if result is not None:
+                    finished = (claim, result)
+                else:
+                    done += 1
     finally:
+        # The generation thread's database connection is its own: close it there.
+        generator.submit(_close_this_threads_connection).result()
+        generator.shutdown()
         if client is not None:
             client.close()
 
 
-def _run_one(claim: Claim, client: ForgeClient) -> None:
+def _close_this_threads_connection() -> None:
+    # `connection` resolves to the calling thread's connection only when called there.
+    connection.close()
+
+
+def _generate_guarded(claim: Claim, client: ForgeClient) -> Txt2ImgResult | None:
     try:
-        job_execute(claim, client=client)
+        return job_generate(claim, client=client)
     except Exception:
         # A bug must not kill the loop with the job stuck in processing: fail it.
         logger.exception("Unexpected error running job %s", claim.job_id)
         dispatch.job_fail(claim=claim, error="Internal error in MobileSD while running.")
+        return None
+
+
+def _store_guarded(claim: Claim, result: Txt2ImgResult) -> None:
+    try:
+        _store_results(claim, result.images, result.info)
+    except Exception:
+        logger.exception("Unexpected error storing the images of job %s", claim.job_id)
+        dispatch.job_fail(claim=claim, error="Internal error in MobileSD while storing images.")
 
 
 class Monitor(threading.Thread):
@@ -114,11 +154,13 @@ class Monitor(threading.Thread):
         self.join(timeout=10)
 
     def run(self) -> None:
-        # Short reads: a progress probe must never hold up the heartbeat or `stop`.
-        client = make_client(self.server, read_timeout=5.0)
         interval = settings.MOBILESD_HEARTBEAT_SECONDS
+        client: ForgeClient | None = None
         try:
             while not self.stopping.wait(interval):
+                if client is None:  # made at the first beat: most fast jobs never need it
+                    # Short reads: a progress probe must never hold up the heartbeat or stop.
+                    client = make_client(self.server, read_timeout=5.0)
                 progress = self._progress(client)
                 self.state = dispatch.job_heartbeat(claim=self.claim, progress=progress)
                 if self.state == "ok":
@@ -129,7 +171,8 @@ class Monitor(threading.Thread):
         except Exception:
             logger.exception("Monitor of job %s stopped", self.claim.job_id)
         finally:
-            client.close()
+            if client is not None:
+                client.close()
             connection.close()
 
     def _progress(self, client: ForgeClient) -> dict[str, Any] | None:
@@ -184,6 +227,14 @@ def _resolve_checkpoint(server: Server, requested: str) -> str:
 def job_execute(claim: Claim, *, client: ForgeClient | None = None) -> None:
     """Run one claimed job to its end: completed, failed, released for a retry, or discarded
     because it was cancelled meanwhile."""
+    result = job_generate(claim, client=client)
+    if result is not None:
+        _store_results(claim, result.images, result.info)
+
+
+def job_generate(claim: Claim, *, client: ForgeClient | None = None) -> Txt2ImgResult | None:
+    """Generate a claimed job on its server: the result to store, or None when the job was
+    failed or released for a retry instead."""
     job = claim.job or Job.objects.select_related("server").get(pk=claim.job_id)
     server = claim.server or job.server
     assert server is not None  # a claim always sets the server
@@ -211,13 +262,13 @@ def job_execute(claim: Claim, *, client: ForgeClient | None = None) -> None:
         # Nothing reached the server: the job waits, uncounted, until the server is back.
         server_mark_offline(server_id=server.pk, error=str(exc))
         dispatch.job_release(claim=claim, error=str(exc), count_attempt=False)
-        return
+        return None
     except ForgeTransientError as exc:
         dispatch.job_release(claim=claim, error=str(exc), count_attempt=True)
-        return
+        return None
     except ForgePermanentError as exc:
         dispatch.job_fail(claim=claim, error=exc.detail or str(exc))
-        return
+        return None
     finally:
         if monitor is not None:
             monitor.stop()
@@ -225,8 +276,9 @@ def job_execute(claim: Claim, *, client: ForgeClient | None = None) -> None:
             client.close()
 
     if title and title != server.loaded_checkpoint:
+        # Before the next claim, which prefers jobs for the checkpoint now loaded.
         server_note_loaded_checkpoint(server_id=server.pk, title=title)
-    _store_results(claim, result.images, result.info)
+    return result
 
 
 def _seed_of(info: dict[str, Any], index: int) -> int | None:

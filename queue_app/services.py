@@ -115,10 +115,14 @@ def _check_checkpoint(server: Server | None, params: dict[str, Any]) -> None:
 
 
 def _nudge_for(job: Job) -> None:
+    from queue_app import dispatch
     from queue_app.tasks import nudge, servers_with_work
 
     if job.server_id is not None:
-        nudge([job.server_id])
+        # A server whose slots are all busy will claim this job when one frees up: its
+        # running loop claims again after every job, so a nudge would be wasted work.
+        if dispatch.server_may_claim(server_id=job.server_id):
+            nudge([job.server_id])
     else:
         nudge(servers_with_work())
 

@@ -328,6 +328,9 @@ class GenerationJob:
         def stop_requested() -> bool:
             return rt.killed or rt.state.interrupted or rt.state.skipped
 
+        # Steps end on a fixed schedule from the start, so the sleeps' overshoot does not
+        # add up: a job of N steps takes N x seconds_per_step, as a benchmark assumes.
+        started = time.monotonic()
         for n in range(n_iter):
             with rt.cond:
                 if rt.state.interrupted or rt.state.stopping_generation:
@@ -342,7 +345,12 @@ class GenerationJob:
                 if drop_pending and done >= drop_at:
                     drop_pending = self._maybe_drop(drop_pending)
                 with rt.cond:
-                    stop = rt.cond.wait_for(stop_requested, spp) if spp > 0 else stop_requested()
+                    remaining = started + (done + 1) * spp - time.monotonic()
+                    stop = (
+                        rt.cond.wait_for(stop_requested, max(remaining, 0.0))
+                        if spp > 0
+                        else stop_requested()
+                    )
                     if rt.killed:
                         raise JobAbortedError
                     if stop:
