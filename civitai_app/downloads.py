@@ -702,7 +702,7 @@ def download_refresh_servers(*, download_id: str | uuid.UUID) -> None:
     """After a completed download: ask each target server to rescan its checkpoints or
     LoRAs, then refresh MobileSD's cache of them. Failures are recorded on the target,
     never on the download (the file is in place either way)."""
-    from servers_app.client import ForgeClient, ForgeError, ServerEndpoint
+    from servers_app.client import ForgeClient, ForgeError, ForgePermanentError, ServerEndpoint
     from servers_app.services import server_refresh_models
 
     download = Download.objects.filter(pk=download_id, status=DownloadStatus.COMPLETED).first()
@@ -723,11 +723,21 @@ def download_refresh_servers(*, download_id: str | uuid.UUID) -> None:
             read_timeout=60.0,
         )
         try:
+            # The rescans of checkpoints, embeddings and VAEs wait behind the server's
+            # generation lock.
             if refresh == "checkpoints":
-                # Waits behind the server's generation lock.
                 client.refresh_checkpoints(timeout=settings.MOBILESD_FORGE_TIMEOUT_CAP)
+            elif refresh == "embeddings":
+                client.refresh_embeddings(timeout=settings.MOBILESD_FORGE_TIMEOUT_CAP)
+            elif refresh == "vae":
+                client.refresh_vae(timeout=settings.MOBILESD_FORGE_TIMEOUT_CAP)
             else:
                 client.refresh_loras(timeout=120.0)
+        except ForgePermanentError as exc:
+            # A server without that route (Forge has no VAE list; old A1111 no embeddings
+            # rescan) picks the file up on its own or after a restart.
+            if exc.status_code != 404:
+                error = f"The server could not be asked to rescan: {exc}"
         except ForgeError as exc:
             error = f"The server could not be asked to rescan: {exc}"
         finally:

@@ -11,7 +11,7 @@ it: it must already exist (every A1111/Forge install has it), or the download is
 from dataclasses import dataclass
 from typing import Literal
 
-Refresh = Literal["checkpoints", "loras", ""]
+Refresh = Literal["checkpoints", "loras", "embeddings", "vae", ""]
 
 EMBEDDINGS_FOLDER = "../embeddings"
 
@@ -19,8 +19,8 @@ EMBEDDINGS_FOLDER = "../embeddings"
 @dataclass(frozen=True)
 class TypeFolder:
     """`folder` below models_dir; `refresh` = the server list to rescan afterwards
-    ("" when the server has no refresh call MobileSD makes: embeddings are rescanned by the
-    server before each generation; VAE, upscalers and the like by its UI or a restart)."""
+    ("" when the server has no API call for it: text encoders, upscalers and the like are
+    found by its UI's refresh or a restart)."""
 
     folder: str
     refresh: Refresh
@@ -35,8 +35,8 @@ MODEL_TYPE_FOLDERS: dict[str, TypeFolder] = {
     "LORA": TypeFolder("Lora", "loras"),
     "LoCon": TypeFolder("Lora", "loras"),
     "DoRA": TypeFolder("Lora", "loras"),
-    "TextualInversion": TypeFolder(EMBEDDINGS_FOLDER, ""),
-    "VAE": TypeFolder("VAE", ""),
+    "TextualInversion": TypeFolder(EMBEDDINGS_FOLDER, "embeddings"),
+    "VAE": TypeFolder("VAE", "vae"),
     "TextEncoder": TypeFolder("text_encoder", ""),
     "Hypernetwork": TypeFolder("hypernetworks", ""),
     "Controlnet": TypeFolder("ControlNet", ""),

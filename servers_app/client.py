@@ -798,6 +798,14 @@ class ForgeClient:
     def refresh_loras(self, *, timeout: float | None = None) -> None:
         self._request("POST", "/sdapi/v1/refresh-loras", timeout=timeout)
 
+    def refresh_embeddings(self, *, timeout: float | None = None) -> None:
+        """Rescan textual-inversion embeddings (A1111 1.7+, Forge; waits behind the lock)."""
+        self._request("POST", "/sdapi/v1/refresh-embeddings", timeout=timeout)
+
+    def refresh_vae(self, *, timeout: float | None = None) -> None:
+        """Rescan VAEs (waits behind the lock)."""
+        self._request("POST", "/sdapi/v1/refresh-vae", timeout=timeout)
+
     def memory(self) -> dict[str, Any]:
         return self._get_dict("/sdapi/v1/memory")
 

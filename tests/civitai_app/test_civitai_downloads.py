@@ -586,3 +586,25 @@ def test_other_files_are_not_mistaken(civitai, laptop, gpu_root):
     assert (
         gpu_root / "models" / "Stable-diffusion" / "juggernautXL_v9_fp32.safetensors"
     ).read_bytes() == OTHER
+
+
+@pytest.mark.parametrize(
+    ("folder", "route"),
+    [("VAE", "/sdapi/v1/refresh-vae"), ("../embeddings", "/sdapi/v1/refresh-embeddings")],
+)
+def test_embeddings_and_vae_downloads_ask_for_their_own_rescan(gpu_root, db, folder, route):
+    from civitai_app.models import Download, DownloadTarget, TargetState
+
+    with ForgeSimulator(SimulatorConfig(flavour="a1111-1.10")) as forge:
+        server = baker.make(Server, alias="Laptop", api_url=forge.url)
+        download = baker.make(
+            Download, status=DownloadStatus.COMPLETED, folder=folder, model_type="VAE"
+        )
+        baker.make(
+            DownloadTarget, download=download, server=server, state=TargetState.PLACED, path="x"
+        )
+
+        tasks.refresh_after_download(str(download.pk))
+
+        assert forge.request_count("POST", route) == 1
+    assert reload(download).targets.get().refresh_error == ""

@@ -150,7 +150,9 @@ def test_types_without_a_place_are_unsupported(model_type, file_type):
     assert type_folder(model_type, file_type) is None
 
 
-def test_only_checkpoint_and_lora_folders_ask_the_server_to_rescan():
+def test_folders_the_server_can_rescan_name_their_rescan():
     assert refresh_for_folder("Stable-diffusion") == "checkpoints"
     assert refresh_for_folder("Lora") == "loras"
-    assert refresh_for_folder("VAE") == ""
+    assert refresh_for_folder(EMBEDDINGS_FOLDER) == "embeddings"
+    assert refresh_for_folder("VAE") == "vae"
+    assert refresh_for_folder("ESRGAN") == ""
