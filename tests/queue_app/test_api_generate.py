@@ -248,3 +248,47 @@ def test_target_any_queues_a_job_without_a_server(client, server):
     job = Job.objects.get()
     assert (job.server, job.target_server_alias) == (None, "any")
     assert job.checkpoint_key == "pony/cyberrealisticpony_v8.safetensors"
+
+
+def fresh_cache(server, *titles: str) -> None:
+    from django.utils import timezone
+
+    from servers_app.model_cache import checkpoint_rows
+    from servers_app.models import CachedModel
+
+    # As /sdapi/v1/sd-models lists them: the hash in the title is also the `hash` field.
+    listing = [{"title": t, "hash": t.rsplit("[", 1)[1][:-1] if "[" in t else None} for t in titles]
+    for row in checkpoint_rows(listing):
+        CachedModel.objects.create(server=server, **row.fields())
+    server.models_refreshed_at = timezone.now()
+    server.save()
+
+
+def test_unknown_checkpoint_is_a_400_with_close_matches_when_the_cache_is_fresh(client, server):
+    fresh_cache(server, "Pony\\cyberrealisticPony_v8.safetensors [9f90c59f3a]", "sdxl.safetensors")
+    before = db_snapshot()
+
+    response = submit(client, with_params(checkpoint_name="Pony/cyberrealisticPony_v9.safetensors"))
+
+    error = assert_error(response, 400, "validation_error")
+    (message,) = error["fields"]["generation_params.checkpoint_name"]
+    assert "was not found on server 'Laptop'" in message
+    assert "Did you mean: Pony\\cyberrealisticPony_v8.safetensors [9f90c59f3a]?" in message
+    assert db_snapshot() == before
+
+
+def test_known_checkpoint_in_any_form_is_accepted_when_the_cache_is_fresh(client, server):
+    fresh_cache(server, "Pony\\cyberrealisticPony_v8.safetensors [9f90c59f3a]")
+
+    for name in ("Pony/cyberrealisticPony_v8.safetensors", "9f90c59f3a", "cyberrealisticPony_v8"):
+        assert submit(client, with_params(checkpoint_name=name)).status_code == 202
+
+
+def test_unknown_checkpoint_is_accepted_when_the_cache_is_stale(client, server):
+    fresh_cache(server, "sdxl.safetensors")
+    server.models_stale = True
+    server.save()
+
+    response = submit(client, with_params(checkpoint_name="Pony/other.safetensors"))
+
+    assert response.status_code == 202  # checked against the live list at dispatch
