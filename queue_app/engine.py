@@ -292,8 +292,10 @@ def _seed_of(info: dict[str, Any], index: int) -> int | None:
 def _store_results(claim: Claim, images: list[bytes], info: dict[str, Any]) -> None:
     """Write the images, then complete the job; if it is no longer ours (cancelled or taken
     over meanwhile), remove them."""
-    # Files of an earlier attempt whose worker died before recording them.
-    delete_image_files(orphan_image_files(claim.job_id))
+    if claim.job is None or claim.job.retry_count:
+        # Files of an earlier attempt whose worker died before recording them (a first
+        # attempt has none: the folder listing is spared on the common path).
+        delete_image_files(orphan_image_files(claim.job_id))
     when = timezone.now()
     first = info.get("index_of_first_image")
     skip = first if isinstance(first, int) and 0 < first <= len(images) else 0
