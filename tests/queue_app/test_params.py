@@ -10,45 +10,14 @@ from queue_app.params import (
     resolve_checkpoint_title,
     scheduler_for,
 )
+from tests.support import DOCUMENTED_GENERATE_REQUEST, DOCUMENTED_STATUS_PARAMS
 
 TASK_ID = "88615c9d-71ec-4803-88b0-14f5162f6c66"
 TITLE = "Pony\\cyberrealisticPony_v8.safetensors [9f90c59f3a]"
 
 # The `generation_params` of SEED_API.md's POST /api/v1/generate example, verbatim.
-DOCUMENTED_GENERATE_PARAMS = {
-    "positive_prompt": "a beautiful landscape",
-    "negative_prompt": "ugly, blurry",
-    "checkpoint_name": "Pony/cyberrealisticPony_v8.safetensors",
-    "width": 512,
-    "height": 512,
-    "steps": 20,
-    "cfg_scale": 7,
-    "sampler_name": "Euler",
-    "restore_faces": False,
-    "scheduler_or_quality_preset": "Balanced",
-}
-
-# The `generation_params` of SEED_API.md's job status example, verbatim.
-DOCUMENTED_STATUS_PARAMS = {
-    "positive_prompt": "a pretty girl",
-    "negative_prompt": "ugly",
-    "checkpoint_name": "Pony/cyberrealisticPony_v85.safetensors",
-    "style_preset": "simple",
-    "sampling_category": "Both",
-    "enable_hires_fix": False,
-    "upscaler_model": "None",
-    "refiner_model": "None",
-    "num_images": 1,
-    "seed": "",
-    "subseed": "",
-    "width": 512,
-    "height": 512,
-    "steps": 20,
-    "cfg_scale": 7,
-    "sampler_name": "Euler",
-    "restore_faces": False,
-    "scheduler_or_quality_preset": "Balanced",
-}
+# SEED_API.md's examples, verbatim (kept once, in tests/support.py).
+DOCUMENTED_GENERATE_PARAMS = DOCUMENTED_GENERATE_REQUEST["generation_params"]
 
 
 def _build(params: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
