@@ -20,8 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from queue_app.models import ANY_SERVER, Job, JobImage, JobStatus
@@ -104,24 +103,18 @@ def job_claim_next(*, server_id: int, finishing: uuid.UUID | None = None) -> Cla
     """
     now = timezone.now()
     with transaction.atomic():
-        # The server row, locked, with its count of running jobs: one round trip.
-        running = (
-            Job.objects.filter(server=OuterRef("pk"), status=JobStatus.PROCESSING)
-            .exclude(pk__in=[finishing] if finishing else [])
-            .order_by()
-            .values("server")
-            .annotate(n=Count("pk"))
-            .values("n")
-        )
-        server = (
-            Server.objects.select_for_update(of=("self",))
-            .annotate(running=Coalesce(Subquery(running), 0))
-            .filter(pk=server_id)
-            .first()
-        )
+        server = Server.objects.select_for_update().filter(pk=server_id).first()
         if server is None or not server.enabled or server.is_online is False:
             return None
-        if server.running >= server.slots:
+        # Counted in a statement of its own, after the lock is held: a subquery of the
+        # locking SELECT would see the snapshot taken before waiting for the lock, and miss
+        # the job the previous lock holder just claimed.
+        running = (
+            Job.objects.filter(server=server, status=JobStatus.PROCESSING)
+            .exclude(pk__in=[finishing] if finishing else [])
+            .count()
+        )
+        if running >= server.slots:
             return None
         window = list(
             _eligible(server, now)

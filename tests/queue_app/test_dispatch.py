@@ -308,3 +308,57 @@ def test_live_lease_is_left_alone(online):
 
     assert dispatch.jobs_recover_expired_leases() == []
     assert Job.objects.get().status == JobStatus.PROCESSING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_waiting_for_the_server_lock_sees_the_job_claimed_before_it():
+    """Two workers claim for a one-slot server at once: the one that waited for the server
+    row's lock must count the job the other just claimed, and claim nothing."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from tests.integration.procs import wait_until
+
+    if connection.vendor != "postgresql":
+        pytest.fail("This race needs row locks: run the suite on PostgreSQL (make test).")
+    server = baker.make(Server, alias="Laptop", api_url="http://127.0.0.1:1", is_online=True)
+    queue(server, n=2)
+    first_claimed = threading.Event()
+    release_first = threading.Event()
+    results = {}
+
+    def first() -> None:
+        try:
+            with transaction.atomic():  # holds the server row's lock until released
+                results["first"] = dispatch.job_claim_next(server_id=server.pk)
+                first_claimed.set()
+                release_first.wait(10)
+        finally:
+            connection.close()
+
+    def second() -> None:
+        try:
+            results["second"] = dispatch.job_claim_next(server_id=server.pk)
+        finally:
+            connection.close()
+
+    one = threading.Thread(target=first)
+    one.start()
+    assert first_claimed.wait(10)
+    two = threading.Thread(target=second)
+    two.start()
+
+    def second_waits_for_the_lock() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            return cursor.fetchone()[0] > 0
+
+    wait_until(second_waits_for_the_lock, timeout=10, what="the second claim to wait")
+    release_first.set()
+    one.join(10)
+    two.join(10)
+
+    assert results["first"] is not None
+    assert results["second"] is None
+    assert Job.objects.filter(status=JobStatus.PROCESSING).count() == 1
