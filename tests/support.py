@@ -1,6 +1,7 @@
 """Helpers for tests: the documented shapes of SEED_API.md, and database snapshots."""
 
 import re
+import threading
 from typing import Any
 
 from django.apps import apps
@@ -101,3 +102,21 @@ def db_snapshot() -> dict[str, list[tuple]]:
                 tuple(str(v) for v in row) for row in model._default_manager.values_list(*names)
             )
     return snapshot
+
+
+def run_queue_in_thread(server_id: int) -> threading.Thread:
+    """Run a server's queue as a worker would (queue_app.engine.server_run), beside the
+    test, with its own database connection."""
+    from django.db import connection
+
+    from queue_app.engine import server_run
+
+    def target() -> None:
+        try:
+            server_run(server_id)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread

@@ -6,14 +6,12 @@ Playwright never downloads one. Every test runs at phone (360 px) and desktop wi
 saves screenshots to test-artifacts/screenshots/<viewport>-<page>.png.
 """
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.test import Client
 from model_bakery import baker
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
@@ -26,6 +24,7 @@ from servers_app.models import Server
 from servers_app.services import server_check_health
 from servers_app.simulator import ForgeSimulator, SimModel, SimulatorConfig
 from tests.integration.procs import wait_until
+from tests.support import run_queue_in_thread
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -184,20 +183,6 @@ def finished_job(server) -> Job:
     return job
 
 
-def run_in_thread(server: Server) -> threading.Thread:
-    """Run the server's queue as a worker would, beside the test."""
-
-    def target() -> None:
-        try:
-            server_run(server.pk)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread
-
-
 def no_horizontal_scroll(page: Page) -> bool:
     return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
 
@@ -240,7 +225,7 @@ def test_dashboard_shows_server_state_and_progress_moving_without_reload(
 
     sim.config.seconds_per_step = 0.05
     job = submit("a slow red fox in the snow", steps=300)
-    thread = run_in_thread(server)
+    thread = run_queue_in_thread(server.pk)
     first = wait_until(lambda: percent_of(page, job), timeout=15, what="progress shown")
     moved = wait_until(
         lambda: (p := percent_of(page, job)) is not None and p != first and p, timeout=15
@@ -262,7 +247,7 @@ def test_cancelling_a_running_job_from_its_page_interrupts_the_server(
     page = logged_in
     sim.config.seconds_per_step = 0.05
     job = submit("a job the operator stops", steps=300)
-    thread = run_in_thread(server)
+    thread = run_queue_in_thread(server.pk)
     sim.wait_for_event("txt2img_started", timeout=10)
     wait_until(lambda: Job.objects.get(pk=job.pk).status == JobStatus.PROCESSING, timeout=10)
 
@@ -284,7 +269,7 @@ def test_job_list_progress_moves_without_reload(logged_in, server, sim):
     page = logged_in
     sim.config.seconds_per_step = 0.05
     job = submit("a job watched in the list", steps=300)
-    thread = run_in_thread(server)
+    thread = run_queue_in_thread(server.pk)
     wait_until(lambda: (Job.objects.get(pk=job.pk).progress or {}).get("fraction"), timeout=10)
 
     page.goto("/admin/queue_app/job/")

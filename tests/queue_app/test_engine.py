@@ -2,11 +2,9 @@
 `server_run` is what a worker's run_server task calls."""
 
 import re
-import threading
 from collections.abc import Iterator
 
 import pytest
-from django.db import connection
 from model_bakery import baker
 from rest_framework.exceptions import ValidationError
 
@@ -17,6 +15,7 @@ from servers_app.models import Server
 from servers_app.services import server_check_health
 from servers_app.simulator import ForgeSimulator, SimModel, SimulatorConfig
 from tests.integration.procs import wait_until
+from tests.support import run_queue_in_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,18 +50,6 @@ def submit(**params) -> Job:
     params.setdefault("height", 64)
     job, _ = job_submit(target_server_alias="Laptop", generation_params=params)
     return job
-
-
-def run_in_thread(server: Server) -> threading.Thread:
-    def target() -> None:
-        try:
-            server_run(server.pk)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_health_check_learns_flavour_checkpoints_and_loaded_model(server):
@@ -135,7 +122,7 @@ def test_progress_is_written_while_running(server, sim, settings):
     sim.config.seconds_per_step = 0.05
     job = submit(steps=30)
 
-    thread = run_in_thread(server)
+    thread = run_queue_in_thread(server.pk)
     progress = wait_until(
         lambda: (Job.objects.get(pk=job.pk).progress or {}).get("fraction"), timeout=10
     )
@@ -149,7 +136,7 @@ def test_progress_is_written_while_running(server, sim, settings):
 def test_cancel_while_processing_interrupts_the_server(server, sim):
     sim.config.seconds_per_step = 0.05
     job = submit(steps=200)
-    thread = run_in_thread(server)
+    thread = run_queue_in_thread(server.pk)
     sim.wait_for_event("txt2img_started", timeout=10)
 
     job_cancel(job_id=job.pk)
