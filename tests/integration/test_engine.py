@@ -64,6 +64,16 @@ def received(*sims: Any) -> Counter[str]:
     )
 
 
+def most_in_flight(sim: Any) -> int:
+    """The most txt2img requests this simulator held at once (received, not yet finished)."""
+    events = [e for e in sim.events if e["type"] in ("txt2img_received", "txt2img_finished")]
+    in_flight = peak = 0
+    for event in sorted(events, key=lambda e: e["seq"]):
+        in_flight += 1 if event["type"] == "txt2img_received" else -1
+        peak = max(peak, in_flight)
+    return peak
+
+
 def stored_files(job: Job) -> set[str]:
     """Storage names of every file under MEDIA_ROOT/jobs that belongs to this job."""
     root = Path(settings.MEDIA_ROOT)
@@ -276,6 +286,8 @@ def test_two_workers_never_run_a_job_twice(engine, sims):
 
     assert_all_completed(wait_finished(jobs, timeout=40))
     assert received(laptop_sim, desktop_sim) == {str(job.pk): 1 for job in jobs}
+    # One slot each: never a second job sent to a server before its first one ended.
+    assert most_in_flight(laptop_sim) == most_in_flight(desktop_sim) == 1
     assert JobImage.objects.count() == sum(job.generation_params["num_images"] for job in jobs)
     logs = {
         "w1": engine.workers["w1"].output()[w1_log_start:],
