@@ -269,6 +269,66 @@ class RssSampler(threading.Thread):
         self.join(timeout=5)
 
 
+def _serve_simulator(config: Any, conn: Any) -> None:
+    """Child process: one simulator, answering "events" and "stop" over a pipe."""
+    from servers_app.simulator import ForgeSimulator
+
+    code = 0
+    try:
+        sim = ForgeSimulator(config).start()
+        conn.send(sim.url)
+        while True:
+            command = conn.recv()
+            if command == "events":
+                conn.send(sim.events.snapshot())
+            elif command == "stop":
+                sim.stop()
+                conn.send("stopped")
+                break
+    except BaseException:
+        code = 1
+    finally:
+        # Forked from a process with open database connections: leave without running
+        # finalizers that could touch the parent's sockets.
+        os._exit(code)
+
+
+class SimulatorProcess:
+    """A simulator in a process of its own, as a real server is: the bench process's GIL
+    (job submission, polling, the other simulators' image rendering) does not sit in its
+    request path. Its event times are comparable to this process's `time.monotonic()`
+    (CLOCK_MONOTONIC is system-wide on Linux)."""
+
+    def __init__(self, config: Any) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        self._conn, child = context.Pipe()
+        self.process = context.Process(target=_serve_simulator, args=(config, child), daemon=True)
+        self.process.start()
+        if not self._conn.poll(30):
+            raise RuntimeError("the simulator process did not start")
+        self.url: str = self._conn.recv()
+
+    @property
+    def events(self) -> _EventsView:
+        self._conn.send("events")
+        return _EventsView(self._conn.recv())
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self._conn.send("stop")
+            self._conn.poll(30)
+        self.process.join(30)
+
+
+class _EventsView(list):
+    """A fetched copy of a child simulator's event log, shaped like EventLog."""
+
+    def snapshot(self) -> list[Any]:
+        return list(self)
+
+
 class Bench:
     """Shared state of one bench invocation."""
 
@@ -288,6 +348,7 @@ class Bench:
         self.nudge = nudge
         self.worker_env: dict[str, str] = {}
         self.workers = 1
+        self.sims_in_process = False
         self.worker_runs = 0
         self.profiles: list[Path] = []
 
@@ -417,7 +478,7 @@ class Bench:
         from servers_app.simulator import ForgeSimulator, SimModel, SimulatorConfig
 
         self.reset()
-        simulators: list[ForgeSimulator] = []
+        simulators: list[Any] = []
         try:
             for spec in sims:
                 config = SimulatorConfig(
@@ -425,7 +486,11 @@ class Bench:
                     checkpoint_switch_seconds=spec.checkpoint_switch_seconds,
                     models=[SimModel(name) for name in spec.models],
                 )
-                simulators.append(ForgeSimulator(config).start())
+                simulators.append(
+                    ForgeSimulator(config).start()
+                    if self.sims_in_process
+                    else SimulatorProcess(config)
+                )
             servers = []
             for index, sim in enumerate(simulators):
                 server = Server.objects.create(alias=f"Bench{index + 1}", api_url=sim.url)
@@ -1103,6 +1168,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--py-spy", metavar="PATH", help="py-spy binary: profile the worker while jobs run"
     )
+    parser.add_argument(
+        "--sims-in-process",
+        action="store_true",
+        help="run the simulators in the bench process (default: one process each)",
+    )
     args = parser.parse_args(argv)
     command = ".venv/bin/python bench/engine.py " + shlex.join(
         sys.argv[1:] if argv is None else argv
@@ -1125,6 +1195,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(env, workdir, trace=args.trace, py_spy=args.py_spy, nudge=args.nudge)
     bench.worker_env = dict(item.split("=", 1) for item in args.worker_env)
     bench.workers = args.workers
+    bench.sims_in_process = args.sims_in_process
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     outcomes = []
     started = time.monotonic()
