@@ -288,8 +288,6 @@ def _serve_simulator(config: Any, conn: Any) -> None:
     except BaseException:
         code = 1
     finally:
-        # Forked from a process with open database connections: leave without running
-        # finalizers that could touch the parent's sockets.
         os._exit(code)
 
 
@@ -302,7 +300,8 @@ class SimulatorProcess:
     def __init__(self, config: Any) -> None:
         import multiprocessing
 
-        context = multiprocessing.get_context("fork")
+        # Spawned, not forked: the bench has threads by then, and a fork copies their locks.
+        context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         self.process = context.Process(target=_serve_simulator, args=(config, child), daemon=True)
         self.process.start()
@@ -1003,11 +1002,14 @@ def scenario_memory(bench: Bench, args: argparse.Namespace) -> Outcome:
     if realistic:
         generation.render_png = pngs.render
         pngs.render(size, size, 0, "warm-up")
+    # The realistic PNGs are patched into this process's simulator module.
+    in_process, bench.sims_in_process = bench.sims_in_process, True
     try:
         jobs = [(0, params(size=size, images=images, seed=i)) for i in range(total)]
         result = bench.run(sims=[SimSpec()], jobs=jobs, sample_rss=True, timeout=60 + total * 10)
     finally:
         generation.render_png = original
+        bench.sims_in_process = in_process
     notes: list[str] = []
     ok = require_all_completed(result, notes)
     image_bytes = len(pngs.render(size, size, 0, "x" * 600)) if realistic else 7_500
