@@ -5,7 +5,7 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
@@ -13,7 +13,7 @@ from django.utils.html import format_html
 from civitai_app.downloads import human_bytes
 from civitai_app.models import CivitaiSettings, Download, DownloadStatus, DownloadTarget
 from civitai_app.services import download_cancel, download_delete, download_retry
-from core_app.errors import Conflict
+from core_app.admin_actions import apply_to_each
 
 
 class CivitaiSettingsForm(forms.ModelForm):
@@ -206,30 +206,33 @@ class DownloadAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected downloads")
     def cancel_downloads(self, request: HttpRequest, queryset: QuerySet[Download]) -> None:
-        cancelled = 0
-        for download in queryset:
-            try:
-                download_cancel(download_id=download.pk)
-                cancelled += 1
-            except Conflict as exc:
-                self.message_user(request, str(exc.detail), messages.WARNING)
-        self.message_user(request, f"Cancelled {cancelled} download(s).", messages.SUCCESS)
+        apply_to_each(
+            self,
+            request,
+            queryset,
+            download_cancel,
+            key="download_id",
+            done="Cancelled {count} download(s).",
+        )
 
     @admin.action(description="Retry selected failed or cancelled downloads")
     def retry_downloads(self, request: HttpRequest, queryset: QuerySet[Download]) -> None:
-        retried = 0
-        for download in queryset:
-            try:
-                download_retry(download_id=download.pk)
-                retried += 1
-            except Conflict as exc:
-                self.message_user(request, str(exc.detail), messages.WARNING)
-        self.message_user(request, f"Queued {retried} download(s) again.", messages.SUCCESS)
+        apply_to_each(
+            self,
+            request,
+            queryset,
+            download_retry,
+            key="download_id",
+            done="Queued {count} download(s) again.",
+        )
 
     @admin.action(description="Delete selected downloads (placed model files stay)")
     def delete_downloads(self, request: HttpRequest, queryset: QuerySet[Download]) -> None:
-        count = 0
-        for download in queryset:
-            download_delete(download_id=download.pk)
-            count += 1
-        self.message_user(request, f"Deleted {count} download(s).", messages.SUCCESS)
+        apply_to_each(
+            self,
+            request,
+            queryset,
+            download_delete,
+            key="download_id",
+            done="Deleted {count} download(s).",
+        )

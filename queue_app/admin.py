@@ -19,6 +19,7 @@ from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 from rest_framework.exceptions import APIException
 
+from core_app.admin_actions import apply_to_each, service_error
 from queue_app.models import ACTIVE_STATUSES, Job, JobStatus
 from queue_app.services import job_cancel, job_delete, job_retry, job_run_again
 
@@ -54,19 +55,6 @@ def age(moment: Any) -> str:
 def error_text(job: Job) -> str:
     details = job.result_details or {}
     return str(details.get("error") or details.get("last_error") or "")
-
-
-def service_error(exc: APIException) -> str:
-    """The readable message of a service's Conflict / NotFound / ValidationError."""
-
-    def flatten(detail: Any) -> list[str]:
-        if isinstance(detail, dict):
-            return [text for value in detail.values() for text in flatten(value)]
-        if isinstance(detail, list):
-            return [text for value in detail for text in flatten(value)]
-        return [str(detail)]
-
-    return " ".join(flatten(exc.detail))
 
 
 @admin.register(Job)
@@ -331,34 +319,26 @@ class JobAdmin(admin.ModelAdmin):
 
     # --- bulk actions -----------------------------------------------------------------------
 
-    def _each(
-        self,
-        request: HttpRequest,
-        queryset: QuerySet[Job],
-        service: Callable[..., Any],
-        done: str,
-    ) -> None:
-        count = 0
-        for job in queryset:
-            try:
-                service(job_id=job.pk)
-                count += 1
-            except APIException as exc:
-                self.message_user(request, f"{job.pk}: {service_error(exc)}", messages.WARNING)
-        self.message_user(request, done.format(count=count), messages.SUCCESS)
-
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        self._each(request, queryset, job_cancel, "Cancelled {count} job(s).")
+        apply_to_each(
+            self, request, queryset, job_cancel, key="job_id", done="Cancelled {count} job(s)."
+        )
 
     @admin.action(description="Retry selected failed or cancelled jobs")
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        self._each(request, queryset, job_retry, "Requeued {count} job(s).")
+        apply_to_each(
+            self, request, queryset, job_retry, key="job_id", done="Requeued {count} job(s)."
+        )
 
     @admin.action(description="Run selected jobs again with a new seed")
     def run_again(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        self._each(request, queryset, job_run_again, "Queued {count} new job(s).")
+        apply_to_each(
+            self, request, queryset, job_run_again, key="job_id", done="Queued {count} new job(s)."
+        )
 
     @admin.action(description="Delete selected jobs and their images")
     def delete_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        self._each(request, queryset, job_delete, "Deleted {count} job(s).")
+        apply_to_each(
+            self, request, queryset, job_delete, key="job_id", done="Deleted {count} job(s)."
+        )
