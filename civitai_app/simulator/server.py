@@ -32,10 +32,11 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from servers_app.simulator.http import SimHTTPServer, SimRequestHandler
 
 from .catalog import (
     NSFW_LEVEL_BITS,
@@ -165,38 +166,9 @@ class _Response:
     stream: tuple[SimFile, int, int] | None = None
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-    request_queue_size = 64
-
-    def __init__(self, address: tuple[str, int], sim: CivitaiSimulator) -> None:
-        self.sim = sim
-        super().__init__(address, _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _HTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s", self.address_string(), format % args)
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
+class _Handler(SimRequestHandler):
     def do_HEAD(self) -> None:
         self._dispatch("HEAD")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
 
     def _dispatch(self, method: str) -> None:
         self.close_connection = True
@@ -289,13 +261,15 @@ class CivitaiSimulator:
         self._requests: list[RecordedRequest] = []
         self._bytes_sent = 0
         self._secret = secrets.token_bytes(16)
-        self._server: _HTTPServer | None = None
+        self._server: SimHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> CivitaiSimulator:
         if self._server is None:
-            self._server = _HTTPServer((self.config.host, self.config.port), self)
+            self._server = SimHTTPServer(
+                (self.config.host, self.config.port), _Handler, self, backlog=64
+            )
             self._thread = threading.Thread(
                 target=self._server.serve_forever,
                 kwargs={"poll_interval": 0.01},

@@ -22,7 +22,6 @@ import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -33,26 +32,13 @@ from .config import SimLora, SimModel, SimulatorConfig
 from .events import Event, EventLog
 from .faults import Faults
 from .generation import JobAbortedError, load_model
+from .http import SimHTTPServer, SimRequestHandler
 from .runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], sim: ForgeSimulator) -> None:
-        self.sim = sim
-        super().__init__(address, _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _HTTPServer
-
+class _Handler(SimRequestHandler):
     def setup(self) -> None:
         super().setup()
         self._dropped = False
@@ -65,21 +51,6 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         finally:
             self.server.sim._untrack(self.connection)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s", self.address_string(), format % args)
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
 
     def do_PATCH(self) -> None:
         self._dispatch("PATCH")
@@ -148,7 +119,7 @@ class ForgeSimulator:
         )
         self._runtime: Runtime | None = None
         self._running = False
-        self._server: _HTTPServer | None = None
+        self._server: SimHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._port = self.config.port
         self._connections: set[socket.socket] = set()
@@ -351,7 +322,7 @@ class ForgeSimulator:
                 conn.shutdown(socket.SHUT_RDWR)
 
     def _open_listener(self) -> None:
-        server = _HTTPServer((self.config.host, self._port), self)
+        server = SimHTTPServer((self.config.host, self._port), _Handler, self)
         self._port = int(server.server_address[1])
         thread = threading.Thread(
             target=server.serve_forever,
