@@ -6,7 +6,7 @@ from django.db.models import Q, QuerySet
 
 from civitai_app.models import Download
 from core_app.errors import NotFound
-from servers_app.model_cache import stem
+from servers_app.checkpoints import file_stem
 from servers_app.models import CachedModel
 
 
@@ -46,5 +46,5 @@ def cached_model_for(
         if found is not None:
             return found
     if name:
-        return models.filter(stem_key=stem(name).casefold()).order_by("server__alias").first()
+        return models.filter(stem_key=file_stem(name).casefold()).order_by("server__alias").first()
     return None

@@ -39,7 +39,6 @@ __all__ = [
     "METADATA_ONLY_KEYS",
     "build_txt2img_payload",
     "lora_prompt_suffix",
-    "resolve_checkpoint_title",
     "scheduler_for",
 ]
 
@@ -325,51 +324,3 @@ def _add_hires_fix(payload: dict[str, Any], params: Mapping[str, Any]) -> None:
 
 
 # --- checkpoint titles -------------------------------------------------------------------
-
-_HASH_SUFFIX: Final = re.compile(r"\s*\[[0-9A-Fa-f]{8,64}\]\s*$")
-
-
-def _strip_hash(title: str) -> str:
-    return _HASH_SUFFIX.sub("", title)
-
-
-def _with_slashes(title: str) -> str:
-    return title.strip().replace("\\", "/")
-
-
-def resolve_checkpoint_title(requested: str, titles: list[str]) -> str | None:
-    """The server title in `titles` that `requested` names, or None (unknown or ambiguous).
-
-    Interim resolver. Tries, in order, and stops at the first pass with a match:
-    the exact string; then, with ``\\`` and ``/`` treated alike, the full title (hash
-    included); the title without its `` [hash]`` suffix on both sides; then the same two
-    case-insensitively. A pass that matches several titles returns None rather than guess.
-    """
-    wanted = requested.strip() if isinstance(requested, str) else ""
-    if not wanted:
-        return None
-    if wanted in titles:
-        return wanted
-
-    def with_hash(text: str) -> str:
-        return _with_slashes(text)
-
-    def without_hash(text: str) -> str:
-        return _with_slashes(_strip_hash(text))
-
-    for fold in (False, True):
-        for key in (with_hash, without_hash):
-            target = key(wanted).casefold() if fold else key(wanted)
-            # dict.fromkeys: a title listed twice is still one model, not an ambiguity.
-            matches = list(
-                dict.fromkeys(
-                    title
-                    for title in titles
-                    if (key(title).casefold() if fold else key(title)) == target
-                )
-            )
-            if len(matches) == 1:
-                return matches[0]
-            if matches:
-                return None
-    return None

@@ -4,10 +4,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from servers_app.checkpoints import checkpoint_key
+from servers_app.checkpoints import checkpoint_key, file_stem, strip_hash
 from servers_app.models import ModelKind
 
-_HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]\s*$")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 _LORA_FOLDERS = ("/models/lora/", "/models/lycoris/")
 
@@ -47,15 +46,9 @@ class ModelRow:
             "trigger_words": self.trigger_words,
             "metadata": self.metadata,
             "lookup_key": key,
-            "stem_key": stem(self.relative_path).casefold(),
+            "stem_key": file_stem(self.relative_path).casefold(),
             "identity": self.sha256.lower() if self.sha256 else f"path:{key}",
         }
-
-
-def stem(path: str) -> str:
-    """The file name without folders and extension."""
-    name = path.replace("\\", "/").rsplit("/", 1)[-1]
-    return name.rsplit(".", 1)[0] if "." in name else name
 
 
 def _text(value: Any) -> str:
@@ -74,12 +67,12 @@ def checkpoint_rows(listing: list[dict[str, Any]]) -> list[ModelRow]:
         title = _text(item.get("title"))
         if not title:
             continue
-        relative = _HASH_SUFFIX.sub("", title)
+        relative = strip_hash(title)
         rows.append(
             ModelRow(
                 kind=ModelKind.CHECKPOINT,
                 title=title,
-                name=stem(relative),
+                name=file_stem(relative),
                 relative_path=relative,
                 model_name=_text(item.get("model_name")),
                 filename=_text(item.get("filename")),

@@ -23,11 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from servers_app.checkpoints import checkpoint_key
+from servers_app.checkpoints import HASH_SUFFIX, checkpoint_key, file_stem
 
-_HASH_SUFFIX = re.compile(r"\s*\[([0-9a-fA-F]{8,64})\]\s*$")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
-_MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".gguf", ".pt", ".bin")
 
 
 class ModelLike(Protocol):
@@ -66,14 +64,6 @@ class Resolution:
             )
         hint = f" Did you mean: {', '.join(self.candidates)}?" if self.candidates else ""
         return f"Checkpoint '{self.requested}' was not found on server '{server_alias}'.{hint}"
-
-
-def _stem(path: str) -> str:
-    name = path.replace("\\", "/").rsplit("/", 1)[-1]
-    for extension in _MODEL_EXTENSIONS:
-        if name.lower().endswith(extension):
-            return name[: -len(extension)]
-    return name
 
 
 def _one(requested: str, rule: str, matches: Sequence[ModelLike]) -> Resolution | None:
@@ -120,7 +110,7 @@ def _by_hash(wanted: str, models: Sequence[ModelLike]) -> list[ModelLike]:
 def _by_path(wanted: str, models: Sequence[ModelLike]) -> list[ModelLike]:
     key = checkpoint_key(wanted)
     matches = [m for m in models if checkpoint_key(m.relative_path) == key]
-    suffix = _HASH_SUFFIX.search(wanted)
+    suffix = HASH_SUFFIX.search(wanted)
     if len(matches) > 1 and suffix:
         # A hash beside an ambiguous name picks among them.
         given = suffix.group(1).lower()
@@ -146,12 +136,12 @@ def _by_absolute_path(wanted: str, models: Sequence[ModelLike]) -> list[ModelLik
 
 
 def _by_name(wanted: str, models: Sequence[ModelLike]) -> list[ModelLike]:
-    bare = _HASH_SUFFIX.sub("", wanted).strip()
+    bare = HASH_SUFFIX.sub("", wanted).strip()
     if "/" in bare.replace("\\", "/"):
         return []
-    name = _stem(bare).casefold()
+    name = file_stem(bare).casefold()
     return [
         m
         for m in models
-        if _stem(m.relative_path).casefold() == name or m.model_name.casefold() == name
+        if file_stem(m.relative_path).casefold() == name or m.model_name.casefold() == name
     ]

@@ -30,9 +30,9 @@ def servers_with_model(
         by_hash |= Q(short_hash__iexact=value) | Q(sha256__istartswith=value)
     found = models.filter(by_hash) if by_hash else models.none()
     if not found.exists() and name:
-        from servers_app.model_cache import stem
+        from servers_app.checkpoints import file_stem
 
-        found = models.filter(stem_key=stem(name).casefold())
+        found = models.filter(stem_key=file_stem(name).casefold())
     return sorted(set(found.values_list("server__alias", flat=True)))
 
 

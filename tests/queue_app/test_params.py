@@ -7,7 +7,6 @@ import pytest
 from queue_app.params import (
     build_txt2img_payload,
     lora_prompt_suffix,
-    resolve_checkpoint_title,
     scheduler_for,
 )
 from tests.support import DOCUMENTED_GENERATE_REQUEST, DOCUMENTED_STATUS_PARAMS
@@ -309,68 +308,3 @@ def test_flavour_does_not_change_common_fields() -> None:
     a1111 = _build(DOCUMENTED_GENERATE_PARAMS, flavour="a1111")
 
     assert forge == a1111
-
-
-# --- interim checkpoint resolver ---------------------------------------------------------
-
-WINDOWS_TITLES = [
-    "Pony\\cyberrealisticPony_v8.safetensors [9f90c59f3a]",
-    "SDXL\\juggernautXL_v9.safetensors",
-    "v1-5-pruned-emaonly.safetensors [6ce0161689]",
-]
-LINUX_TITLES = [
-    "Pony/cyberrealisticPony_v8.safetensors [9f90c59f3a]",
-    "SDXL/juggernautXL_v9.safetensors",
-    "v1-5-pruned-emaonly.safetensors [6ce0161689]",
-]
-
-
-@pytest.mark.parametrize("titles", [WINDOWS_TITLES, LINUX_TITLES], ids=["windows", "linux"])
-@pytest.mark.parametrize(
-    ("requested", "expected_index"),
-    [
-        ("Pony/cyberrealisticPony_v8.safetensors", 0),
-        ("Pony\\cyberrealisticPony_v8.safetensors", 0),
-        ("Pony/cyberrealisticPony_v8.safetensors [9f90c59f3a]", 0),
-        ("Pony\\cyberrealisticPony_v8.safetensors [9f90c59f3a]", 0),
-        ("pony/CyberRealisticPony_v8.safetensors", 0),
-        ("  Pony/cyberrealisticPony_v8.safetensors  ", 0),
-        ("SDXL/juggernautXL_v9.safetensors", 1),
-        ("SDXL\\juggernautXL_v9.safetensors [0123456789]", 1),
-        ("sdxl/JUGGERNAUTXL_V9.SAFETENSORS", 1),
-        ("v1-5-pruned-emaonly.safetensors", 2),
-        ("v1-5-pruned-emaonly.safetensors [6ce0161689]", 2),
-        ("Pony/missing.safetensors", None),
-        ("cyberrealisticPony_v8.safetensors", None),
-        ("", None),
-    ],
-)
-def test_resolve_checkpoint_title(
-    titles: list[str], requested: str, expected_index: int | None
-) -> None:
-    expected = None if expected_index is None else titles[expected_index]
-
-    assert resolve_checkpoint_title(requested, titles) == expected
-
-
-def test_resolver_prefers_case_sensitive_match() -> None:
-    titles = ["Models/Foo.safetensors", "models/foo.safetensors"]
-
-    assert resolve_checkpoint_title("models\\foo.safetensors", titles) == titles[1]
-    assert resolve_checkpoint_title("Models\\Foo.safetensors", titles) == titles[0]
-
-
-def test_resolver_refuses_ambiguous_case_insensitive_match() -> None:
-    titles = ["Models/Foo.safetensors", "models/foo.safetensors"]
-
-    assert resolve_checkpoint_title("MODELS/FOO.safetensors", titles) is None
-
-
-def test_resolver_prefers_matching_hash() -> None:
-    titles = ["a.safetensors", "a.safetensors [1111111111]"]
-
-    assert resolve_checkpoint_title("a.safetensors [1111111111]", titles) == titles[1]
-
-
-def test_resolver_on_empty_list() -> None:
-    assert resolve_checkpoint_title("a.safetensors", []) is None
