@@ -6,8 +6,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from core_app.models import ApiKey, generate_raw_key, hash_key
-from core_app.services import api_key_revoke
+from core_app.models import ApiKey
+from core_app.services import api_key_issue, api_key_revoke
 
 # Every model's deletion goes through a service (image files, active-job checks), so the
 # generic bulk delete, which bypasses them, is off; each admin offers its own action.
@@ -34,9 +34,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         if not change:
-            raw_key, obj.prefix = generate_raw_key()
-            obj.key_hash = hash_key(raw_key)
-            super().save_model(request, obj, form, change)
+            raw_key = api_key_issue(api_key=obj)
             self.message_user(
                 request,
                 f"New API key for '{obj.name}' (copy it now, it is not shown again): {raw_key}",
