@@ -1,0 +1,41 @@
+"""The model cache's Celery tasks, called as functions, and their beat schedule."""
+
+import pytest
+from django.conf import settings
+from model_bakery import baker
+
+from servers_app import tasks
+from servers_app.models import CachedModel, Server
+from servers_app.simulator import ForgeSimulator, SimulatorConfig
+
+
+def test_beat_refreshes_the_models_periodically():
+    entry = settings.CELERY_BEAT_SCHEDULE["refresh-models"]
+
+    assert entry["task"] == "servers_app.tasks.refresh_all_models"
+    assert entry["schedule"] == settings.MOBILESD_MODELS_REFRESH_SECONDS
+
+
+def test_refresh_all_models_queues_one_task_per_enabled_server(db, published):
+    one = baker.make(Server, alias="A", api_url="http://a:1")
+    two = baker.make(Server, alias="B", api_url="http://b:1")
+    baker.make(Server, alias="Off", api_url="http://c:1", enabled=False)
+
+    tasks.refresh_all_models()
+
+    assert sorted(args for name, args, _ in published) == sorted([(one.pk,), (two.pk,)])
+    assert {name for name, _, _ in published} == {"servers_app.tasks.refresh_server_models"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_refresh_server_models_fills_the_cache():
+    with ForgeSimulator(SimulatorConfig()) as sim:
+        server = baker.make(Server, alias="Sim", api_url=sim.url)
+
+        tasks.refresh_server_models(server.pk)
+
+    assert CachedModel.objects.filter(server=server, kind="checkpoint").count() == 4
+
+
+def test_refresh_of_a_deleted_server_does_nothing(db):
+    tasks.refresh_server_models(12345)  # must not raise
