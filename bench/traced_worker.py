@@ -81,6 +81,10 @@ def install() -> None:
         return str(payload.get("force_task_id", ""))
 
     probe(dispatch, "job_claim_next", "claim")
+    probe(dispatch, "job_reserve_next", "reserve next")
+    probe(dispatch, "job_start_reserved", "start reserved")
+    probe(dispatch, "job_unreserve", "unreserve")
+    probe(engine, "job_prepare", "prepare")
     probe(engine, "job_execute", "execute")
     probe(engine, "make_client", "make client")
     probe(engine, "_resolve_checkpoint", "resolve checkpoint")

@@ -8,6 +8,10 @@ lost its lease, or a cancel racing a completion can never move a job twice:
   The server row is locked (`select_for_update`), which serializes the claims of one
   server across any number of workers and hosts; candidate jobs are locked with
   `skip_locked` so claims for different servers never wait on each other.
+* reserve / start reserved: while a job generates, its worker chooses the server's next
+  job and reserves it (it stays pending, with the worker's token and an expiry in its
+  lease fields); when the running job's images arrive, one statement starts the reserved
+  job on the slot the finished one hands over. Nothing else may claim a live reservation.
 * heartbeat: renews the lease and writes progress while the job is still ours.
 * complete / release / fail: processing -> completed / pending / failed, only with our token.
 """
@@ -19,8 +23,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Count, F, Q
+from django.db import connection, transaction
+from django.db.models import Count, F, Field, Q
 from django.utils import timezone
 
 from queue_app.models import ANY_SERVER, Job, JobImage, JobStatus
@@ -53,12 +57,18 @@ def task_id_for(job: Job) -> str:
     return str(job.pk) if job.retry_count == 0 else f"{job.pk}.{job.retry_count}"
 
 
+def _unreserved(now: datetime) -> Q:
+    """Pending jobs no worker has reserved (or whose reservation lapsed)."""
+    return Q(lease_token__isnull=True) | Q(lease_expires_at__lt=now)
+
+
 def _eligible(server: Server, now: datetime) -> Any:
-    """Pending jobs this server may take now: its own, or "any" jobs."""
+    """Pending jobs this server may take now: its own, or "any" jobs, not reserved."""
     return (
         Job.objects.filter(status=JobStatus.PENDING)
         .filter(Q(server=server) | Q(server__isnull=True, target_server_alias=ANY_SERVER))
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .filter(_unreserved(now))
     )
 
 
@@ -70,12 +80,12 @@ def _can_run_here(job: Job, server: Server, checkpoints: list[CachedModel]) -> b
     return resolve(requested, checkpoints).model is not None
 
 
-def _choose(window: list[Job], server: Server) -> Job | None:
+def _choose(window: list[Job], server: Server, loaded: str) -> Job | None:
     """The job to run next from the head of the queue (priority, then age).
 
-    Prefers, among the jobs of the head's priority, the oldest whose checkpoint the server
-    already has loaded (no switch). The head is passed over at most MAX_PASSES times, so
-    nothing starves.
+    Prefers, among the jobs of the head's priority, the oldest whose checkpoint is
+    `loaded` (the server's, normalized: no switch). The head is passed over at most
+    MAX_PASSES times, so nothing starves.
     """
     checkpoints: list[CachedModel] = []
     if any(job.server_id is None for job in window):
@@ -84,7 +94,6 @@ def _choose(window: list[Job], server: Server) -> Job | None:
     if not runnable:
         return None
     head = runnable[0]
-    loaded = checkpoint_key(server.loaded_checkpoint)
     if not loaded or head.passed_over >= settings.MOBILESD_SCHEDULER_MAX_PASSES:
         return head
     same_priority = [job for job in runnable if job.priority == head.priority]
@@ -121,25 +130,13 @@ def job_claim_next(*, server_id: int, finishing: uuid.UUID | None = None) -> Cla
             .select_for_update(skip_locked=True)
             .order_by("-priority", "created_at")[: settings.MOBILESD_SCHEDULER_LOOKAHEAD]
         )
-        job = _choose(window, server)
+        job = _choose(window, server, checkpoint_key(server.loaded_checkpoint))
         if job is None:
             return None
-        skipped = [other.pk for other in window if other.created_at < job.created_at]
-        if skipped:
-            Job.objects.filter(pk__in=skipped).update(passed_over=F("passed_over") + 1)
+        _count_passed_over(window, job)
         token = uuid.uuid4()
         task_id = task_id_for(job)
-        claimed = {
-            "status": JobStatus.PROCESSING,
-            "server": server,
-            "lease_token": token,
-            "lease_expires_at": now + timedelta(seconds=settings.MOBILESD_LEASE_SECONDS),
-            "started_at": now,
-            "updated_at": now,
-            "forge_session_hash": task_id,
-            "progress": {"fraction": 0.0, "textinfo": "Starting"},
-            "next_attempt_at": None,
-        }
+        claimed = _started(server, token, task_id, now)
         Job.objects.filter(pk=job.pk).update(**claimed)
     for name, value in claimed.items():
         setattr(job, name, value)
@@ -147,6 +144,175 @@ def job_claim_next(*, server_id: int, finishing: uuid.UUID | None = None) -> Cla
     return Claim(
         job_id=job.pk, server_id=server.pk, token=token, task_id=task_id, job=job, server=server
     )
+
+
+def _count_passed_over(window: list[Job], chosen: Job) -> None:
+    skipped = [other.pk for other in window if other.created_at < chosen.created_at]
+    if skipped:
+        Job.objects.filter(pk__in=skipped).update(passed_over=F("passed_over") + 1)
+
+
+def _started(server: Server, token: uuid.UUID, task_id: str, now: datetime) -> dict[str, Any]:
+    """The fields of a job that starts now on `server` under the lease `token`."""
+    return {
+        "status": JobStatus.PROCESSING,
+        "server": server,
+        "lease_token": token,
+        "lease_expires_at": now + timedelta(seconds=settings.MOBILESD_LEASE_SECONDS),
+        "started_at": now,
+        "updated_at": now,
+        "forge_session_hash": task_id,
+        "progress": {"fraction": 0.0, "textinfo": "Starting"},
+        "next_attempt_at": None,
+    }
+
+
+def job_reserve_next(*, running: Claim) -> Claim | None:
+    """Choose, while `running` generates, the job its server runs next, and reserve it.
+
+    The choice is the one a claim would make now, with the running job's checkpoint as the
+    loaded one. Only a job of this server is reserved: an "any" job chosen here is left
+    for whichever server is free first (the next claim decides). The job stays pending;
+    `job_start_reserved` starts it when `running` has finished, or `job_unreserve` gives
+    it back. A reservation that is never started lapses after MOBILESD_LEASE_SECONDS.
+    """
+    server = running.server
+    assert server is not None
+    assert running.job is not None
+    now = timezone.now()
+    window = list(
+        _eligible(server, now).order_by("-priority", "created_at")[
+            : settings.MOBILESD_SCHEDULER_LOOKAHEAD
+        ]
+    )
+    loaded = running.job.checkpoint_key or checkpoint_key(server.loaded_checkpoint)
+    job = _choose(window, server, loaded)
+    if job is None or job.server_id != server.pk:
+        return None
+    token = uuid.uuid4()
+    expires = now + timedelta(seconds=settings.MOBILESD_LEASE_SECONDS)
+    reserved = (
+        Job.objects.filter(pk=job.pk, status=JobStatus.PENDING, server=server)
+        .filter(_unreserved(now))
+        .update(lease_token=token, lease_expires_at=expires)
+    )
+    if not reserved:
+        return None  # taken, cancelled or reserved meanwhile: the next claim decides
+    _count_passed_over(window, job)
+    job.lease_token, job.lease_expires_at = token, expires
+    return Claim(
+        job_id=job.pk,
+        server_id=server.pk,
+        token=token,
+        task_id=task_id_for(job),
+        job=job,
+        server=server,
+    )
+
+
+def _db(name: str, value: Any) -> Any:
+    """`value` as the Job field `name` is written to the database."""
+    field = Job._meta.get_field(name)
+    assert isinstance(field, Field)
+    return field.get_db_prep_save(value, connection)
+
+
+def _start_reserved_sql() -> str:
+    """The statement that starts a reserved job; see job_start_reserved.
+
+    Raw SQL, written once: on the path between two jobs the ORM would spend longer building
+    this statement (several ms of Python, with the GIL shared by every server's loop) than
+    the database takes to run it, and it refuses FOR UPDATE outside a transaction even in
+    a subquery of a statement that is one. Only table names are interpolated.
+    """
+    job, server = Job._meta.db_table, Server._meta.db_table
+    # PostgreSQL locks the running job's row; SQLite runs one writer at a time anyway.
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    return (
+        f"UPDATE {job} SET status = %s, server_id = %s, lease_token = %s,"  # noqa: S608
+        " lease_expires_at = %s, started_at = %s, updated_at = %s, forge_session_hash = %s,"
+        " progress = %s, next_attempt_at = NULL"
+        " WHERE id = %s AND status = %s AND lease_token = %s"
+        f" AND EXISTS (SELECT 1 FROM {job} WHERE id = %s AND status = %s"
+        f" AND lease_token = %s{lock})"
+        f" AND EXISTS (SELECT 1 FROM {server} WHERE id = %s AND enabled"
+        " AND (is_online IS NULL OR is_online))"
+        f" AND NOT EXISTS (SELECT 1 FROM {job} WHERE status = %s"
+        " AND (server_id = %s OR (server_id IS NULL AND target_server_alias = %s))"
+        " AND (next_attempt_at IS NULL OR next_attempt_at <= %s)"
+        " AND (lease_token IS NULL OR lease_expires_at < %s) AND priority > %s)"
+    )
+
+
+def job_start_reserved(*, reserved: Claim, finishing: Claim) -> bool:
+    """Start the reserved job on the slot `finishing` hands over (its generation ended,
+    its images are being stored). One statement, so the server waits for no more than it.
+
+    Conditions, all in that statement: the job is still pending and reserved by us; the
+    finishing job is still processing under our lease, and its row is locked (PostgreSQL)
+    so that a cancel, completion or lease recovery of it (each an update of that row) comes
+    before or after this statement, never in between, and its slot cannot go to another
+    claim at the same time; the server is enabled and not offline; and no job of higher
+    priority than the reserved one became eligible for the server meanwhile.
+
+    False, and nothing changed, when any of these does not hold: the caller then gives the
+    reservation back and claims as usual.
+    """
+    job, server = reserved.job, reserved.server
+    assert job is not None
+    assert server is not None
+    now = timezone.now()
+    started = _started(server, reserved.token, reserved.task_id, now)
+    pending, processing = str(JobStatus.PENDING), str(JobStatus.PROCESSING)
+    params = [
+        processing,
+        server.pk,
+        _db("lease_token", reserved.token),
+        _db("lease_expires_at", started["lease_expires_at"]),
+        _db("started_at", now),
+        _db("updated_at", now),
+        reserved.task_id,
+        _db("progress", started["progress"]),
+        # the reserved job
+        _db("id", reserved.job_id),
+        pending,
+        _db("lease_token", reserved.token),
+        # the finishing job
+        _db("id", finishing.job_id),
+        processing,
+        _db("lease_token", finishing.token),
+        # the server
+        server.pk,
+        # no job of higher priority
+        pending,
+        server.pk,
+        ANY_SERVER,
+        _db("next_attempt_at", now),
+        _db("lease_expires_at", now),
+        job.priority,
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # The server is waiting for this commit, not for the disk: if PostgreSQL
+            # crashed before writing it, the job would merely be pending again and run
+            # again (the images of this run would then be discarded, as a job is completed
+            # only under its current lease). Every other transition is flushed as usual.
+            cursor.execute("SET LOCAL synchronous_commit = off")
+        cursor.execute(_start_reserved_sql(), params)
+        updated = cursor.rowcount
+    if updated != 1:
+        return False
+    for name, value in started.items():
+        setattr(job, name, value)
+    logger.info("Started reserved job %s on server %s", job.pk, server.alias)
+    return True
+
+
+def job_unreserve(*, reserved: Claim) -> None:
+    """Give back a reservation that was not started (the job stays pending)."""
+    Job.objects.filter(
+        pk=reserved.job_id, status=JobStatus.PENDING, lease_token=reserved.token
+    ).update(lease_token=None, lease_expires_at=None)
 
 
 def server_may_claim(*, server_id: int) -> bool:

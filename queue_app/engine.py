@@ -1,7 +1,9 @@
 """Running claimed jobs on their Forge / A1111 server.
 
-A worker thread runs `server_run`: claim a job for a free slot of one server, run it,
-and at once claim that server's next job, until there is none. While `txt2img` blocks, a
+A worker thread runs `server_run` for one server: it claims a job for a free slot, runs it,
+and runs the server's next job the moment the previous one's images arrive, until there is
+none. Everything else (storing images, completing jobs, choosing and reserving the next
+job) happens in helper threads while the server generates. While `txt2img` blocks, a
 monitor thread renews the job's lease, writes its progress, and interrupts the server if
 the job is cancelled (only when the server's current task is this job's).
 """
@@ -9,7 +11,8 @@ the job is cancelled (only when the server's current task is this job's).
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
@@ -63,56 +66,160 @@ def make_client(server: Server, *, read_timeout: float = 30.0) -> ForgeClient:
 shutting_down = threading.Event()
 
 
-def server_run(server_id: int, *, on_job_done: Callable[[], None] | None = None) -> int:
+def server_run(server_id: int) -> int:
     """Run jobs of this server one after another while there are any; returns how many.
 
     Any number of these may run at once for one server: claims never exceed its slots.
-    The loop is a two-stage pipeline: as soon as a job's images arrive, the next job is
-    claimed (not counting the finished one's slot) and sent from a generation thread, and
-    the finished job's images are stored and the job completed while the server already
-    works on the next. The server never waits for MobileSD's bookkeeping.
+    The server never waits for MobileSD's bookkeeping: while a job generates (this thread
+    blocks in its request), a reserving thread chooses the next job, reserves it and
+    builds its request, and a storing thread stores the previous job's images and
+    completes it. When the images arrive, one statement starts the reserved job on the slot
+    the finished one hands over and its request goes out at once; then the finished job is
+    passed to the storing thread. (Without a reservation, e.g. after a failure, the next
+    job is claimed as usual.) At most one finished job waits for storage at a time.
     """
     done = 0
     client: ForgeClient | None = None
-    finished: tuple[Claim, Txt2ImgResult] | None = None  # generated, not yet stored
-    generator = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"generate-{server_id}")
+    reserver = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"reserve-{server_id}")
+    storer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-{server_id}")
+    reserving: Future[Reserved | None] | None = None
+    storing: Future[None] | None = None
     try:
-        while True:
-            claim = None
+        claim, prepared = _next_job(server_id, finished=None, reserved=None)
+        finished: tuple[Claim, Txt2ImgResult] | None = None
+        while claim is not None:
+            client = _client_for(claim.server, client)
+            # The bookkeeping starts once the request is out: until then, it would compete
+            # with this thread for the interpreter (the GIL) and delay the request. Storing
+            # waits for the reservation too, which the next job needs first.
+            sent = threading.Event()
             if not shutting_down.is_set():
-                claim = dispatch.job_claim_next(
-                    server_id=server_id, finishing=finished[0].job_id if finished else None
-                )
-            if claim is None and finished is None:
-                return done
-            generating = None
-            if claim is not None:
-                assert claim.server is not None
-                if client is None or client.endpoint != ServerEndpoint.from_server(claim.server):
-                    if client is not None:
-                        client.close()
-                    # One session for the loop: the next request reuses the connection.
-                    client = make_client(claim.server)
-                generating = generator.submit(_generate_guarded, claim, client)
+                reserving = reserver.submit(_after([sent], _reserve_guarded), claim)
             if finished is not None:
-                _store_guarded(*finished)
-                finished = None
-                done += 1
-                if on_job_done is not None:
-                    on_job_done()
-            if generating is not None:
-                assert claim is not None
-                result = generating.result()
-                if result is not None:
-                    finished = (claim, result)
-                else:
-                    done += 1
+                if storing is not None:
+                    storing.result()  # bounds the images held in memory to two jobs'
+                after = [sent] if reserving is None else [sent, _done_event(reserving)]
+                storing = storer.submit(_after(after, _store_guarded), *finished)
+            try:
+                result = _generate_guarded(claim, client, prepared, on_sent=sent.set)
+            finally:
+                sent.set()  # also when the request never went out
+            reserved = reserving.result() if reserving is not None else None
+            reserving = None
+            finished = (claim, result) if result is not None else None
+            claim, prepared = _next_job(server_id, finished=finished, reserved=reserved)
+            done += 1
+        if finished is not None:
+            if storing is not None:
+                storing.result()
+            storing = storer.submit(_store_guarded, *finished)
+        return done
     finally:
-        # The generation thread's database connection is its own: close it there.
-        generator.submit(_close_this_threads_connection).result()
-        generator.shutdown()
+        if reserving is not None:
+            reserved = reserving.result()
+            if reserved is not None:
+                try:
+                    dispatch.job_unreserve(reserved=reserved.claim)
+                except Exception:  # it lapses on its own after MOBILESD_LEASE_SECONDS
+                    logger.exception("Could not give back reserved job %s", reserved.claim.job_id)
+        if storing is not None:
+            storing.result()
+        for executor in (reserver, storer):
+            # Each thread's database connection is its own: closed there.
+            executor.submit(_close_this_threads_connection).result()
+            executor.shutdown()
         if client is not None:
             client.close()
+
+
+def _after[**P, R](events: list[threading.Event], work: Callable[P, R]) -> Callable[P, R]:
+    """`work`, run once every one of `events` is set."""
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        for event in events:
+            event.wait()
+        return work(*args, **kwargs)
+
+    return run
+
+
+def _done_event(future: Future[Any]) -> threading.Event:
+    """An event set when `future` is done."""
+    done = threading.Event()
+    future.add_done_callback(lambda _: done.set())
+    return done
+
+
+def _client_for(server: Server | None, client: ForgeClient | None) -> ForgeClient:
+    """The loop's client for `server`: one session, so each request reuses the connection
+    (a new one when the server's address or credentials changed)."""
+    assert server is not None  # a claim always carries its server
+    if client is not None and client.endpoint == ServerEndpoint.from_server(server):
+        return client
+    if client is not None:
+        client.close()
+    return make_client(server)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A job's request to the server, built before it is sent."""
+
+    payload: dict[str, Any]
+    timeout: float  # the read timeout for this job (`job_timeout`)
+    checkpoint_title: str | None
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """The job reserved to run next, with its request when it could be built ahead."""
+
+    claim: Claim
+    prepared: Prepared | None
+
+
+def _next_job(
+    server_id: int,
+    *,
+    finished: tuple[Claim, Txt2ImgResult] | None,
+    reserved: Reserved | None,
+) -> tuple[Claim | None, Prepared | None]:
+    """The job to send now: the reserved one if it can start on the finished job's slot,
+    else a fresh claim (none while the worker shuts down)."""
+    stopping = shutting_down.is_set()
+    if reserved is not None:
+        if (
+            finished is not None
+            and not stopping
+            and dispatch.job_start_reserved(reserved=reserved.claim, finishing=finished[0])
+        ):
+            return reserved.claim, reserved.prepared
+        dispatch.job_unreserve(reserved=reserved.claim)
+    if stopping:
+        return None, None
+    claim = dispatch.job_claim_next(
+        server_id=server_id, finishing=finished[0].job_id if finished else None
+    )
+    return claim, None
+
+
+def _reserve_guarded(running: Claim) -> Reserved | None:
+    """Reserve the job to run after `running` and build its request; never raises (the
+    next claim then decides as usual)."""
+    try:
+        claim = dispatch.job_reserve_next(running=running)
+    except Exception:
+        logger.exception("Could not reserve the job after %s", running.job_id)
+        return None
+    if claim is None:
+        return None
+    try:
+        prepared = job_prepare(claim)
+    except Exception as exc:
+        # Built again when it starts, where the error is handled as the job's own.
+        logger.debug("Request of reserved job %s not built ahead: %s", claim.job_id, exc)
+        prepared = None
+    return Reserved(claim, prepared)
 
 
 def _close_this_threads_connection() -> None:
@@ -120,9 +227,15 @@ def _close_this_threads_connection() -> None:
     connection.close()
 
 
-def _generate_guarded(claim: Claim, client: ForgeClient) -> Txt2ImgResult | None:
+def _generate_guarded(
+    claim: Claim,
+    client: ForgeClient,
+    prepared: Prepared | None,
+    *,
+    on_sent: Callable[[], None] | None = None,
+) -> Txt2ImgResult | None:
     try:
-        return job_generate(claim, client=client)
+        return job_generate(claim, client=client, prepared=prepared, on_sent=on_sent)
     except Exception:
         # A bug must not kill the loop with the job stuck in processing: fail it.
         logger.exception("Unexpected error running job %s", claim.job_id)
@@ -232,32 +345,52 @@ def job_execute(claim: Claim, *, client: ForgeClient | None = None) -> None:
         _store_results(claim, result.images, result.info)
 
 
-def job_generate(claim: Claim, *, client: ForgeClient | None = None) -> Txt2ImgResult | None:
-    """Generate a claimed job on its server: the result to store, or None when the job was
-    failed or released for a retry instead."""
-    job = claim.job or Job.objects.select_related("server").get(pk=claim.job_id)
-    server = claim.server or job.server
-    assert server is not None  # a claim always sets the server
+def job_prepare(claim: Claim) -> Prepared:
+    """Build a claimed (or reserved) job's request: its checkpoint resolved to the server's
+    exact title, its parameters mapped, its timeout scaled to its size. Raises ForgeError
+    subclasses (e.g. permanent for an unknown checkpoint)."""
+    job, server = claim.job, claim.server
+    assert job is not None  # claims and reservations carry both
+    assert server is not None
     params = job.generation_params or {}
+    requested = str(params.get("checkpoint_name") or "").strip()
+    title = _resolve_checkpoint(server, requested) if requested else None
+    payload = build_txt2img_payload(
+        params, task_id=claim.task_id, checkpoint_title=title, flavour=server.flavour or None
+    )
+    timeout = job_timeout(
+        steps=int(payload.get("steps") or 20),
+        width=int(payload.get("width") or 512),
+        height=int(payload.get("height") or 512),
+        images=int(payload.get("n_iter") or 1) * int(payload.get("batch_size") or 1),
+        hires=bool(payload.get("enable_hr")),
+    )
+    return Prepared(payload=payload, timeout=timeout, checkpoint_title=title)
+
+
+def job_generate(
+    claim: Claim,
+    *,
+    client: ForgeClient | None = None,
+    prepared: Prepared | None = None,
+    on_sent: Callable[[], None] | None = None,
+) -> Txt2ImgResult | None:
+    """Generate a claimed job on its server: the result to store, or None when the job was
+    failed or released for a retry instead. `prepared`: its request, if built already;
+    `on_sent`: called once the request is written."""
+    if claim.job is None or claim.server is None:
+        job = Job.objects.select_related("server").get(pk=claim.job_id)
+        claim = replace(claim, job=job, server=claim.server or job.server)
+    server = claim.server
+    assert server is not None  # a claim always sets the server
     own_client = client is None
     client = client or make_client(server)
     monitor: Monitor | None = None
     try:
-        requested = str(params.get("checkpoint_name") or "").strip()
-        title = _resolve_checkpoint(server, requested) if requested else None
-        payload = build_txt2img_payload(
-            params, task_id=claim.task_id, checkpoint_title=title, flavour=server.flavour or None
-        )
-        timeout = job_timeout(
-            steps=int(payload.get("steps") or 20),
-            width=int(payload.get("width") or 512),
-            height=int(payload.get("height") or 512),
-            images=int(payload.get("n_iter") or 1) * int(payload.get("batch_size") or 1),
-            hires=bool(payload.get("enable_hr")),
-        )
+        prepared = prepared or job_prepare(claim)
         monitor = Monitor(claim, server)
         monitor.start()
-        result = client.txt2img(payload, timeout=timeout)
+        result = client.txt2img(prepared.payload, timeout=prepared.timeout, on_sent=on_sent)
     except ForgeUnreachableError as exc:
         # Nothing reached the server: the job waits, uncounted, until the server is back.
         server_mark_offline(server_id=server.pk, error=str(exc))
@@ -275,9 +408,11 @@ def job_generate(claim: Claim, *, client: ForgeClient | None = None) -> Txt2ImgR
         if own_client:
             client.close()
 
+    title = prepared.checkpoint_title
     if title and title != server.loaded_checkpoint:
         # Before the next claim, which prefers jobs for the checkpoint now loaded.
         server_note_loaded_checkpoint(server_id=server.pk, title=title)
+        server.loaded_checkpoint = title
     return result
 
 

@@ -206,6 +206,8 @@ def job_retry(*, job_id: str | UUID) -> Job:
             next_attempt_at=None,
             passed_over=0,
             progress=None,
+            lease_token=None,
+            lease_expires_at=None,
             retry_count=F("retry_count") + 1,
             server=job.server if job.target_server_alias != ANY_SERVER else None,
             updated_at=now,

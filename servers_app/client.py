@@ -22,11 +22,12 @@ is described in ``shared/contracts/REFERENCE.md`` section A.
 import base64
 import binascii
 import html
+import io
 import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Literal
@@ -178,6 +179,24 @@ def _classify(status_code: int, detail: str, error_class: str | None) -> type[Fo
     if error_class in _PERMANENT_ERROR_CLASSES or _PERMANENT_MESSAGES.search(detail):
         return ForgePermanentError
     return ForgeTransientError
+
+
+class _SignallingBody(io.BytesIO):
+    """A request body that calls `on_sent` when it has been read to its end: the HTTP
+    connection reads a file-like body block by block and writes each block to the socket
+    before reading the next, so the final, empty read means the request is on its way.
+    Its length is known (requests sends a Content-Length, not chunks)."""
+
+    def __init__(self, data: bytes, on_sent: Callable[[], None]) -> None:
+        super().__init__(data)
+        self._on_sent: Callable[[], None] | None = on_sent
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        block = super().read(size)
+        if not block and self._on_sent is not None:
+            on_sent, self._on_sent = self._on_sent, None
+            on_sent()
+        return block
 
 
 def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
@@ -409,21 +428,29 @@ class ForgeClient:
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> Any:
         """Send one request and return its parsed JSON (None for an empty or ``null`` body).
 
+        `on_sent` is called once the whole request is written, while the answer is awaited.
         Raises the `ForgeError` subclass matching the failure; never a `requests` exception.
         """
         read_timeout = self.read_timeout if timeout is None else timeout
+        headers, data = self._headers, None
+        if on_sent is not None and json_body is not None:
+            headers = {**headers, "Content-Type": "application/json"}
+            data = _SignallingBody(json.dumps(json_body, allow_nan=False).encode(), on_sent)
+            json_body = None
         started = time.monotonic()
         try:
             response = self.session.request(
                 method,
                 self.endpoint.url(path),
                 json=json_body,
+                data=data,
                 params=params,
                 auth=self._auth,
-                headers=self._headers,
+                headers=headers,
                 timeout=(self.connect_timeout, read_timeout),
                 allow_redirects=False,
             )
@@ -562,12 +589,19 @@ class ForgeClient:
 
     # -- generation --
 
-    def txt2img(self, payload: dict[str, Any], *, timeout: float | None = None) -> Txt2ImgResult:
+    def txt2img(
+        self,
+        payload: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        on_sent: Callable[[], None] | None = None,
+    ) -> Txt2ImgResult:
         """``POST /sdapi/v1/txt2img`` and decode the answer.
 
         The call blocks until the generation is finished (it waits behind any job holding the
         server's lock), so pass `timeout` from `job_timeout`. A `ForgeTimeoutError` means the
-        generation may still be running under ``payload["force_task_id"]``.
+        generation may still be running under ``payload["force_task_id"]``. `on_sent` is
+        called (in this thread) as soon as the request is written, before the wait.
         """
         path = "/sdapi/v1/txt2img"
         logger.info(
@@ -578,7 +612,7 @@ class ForgeClient:
             payload.get("width"),
             payload.get("height"),
         )
-        body = self._request("POST", path, json_body=payload, timeout=timeout)
+        body = self._request("POST", path, json_body=payload, timeout=timeout, on_sent=on_sent)
         if not isinstance(body, dict):
             raise ForgeTransientError(
                 "txt2img answered without a JSON object", body=body, method="POST", path=path

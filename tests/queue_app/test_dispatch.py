@@ -362,3 +362,216 @@ def test_a_claim_waiting_for_the_server_lock_sees_the_job_claimed_before_it():
     assert results["first"] is not None
     assert results["second"] is None
     assert Job.objects.filter(status=JobStatus.PROCESSING).count() == 1
+
+
+# -- reserving the next job while one runs ---------------------------------------------------
+
+
+def running_with_next(server: Server, *, n: int = 1, **fields):
+    """A claimed, running job of `server` and `n` pending ones queued after it."""
+    queue(server, **fields)
+    running = dispatch.job_claim_next(server_id=server.pk)
+    assert running is not None
+    return running, queue(server, n=n)
+
+
+def test_reserve_takes_the_next_job_and_leaves_it_pending(online):
+    running, (following, _) = running_with_next(online, n=2)
+
+    reserved = dispatch.job_reserve_next(running=running)
+
+    assert reserved is not None
+    assert reserved.job_id == following.pk
+    assert reserved.task_id == str(following.pk)
+    following.refresh_from_db()
+    assert following.status == JobStatus.PENDING  # not started: the phone still sees pending
+    assert following.lease_token == reserved.token
+    assert following.lease_expires_at > timezone.now()
+
+
+def test_a_reserved_job_is_not_claimed_by_anyone_else(online, settings):
+    Server.objects.filter(pk=online.pk).update(slots=2)
+    running, (following, later) = running_with_next(online, n=2)
+    dispatch.job_reserve_next(running=running)
+
+    claim = dispatch.job_claim_next(server_id=online.pk)  # the second slot
+
+    assert claim.job_id == later.pk
+    assert Job.objects.get(pk=following.pk).status == JobStatus.PENDING
+
+
+def test_a_lapsed_reservation_is_claimable_again(online):
+    Server.objects.filter(pk=online.pk).update(slots=2)
+    running, (following,) = running_with_next(online)
+    dispatch.job_reserve_next(running=running)
+    Job.objects.filter(pk=following.pk).update(lease_expires_at=timezone.now())
+
+    assert dispatch.job_claim_next(server_id=online.pk).job_id == following.pk
+
+
+def test_reserve_prefers_the_checkpoint_the_running_job_loads(online):
+    Server.objects.filter(pk=online.pk).update(loaded_checkpoint="a.safetensors")
+    queue(online, checkpoint="b.safetensors")
+    running = dispatch.job_claim_next(server_id=online.pk)
+    (for_a,) = queue(online, checkpoint="a.safetensors")
+    (for_b,) = queue(online, checkpoint="b.safetensors")
+
+    reserved = dispatch.job_reserve_next(running=running)
+
+    # The server will have b loaded when the running job ends: no switch for the b job.
+    assert reserved.job_id == for_b.pk
+    assert Job.objects.get(pk=for_a.pk).passed_over == 1
+
+
+def test_reserve_leaves_an_any_job_for_the_first_free_server(online):
+    running = running_with_next(online, n=0)[0]
+    queue(None)  # an "any" job: whichever server is free first should take it
+
+    assert dispatch.job_reserve_next(running=running) is None
+    assert not Job.objects.filter(lease_token__isnull=False, status=JobStatus.PENDING).exists()
+
+
+def test_reserve_with_nothing_queued_reserves_nothing(online):
+    running = running_with_next(online, n=0)[0]
+
+    assert dispatch.job_reserve_next(running=running) is None
+
+
+def test_start_reserved_starts_it_on_the_finishing_jobs_slot(online):
+    running, (following,) = running_with_next(online)
+    reserved = dispatch.job_reserve_next(running=running)
+
+    assert dispatch.job_start_reserved(reserved=reserved, finishing=running) is True
+
+    following.refresh_from_db()
+    assert following.status == JobStatus.PROCESSING
+    assert following.lease_token == reserved.token
+    assert following.forge_session_hash == reserved.task_id
+    assert following.started_at is not None
+    assert following.progress == {"fraction": 0.0, "textinfo": "Starting"}
+    assert reserved.job.status == JobStatus.PROCESSING  # the claim's row, as started
+    # The finishing job is the caller's to complete; the slot's count now includes both.
+    assert Job.objects.get(pk=running.job_id).status == JobStatus.PROCESSING
+
+
+def test_start_reserved_refuses_a_cancelled_job(online, client):
+    running, (following,) = running_with_next(online)
+    reserved = dispatch.job_reserve_next(running=running)
+    client.post(f"/api/v1/queue/jobs/{following.pk}/cancel")
+
+    assert dispatch.job_start_reserved(reserved=reserved, finishing=running) is False
+    assert Job.objects.get(pk=following.pk).status == JobStatus.CANCELLED
+
+
+def test_start_reserved_refuses_when_the_finishing_job_is_no_longer_ours(online, client):
+    """The finishing job was cancelled: its slot is free for any claim, so it cannot be
+    handed over; the caller claims as usual (which counts the running jobs)."""
+    running, (following,) = running_with_next(online)
+    reserved = dispatch.job_reserve_next(running=running)
+    client.post(f"/api/v1/queue/jobs/{running.job_id}/cancel")
+
+    assert dispatch.job_start_reserved(reserved=reserved, finishing=running) is False
+    assert Job.objects.get(pk=following.pk).status == JobStatus.PENDING
+
+
+@pytest.mark.parametrize(("enabled", "is_online"), [(False, True), (True, False)])
+def test_start_reserved_refuses_on_a_disabled_or_offline_server(online, enabled, is_online):
+    running, (following,) = running_with_next(online)
+    reserved = dispatch.job_reserve_next(running=running)
+    Server.objects.filter(pk=online.pk).update(enabled=enabled, is_online=is_online)
+
+    assert dispatch.job_start_reserved(reserved=reserved, finishing=running) is False
+    assert Job.objects.get(pk=following.pk).status == JobStatus.PENDING
+
+
+def test_start_reserved_gives_way_to_a_job_of_higher_priority(online):
+    running, (following,) = running_with_next(online)
+    reserved = dispatch.job_reserve_next(running=running)
+    queue(online, priority=5)  # submitted while the running job generated
+
+    assert dispatch.job_start_reserved(reserved=reserved, finishing=running) is False
+    assert Job.objects.get(pk=following.pk).status == JobStatus.PENDING
+
+
+def test_unreserve_gives_the_job_back(online):
+    running, (following,) = running_with_next(online)
+    reserved = dispatch.job_reserve_next(running=running)
+
+    dispatch.job_unreserve(reserved=reserved)
+
+    following.refresh_from_db()
+    assert following.status == JobStatus.PENDING
+    assert following.lease_token is None
+    assert dispatch.job_start_reserved(reserved=reserved, finishing=running) is False
+
+
+def test_a_retried_job_carries_no_old_lease(online, client):
+    """A job cancelled while reserved, then retried, must not look reserved."""
+    running, (following,) = running_with_next(online)
+    dispatch.job_reserve_next(running=running)
+    client.post(f"/api/v1/queue/jobs/{following.pk}/cancel")
+
+    client.post(f"/api/v1/queue/jobs/{following.pk}/retry")
+
+    following.refresh_from_db()
+    assert following.status == JobStatus.PENDING
+    assert following.lease_token is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_start_reserved_waits_for_a_cancel_of_the_finishing_job_in_flight():
+    """The finishing job is being cancelled (its row locked, not yet committed) when the
+    reserved job is started: the start must wait for that cancel and then start nothing.
+    Otherwise it would read the finishing job as still running, while a claim made right
+    after the cancel commits counts a free slot: two jobs sent to a one-slot server."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from tests.integration.procs import wait_until
+
+    if connection.vendor != "postgresql":
+        pytest.fail("This race needs row locks: run the suite on PostgreSQL (make test).")
+    server = baker.make(Server, alias="Laptop", api_url="http://127.0.0.1:1", is_online=True)
+    running, (following,) = running_with_next(server)
+    reserved = dispatch.job_reserve_next(running=running)
+    cancel_updated = threading.Event()
+    commit_cancel = threading.Event()
+    results = {}
+
+    def cancel() -> None:
+        try:
+            with transaction.atomic():
+                Job.objects.filter(pk=running.job_id).update(status=JobStatus.CANCELLED)
+                cancel_updated.set()
+                commit_cancel.wait(10)
+        finally:
+            connection.close()
+
+    def start() -> None:
+        try:
+            results["started"] = dispatch.job_start_reserved(reserved=reserved, finishing=running)
+        finally:
+            connection.close()
+
+    canceller = threading.Thread(target=cancel)
+    canceller.start()
+    assert cancel_updated.wait(10)
+    starter = threading.Thread(target=start)
+    starter.start()
+
+    def start_waits_for_the_lock() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            return cursor.fetchone()[0] > 0
+
+    wait_until(start_waits_for_the_lock, timeout=10, what="the start to wait for the cancel")
+    commit_cancel.set()
+    canceller.join(10)
+    starter.join(10)
+
+    assert results["started"] is False
+    assert Job.objects.get(pk=following.pk).status == JobStatus.PENDING
+    assert dispatch.job_claim_next(server_id=server.pk) is None  # reserved: not claimable
+    dispatch.job_unreserve(reserved=reserved)
+    assert dispatch.job_claim_next(server_id=server.pk).job_id == following.pk

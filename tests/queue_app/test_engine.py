@@ -204,3 +204,85 @@ def test_loras_and_negative_prompt_reach_the_server(server, sim):
     image = JobImage.objects.get()
     assert "<lora:detail:0.6>" in image.infotext
     assert "Negative prompt: blurry" in image.infotext
+
+
+# -- the next job, reserved while the current one generates ----------------------------------
+
+
+def sent_order(sim: ForgeSimulator) -> list[str]:
+    return [event["task_id"] for event in sim.events.of_type("txt2img_received")]
+
+
+def reserved_while_pending(job: Job) -> bool:
+    job.refresh_from_db()
+    return job.status == JobStatus.PENDING and job.lease_token is not None
+
+
+def test_each_next_job_starts_from_its_reservation(server, sim, caplog):
+    caplog.set_level("INFO", logger="queue_app.dispatch")
+    jobs = [submit(seed=i) for i in range(3)]
+
+    assert server_run(server.pk) == 3
+
+    assert sent_order(sim) == [str(job.pk) for job in jobs]
+    # The first is claimed; each later one is started from the reservation made while the
+    # job before it generated.
+    claimed = [m.split()[2] for m in caplog.messages if m.startswith("Claimed job")]
+    started = [m.split()[3] for m in caplog.messages if m.startswith("Started reserved job")]
+    assert claimed == [str(jobs[0].pk)]
+    assert started == [str(jobs[1].pk), str(jobs[2].pk)]
+    for job in jobs:
+        job.refresh_from_db()
+        assert job.status == JobStatus.COMPLETED
+        assert job.lease_token is None
+    assert JobImage.objects.count() == 3
+    # Pipelined: a job's images are stored (and it completes) only once the next job has
+    # been started, so the server never waits for the storage.
+    assert jobs[0].completed_at > jobs[1].started_at
+    assert jobs[1].completed_at > jobs[2].started_at
+
+
+def test_a_job_cancelled_while_reserved_never_runs(server, sim):
+    sim.config.seconds_per_step = 0.05
+    first = submit(steps=40)
+    second, third = submit(), submit()
+    thread = run_queue_in_thread(server.pk)
+    wait_until(lambda: reserved_while_pending(second), timeout=10, what="the reservation")
+
+    job_cancel(job_id=second.pk)
+    thread.join(20)
+
+    assert sent_order(sim) == [str(first.pk), str(third.pk)]
+    assert Job.objects.get(pk=second.pk).status == JobStatus.CANCELLED
+    assert Job.objects.get(pk=third.pk).status == JobStatus.COMPLETED
+
+
+def test_a_job_of_higher_priority_submitted_meanwhile_runs_next(server, sim):
+    sim.config.seconds_per_step = 0.05
+    first = submit(steps=40)
+    reserved = submit()
+    thread = run_queue_in_thread(server.pk)
+    wait_until(lambda: reserved_while_pending(reserved), timeout=10, what="the reservation")
+
+    urgent, _ = job_submit(
+        target_server_alias="Laptop",
+        generation_params={"positive_prompt": "now", "steps": 4, "width": 64, "height": 64},
+        priority=5,
+    )
+    thread.join(20)
+
+    assert sent_order(sim) == [str(first.pk), str(urgent.pk), str(reserved.pk)]
+    assert set(Job.objects.values_list("status", flat=True)) == {JobStatus.COMPLETED}
+    assert Job.objects.get(pk=reserved.pk).lease_token is None
+
+
+def test_a_failed_job_gives_its_reservation_back_to_the_normal_claim(server, sim, settings):
+    settings.MOBILESD_MAX_RETRIES = 0
+    sim.faults.error_500_next = 1
+    failing, following = submit(), submit()
+
+    server_run(server.pk)
+
+    assert Job.objects.get(pk=failing.pk).status == JobStatus.FAILED
+    assert Job.objects.get(pk=following.pk).status == JobStatus.COMPLETED
+    assert sent_order(sim) == [str(failing.pk), str(following.pk)]
