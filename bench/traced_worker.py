@@ -85,7 +85,7 @@ def install() -> None:
     probe(dispatch, "job_start_reserved", "start reserved")
     probe(dispatch, "job_unreserve", "unreserve")
     probe(engine, "job_prepare", "prepare")
-    probe(engine, "job_execute", "execute")
+    probe(engine, "job_generate", "generate")
     probe(engine, "make_client", "make client")
     probe(engine, "_resolve_checkpoint", "resolve checkpoint")
     probe(engine, "build_txt2img_payload", "build payload")

@@ -337,14 +337,6 @@ def _resolve_checkpoint(server: Server, requested: str) -> str:
     raise ForgePermanentError(resolution.message(server.alias))
 
 
-def job_execute(claim: Claim, *, client: ForgeClient | None = None) -> None:
-    """Run one claimed job to its end: completed, failed, released for a retry, or discarded
-    because it was cancelled meanwhile."""
-    result = job_generate(claim, client=client)
-    if result is not None:
-        _store_results(claim, result.images, result.info)
-
-
 def job_prepare(claim: Claim) -> Prepared:
     """Build a claimed (or reserved) job's request: its checkpoint resolved to the server's
     exact title, its parameters mapped, its timeout scaled to its size. Raises ForgeError

@@ -1,14 +1,17 @@
 """`ForgeSimulator`: a real HTTP server playing a Forge 2 / A1111 1.10 instance.
 
-Stdlib `ThreadingHTTPServer`, one thread per connection, every response `Connection: close`
-(no keep-alive, so "the server went away" is always visible to the next request).
-Lifecycle invariants:
+Stdlib `ThreadingHTTPServer`, one thread per connection. Connections are kept alive between
+requests as uvicorn keeps them (HTTP/1.1, closed after `KEEP_ALIVE_SECONDS` idle, with
+TCP_NODELAY), so a client reuses its connection from one job to the next as it does with a
+real server. Stopping, restarting or refusing connections also closes the idle ones, so
+"the server went away" is always visible to the next request. Lifecycle invariants:
 * `restart()` kills the current `Runtime` (queue, task ids, loaded model are gone; waiting and
   running requests lose their connection without a response), then serves a fresh one on the
   same port. Options saved with POST /options and computed hashes survive, as `config.json` and
   `cache.json` do on a real server.
-* `faults.refuse_connections = True` closes the listening socket (connects are refused);
-  setting it back to False binds the same port again. Requests in flight are unaffected.
+* `faults.refuse_connections = True` closes the listening socket (connects are refused) and
+  the idle kept-alive connections; setting it back to False binds the same port again.
+  Requests in flight are unaffected.
 * `set_models()` / `set_loras()` change the files "on disk"; the API shows them after
   POST /sdapi/v1/refresh-checkpoints / refresh-loras, or after a restart.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import select
 import socket
 import threading
 from collections import Counter
@@ -38,7 +42,14 @@ from .runtime import Runtime
 logger = logging.getLogger(__name__)
 
 
+# uvicorn's default `--timeout-keep-alive`.
+KEEP_ALIVE_SECONDS = 5.0
+
+
 class _Handler(SimRequestHandler):
+    # Like uvicorn: no Nagle delay between the headers and the body of a response.
+    disable_nagle_algorithm = True
+
     def setup(self) -> None:
         super().setup()
         self._dropped = False
@@ -61,8 +72,31 @@ class _Handler(SimRequestHandler):
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
 
+    def parse_request(self) -> bool:
+        # A request line has arrived: the connection is busy until its response is written.
+        self.server.sim._set_busy(self.connection, True)
+        return super().parse_request()
+
+    def handle_one_request(self) -> None:
+        try:
+            # Waiting for the next request on a kept-alive connection: closed when idle
+            # too long.
+            self.connection.settimeout(KEEP_ALIVE_SECONDS)
+            super().handle_one_request()
+        finally:
+            sim = self.server.sim
+            sim._set_busy(self.connection, False)
+            if sim.faults.refuse_connections:
+                # The server refuses connections: this one ends with its response too (if
+                # refusing starts after this check, it finds the connection idle and closes it).
+                self.close_connection = True
+
     def _dispatch(self, method: str) -> None:
-        self.close_connection = True
+        # No socket timeout while a request is served: a job takes as long as it takes.
+        self.connection.settimeout(None)
+        self._serve(method)
+
+    def _serve(self, method: str) -> None:
         sim = self.server.sim
         url = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
@@ -88,13 +122,21 @@ class _Handler(SimRequestHandler):
             self.send_response(response.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
-            self.send_header("Connection", "close")
             for key, value in response.headers.items():
                 self.send_header(key, value)
             self.end_headers()
             self.wfile.write(payload)
         except OSError:
             logger.debug("client went away before the response to %s %s", method, url.path)
+
+
+def _has_input(conn: socket.socket) -> bool:
+    """Bytes have arrived on `conn` and wait to be read (or the peer closed it)."""
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return bool(readable)
 
 
 class ForgeSimulator:
@@ -122,7 +164,7 @@ class ForgeSimulator:
         self._server: SimHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._port = self.config.port
-        self._connections: set[socket.socket] = set()
+        self._connections: dict[socket.socket, bool] = {}  # connection -> serving a request
         self._conn_lock = threading.Lock()
         self._counts: Counter[tuple[str, str]] = Counter()
         self._api = Api(self)
@@ -308,15 +350,24 @@ class ForgeSimulator:
 
     def _track(self, conn: socket.socket) -> None:
         with self._conn_lock:
-            self._connections.add(conn)
+            self._connections[conn] = False
 
     def _untrack(self, conn: socket.socket) -> None:
         with self._conn_lock:
-            self._connections.discard(conn)
+            self._connections.pop(conn, None)
 
-    def _close_connections(self) -> None:
+    def _set_busy(self, conn: socket.socket, busy: bool) -> None:
         with self._conn_lock:
-            conns = list(self._connections)
+            if conn in self._connections:
+                self._connections[conn] = busy
+
+    def _close_connections(self, *, idle_only: bool = False) -> None:
+        """Close the open connections; with `idle_only`, spare those serving a request or
+        holding one that has arrived and is not read yet (they close after responding)."""
+        with self._conn_lock:
+            conns = [c for c, busy in self._connections.items() if not (idle_only and busy)]
+        if idle_only:
+            conns = [c for c in conns if not _has_input(c)]
         for conn in conns:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
@@ -348,6 +399,7 @@ class ForgeSimulator:
                 return
             if refuse:
                 self._close_listener()
+                self._close_connections(idle_only=True)
                 self.events.record("refusing_connections", port=self._port)
             elif self._server is None:
                 self._open_listener()

@@ -1,8 +1,10 @@
-"""Unit tests of the Forge/A1111 client; the transport is mocked with `responses`."""
+"""Unit tests of the Forge/A1111 client; the transport is mocked with `responses`, except for
+`on_sent`, which is about the socket: those tests talk to the simulator over real HTTP."""
 
 import base64
 import json
 import pickle
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,6 +24,8 @@ from servers_app.client import (
     ServerEndpoint,
     job_timeout,
 )
+from servers_app.simulator import ForgeSimulator, SimulatorConfig
+from servers_app.simulator.api import Request
 
 BASE = "http://forge.local:7860"
 
@@ -818,3 +822,112 @@ def test_refused_connection_is_unreachable_against_a_real_closed_port() -> None:
 
     with pytest.raises(ForgeUnreachableError, match="cannot connect"):
         client.sd_models()
+
+
+# --- on_sent (real HTTP, simulator) ------------------------------------------------------
+
+
+@pytest.fixture
+def sim() -> Iterator[ForgeSimulator]:
+    with ForgeSimulator(SimulatorConfig(seconds_per_step=0.01)) as simulator:
+        yield simulator
+        simulator.faults.clear()
+
+
+@pytest.fixture
+def received(sim: ForgeSimulator, monkeypatch: pytest.MonkeyPatch) -> list[Request]:
+    """Every request the simulator parses, with its headers and body as they arrived."""
+    seen: list[Request] = []
+    handle = sim._api.handle
+
+    def recording(request: Request) -> Any:
+        seen.append(request)
+        return handle(request)
+
+    monkeypatch.setattr(sim._api, "handle", recording)
+    return seen
+
+
+def test_on_sent_is_called_once_when_the_whole_request_is_out_before_the_answer(
+    sim: ForgeSimulator,
+) -> None:
+    # ~230 KB: the body goes out in many blocks, and the task id is at its very end.
+    prompt = "a red fox in the snow, " * 10_000
+    payload = {"prompt": prompt, "steps": 1000, "force_task_id": "job-1"}  # ~10 s of sampling
+    order: list[str] = []
+    finished_when_sent: list[int] = []
+
+    def on_sent() -> None:
+        # This thread is held here: the server can only parse the JSON and start the task
+        # if the whole body was already written.
+        sim.wait_for_event("txt2img_started", lambda e: e["task_id"] == "job-1", timeout=10)
+        finished_when_sent.append(len(sim.events.of_type("txt2img_finished")))
+        order.append("sent")
+        requests.post(f"{sim.url}/sdapi/v1/interrupt", timeout=10)  # no need to wait 10 s
+
+    with ForgeClient(ServerEndpoint(sim.url)) as forge:
+        result = forge.txt2img(payload, on_sent=on_sent)
+    order.append("returned")
+
+    assert order == ["sent", "returned"]
+    assert finished_when_sent == [0]  # called while the answer was still to come
+    assert result.parameters["prompt"] == prompt
+    assert result.parameters["steps"] == 1000
+    assert result.info["prompt"] == prompt
+    assert sim.wait_for_event("txt2img_finished")["task_id"] == "job-1"
+
+
+@pytest.mark.parametrize("signalled", [False, True], ids=["plain", "on_sent"])
+def test_txt2img_sends_json_with_a_content_length(
+    sim: ForgeSimulator, received: list[Request], signalled: bool
+) -> None:
+    payload = {"prompt": "a cat", "steps": 2, "force_task_id": "job-2"}
+    calls: list[None] = []
+
+    with ForgeClient(ServerEndpoint(sim.url)) as forge:
+        forge.txt2img(payload, on_sent=(lambda: calls.append(None)) if signalled else None)
+
+    (request,) = received
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["content-length"] == str(len(request.body))
+    assert "transfer-encoding" not in request.headers  # not chunked
+    assert request.headers["accept"] == "application/json"
+    assert request.headers["user-agent"].startswith("MobileSD/")
+    assert json.loads(request.body) == payload
+    assert len(calls) == int(signalled)
+
+
+@pytest.mark.parametrize("kept_alive", [False, True], ids=["new-connection", "kept-alive"])
+def test_on_sent_is_not_called_when_the_connection_is_refused(
+    sim: ForgeSimulator, kept_alive: bool
+) -> None:
+    calls: list[None] = []
+
+    with ForgeClient(ServerEndpoint(sim.url)) as forge:
+        if kept_alive:
+            forge.options()  # a pooled connection, which refusing connections closes
+        sim.faults.refuse_connections = True
+
+        with pytest.raises(ForgeUnreachableError, match="cannot connect"):
+            forge.txt2img({"prompt": "x", "steps": 1}, on_sent=lambda: calls.append(None))
+
+    assert calls == []
+    assert sim.request_count("POST", "/sdapi/v1/txt2img") == 0
+
+
+def test_on_sent_is_called_when_the_connection_drops_after_the_request_is_out(
+    sim: ForgeSimulator,
+) -> None:
+    sim.faults.drop_mid_job = 1
+    calls: list[None] = []
+
+    with (
+        ForgeClient(ServerEndpoint(sim.url)) as forge,
+        pytest.raises(ForgeTransientError) as caught,
+    ):
+        forge.txt2img({"steps": 10, "force_task_id": "job-3"}, on_sent=lambda: calls.append(None))
+
+    # Sent, then lost: not "unreachable", the job may run on the server.
+    assert type(caught.value) is ForgeTransientError
+    assert calls == [None]
+    assert sim.wait_for_event("connection_dropped")["task_id"] == "job-3"

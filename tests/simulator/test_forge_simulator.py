@@ -11,11 +11,13 @@ import itertools
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ import pytest
 import requests
 from PIL import Image
 
+from servers_app.client import ForgeClient, ForgeUnreachableError, ServerEndpoint
 from servers_app.simulator import (
     ForgeSimulator,
     SimLora,
@@ -31,6 +34,8 @@ from servers_app.simulator import (
     format_infotext,
     parse_infotext,
 )
+from servers_app.simulator import server as simulator_server
+from servers_app.simulator.api import Request
 from servers_app.simulator.catalog import normalise_sampler
 
 PONY = "Pony/cyberrealisticPony_v8.safetensors"
@@ -955,6 +960,115 @@ def test_stop_and_start_serve_again_on_the_same_port(sim):
 
     assert sim.port == port
     assert requests.get(f"{sim.url}/internal/ping", timeout=5).status_code == 200
+
+
+# -- keep-alive connections -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Accepted:
+    peer: tuple[str, int]  # the client's address
+    nodelay: bool
+
+
+@pytest.fixture
+def accepted(sim: ForgeSimulator, monkeypatch: pytest.MonkeyPatch) -> list[Accepted]:
+    """Every connection `sim` accepts from now on, recorded when its handler starts (before
+    the first request on it is read, so before any answer reaches the client)."""
+    connections: list[Accepted] = []
+    track = sim._track
+
+    def recording(conn: socket.socket) -> None:
+        nodelay = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        connections.append(Accepted(conn.getpeername(), bool(nodelay)))
+        track(conn)
+
+    monkeypatch.setattr(sim, "_track", recording)
+    return connections
+
+
+def interrupt_in_process(sim: ForgeSimulator) -> None:
+    """What POST /sdapi/v1/interrupt does, without a connection (the listener may be closed)."""
+    sim._api.handle(
+        Request(method="POST", path="/sdapi/v1/interrupt", query={}, body=b"", headers={})
+    )
+
+
+def test_a_session_reuses_one_connection_from_request_to_request(sim, accepted):
+    with requests.Session() as session:
+        options = session.get(f"{sim.url}/sdapi/v1/options", timeout=TIMEOUT)
+        job = session.post(f"{sim.url}/sdapi/v1/txt2img", json={"steps": 1}, timeout=TIMEOUT)
+        progress = session.get(f"{sim.url}/sdapi/v1/progress", timeout=TIMEOUT)
+
+    assert [r.status_code for r in (options, job, progress)] == [200, 200, 200]
+    assert "close" not in {r.headers.get("Connection", "").lower() for r in (options, job)}
+    assert len(accepted) == 1
+
+
+def test_connections_are_served_without_nagle_delay(sim, accepted):
+    assert requests.get(f"{sim.url}/internal/ping", timeout=TIMEOUT).status_code == 200
+
+    assert [c.nodelay for c in accepted] == [True]
+
+
+def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(sim, accepted, monkeypatch):
+    monkeypatch.setattr(simulator_server, "KEEP_ALIVE_SECONDS", 0.2)
+
+    with requests.Session() as session:
+        first = session.get(f"{sim.url}/internal/ping", timeout=TIMEOUT)
+        poll(lambda: not sim._connections)  # the server hung up on the idle connection
+        second = session.get(f"{sim.url}/internal/ping", timeout=TIMEOUT)
+
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert len(accepted) == 2  # the client noticed and connected again
+
+
+def test_refusing_connections_cuts_off_a_kept_alive_client(sim, accepted):
+    with ForgeClient(ServerEndpoint(sim.url)) as forge:
+        forge.options()  # leaves a kept-alive connection in the client's pool
+        sim.faults.refuse_connections = True
+
+        # The engine marks a server offline on this error: the job was never sent.
+        with pytest.raises(ForgeUnreachableError):
+            forge.txt2img({"prompt": "x", "steps": 1})
+
+    assert len(accepted) == 1
+    assert sim.request_count("POST", "/sdapi/v1/txt2img") == 0
+
+
+def test_a_kept_alive_client_is_answered_by_the_restarted_server(sim, accepted):
+    with requests.Session() as session:
+        before = session.get(f"{sim.url}/app_id", timeout=TIMEOUT).json()["app_id"]
+        sim.restart()
+        after = session.get(f"{sim.url}/app_id", timeout=TIMEOUT)
+
+    assert after.status_code == 200
+    assert after.json()["app_id"] != before  # the fresh process answered
+    assert len(accepted) == 2  # over a new connection: restarting closed the idle one
+
+
+def test_a_request_in_flight_is_answered_while_connections_are_refused(sim, pool):
+    job = start_long_job(pool, sim, "A")
+
+    sim.faults.refuse_connections = True
+    interrupt_in_process(sim)  # ends the job now, listener still closed
+    response = job.result(timeout=TIMEOUT)
+
+    assert response.status_code == 200
+    assert sim.faults.refuse_connections is True
+    assert sim.wait_for_event("txt2img_finished")["interrupted"] is True
+
+
+def test_a_connection_in_flight_when_refusing_starts_is_closed_after_its_response(sim, pool):
+    with ForgeClient(ServerEndpoint(sim.url)) as forge:
+        job = pool.submit(forge.txt2img, {"force_task_id": "A", "steps": 1000})
+        sim.wait_for_event("txt2img_started", lambda e: e["task_id"] == "A")
+        sim.faults.refuse_connections = True
+        interrupt_in_process(sim)
+        job.result(timeout=TIMEOUT)
+
+        with pytest.raises(ForgeUnreachableError):
+            forge.options()
 
 
 # -- infotext writer and parser -------------------------------------------------------------
