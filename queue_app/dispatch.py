@@ -18,8 +18,11 @@ lost its lease, or a cancel racing a completion can never move a job twice:
 
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from django.conf import settings
@@ -57,19 +60,46 @@ def task_id_for(job: Job) -> str:
     return str(job.pk) if job.retry_count == 0 else f"{job.pk}.{job.retry_count}"
 
 
-def _unreserved(now: datetime) -> Q:
-    """Pending jobs no worker has reserved (or whose reservation lapsed)."""
-    return Q(lease_token__isnull=True) | Q(lease_expires_at__lt=now)
+def _db(name: str, value: Any) -> Any:
+    """`value` as the Job field `name` is written to the database."""
+    field = Job._meta.get_field(name)
+    assert isinstance(field, Field)
+    return field.get_db_prep_save(value, connection)
 
 
-def _eligible(server: Server, now: datetime) -> Any:
-    """Pending jobs this server may take now: its own, or "any" jobs, not reserved."""
-    return (
-        Job.objects.filter(status=JobStatus.PENDING)
-        .filter(Q(server=server) | Q(server__isnull=True, target_server_alias=ANY_SERVER))
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .filter(_unreserved(now))
+# The engine's statements between two jobs are written in SQL: building them with the ORM
+# takes several times longer (in Python, with the GIL shared by every server's loop) than
+# the database takes to run them. Only table names are interpolated; values are bound.
+_JOB, _SERVER = Job._meta.db_table, Server._meta.db_table
+
+# Pending jobs a server may take now: its own or "any" jobs, not waiting out a backoff,
+# not reserved by a worker (or the reservation lapsed).
+_ELIGIBLE = (
+    "{t}status = %s"
+    " AND ({t}server_id = %s OR ({t}server_id IS NULL AND {t}target_server_alias = %s))"
+    " AND ({t}next_attempt_at IS NULL OR {t}next_attempt_at <= %s)"
+    " AND ({t}lease_token IS NULL OR {t}lease_expires_at < %s)"
+)
+
+
+def _eligible_params(server: Server, now: datetime) -> list[Any]:
+    when = _db("next_attempt_at", now)
+    return [str(JobStatus.PENDING), server.pk, ANY_SERVER, when, when]
+
+
+def _window(server: Server, now: datetime, *, lock: bool) -> list[Job]:
+    """The head of the server's queue: eligible jobs by priority, then age, as many as the
+    scheduler looks ahead. `lock`: lock them, skipping rows another claim has locked (in a
+    transaction, on databases with row locks)."""
+    locking = (
+        " FOR UPDATE SKIP LOCKED" if lock and connection.features.has_select_for_update else ""
     )
+    sql = (
+        f"SELECT * FROM {_JOB} WHERE {_ELIGIBLE.format(t='')}"  # noqa: S608
+        f" ORDER BY priority DESC, created_at ASC LIMIT %s{locking}"
+    )
+    params = [*_eligible_params(server, now), settings.MOBILESD_SCHEDULER_LOOKAHEAD]
+    return list(Job.objects.raw(sql, params))
 
 
 def _can_run_here(job: Job, server: Server, checkpoints: list[CachedModel]) -> bool:
@@ -125,11 +155,7 @@ def job_claim_next(*, server_id: int, finishing: uuid.UUID | None = None) -> Cla
         )
         if running >= server.slots:
             return None
-        window = list(
-            _eligible(server, now)
-            .select_for_update(skip_locked=True)
-            .order_by("-priority", "created_at")[: settings.MOBILESD_SCHEDULER_LOOKAHEAD]
-        )
+        window = _window(server, now, lock=True)
         job = _choose(window, server, checkpoint_key(server.loaded_checkpoint))
         if job is None:
             return None
@@ -167,6 +193,22 @@ def _started(server: Server, token: uuid.UUID, task_id: str, now: datetime) -> d
     }
 
 
+@contextmanager
+def _commit_without_flush() -> Iterator[None]:
+    """A transaction whose commit does not wait for the disk (PostgreSQL's
+    `synchronous_commit = off`), for the reservations and starts the engine makes between
+    two jobs, where the server waits for them. Losing one in a PostgreSQL crash is
+    harmless: a lost reservation is no reservation, and a lost start leaves the job
+    pending, to run again (the images of the lost run are discarded: a job is completed
+    only under its current lease). Every other transition is flushed as usual.
+    """
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit = off")
+        yield
+
+
 def job_reserve_next(*, running: Claim) -> Claim | None:
     """Choose, while `running` generates, the job its server runs next, and reserve it.
 
@@ -180,22 +222,29 @@ def job_reserve_next(*, running: Claim) -> Claim | None:
     assert server is not None
     assert running.job is not None
     now = timezone.now()
-    window = list(
-        _eligible(server, now).order_by("-priority", "created_at")[
-            : settings.MOBILESD_SCHEDULER_LOOKAHEAD
-        ]
-    )
+    window = _window(server, now, lock=False)
     loaded = running.job.checkpoint_key or checkpoint_key(server.loaded_checkpoint)
     job = _choose(window, server, loaded)
     if job is None or job.server_id != server.pk:
         return None
     token = uuid.uuid4()
     expires = now + timedelta(seconds=settings.MOBILESD_LEASE_SECONDS)
-    reserved = (
-        Job.objects.filter(pk=job.pk, status=JobStatus.PENDING, server=server)
-        .filter(_unreserved(now))
-        .update(lease_token=token, lease_expires_at=expires)
+    sql = (
+        f"UPDATE {_JOB} SET lease_token = %s, lease_expires_at = %s"  # noqa: S608
+        " WHERE id = %s AND status = %s AND server_id = %s"
+        " AND (lease_token IS NULL OR lease_expires_at < %s)"
     )
+    params = [
+        _db("lease_token", token),
+        _db("lease_expires_at", expires),
+        _db("id", job.pk),
+        str(JobStatus.PENDING),
+        server.pk,
+        _db("lease_expires_at", now),
+    ]
+    with _commit_without_flush(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        reserved = cursor.rowcount == 1
     if not reserved:
         return None  # taken, cancelled or reserved meanwhile: the next claim decides
     _count_passed_over(window, job)
@@ -210,37 +259,22 @@ def job_reserve_next(*, running: Claim) -> Claim | None:
     )
 
 
-def _db(name: str, value: Any) -> Any:
-    """`value` as the Job field `name` is written to the database."""
-    field = Job._meta.get_field(name)
-    assert isinstance(field, Field)
-    return field.get_db_prep_save(value, connection)
-
-
-def _start_reserved_sql() -> str:
-    """The statement that starts a reserved job; see job_start_reserved.
-
-    Raw SQL, written once: on the path between two jobs the ORM would spend longer building
-    this statement (several ms of Python, with the GIL shared by every server's loop) than
-    the database takes to run it, and it refuses FOR UPDATE outside a transaction even in
-    a subquery of a statement that is one. Only table names are interpolated.
-    """
-    job, server = Job._meta.db_table, Server._meta.db_table
+@cache
+def _start_reserved_sql(*, row_locks: bool) -> str:
+    """The statement that starts a reserved job; see job_start_reserved."""
     # PostgreSQL locks the running job's row; SQLite runs one writer at a time anyway.
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    lock = " FOR UPDATE" if row_locks else ""
     return (
-        f"UPDATE {job} SET status = %s, server_id = %s, lease_token = %s,"  # noqa: S608
+        f"UPDATE {_JOB} SET status = %s, server_id = %s, lease_token = %s,"  # noqa: S608
         " lease_expires_at = %s, started_at = %s, updated_at = %s, forge_session_hash = %s,"
         " progress = %s, next_attempt_at = NULL"
         " WHERE id = %s AND status = %s AND lease_token = %s"
-        f" AND EXISTS (SELECT 1 FROM {job} WHERE id = %s AND status = %s"
+        f" AND EXISTS (SELECT 1 FROM {_JOB} WHERE id = %s AND status = %s"
         f" AND lease_token = %s{lock})"
-        f" AND EXISTS (SELECT 1 FROM {server} WHERE id = %s AND enabled"
+        f" AND EXISTS (SELECT 1 FROM {_SERVER} WHERE id = %s AND enabled"
         " AND (is_online IS NULL OR is_online))"
-        f" AND NOT EXISTS (SELECT 1 FROM {job} WHERE status = %s"
-        " AND (server_id = %s OR (server_id IS NULL AND target_server_alias = %s))"
-        " AND (next_attempt_at IS NULL OR next_attempt_at <= %s)"
-        " AND (lease_token IS NULL OR lease_expires_at < %s) AND priority > %s)"
+        f" AND NOT EXISTS (SELECT 1 FROM {_JOB} other WHERE {_ELIGIBLE.format(t='other.')}"
+        " AND other.priority > %s)"
     )
 
 
@@ -284,21 +318,12 @@ def job_start_reserved(*, reserved: Claim, finishing: Claim) -> bool:
         # the server
         server.pk,
         # no job of higher priority
-        pending,
-        server.pk,
-        ANY_SERVER,
-        _db("next_attempt_at", now),
-        _db("lease_expires_at", now),
+        *_eligible_params(server, now),
         job.priority,
     ]
-    with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # The server is waiting for this commit, not for the disk: if PostgreSQL
-            # crashed before writing it, the job would merely be pending again and run
-            # again (the images of this run would then be discarded, as a job is completed
-            # only under its current lease). Every other transition is flushed as usual.
-            cursor.execute("SET LOCAL synchronous_commit = off")
-        cursor.execute(_start_reserved_sql(), params)
+    with _commit_without_flush(), connection.cursor() as cursor:
+        sql = _start_reserved_sql(row_locks=connection.features.has_select_for_update)
+        cursor.execute(sql, params)
         updated = cursor.rowcount
     if updated != 1:
         return False

@@ -11,7 +11,7 @@ the job is cancelled (only when the server's current task is this job's).
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -70,84 +70,96 @@ def server_run(server_id: int) -> int:
     """Run jobs of this server one after another while there are any; returns how many.
 
     Any number of these may run at once for one server: claims never exceed its slots.
-    The server never waits for MobileSD's bookkeeping: while a job generates (this thread
-    blocks in its request), a reserving thread chooses the next job, reserves it and
-    builds its request, and a storing thread stores the previous job's images and
-    completes it. When the images arrive, one statement starts the reserved job on the slot
-    the finished one hands over and its request goes out at once; then the finished job is
-    passed to the storing thread. (Without a reservation, e.g. after a failure, the next
-    job is claimed as usual.) At most one finished job waits for storage at a time.
+    The server never waits for MobileSD's bookkeeping: this thread only sends each job's
+    request and reads its answer. Once a request is written (and not before, so as not to
+    compete with it for the interpreter's lock), the job's monitor starts, a reserving
+    thread chooses the next job, reserves it and builds its request, and a storing thread
+    stores the previous job's images and completes it. When the images arrive, one
+    statement starts the reserved job on the slot the finished one hands over, and its
+    request goes out at once. (Without a reservation, e.g. after a failure, the next job
+    is claimed as usual.) At most one finished job waits for storage at a time.
     """
-    done = 0
-    client: ForgeClient | None = None
-    reserver = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"reserve-{server_id}")
-    storer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-{server_id}")
-    reserving: Future[Reserved | None] | None = None
-    storing: Future[None] | None = None
-    try:
-        claim, prepared = _next_job(server_id, finished=None, reserved=None)
-        finished: tuple[Claim, Txt2ImgResult] | None = None
-        while claim is not None:
-            client = _client_for(claim.server, client)
-            # The bookkeeping starts once the request is out: until then, it would compete
-            # with this thread for the interpreter (the GIL) and delay the request. Storing
-            # waits for the reservation too, which the next job needs first.
-            sent = threading.Event()
-            if not shutting_down.is_set():
-                reserving = reserver.submit(_after([sent], _reserve_guarded), claim)
+    return _ServerLoop(server_id).run()
+
+
+class _ServerLoop:
+    def __init__(self, server_id: int) -> None:
+        self.server_id = server_id
+        self.reserver = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"reserve-{server_id}")
+        self.storer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-{server_id}")
+        self.reserving: Future[Reserved | None] | None = None
+        self.storing: Future[None] | None = None
+
+    def run(self) -> int:
+        done = 0
+        client: ForgeClient | None = None
+        try:
+            claim, prepared = _next_job(self.server_id, finished=None, reserved=None)
+            finished: tuple[Claim, Txt2ImgResult] | None = None
+            while claim is not None:
+                client = _client_for(claim.server, client)
+                bookkeeping = _Once(self._bookkeep, claim, finished)
+                try:
+                    result = _generate_guarded(claim, client, prepared, on_sent=bookkeeping)
+                finally:
+                    bookkeeping()  # also when the request never went out
+                reserving, self.reserving = self.reserving, None
+                reserved = reserving.result() if reserving is not None else None
+                finished = (claim, result) if result is not None else None
+                claim, prepared = _next_job(self.server_id, finished=finished, reserved=reserved)
+                done += 1
             if finished is not None:
-                if storing is not None:
-                    storing.result()  # bounds the images held in memory to two jobs'
-                after = [sent] if reserving is None else [sent, _done_event(reserving)]
-                storing = storer.submit(_after(after, _store_guarded), *finished)
-            try:
-                result = _generate_guarded(claim, client, prepared, on_sent=sent.set)
-            finally:
-                sent.set()  # also when the request never went out
-            reserved = reserving.result() if reserving is not None else None
-            reserving = None
-            finished = (claim, result) if result is not None else None
-            claim, prepared = _next_job(server_id, finished=finished, reserved=reserved)
-            done += 1
+                self._store(finished, after=[])
+            return done
+        finally:
+            self._close()
+            if client is not None:
+                client.close()
+
+    def _bookkeep(self, running: Claim, finished: tuple[Claim, Txt2ImgResult] | None) -> None:
+        """Once `running`'s request is out: reserve the job after it, and store the one
+        before it (after the reservation, which the next job needs first)."""
+        if not shutting_down.is_set():
+            self.reserving = self.reserver.submit(_reserve_guarded, running)
         if finished is not None:
-            if storing is not None:
-                storing.result()
-            storing = storer.submit(_store_guarded, *finished)
-        return done
-    finally:
-        if reserving is not None:
-            reserved = reserving.result()
+            self._store(finished, after=[self.reserving] if self.reserving else [])
+
+    def _store(self, finished: tuple[Claim, Txt2ImgResult], *, after: list[Future[Any]]) -> None:
+        if self.storing is not None:
+            self.storing.result()  # bounds the images held in memory to two jobs'
+        self.storing = self.storer.submit(_store_after, after, finished)
+
+    def _close(self) -> None:
+        if self.reserving is not None:
+            reserved = self.reserving.result()
             if reserved is not None:
                 try:
                     dispatch.job_unreserve(reserved=reserved.claim)
                 except Exception:  # it lapses on its own after MOBILESD_LEASE_SECONDS
                     logger.exception("Could not give back reserved job %s", reserved.claim.job_id)
-        if storing is not None:
-            storing.result()
-        for executor in (reserver, storer):
+        if self.storing is not None:
+            self.storing.result()
+        for executor in (self.reserver, self.storer):
             # Each thread's database connection is its own: closed there.
             executor.submit(_close_this_threads_connection).result()
             executor.shutdown()
-        if client is not None:
-            client.close()
 
 
-def _after[**P, R](events: list[threading.Event], work: Callable[P, R]) -> Callable[P, R]:
-    """`work`, run once every one of `events` is set."""
+class _Once[**P]:
+    """A call of `work(*args)` that happens the first time this is called, and only then."""
 
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        for event in events:
-            event.wait()
-        return work(*args, **kwargs)
+    def __init__(self, work: Callable[P, None], *args: P.args, **kwargs: P.kwargs) -> None:
+        self._call: Callable[[], None] | None = lambda: work(*args, **kwargs)
 
-    return run
+    def __call__(self) -> None:
+        call, self._call = self._call, None
+        if call is not None:
+            call()
 
 
-def _done_event(future: Future[Any]) -> threading.Event:
-    """An event set when `future` is done."""
-    done = threading.Event()
-    future.add_done_callback(lambda _: done.set())
-    return done
+def _store_after(after: list[Future[Any]], finished: tuple[Claim, Txt2ImgResult]) -> None:
+    wait(after)
+    _store_guarded(*finished)
 
 
 def _client_for(server: Server | None, client: ForgeClient | None) -> ForgeClient:
@@ -263,8 +275,9 @@ class Monitor(threading.Thread):
         self.interrupted = False
 
     def stop(self) -> None:
+        """Ask the monitor to end (it does within moments, closing its connections); not
+        waited for, as the next job's request should not wait for it."""
         self.stopping.set()
-        self.join(timeout=10)
 
     def run(self) -> None:
         interval = settings.MOBILESD_HEARTBEAT_SECONDS
@@ -381,8 +394,9 @@ def job_generate(
     try:
         prepared = prepared or job_prepare(claim)
         monitor = Monitor(claim, server)
-        monitor.start()
-        result = client.txt2img(prepared.payload, timeout=prepared.timeout, on_sent=on_sent)
+        result = client.txt2img(
+            prepared.payload, timeout=prepared.timeout, on_sent=_Once(_sent, monitor, on_sent)
+        )
     except ForgeUnreachableError as exc:
         # Nothing reached the server: the job waits, uncounted, until the server is back.
         server_mark_offline(server_id=server.pk, error=str(exc))
@@ -406,6 +420,13 @@ def job_generate(
         server_note_loaded_checkpoint(server_id=server.pk, title=title)
         server.loaded_checkpoint = title
     return result
+
+
+def _sent(monitor: "Monitor", on_sent: Callable[[], None] | None) -> None:
+    """The job's request is out: its monitor starts, then the caller's work."""
+    monitor.start()
+    if on_sent is not None:
+        on_sent()
 
 
 def _seed_of(info: dict[str, Any], index: int) -> int | None:
