@@ -18,8 +18,6 @@ lost its lease, or a cancel racing a completion can never move a job twice:
 
 import logging
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
@@ -193,20 +191,22 @@ def _started(server: Server, token: uuid.UUID, task_id: str, now: datetime) -> d
     }
 
 
-@contextmanager
-def _commit_without_flush() -> Iterator[None]:
-    """A transaction whose commit does not wait for the disk (PostgreSQL's
-    `synchronous_commit = off`), for the reservations and starts the engine makes between
-    two jobs, where the server waits for them. Losing one in a PostgreSQL crash is
-    harmless: a lost reservation is no reservation, and a lost start leaves the job
-    pending, to run again (the images of the lost run are discarded: a job is completed
-    only under its current lease). Every other transition is flushed as usual.
+def commit_without_flush(enabled: bool) -> None:
+    """Make this thread's database connection commit without waiting for the disk
+    (PostgreSQL's `synchronous_commit = off`), or flush again (`enabled` False).
+
+    For the connections of an engine loop and its reserving thread: their transitions are
+    the ones a server waits for between two jobs (claims, reservations, starts, releases
+    and fails), and each can be lost in a PostgreSQL crash without harm, as the leases
+    recover it: a lost claim or start leaves the job pending, to run again (the images of
+    the lost run are discarded, as a job is completed only under its current lease); a
+    lost reservation is none; a lost release or fail leaves the job processing until its
+    lease lapses and it is requeued. Completions, which record the stored images, are made
+    by the storing thread on a connection that flushes as usual.
     """
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit = off")
-        yield
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET synchronous_commit = {'off' if enabled else 'DEFAULT'}")
 
 
 def job_reserve_next(*, running: Claim) -> Claim | None:
@@ -242,7 +242,7 @@ def job_reserve_next(*, running: Claim) -> Claim | None:
         server.pk,
         _db("lease_expires_at", now),
     ]
-    with _commit_without_flush(), connection.cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(sql, params)
         reserved = cursor.rowcount == 1
     if not reserved:
@@ -321,7 +321,7 @@ def job_start_reserved(*, reserved: Claim, finishing: Claim) -> bool:
         *_eligible_params(server, now),
         job.priority,
     ]
-    with _commit_without_flush(), connection.cursor() as cursor:
+    with connection.cursor() as cursor:
         sql = _start_reserved_sql(row_locks=connection.features.has_select_for_update)
         cursor.execute(sql, params)
         updated = cursor.rowcount

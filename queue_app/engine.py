@@ -85,7 +85,11 @@ def server_run(server_id: int) -> int:
 class _ServerLoop:
     def __init__(self, server_id: int) -> None:
         self.server_id = server_id
-        self.reserver = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"reserve-{server_id}")
+        self.reserver = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix=f"reserve-{server_id}",
+            initializer=_reserver_started,
+        )
         self.storer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-{server_id}")
         self.reserving: Future[Reserved | None] | None = None
         self.storing: Future[None] | None = None
@@ -93,6 +97,7 @@ class _ServerLoop:
     def run(self) -> int:
         done = 0
         client: ForgeClient | None = None
+        dispatch.commit_without_flush(True)
         try:
             claim, prepared = _next_job(self.server_id, finished=None, reserved=None)
             finished: tuple[Claim, Txt2ImgResult] | None = None
@@ -115,6 +120,15 @@ class _ServerLoop:
             self._close()
             if client is not None:
                 client.close()
+            self._flush_again()
+
+    @staticmethod
+    def _flush_again() -> None:
+        """This thread's connection serves other tasks afterwards: back to the default."""
+        try:
+            dispatch.commit_without_flush(False)
+        except Exception:
+            connection.close()  # a connection that cannot be reset is not reused
 
     def _bookkeep(self, running: Claim, finished: tuple[Claim, Txt2ImgResult] | None) -> None:
         """Once `running`'s request is out: reserve the job after it, and store the one
@@ -143,6 +157,13 @@ class _ServerLoop:
             # Each thread's database connection is its own: closed there.
             executor.submit(_close_this_threads_connection).result()
             executor.shutdown()
+
+
+def _reserver_started() -> None:
+    try:
+        dispatch.commit_without_flush(True)
+    except Exception as exc:  # reservations then flush: slower, as correct
+        logger.warning("Reservations will wait for the disk: %s", exc)
 
 
 class _Once[**P]:
