@@ -49,6 +49,7 @@ class Job(models.Model):
     # Written while processing: {"fraction", "eta_seconds", "step", "total_steps", ...}.
     progress = models.JSONField(null=True, blank=True, editable=False)
     # The lease of the worker running the job: its token and when it lapses unless renewed.
+    # On a pending job, a worker's reservation of it as its server's next job (same token).
     lease_token = models.UUIDField(null=True, blank=True, editable=False)
     lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     started_at = models.DateTimeField(null=True, blank=True, editable=False)

@@ -286,3 +286,38 @@ def test_a_failed_job_gives_its_reservation_back_to_the_normal_claim(server, sim
     assert Job.objects.get(pk=failing.pk).status == JobStatus.FAILED
     assert Job.objects.get(pk=following.pk).status == JobStatus.COMPLETED
     assert sent_order(sim) == [str(failing.pk), str(following.pk)]
+
+
+def test_the_loop_commits_without_flush_and_completions_flush(server, sim, monkeypatch):
+    """Starts commit without waiting for the disk (recoverable through the leases); the
+    completions, which record the stored images, flush; the worker thread's connection is
+    back to the default when the loop ends."""
+    from django.db import connection
+
+    from queue_app import dispatch
+
+    if connection.vendor != "postgresql":
+        pytest.fail("synchronous_commit is PostgreSQL's: run the suite on it (make test).")
+
+    def setting() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    seen: dict[str, list[str]] = {"start": [], "complete": []}
+
+    def spy(name, original):
+        def wrapper(**kwargs):
+            seen[name].append(setting())
+            return original(**kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(dispatch, "job_start_reserved", spy("start", dispatch.job_start_reserved))
+    monkeypatch.setattr(dispatch, "job_complete", spy("complete", dispatch.job_complete))
+    submit(), submit()
+
+    assert server_run(server.pk) == 2
+
+    assert seen == {"start": ["off"], "complete": ["on", "on"]}
+    assert setting() == "on"
