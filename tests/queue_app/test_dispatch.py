@@ -1,8 +1,12 @@
 """Claiming, leases and the scheduler (queue_app.dispatch), without a server."""
 
+import threading
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 from model_bakery import baker
 
@@ -10,6 +14,7 @@ from queue_app import dispatch
 from queue_app.models import Job, JobImage, JobStatus
 from servers_app.checkpoints import checkpoint_key
 from servers_app.models import CachedModel, ModelKind, Server
+from tests.integration.procs import wait_until
 
 
 @pytest.fixture
@@ -310,57 +315,63 @@ def test_live_lease_is_left_alone(online):
     assert Job.objects.get().status == JobStatus.PROCESSING
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_claim_waiting_for_the_server_lock_sees_the_job_claimed_before_it():
-    """Two workers claim for a one-slot server at once: the one that waited for the server
-    row's lock must count the job the other just claimed, and claim nothing."""
-    import threading
-
-    from django.db import connection, transaction
-
-    from tests.integration.procs import wait_until
-
+def while_locked[T](hold: Callable[[], Any], contender: Callable[[], T]) -> tuple[Any, T]:
+    """Race two workers on PostgreSQL's row locks: `hold` runs in a transaction of its own
+    thread and keeps its locks; `contender` runs in another thread once `hold` is done, and
+    is let through (the holder commits) only once it waits for one of those locks.
+    Returns both results."""
     if connection.vendor != "postgresql":
         pytest.fail("This race needs row locks: run the suite on PostgreSQL (make test).")
-    server = baker.make(Server, alias="Laptop", api_url="http://127.0.0.1:1", is_online=True)
-    queue(server, n=2)
-    first_claimed = threading.Event()
-    release_first = threading.Event()
-    results = {}
+    held, commit = threading.Event(), threading.Event()
+    results: dict[str, Any] = {}
 
-    def first() -> None:
+    def holder() -> None:
         try:
-            with transaction.atomic():  # holds the server row's lock until released
-                results["first"] = dispatch.job_claim_next(server_id=server.pk)
-                first_claimed.set()
-                release_first.wait(10)
+            with transaction.atomic():
+                results["hold"] = hold()
+                held.set()
+                commit.wait(10)
         finally:
             connection.close()
 
-    def second() -> None:
+    def contending() -> None:
         try:
-            results["second"] = dispatch.job_claim_next(server_id=server.pk)
+            results["contender"] = contender()
         finally:
             connection.close()
 
-    one = threading.Thread(target=first)
+    one = threading.Thread(target=holder)
     one.start()
-    assert first_claimed.wait(10)
-    two = threading.Thread(target=second)
+    assert held.wait(10)
+    two = threading.Thread(target=contending)
     two.start()
 
-    def second_waits_for_the_lock() -> bool:
+    def contender_waits_for_a_lock() -> bool:
         with connection.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
             return cursor.fetchone()[0] > 0
 
-    wait_until(second_waits_for_the_lock, timeout=10, what="the second claim to wait")
-    release_first.set()
+    wait_until(contender_waits_for_a_lock, timeout=10, what="the contender to wait for a lock")
+    commit.set()
     one.join(10)
     two.join(10)
+    return results["hold"], results["contender"]
 
-    assert results["first"] is not None
-    assert results["second"] is None
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_waiting_for_the_server_lock_sees_the_job_claimed_before_it():
+    """Two workers claim for a one-slot server at once: the one that waited for the server
+    row's lock must count the job the other just claimed, and claim nothing."""
+    server = baker.make(Server, alias="Laptop", api_url="http://127.0.0.1:1", is_online=True)
+    queue(server, n=2)
+
+    def claim() -> dispatch.Claim | None:
+        return dispatch.job_claim_next(server_id=server.pk)
+
+    first, second = while_locked(claim, claim)
+
+    assert first is not None
+    assert second is None
     assert Job.objects.filter(status=JobStatus.PROCESSING).count() == 1
 
 
@@ -524,53 +535,16 @@ def test_start_reserved_waits_for_a_cancel_of_the_finishing_job_in_flight():
     reserved job is started: the start must wait for that cancel and then start nothing.
     Otherwise it would read the finishing job as still running, while a claim made right
     after the cancel commits counts a free slot: two jobs sent to a one-slot server."""
-    import threading
-
-    from django.db import connection, transaction
-
-    from tests.integration.procs import wait_until
-
-    if connection.vendor != "postgresql":
-        pytest.fail("This race needs row locks: run the suite on PostgreSQL (make test).")
     server = baker.make(Server, alias="Laptop", api_url="http://127.0.0.1:1", is_online=True)
     running, (following,) = running_with_next(server)
     reserved = dispatch.job_reserve_next(running=running)
-    cancel_updated = threading.Event()
-    commit_cancel = threading.Event()
-    results = {}
 
-    def cancel() -> None:
-        try:
-            with transaction.atomic():
-                Job.objects.filter(pk=running.job_id).update(status=JobStatus.CANCELLED)
-                cancel_updated.set()
-                commit_cancel.wait(10)
-        finally:
-            connection.close()
+    _, started = while_locked(
+        lambda: Job.objects.filter(pk=running.job_id).update(status=JobStatus.CANCELLED),
+        lambda: dispatch.job_start_reserved(reserved=reserved, finishing=running),
+    )
 
-    def start() -> None:
-        try:
-            results["started"] = dispatch.job_start_reserved(reserved=reserved, finishing=running)
-        finally:
-            connection.close()
-
-    canceller = threading.Thread(target=cancel)
-    canceller.start()
-    assert cancel_updated.wait(10)
-    starter = threading.Thread(target=start)
-    starter.start()
-
-    def start_waits_for_the_lock() -> bool:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
-            return cursor.fetchone()[0] > 0
-
-    wait_until(start_waits_for_the_lock, timeout=10, what="the start to wait for the cancel")
-    commit_cancel.set()
-    canceller.join(10)
-    starter.join(10)
-
-    assert results["started"] is False
+    assert started is False
     assert Job.objects.get(pk=following.pk).status == JobStatus.PENDING
     assert dispatch.job_claim_next(server_id=server.pk) is None  # reserved: not claimable
     dispatch.job_unreserve(reserved=reserved)
