@@ -18,7 +18,7 @@ lost its lease, or a cancel racing a completion can never move a job twice:
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -38,18 +38,21 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Claim:
-    """A job this worker now holds: run it, then complete, release or fail it with `token`.
+    """A job this worker now holds (or has reserved): run it, then complete, release or fail
+    it with `token`.
 
     `job` and `server` are the rows as claimed (the server's read under its lock), so the
     engine need not read them again.
     """
 
-    job_id: uuid.UUID
-    server_id: int
+    job: Job
+    server: Server
     token: uuid.UUID
     task_id: str
-    job: Job | None = field(default=None, compare=False, repr=False)
-    server: Server | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def job_id(self) -> uuid.UUID:
+        return self.job.pk
 
 
 def task_id_for(job: Job) -> str:
@@ -165,9 +168,7 @@ def job_claim_next(*, server_id: int, finishing: uuid.UUID | None = None) -> Cla
     for name, value in claimed.items():
         setattr(job, name, value)
     logger.info("Claimed job %s for server %s (task %s)", job.pk, server.alias, task_id)
-    return Claim(
-        job_id=job.pk, server_id=server.pk, token=token, task_id=task_id, job=job, server=server
-    )
+    return Claim(job=job, server=server, token=token, task_id=task_id)
 
 
 def _count_passed_over(window: list[Job], chosen: Job) -> None:
@@ -219,8 +220,6 @@ def job_reserve_next(*, running: Claim) -> Claim | None:
     it back. A reservation that is never started lapses after MOBILESD_LEASE_SECONDS.
     """
     server = running.server
-    assert server is not None
-    assert running.job is not None
     now = timezone.now()
     window = _window(server, now, lock=False)
     loaded = running.job.checkpoint_key or checkpoint_key(server.loaded_checkpoint)
@@ -249,14 +248,7 @@ def job_reserve_next(*, running: Claim) -> Claim | None:
         return None  # taken, cancelled or reserved meanwhile: the next claim decides
     _count_passed_over(window, job)
     job.lease_token, job.lease_expires_at = token, expires
-    return Claim(
-        job_id=job.pk,
-        server_id=server.pk,
-        token=token,
-        task_id=task_id_for(job),
-        job=job,
-        server=server,
-    )
+    return Claim(job=job, server=server, token=token, task_id=task_id_for(job))
 
 
 @cache
@@ -293,8 +285,6 @@ def job_start_reserved(*, reserved: Claim, finishing: Claim) -> bool:
     reservation back and claims as usual.
     """
     job, server = reserved.job, reserved.server
-    assert job is not None
-    assert server is not None
     now = timezone.now()
     started = _started(server, reserved.token, reserved.task_id, now)
     pending, processing = str(JobStatus.PENDING), str(JobStatus.PROCESSING)

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -28,7 +28,6 @@ from queue_app.images import (
     orphan_image_files,
     save_image_file,
 )
-from queue_app.models import Job
 from queue_app.params import build_txt2img_payload
 from servers_app.checkpoints import checkpoint_key
 from servers_app.client import (
@@ -183,10 +182,9 @@ def _store_after(after: list[Future[Any]], finished: tuple[Claim, Txt2ImgResult]
     _store_guarded(*finished)
 
 
-def _client_for(server: Server | None, client: ForgeClient | None) -> ForgeClient:
+def _client_for(server: Server, client: ForgeClient | None) -> ForgeClient:
     """The loop's client for `server`: one session, so each request reuses the connection
     (a new one when the server's address or credentials changed)."""
-    assert server is not None  # a claim always carries its server
     if client is not None and client.endpoint == ServerEndpoint.from_server(server):
         return client
     if client is not None:
@@ -287,13 +285,10 @@ def _store_guarded(claim: Claim, result: Txt2ImgResult) -> None:
 class Monitor(threading.Thread):
     """Heartbeat, progress and cancellation for one running job (its own DB connection)."""
 
-    def __init__(self, claim: Claim, server: Server) -> None:
+    def __init__(self, claim: Claim) -> None:
         super().__init__(name=f"monitor-{claim.job_id}", daemon=True)
         self.claim = claim
-        self.server = server
         self.stopping = threading.Event()
-        self.state = "ok"  # or "cancelled", "lost", "gone"
-        self.interrupted = False
 
     def stop(self) -> None:
         """Ask the monitor to end (it does within moments, closing its connections); not
@@ -307,13 +302,13 @@ class Monitor(threading.Thread):
             while not self.stopping.wait(interval):
                 if client is None:  # made at the first beat: most fast jobs never need it
                     # Short reads: a progress probe must never hold up the heartbeat or stop.
-                    client = make_client(self.server, read_timeout=5.0)
+                    client = make_client(self.claim.server, read_timeout=5.0)
                 progress = self._progress(client)
-                self.state = dispatch.job_heartbeat(claim=self.claim, progress=progress)
-                if self.state == "ok":
+                state = dispatch.job_heartbeat(claim=self.claim, progress=progress)
+                if state == "ok":
                     continue
-                if self.state in {"cancelled", "gone"}:
-                    self.interrupted = interrupt_if_current(client, self.claim.task_id)
+                if state in {"cancelled", "gone"}:  # not "lost": another worker runs it
+                    interrupt_if_current(client, self.claim.task_id)
                 return
         except Exception:
             logger.exception("Monitor of job %s stopped", self.claim.job_id)
@@ -376,8 +371,6 @@ def job_prepare(claim: Claim) -> Prepared:
     exact title, its parameters mapped, its timeout scaled to its size. Raises ForgeError
     subclasses (e.g. permanent for an unknown checkpoint)."""
     job, server = claim.job, claim.server
-    assert job is not None  # claims and reservations carry both
-    assert server is not None
     params = job.generation_params or {}
     requested = str(params.get("checkpoint_name") or "").strip()
     title = _resolve_checkpoint(server, requested) if requested else None
@@ -404,17 +397,13 @@ def job_generate(
     """Generate a claimed job on its server: the result to store, or None when the job was
     failed or released for a retry instead. `prepared`: its request, if built already;
     `on_sent`: called once the request is written."""
-    if claim.job is None or claim.server is None:
-        job = Job.objects.select_related("server").get(pk=claim.job_id)
-        claim = replace(claim, job=job, server=claim.server or job.server)
     server = claim.server
-    assert server is not None  # a claim always sets the server
     own_client = client is None
     client = client or make_client(server)
     monitor: Monitor | None = None
     try:
         prepared = prepared or job_prepare(claim)
-        monitor = Monitor(claim, server)
+        monitor = Monitor(claim)
         result = client.txt2img(
             prepared.payload, timeout=prepared.timeout, on_sent=_Once(_sent, monitor, on_sent)
         )
@@ -461,7 +450,7 @@ def _seed_of(info: dict[str, Any], index: int) -> int | None:
 def _store_results(claim: Claim, images: list[bytes], info: dict[str, Any]) -> None:
     """Write the images, then complete the job; if it is no longer ours (cancelled or taken
     over meanwhile), remove them."""
-    if claim.job is None or claim.job.retry_count:
+    if claim.job.retry_count:
         # Files of an earlier attempt whose worker died before recording them (a first
         # attempt has none: the folder listing is spared on the common path).
         delete_image_files(orphan_image_files(claim.job_id))
