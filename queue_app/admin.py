@@ -191,19 +191,19 @@ class JobAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:queue_app_job_change", args=[job_id]))
 
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        job = self._job_or_404(request, object_id)
-        try:
-            job_cancel(job_id=job.pk)
-            self.message_user(request, "Job cancelled.", messages.SUCCESS)
-        except APIException as exc:
-            self.message_user(request, service_error(exc), messages.WARNING)
-        return self._back(job.pk)
+        return self._change_job(request, object_id, job_cancel, "Job cancelled.")
 
     def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._change_job(request, object_id, job_retry, "Job queued again.")
+
+    def _change_job(
+        self, request: HttpRequest, object_id: str, service: Callable[..., Any], done: str
+    ) -> HttpResponse:
+        """Call a job service from the job's page and come back to it with its answer."""
         job = self._job_or_404(request, object_id)
         try:
-            job_retry(job_id=job.pk)
-            self.message_user(request, "Job queued again.", messages.SUCCESS)
+            service(job_id=job.pk)
+            self.message_user(request, done, messages.SUCCESS)
         except APIException as exc:
             self.message_user(request, service_error(exc), messages.WARNING)
         return self._back(job.pk)
