@@ -23,12 +23,13 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any, ClassVar
 from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
+
+from core_app.http import USER_AGENT
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +49,6 @@ __all__ = [
 ]
 
 
-def _package_version() -> str:
-    try:
-        return metadata.version("mobilesd")
-    except metadata.PackageNotFoundError:
-        return "0"
-
-
-USER_AGENT = f"MobileSD/{_package_version()} python-requests/{requests.__version__}"
 _MAX_DETAIL_CHARS = 300
 
 

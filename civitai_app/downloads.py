@@ -30,7 +30,7 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,18 @@ def _lease_until() -> Any:
     return timezone.now() + timedelta(seconds=settings.MOBILESD_DOWNLOAD_LEASE_SECONDS)
 
 
+def lease_ended(now: datetime) -> dict[str, Any]:
+    """The fields an update that ends a download's lease writes (spread into `.update()`).
+    The worker_lost failure in `downloads_recover_expired` keeps the last speed, so it lists
+    its own fields instead."""
+    return {
+        "lease_token": None,
+        "lease_expires_at": None,
+        "speed_bytes_per_second": None,
+        "updated_at": now,
+    }
+
+
 def download_claim_next() -> DownloadClaim | None:
     """Claim the oldest ready pending download if fewer than the limit run; else None.
     Safe to call from any number of workers at once."""
@@ -165,11 +177,8 @@ def _fail(claim: DownloadClaim, code: str, message: str) -> None:
         status=DownloadStatus.FAILED,
         error=message[:4000],
         error_code=code,
-        lease_token=None,
-        lease_expires_at=None,
-        speed_bytes_per_second=None,
         finished_at=now,
-        updated_at=now,
+        **lease_ended(now),
     )
     if updated:
         logger.warning("Download %s failed (%s): %s", claim.download_id, code, message)
@@ -198,10 +207,7 @@ def _release(claim: DownloadClaim, exc: CivitaiError) -> None:
         next_attempt_at=now + timedelta(seconds=delay),
         error=f"{exc.message} Retrying in {delay:.0f} s.",
         error_code=exc.code,
-        lease_token=None,
-        lease_expires_at=None,
-        speed_bytes_per_second=None,
-        updated_at=now,
+        **lease_ended(now),
     )
     logger.warning("Download %s will be retried in %.0fs: %s", claim.download_id, delay, exc)
 
@@ -232,11 +238,8 @@ def downloads_recover_expired() -> list[uuid.UUID]:
         if mine.update(
             status=DownloadStatus.PENDING,
             attempts=F("attempts") + 1,
-            lease_token=None,
-            lease_expires_at=None,
-            speed_bytes_per_second=None,
             next_attempt_at=None,
-            updated_at=now,
+            **lease_ended(now),
         ):
             logger.warning("Download %s lost its worker; it will resume", pk)
             recovered.append(pk)
@@ -634,11 +637,8 @@ def _complete(claim: DownloadClaim, placements: list[_Placement], size: int) -> 
             part_path="",
             error="",
             error_code="",
-            lease_token=None,
-            lease_expires_at=None,
-            speed_bytes_per_second=None,
             finished_at=now,
-            updated_at=now,
+            **lease_ended(now),
         )
         if not updated:
             logger.warning(

@@ -8,15 +8,10 @@ from django.conf import settings
 from rest_framework.parsers import BaseParser, DataAndFiles, MultiPartParser
 
 from core_app.errors import PayloadTooLarge
+from core_app.parsers import declared_length, read_limited
 
 # Room for the multipart boundaries and headers around the file.
 _MULTIPART_SLACK = 64 * 1024
-
-
-def _declared_length(parser_context: Mapping[str, Any] | None) -> int | None:
-    request = (parser_context or {}).get("request")
-    declared = request.META.get("CONTENT_LENGTH") if request is not None else None
-    return int(declared) if declared and str(declared).isdigit() else None
 
 
 class LimitedMultiPartParser(MultiPartParser):
@@ -27,7 +22,7 @@ class LimitedMultiPartParser(MultiPartParser):
         parser_context: Mapping[str, Any] | None = None,
     ) -> DataAndFiles:
         limit = settings.MOBILESD_MAX_IMAGE_UPLOAD_BYTES
-        declared = _declared_length(parser_context)
+        declared = declared_length(parser_context)
         if declared is not None and declared > limit + _MULTIPART_SLACK:
             raise PayloadTooLarge(limit)
         return super().parse(stream, media_type, parser_context)
@@ -45,11 +40,5 @@ class RawImageParser(BaseParser):
         media_type: str | None = None,
         parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
-        limit = settings.MOBILESD_MAX_IMAGE_UPLOAD_BYTES
-        declared = _declared_length(parser_context)
-        if declared is not None and declared > limit:
-            raise PayloadTooLarge(limit)
-        raw = stream.read(limit + 1) if stream is not None else b""
-        if len(raw) > limit:
-            raise PayloadTooLarge(limit)
+        raw = read_limited(stream, settings.MOBILESD_MAX_IMAGE_UPLOAD_BYTES, parser_context)
         return {"raw": raw}

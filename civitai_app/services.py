@@ -17,6 +17,7 @@ from django.utils import timezone
 from rest_framework import status
 
 from civitai_app.client import CivitaiClient, CivitaiError, CivitaiNotFound, CivitaiRateLimited
+from civitai_app.downloads import lease_ended
 from civitai_app.folders import creates_folder, type_folder
 from civitai_app.imagefile import NotAnImage, read_image_text
 from civitai_app.infotext import parse_infotext
@@ -711,12 +712,9 @@ def download_cancel(*, download_id: str | uuid.UUID) -> Download:
         now = timezone.now()
         Download.objects.filter(pk=row.pk).update(
             status=DownloadStatus.CANCELLED,
-            lease_token=None,
-            lease_expires_at=None,
             next_attempt_at=None,
-            speed_bytes_per_second=None,
             finished_at=now,
-            updated_at=now,
+            **lease_ended(now),
         )
         if was_pending and row.part_path:
             part = row.part_path

@@ -29,13 +29,14 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import requests
 from requests.auth import HTTPBasicAuth
 from urllib3.exceptions import NewConnectionError
+
+from core_app.http import USER_AGENT
 
 logger = logging.getLogger(__name__)
 
@@ -53,15 +54,6 @@ __all__ = [
     "job_timeout",
 ]
 
-
-def _package_version() -> str:
-    try:
-        return metadata.version("mobilesd")
-    except metadata.PackageNotFoundError:
-        return "0"
-
-
-USER_AGENT = f"MobileSD/{_package_version()} python-requests/{requests.__version__}"
 
 # Longest server message kept in an exception (a proxy may answer with a whole HTML page).
 _MAX_DETAIL_CHARS = 500
