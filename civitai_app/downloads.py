@@ -107,9 +107,8 @@ def _lease_until() -> Any:
 
 
 def lease_ended(now: datetime) -> dict[str, Any]:
-    """The fields an update that ends a download's lease writes (spread into `.update()`).
-    The worker_lost failure in `downloads_recover_expired` keeps the last speed, so it lists
-    its own fields instead."""
+    """The fields every update that ends a download's lease writes (spread into
+    `.update()`): no lease, and no speed, as nothing is downloading it any more."""
     return {
         "lease_token": None,
         "lease_expires_at": None,
@@ -229,10 +228,8 @@ def downloads_recover_expired() -> list[uuid.UUID]:
                 status=DownloadStatus.FAILED,
                 error="The worker running this download stopped too many times.",
                 error_code="worker_lost",
-                lease_token=None,
-                lease_expires_at=None,
                 finished_at=now,
-                updated_at=now,
+                **lease_ended(now),
             )
             continue
         if mine.update(

@@ -532,11 +532,16 @@ def test_a_worker_lost_too_often_fails_the_download(civitai, laptop, settings):
         lease_token="00000000-0000-4000-8000-000000000000",
         lease_expires_at=timezone.now() - timedelta(seconds=1),
         attempts=1,
+        speed_bytes_per_second=1e6,  # the dead worker's last reading
     )
 
     tasks.reconcile_downloads()
 
-    assert reload(download).error_code == "worker_lost"
+    failed = reload(download)
+    assert failed.status == DownloadStatus.FAILED
+    assert failed.error_code == "worker_lost"
+    assert failed.lease_token is None
+    assert failed.speed_bytes_per_second is None  # a failed download shows no speed
 
 
 # --- after the download: the server rescans, our cache follows ---------------------------------
