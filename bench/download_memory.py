@@ -36,7 +36,7 @@ GIB = 1024**3
 def _serve(path: str, queue: Any, stop: Any) -> None:
     """Child process: the Civitai simulator offering `path` as checkpoint version 100."""
     sys.path.insert(0, str(REPO))
-    from civitai_app.simulator import (
+    from integrations.civitai.simulator import (
         Catalog,
         CivitaiSimulator,
         SimFile,

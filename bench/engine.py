@@ -271,7 +271,7 @@ class RssSampler(threading.Thread):
 
 def _serve_simulator(config: Any, conn: Any) -> None:
     """Child process: one simulator, answering "events" and "stop" over a pipe."""
-    from servers_app.simulator import ForgeSimulator
+    from integrations.forge.simulator import ForgeSimulator
 
     code = 0
     try:
@@ -469,12 +469,12 @@ class Bench:
         generation_params) all at once, wait until every job has ended."""
         from django.db import transaction
 
+        from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
         from queue_app.models import ANY_SERVER, Job, JobStatus
         from queue_app.services import job_submit
         from queue_app.tasks import nudge, servers_with_work
         from servers_app.models import Server
         from servers_app.services import server_check_health
-        from servers_app.simulator import ForgeSimulator, SimModel, SimulatorConfig
 
         self.reset()
         simulators: list[Any] = []
@@ -988,7 +988,7 @@ def scenario_switching(bench: Bench, args: argparse.Namespace) -> Outcome:
 
 
 def scenario_memory(bench: Bench, args: argparse.Namespace) -> Outcome:
-    from servers_app.simulator import generation
+    from integrations.forge.simulator import generation
 
     total = args.jobs or 20
     images, size = 8, 1024

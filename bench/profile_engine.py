@@ -44,7 +44,7 @@ from bench.engine import (  # noqa: E402
 
 SIMULATOR = """
 import time
-from servers_app.simulator import ForgeSimulator, SimModel, SimulatorConfig
+from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
 sim = ForgeSimulator(SimulatorConfig(models=[SimModel("bench/model_a.safetensors")])).start()
 print(sim.url, flush=True)
 while True:
@@ -58,7 +58,7 @@ STEPS = [
     ("queue_app/engine.py", "job_generate"),
     ("queue_app/engine.py", "_resolve_checkpoint"),
     ("queue_app/engine.py", "make_client"),
-    ("servers_app/client.py", "txt2img"),
+    ("integrations/forge/client.py", "txt2img"),
     ("queue_app/engine.py", "start"),
     ("queue_app/engine.py", "stop"),
     ("servers_app/services.py", "server_note_loaded_checkpoint"),

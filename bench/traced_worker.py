@@ -4,7 +4,7 @@
     BENCH_TRACE_FILE=/tmp/trace.json python bench/traced_worker.py worker --pool threads ...
 
 Takes the arguments of the `celery --app mobilesd` command. Wraps functions of
-queue_app.engine / queue_app.dispatch / servers_app.client (in this process only; no engine
+queue_app.engine / queue_app.dispatch / integrations.forge.client (in this process only; no engine
 code is changed) and records `(label, thread, start, end, tag)` with `time.monotonic()`,
 which on Linux is the same clock as the simulator's events in the bench process. The records
 are written to BENCH_TRACE_FILE when the worker shuts down. `bench/engine.py --trace` uses
@@ -74,8 +74,8 @@ def install() -> None:
     django.setup()
     from celery.signals import task_postrun, task_prerun, worker_shutdown
 
+    from integrations.forge import client
     from queue_app import dispatch, engine, tasks
-    from servers_app import client
 
     def task_of(_self: Any, payload: dict[str, Any], **_kw: Any) -> str:
         return str(payload.get("force_task_id", ""))

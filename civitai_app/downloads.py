@@ -40,7 +40,6 @@ from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image
 
-from civitai_app.client import CivitaiClient, CivitaiError, CivitaiInterrupted
 from civitai_app.folders import creates_folder, refresh_for_folder
 from civitai_app.models import (
     RUNNING_DOWNLOAD_STATUSES,
@@ -51,6 +50,7 @@ from civitai_app.models import (
     TargetState,
 )
 from civitai_app.names import InvalidFileName, path_inside, stem_of
+from integrations.civitai.client import CivitaiClient, CivitaiError, CivitaiInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -699,7 +699,12 @@ def download_refresh_servers(*, download_id: str | uuid.UUID) -> None:
     """After a completed download: ask each target server to rescan its checkpoints or
     LoRAs, then refresh MobileSD's cache of them. Failures are recorded on the target,
     never on the download (the file is in place either way)."""
-    from servers_app.client import ForgeClient, ForgeError, ForgePermanentError, ServerEndpoint
+    from integrations.forge.client import (
+        ForgeClient,
+        ForgeError,
+        ForgePermanentError,
+        ServerEndpoint,
+    )
     from servers_app.services import server_refresh_models
 
     download = Download.objects.filter(pk=download_id, status=DownloadStatus.COMPLETED).first()

@@ -16,7 +16,6 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework import status
 
-from civitai_app.client import CivitaiClient, CivitaiError, CivitaiNotFound, CivitaiRateLimited
 from civitai_app.downloads import lease_ended
 from civitai_app.folders import creates_folder, type_folder
 from civitai_app.imagefile import NotAnImage, read_image_text
@@ -49,7 +48,13 @@ from civitai_app.recipes import (
     values_from_meta,
 )
 from civitai_app.selectors import cached_model_for, download_get
-from core_app.errors import ApiError, Conflict, NotFound
+from core_app.errors import Conflict, MobileSDError, NotFound
+from integrations.civitai.client import (
+    CivitaiClient,
+    CivitaiError,
+    CivitaiNotFound,
+    CivitaiRateLimited,
+)
 from servers_app.models import Server
 from servers_app.selectors import model_kind_for_civitai, servers_with_model
 
@@ -63,7 +68,7 @@ _MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".gguf", ".pt", ".bin", ".pth")
 _FORMAT_EXTENSIONS = {"safetensor": ".safetensors", "pickletensor": ".ckpt", "gguf": ".gguf"}
 
 
-class BadRequest(ApiError):
+class BadRequest(MobileSDError):
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message, code=code, status_code=status.HTTP_400_BAD_REQUEST)
 
@@ -84,9 +89,9 @@ def civitai_client(**overrides: Any) -> CivitaiClient:
     return CivitaiClient(**options)
 
 
-def civitai_api_error(exc: CivitaiError) -> ApiError:
+def civitai_api_error(exc: CivitaiError) -> MobileSDError:
     """The API error for a failed Civitai call: its own status and stable code."""
-    return ApiError(exc.message, code=exc.code, status_code=exc.http_status)
+    return MobileSDError(exc.message, code=exc.code, status_code=exc.http_status)
 
 
 # --- references: ids and URLs -----------------------------------------------------------------
@@ -510,7 +515,7 @@ def _plan(
             raise civitai_api_error(exc) from exc
     mode = (version.get("model") or {}).get("mode")
     if mode in ("Archived", "TakenDown"):
-        raise ApiError(
+        raise MobileSDError(
             f"Model version {vid} is {mode.lower().replace('takendown', 'taken down')} on "
             "Civitai and can no longer be downloaded.",
             code="civitai_archived",

@@ -6,14 +6,15 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
-from rest_framework.exceptions import APIException
 
-from core_app.exceptions import flatten_errors
+from core_app.errors import MobileSDError
 
 
-def service_error(exc: APIException) -> str:
-    """The readable message of a service's Conflict / NotFound / ValidationError."""
-    return " ".join(text for texts in flatten_errors(exc.detail).values() for text in texts)
+def service_error(exc: MobileSDError) -> str:
+    """The readable message of a service's refusal (Conflict, NotFound, InvalidInput)."""
+    if exc.fields:
+        return " ".join(text for texts in exc.fields.values() for text in texts)
+    return exc.message
 
 
 def apply_to_each(
@@ -33,7 +34,7 @@ def apply_to_each(
         try:
             service(**{key: obj.pk})
             count += 1
-        except APIException as exc:
+        except MobileSDError as exc:
             model_admin.message_user(request, f"{obj.pk}: {service_error(exc)}", messages.WARNING)
     model_admin.message_user(request, done.format(count=count), messages.SUCCESS)
     return count

@@ -1,53 +1,100 @@
-"""Errors raised by services, each with its HTTP status and a stable code.
+"""MobileSD's own errors: what a service raises when it refuses, each with its HTTP status,
+a stable `code` and a message for people.
 
-They are turned into the API's one error body by core_app.exceptions.
+Services never raise DRF's exceptions (they are called from the admin, tasks and commands
+too); the API's one exception handler (`core_app.exceptions`) turns these into the one error
+body, and the admin shows their `message`.
 """
 
 from typing import Any
 
-from rest_framework import exceptions, status
+__all__ = [
+    "Conflict",
+    "InvalidInput",
+    "MobileSDError",
+    "NotFound",
+    "PayloadTooLarge",
+    "ServerUnreachable",
+    "error_body",
+]
 
 
 def error_body(message: str, code: str, fields: dict[str, list[str]] | None = None) -> dict:
+    """The API's one error shape."""
     body: dict[str, Any] = {"message": message, "code": code}
     if fields:
         body["fields"] = fields
     return body
 
 
-class ApiError(exceptions.APIException):
-    """An error raised by a service, with its HTTP status and stable code."""
+class MobileSDError(Exception):
+    """A refusal by a service: `message` for people, `code` stable for programs, the HTTP
+    `status_code` the API answers with, and `fields` ({"a.b": ["..."]}) for bad input."""
 
-    def __init__(self, message: str, *, code: str, status_code: int) -> None:
-        super().__init__(detail=message, code=code)
-        self.status_code = status_code
+    status_code = 400
+    default_code = "bad_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status_code: int | None = None,
+        fields: dict[str, list[str]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        if status_code is not None:
+            self.status_code = status_code
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return self.message
 
 
-class NotFound(ApiError):
-    def __init__(self, message: str, *, code: str = "not_found") -> None:
-        super().__init__(message, code=code, status_code=status.HTTP_404_NOT_FOUND)
+class InvalidInput(MobileSDError):
+    """Input a service refuses, field by field (a 400 `validation_error`)."""
+
+    default_code = "validation_error"
+
+    def __init__(self, fields: dict[str, list[str]], message: str | None = None) -> None:
+        path, messages = next(iter(fields.items()))
+        where = "" if path == "non_field_errors" else f"{path}: "
+        more = f" (and {len(fields) - 1} more)" if len(fields) > 1 else ""
+        first = messages[0] if messages else "Invalid value."
+        super().__init__(message or f"Invalid request. {where}{first}{more}", fields=fields)
 
 
-class Conflict(ApiError):
+class NotFound(MobileSDError):
+    status_code = 404
+    default_code = "not_found"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+
+
+class Conflict(MobileSDError):
+    status_code = 409
+    default_code = "conflict"
+
     def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message, code=code, status_code=status.HTTP_409_CONFLICT)
+        super().__init__(message, code=code)
 
 
-class PayloadTooLarge(ApiError):
+class PayloadTooLarge(MobileSDError):
+    status_code = 413
+    default_code = "payload_too_large"
+
     def __init__(self, limit: int) -> None:
-        super().__init__(
-            f"The request body is larger than the limit of {limit} bytes.",
-            code="payload_too_large",
-            status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-        )
+        super().__init__(f"The request body is larger than the limit of {limit} bytes.")
 
 
-class ServerUnreachable(ApiError):
+class ServerUnreachable(MobileSDError):
     """A generation server MobileSD had to ask live could not be reached or read."""
 
+    status_code = 502
+    default_code = "server_unreachable"
+
     def __init__(self, alias: str, detail: str) -> None:
-        super().__init__(
-            f"Server '{alias}' could not be reached: {detail}",
-            code="server_unreachable",
-            status_code=status.HTTP_502_BAD_GATEWAY,
-        )
+        super().__init__(f"Server '{alias}' could not be reached: {detail}")

@@ -18,9 +18,9 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
-from rest_framework.views import exception_handler
+from rest_framework.views import exception_handler, set_rollback
 
-from core_app.errors import PayloadTooLarge, error_body
+from core_app.errors import InvalidInput, MobileSDError, PayloadTooLarge, error_body
 
 logger = logging.getLogger(__name__)
 
@@ -60,22 +60,17 @@ def flatten_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     return {prefix or "non_field_errors": [str(detail)]}
 
 
-def _validation_message(fields: dict[str, list[str]]) -> str:
-    path, messages = next(iter(fields.items()))
-    first = messages[0] if messages else "Invalid value."
-    where = "" if path == "non_field_errors" else f"{path}: "
-    more = f" (and {len(fields) - 1} more)" if len(fields) > 1 else ""
-    return f"Invalid request. {where}{first}{more}"
-
-
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """The API's one exception handler: every error leaves in the one shape."""
+    if isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge(settings.MOBILESD_MAX_BODY_BYTES)
+    if isinstance(exc, MobileSDError):
+        set_rollback()
+        return Response(error_body(exc.message, exc.code, exc.fields), status=exc.status_code)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or "Not found.")
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
-    elif isinstance(exc, RequestDataTooBig):
-        exc = PayloadTooLarge(settings.MOBILESD_MAX_BODY_BYTES)
     elif isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else exc.messages
         exc = exceptions.ValidationError(detail)
@@ -91,8 +86,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 
     assert isinstance(exc, exceptions.APIException)
     if isinstance(exc, exceptions.ValidationError):
-        fields = flatten_errors(exc.detail)
-        response.data = error_body(_validation_message(fields), "validation_error", fields)
+        invalid = InvalidInput(flatten_errors(exc.detail))
+        response.data = error_body(invalid.message, invalid.code, invalid.fields)
         return response
 
     code = _CODES.get(type(exc))

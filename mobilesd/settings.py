@@ -242,7 +242,7 @@ MOBILESD_SCHEDULER_MAX_PASSES = env_int("MOBILESD_SCHEDULER_MAX_PASSES", 16)
 # to refuse an unknown checkpoint at submit time (an older one is checked at dispatch).
 MOBILESD_MODELS_REFRESH_SECONDS = env_float("MOBILESD_MODELS_REFRESH_SECONDS", 900.0)
 MOBILESD_MODELS_FRESH_SECONDS = env_float("MOBILESD_MODELS_FRESH_SECONDS", 1800.0)
-# Timeouts of calls to generation servers (see servers_app.client.job_timeout).
+# Timeouts of calls to generation servers (see integrations.forge.client.job_timeout).
 MOBILESD_FORGE_CONNECT_TIMEOUT = env_float("MOBILESD_FORGE_CONNECT_TIMEOUT", 5.0)
 MOBILESD_FORGE_TIMEOUT_OVERHEAD = env_float("MOBILESD_FORGE_TIMEOUT_OVERHEAD", 120.0)
 MOBILESD_FORGE_SECONDS_PER_MEGAPIXEL_STEP = env_float(

@@ -17,9 +17,9 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
-from rest_framework.exceptions import APIException
 
 from core_app.admin_actions import apply_to_each, service_error
+from core_app.errors import MobileSDError
 from queue_app.models import ACTIVE_STATUSES, Job, JobStatus
 from queue_app.services import job_cancel, job_delete, job_retry, job_run_again
 
@@ -204,7 +204,7 @@ class JobAdmin(admin.ModelAdmin):
         try:
             service(job_id=job.pk)
             self.message_user(request, done, messages.SUCCESS)
-        except APIException as exc:
+        except MobileSDError as exc:
             self.message_user(request, service_error(exc), messages.WARNING)
         return self._back(job.pk)
 
@@ -212,7 +212,7 @@ class JobAdmin(admin.ModelAdmin):
         job = self._job_or_404(request, object_id)
         try:
             new_job = job_run_again(job_id=job.pk)
-        except APIException as exc:
+        except MobileSDError as exc:
             self.message_user(request, service_error(exc), messages.ERROR)
             return self._back(job.pk)
         self.message_user(

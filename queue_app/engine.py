@@ -20,6 +20,16 @@ from django.core.files.storage import default_storage
 from django.db import connection
 from django.utils import timezone
 
+from integrations.forge.client import (
+    ForgeClient,
+    ForgeError,
+    ForgePermanentError,
+    ForgeTransientError,
+    ForgeUnreachableError,
+    ServerEndpoint,
+    Txt2ImgResult,
+    job_timeout,
+)
 from queue_app import dispatch
 from queue_app.dispatch import Claim, ImageRecord
 from queue_app.images import (
@@ -30,16 +40,6 @@ from queue_app.images import (
 )
 from queue_app.params import build_txt2img_payload
 from servers_app.checkpoints import checkpoint_key
-from servers_app.client import (
-    ForgeClient,
-    ForgeError,
-    ForgePermanentError,
-    ForgeTransientError,
-    ForgeUnreachableError,
-    ServerEndpoint,
-    Txt2ImgResult,
-    job_timeout,
-)
 from servers_app.models import Server
 from servers_app.resolver import resolve
 from servers_app.selectors import server_checkpoints

@@ -11,9 +11,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
 
-from core_app.errors import Conflict, NotFound
+from core_app.errors import Conflict, InvalidInput, NotFound
 from core_app.models import ApiKey
 from queue_app.images import delete_image_files, image_storage_names
 from queue_app.models import ANY_SERVER, FINISHED_STATUSES, Job, JobStatus
@@ -111,7 +110,7 @@ def _check_checkpoint(server: Server | None, params: dict[str, Any]) -> None:
         if resolution.model is not None:
             return
         messages.append(resolution.message(candidate.alias))
-    raise ValidationError({"generation_params": {"checkpoint_name": messages}})
+    raise InvalidInput({"generation_params.checkpoint_name": messages})
 
 
 def _nudge_for(job: Job) -> None:

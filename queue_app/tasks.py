@@ -11,11 +11,11 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from integrations.forge.client import ForgeError
 from queue_app import dispatch
 from queue_app.engine import interrupt_if_current, make_client, server_run, shutting_down
 from queue_app.images import delete_image_files, orphan_image_files
 from queue_app.models import Job, JobStatus
-from servers_app.client import ForgeError
 from servers_app.models import Server
 from servers_app.services import server_check_health
 

@@ -168,7 +168,7 @@ class ServerAdmin(admin.ModelAdmin):
         try:
             return super().delete_view(request, object_id, extra_context)
         except Conflict as exc:
-            self.message_user(request, str(exc.detail), messages.ERROR)
+            self.message_user(request, exc.message, messages.ERROR)
             return HttpResponseRedirect(
                 reverse("admin:servers_app_server_change", args=[object_id])
             )
@@ -362,7 +362,7 @@ class ServerAdmin(admin.ModelAdmin):
                 server_delete(server=server)
                 deleted += 1
             except Conflict as exc:
-                self.message_user(request, str(exc.detail), messages.ERROR)
+                self.message_user(request, exc.message, messages.ERROR)
         if deleted:
             self.message_user(request, f"Deleted {deleted} server(s).", messages.SUCCESS)
 

@@ -110,7 +110,7 @@ class HealthResult:
 def server_check_health(*, server: Server) -> HealthResult:
     """Ask the server for its options and checkpoints; record online state, loaded
     checkpoint, flavour (Forge or A1111) and the checkpoint titles."""
-    from servers_app.client import ForgeClient, ForgeError, ServerEndpoint
+    from integrations.forge.client import ForgeClient, ForgeError, ServerEndpoint
 
     was_online = server.is_online
     now = timezone.now()
@@ -166,7 +166,7 @@ def server_refresh_models(*, server: Server) -> RefreshResult:
     A server that cannot be read keeps its last good list, marked stale, never emptied.
     The replacement is one transaction: readers see the old list or the new one.
     """
-    from servers_app.client import ForgeClient, ForgeError, ServerEndpoint
+    from integrations.forge.client import ForgeClient, ForgeError, ServerEndpoint
     from servers_app.model_cache import checkpoint_rows, lora_rows
 
     client = ForgeClient(

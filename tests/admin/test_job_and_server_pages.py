@@ -7,12 +7,12 @@ from django.core.files.base import ContentFile
 from django.urls import reverse
 from model_bakery import baker
 
+from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
 from queue_app.engine import server_run
 from queue_app.models import ANY_SERVER, Job, JobImage, JobStatus
 from queue_app.services import job_run_again
 from servers_app.models import Server
 from servers_app.services import server_check_health
-from servers_app.simulator import ForgeSimulator, SimModel, SimulatorConfig
 
 PARAMS = {"positive_prompt": "a lighthouse at dusk", "steps": 5, "seed": 1234, "width": 64}
 

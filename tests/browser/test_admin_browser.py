@@ -16,13 +16,13 @@ from django.test import Client
 from model_bakery import baker
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
+from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
 from mobilesd import admin_site
 from queue_app.engine import server_run
 from queue_app.models import Job, JobStatus
 from queue_app.services import job_cancel, job_submit
 from servers_app.models import Server
 from servers_app.services import server_check_health
-from servers_app.simulator import ForgeSimulator, SimModel, SimulatorConfig
 from tests.integration.procs import wait_until
 from tests.support import run_queue_in_thread
 

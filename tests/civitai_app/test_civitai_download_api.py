@@ -271,7 +271,7 @@ def test_list_and_detail(client, queued):
 
 
 def civitai_content(client) -> bytes:
-    from tests.civitai_app.conftest import LORA
+    from tests.integrations.civitai.catalog import LORA
 
     return LORA
 

@@ -16,10 +16,10 @@ from PIL import Image
 from civitai_app import downloads, tasks
 from civitai_app.models import CivitaiSettings, Download, DownloadStatus, TargetState
 from civitai_app.services import download_cancel, download_request
+from integrations.forge.simulator import ForgeSimulator, SimLora, SimModel, SimulatorConfig
 from servers_app.models import CachedModel, Server
-from servers_app.simulator import ForgeSimulator, SimLora, SimModel, SimulatorConfig
-from tests.civitai_app.conftest import CHECKPOINT, EMBEDDING, LORA, OTHER
 from tests.integration.procs import wait_until
+from tests.integrations.civitai.catalog import CHECKPOINT, EMBEDDING, LORA, OTHER
 
 
 def sha(data: bytes) -> str:

@@ -7,9 +7,9 @@ import pytest
 import requests
 from model_bakery import baker
 
+from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
 from servers_app.models import Server
 from servers_app.services import server_refresh_models
-from servers_app.simulator import ForgeSimulator, SimModel, SimulatorConfig
 from tests.support import assert_error
 
 pytestmark = pytest.mark.django_db(transaction=True)

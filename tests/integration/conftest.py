@@ -18,7 +18,7 @@ import redis
 from django.conf import settings as django_settings
 from django.db import connection
 
-from servers_app.simulator import ForgeSimulator, SimulatorConfig
+from integrations.forge.simulator import ForgeSimulator, SimulatorConfig
 from tests.integration.procs import REPO, Process, clean_env, tail
 
 CELERY = str(REPO / ".venv" / "bin" / "celery")

@@ -6,14 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 from model_bakery import baker
-from rest_framework.exceptions import ValidationError
 
+from core_app.errors import InvalidInput
+from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
 from queue_app.engine import server_run
 from queue_app.models import Job, JobImage, JobStatus
 from queue_app.services import job_cancel, job_submit
 from servers_app.models import Server
 from servers_app.services import server_check_health
-from servers_app.simulator import ForgeSimulator, SimModel, SimulatorConfig
 from tests.integration.procs import wait_until
 from tests.support import run_queue_in_thread
 
@@ -96,10 +96,10 @@ def test_checkpoint_is_sent_as_the_servers_exact_title(server, sim):
 
 
 def test_unknown_checkpoint_is_refused_at_submit_when_the_cache_is_fresh(server, sim):
-    with pytest.raises(ValidationError) as refused:
+    with pytest.raises(InvalidInput) as refused:
         submit(checkpoint_name="Pony/cyberrealisticPony_v9.safetensors")
 
-    message = refused.value.detail["generation_params"]["checkpoint_name"][0]
+    message = refused.value.fields["generation_params.checkpoint_name"][0]
     assert "cyberrealisticPony_v9" in message
     assert "Did you mean: Pony\\cyberrealisticPony_v8.safetensors" in message
     assert not Job.objects.exists()

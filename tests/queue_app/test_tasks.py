@@ -6,11 +6,11 @@ import pytest
 from django.utils import timezone
 from model_bakery import baker
 
+from integrations.forge.simulator import ForgeSimulator, SimulatorConfig
 from queue_app import dispatch, tasks
 from queue_app.models import Job, JobStatus
 from queue_app.services import job_submit
 from servers_app.models import Server
-from servers_app.simulator import ForgeSimulator, SimulatorConfig
 
 
 @pytest.fixture

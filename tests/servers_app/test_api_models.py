@@ -3,9 +3,9 @@
 import pytest
 from model_bakery import baker
 
+from integrations.forge.simulator import ForgeSimulator, SimulatorConfig
 from servers_app.model_cache import checkpoint_rows, lora_rows
 from servers_app.models import CachedModel, ModelKind, Server
-from servers_app.simulator import ForgeSimulator, SimulatorConfig
 from tests.support import assert_error
 
 

@@ -4,8 +4,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from model_bakery import baker
 
+from integrations.forge.simulator import ForgeSimulator, SimulatorConfig
 from servers_app.models import CachedModel, Server
-from servers_app.simulator import ForgeSimulator, SimulatorConfig
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,11 +7,11 @@ import pytest
 import requests
 from model_bakery import baker
 
+from integrations.forge.simulator import Flavour, ForgeSimulator, SimLora, SimModel, SimulatorConfig
 from servers_app.models import CachedModel, ModelKind, Server
 from servers_app.resolver import resolve
 from servers_app.selectors import server_checkpoints, servers_with_model
 from servers_app.services import server_refresh_models
-from servers_app.simulator import Flavour, ForgeSimulator, SimLora, SimModel, SimulatorConfig
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -4,9 +4,9 @@ import pytest
 from django.conf import settings
 from model_bakery import baker
 
+from integrations.forge.simulator import ForgeSimulator, SimulatorConfig
 from servers_app import tasks
 from servers_app.models import CachedModel, Server
-from servers_app.simulator import ForgeSimulator, SimulatorConfig
 
 
 def test_beat_refreshes_the_models_periodically():

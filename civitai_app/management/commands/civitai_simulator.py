@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from civitai_app.simulator import (
+from integrations.civitai.simulator import (
     CivitaiSimulator,
     SimFile,
     SimModel,
@@ -20,7 +20,7 @@ from civitai_app.simulator import (
     SimVersion,
     demo_catalog,
 )
-from civitai_app.simulator.catalog import MODEL_TYPE_NAMES
+from integrations.civitai.simulator.catalog import MODEL_TYPE_NAMES
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from servers_app.simulator import (
+from integrations.forge.simulator import (
     DEFAULT_LORAS,
     DEFAULT_MODELS,
     FLAVOURS,
@@ -91,7 +91,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        logging.getLogger("servers_app.simulator").setLevel(
+        logging.getLogger("integrations.forge.simulator").setLevel(
             logging.DEBUG if options["verbosity"] >= 2 else logging.INFO
         )
         webui = not options["nowebui"]

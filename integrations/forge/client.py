@@ -36,7 +36,7 @@ import requests
 from requests.auth import HTTPBasicAuth
 from urllib3.exceptions import NewConnectionError
 
-from core_app.http import USER_AGENT
+from integrations.http import USER_AGENT
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from servers_app.simulator.http import SimHTTPServer, SimRequestHandler
+from integrations.simulator_http import SimHTTPServer, SimRequestHandler
 
 from .catalog import (
     NSFW_LEVEL_BITS,

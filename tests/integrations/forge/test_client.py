@@ -13,7 +13,7 @@ import responses
 from responses import matchers
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-from servers_app.client import (
+from integrations.forge.client import (
     ForgeAuthError,
     ForgeClient,
     ForgeError,
@@ -24,8 +24,8 @@ from servers_app.client import (
     ServerEndpoint,
     job_timeout,
 )
-from servers_app.simulator import ForgeSimulator, SimulatorConfig
-from servers_app.simulator.api import Request
+from integrations.forge.simulator import ForgeSimulator, SimulatorConfig
+from integrations.forge.simulator.api import Request
 
 BASE = "http://forge.local:7860"
 
@@ -766,7 +766,7 @@ def test_password_is_not_logged(mocked: Any, caplog: pytest.LogCaptureFixture) -
     mocked.get("http://pc:7860/sdapi/v1/sd-models", status=500, body="boom")
     client = ForgeClient(ServerEndpoint("http://bob:hunter2@pc:7860", "bob", "hunter2"))
 
-    with caplog.at_level("DEBUG", logger="servers_app.client"), pytest.raises(ForgeError):
+    with caplog.at_level("DEBUG", logger="integrations.forge.client"), pytest.raises(ForgeError):
         client.sd_models()
 
     assert caplog.records

@@ -30,13 +30,14 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from integrations.simulator_http import SimHTTPServer, SimRequestHandler
+
 from .api import Api, Request
 from .catalog import default_options
 from .config import SimLora, SimModel, SimulatorConfig
 from .events import Event, EventLog
 from .faults import Faults
 from .generation import JobAbortedError, load_model
-from .http import SimHTTPServer, SimRequestHandler
 from .runtime import Runtime
 
 logger = logging.getLogger(__name__)

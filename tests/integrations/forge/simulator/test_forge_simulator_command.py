@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 pytestmark = pytest.mark.skipif(
     not (REPO / "manage.py").exists(), reason="the Django project is not there"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from civitai_app.simulator import (
+from integrations.civitai.simulator import (
     Catalog,
     CivitaiSimulator,
     SimFile,
@@ -285,7 +285,7 @@ def test_a_catalog_file_may_live_on_disk(tmp_path):
 
 
 def test_the_command_offers_local_files_until_sigterm(tmp_path):
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     model = tmp_path / "mine.safetensors"
     model.write_bytes(safetensors_bytes(b"weights" * 1000))
     proc = subprocess.Popen(

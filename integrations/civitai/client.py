@@ -29,7 +29,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
-from core_app.http import USER_AGENT
+from integrations.http import USER_AGENT
 
 logger = logging.getLogger(__name__)
 

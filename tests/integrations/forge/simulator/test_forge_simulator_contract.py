@@ -19,10 +19,10 @@ from openapi_core import Config, OpenAPI
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 from openapi_core.validation.response.exceptions import ResponseValidationError
 
-from servers_app.simulator import ForgeSimulator, SimulatorConfig
+from integrations.forge.simulator import ForgeSimulator, SimulatorConfig
 
 # The captured OpenAPI document of a real Forge 2 server (see contracts/README.md).
-CONTRACT = Path(__file__).resolve().parents[2] / "contracts" / "forge-f2-openapi.json"
+CONTRACT = Path(__file__).resolve().parents[4] / "contracts" / "forge-f2-openapi.json"
 
 
 @pytest.fixture(scope="module")

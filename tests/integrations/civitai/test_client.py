@@ -2,7 +2,7 @@
 
 import pytest
 
-from civitai_app.client import (
+from integrations.civitai.client import (
     USER_AGENT,
     CivitaiArchived,
     CivitaiClient,
@@ -15,7 +15,7 @@ from civitai_app.client import (
     CivitaiUnavailable,
     content_disposition_filename,
 )
-from civitai_app.simulator import CivitaiSimulator, SimulatorConfig
+from integrations.civitai.simulator import CivitaiSimulator, SimulatorConfig
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Behaviour of the Forge / A1111 simulator (servers_app.simulator), over real HTTP.
+"""Behaviour of the Forge / A1111 simulator (integrations.forge.simulator), over real HTTP.
 
 Every test starts its own simulator on port 0; sampling is 10 ms per step. Synchronisation
 uses the simulator's event log (`wait_for_event`) or polls with a deadline, never bare sleeps.
@@ -25,8 +25,8 @@ import pytest
 import requests
 from PIL import Image
 
-from servers_app.client import ForgeClient, ForgeUnreachableError, ServerEndpoint
-from servers_app.simulator import (
+from integrations.forge.client import ForgeClient, ForgeUnreachableError, ServerEndpoint
+from integrations.forge.simulator import (
     ForgeSimulator,
     SimLora,
     SimModel,
@@ -34,9 +34,9 @@ from servers_app.simulator import (
     format_infotext,
     parse_infotext,
 )
-from servers_app.simulator import server as simulator_server
-from servers_app.simulator.api import Request
-from servers_app.simulator.catalog import normalise_sampler
+from integrations.forge.simulator import server as simulator_server
+from integrations.forge.simulator.api import Request
+from integrations.forge.simulator.catalog import normalise_sampler
 
 PONY = "Pony/cyberrealisticPony_v8.safetensors"
 JUGGER = "sdxl/juggernautXL_v9.safetensors"
@@ -1117,13 +1117,13 @@ def test_infotext_parser_reads_the_reference_samples():
 def test_the_package_imports_without_django():
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     code = (
-        "import sys; from servers_app.simulator import ForgeSimulator; "
+        "import sys; from integrations.forge.simulator import ForgeSimulator; "
         "sys.exit(1 if any(m == 'django' or m.startswith('django.') for m in sys.modules) else 0)"
     )
 
     result = subprocess.run(
         [sys.executable, "-c", code],
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[4],
         env=env,
         capture_output=True,
         timeout=30,

@@ -1,0 +1,1 @@
+"""civitai.com: the HTTP client and the simulator."""
