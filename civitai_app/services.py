@@ -56,7 +56,7 @@ from integrations.civitai.client import (
     CivitaiRateLimited,
 )
 from servers_app.models import Server
-from servers_app.selectors import model_kind_for_civitai, servers_with_model
+from servers_app.selectors import model_kind_for_civitai, server_not_found, servers_with_model
 
 logger = logging.getLogger(__name__)
 
@@ -377,7 +377,7 @@ def _target_servers(aliases: list[str]) -> list[Server]:
     for alias in wanted:
         server = found.get(alias)
         if server is None:
-            raise NotFound(f"Server '{alias}' not found.", code="server_not_found")
+            raise server_not_found(alias)
         models_dir = server.models_dir.strip()
         if not models_dir:
             raise BadRequest(

@@ -32,7 +32,7 @@ from civitai_app.services import (
     image_info_from_file,
 )
 from core_app.errors import PayloadTooLarge
-from core_app.pagination import paginate
+from core_app.pagination import paginated_response
 from core_app.serializers import ErrorSerializer, MessageSerializer
 
 ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 404: ErrorSerializer}
@@ -148,16 +148,11 @@ class DownloadListView(APIView):
         filterset = DownloadFilter(request.query_params, queryset=download_list())
         if not filterset.is_valid():
             raise ValidationError(filterset.errors)
-        downloads, total, limit, offset = paginate(
-            request, filterset.qs.order_by("-created_at", "-id")
-        )
-        return Response(
-            {
-                "total": total,
-                "limit": limit,
-                "offset": offset,
-                "downloads": DownloadSerializer(downloads, many=True).data,
-            }
+        return paginated_response(
+            request,
+            filterset.qs.order_by("-created_at", "-id"),
+            key="downloads",
+            serialize=lambda downloads: DownloadSerializer(downloads, many=True).data,
         )
 
 

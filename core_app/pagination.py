@@ -1,9 +1,14 @@
-"""limit/offset pagination that refuses bad values instead of ignoring them."""
+"""limit/offset pagination that refuses bad values instead of ignoring them, and the one
+envelope every paged list answers: `{"total", "limit", "offset", "<items>": [...]}`."""
+
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
 from rest_framework import serializers
 from rest_framework.request import Request
+from rest_framework.response import Response
 
 
 class LimitOffsetSerializer(serializers.Serializer):
@@ -25,3 +30,16 @@ def paginate(request: Request, queryset: QuerySet) -> tuple[list, int, int, int]
     offset = params.validated_data["offset"]
     total = queryset.count()
     return list(queryset[offset : offset + limit]), total, limit, offset
+
+
+def paginated_response(
+    request: Request,
+    queryset: QuerySet,
+    *,
+    key: str,
+    serialize: Callable[[list[Any]], Any],
+) -> Response:
+    """One page of `queryset` in the list envelope: its items, serialized by `serialize`,
+    under `key`."""
+    items, total, limit, offset = paginate(request, queryset)
+    return Response({"total": total, "limit": limit, "offset": offset, key: serialize(items)})

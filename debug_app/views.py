@@ -7,7 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core_app.errors import NotFound, ServerUnreachable
+from core_app.errors import ServerUnreachable
 from core_app.pagination import paginate
 from core_app.serializers import ErrorSerializer
 from debug_app.serializers import (
@@ -16,9 +16,9 @@ from debug_app.serializers import (
     VerifyCheckpointQuerySerializer,
     VerifyCheckpointSerializer,
 )
-from servers_app.models import CachedModel, Server
+from servers_app.models import CachedModel
 from servers_app.resolver import resolve
-from servers_app.selectors import server_checkpoints, server_separator
+from servers_app.selectors import server_checkpoints, server_get, server_separator
 from servers_app.services import server_refresh_models
 
 ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 404: ErrorSerializer}
@@ -45,9 +45,7 @@ class VerifyCheckpointView(APIView):
         query.is_valid(raise_exception=True)
         requested = query.validated_data["checkpoint_path"]
         alias = query.validated_data["server_alias"]
-        server = Server.objects.filter(alias=alias).first()
-        if server is None:
-            raise NotFound(f"Server '{alias}' not found.", code="server_not_found")
+        server = server_get(alias=alias)
         refreshed = server_refresh_models(server=server)
         if refreshed.error:
             raise ServerUnreachable(server.alias, refreshed.error)
@@ -103,10 +101,7 @@ class ModelsCacheView(APIView):
         models = CachedModel.objects.filter(kind=query.validated_data["kind"])
         alias = query.validated_data.get("server_alias")
         if alias:
-            server = Server.objects.filter(alias=alias).first()
-            if server is None:
-                raise NotFound(f"Server '{alias}' not found.", code="server_not_found")
-            models = models.filter(server=server)
+            models = models.filter(server=server_get(alias=alias))
         page, total, _, _ = paginate(
             request, models.select_related("server").order_by("server__alias", "name", "pk")
         )

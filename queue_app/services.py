@@ -19,7 +19,7 @@ from queue_app.models import ANY_SERVER, FINISHED_STATUSES, Job, JobStatus
 from servers_app.checkpoints import checkpoint_key
 from servers_app.models import Server
 from servers_app.resolver import resolve
-from servers_app.selectors import server_checkpoints
+from servers_app.selectors import server_checkpoints, server_get
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +57,9 @@ def job_submit(
             if target_server_alias == ANY_SERVER:
                 server = None
             else:
-                server = (
-                    Server.objects.select_for_update().filter(alias=target_server_alias).first()
+                server = server_get(
+                    alias=target_server_alias, queryset=Server.objects.select_for_update()
                 )
-                if server is None:
-                    raise NotFound(
-                        f"Server '{target_server_alias}' not found.", code="server_not_found"
-                    )
             _check_checkpoint(server, generation_params)
             job = Job.objects.create(
                 server=server,

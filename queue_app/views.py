@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 
 from core_app.errors import NotFound
 from core_app.models import ApiKey
-from core_app.pagination import paginate
+from core_app.pagination import paginated_response
 from core_app.serializers import ErrorSerializer, MessageSerializer
 from queue_app.filters import JobFilter
 from queue_app.images import (
@@ -105,14 +105,11 @@ class JobListView(APIView):
         filterset = JobFilter(request.query_params, queryset=Job.objects.select_related("server"))
         if not filterset.is_valid():
             raise ValidationError(filterset.errors)
-        jobs, total, limit, offset = paginate(request, filterset.qs)
-        return Response(
-            {
-                "total": total,
-                "limit": limit,
-                "offset": offset,
-                "jobs": JobSerializer(jobs, many=True).data,
-            }
+        return paginated_response(
+            request,
+            filterset.qs,
+            key="jobs",
+            serialize=lambda jobs: JobSerializer(jobs, many=True).data,
         )
 
 

@@ -4,7 +4,29 @@ from typing import Any
 
 from django.db.models import Min, Q, QuerySet
 
+from core_app.errors import NotFound
 from servers_app.models import CachedModel, ModelKind, Server
+
+
+def server_not_found(alias: str) -> NotFound:
+    """The one answer for an alias no server has (404 `server_not_found`)."""
+    return NotFound(f"Server '{alias}' not found.", code="server_not_found")
+
+
+def server_get(*, alias: str, queryset: QuerySet[Server] | None = None) -> Server:
+    """The server with this alias, or `server_not_found`. Pass `queryset` to read it
+    another way (`Server.objects.select_for_update()` inside a transaction)."""
+    server = (queryset if queryset is not None else Server.objects.all()).filter(alias=alias)
+    found = server.first()
+    if found is None:
+        raise server_not_found(alias)
+    return found
+
+
+def server_require(*, alias: str) -> None:
+    """Refuse an alias no server has, without reading the row."""
+    if not Server.objects.filter(alias=alias).exists():
+        raise server_not_found(alias)
 
 
 def server_checkpoints(*, server: Server) -> list[CachedModel]:

@@ -1,6 +1,7 @@
 """Server configuration API: /api/v1/servers[/<alias>]."""
 
 from dataclasses import asdict
+from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
@@ -8,12 +9,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core_app.errors import NotFound, ServerUnreachable
-from core_app.pagination import paginate
+from core_app.errors import ServerUnreachable
+from core_app.pagination import paginated_response
 from core_app.serializers import ErrorSerializer, MessageSerializer
 from servers_app.filters import ModelListQuerySerializer
 from servers_app.models import ModelKind, Server
-from servers_app.selectors import model_group_rows, model_groups
+from servers_app.selectors import model_group_rows, model_groups, server_get, server_require
 from servers_app.serializers import (
     CheckpointListSerializer,
     LoraListSerializer,
@@ -43,11 +44,7 @@ class ServerViewSet(viewsets.ModelViewSet):
     filter_backends: list = []
 
     def get_object(self) -> Server:
-        alias = self.kwargs["alias"]
-        server = Server.objects.filter(alias=alias).first()
-        if server is None:
-            raise NotFound(f"Server '{alias}' not found.", code="server_not_found")
-        return server
+        return server_get(alias=self.kwargs["alias"])
 
     @extend_schema(responses={201: ServerEnvelopeSerializer, **ERRORS})
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
@@ -77,15 +74,17 @@ def _list_models(request: Request, *, kind: str, key: str) -> Response:
     query = ModelListQuerySerializer(data=request.query_params)
     query.is_valid(raise_exception=True)
     alias = query.validated_data.get("server_alias", "")
-    if alias and not Server.objects.filter(alias=alias).exists():
-        raise NotFound(f"Server '{alias}' not found.", code="server_not_found")
+    if alias:
+        server_require(alias=alias)
     rows, identities = model_groups(
         kind=kind, server_alias=alias, search=query.validated_data.get("search", "")
     )
-    page, total, limit, offset = paginate(request, identities)
-    grouped = model_group_rows(rows, [entry["identity"] for entry in page])
-    models = [model_group_data(group) for group in grouped.values() if group]
-    return Response({"total": total, "limit": limit, "offset": offset, key: models})
+
+    def serialize(page: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        grouped = model_group_rows(rows, [entry["identity"] for entry in page])
+        return [model_group_data(group) for group in grouped.values() if group]
+
+    return paginated_response(request, identities, key=key, serialize=serialize)
 
 
 MODEL_LIST_PARAMETERS = [
@@ -128,9 +127,7 @@ class ServerRefreshModelsView(APIView):
         summary="Refresh a server's checkpoints and LoRAs now",
     )
     def post(self, request: Request, alias: str) -> Response:
-        server = Server.objects.filter(alias=alias).first()
-        if server is None:
-            raise NotFound(f"Server '{alias}' not found.", code="server_not_found")
+        server = server_get(alias=alias)
         result = server_refresh_models(server=server)
         if result.error:
             raise ServerUnreachable(server.alias, result.error)

@@ -4,7 +4,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core_app.errors import NotFound
 from servers_app.models import Server
+from servers_app.selectors import server_require
 from servers_app.services import server_refresh_models
 
 
@@ -17,9 +19,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, server: str | None, **options: Any) -> None:
         servers = Server.objects.filter(enabled=True)
         if server:
+            try:
+                server_require(alias=server)
+            except NotFound as exc:
+                raise CommandError(exc.message) from exc
             servers = Server.objects.filter(alias=server)
-            if not servers.exists():
-                raise CommandError(f"Server '{server}' not found.")
         total = servers.count()
         failed = 0
         for number, record in enumerate(servers, start=1):
