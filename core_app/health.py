@@ -4,10 +4,9 @@ import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
+from celery import current_app as celery_app
 from django.conf import settings
 from django.db import connection
-
-from mobilesd.celery import app as celery_app
 
 logger = logging.getLogger(__name__)
 

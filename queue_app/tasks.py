@@ -17,7 +17,7 @@ from queue_app.engine import interrupt_if_current, make_client, server_run, shut
 from queue_app.images import delete_image_files, orphan_image_files
 from queue_app.models import Job, JobStatus
 from servers_app.models import Server
-from servers_app.services import server_check_health
+from servers_app.tasks import check_server
 
 logger = logging.getLogger(__name__)
 
@@ -60,16 +60,6 @@ def interrupt_task(server_id: int, task_id: str, attempts_left: int = 60) -> Non
         client.close()
     if queued and attempts_left > 0:
         interrupt_task.apply_async((server_id, task_id, attempts_left - 1), countdown=2)
-
-
-@shared_task(ignore_result=True, time_limit=60)
-def check_server(server_id: int) -> None:
-    """Health-check one server; run its queue when it is (back) online."""
-    server = Server.objects.filter(pk=server_id).first()
-    if server is None:
-        return
-    if server_check_health(server=server).online:
-        nudge(servers_with_work(Server.objects.filter(pk=server_id)))
 
 
 def servers_with_work(servers: Iterable[Server] | None = None) -> list[int]:

@@ -8,9 +8,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from core_app.errors import Conflict
-from queue_app.models import ACTIVE_STATUSES
 from servers_app.models import CachedModel, ModelKind, Server
+from servers_app.signals import server_configured, server_deleting
 
 logger = logging.getLogger(__name__)
 
@@ -22,18 +21,13 @@ def server_create(*, data: dict[str, Any]) -> Server:
     server = Server(**values)
     server.full_clean()
     server.save()
-    transaction.on_commit(lambda: _check_soon(server.pk))
+    _announce_configured(server.pk)
     return server
 
 
-def _check_soon(server_id: int) -> None:
-    """Health-check a new or changed server in the background; that also runs its queue."""
-    from queue_app.tasks import check_server
-
-    try:
-        check_server.delay(server_id)
-    except Exception as exc:  # broker down: the reconcile task checks it later
-        logger.warning("Could not queue the check of server %s: %s", server_id, exc)
+def _announce_configured(server_id: int) -> None:
+    """Once committed, tell whoever listens (the health check) that the server changed."""
+    transaction.on_commit(lambda: server_configured.send(sender=Server, server_id=server_id))
 
 
 @transaction.atomic
@@ -60,25 +54,20 @@ def server_update(*, server: Server, data: dict[str, Any], partial: bool) -> Ser
     if server.alias != old_alias:
         # Jobs keep the alias as text too, so they still name the server once it is gone.
         server.jobs.filter(target_server_alias=old_alias).update(target_server_alias=server.alias)
-    transaction.on_commit(lambda: _check_soon(server.pk))
+    _announce_configured(server.pk)
     return server
 
 
 @transaction.atomic
 def server_delete(*, server: Server) -> None:
-    """Delete a server unless it has pending or processing jobs.
+    """Delete a server unless a receiver of `server_deleting` refuses (the queue does while
+    the server has pending or processing jobs).
 
     The row lock makes the check and the delete one step against a concurrent submit
     (job_submit locks the same row).
     """
     server = Server.objects.select_for_update().get(pk=server.pk)
-    active = server.jobs.filter(status__in=ACTIVE_STATUSES).count()
-    if active:
-        raise Conflict(
-            f"Server '{server.alias}' has {active} pending or processing job(s); cancel or "
-            "delete them first, or disable the server instead.",
-            code="server_has_active_jobs",
-        )
+    server_deleting.send(sender=Server, server=server)
     server.delete()
 
 

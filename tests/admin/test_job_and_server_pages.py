@@ -261,7 +261,7 @@ def test_enabling_a_server_checks_it_which_runs_its_queue(
 
     live.refresh_from_db()
     assert live.enabled is True
-    assert ("queue_app.tasks.check_server", (live.pk,), {}) in published
+    assert ("servers_app.tasks.check_server", (live.pk,), {}) in published
     assert messages_of(response) == ["Laptop enabled."]
 
 

@@ -97,28 +97,14 @@ def test_reconcile_health_checks_offline_and_stale_servers(online, published):
 
     tasks.reconcile()
 
-    checked = {args[0] for name, args in names(published) if name == "queue_app.tasks.check_server"}
+    checked = {
+        args[0] for name, args in names(published) if name == "servers_app.tasks.check_server"
+    }
     assert checked == {off.pk, stale.pk}
 
 
 def test_run_server_of_a_deleted_server_does_nothing(db):
     tasks.run_server(12345)  # must not raise
-
-
-@pytest.mark.django_db(transaction=True)
-def test_check_server_marks_online_and_runs_its_queue(published):
-    sim = ForgeSimulator(SimulatorConfig()).start()
-    try:
-        server = baker.make(Server, alias="Sim", api_url=sim.url, is_online=False)
-        baker.make(Job, server=server, generation_params={"a": 1})
-
-        tasks.check_server(server.pk)
-
-        server.refresh_from_db()
-        assert server.is_online is True
-        assert names(published) == [("queue_app.tasks.run_server", (server.pk,))]
-    finally:
-        sim.stop()
 
 
 @pytest.mark.django_db(transaction=True)
