@@ -7,8 +7,8 @@ real server. Stopping, restarting or refusing connections also closes the idle o
 "the server went away" is always visible to the next request. Lifecycle invariants:
 * `restart()` kills the current `Runtime` (queue, task ids, loaded model are gone; waiting and
   running requests lose their connection without a response), then serves a fresh one on the
-  same port. Options saved with POST /options and computed hashes survive, as `config.json` and
-  `cache.json` do on a real server.
+  same port. Options saved with POST /options and computed hashes survive (`disk.py`), as
+  `config.json` and `cache.json` do on a real server.
 * `faults.refuse_connections = True` closes the listening socket (connects are refused) and
   the idle kept-alive connections; setting it back to False binds the same port again.
   Requests in flight are unaffected.
@@ -35,6 +35,7 @@ from integrations.simulator_http import SimHTTPServer, SimRequestHandler
 from .api import Api, Request
 from .catalog import default_options
 from .config import SimLora, SimModel, SimulatorConfig
+from .disk import Disk
 from .events import Event, EventLog
 from .faults import Faults
 from .generation import JobAbortedError, load_model
@@ -112,7 +113,7 @@ class _Handler(SimRequestHandler):
             drop_connection=self._drop,
         )
         try:
-            response = sim._api.handle(request)
+            response = sim.api.handle(request)
         except JobAbortedError:
             self._drop()
             return
@@ -152,13 +153,14 @@ class ForgeSimulator:
         self.events = EventLog()
         self.faults = Faults(self._on_refuse_change)
         self._lifecycle = threading.RLock()
-        self._disk_models: list[SimModel] = list(self.config.models)
-        self._disk_loras: list[SimLora] = list(self.config.loras)
-        self._hash_cache: set[tuple[str, str]] = set()
         models = self.config.models
         initial = self.config.initial_checkpoint or (models[0].name if models else "")
-        self._saved_options = default_options(
-            is_forge=self.config.is_forge, checkpoint=self.config.server_name(initial)
+        self._disk = Disk(
+            models=models,
+            loras=self.config.loras,
+            options=default_options(
+                is_forge=self.config.is_forge, checkpoint=self.config.server_name(initial)
+            ),
         )
         self._runtime: Runtime | None = None
         self._running = False
@@ -168,7 +170,15 @@ class ForgeSimulator:
         self._connections: dict[socket.socket, bool] = {}  # connection -> serving a request
         self._conn_lock = threading.Lock()
         self._counts: Counter[tuple[str, str]] = Counter()
-        self._api = Api(self)
+        # The routes and endpoints, without a socket: tests call `sim.api.handle(request)`
+        # to act on the server while its listener is closed.
+        self.api = Api(
+            config=self.config,
+            faults=self.faults,
+            events=self.events,
+            disk=self._disk,
+            runtime=self._live_runtime,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> ForgeSimulator:
@@ -271,7 +281,7 @@ class ForgeSimulator:
         """A copy of the current option values (native types)."""
         rt = self._runtime
         if rt is None:
-            return dict(self._saved_options)
+            return self._disk.options()
         with rt.cond:
             return dict(rt.options)
 
@@ -294,27 +304,13 @@ class ForgeSimulator:
     # -- "disk" ---------------------------------------------------------------------------
     def set_models(self, models: Iterable[SimModel]) -> None:
         """Replace the checkpoint files; listed after refresh-checkpoints or a restart."""
-        with self._lifecycle:
-            self._disk_models = list(models)
+        self._disk.set_models(models)
 
     def set_loras(self, loras: Iterable[SimLora]) -> None:
         """Replace the LoRA files; listed after refresh-loras or a restart."""
-        with self._lifecycle:
-            self._disk_loras = list(loras)
+        self._disk.set_loras(loras)
 
-    # -- internals used by Api / the handler ----------------------------------------------
-    def _disk_models_snapshot(self) -> list[SimModel]:
-        with self._lifecycle:
-            return list(self._disk_models)
-
-    def _disk_loras_snapshot(self) -> list[SimLora]:
-        with self._lifecycle:
-            return list(self._disk_loras)
-
-    def _save_options(self, changed: dict[str, Any]) -> None:
-        with self._lifecycle:
-            self._saved_options.update(changed)
-
+    # -- internals used by the handler (and handed to the Api) ---------------------------
     def _live_runtime(self) -> Runtime:
         rt = self._runtime
         if rt is None or rt.killed:
@@ -324,10 +320,10 @@ class ForgeSimulator:
     def _new_runtime(self) -> Runtime:
         rt = Runtime(
             self.config,
-            models=self._disk_models,
-            loras=self._disk_loras,
-            options=self._saved_options,
-            hash_cache=self._hash_cache,
+            models=self._disk.models(),
+            loras=self._disk.loras(),
+            options=self._disk.options(),
+            hash_cache=self._disk.hash_cache,
         )
         if not self.config.is_forge:
             # A1111 loads the configured checkpoint at start-up; Forge loads on first use.

@@ -838,13 +838,13 @@ def sim() -> Iterator[ForgeSimulator]:
 def received(sim: ForgeSimulator, monkeypatch: pytest.MonkeyPatch) -> list[Request]:
     """Every request the simulator parses, with its headers and body as they arrived."""
     seen: list[Request] = []
-    handle = sim._api.handle
+    handle = sim.api.handle
 
     def recording(request: Request) -> Any:
         seen.append(request)
         return handle(request)
 
-    monkeypatch.setattr(sim._api, "handle", recording)
+    monkeypatch.setattr(sim.api, "handle", recording)
     return seen
 
 
