@@ -28,9 +28,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-from integrations.simulator_http import SimHTTPServer, SimRequestHandler
+from integrations.simulator_http import Listener, SimRequestHandler, reachable_url
 
 from .api import Api, Request
 from .catalog import default_options
@@ -100,16 +99,14 @@ class _Handler(SimRequestHandler):
 
     def _serve(self, method: str) -> None:
         sim = self.server.sim
-        url = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
-        sim._count(method, url.path)
+        incoming = self.read_request(method)
+        sim._count(method, incoming.path)
         request = Request(
             method=method,
-            path=url.path,
-            query=parse_qs(url.query, keep_blank_values=True),
-            body=body,
-            headers={key.lower(): value for key, value in self.headers.items()},
+            path=incoming.path,
+            query=incoming.query,
+            body=incoming.body,
+            headers=incoming.headers,
             drop_connection=self._drop,
         )
         try:
@@ -121,15 +118,17 @@ class _Handler(SimRequestHandler):
             return
         payload = json.dumps(response.body).encode("utf-8")
         try:
-            self.send_response(response.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            for key, value in response.headers.items():
-                self.send_header(key, value)
-            self.end_headers()
+            self.send_head(
+                response.status,
+                [
+                    ("Content-Type", "application/json"),
+                    ("Content-Length", str(len(payload))),
+                    *response.headers.items(),
+                ],
+            )
             self.wfile.write(payload)
         except OSError:
-            logger.debug("client went away before the response to %s %s", method, url.path)
+            logger.debug("client went away before the response to %s %s", method, request.path)
 
 
 def _has_input(conn: socket.socket) -> bool:
@@ -164,8 +163,7 @@ class ForgeSimulator:
         )
         self._runtime: Runtime | None = None
         self._running = False
-        self._server: SimHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._listener: Listener | None = None
         self._port = self.config.port
         self._connections: dict[socket.socket, bool] = {}  # connection -> serving a request
         self._conn_lock = threading.Lock()
@@ -239,8 +237,7 @@ class ForgeSimulator:
 
     @property
     def url(self) -> str:
-        host = self.config.host if self.config.host not in ("", "0.0.0.0") else "127.0.0.1"  # noqa: S104
-        return f"http://{host}:{self._port}"
+        return reachable_url(self.config.host, self._port)
 
     @property
     def current_task_id(self) -> str | None:
@@ -370,25 +367,15 @@ class ForgeSimulator:
                 conn.shutdown(socket.SHUT_RDWR)
 
     def _open_listener(self) -> None:
-        server = SimHTTPServer((self.config.host, self._port), _Handler, self)
-        self._port = int(server.server_address[1])
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"forge-simulator-{self._port}",
-            daemon=True,
-        )
-        self._server, self._thread = server, thread
-        thread.start()
+        listener = Listener((self.config.host, self._port), _Handler, self, name="forge-simulator")
+        # Port 0 asks for any free port: later re-binds (after refusing) take the same one.
+        self._port = listener.port
+        self._listener = listener
 
     def _close_listener(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
 
     def _on_refuse_change(self, refuse: bool) -> None:
         with self._lifecycle:
@@ -398,6 +385,6 @@ class ForgeSimulator:
                 self._close_listener()
                 self._close_connections(idle_only=True)
                 self.events.record("refusing_connections", port=self._port)
-            elif self._server is None:
+            elif self._listener is None:
                 self._open_listener()
                 self.events.record("accepting_connections", port=self._port)
