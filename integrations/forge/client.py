@@ -373,8 +373,7 @@ class ForgeClient:
 
     Not thread-safe beyond what `requests.Session` offers: use one client per thread/job.
     `read_timeout` applies to quick calls; pass `timeout=` (see `job_timeout`) for calls that
-    wait behind the server's generation lock (`txt2img`, `refresh_checkpoints`, and
-    `set_options` changing the checkpoint on A1111).
+    wait behind the server's generation lock (`txt2img`, the `refresh_*` rescans).
     """
 
     def __init__(
@@ -755,29 +754,6 @@ class ForgeClient:
         progress = self.progress_for_task(task_id)
         return progress.active and progress.task_specific
 
-    def current_task_id(self) -> str | None:
-        """The id of the running task when the server reports it, else None.
-
-        Best effort: stock A1111/Forge drop ``current_task`` from ``/sdapi/v1/progress``, so
-        on them this is always None; use `is_task_active(task_id)` to ask about one id.
-        """
-        current = self._sdapi_progress().get("current_task")
-        return current if isinstance(current, str) and current else None
-
-    def pending_tasks(self) -> list[str] | None:
-        """Ids waiting for the server's lock (UI jobs included), or None where the server has
-        no ``/internal/pending-tasks`` (``--nowebui``, A1111 before 1.7)."""
-        try:
-            body = self._request("GET", "/internal/pending-tasks")
-        except ForgePermanentError as exc:
-            if exc.status_code == 404 and not isinstance(exc, ForgeAuthError):
-                return None
-            raise
-        tasks = body.get("tasks") if isinstance(body, dict) else None
-        if not isinstance(tasks, list):
-            return None
-        return [str(task) for task in tasks]
-
     # -- resources --
 
     def sd_models(self) -> list[dict[str, Any]]:
@@ -788,19 +764,8 @@ class ForgeClient:
         """``GET /sdapi/v1/loras``: ``[{"name", "alias", "path", "metadata"}]``."""
         return self._get_list("/sdapi/v1/loras")
 
-    def samplers(self) -> list[dict[str, Any]]:
-        return self._get_list("/sdapi/v1/samplers")
-
-    def schedulers(self) -> list[dict[str, Any]]:
-        """Schedulers, or ``[]`` on servers without the endpoint (A1111 <= 1.8, Forge classic),
-        where the scheduler is part of the sampler name instead."""
-        try:
-            return self._get_list("/sdapi/v1/schedulers")
-        except ForgePermanentError as exc:
-            if exc.status_code == 404 and not isinstance(exc, ForgeAuthError):
-                return []
-            raise
-
+    # Nothing calls these two yet: they are kept for checking the hires-fix `hr_upscaler`
+    # at submit (issue 16), whose valid values are the upscalers' names and the latent modes.
     def upscalers(self) -> list[dict[str, Any]]:
         return self._get_list("/sdapi/v1/upscalers")
 
@@ -810,12 +775,6 @@ class ForgeClient:
 
     def options(self) -> dict[str, Any]:
         return self._get_dict("/sdapi/v1/options")
-
-    def set_options(self, values: dict[str, Any], *, timeout: float | None = None) -> None:
-        """``POST /sdapi/v1/options``. On A1111 a checkpoint change loads the model before
-        answering (behind the generation lock): pass a long `timeout` for that."""
-        logger.info("Setting options %s on %s", sorted(values), self._host())
-        self._request("POST", "/sdapi/v1/options", json_body=values, timeout=timeout)
 
     def refresh_checkpoints(self, *, timeout: float | None = None) -> None:
         """Rescan checkpoints. Waits behind the generation lock: pass a long `timeout`."""
@@ -831,32 +790,6 @@ class ForgeClient:
     def refresh_vae(self, *, timeout: float | None = None) -> None:
         """Rescan VAEs (waits behind the lock)."""
         self._request("POST", "/sdapi/v1/refresh-vae", timeout=timeout)
-
-    def memory(self) -> dict[str, Any]:
-        return self._get_dict("/sdapi/v1/memory")
-
-    def ping(self, *, timeout: float | None = None) -> bool:
-        """True when the server's API answers.
-
-        Probes ``GET /sdapi/v1/progress?skip_current_image=true`` rather than
-        ``/internal/ping``: it is as cheap (no lock, a small dict), exists in web-UI and
-        ``--nowebui`` modes alike, and, unlike ``/internal/ping``, proves that ``--api`` is on
-        and that our credentials pass ``--api-auth``. Unreachable or API off (404) -> False;
-        rejected credentials raise `ForgeAuthError`, a configuration error the operator
-        must see rather than "offline".
-        """
-        try:
-            self._request(
-                "GET",
-                "/sdapi/v1/progress",
-                params={"skip_current_image": "true"},
-                timeout=timeout,
-            )
-        except ForgeAuthError:
-            raise
-        except ForgeError:
-            return False
-        return True
 
 
 # --- Timeouts ----------------------------------------------------------------------------
