@@ -7,8 +7,9 @@ Invariants kept here:
   ``(connect, read)`` timeout. Nothing retries automatically: resending a `txt2img` would
   queue a second generation behind the server's FIFO lock, so retrying is the caller's
   decision (it owns the backoff and the attempt count).
-* Every failure surfaces as a `ForgeError` subclass; no `requests` exception escapes. The
-  subclass says what the caller may do next: `ForgeTransientError` = try again later,
+* Every failure surfaces as a `ForgeError` subclass (an `IntegrationError`: a stable
+  `code`, `transient` or not); no `requests` exception escapes. The subclass says what the
+  caller may do next: `ForgeTransientError` = try again later,
   `ForgePermanentError` = this request will never succeed as sent, `ForgeAuthError` = fix the
   server record's credentials.
 * Passwords are never logged, and URLs are logged by path only (a base URL may carry
@@ -36,7 +37,8 @@ import requests
 from requests.auth import HTTPBasicAuth
 from urllib3.exceptions import NewConnectionError
 
-from integrations.http import USER_AGENT
+from integrations.errors import IntegrationError
+from integrations.http import USER_AGENT, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +64,18 @@ _MAX_DETAIL_CHARS = 500
 # --- Exceptions --------------------------------------------------------------------------
 
 
-class ForgeError(Exception):
-    """A call to a generation server failed.
+class ForgeError(IntegrationError):
+    """A call to a generation server failed (`IntegrationError`: `message`, stable `code`,
+    `transient`, the server's `status_code` (None when no response arrived), `retry_after`).
 
-    `detail` is a readable message taken from the server's error body (or describing the
-    network failure); `status_code` is the HTTP status (None when no response arrived);
-    `body` is the parsed JSON error body, the raw text when it was not JSON, or None.
+    `detail` is the same readable message, taken from the server's error body (or
+    describing the network failure); `body` is the parsed JSON error body, the raw text when
+    it was not JSON, or None; `method` and `path` name the request (path only: a base URL
+    may carry credentials).
     """
+
+    code = "forge_error"
+    transient = False
 
     def __init__(
         self,
@@ -78,17 +85,16 @@ class ForgeError(Exception):
         body: Any = None,
         method: str = "",
         path: str = "",
+        retry_after: float | None = None,
     ) -> None:
-        self.detail = detail
-        self.status_code = status_code
+        super().__init__(detail, status_code=status_code, retry_after=retry_after)
         self.body = body
         self.method = method
         self.path = path
-        super().__init__(detail)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Keep status, body and request through pickling (billiard/Celery worker pools).
-        return (self.__class__, (self.detail,), self.__dict__.copy())
+    @property
+    def detail(self) -> str:
+        return self.message
 
     def __str__(self) -> str:
         where = f"{self.method} {self.path}".strip()
@@ -105,10 +111,15 @@ class ForgeTransientError(ForgeError):
     what else holds the GPU).
     """
 
+    code = "forge_transient"
+    transient = True
+
 
 class ForgeUnreachableError(ForgeTransientError):
     """No connection could be made (refused, connect timeout, unknown host): the request
     never reached the server, so nothing runs there on its behalf."""
+
+    code = "forge_unreachable"
 
 
 class ForgeTimeoutError(ForgeTransientError):
@@ -119,6 +130,8 @@ class ForgeTimeoutError(ForgeTransientError):
     again, or the server will generate twice.
     """
 
+    code = "forge_timeout"
+
 
 class ForgePermanentError(ForgeError):
     """The server rejected this request deterministically; sending it again cannot help.
@@ -128,9 +141,14 @@ class ForgePermanentError(ForgeError):
     undecodable image.
     """
 
+    code = "forge_rejected"
+    transient = False
+
 
 class ForgeAuthError(ForgePermanentError):
     """The server refused our credentials (HTTP 401/403): the server record needs fixing."""
+
+    code = "forge_auth_failed"
 
 
 # 500 messages raised by A1111/Forge for problems of the request itself (REFERENCE.md A.2).
@@ -536,7 +554,14 @@ class ForgeClient:
             kind.__name__,
             detail,
         )
-        return kind(detail, status_code=status, body=body, method=method, path=path)
+        return kind(
+            detail,
+            status_code=status,
+            body=body,
+            method=method,
+            path=path,
+            retry_after=retry_after_seconds(response),
+        )
 
     def _parse_json(self, response: requests.Response, method: str, path: str) -> Any:
         if not response.content.strip():
