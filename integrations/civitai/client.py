@@ -29,7 +29,8 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
-from integrations.http import USER_AGENT
+from integrations.errors import IntegrationError
+from integrations.http import USER_AGENT, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -55,24 +56,14 @@ _MAX_DETAIL_CHARS = 300
 # --- Exceptions ---------------------------------------------------------------------------
 
 
-class CivitaiError(Exception):
-    """A Civitai call failed. `code` is stable (the API's error code), `http_status` the
-    status MobileSD's API answers with, `transient` whether trying later may succeed."""
+class CivitaiError(IntegrationError):
+    """A Civitai call failed (`IntegrationError`: `message`, stable `code`, `transient`,
+    Civitai's `status_code`, `retry_after`). `code` is also the code of MobileSD's API
+    answer, and `http_status` the status that answer has (a class attribute, like `code`)."""
 
-    code: ClassVar[str] = "civitai_error"
+    code = "civitai_error"
     http_status: ClassVar[int] = 502
-    transient: ClassVar[bool] = False
-
-    def __init__(
-        self, message: str, *, status_code: int | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status_code = status_code
-        self.retry_after = retry_after
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (self.__class__, (self.message,), self.__dict__.copy())
+    transient = False
 
 
 class CivitaiUnavailable(CivitaiError):
@@ -165,20 +156,12 @@ def _capital(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    raw = response.headers.get("Retry-After", "").strip()
-    try:
-        return max(float(raw), 0.0) if raw else None
-    except ValueError:
-        return None
-
-
 def error_for(response: requests.Response, *, what: str, has_key: bool) -> CivitaiError:
     """The exception for an error answer to `what` ("model version 123", "the download")."""
     status = response.status_code
     detail, body = _civitai_message(response)
     said = f" Civitai said: {detail}" if detail else ""
-    retry_after = _retry_after(response)
+    retry_after = retry_after_seconds(response)
     if status == 401:
         if "disabled downloads" in detail:
             return CivitaiLoginRequired(
@@ -375,7 +358,7 @@ class CivitaiClient:
                 self._sleep(delay)
                 continue
             if response.status_code in retry_statuses and not last:
-                delay = self._delay(attempt, _retry_after(response))
+                delay = self._delay(attempt, retry_after_seconds(response))
                 logger.warning(
                     "Civitai GET %s answered %s; retrying in %.1fs",
                     path,

@@ -7,8 +7,9 @@ Invariants kept here:
   ``(connect, read)`` timeout. Nothing retries automatically: resending a `txt2img` would
   queue a second generation behind the server's FIFO lock, so retrying is the caller's
   decision (it owns the backoff and the attempt count).
-* Every failure surfaces as a `ForgeError` subclass; no `requests` exception escapes. The
-  subclass says what the caller may do next: `ForgeTransientError` = try again later,
+* Every failure surfaces as a `ForgeError` subclass (an `IntegrationError`: a stable
+  `code`, `transient` or not); no `requests` exception escapes. The subclass says what the
+  caller may do next: `ForgeTransientError` = try again later,
   `ForgePermanentError` = this request will never succeed as sent, `ForgeAuthError` = fix the
   server record's credentials.
 * Passwords are never logged, and URLs are logged by path only (a base URL may carry
@@ -36,7 +37,8 @@ import requests
 from requests.auth import HTTPBasicAuth
 from urllib3.exceptions import NewConnectionError
 
-from integrations.http import USER_AGENT
+from integrations.errors import IntegrationError
+from integrations.http import USER_AGENT, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +64,18 @@ _MAX_DETAIL_CHARS = 500
 # --- Exceptions --------------------------------------------------------------------------
 
 
-class ForgeError(Exception):
-    """A call to a generation server failed.
+class ForgeError(IntegrationError):
+    """A call to a generation server failed (`IntegrationError`: `message`, stable `code`,
+    `transient`, the server's `status_code` (None when no response arrived), `retry_after`).
 
-    `detail` is a readable message taken from the server's error body (or describing the
-    network failure); `status_code` is the HTTP status (None when no response arrived);
-    `body` is the parsed JSON error body, the raw text when it was not JSON, or None.
+    `detail` is the same readable message, taken from the server's error body (or
+    describing the network failure); `body` is the parsed JSON error body, the raw text when
+    it was not JSON, or None; `method` and `path` name the request (path only: a base URL
+    may carry credentials).
     """
+
+    code = "forge_error"
+    transient = False
 
     def __init__(
         self,
@@ -78,17 +85,16 @@ class ForgeError(Exception):
         body: Any = None,
         method: str = "",
         path: str = "",
+        retry_after: float | None = None,
     ) -> None:
-        self.detail = detail
-        self.status_code = status_code
+        super().__init__(detail, status_code=status_code, retry_after=retry_after)
         self.body = body
         self.method = method
         self.path = path
-        super().__init__(detail)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Keep status, body and request through pickling (billiard/Celery worker pools).
-        return (self.__class__, (self.detail,), self.__dict__.copy())
+    @property
+    def detail(self) -> str:
+        return self.message
 
     def __str__(self) -> str:
         where = f"{self.method} {self.path}".strip()
@@ -105,10 +111,15 @@ class ForgeTransientError(ForgeError):
     what else holds the GPU).
     """
 
+    code = "forge_transient"
+    transient = True
+
 
 class ForgeUnreachableError(ForgeTransientError):
     """No connection could be made (refused, connect timeout, unknown host): the request
     never reached the server, so nothing runs there on its behalf."""
+
+    code = "forge_unreachable"
 
 
 class ForgeTimeoutError(ForgeTransientError):
@@ -119,6 +130,8 @@ class ForgeTimeoutError(ForgeTransientError):
     again, or the server will generate twice.
     """
 
+    code = "forge_timeout"
+
 
 class ForgePermanentError(ForgeError):
     """The server rejected this request deterministically; sending it again cannot help.
@@ -128,9 +141,14 @@ class ForgePermanentError(ForgeError):
     undecodable image.
     """
 
+    code = "forge_rejected"
+    transient = False
+
 
 class ForgeAuthError(ForgePermanentError):
     """The server refused our credentials (HTTP 401/403): the server record needs fixing."""
+
+    code = "forge_auth_failed"
 
 
 # 500 messages raised by A1111/Forge for problems of the request itself (REFERENCE.md A.2).
@@ -373,8 +391,7 @@ class ForgeClient:
 
     Not thread-safe beyond what `requests.Session` offers: use one client per thread/job.
     `read_timeout` applies to quick calls; pass `timeout=` (see `job_timeout`) for calls that
-    wait behind the server's generation lock (`txt2img`, `refresh_checkpoints`, and
-    `set_options` changing the checkpoint on A1111).
+    wait behind the server's generation lock (`txt2img`, the `refresh_*` rescans).
     """
 
     def __init__(
@@ -537,7 +554,14 @@ class ForgeClient:
             kind.__name__,
             detail,
         )
-        return kind(detail, status_code=status, body=body, method=method, path=path)
+        return kind(
+            detail,
+            status_code=status,
+            body=body,
+            method=method,
+            path=path,
+            retry_after=retry_after_seconds(response),
+        )
 
     def _parse_json(self, response: requests.Response, method: str, path: str) -> Any:
         if not response.content.strip():
@@ -755,29 +779,6 @@ class ForgeClient:
         progress = self.progress_for_task(task_id)
         return progress.active and progress.task_specific
 
-    def current_task_id(self) -> str | None:
-        """The id of the running task when the server reports it, else None.
-
-        Best effort: stock A1111/Forge drop ``current_task`` from ``/sdapi/v1/progress``, so
-        on them this is always None; use `is_task_active(task_id)` to ask about one id.
-        """
-        current = self._sdapi_progress().get("current_task")
-        return current if isinstance(current, str) and current else None
-
-    def pending_tasks(self) -> list[str] | None:
-        """Ids waiting for the server's lock (UI jobs included), or None where the server has
-        no ``/internal/pending-tasks`` (``--nowebui``, A1111 before 1.7)."""
-        try:
-            body = self._request("GET", "/internal/pending-tasks")
-        except ForgePermanentError as exc:
-            if exc.status_code == 404 and not isinstance(exc, ForgeAuthError):
-                return None
-            raise
-        tasks = body.get("tasks") if isinstance(body, dict) else None
-        if not isinstance(tasks, list):
-            return None
-        return [str(task) for task in tasks]
-
     # -- resources --
 
     def sd_models(self) -> list[dict[str, Any]]:
@@ -788,19 +789,8 @@ class ForgeClient:
         """``GET /sdapi/v1/loras``: ``[{"name", "alias", "path", "metadata"}]``."""
         return self._get_list("/sdapi/v1/loras")
 
-    def samplers(self) -> list[dict[str, Any]]:
-        return self._get_list("/sdapi/v1/samplers")
-
-    def schedulers(self) -> list[dict[str, Any]]:
-        """Schedulers, or ``[]`` on servers without the endpoint (A1111 <= 1.8, Forge classic),
-        where the scheduler is part of the sampler name instead."""
-        try:
-            return self._get_list("/sdapi/v1/schedulers")
-        except ForgePermanentError as exc:
-            if exc.status_code == 404 and not isinstance(exc, ForgeAuthError):
-                return []
-            raise
-
+    # Nothing calls these two yet: they are kept for checking the hires-fix `hr_upscaler`
+    # at submit (issue 16), whose valid values are the upscalers' names and the latent modes.
     def upscalers(self) -> list[dict[str, Any]]:
         return self._get_list("/sdapi/v1/upscalers")
 
@@ -810,12 +800,6 @@ class ForgeClient:
 
     def options(self) -> dict[str, Any]:
         return self._get_dict("/sdapi/v1/options")
-
-    def set_options(self, values: dict[str, Any], *, timeout: float | None = None) -> None:
-        """``POST /sdapi/v1/options``. On A1111 a checkpoint change loads the model before
-        answering (behind the generation lock): pass a long `timeout` for that."""
-        logger.info("Setting options %s on %s", sorted(values), self._host())
-        self._request("POST", "/sdapi/v1/options", json_body=values, timeout=timeout)
 
     def refresh_checkpoints(self, *, timeout: float | None = None) -> None:
         """Rescan checkpoints. Waits behind the generation lock: pass a long `timeout`."""
@@ -831,32 +815,6 @@ class ForgeClient:
     def refresh_vae(self, *, timeout: float | None = None) -> None:
         """Rescan VAEs (waits behind the lock)."""
         self._request("POST", "/sdapi/v1/refresh-vae", timeout=timeout)
-
-    def memory(self) -> dict[str, Any]:
-        return self._get_dict("/sdapi/v1/memory")
-
-    def ping(self, *, timeout: float | None = None) -> bool:
-        """True when the server's API answers.
-
-        Probes ``GET /sdapi/v1/progress?skip_current_image=true`` rather than
-        ``/internal/ping``: it is as cheap (no lock, a small dict), exists in web-UI and
-        ``--nowebui`` modes alike, and, unlike ``/internal/ping``, proves that ``--api`` is on
-        and that our credentials pass ``--api-auth``. Unreachable or API off (404) -> False;
-        rejected credentials raise `ForgeAuthError`, a configuration error the operator
-        must see rather than "offline".
-        """
-        try:
-            self._request(
-                "GET",
-                "/sdapi/v1/progress",
-                params={"skip_current_image": "true"},
-                timeout=timeout,
-            )
-        except ForgeAuthError:
-            raise
-        except ForgeError:
-            return False
-        return True
 
 
 # --- Timeouts ----------------------------------------------------------------------------

@@ -3,26 +3,12 @@ offline (image recipes, model downloads with resume and verification)."""
 
 from __future__ import annotations
 
-import logging
-import os
-import signal
-import threading
-from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from integrations.civitai.simulator import (
-    CivitaiSimulator,
-    SimFile,
-    SimModel,
-    SimulatorConfig,
-    SimVersion,
-    demo_catalog,
-)
-from integrations.civitai.simulator.catalog import MODEL_TYPE_NAMES
-
-logger = logging.getLogger(__name__)
+from integrations.civitai.simulator.cli import serve, simulator_from_options
+from integrations.simulator_http import SimulatorStartError
 
 
 class Command(BaseCommand):
@@ -58,52 +44,16 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        catalog = demo_catalog()
-        for index, spec in enumerate(options["file"], start=1):
-            path, _, model_type = spec.partition(":")
-            model_type = model_type or "Checkpoint"
-            if model_type not in MODEL_TYPE_NAMES:
-                raise CommandError(f"Unknown model type {model_type!r}.")
-            if not os.path.isfile(path):
-                raise CommandError(f"No such file: {path}")
-            self.stdout.write(f"Hashing {path} ...")
-            sim_file = SimFile(20000 + index, os.path.basename(path), path=path, primary=True)
-            version = SimVersion(10000 + index, "v1", [sim_file])
-            catalog.models.append(
-                SimModel(1000 + index, os.path.splitext(sim_file.name)[0], model_type, [version])
-            )
-        config = SimulatorConfig(
-            catalog=catalog,
-            api_keys=set(options["api_key"]),
-            unauthenticated_download=not options["require_login"],
-            host=options["host"],
-            port=options["port"],
-        )
-        sim = CivitaiSimulator(config)
-        sim.faults.bytes_per_second = options.get("bytes_per_second")
         try:
-            sim.start()
-        except OSError as exc:
-            raise CommandError(
-                f"Cannot listen on {options['host']}:{options['port']}: {exc}"
-            ) from exc
-        self.stdout.write(f"Civitai simulator on {sim.url}  (set CIVITAI_BASE_URL={sim.url})")
-        for model in catalog.models:
-            for version in model.versions:
-                self.stdout.write(
-                    f"  {model.type:<16} model {model.id:<5} version {version.id:<6} "
-                    f"{version.files[0].name}"
-                )
-        for image in catalog.images:
-            label = "with" if image.meta else "without"
-            self.stdout.write(f"  image {image.id} ({label} generation data)")
-        stop = threading.Event()
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            stop.set()
-
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
-        stop.wait()
-        sim.stop()
-        self.stdout.write("Civitai simulator stopped.")
+            sim = simulator_from_options(
+                files=options["file"],
+                api_keys=options["api_key"],
+                require_login=options["require_login"],
+                bytes_per_second=options.get("bytes_per_second"),
+                host=options["host"],
+                port=options["port"],
+                out=self.stdout,
+            )
+            serve(sim, out=self.stdout)
+        except SimulatorStartError as exc:
+            raise CommandError(str(exc)) from exc

@@ -7,8 +7,13 @@ Plain Python (stdlib HTTP server + Pillow); importable without Django settings.
     ...
     sim.stop()
 
-Behaviour follows shared/contracts/REFERENCE.md section C and the checklist of section E;
-see `server.py` for the routes and fault switches, `catalog.py` for the data and hashes.
+Behaviour follows shared/contracts/REFERENCE.md section C and the checklist of section E.
+Modules: `server.py` (the routes, fault switches, request log), `catalog.py` (the data and
+hashes), `cli.py` (what `manage.py civitai_simulator` runs).
+
+Invariants: no Django and nothing of MobileSD's apps or of the Civitai client; its HTTP
+plumbing is `integrations.simulator_http`, shared with the Forge simulator and nothing else
+of it. Submodules import each other directly, never this package.
 """
 
 from .catalog import (

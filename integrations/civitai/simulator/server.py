@@ -34,9 +34,9 @@ import time
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
-from integrations.simulator_http import SimHTTPServer, SimRequestHandler
+from integrations.simulator_http import Listener, SimRequestHandler, reachable_url
 
 from .catalog import (
     NSFW_LEVEL_BITS,
@@ -173,22 +173,19 @@ class _Handler(SimRequestHandler):
     def _dispatch(self, method: str) -> None:
         self.close_connection = True
         sim = self.server.sim
-        url = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > 0:
-            self.rfile.read(length)
-        headers = {key.lower(): value for key, value in self.headers.items()}
-        query = parse_qs(url.query, keep_blank_values=True)
-        sim._record(RecordedRequest(method, url.path, query, headers))
+        # No route reads a body: it is read off the socket and dropped.
+        request = self.read_request(method)
+        path, query, headers = request.path, request.query, request.headers
+        sim._record(RecordedRequest(method, path, query, headers))
         try:
-            response = sim._handle(method, url.path, query, headers)
+            response = sim._handle(method, path, query, headers)
         except Exception:
-            logger.exception("Civitai simulator failed on %s %s", method, url.path)
+            logger.exception("Civitai simulator failed on %s %s", method, path)
             response = _Response(500, {"error": "Internal server error"})
         try:
             self._send(method, response)
         except OSError:
-            logger.debug("client went away during %s %s", method, url.path)
+            logger.debug("client went away during %s %s", method, path)
 
     def _send(self, method: str, response: _Response) -> None:
         if response.stream is not None:
@@ -200,14 +197,10 @@ class _Handler(SimRequestHandler):
             payload = b""
         else:
             payload = json.dumps(response.body).encode()
-        self.send_response(response.status)
+        head = [("Content-Length", str(len(payload))), ("Connection", "close")]
         if payload or response.status != 307:
-            self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Connection", "close")
-        for key, value in response.headers.items():
-            self.send_header(key, value)
-        self.end_headers()
+            head.insert(0, ("Content-Type", response.content_type))
+        self.send_head(response.status, [*head, *response.headers.items()])
         if method != "HEAD":
             self.wfile.write(payload)
 
@@ -215,12 +208,14 @@ class _Handler(SimRequestHandler):
         sim = self.server.sim
         assert response.stream is not None
         sim_file, start, end = response.stream
-        self.send_response(response.status)
-        self.send_header("Content-Length", str(end - start))
-        self.send_header("Connection", "close")
-        for key, value in response.headers.items():
-            self.send_header(key, value)
-        self.end_headers()
+        self.send_head(
+            response.status,
+            [
+                ("Content-Length", str(end - start)),
+                ("Connection", "close"),
+                *response.headers.items(),
+            ],
+        )
         if method == "HEAD":
             return
         drop_after = sim.faults._take_drop()
@@ -261,33 +256,26 @@ class CivitaiSimulator:
         self._requests: list[RecordedRequest] = []
         self._bytes_sent = 0
         self._secret = secrets.token_bytes(16)
-        self._server: SimHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._listener: Listener | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> CivitaiSimulator:
-        if self._server is None:
-            self._server = SimHTTPServer(
-                (self.config.host, self.config.port), _Handler, self, backlog=64
-            )
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.01},
+        if self._listener is None:
+            self._listener = Listener(
+                (self.config.host, self.config.port),
+                _Handler,
+                self,
                 name="civitai-simulator",
-                daemon=True,
+                backlog=64,
+                poll_interval=0.01,
             )
-            self._thread.start()
             logger.info("Civitai simulator on %s", self.url)
         return self
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
 
     def __enter__(self) -> CivitaiSimulator:
         return self.start()
@@ -302,9 +290,8 @@ class CivitaiSimulator:
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start the simulator first"
-        host = self.config.host if self.config.host not in ("", "0.0.0.0") else "127.0.0.1"  # noqa: S104
-        return f"http://{host}:{self._server.server_address[1]}"
+        assert self._listener is not None, "start the simulator first"
+        return reachable_url(self.config.host, self._listener.port)
 
     # -- observation -------------------------------------------------------------------------
     @property

@@ -7,8 +7,17 @@ Plain Python (stdlib HTTP server + Pillow); importable without Django settings.
     ...
     sim.stop()
 
-Behaviour follows shared/contracts/REFERENCE.md (sections A, D, E); see `server.py` for the
-lifecycle invariants and `faults.py` for fault injection.
+Behaviour follows shared/contracts/REFERENCE.md (sections A, D, E). Modules, each depending
+only on those after it: `cli.py` (what `manage.py forge_simulator` runs) -> `server.py` (HTTP,
+connections, lifecycle invariants) -> `api.py` (routes, auth, endpoints; handed what it
+needs, it never imports the server) -> `generation.py` (a txt2img/img2img job) ->
+`runtime.py` (one process lifetime), `disk.py` (what survives a restart), `validation.py`,
+`errors.py` (each flavour's error bodies), `imaging.py`, `infotext.py`, `catalog.py`,
+`events.py`, `faults.py` (fault injection), `config.py`.
+
+Invariants: no Django and nothing of MobileSD's apps or of the Forge client; its HTTP
+plumbing is `integrations.simulator_http`, shared with the Civitai simulator. Submodules
+import each other directly, never this package, so there is no import circle through it.
 
 `sim.events` records (each event also has `type`, `t` = time.monotonic(), `seq`):
   started/stopped/restarted {port}; refusing_connections/accepting_connections {port};

@@ -3,6 +3,10 @@
 Which routes exist depends on the flavour (`/sd-modules` on Forge, `/sd-vae` on A1111) and on
 web-UI mode (`/internal/*` and `/app_id` only when `webui=True`). `--api-auth` guards every
 `/sdapi/v1/*` route except `loras` and `refresh-loras`; it is checked before the body.
+
+The `Api` knows nothing of sockets or of `ForgeSimulator`: it is handed what it works on
+(the config, the fault switches, the event log, the `Disk` and a way to reach the live
+`Runtime`), so the HTTP server depends on it and never the other way round.
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import catalog
-from .config import BUILTIN_ALWAYSON_SCRIPTS, FORGE_ALWAYSON_SCRIPTS
+from .catalog import LATENT_UPSCALE_MODES, samplers_for, schedulers_for, upscalers_json
+from .config import BUILTIN_ALWAYSON_SCRIPTS, FORGE_ALWAYSON_SCRIPTS, SimulatorConfig
+from .disk import Disk
 from .errors import ApiError, http_error, method_not_allowed, not_found, server_error
+from .events import EventLog
+from .faults import Faults
 from .generation import GenerationJob, JobAbortedError, create_task_id, load_model
 from .imaging import InvalidImageError, decode_image, read_png_text
 from .infotext import parse_infotext
@@ -33,9 +40,6 @@ from .validation import (
     validate_body,
     validate_fields,
 )
-
-if TYPE_CHECKING:
-    from .server import ForgeSimulator
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +68,27 @@ Handler = Callable[[Request, Runtime], Any]
 
 
 class Api:
-    """Routes requests of one `ForgeSimulator` to its current `Runtime`."""
+    """Routes the requests of one simulated server to its current `Runtime`.
 
-    def __init__(self, sim: ForgeSimulator) -> None:
-        self.sim = sim
-        self.config = sim.config
-        self.is_forge = sim.config.is_forge
+    `runtime()` answers the live process state or raises `JobAbortedError` when the process
+    is gone (stopped, or killed by a restart); `disk` is what survives restarts.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: SimulatorConfig,
+        faults: Faults,
+        events: EventLog,
+        disk: Disk,
+        runtime: Callable[[], Runtime],
+    ) -> None:
+        self.config = config
+        self.is_forge = config.is_forge
+        self.faults = faults
+        self.events = events
+        self.disk = disk
+        self._runtime = runtime
         self.routes: dict[str, dict[str, Handler]] = {}
         self._register()
 
@@ -125,7 +144,7 @@ class Api:
                 raise method_not_allowed()
             if request.path.startswith("/sdapi/v1/") and request.path not in _AUTH_EXEMPT:
                 self._check_auth(request.headers)
-            runtime = self.sim._live_runtime()
+            runtime = self._runtime()
             result = handler(request, runtime)
         except ApiError as exc:
             return Response(exc.status, exc.body, exc.headers)
@@ -176,8 +195,8 @@ class Api:
         job = GenerationJob(
             config=self.config,
             runtime=rt,
-            faults=self.sim.faults,
-            events=self.sim.events,
+            faults=self.faults,
+            events=self.events,
             mode=mode,
             params=params,
             task_id=task_id,
@@ -205,7 +224,7 @@ class Api:
             rt.state.interrupted = True
             current = rt.tasks.current
             rt.cond.notify_all()
-        self.sim.events.record("interrupt", task_id=current)
+        self.events.record("interrupt", task_id=current)
         return {}
 
     def _skip(self, request: Request, rt: Runtime) -> Any:
@@ -213,7 +232,7 @@ class Api:
             rt.state.skipped = True
             current = rt.tasks.current
             rt.cond.notify_all()
-        self.sim.events.record("skip", task_id=current)
+        self.events.record("skip", task_id=current)
         return None
 
     # -- progress -------------------------------------------------------------------------
@@ -319,8 +338,8 @@ class Api:
                     rt.options[key] = value
                     changed[key] = value
             finally:
-                self.sim._save_options(changed)
-        self.sim.events.record("options_set", options=changed)
+                self.disk.save_options(changed)
+        self.events.record("options_set", options=changed)
         if "sd_model_checkpoint" in changed and not self.is_forge:
             # A1111 reloads synchronously, queued behind running jobs; Forge loads lazily.
             self._with_queue_lock(rt, lambda: self._load_configured(rt))
@@ -332,13 +351,13 @@ class Api:
             if entry is None or rt.loaded == entry:
                 return
         seconds = self.config.checkpoint_switch_seconds
-        self.sim.events.record("model_loading", task_id=None, name=entry.name, seconds=seconds)
+        self.events.record("model_loading", task_id=None, name=entry.name, seconds=seconds)
         if seconds > 0 and rt.wait_killed(seconds):
             raise JobAbortedError
         with rt.cond:
             load_model(rt, entry)
             title = rt.title(entry)
-        self.sim.events.record("model_loaded", task_id=None, title=title, name=entry.name)
+        self.events.record("model_loaded", task_id=None, title=title, name=entry.name)
 
     def _with_queue_lock(self, rt: Runtime, action: Callable[[], Any]) -> Any:
         try:
@@ -357,10 +376,10 @@ class Api:
 
     def _refresh_checkpoints(self, request: Request, rt: Runtime) -> Any:
         def rescan() -> None:
-            models = self.sim._disk_models_snapshot()
+            models = self.disk.models()
             with rt.cond:
                 rt.checkpoints = build_checkpoints(models, self.config)
-            self.sim.events.record("checkpoints_refreshed", count=len(models))
+            self.events.record("checkpoints_refreshed", count=len(models))
 
         self._with_queue_lock(rt, rescan)
         return None
@@ -370,10 +389,10 @@ class Api:
             return [entry.as_json() for entry in rt.loras]
 
     def _refresh_loras(self, request: Request, rt: Runtime) -> Any:
-        loras = self.sim._disk_loras_snapshot()
+        loras = self.disk.loras()
         with rt.cond:
             rt.loras = build_loras(loras, self.config)
-        self.sim.events.record("loras_refreshed", count=len(loras))
+        self.events.record("loras_refreshed", count=len(loras))
         return None
 
     def _locked_noop(self, request: Request, rt: Runtime) -> Any:
@@ -381,17 +400,17 @@ class Api:
         return None
 
     def _samplers(self, request: Request, rt: Runtime) -> Any:
-        return [s.as_json() for s in catalog.samplers_for(self.is_forge)]
+        return [s.as_json() for s in samplers_for(self.is_forge)]
 
     def _schedulers(self, request: Request, rt: Runtime) -> Any:
-        return [s.as_json() for s in catalog.schedulers_for(self.is_forge)]
+        return [s.as_json() for s in schedulers_for(self.is_forge)]
 
     def _upscalers(self, request: Request, rt: Runtime) -> Any:
         cfg = self.config
-        return catalog.upscalers_json(cfg.server_path("models", "ESRGAN"), cfg.path_separator)
+        return upscalers_json(cfg.server_path("models", "ESRGAN"), cfg.path_separator)
 
     def _latent_modes(self, request: Request, rt: Runtime) -> Any:
-        return [{"name": name} for name in catalog.LATENT_UPSCALE_MODES]
+        return [{"name": name} for name in LATENT_UPSCALE_MODES]
 
     def _sd_modules(self, request: Request, rt: Runtime) -> Any:
         cfg = self.config

@@ -20,7 +20,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import catalog
+from .catalog import (
+    LATENT_UPSCALE_MODES,
+    normalise_sampler,
+    schedule_type_label,
+    upscalers_json,
+)
 from .config import SimulatorConfig
 from .errors import ApiError, server_error
 from .events import EventLog
@@ -243,8 +248,8 @@ class GenerationJob:
             )
         if self.mode == "txt2img" and p["enable_hr"]:
             upscaler = p["hr_upscaler"]
-            names = {u["name"] for u in catalog.upscalers_json("", "/")}
-            if upscaler is not None and upscaler not in names | set(catalog.LATENT_UPSCALE_MODES):
+            names = {u["name"] for u in upscalers_json("", "/")}
+            if upscaler is not None and upscaler not in names | set(LATENT_UPSCALE_MODES):
                 raise server_error(
                     self.is_forge, "Exception", f"could not find upscaler named {upscaler}"
                 )
@@ -307,7 +312,7 @@ class GenerationJob:
         strength = p["subseed_strength"] or 0
         all_seeds = [seed + (i if strength == 0 else 0) for i in range(total)]
         all_subseeds = [subseed + i for i in range(total)]
-        sampler, scheduler = catalog.normalise_sampler(
+        sampler, scheduler = normalise_sampler(
             p["sampler_name"] or p["sampler_index"], p["scheduler"], is_forge=self.is_forge
         )
         steps_per_iter = self._steps_per_iteration()
@@ -318,7 +323,7 @@ class GenerationJob:
         with rt.cond:
             options = dict(rt.options)
             hashed = rt.is_hashed(entry)
-        schedule = catalog.schedule_type_label(sampler, scheduler, is_forge=self.is_forge)
+        schedule = schedule_type_label(sampler, scheduler, is_forge=self.is_forge)
         extra = self._extra_generation_params(schedule)
         images: list[str] = []
         infotexts: list[str] = []

@@ -7,8 +7,8 @@ real server. Stopping, restarting or refusing connections also closes the idle o
 "the server went away" is always visible to the next request. Lifecycle invariants:
 * `restart()` kills the current `Runtime` (queue, task ids, loaded model are gone; waiting and
   running requests lose their connection without a response), then serves a fresh one on the
-  same port. Options saved with POST /options and computed hashes survive, as `config.json` and
-  `cache.json` do on a real server.
+  same port. Options saved with POST /options and computed hashes survive (`disk.py`), as
+  `config.json` and `cache.json` do on a real server.
 * `faults.refuse_connections = True` closes the listening socket (connects are refused) and
   the idle kept-alive connections; setting it back to False binds the same port again.
   Requests in flight are unaffected.
@@ -28,13 +28,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-from integrations.simulator_http import SimHTTPServer, SimRequestHandler
+from integrations.simulator_http import Listener, SimRequestHandler, reachable_url
 
 from .api import Api, Request
 from .catalog import default_options
 from .config import SimLora, SimModel, SimulatorConfig
+from .disk import Disk
 from .events import Event, EventLog
 from .faults import Faults
 from .generation import JobAbortedError, load_model
@@ -99,20 +99,18 @@ class _Handler(SimRequestHandler):
 
     def _serve(self, method: str) -> None:
         sim = self.server.sim
-        url = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
-        sim._count(method, url.path)
+        incoming = self.read_request(method)
+        sim._count(method, incoming.path)
         request = Request(
             method=method,
-            path=url.path,
-            query=parse_qs(url.query, keep_blank_values=True),
-            body=body,
-            headers={key.lower(): value for key, value in self.headers.items()},
+            path=incoming.path,
+            query=incoming.query,
+            body=incoming.body,
+            headers=incoming.headers,
             drop_connection=self._drop,
         )
         try:
-            response = sim._api.handle(request)
+            response = sim.api.handle(request)
         except JobAbortedError:
             self._drop()
             return
@@ -120,15 +118,17 @@ class _Handler(SimRequestHandler):
             return
         payload = json.dumps(response.body).encode("utf-8")
         try:
-            self.send_response(response.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            for key, value in response.headers.items():
-                self.send_header(key, value)
-            self.end_headers()
+            self.send_head(
+                response.status,
+                [
+                    ("Content-Type", "application/json"),
+                    ("Content-Length", str(len(payload))),
+                    *response.headers.items(),
+                ],
+            )
             self.wfile.write(payload)
         except OSError:
-            logger.debug("client went away before the response to %s %s", method, url.path)
+            logger.debug("client went away before the response to %s %s", method, request.path)
 
 
 def _has_input(conn: socket.socket) -> bool:
@@ -152,23 +152,31 @@ class ForgeSimulator:
         self.events = EventLog()
         self.faults = Faults(self._on_refuse_change)
         self._lifecycle = threading.RLock()
-        self._disk_models: list[SimModel] = list(self.config.models)
-        self._disk_loras: list[SimLora] = list(self.config.loras)
-        self._hash_cache: set[tuple[str, str]] = set()
         models = self.config.models
         initial = self.config.initial_checkpoint or (models[0].name if models else "")
-        self._saved_options = default_options(
-            is_forge=self.config.is_forge, checkpoint=self.config.server_name(initial)
+        self._disk = Disk(
+            models=models,
+            loras=self.config.loras,
+            options=default_options(
+                is_forge=self.config.is_forge, checkpoint=self.config.server_name(initial)
+            ),
         )
         self._runtime: Runtime | None = None
         self._running = False
-        self._server: SimHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._listener: Listener | None = None
         self._port = self.config.port
         self._connections: dict[socket.socket, bool] = {}  # connection -> serving a request
         self._conn_lock = threading.Lock()
         self._counts: Counter[tuple[str, str]] = Counter()
-        self._api = Api(self)
+        # The routes and endpoints, without a socket: tests call `sim.api.handle(request)`
+        # to act on the server while its listener is closed.
+        self.api = Api(
+            config=self.config,
+            faults=self.faults,
+            events=self.events,
+            disk=self._disk,
+            runtime=self._live_runtime,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> ForgeSimulator:
@@ -229,8 +237,7 @@ class ForgeSimulator:
 
     @property
     def url(self) -> str:
-        host = self.config.host if self.config.host not in ("", "0.0.0.0") else "127.0.0.1"  # noqa: S104
-        return f"http://{host}:{self._port}"
+        return reachable_url(self.config.host, self._port)
 
     @property
     def current_task_id(self) -> str | None:
@@ -271,7 +278,7 @@ class ForgeSimulator:
         """A copy of the current option values (native types)."""
         rt = self._runtime
         if rt is None:
-            return dict(self._saved_options)
+            return self._disk.options()
         with rt.cond:
             return dict(rt.options)
 
@@ -294,27 +301,13 @@ class ForgeSimulator:
     # -- "disk" ---------------------------------------------------------------------------
     def set_models(self, models: Iterable[SimModel]) -> None:
         """Replace the checkpoint files; listed after refresh-checkpoints or a restart."""
-        with self._lifecycle:
-            self._disk_models = list(models)
+        self._disk.set_models(models)
 
     def set_loras(self, loras: Iterable[SimLora]) -> None:
         """Replace the LoRA files; listed after refresh-loras or a restart."""
-        with self._lifecycle:
-            self._disk_loras = list(loras)
+        self._disk.set_loras(loras)
 
-    # -- internals used by Api / the handler ----------------------------------------------
-    def _disk_models_snapshot(self) -> list[SimModel]:
-        with self._lifecycle:
-            return list(self._disk_models)
-
-    def _disk_loras_snapshot(self) -> list[SimLora]:
-        with self._lifecycle:
-            return list(self._disk_loras)
-
-    def _save_options(self, changed: dict[str, Any]) -> None:
-        with self._lifecycle:
-            self._saved_options.update(changed)
-
+    # -- internals used by the handler (and handed to the Api) ---------------------------
     def _live_runtime(self) -> Runtime:
         rt = self._runtime
         if rt is None or rt.killed:
@@ -324,10 +317,10 @@ class ForgeSimulator:
     def _new_runtime(self) -> Runtime:
         rt = Runtime(
             self.config,
-            models=self._disk_models,
-            loras=self._disk_loras,
-            options=self._saved_options,
-            hash_cache=self._hash_cache,
+            models=self._disk.models(),
+            loras=self._disk.loras(),
+            options=self._disk.options(),
+            hash_cache=self._disk.hash_cache,
         )
         if not self.config.is_forge:
             # A1111 loads the configured checkpoint at start-up; Forge loads on first use.
@@ -374,25 +367,15 @@ class ForgeSimulator:
                 conn.shutdown(socket.SHUT_RDWR)
 
     def _open_listener(self) -> None:
-        server = SimHTTPServer((self.config.host, self._port), _Handler, self)
-        self._port = int(server.server_address[1])
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"forge-simulator-{self._port}",
-            daemon=True,
-        )
-        self._server, self._thread = server, thread
-        thread.start()
+        listener = Listener((self.config.host, self._port), _Handler, self, name="forge-simulator")
+        # Port 0 asks for any free port: later re-binds (after refusing) take the same one.
+        self._port = listener.port
+        self._listener = listener
 
     def _close_listener(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
 
     def _on_refuse_change(self, refuse: bool) -> None:
         with self._lifecycle:
@@ -402,6 +385,6 @@ class ForgeSimulator:
                 self._close_listener()
                 self._close_connections(idle_only=True)
                 self.events.record("refusing_connections", port=self._port)
-            elif self._server is None:
+            elif self._listener is None:
                 self._open_listener()
                 self.events.record("accepting_connections", port=self._port)

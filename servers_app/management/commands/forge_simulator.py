@@ -2,42 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-import signal
-import threading
-from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from integrations.forge.simulator import (
-    DEFAULT_LORAS,
-    DEFAULT_MODELS,
-    FLAVOURS,
-    ForgeSimulator,
-    SimLora,
-    SimModel,
-    SimulatorConfig,
-)
-
-logger = logging.getLogger(__name__)
-
-
-def _names(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
-def _parse_auth(value: str | None) -> dict[str, str] | None:
-    """`--api-auth` syntax: `user:pass[,user2:pass2]`."""
-    if not value:
-        return None
-    users: dict[str, str] = {}
-    for pair in _names(value):
-        user, sep, password = pair.partition(":")
-        if not sep or not user:
-            raise CommandError(f"--auth expects user:password pairs, got {pair!r}")
-        users[user] = password
-    return users
+from integrations.forge.simulator import FLAVOURS
+from integrations.forge.simulator.cli import OPERATING_SYSTEMS, serve, simulator_from_options
+from integrations.simulator_http import SimulatorStartError
 
 
 class Command(BaseCommand):
@@ -56,7 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--flavour", choices=FLAVOURS, default="forge-2")
         parser.add_argument(
             "--os",
-            choices=("windows", "linux"),
+            choices=OPERATING_SYSTEMS,
             default="linux",
             help="Server OS: decides the path separator in checkpoint names and file paths.",
         )
@@ -91,57 +62,23 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        logging.getLogger("integrations.forge.simulator").setLevel(
-            logging.DEBUG if options["verbosity"] >= 2 else logging.INFO
-        )
-        webui = not options["nowebui"]
-        port = options["port"] if options["port"] is not None else (7860 if webui else 7861)
         try:
-            config = SimulatorConfig(
+            sim = simulator_from_options(
                 flavour=options["flavour"],
-                path_separator="\\" if options["os"] == "windows" else "/",
-                models=[SimModel(n) for n in _names(options["models"])]
-                if options["models"]
-                else list(DEFAULT_MODELS),
-                loras=[SimLora(n) for n in _names(options["loras"])]
-                if options["loras"]
-                else list(DEFAULT_LORAS),
+                os=options["os"],
+                models=options["models"],
+                loras=options["loras"],
                 seconds_per_step=options["seconds_per_step"],
-                checkpoint_switch_seconds=options["switch_seconds"],
-                auth_users=_parse_auth(options["auth"]),
-                webui=webui,
-                port=port,
-                host=options["host"],
+                switch_seconds=options["switch_seconds"],
+                auth=options["auth"],
+                nowebui=options["nowebui"],
                 no_hashing=options["no_hashing"],
+                host=options["host"],
+                port=options["port"],
+                stall_seconds=options["stall_seconds"],
+                error_500_next=options["error_500_next"],
+                drop_mid_job=options["drop_mid_job"],
             )
-        except ValueError as exc:
+            serve(sim, out=self.stdout, verbose=options["verbosity"] >= 2)
+        except SimulatorStartError as exc:
             raise CommandError(str(exc)) from exc
-        sim = ForgeSimulator(config)
-        sim.faults.stall_seconds = options["stall_seconds"]
-        sim.faults.error_500_next = options["error_500_next"]
-        sim.faults.drop_mid_job = options["drop_mid_job"]
-        try:
-            sim.start()
-        except OSError as exc:
-            raise CommandError(f"cannot listen on {config.host}:{port}: {exc}") from exc
-
-        stop = threading.Event()
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            stop.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        self.stdout.write(
-            f"{config.flavour} simulator listening on {sim.url} "
-            f"({'web UI' if webui else 'API only'}, {len(config.models)} checkpoints, "
-            f"{config.seconds_per_step:g}s/step). Add it as a server in MobileSD; Ctrl-C stops."
-        )
-        self.stdout.flush()
-        try:
-            while not stop.wait(1.0):
-                pass
-        except KeyboardInterrupt:
-            pass
-        finally:
-            sim.stop()
-            logger.info("simulator on port %s stopped", sim.port)

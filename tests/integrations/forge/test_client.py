@@ -249,10 +249,10 @@ def test_error_response_maps_to_exception_class_and_message(
 
 def test_error_body_is_kept_parsed(mocked: Any, forge: ForgeClient) -> None:
     body = {"error": "KeyError", "detail": "", "body": "", "message": "'x'"}
-    mocked.post(f"{BASE}/sdapi/v1/options", json=body, status=500)
+    mocked.get(f"{BASE}/sdapi/v1/options", json=body, status=500)
 
     with pytest.raises(ForgePermanentError) as caught:
-        forge.set_options({"x": 1})
+        forge.options()
 
     assert caught.value.body == body
 
@@ -380,21 +380,16 @@ PUBLIC_CALLS = [
         "/internal/progress",
         {"active": True, "queued": False, "completed": False},
     ),
-    ("current_task_id", (), "GET", "/sdapi/v1/progress", {"progress": 0, "state": {}}),
     ("interrupt", (), "POST", "/sdapi/v1/interrupt", {}),
     ("sd_models", (), "GET", "/sdapi/v1/sd-models", []),
     ("loras", (), "GET", "/sdapi/v1/loras", []),
-    ("samplers", (), "GET", "/sdapi/v1/samplers", []),
-    ("schedulers", (), "GET", "/sdapi/v1/schedulers", []),
     ("upscalers", (), "GET", "/sdapi/v1/upscalers", []),
     ("latent_upscale_modes", (), "GET", "/sdapi/v1/latent-upscale-modes", []),
     ("options", (), "GET", "/sdapi/v1/options", {}),
-    ("set_options", ({"CLIP_stop_at_last_layers": 2},), "POST", "/sdapi/v1/options", None),
     ("refresh_checkpoints", (), "POST", "/sdapi/v1/refresh-checkpoints", None),
     ("refresh_loras", (), "POST", "/sdapi/v1/refresh-loras", None),
-    ("memory", (), "GET", "/sdapi/v1/memory", {"ram": {}, "cuda": {}}),
-    ("ping", (), "GET", "/sdapi/v1/progress", {"progress": 0, "state": {}}),
-    ("pending_tasks", (), "GET", "/internal/pending-tasks", {"size": 0, "tasks": []}),
+    ("refresh_embeddings", (), "POST", "/sdapi/v1/refresh-embeddings", None),
+    ("refresh_vae", (), "POST", "/sdapi/v1/refresh-vae", None),
 ]
 
 
@@ -632,13 +627,6 @@ def test_sdapi_progress_with_current_task_is_task_specific(mocked: Any, forge: F
 
     assert forge.is_task_active("job-1") is True
     assert forge.is_task_active("job-2") is False
-    assert forge.current_task_id() == "job-1"
-
-
-def test_current_task_id_is_none_on_stock_servers(mocked: Any, forge: ForgeClient) -> None:
-    mocked.get(f"{BASE}/sdapi/v1/progress", json={"progress": 0.3, "state": {"job_count": 1}})
-
-    assert forge.current_task_id() is None
 
 
 def test_progress_auth_error_is_raised_not_fallen_back(mocked: Any, forge: ForgeClient) -> None:
@@ -648,18 +636,6 @@ def test_progress_auth_error_is_raised_not_fallen_back(mocked: Any, forge: Forge
         forge.progress_for_task("job-1")
 
 
-def test_pending_tasks(mocked: Any, forge: ForgeClient) -> None:
-    mocked.get(f"{BASE}/internal/pending-tasks", json={"size": 2, "tasks": ["a", "b"]})
-
-    assert forge.pending_tasks() == ["a", "b"]
-
-
-def test_pending_tasks_is_none_without_the_endpoint(mocked: Any, forge: ForgeClient) -> None:
-    mocked.get(f"{BASE}/internal/pending-tasks", json={"detail": "Not Found"}, status=404)
-
-    assert forge.pending_tasks() is None
-
-
 # --- other calls -------------------------------------------------------------------------
 
 
@@ -667,18 +643,6 @@ def test_interrupt_posts(mocked: Any, forge: ForgeClient) -> None:
     call = mocked.post(f"{BASE}/sdapi/v1/interrupt", json={})
 
     forge.interrupt()
-
-    assert call.call_count == 1
-
-
-def test_set_options_posts_values(mocked: Any, forge: ForgeClient) -> None:
-    call = mocked.post(
-        f"{BASE}/sdapi/v1/options",
-        body="null",
-        match=[matchers.json_params_matcher({"sd_model_checkpoint": "a.safetensors [abc]"})],
-    )
-
-    forge.set_options({"sd_model_checkpoint": "a.safetensors [abc]"})
 
     assert call.call_count == 1
 
@@ -695,41 +659,6 @@ def test_list_endpoint_answering_an_object_is_an_error(mocked: Any, forge: Forge
 
     with pytest.raises(ForgeTransientError, match="expected a JSON list"):
         forge.sd_models()
-
-
-def test_schedulers_empty_on_servers_without_them(mocked: Any, forge: ForgeClient) -> None:
-    mocked.get(f"{BASE}/sdapi/v1/schedulers", json={"detail": "Not Found"}, status=404)
-
-    assert forge.schedulers() == []
-
-
-def test_ping_true_when_api_answers(mocked: Any, forge: ForgeClient) -> None:
-    mocked.get(f"{BASE}/sdapi/v1/progress", json={"progress": 0, "state": {}})
-
-    assert forge.ping() is True
-
-
-@pytest.mark.parametrize(
-    "answer",
-    [
-        {"body": requests.exceptions.ConnectionError("refused")},
-        {"json": {"detail": "Not Found"}, "status": 404},
-        {"body": "bad gateway", "status": 502},
-    ],
-)
-def test_ping_false_when_unreachable_or_api_off(
-    mocked: Any, forge: ForgeClient, answer: dict[str, Any]
-) -> None:
-    mocked.get(f"{BASE}/sdapi/v1/progress", **answer)
-
-    assert forge.ping() is False
-
-
-def test_ping_raises_on_rejected_credentials(mocked: Any, forge: ForgeClient) -> None:
-    mocked.get(f"{BASE}/sdapi/v1/progress", json={"detail": "Not authenticated"}, status=401)
-
-    with pytest.raises(ForgeAuthError):
-        forge.ping()
 
 
 # --- endpoint ----------------------------------------------------------------------------
@@ -838,13 +767,13 @@ def sim() -> Iterator[ForgeSimulator]:
 def received(sim: ForgeSimulator, monkeypatch: pytest.MonkeyPatch) -> list[Request]:
     """Every request the simulator parses, with its headers and body as they arrived."""
     seen: list[Request] = []
-    handle = sim._api.handle
+    handle = sim.api.handle
 
     def recording(request: Request) -> Any:
         seen.append(request)
         return handle(request)
 
-    monkeypatch.setattr(sim._api, "handle", recording)
+    monkeypatch.setattr(sim.api, "handle", recording)
     return seen
 
 

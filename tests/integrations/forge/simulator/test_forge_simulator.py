@@ -989,7 +989,7 @@ def accepted(sim: ForgeSimulator, monkeypatch: pytest.MonkeyPatch) -> list[Accep
 
 def interrupt_in_process(sim: ForgeSimulator) -> None:
     """What POST /sdapi/v1/interrupt does, without a connection (the listener may be closed)."""
-    sim._api.handle(
+    sim.api.handle(
         Request(method="POST", path="/sdapi/v1/interrupt", query={}, body=b"", headers={})
     )
 
