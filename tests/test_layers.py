@@ -9,7 +9,6 @@ Apps of the same layer (civitai_app, debug_app) do not import each other either.
 """
 
 import ast
-from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
