@@ -2,6 +2,7 @@
 backoff, cancels seen at the next heartbeat, and the recovery of dead workers' downloads."""
 
 import threading
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from django.utils import timezone
 from civitai_app import download_states, tasks
 from civitai_app.download_requests import download_cancel
 from civitai_app.models import CivitaiSettings, Download, DownloadStatus
+from core_app.leases import LeaseLost
 from tests.civitai_app.support import files_below, queue, reload, run, sha
 from tests.integration.procs import wait_until
 from tests.integrations.civitai.catalog import CHECKPOINT
@@ -177,3 +179,41 @@ def test_a_worker_lost_too_often_fails_the_download(civitai, laptop, settings):
     assert failed.error_code == "worker_lost"
     assert failed.lease_token is None
     assert failed.speed_bytes_per_second is None  # a failed download shows no speed
+
+
+# --- a lease no longer ours ------------------------------------------------------------------
+
+
+def test_a_heartbeat_says_why_the_download_is_no_longer_ours(civitai, laptop):
+    for version, change, reason in (
+        (100, lambda pk: download_cancel(download_id=pk), LeaseLost.CANCELLED),
+        (200, lambda pk: Download.objects.filter(pk=pk).delete(), LeaseLost.GONE),
+        (
+            900,
+            lambda pk: Download.objects.filter(pk=pk).update(lease_token=uuid.uuid4()),
+            LeaseLost.LOST,
+        ),
+    ):
+        download = queue(version)
+        claim = download_states.download_claim_next()
+        assert claim is not None
+        assert claim.download_id == download.pk
+        change(download.pk)
+
+        with pytest.raises(download_states.Stop) as stopped:
+            download_states.download_heartbeat(claim, bytes_done=1)
+
+        assert stopped.value.reason is reason
+
+
+def test_a_heartbeat_of_a_held_download_renews_its_lease_and_writes_progress(civitai, laptop):
+    download = queue(200)
+    claim = download_states.download_claim_next()
+    assert claim is not None
+    Download.objects.filter(pk=download.pk).update(lease_expires_at=timezone.now())
+
+    download_states.download_heartbeat(claim, bytes_done=42)
+
+    held = reload(download)
+    assert held.bytes_done == 42
+    assert held.lease_expires_at > timezone.now() + timedelta(seconds=1)

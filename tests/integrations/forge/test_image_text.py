@@ -114,12 +114,19 @@ def test_the_samples_are_the_eight_of_the_reference():
     assert SAMPLES[5].startswith("cat portrait, \nNegative prompt: \n")  # verbatim spaces
 
 
+def refuse_to_decode(self):
+    raise AssertionError("pixel data decoded")
+
+
 # --- PNG ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("zipped", [False, True])
-def test_png_parameters_text_is_read_and_the_other_chunks_kept(zipped):
-    found = read_image_text(png_with(SAMPLE_2, zip=zipped))
+def test_png_parameters_text_is_read_without_decoding_pixels(zipped, monkeypatch):
+    data = png_with(SAMPLE_2, zip=zipped)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse_to_decode)
+
+    found = read_image_text(data)
 
     assert (found.format, found.width, found.height) == ("PNG", 32, 24)
     assert found.infotext == SAMPLE_2
@@ -181,11 +188,9 @@ def test_a_damaged_exif_block_costs_the_infotext_not_the_image():
 def test_reading_never_decodes_the_pixels(monkeypatch, container):
     data = CONTAINERS[container][1](SAMPLE_2)
 
-    def refuse(self):
-        raise AssertionError("pixel data decoded")
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
-    monkeypatch.setattr(WebPImagePlugin.WebPImageFile, "load", refuse)  # its own decoder
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse_to_decode)
+    # WebP has its own decoder.
+    monkeypatch.setattr(WebPImagePlugin.WebPImageFile, "load", refuse_to_decode)
 
     assert read_image_text(data).infotext == SAMPLE_2
 
