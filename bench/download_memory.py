@@ -87,9 +87,10 @@ def measure_one(size_bytes: int, workdir: Path) -> dict[str, Any]:
     from django.core.management import call_command
     from model_bakery import baker
 
-    from civitai_app.downloads import download_claim_next, download_run
+    from civitai_app.download_requests import download_request
+    from civitai_app.download_runs import download_run
+    from civitai_app.download_states import download_claim_next
     from civitai_app.models import Download
-    from civitai_app.services import download_request
     from servers_app.models import Server
 
     call_command("migrate", verbosity=0)

@@ -10,9 +10,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from civitai_app.downloads import human_bytes
+from civitai_app.download_requests import download_cancel, download_delete, download_retry
 from civitai_app.models import CivitaiSettings, Download, DownloadStatus, DownloadTarget
-from civitai_app.services import download_cancel, download_delete, download_retry
+from civitai_app.transfer import human_bytes
 from core_app.admin_actions import apply_to_each
 
 

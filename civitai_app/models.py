@@ -100,7 +100,7 @@ FINISHED_DOWNLOAD_STATUSES = (
 
 class Download(models.Model):
     """One Civitai file fetched for one or more servers. Statuses change only in
-    civitai_app.services and civitai_app.downloads, by conditional updates.
+    civitai_app.download_requests and civitai_app.download_states, by conditional updates.
 
     The file is resolved when the download is requested (version, file, expected SHA256,
     final name, the folder on each target); the worker streams it to `part_path` (a

@@ -1,5 +1,6 @@
 """An image's generation data as a MobileSD recipe: `generation_params` in MobileSD's names
-and the resources (checkpoint, LoRAs, embeddings, VAE) it used. Pure functions, no I/O.
+and the resources (checkpoint, LoRAs, embeddings, VAE) it used. Pure functions, no I/O:
+the image-info service (`civitai_app.image_info`) looks the resources up and answers.
 
 Both sources are first brought to the infotext's own keys (`Steps`, `CFG scale`,
 `Size-1`, ...): a parsed infotext already has them, and Civitai's `meta` uses them
@@ -348,3 +349,31 @@ def dedupe(resources: list[Resource]) -> list[Resource]:
     for resource in resources:
         _add(merged, resource)
     return merged
+
+
+def generation_params_for_servers(
+    values: dict[str, str], resources: list[Resource]
+) -> dict[str, Any]:
+    """`generation_params_from(values)` in our servers' names: the checkpoint's path on a
+    server that has it, LoRA tags renamed to the servers' file names, and the LoRAs the
+    prompt does not tag (Civitai lists them apart) added with their weights."""
+    checkpoint = next((r for r in resources if r.type == "Checkpoint" and r.server_path), None)
+    loras = [r for r in resources if type_group(r.type) == "LORA"]
+    renames = {
+        r.name: r.server_name for r in loras if r.name and r.server_name and r.name != r.server_name
+    }
+    values = dict(values)
+    values["Prompt"] = rename_lora_tags(values.get("Prompt", ""), renames)
+    tagged = {name.casefold() for name in lora_tags(values["Prompt"])}
+    extra = [
+        {"name": r.server_name or r.name, "weight": r.weight}
+        for r in loras
+        if r.weight is not None
+        and (r.server_name or r.name)
+        and (r.server_name or r.name).casefold() not in tagged
+    ]
+    return generation_params_from(
+        values,
+        checkpoint_name=checkpoint.server_path if checkpoint else None,
+        loras=extra or None,
+    )

@@ -1,26 +1,26 @@
 """Celery tasks of Civitai downloads. Messages are nudges ("look at the downloads now"):
-the Download rows are the truth, so a lost, repeated or late message is harmless."""
+the Download rows are the truth, so a lost, repeated or late message is harmless.
+
+The tasks are the orchestrators: they call the state changes (`download_states`), the
+run (`download_runs`) and the rescans (`rescans`), and enqueue what follows; none of those
+modules enqueues anything itself.
+"""
 
 import logging
+from functools import partial
 
 from celery import shared_task
 from celery.signals import worker_ready
-from django.db.models import Q
-from django.utils import timezone
+from django.db import transaction
 
-from civitai_app.downloads import (
+from civitai_app.download_runs import download_run
+from civitai_app.download_states import (
     download_claim_next,
-    download_refresh_servers,
-    download_run,
     downloads_recover_expired,
     downloads_remove_cancelled_parts,
+    downloads_startable,
 )
-from civitai_app.models import (
-    RUNNING_DOWNLOAD_STATUSES,
-    CivitaiSettings,
-    Download,
-    DownloadStatus,
-)
+from civitai_app.rescans import download_refresh_servers
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +36,23 @@ def nudge_downloads(count: int = 1) -> None:
             return
 
 
+def _refresh_servers_soon(download_id: str) -> None:
+    try:
+        refresh_after_download.delay(download_id)
+    except Exception as exc:  # broker down: the periodic model refresh catches up
+        logger.warning("Could not queue the refresh after download %s: %s", download_id, exc)
+
+
 # Acknowledged on receipt: a download may run for hours, longer than a broker's redelivery
 # timeout, and a redelivered nudge would only find the slot taken. A worker that dies
 # mid-download is covered by the lease, not by the message.
 @shared_task(ignore_result=True, acks_late=False)
 def run_downloads() -> None:
-    """Claim and run downloads one after the other while a slot is free and one waits."""
+    """Claim and run downloads one after the other while a slot is free and one waits;
+    after each completed one, the target servers are asked to rescan."""
     while (claim := download_claim_next()) is not None:
-        download_run(claim)
+        if download_run(claim):
+            transaction.on_commit(partial(_refresh_servers_soon, str(claim.download_id)))
 
 
 @shared_task(ignore_result=True, time_limit=3900)
@@ -58,15 +67,7 @@ def reconcile_downloads() -> None:
     workers as there are free slots and waiting downloads."""
     downloads_recover_expired()
     downloads_remove_cancelled_parts()
-    now = timezone.now()
-    limit = CivitaiSettings.current().effective_max_concurrent_downloads
-    running = Download.objects.filter(status__in=RUNNING_DOWNLOAD_STATUSES).count()
-    ready = (
-        Download.objects.filter(status=DownloadStatus.PENDING)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .count()
-    )
-    nudge_downloads(min(max(limit - running, 0), ready))
+    nudge_downloads(downloads_startable())
 
 
 @worker_ready.connect

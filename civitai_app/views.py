@@ -8,7 +8,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from civitai_app.download_requests import (
+    download_cancel,
+    download_delete,
+    download_request,
+    download_retry,
+)
 from civitai_app.filters import DownloadFilter
+from civitai_app.image_info import image_info_from_civitai, image_info_from_file
 from civitai_app.models import DownloadStatus
 from civitai_app.parsers import LimitedMultiPartParser, RawImageParser
 from civitai_app.selectors import download_get, download_list
@@ -21,15 +28,6 @@ from civitai_app.serializers import (
     ImageInfoQuerySerializer,
     ImageInfoSerializer,
     ImageUploadSerializer,
-)
-from civitai_app.services import (
-    download_cancel,
-    download_delete,
-    download_request,
-    download_retry,
-    image_id_from_url,
-    image_info_from_civitai,
-    image_info_from_file,
 )
 from core_app.errors import PayloadTooLarge
 from core_app.pagination import paginated_response
@@ -60,10 +58,10 @@ class ImageInfoView(APIView):
     def get(self, request: Request) -> Response:
         query = ImageInfoQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        image_id = query.validated_data.get("image_id") or image_id_from_url(
-            query.validated_data["url"]
+        info = image_info_from_civitai(
+            image_id=query.validated_data.get("image_id"), url=query.validated_data.get("url")
         )
-        return Response(ImageInfoSerializer(image_info_from_civitai(image_id=image_id)).data)
+        return Response(ImageInfoSerializer(info).data)
 
     @extend_schema(
         request=OpenApiRequest(ImageUploadSerializer),
@@ -125,7 +123,7 @@ class DownloadModelView(APIView):
             "download_id": download.pk,
             "status": download.status,
             "message": message,
-            "download": download_get(download_id=download.pk),
+            "download": download,
         }
         return Response(
             DownloadAcceptedSerializer(body).data,

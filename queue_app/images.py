@@ -1,5 +1,5 @@
-"""Job images on storage: their file names, saving what a server generated, reading the
-A1111 infotext, and cached phone-sized thumbnails.
+"""Job images on storage: their file names, saving what a server generated (with the A1111
+infotext read by `integrations.forge.image_text`), and cached phone-sized thumbnails.
 
 Invariants:
 - A stored image is the generation server's bytes, unchanged: metadata is read, never
@@ -27,9 +27,10 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import Storage
 from django.db.models import FileField
 from django.utils import timezone
-from PIL import ExifTags, Image, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from core_app.errors import NotFound
+from integrations.forge.image_text import UnreadableImage, read_image_text
 from queue_app.models import Job, JobImage, image_upload_to
 
 logger = logging.getLogger(__name__)
@@ -53,12 +54,6 @@ _CONTENT_TYPES["jpeg"] = "image/jpeg"
 _THUMBNAIL_EXTENSIONS = {"webp": "webp", "jpeg": "jpg"}
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-# EXIF UserComment starts with an 8-byte character code (EXIF 2.3, table 9).
-_UNICODE_PREFIX = b"UNICODE\x00"
-_ASCII_PREFIX = b"ASCII\x00\x00\x00"
-_JIS_PREFIX = b"JIS\x00\x00\x00\x00\x00"
-_UNDEFINED_PREFIX = b"\x00" * 8
 
 
 class InvalidImageError(ValueError):
@@ -115,84 +110,18 @@ def _image_storage() -> Storage:
     return cast(FileField, JobImage._meta.get_field("file")).storage
 
 
-def decode_user_comment(value: bytes | str, *, byte_order: str | None = None) -> str:
-    """The text of an EXIF UserComment, as A1111 writes it for JPEG and WebP.
-
-    A1111/Forge use `piexif.helper.UserComment.dump(text, encoding="unicode")`: the
-    `UNICODE\\0` prefix then UTF-16 big-endian (piexif writes "MM" TIFF). Other tools write
-    UTF-16 in the TIFF's byte order, so the order is guessed from where the zero bytes of
-    ASCII characters fall, `byte_order` ("<" or ">", from the TIFF header) breaking ties.
-    An undefined code means UTF-8 text; no code at all decodes like A1111's reader does:
-    the whole value as UTF-8.
-    """
-    if isinstance(value, str):  # some writers type it ASCII, which Pillow decodes
-        return value.rstrip("\x00")
-    prefix, body = value[:8], value[8:]
-    if prefix == _UNICODE_PREFIX:
-        if body[:2] in (b"\xfe\xff", b"\xff\xfe"):
-            text = body.decode("utf-16", errors="replace")
-        else:
-            zeros_even, zeros_odd = body[0::2].count(0), body[1::2].count(0)
-            big = zeros_even > zeros_odd or (zeros_even == zeros_odd and byte_order != "<")
-            text = body.decode("utf-16-be" if big else "utf-16-le", errors="replace")
-    elif prefix == _ASCII_PREFIX:
-        text = body.decode("utf-8", errors="replace")  # UTF-8 under "ASCII" is common
-    elif prefix == _JIS_PREFIX:
-        text = body.decode("shift_jis", errors="replace")
-    elif prefix == _UNDEFINED_PREFIX:
-        text = body.decode("utf-8", errors="replace")
-    else:  # no character code at all
-        text = value.decode("utf-8", errors="ignore")
-    return text.rstrip("\x00")
-
-
-def read_infotext(image: Image.Image) -> str:
-    """The A1111 infotext of an opened (not loaded) image, or "".
-
-    PNG: the `parameters` text chunk (tEXt, zTXt or iTXt). JPEG/WebP: EXIF UserComment.
-    Never decodes pixels: a PNG's EXIF is only parsed when the chunk came before the image
-    data, because Pillow's PngImageFile.getexif() would load the whole image otherwise.
-    """
-    parameters = image.info.get("parameters")
-    if isinstance(parameters, str):
-        return parameters
-    if isinstance(parameters, bytes):
-        return parameters.decode("utf-8", errors="replace")
-    raw = image.info.get("exif")
-    if not raw:
-        return ""
-    try:
-        exif = Image.Exif()
-        exif.load(raw)
-        comment = exif.get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.UserComment)
-    except Exception:  # a damaged EXIF block costs the infotext, not the image
-        logger.warning("Unreadable EXIF block in a %s image", image.format, exc_info=True)
-        return ""
-    if not isinstance(comment, bytes | str) or not comment:
-        return ""
-    return decode_user_comment(comment, byte_order=exif.endian)
-
-
 def read_image(data: bytes) -> tuple[str, str, int, int, str]:
-    """(format, extension, width, height, infotext) of image bytes, without decoding pixels.
+    """(format, extension, width, height, infotext) of image bytes, without decoding pixels
+    (the one image-text reader, `integrations.forge.image_text`).
 
     Raises InvalidImageError for anything but a well-formed PNG, JPEG or WebP.
     """
     try:
-        with Image.open(io.BytesIO(data), formats=list(_FORMATS)) as image:
-            fmt, ext, _ = _FORMATS[str(image.format)]
-            width, height = image.size
-            infotext = read_infotext(image)
-            # Checks the structure (PNG: every chunk's CRC, so truncation) without decoding.
-            image.verify()
-    except UnidentifiedImageError as exc:
-        raise InvalidImageError("The data is not a PNG, JPEG or WebP image.") from exc
-    except Image.DecompressionBombError as exc:
-        raise InvalidImageError(f"The image is too large: {exc}") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        # Pillow reports broken files with any of these.
-        raise InvalidImageError(f"The image is damaged: {exc}") from exc
-    return fmt, ext, width, height, infotext
+        found = read_image_text(data)
+    except UnreadableImage as exc:
+        raise InvalidImageError(str(exc)) from exc
+    fmt, ext, _ = _FORMATS[found.format]
+    return fmt, ext, found.width, found.height, found.infotext
 
 
 def save_image_file(

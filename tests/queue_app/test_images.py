@@ -13,7 +13,6 @@ from PIL import ExifTags, Image, ImageFile, JpegImagePlugin, PngImagePlugin, Web
 from queue_app import images
 from queue_app.images import (
     InvalidImageError,
-    decode_user_comment,
     delete_image_files,
     image_filename,
     image_storage_names,
@@ -257,35 +256,7 @@ def test_invalid_image_error_is_a_value_error():
     assert issubclass(InvalidImageError, ValueError)
 
 
-# --- EXIF UserComment ---------------------------------------------------------------------
-
-
-def test_user_comment_in_piexif_unicode_is_utf16_big_endian():
-    assert decode_user_comment(b"UNICODE\x00" + "Steps: 20, é".encode("utf-16-be")) == (
-        "Steps: 20, é"
-    )
-
-
-def test_user_comment_in_little_endian_utf16_is_recognised():
-    value = b"UNICODE\x00" + "Steps: 20".encode("utf-16-le")
-
-    assert decode_user_comment(value, byte_order=">") == "Steps: 20"
-
-
-def test_user_comment_byte_order_follows_the_tiff_header_when_undecidable():
-    value = b"UNICODE\x00" + "猫".encode("utf-16-le")
-
-    assert decode_user_comment(value, byte_order="<") == "猫"
-
-
-def test_user_comment_with_a_byte_order_mark():
-    assert decode_user_comment(b"UNICODE\x00" + "a, b".encode("utf-16")) == "a, b"
-
-
-def test_user_comment_in_ascii_and_undefined_codes():
-    assert decode_user_comment(b"ASCII\x00\x00\x00Steps: 20\x00") == "Steps: 20"
-    assert decode_user_comment(b"\x00" * 8 + b"Steps: 20") == "Steps: 20"
-    assert decode_user_comment("Steps: 20") == "Steps: 20"
+# --- EXIF UserComment (decoded by integrations.forge.image_text, tested there) ----------
 
 
 def test_user_comment_written_by_pillow_in_either_byte_order_is_read(db):

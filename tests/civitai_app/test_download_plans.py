@@ -1,76 +1,16 @@
-"""POST /api/v1/civitai/download-model and the download endpoints (list, detail, cancel,
-retry, delete). The downloads themselves are in test_civitai_downloads.py."""
-
-import uuid
+"""What POST /api/v1/civitai/download-model resolves a request to before any row is
+written: the file, its folder and name on each server, and every refusal (which changes
+nothing)."""
 
 import pytest
 from model_bakery import baker
 
-from civitai_app.models import CivitaiSettings, Download, DownloadStatus, DownloadTarget
+from civitai_app.models import Download
 from servers_app.models import Server
-from tests.support import assert_error, db_snapshot
+from tests.civitai_app.support import request, snapshot
+from tests.support import assert_error
 
-URL = "/api/v1/civitai/download-model"
-
-
-def snapshot() -> dict:
-    rows = {
-        "settings": list(CivitaiSettings.objects.values_list("pk", flat=True)),
-        "downloads": sorted(str(pk) for pk in Download.objects.values_list("pk", flat=True)),
-        "targets": sorted(DownloadTarget.objects.values_list("path", flat=True)),
-    }
-    return {**db_snapshot(), **rows}
-
-
-def request(client, **body):
-    """POST download-model; the target is Laptop unless given (None leaves it out)."""
-    body.setdefault("target_server_alias", "Laptop")
-    body = {key: value for key, value in body.items() if value is not None}
-    return client.post(URL, body, format="json")
-
-
-def test_a_download_is_accepted_with_its_id_and_queued_after_commit(
-    client, civitai, laptop, gpu_root, published, django_capture_on_commit_callbacks
-):
-    with django_capture_on_commit_callbacks(execute=True):
-        response = request(client, model_version_id=100)
-
-    assert response.status_code == 202
-    body = response.json()
-    download = Download.objects.get(pk=body["download_id"])
-    assert body["status"] == "pending"
-    assert body["message"] == "Download queued."
-    assert download.file_name == "juggernautXL_v9.safetensors"
-    assert download.folder == "Stable-diffusion"
-    assert download.sha256 == civitai.config.catalog.file(1000)[2].hashes["SHA256"].lower()
-    assert body["download"]["targets"] == [
-        {
-            "server_alias": "Laptop",
-            "path": str(gpu_root / "models" / "Stable-diffusion" / "juggernautXL_v9.safetensors"),
-            "state": "waiting",
-            "error": "",
-            "refreshed_at": None,
-            "refresh_error": "",
-        }
-    ]
-    assert [name for name, _, _ in published] == ["civitai_app.tasks.run_downloads"]
-
-
-@pytest.mark.parametrize(
-    ("url", "version"),
-    [
-        ("https://civitai.com/models/10", 100),
-        ("https://civitai.com/models/10/juggernaut-xl", 100),
-        ("https://civitai.com/models/20/detail-tweaker?modelVersionId=200", 200),
-        ("https://civitai.com/api/download/models/200", 200),
-        ("https://civitai.com/api/v1/model-versions/200", 200),
-    ],
-)
-def test_a_civitai_url_names_the_version(client, civitai, laptop, url, version):
-    response = request(client, url=url)
-
-    assert response.status_code == 202, response.json()
-    assert response.json()["download"]["model_version_id"] == version
+# --- the file and where it goes -------------------------------------------------------------------
 
 
 def test_the_file_choice_picks_format_precision_or_id(client, civitai, laptop):
@@ -117,14 +57,7 @@ def test_several_target_servers(client, civitai, laptop, tmp_path):
     ]
 
 
-def test_a_repeated_request_returns_the_download_in_progress(client, civitai, laptop):
-    first = request(client, model_version_id=200)
-    second = request(client, model_version_id=200)
-
-    assert second.status_code == 200
-    assert second.json()["download_id"] == first.json()["download_id"]
-    assert "already being downloaded" in second.json()["message"]
-    assert Download.objects.count() == 1
+# --- refusals -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -246,78 +179,3 @@ def test_a_file_without_a_published_sha256_cannot_be_verified(client, civitai, l
     civitai.config.catalog.file(2000)[2].hashes.pop("SHA256")
 
     assert_error(request(client, model_version_id=200), 409, "civitai_hash_unavailable")
-
-
-# --- the download endpoints ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def queued(client, civitai, laptop) -> str:
-    return request(client, model_version_id=200).json()["download_id"]
-
-
-def test_list_and_detail(client, queued):
-    listing = client.get("/api/v1/civitai/downloads", {"status": "pending"}).json()
-    detail = client.get(f"/api/v1/civitai/downloads/{queued}").json()
-
-    assert listing["total"] == 1
-    assert listing["downloads"][0]["download_id"] == queued
-    assert detail["status"] == "pending"
-    assert detail["bytes_done"] == 0
-    assert detail["size_bytes"] == len(civitai_content(client))
-    assert detail["progress"] == 0.0
-    assert detail["eta_seconds"] is None
-    assert detail["error"] is None
-
-
-def civitai_content(client) -> bytes:
-    from tests.integrations.civitai.catalog import LORA
-
-    return LORA
-
-
-def test_list_filters_are_checked(client, queued):
-    assert_error(
-        client.get("/api/v1/civitai/downloads", {"status": "nope"}), 400, "validation_error"
-    )
-    assert_error(client.get("/api/v1/civitai/downloads", {"limit": 0}), 400, "validation_error")
-
-
-def test_unknown_and_malformed_ids_are_404(client, queued):
-    assert_error(client.get(f"/api/v1/civitai/downloads/{uuid.uuid4()}"), 404, "download_not_found")
-    assert_error(client.get("/api/v1/civitai/downloads/not-a-uuid"), 404, "download_not_found")
-
-
-def test_cancel_then_retry_then_delete(client, queued, published):
-    cancelled = client.post(f"/api/v1/civitai/downloads/{queued}/cancel")
-    again = client.post(f"/api/v1/civitai/downloads/{queued}/cancel")
-    retried = client.post(f"/api/v1/civitai/downloads/{queued}/retry")
-    retried_twice = client.post(f"/api/v1/civitai/downloads/{queued}/retry")
-    deleted = client.delete(f"/api/v1/civitai/downloads/{queued}")
-
-    assert cancelled.json()["download"]["status"] == "cancelled"
-    assert_error(again, 409, "download_already_finished")
-    assert retried.json()["download"]["status"] == "pending"
-    assert_error(retried_twice, 409, "download_not_retryable")
-    assert deleted.json() == {"message": f"Download {queued} deleted."}
-    assert not Download.objects.exists()
-
-
-def test_deleting_a_running_download_cancels_it_first(client, queued):
-    Download.objects.filter(pk=queued).update(
-        status=DownloadStatus.DOWNLOADING, lease_token=uuid.uuid4()
-    )
-
-    assert client.delete(f"/api/v1/civitai/downloads/{queued}").status_code == 200
-    assert not Download.objects.exists()
-
-
-def test_the_schema_documents_the_civitai_endpoints(client):
-    paths = client.get("/api/v1/schema", HTTP_ACCEPT="application/json").json()["paths"]
-
-    assert {"get", "post"} <= set(paths["/api/v1/civitai/image-info"])
-    assert "post" in paths["/api/v1/civitai/download-model"]
-    assert "get" in paths["/api/v1/civitai/downloads"]
-    assert {"get", "delete"} <= set(paths["/api/v1/civitai/downloads/{download_id}"])
-    assert "post" in paths["/api/v1/civitai/downloads/{download_id}/cancel"]
-    assert "post" in paths["/api/v1/civitai/downloads/{download_id}/retry"]
