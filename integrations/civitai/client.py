@@ -14,7 +14,7 @@ Invariants kept here:
   escapes.
 * Neither the key nor a signed URL's query is ever logged (URLs are logged by path).
 
-No Django imports: the caller passes settings in (`civitai_app.services.civitai_client`).
+No Django imports: the caller passes settings in (`civitai_app.connection.civitai_client`).
 """
 
 import email.message
