@@ -28,9 +28,8 @@ from django.utils.http import urlencode
 from django.utils.text import Truncator
 from django.views.decorators.cache import never_cache
 
-from queue_app.admin import age, error_text, image_url, progress_percent
+from core_app.display import age
 from queue_app.models import Job, JobImage, JobStatus
-from servers_app.admin import server_state
 from servers_app.models import Server
 
 LATEST_IMAGES = 12
@@ -56,7 +55,7 @@ def _running_json(job: Job) -> dict[str, Any]:
         "url": reverse("admin:queue_app_job_change", args=[job.pk]),
         "server_id": job.server_id,
         "prompt": Truncator(job.prompt).chars(80),
-        "percent": progress_percent(job),
+        "percent": job.progress_percent,
         "step": progress.get("step"),
         "total_steps": progress.get("total_steps"),
         "eta_seconds": progress.get("eta_seconds"),
@@ -71,7 +70,7 @@ def _server_json(server: Server, running: list[dict[str, Any]]) -> dict[str, Any
         "id": server.pk,
         "alias": server.alias,
         "url": reverse("admin:servers_app_server_change", args=[server.pk]),
-        "state": server_state(server),
+        "state": server.state,
         "enabled": server.enabled,
         "online": server.is_online,
         "loaded_checkpoint": server.loaded_checkpoint,
@@ -87,7 +86,7 @@ def _image_json(image: JobImage) -> dict[str, Any]:
     return {
         "job_id": str(image.job_id),
         "index": image.index,
-        "thumbnail_url": image_url(image.job_id, image.index, thumbnail=256),
+        "thumbnail_url": image.api_url(thumbnail=256),
         "url": reverse("mobilesd-gallery-image", args=[image.job_id, image.index]),
         "prompt": Truncator(image.job.prompt).chars(80),
         "server": image.job.server_alias,
@@ -190,12 +189,6 @@ def gallery_checkpoints() -> list[str]:
     return list(names)
 
 
-def image_checkpoint(job: Job) -> str:
-    info = (job.result_details or {}).get("generation_info") or {}
-    params = job.generation_params or {}
-    return str(info.get("sd_model_name") or params.get("checkpoint_name") or "")
-
-
 # --- views ----------------------------------------------------------------------------------
 
 
@@ -246,9 +239,9 @@ def gallery_view(request: HttpRequest) -> HttpResponse:
             {
                 "image": image,
                 "prompt": Truncator(image.job.prompt).chars(90),
-                "checkpoint": image_checkpoint(image.job),
+                "checkpoint": image.job.image_checkpoint,
                 "age": age(image.job.completed_at or image.created_at),
-                "thumbnail_url": image_url(image.job_id, image.index, thumbnail=384),
+                "thumbnail_url": image.api_url(thumbnail=384),
                 "url": reverse("mobilesd-gallery-image", args=[image.job_id, image.index])
                 + (f"?{query}" if query else ""),
             }
@@ -310,20 +303,20 @@ def gallery_image_view(request: HttpRequest, job_id: UUID, index: int) -> HttpRe
 
     context = {
         **admin.site.each_context(request),
-        "title": f"Image {image.index} of job {str(job.pk)[:8]}",
+        "title": f"Image {image.index} of job {job.short_id}",
         "image": image,
         "job": job,
-        "image_url": image_url(job.pk, image.index),
-        "preview_url": image_url(job.pk, image.index, thumbnail=1024),
+        "image_url": image.api_url(),
+        "preview_url": image.api_url(thumbnail=1024),
         "job_url": reverse("admin:queue_app_job_change", args=[job.pk]),
         "run_again_url": reverse("admin:queue_app_job_run_again", args=[job.pk]),
         "gallery_url": reverse("mobilesd-gallery") + (f"?{query}" if query else ""),
         "newer_url": link(newer),
         "older_url": link(older),
-        "checkpoint": image_checkpoint(job),
+        "checkpoint": job.image_checkpoint,
         "server": job.server_alias,
         "parameters": rows,
-        "error": error_text(job),
+        "error": job.error_text,
     }
     return TemplateResponse(request, "admin/mobilesd/gallery_image.html", context)
 

@@ -11,50 +11,18 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import Truncator
-from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
 from core_app.admin_actions import apply_to_each, service_error
+from core_app.display import age
 from core_app.errors import MobileSDError
 from queue_app.models import ACTIVE_STATUSES, Job, JobStatus
 from queue_app.services import job_cancel, job_delete, job_retry, job_run_again
 
 RETRYABLE_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-def image_url(job_id: Any, index: int, *, thumbnail: int | None = None) -> str:
-    """The URL of a job's image (or of its WebP thumbnail); a staff session may read it."""
-    if thumbnail:
-        url = reverse("job-image-thumbnail", args=[job_id, index])
-        return f"{url}?size={thumbnail}"
-    return reverse("job-image", args=[job_id, index])
-
-
-def progress_percent(job: Job) -> int:
-    """How far a job is, 0-100 (a completed job is 100)."""
-    if job.status == JobStatus.COMPLETED:
-        return 100
-    fraction = float((job.progress or {}).get("fraction") or 0)
-    return round(min(max(fraction, 0.0), 1.0) * 100)
-
-
-def age(moment: Any) -> str:
-    """'5 minutes ago', coarse enough to read at a glance."""
-    if moment is None:
-        return "—"
-    now = timezone.now()
-    if (now - moment).total_seconds() < 60:
-        return "just now"
-    return f"{timesince(moment, now, depth=1)} ago"
-
-
-def error_text(job: Job) -> str:
-    details = job.result_details or {}
-    return str(details.get("error") or details.get("last_error") or "")
 
 
 @admin.register(Job)
@@ -232,12 +200,12 @@ class JobAdmin(admin.ModelAdmin):
             return mark_safe('<span class="msd-nothumb" aria-hidden="true"></span>')
         return format_html(
             '<img class="msd-thumb" src="{}" alt="" loading="lazy" width="64" height="64">',
-            image_url(obj.pk, first.index, thumbnail=128),
+            first.api_url(thumbnail=128),
         )
 
     @admin.display(description="Job", ordering="id")
     def short_id(self, obj: Job) -> str:
-        return format_html('<span title="{}">{}</span>', obj.pk, str(obj.pk)[:8])
+        return format_html('<span title="{}">{}</span>', obj.pk, obj.short_id)
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: Job) -> str:
@@ -252,7 +220,7 @@ class JobAdmin(admin.ModelAdmin):
     def progress_bar(self, obj: Job) -> str:
         if obj.status not in (JobStatus.PROCESSING, JobStatus.COMPLETED):
             return "—"
-        percent = progress_percent(obj)
+        percent = obj.progress_percent
         return format_html(
             '<span class="msd-progress" data-msd-job-progress="{}">'
             '<progress value="{}" max="100"></progress> <span class="msd-pct">{}%</span></span>',
@@ -263,7 +231,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="Error")
     def error(self, obj: Job) -> str:
-        text = error_text(obj)
+        text = obj.error_text
         return format_html('<span class="msd-error">{}</span>', text) if text else "—"
 
     @admin.display(description="Images")
@@ -280,8 +248,8 @@ class JobAdmin(admin.ModelAdmin):
                 '<a href="{}">parameters</a></figcaption></figure>',
                 (
                     (
-                        image_url(obj.pk, image.index),
-                        image_url(obj.pk, image.index, thumbnail=1024),
+                        image.api_url(),
+                        image.api_url(thumbnail=1024),
                         image.index,
                         image.index,
                         image.seed if image.seed is not None else "?",
@@ -300,7 +268,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="Generation info")
     def generation_info(self, obj: Job) -> str:
-        info = (obj.result_details or {}).get("generation_info")
+        info = obj.generation_info
         return format_html("<pre>{}</pre>", json.dumps(info, indent=2)) if info else "—"
 
     @admin.display(description="Prompt")

@@ -11,8 +11,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
@@ -20,9 +19,8 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 from django.views.decorators.http import require_POST
 
+from core_app.display import age
 from core_app.errors import Conflict
-from queue_app.admin import age
-from queue_app.models import Job, JobStatus
 from servers_app.models import CachedModel, ModelKind, Server
 from servers_app.services import (
     server_check_health,
@@ -35,25 +33,10 @@ from servers_app.services import (
 MODELS_SHOWN = 100
 
 
-def server_state(server: Server) -> str:
-    """The server's state as the dashboard shows it: disabled, online, offline or unknown
-    (never checked yet)."""
-    if not server.enabled:
-        return "disabled"
-    if server.is_online is None:
-        return "unknown"
-    return "online" if server.is_online else "offline"
-
-
-def _count_jobs(status: str) -> Coalesce:
-    jobs = (
-        Job.objects.filter(server=OuterRef("pk"), status=status)
-        .order_by()
-        .values("server")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    return Coalesce(Subquery(jobs, output_field=IntegerField()), 0)
+def _count_jobs(status: str) -> Count:
+    # Through the queue's reverse relation, by name: servers_app sits below queue_app and
+    # does not import it. `status` is one of queue_app.models.JobStatus's values.
+    return Count("jobs", filter=Q(jobs__status=status))
 
 
 class ServerForm(forms.ModelForm):
@@ -147,8 +130,8 @@ class ServerAdmin(admin.ModelAdmin):
             super()
             .get_queryset(request)
             .annotate(
-                pending_count=_count_jobs(JobStatus.PENDING),
-                running_count=_count_jobs(JobStatus.PROCESSING),
+                pending_count=_count_jobs("pending"),
+                running_count=_count_jobs("processing"),
             )
         )
 
@@ -284,8 +267,7 @@ class ServerAdmin(admin.ModelAdmin):
 
     @admin.display(description="State", ordering="is_online")
     def state_badge(self, obj: Server) -> str:
-        state = server_state(obj)
-        return format_html('<span class="msd-badge msd-{}">{}</span>', state, state)
+        return format_html('<span class="msd-badge msd-{}">{}</span>', obj.state, obj.state)
 
     @admin.display(description="Checkpoint", ordering="loaded_checkpoint")
     def checkpoint(self, obj: Server) -> str:
