@@ -255,7 +255,7 @@ class JobAdmin(admin.ModelAdmin):
                         image.seed if image.seed is not None else "?",
                         image.width or "?",
                         image.height or "?",
-                        reverse("mobilesd-gallery-image", args=[obj.pk, image.index]),
+                        reverse("admin:gallery_image", args=[obj.pk, image.index]),
                     )
                     for image in images
                 ),

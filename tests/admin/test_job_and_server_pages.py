@@ -78,7 +78,7 @@ def test_job_page_shows_every_image_large_with_parameters_info_and_error(admin_c
 
     for index in range(2):
         assert reverse("job-image-thumbnail", args=[job.pk, index]) + "?size=1024" in page
-        assert reverse("mobilesd-gallery-image", args=[job.pk, index]) in page
+        assert reverse("admin:gallery_image", args=[job.pk, index]) in page
     assert "CUDA out of memory" in page
     assert "a lighthouse at dusk" in page  # the parameters
     assert "&quot;seed&quot;: 1234" in page  # the generation info
