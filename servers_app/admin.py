@@ -1,7 +1,8 @@
 """Admin for generation servers: their state, the connection test, models, enable/disable.
 
-Buttons and actions go through servers_app.services (health, models, update, delete); the
-form itself saves the row as Django's admin does.
+Every write goes through servers_app.services, as the API's do: the form saves with
+server_create / server_update (so a new or changed server is health-checked at once), and
+the buttons and actions check, refresh, update and delete.
 """
 
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from core_app.errors import Conflict
 from servers_app.models import CachedModel, ModelKind, Server
 from servers_app.services import (
     server_check_health,
+    server_create,
     server_delete,
     server_refresh_models,
     server_update,
@@ -31,6 +33,8 @@ from servers_app.services import (
 
 # The server page lists this many cached models of each kind; the rest is one click away.
 MODELS_SHOWN = 100
+# What the operator sets on a server; the rest is written by the workers.
+SERVER_FIELDS = ("alias", "api_url", "username", "password", "enabled", "slots", "models_dir")
 
 
 def _count_jobs(status: str) -> Count:
@@ -49,13 +53,16 @@ class ServerForm(forms.ModelForm):
 
     class Meta:
         model = Server
-        fields = ("alias", "api_url", "username", "password", "enabled", "slots", "models_dir")
+        fields = SERVER_FIELDS
 
-    def clean_password(self) -> str:
-        password = self.cleaned_data.get("password") or ""
-        if not password and self.instance.pk:
-            return self.instance.password
-        return password
+    def service_data(self) -> dict[str, Any]:
+        """The form's values as server_create / server_update take them (the API passes its
+        serializer's validated data). A password left empty on an existing server is left
+        out, which keeps the stored one, as in the API."""
+        data = {name: self.cleaned_data[name] for name in SERVER_FIELDS}
+        if self.instance.pk and not data["password"]:
+            del data["password"]
+        return data
 
 
 @admin.register(Server)
@@ -90,7 +97,7 @@ class ServerAdmin(admin.ModelAdmin):
         "updated_at",
     )
     fieldsets = (
-        (None, {"fields": ServerForm.Meta.fields}),
+        (None, {"fields": SERVER_FIELDS}),
         (
             "State (written by the workers)",
             {
@@ -140,7 +147,18 @@ class ServerAdmin(admin.ModelAdmin):
             return self.fieldsets[:1]
         return self.fieldsets
 
-    # --- deleting through the service -------------------------------------------------------
+    # --- saving and deleting through the services -------------------------------------------
+
+    def save_model(self, request: HttpRequest, obj: Server, form: Any, change: bool) -> None:
+        data = form.service_data()
+        if change:
+            saved = server_update(server=obj, data=data, partial=False)
+        else:
+            saved = server_create(data=data)
+        # The admin goes on with `obj` (its log entry, message and redirect): make it the row
+        # the service saved.
+        obj.pk = saved.pk
+        obj.refresh_from_db()
 
     def delete_model(self, request: HttpRequest, obj: Server) -> None:
         server_delete(server=obj)

@@ -169,6 +169,60 @@ def test_server_admin_keeps_the_password_when_left_empty(admin_client, db):
     assert "s3cr3t-pw" not in page.content.decode()
 
 
+def test_a_server_added_in_the_admin_is_health_checked_at_once(
+    admin_client, db, django_capture_on_commit_callbacks, published
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            reverse("admin:servers_app_server_add"),
+            {
+                "alias": "Desktop",
+                "api_url": "http://127.0.0.1:7861",
+                "username": "u",
+                "password": "s3cr3t-pw",
+                "slots": 2,
+                "enabled": "on",
+            },
+        )
+
+    server = Server.objects.get(alias="Desktop")
+    assert response.status_code == 302
+    assert (server.api_url, server.username, server.password, server.slots) == (
+        "http://127.0.0.1:7861",
+        "u",
+        "s3cr3t-pw",
+        2,
+    )
+    assert ("queue_app.tasks.check_server", (server.pk,), {}) in published
+
+
+def test_a_server_changed_in_the_admin_is_checked_again_and_its_jobs_follow_a_rename(
+    admin_client, job, django_capture_on_commit_callbacks, published
+):
+    server = job.server
+
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(
+            reverse("admin:servers_app_server_change", args=[server.pk]),
+            {"alias": "Gaming-PC", "api_url": server.api_url, "slots": 1, "enabled": "on"},
+        )
+
+    job.refresh_from_db()
+    assert job.target_server_alias == "Gaming-PC"  # server_update renamed the jobs' alias
+    assert ("queue_app.tasks.check_server", (server.pk,), {}) in published
+
+
+def test_the_server_form_refuses_what_the_api_refuses(admin_client, server):
+    response = admin_client.post(
+        reverse("admin:servers_app_server_add"),
+        {"alias": "Laptop", "api_url": "ftp://nowhere", "slots": 0, "enabled": "on"},
+    )
+
+    errors = response.context["adminform"].form.errors
+    assert {"alias", "api_url", "slots"} <= set(errors)
+    assert Server.objects.count() == 1
+
+
 def test_creating_a_key_in_the_admin_shows_it_once(admin_client, db):
     response = admin_client.post(
         reverse("admin:core_app_apikey_add"), {"name": "tablet"}, follow=True
