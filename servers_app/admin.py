@@ -5,21 +5,19 @@ server_create / server_update (so a new or changed server is health-checked at o
 the buttons and actions check, refresh, update and delete.
 """
 
-from collections.abc import Callable
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import URLPattern, path, reverse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
-from django.views.decorators.http import require_POST
 
+from core_app.admin_actions import ObjectActionsAdmin, object_action
 from core_app.display import age
 from core_app.errors import Conflict
 from servers_app.models import CachedModel, ModelKind, Server
@@ -66,7 +64,7 @@ class ServerForm(forms.ModelForm):
 
 
 @admin.register(Server)
-class ServerAdmin(admin.ModelAdmin):
+class ServerAdmin(ObjectActionsAdmin):
     form = ServerForm
     list_display = (
         "alias",
@@ -131,6 +129,7 @@ class ServerAdmin(admin.ModelAdmin):
         "disable_servers",
         "delete_idle_servers",
     )
+    object_actions = ("check_connection", "refresh_model_list", "disable", "enable")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Server]:
         return (
@@ -174,62 +173,10 @@ class ServerAdmin(admin.ModelAdmin):
                 reverse("admin:servers_app_server_change", args=[object_id])
             )
 
-    # --- the server page's buttons ---------------------------------------------------------
+    # --- the server page's buttons (also run by the bulk actions) ---------------------------
 
-    def get_urls(self) -> list[URLPattern]:
-        def view(handler: Callable[[HttpRequest, str], HttpResponse]) -> Any:
-            return self.admin_site.admin_view(require_POST(handler))
-
-        return [
-            path("<path:object_id>/check/", view(self.check_view), name="servers_app_server_check"),
-            path(
-                "<path:object_id>/refresh-models/",
-                view(self.refresh_view),
-                name="servers_app_server_refresh_models",
-            ),
-            path(
-                "<path:object_id>/enable/", view(self.enable_view), name="servers_app_server_enable"
-            ),
-            path(
-                "<path:object_id>/disable/",
-                view(self.disable_view),
-                name="servers_app_server_disable",
-            ),
-            *super().get_urls(),
-        ]
-
-    def _server_or_404(self, request: HttpRequest, object_id: str) -> Server:
-        server = self.get_object(request, unquote(object_id))
-        if server is None:
-            raise Http404(f"No server {object_id}.")
-        if not self.has_change_permission(request, server):
-            raise PermissionDenied
-        return server
-
-    def _back(self, server: Server) -> HttpResponseRedirect:
-        return HttpResponseRedirect(reverse("admin:servers_app_server_change", args=[server.pk]))
-
-    def check_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        server = self._server_or_404(request, object_id)
-        self._check(request, server)
-        return self._back(server)
-
-    def refresh_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        server = self._server_or_404(request, object_id)
-        self._refresh(request, server)
-        return self._back(server)
-
-    def enable_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        server = self._server_or_404(request, object_id)
-        self._set_enabled(request, [server], enabled=True)
-        return self._back(server)
-
-    def disable_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        server = self._server_or_404(request, object_id)
-        self._set_enabled(request, [server], enabled=False)
-        return self._back(server)
-
-    def _check(self, request: HttpRequest, server: Server) -> None:
+    @object_action(path="check", label="Test the connection")
+    def check_connection(self, request: HttpRequest, server: Server) -> None:
         result = server_check_health(server=server)
         server.refresh_from_db()
         if not result.online:
@@ -247,7 +194,8 @@ class ServerAdmin(admin.ModelAdmin):
             messages.SUCCESS,
         )
 
-    def _refresh(self, request: HttpRequest, server: Server) -> None:
+    @object_action(path="refresh-models", label="Refresh models")
+    def refresh_model_list(self, request: HttpRequest, server: Server) -> None:
         result = server_refresh_models(server=server)
         if result.error:
             self.message_user(
@@ -260,6 +208,19 @@ class ServerAdmin(admin.ModelAdmin):
                 f"({result.added} new, {result.removed} gone).",
                 messages.SUCCESS,
             )
+
+    @object_action(
+        path="disable",
+        label="Disable",
+        style="msd-danger-outline",
+        shown=lambda server: server.enabled,
+    )
+    def disable(self, request: HttpRequest, server: Server) -> None:
+        self._set_enabled(request, [server], enabled=False)
+
+    @object_action(path="enable", label="Enable", shown=lambda server: not server.enabled)
+    def enable(self, request: HttpRequest, server: Server) -> None:
+        self._set_enabled(request, [server], enabled=True)
 
     def _set_enabled(self, request: HttpRequest, servers: Any, *, enabled: bool) -> None:
         # server_update health-checks the server afterwards, which runs its queue if it is
@@ -369,12 +330,12 @@ class ServerAdmin(admin.ModelAdmin):
     @admin.action(description="Test the connection now")
     def check_servers(self, request: HttpRequest, queryset: QuerySet[Server]) -> None:
         for server in queryset:
-            self._check(request, server)
+            self.check_connection(request, server)
 
     @admin.action(description="Refresh models (checkpoints and LoRAs)")
     def refresh_models(self, request: HttpRequest, queryset: QuerySet[Server]) -> None:
         for server in queryset:
-            self._refresh(request, server)
+            self.refresh_model_list(request, server)
 
     @admin.action(description="Enable selected servers")
     def enable_servers(self, request: HttpRequest, queryset: QuerySet[Server]) -> None:
