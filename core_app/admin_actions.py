@@ -156,10 +156,11 @@ class ObjectActionsAdmin(admin.ModelAdmin):
 
     def _change_url(self, obj: Model) -> str:
         opts = obj._meta
+        site = self.admin_site.name
         return reverse(
-            f"admin:{opts.app_label}_{opts.model_name}_change",
+            f"{site}:{opts.app_label}_{opts.model_name}_change",
             args=[quote(obj.pk)],
-            current_app=self.admin_site.name,
+            current_app=site,
         )
 
     def render_change_form(
@@ -171,6 +172,7 @@ class ObjectActionsAdmin(admin.ModelAdmin):
         form_url: str = "",
         obj: Any = None,
     ) -> HttpResponse:
+        site = self.admin_site.name
         buttons = []
         if change and obj is not None:
             buttons = [
@@ -179,9 +181,9 @@ class ObjectActionsAdmin(admin.ModelAdmin):
                     "label": declared.label,
                     "style": declared.style,
                     "url": reverse(
-                        f"admin:{self._object_action_url_name(declared)}",
+                        f"{site}:{self._object_action_url_name(declared)}",
                         args=[quote(obj.pk)],
-                        current_app=self.admin_site.name,
+                        current_app=site,
                     ),
                 }
                 for _, declared in self.get_object_actions()
