@@ -14,6 +14,7 @@ from civitai_app.download_requests import download_cancel, download_delete, down
 from civitai_app.models import CivitaiSettings, Download, DownloadStatus, DownloadTarget
 from civitai_app.transfer import human_bytes
 from core_app.admin_actions import apply_to_each
+from core_app.display import duration
 
 
 class CivitaiSettingsForm(forms.ModelForm):
@@ -74,11 +75,7 @@ class CivitaiSettingsAdmin(admin.ModelAdmin):
 
     @admin.display(description="API key in use")
     def key_source(self, obj: CivitaiSettings) -> str:
-        if obj.api_key.strip():
-            return "set here"
-        if settings.CIVITAI_API_KEY:
-            return "from CIVITAI_API_KEY"
-        return "none (anonymous: some downloads need a login)"
+        return obj.api_key_source
 
     @admin.display(description="Downloads at once")
     def concurrency(self, obj: CivitaiSettings) -> int:
@@ -159,11 +156,11 @@ class DownloadAdmin(admin.ModelAdmin):
 
     @admin.display(description="Progress")
     def progress_bar(self, obj: Download) -> str:
+        percent = obj.progress_percent
         if obj.status == DownloadStatus.COMPLETED:
             return "100%"
-        if not obj.size_bytes:
+        if percent is None or obj.size_bytes is None:  # the size is not known yet
             return "—"
-        percent = min(round(obj.bytes_done * 100 / obj.size_bytes), 100)
         return format_html(
             '<progress value="{}" max="100" title="{}%">{}%</progress> {} of {}',
             percent,
@@ -181,11 +178,7 @@ class DownloadAdmin(admin.ModelAdmin):
 
     @admin.display(description="ETA")
     def eta(self, obj: Download) -> str:
-        seconds = obj.eta_seconds
-        if seconds is None:
-            return "—"
-        minutes, secs = divmod(round(seconds), 60)
-        return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+        return duration(obj.eta_seconds)
 
     @admin.display(description="Servers")
     def servers(self, obj: Download) -> str:

@@ -74,6 +74,15 @@ class CivitaiSettings(models.Model):
         configured = self.max_concurrent_downloads
         return max(1, configured if configured else settings.MOBILESD_MAX_CONCURRENT_DOWNLOADS)
 
+    @property
+    def api_key_source(self) -> str:
+        """Where the key in use comes from, for the operator (never the key itself)."""
+        if self.api_key.strip():
+            return "set here"
+        if settings.CIVITAI_API_KEY:
+            return "from CIVITAI_API_KEY"
+        return "none (anonymous: some downloads need a login)"
+
 
 class DownloadStatus(models.TextChoices):
     PENDING = "pending"
@@ -177,6 +186,16 @@ class Download(models.Model):
 
     def __str__(self) -> str:
         return f"{self.file_name} ({self.status})"
+
+    @property
+    def progress_percent(self) -> int | None:
+        """How much of the file is here, 0-100 (a completed download is 100); None while its
+        size is unknown."""
+        if self.status == DownloadStatus.COMPLETED:
+            return 100
+        if not self.size_bytes:
+            return None
+        return min(round(self.bytes_done * 100 / self.size_bytes), 100)
 
     @property
     def eta_seconds(self) -> float | None:

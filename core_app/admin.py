@@ -9,14 +9,6 @@ from django.http import HttpRequest
 from core_app.models import ApiKey
 from core_app.services import api_key_issue, api_key_revoke
 
-# Every model's deletion goes through a service (image files, active-job checks), so the
-# generic bulk delete, which bypasses them, is off; each admin offers its own action.
-admin.site.disable_action("delete_selected")
-# The operator's pages have their own navigation bar (templates/admin/base_site.html): the
-# sidebar would take a third of a laptop's screen. MobileSD serves no site at "/".
-admin.site.enable_nav_sidebar = False
-admin.site.site_url = None
-
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):

@@ -63,7 +63,10 @@ ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "*")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # First, so that its admin templates (base_site, index) win over the admin's own.
+    "dashboard_app.apps.DashboardConfig",
+    # django.contrib.admin with the dashboard's AdminSite as `admin.site`.
+    "dashboard_app.apps.DashboardAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -100,7 +103,7 @@ WSGI_APPLICATION = "mobilesd.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

@@ -19,13 +19,8 @@ api_v1: list[URLPattern | URLResolver] = [
 
 urlpatterns = [
     path("api/v1/", include(api_v1)),
-    path("admin/", include("mobilesd.admin_site")),  # the dashboard index, status, gallery
-    path("admin/", admin.site.urls),
+    path("admin/", admin.site.urls),  # the dashboard (dashboard_app.sites) and the models
 ]
 
 handler404 = "core_app.exceptions.not_found"
 handler500 = "core_app.exceptions.server_error"
-
-admin.site.site_header = "MobileSD"
-admin.site.site_title = "MobileSD"
-admin.site.index_title = "Operator dashboard"

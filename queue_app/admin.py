@@ -2,63 +2,26 @@
 
 import json
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import URLPattern, path, reverse
-from django.utils import timezone
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import Truncator
-from django.utils.timesince import timesince
-from django.views.decorators.http import require_POST
 
-from core_app.admin_actions import apply_to_each, service_error
-from core_app.errors import MobileSDError
+from core_app.admin_actions import ObjectActionsAdmin, apply_to_each, object_action
+from core_app.display import age
 from queue_app.models import ACTIVE_STATUSES, Job, JobStatus
 from queue_app.services import job_cancel, job_delete, job_retry, job_run_again
 
 RETRYABLE_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-def image_url(job_id: Any, index: int, *, thumbnail: int | None = None) -> str:
-    """The URL of a job's image (or of its WebP thumbnail); a staff session may read it."""
-    if thumbnail:
-        url = reverse("job-image-thumbnail", args=[job_id, index])
-        return f"{url}?size={thumbnail}"
-    return reverse("job-image", args=[job_id, index])
-
-
-def progress_percent(job: Job) -> int:
-    """How far a job is, 0-100 (a completed job is 100)."""
-    if job.status == JobStatus.COMPLETED:
-        return 100
-    fraction = float((job.progress or {}).get("fraction") or 0)
-    return round(min(max(fraction, 0.0), 1.0) * 100)
-
-
-def age(moment: Any) -> str:
-    """'5 minutes ago', coarse enough to read at a glance."""
-    if moment is None:
-        return "—"
-    now = timezone.now()
-    if (now - moment).total_seconds() < 60:
-        return "just now"
-    return f"{timesince(moment, now, depth=1)} ago"
-
-
-def error_text(job: Job) -> str:
-    details = job.result_details or {}
-    return str(details.get("error") or details.get("last_error") or "")
-
-
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(ObjectActionsAdmin):
     list_display = (
         "thumbnail",
         "short_id",
@@ -121,6 +84,9 @@ class JobAdmin(admin.ModelAdmin):
         ("Technical", {"fields": ("id", "forge_session_hash", "api_key")}),
     )
     actions = ("cancel_jobs", "retry_jobs", "run_again", "delete_jobs")
+    object_actions = ("cancel_button", "retry_button", "run_again_button")
+    # Nothing on a job is saved by hand, so its Delete stands with the buttons.
+    object_delete_link = True
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # jobs come from the API, which validates them
@@ -151,74 +117,39 @@ class JobAdmin(admin.ModelAdmin):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
-        job = self.get_object(request, object_id)
         context = {
             **(extra_context or {}),
             "title": "Job",
-            # Nothing on a job is edited by hand: the buttons below replace "Save".
+            # Nothing on a job is edited by hand: the buttons replace "Save".
             "show_save": False,
             "show_save_and_continue": False,
             "show_save_and_add_another": False,
-            "job_can_cancel": job is not None and job.status in ACTIVE_STATUSES,
-            "job_can_retry": job is not None and job.status in RETRYABLE_STATUSES,
         }
         return super().change_view(request, object_id, form_url, context)
 
-    def get_urls(self) -> list[URLPattern]:
-        def view(handler: Callable[[HttpRequest, str], HttpResponse]) -> Any:
-            return self.admin_site.admin_view(require_POST(handler))
+    @object_action(
+        path="cancel",
+        label="Cancel job",
+        style="msd-danger",
+        shown=lambda job: job.status in ACTIVE_STATUSES,
+    )
+    def cancel_button(self, request: HttpRequest, job: Job) -> None:
+        job_cancel(job_id=job.pk)
+        self.message_user(request, "Job cancelled.", messages.SUCCESS)
 
-        return [
-            path("<path:object_id>/cancel/", view(self.cancel_view), name="queue_app_job_cancel"),
-            path("<path:object_id>/retry/", view(self.retry_view), name="queue_app_job_retry"),
-            path(
-                "<path:object_id>/run-again/",
-                view(self.run_again_view),
-                name="queue_app_job_run_again",
-            ),
-            *super().get_urls(),
-        ]
+    @object_action(path="retry", label="Retry", shown=lambda job: job.status in RETRYABLE_STATUSES)
+    def retry_button(self, request: HttpRequest, job: Job) -> None:
+        job_retry(job_id=job.pk)
+        self.message_user(request, "Job queued again.", messages.SUCCESS)
 
-    def _job_or_404(self, request: HttpRequest, object_id: str) -> Job:
-        job = self.get_object(request, unquote(object_id))
-        if job is None:
-            raise Http404(f"No job {object_id}.")
-        if not self.has_change_permission(request, job):
-            raise PermissionDenied
-        return job
-
-    def _back(self, job_id: Any) -> HttpResponseRedirect:
-        return HttpResponseRedirect(reverse("admin:queue_app_job_change", args=[job_id]))
-
-    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self._change_job(request, object_id, job_cancel, "Job cancelled.")
-
-    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self._change_job(request, object_id, job_retry, "Job queued again.")
-
-    def _change_job(
-        self, request: HttpRequest, object_id: str, service: Callable[..., Any], done: str
-    ) -> HttpResponse:
-        """Call a job service from the job's page and come back to it with its answer."""
-        job = self._job_or_404(request, object_id)
-        try:
-            service(job_id=job.pk)
-            self.message_user(request, done, messages.SUCCESS)
-        except MobileSDError as exc:
-            self.message_user(request, service_error(exc), messages.WARNING)
-        return self._back(job.pk)
-
-    def run_again_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        job = self._job_or_404(request, object_id)
-        try:
-            new_job = job_run_again(job_id=job.pk)
-        except MobileSDError as exc:
-            self.message_user(request, service_error(exc), messages.ERROR)
-            return self._back(job.pk)
+    @object_action(path="run-again", label="Run again with a new seed", refused=messages.ERROR)
+    def run_again_button(self, request: HttpRequest, job: Job) -> Job:
+        """Queue a copy with a new seed and show the copy's page."""
+        new_job = job_run_again(job_id=job.pk)
         self.message_user(
             request, f"Queued a new job with a new seed (from {job.pk}).", messages.SUCCESS
         )
-        return self._back(new_job.pk)
+        return new_job
 
     def delete_model(self, request: HttpRequest, obj: Job) -> None:
         job_delete(job_id=obj.pk)
@@ -232,12 +163,12 @@ class JobAdmin(admin.ModelAdmin):
             return mark_safe('<span class="msd-nothumb" aria-hidden="true"></span>')
         return format_html(
             '<img class="msd-thumb" src="{}" alt="" loading="lazy" width="64" height="64">',
-            image_url(obj.pk, first.index, thumbnail=128),
+            first.api_url(thumbnail=128),
         )
 
     @admin.display(description="Job", ordering="id")
     def short_id(self, obj: Job) -> str:
-        return format_html('<span title="{}">{}</span>', obj.pk, str(obj.pk)[:8])
+        return format_html('<span title="{}">{}</span>', obj.pk, obj.short_id)
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: Job) -> str:
@@ -252,7 +183,7 @@ class JobAdmin(admin.ModelAdmin):
     def progress_bar(self, obj: Job) -> str:
         if obj.status not in (JobStatus.PROCESSING, JobStatus.COMPLETED):
             return "—"
-        percent = progress_percent(obj)
+        percent = obj.progress_percent
         return format_html(
             '<span class="msd-progress" data-msd-job-progress="{}">'
             '<progress value="{}" max="100"></progress> <span class="msd-pct">{}%</span></span>',
@@ -263,7 +194,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="Error")
     def error(self, obj: Job) -> str:
-        text = error_text(obj)
+        text = obj.error_text
         return format_html('<span class="msd-error">{}</span>', text) if text else "—"
 
     @admin.display(description="Images")
@@ -280,14 +211,14 @@ class JobAdmin(admin.ModelAdmin):
                 '<a href="{}">parameters</a></figcaption></figure>',
                 (
                     (
-                        image_url(obj.pk, image.index),
-                        image_url(obj.pk, image.index, thumbnail=1024),
+                        image.api_url(),
+                        image.api_url(thumbnail=1024),
                         image.index,
                         image.index,
                         image.seed if image.seed is not None else "?",
                         image.width or "?",
                         image.height or "?",
-                        reverse("mobilesd-gallery-image", args=[obj.pk, image.index]),
+                        reverse("admin:gallery_image", args=[obj.pk, image.index]),
                     )
                     for image in images
                 ),
@@ -300,7 +231,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="Generation info")
     def generation_info(self, obj: Job) -> str:
-        info = (obj.result_details or {}).get("generation_info")
+        info = obj.generation_info
         return format_html("<pre>{}</pre>", json.dumps(info, indent=2)) if info else "—"
 
     @admin.display(description="Prompt")

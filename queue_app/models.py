@@ -1,8 +1,10 @@
 """Generation jobs and their images. A Job row is the truth about a job."""
 
 import uuid
+from typing import Any
 
 from django.db import models
+from django.urls import reverse
 
 
 class JobStatus(models.TextChoices):
@@ -102,6 +104,38 @@ class Job(models.Model):
         params = self.generation_params or {}
         return str(params.get("positive_prompt") or params.get("prompt") or "")
 
+    @property
+    def short_id(self) -> str:
+        """The first 8 characters of the id: enough to tell jobs apart on a page."""
+        return str(self.pk)[:8]
+
+    @property
+    def progress_percent(self) -> int:
+        """How far the job is, 0-100 (a completed job is 100)."""
+        if self.status == JobStatus.COMPLETED:
+            return 100
+        fraction = float((self.progress or {}).get("fraction") or 0)
+        return round(min(max(fraction, 0.0), 1.0) * 100)
+
+    @property
+    def error_text(self) -> str:
+        """Why the job failed (or why its last attempt did), or ""."""
+        details = self.result_details or {}
+        return str(details.get("error") or details.get("last_error") or "")
+
+    @property
+    def generation_info(self) -> dict[str, Any] | None:
+        """What the server said it generated (its seeds, model, sampler), once finished."""
+        return (self.result_details or {}).get("generation_info") or None
+
+    @property
+    def image_checkpoint(self) -> str:
+        """The checkpoint the images were made with, as the server reported it, else the one
+        requested; "" if neither is known."""
+        info = self.generation_info or {}
+        params = self.generation_params or {}
+        return str(info.get("sd_model_name") or params.get("checkpoint_name") or "")
+
 
 def image_upload_to(instance: "JobImage", filename: str) -> str:
     return f"jobs/{instance.job_id.hex[:2]}/{filename}"
@@ -127,3 +161,11 @@ class JobImage(models.Model):
 
     def __str__(self) -> str:
         return self.file.name or f"{self.job_id} #{self.index}"
+
+    def api_url(self, *, thumbnail: int | None = None) -> str:
+        """The API's URL of the image (or of its WebP thumbnail `thumbnail` px wide); a staff
+        session may read it, so the admin's pages use it too."""
+        if thumbnail:
+            url = reverse("job-image-thumbnail", args=[self.job_id, self.index])
+            return f"{url}?size={thumbnail}"
+        return reverse("job-image", args=[self.job_id, self.index])

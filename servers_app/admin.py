@@ -1,31 +1,29 @@
 """Admin for generation servers: their state, the connection test, models, enable/disable.
 
-Buttons and actions go through servers_app.services (health, models, update, delete); the
-form itself saves the row as Django's admin does.
+Every write goes through servers_app.services, as the API's do: the form saves with
+server_create / server_update (so a new or changed server is health-checked at once), and
+the buttons and actions check, refresh, update and delete.
 """
 
-from collections.abc import Callable
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Coalesce
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import URLPattern, path, reverse
+from django.core.exceptions import ValidationError
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
-from django.views.decorators.http import require_POST
 
+from core_app.admin_actions import ObjectActionsAdmin, object_action
+from core_app.display import age
 from core_app.errors import Conflict
-from queue_app.admin import age
-from queue_app.models import Job, JobStatus
 from servers_app.models import CachedModel, ModelKind, Server
 from servers_app.services import (
     server_check_health,
+    server_create,
     server_delete,
     server_refresh_models,
     server_update,
@@ -33,27 +31,14 @@ from servers_app.services import (
 
 # The server page lists this many cached models of each kind; the rest is one click away.
 MODELS_SHOWN = 100
+# What the operator sets on a server; the rest is written by the workers.
+SERVER_FIELDS = ("alias", "api_url", "username", "password", "enabled", "slots", "models_dir")
 
 
-def server_state(server: Server) -> str:
-    """The server's state as the dashboard shows it: disabled, online, offline or unknown
-    (never checked yet)."""
-    if not server.enabled:
-        return "disabled"
-    if server.is_online is None:
-        return "unknown"
-    return "online" if server.is_online else "offline"
-
-
-def _count_jobs(status: str) -> Coalesce:
-    jobs = (
-        Job.objects.filter(server=OuterRef("pk"), status=status)
-        .order_by()
-        .values("server")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    return Coalesce(Subquery(jobs, output_field=IntegerField()), 0)
+def _count_jobs(status: str) -> Count:
+    # Through the queue's reverse relation, by name: servers_app sits below queue_app and
+    # does not import it. `status` is one of queue_app.models.JobStatus's values.
+    return Count("jobs", filter=Q(jobs__status=status))
 
 
 class ServerForm(forms.ModelForm):
@@ -66,17 +51,20 @@ class ServerForm(forms.ModelForm):
 
     class Meta:
         model = Server
-        fields = ("alias", "api_url", "username", "password", "enabled", "slots", "models_dir")
+        fields = SERVER_FIELDS
 
-    def clean_password(self) -> str:
-        password = self.cleaned_data.get("password") or ""
-        if not password and self.instance.pk:
-            return self.instance.password
-        return password
+    def service_data(self) -> dict[str, Any]:
+        """The form's values as server_create / server_update take them (the API passes its
+        serializer's validated data). A password left empty on an existing server is left
+        out, which keeps the stored one, as in the API."""
+        data = {name: self.cleaned_data[name] for name in SERVER_FIELDS}
+        if self.instance.pk and not data["password"]:
+            del data["password"]
+        return data
 
 
 @admin.register(Server)
-class ServerAdmin(admin.ModelAdmin):
+class ServerAdmin(ObjectActionsAdmin):
     form = ServerForm
     list_display = (
         "alias",
@@ -107,7 +95,7 @@ class ServerAdmin(admin.ModelAdmin):
         "updated_at",
     )
     fieldsets = (
-        (None, {"fields": ServerForm.Meta.fields}),
+        (None, {"fields": SERVER_FIELDS}),
         (
             "State (written by the workers)",
             {
@@ -141,14 +129,15 @@ class ServerAdmin(admin.ModelAdmin):
         "disable_servers",
         "delete_idle_servers",
     )
+    object_actions = ("check_connection", "refresh_model_list", "disable", "enable")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Server]:
         return (
             super()
             .get_queryset(request)
             .annotate(
-                pending_count=_count_jobs(JobStatus.PENDING),
-                running_count=_count_jobs(JobStatus.PROCESSING),
+                pending_count=_count_jobs("pending"),
+                running_count=_count_jobs("processing"),
             )
         )
 
@@ -157,7 +146,18 @@ class ServerAdmin(admin.ModelAdmin):
             return self.fieldsets[:1]
         return self.fieldsets
 
-    # --- deleting through the service -------------------------------------------------------
+    # --- saving and deleting through the services -------------------------------------------
+
+    def save_model(self, request: HttpRequest, obj: Server, form: Any, change: bool) -> None:
+        data = form.service_data()
+        if change:
+            saved = server_update(server=obj, data=data, partial=False)
+        else:
+            saved = server_create(data=data)
+        # The admin goes on with `obj` (its log entry, message and redirect): make it the row
+        # the service saved.
+        obj.pk = saved.pk
+        obj.refresh_from_db()
 
     def delete_model(self, request: HttpRequest, obj: Server) -> None:
         server_delete(server=obj)
@@ -173,62 +173,10 @@ class ServerAdmin(admin.ModelAdmin):
                 reverse("admin:servers_app_server_change", args=[object_id])
             )
 
-    # --- the server page's buttons ---------------------------------------------------------
+    # --- the server page's buttons (also run by the bulk actions) ---------------------------
 
-    def get_urls(self) -> list[URLPattern]:
-        def view(handler: Callable[[HttpRequest, str], HttpResponse]) -> Any:
-            return self.admin_site.admin_view(require_POST(handler))
-
-        return [
-            path("<path:object_id>/check/", view(self.check_view), name="servers_app_server_check"),
-            path(
-                "<path:object_id>/refresh-models/",
-                view(self.refresh_view),
-                name="servers_app_server_refresh_models",
-            ),
-            path(
-                "<path:object_id>/enable/", view(self.enable_view), name="servers_app_server_enable"
-            ),
-            path(
-                "<path:object_id>/disable/",
-                view(self.disable_view),
-                name="servers_app_server_disable",
-            ),
-            *super().get_urls(),
-        ]
-
-    def _server_or_404(self, request: HttpRequest, object_id: str) -> Server:
-        server = self.get_object(request, unquote(object_id))
-        if server is None:
-            raise Http404(f"No server {object_id}.")
-        if not self.has_change_permission(request, server):
-            raise PermissionDenied
-        return server
-
-    def _back(self, server: Server) -> HttpResponseRedirect:
-        return HttpResponseRedirect(reverse("admin:servers_app_server_change", args=[server.pk]))
-
-    def check_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        server = self._server_or_404(request, object_id)
-        self._check(request, server)
-        return self._back(server)
-
-    def refresh_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        server = self._server_or_404(request, object_id)
-        self._refresh(request, server)
-        return self._back(server)
-
-    def enable_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        server = self._server_or_404(request, object_id)
-        self._set_enabled(request, [server], enabled=True)
-        return self._back(server)
-
-    def disable_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        server = self._server_or_404(request, object_id)
-        self._set_enabled(request, [server], enabled=False)
-        return self._back(server)
-
-    def _check(self, request: HttpRequest, server: Server) -> None:
+    @object_action(path="check", label="Test the connection")
+    def check_connection(self, request: HttpRequest, server: Server) -> None:
         result = server_check_health(server=server)
         server.refresh_from_db()
         if not result.online:
@@ -246,7 +194,8 @@ class ServerAdmin(admin.ModelAdmin):
             messages.SUCCESS,
         )
 
-    def _refresh(self, request: HttpRequest, server: Server) -> None:
+    @object_action(path="refresh-models", label="Refresh models")
+    def refresh_model_list(self, request: HttpRequest, server: Server) -> None:
         result = server_refresh_models(server=server)
         if result.error:
             self.message_user(
@@ -259,6 +208,19 @@ class ServerAdmin(admin.ModelAdmin):
                 f"({result.added} new, {result.removed} gone).",
                 messages.SUCCESS,
             )
+
+    @object_action(
+        path="disable",
+        label="Disable",
+        style="msd-danger-outline",
+        shown=lambda server: server.enabled,
+    )
+    def disable(self, request: HttpRequest, server: Server) -> None:
+        self._set_enabled(request, [server], enabled=False)
+
+    @object_action(path="enable", label="Enable", shown=lambda server: not server.enabled)
+    def enable(self, request: HttpRequest, server: Server) -> None:
+        self._set_enabled(request, [server], enabled=True)
 
     def _set_enabled(self, request: HttpRequest, servers: Any, *, enabled: bool) -> None:
         # server_update health-checks the server afterwards, which runs its queue if it is
@@ -284,8 +246,7 @@ class ServerAdmin(admin.ModelAdmin):
 
     @admin.display(description="State", ordering="is_online")
     def state_badge(self, obj: Server) -> str:
-        state = server_state(obj)
-        return format_html('<span class="msd-badge msd-{}">{}</span>', state, state)
+        return format_html('<span class="msd-badge msd-{}">{}</span>', obj.state, obj.state)
 
     @admin.display(description="Checkpoint", ordering="loaded_checkpoint")
     def checkpoint(self, obj: Server) -> str:
@@ -369,12 +330,12 @@ class ServerAdmin(admin.ModelAdmin):
     @admin.action(description="Test the connection now")
     def check_servers(self, request: HttpRequest, queryset: QuerySet[Server]) -> None:
         for server in queryset:
-            self._check(request, server)
+            self.check_connection(request, server)
 
     @admin.action(description="Refresh models (checkpoints and LoRAs)")
     def refresh_models(self, request: HttpRequest, queryset: QuerySet[Server]) -> None:
         for server in queryset:
-            self._refresh(request, server)
+            self.refresh_model_list(request, server)
 
     @admin.action(description="Enable selected servers")
     def enable_servers(self, request: HttpRequest, queryset: QuerySet[Server]) -> None:

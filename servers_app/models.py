@@ -71,6 +71,15 @@ class Server(models.Model):
     def has_password(self) -> bool:
         return bool(self.password)
 
+    @property
+    def state(self) -> str:
+        """disabled, online, offline, or unknown (never checked yet), as the operator sees it."""
+        if not self.enabled:
+            return "disabled"
+        if self.is_online is None:
+            return "unknown"
+        return "online" if self.is_online else "offline"
+
 
 class ModelKind(models.TextChoices):
     CHECKPOINT = "checkpoint"

@@ -16,8 +16,8 @@ from django.test import Client
 from model_bakery import baker
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
+from dashboard_app import selectors as dashboard_selectors
 from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
-from mobilesd import admin_site
 from queue_app.engine import server_run
 from queue_app.models import Job, JobStatus
 from queue_app.services import job_cancel, job_submit
@@ -67,7 +67,7 @@ def browser() -> Iterator[Browser]:
 def _quick_polls(monkeypatch) -> None:
     """The pages ask for the state every 0.5 s instead of 2 s (the server sets the pace):
     the same code path, a shorter wait."""
-    monkeypatch.setattr(admin_site, "POLL_MILLISECONDS", 500)
+    monkeypatch.setattr(dashboard_selectors, "POLL_MILLISECONDS", 500)
 
 
 @pytest.fixture(scope="module", params=list(VIEWPORTS), ids=list(VIEWPORTS))

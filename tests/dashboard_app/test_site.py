@@ -1,17 +1,20 @@
-"""The admin index as the operator's dashboard, its JSON status, and the gallery."""
+"""The dashboard's AdminSite: the admin index as the operator's dashboard, its JSON status,
+and the gallery."""
 
 import json
 import re
 from datetime import timedelta
 
 import pytest
+from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.urls import reverse
 from django.utils import timezone
 from model_bakery import baker
 
-from mobilesd.admin_site import GALLERY_PAGE_SIZE, dashboard_status
+from dashboard_app.selectors import dashboard_status
+from dashboard_app.sites import GALLERY_PAGE_SIZE, DashboardSite
 from queue_app.models import Job, JobImage, JobStatus
 from servers_app.models import Server
 
@@ -52,6 +55,25 @@ def desktop(server) -> Server:
         is_online=False,
         last_error="cannot connect",
     )
+
+
+def test_the_dashboard_site_is_the_admin_site_every_app_registers_with():
+    assert isinstance(admin.site, DashboardSite)
+    assert isinstance(admin.site._registry[Job].admin_site, DashboardSite)
+    assert isinstance(admin.site._registry[Server].admin_site, DashboardSite)
+
+
+def test_the_pages_carry_the_sites_titles_and_no_sidebar(admin_client, db):
+    context = admin_client.get("/admin/").context
+
+    assert (context["site_header"], context["site_title"]) == ("MobileSD", "MobileSD")
+    assert context["title"] == "Operator dashboard"
+    assert context["is_nav_sidebar_enabled"] is False
+    assert context["site_url"] is None
+
+
+def test_the_generic_bulk_delete_is_off(admin_client, db):
+    assert "delete_selected" not in dict(admin.site.actions)
 
 
 def test_index_requires_a_staff_login(anon_client):
@@ -159,7 +181,7 @@ def test_status_lists_the_latest_images_newest_first(admin_client, server):
     assert images[0]["thumbnail_url"] == (
         reverse("job-image-thumbnail", args=[new.pk, 1]) + "?size=256"
     )
-    assert images[0]["url"] == reverse("mobilesd-gallery-image", args=[new.pk, 1])
+    assert images[0]["url"] == reverse("admin:gallery_image", args=[new.pk, 1])
 
 
 def test_status_costs_the_same_few_queries_however_many_rows(
@@ -183,7 +205,7 @@ def test_status_costs_the_same_few_queries_however_many_rows(
 
 
 def gallery(admin_client, **params):
-    return admin_client.get(reverse("mobilesd-gallery"), params)
+    return admin_client.get(reverse("admin:gallery"), params)
 
 
 def test_gallery_lists_finished_images_newest_first_by_page(admin_client, server):
@@ -228,7 +250,7 @@ def test_image_page_shows_the_image_and_its_parameters(admin_client, server):
     job = finished(server, "a red fox in the snow", images=2)
     JobImage.objects.filter(job=job, index=1).update(infotext="a red fox\nSteps: 20, Seed: 101")
 
-    response = admin_client.get(reverse("mobilesd-gallery-image", args=[job.pk, 1]))
+    response = admin_client.get(reverse("admin:gallery_image", args=[job.pk, 1]))
 
     page = response.content.decode()
     assert response.status_code == 200
@@ -237,20 +259,20 @@ def test_image_page_shows_the_image_and_its_parameters(admin_client, server):
     assert "a red fox in the snow" in page
     assert "Steps: 20, Seed: 101" in page
     assert dict(response.context["parameters"])["Steps"] == 20
-    assert response.context["older_url"] == reverse("mobilesd-gallery-image", args=[job.pk, 0])
+    assert response.context["older_url"] == reverse("admin:gallery_image", args=[job.pk, 0])
     assert response.context["newer_url"] is None
 
 
 def test_image_page_of_an_unknown_image_is_404(admin_client, server):
     job = finished(server)
 
-    response = admin_client.get(reverse("mobilesd-gallery-image", args=[job.pk, 7]))
+    response = admin_client.get(reverse("admin:gallery_image", args=[job.pk, 7]))
 
     assert response.status_code == 404
 
 
 def test_gallery_needs_a_staff_login(anon_client):
-    response = anon_client.get(reverse("mobilesd-gallery"))
+    response = anon_client.get(reverse("admin:gallery"))
 
     assert response.status_code == 302
 
@@ -259,7 +281,7 @@ def test_image_page_keeps_the_gallery_filters_in_its_links(admin_client, server)
     job = finished(server, "a red fox", checkpoint="juggernautXL")
 
     response = admin_client.get(
-        reverse("mobilesd-gallery-image", args=[job.pk, 0]), {"checkpoint": "juggernautXL"}
+        reverse("admin:gallery_image", args=[job.pk, 0]), {"checkpoint": "juggernautXL"}
     )
 
     assert response.context["gallery_url"] == "/admin/gallery/?checkpoint=juggernautXL"

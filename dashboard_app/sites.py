@@ -1,0 +1,202 @@
+"""The operator's dashboard: MobileSD's one AdminSite, the default `admin.site`.
+
+- `/admin/` — the admin index with the live state of every server and of the queue, and the
+  latest images; it refreshes itself from the JSON below (static/mobilesd/dashboard.js).
+- `/admin/dashboard/status` — that state as JSON, for staff sessions only.
+- `/admin/gallery/` and `/admin/gallery/<job id>/<index>/` — finished images, newest first,
+  and one image with its parameters.
+
+Reads only (dashboard_app.selectors): the actions on jobs and servers are the ModelAdmins',
+which call services.
+"""
+
+from typing import Any
+from uuid import UUID
+
+from django.contrib import admin
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, URLResolver, path, reverse
+from django.utils.http import urlencode
+from django.utils.text import Truncator
+from django.views.decorators.cache import never_cache
+
+from core_app.display import age
+from dashboard_app import selectors
+from queue_app.models import JobImage
+
+GALLERY_PAGE_SIZE = 24
+# The gallery's filters, as query parameters; kept on every link between its pages.
+GALLERY_FILTERS = ("server", "checkpoint", "q")
+
+# The parameters shown first on an image's page, in this order, with their labels.
+SHOWN_PARAMETERS = (
+    ("positive_prompt", "Prompt"),
+    ("prompt", "Prompt"),
+    ("negative_prompt", "Negative prompt"),
+    ("checkpoint_name", "Checkpoint requested"),
+    ("steps", "Steps"),
+    ("sampler_name", "Sampler"),
+    ("scheduler_or_quality_preset", "Scheduler"),
+    ("cfg_scale", "CFG scale"),
+    ("distilled_cfg_scale", "Distilled CFG"),
+    ("width", "Width"),
+    ("height", "Height"),
+    ("loras", "LoRAs"),
+)
+
+
+def _gallery_filters(request: HttpRequest) -> dict[str, str]:
+    return {
+        name: request.GET.get(name, "").strip()[:500]
+        for name in GALLERY_FILTERS
+        if request.GET.get(name, "").strip()
+    }
+
+
+def _with_query(url: str, query: str) -> str:
+    return f"{url}?{query}" if query else url
+
+
+def _parameter_rows(params: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A job's parameters as (label, value): the usual ones first, then the rest by name
+    (the seed is each image's own, shown apart)."""
+    shown = {key for key, _ in SHOWN_PARAMETERS}
+    rows = [
+        (label, params[key]) for key, label in SHOWN_PARAMETERS if params.get(key) not in (None, "")
+    ]
+    rows += [
+        (key, value) for key, value in sorted(params.items()) if key not in shown and key != "seed"
+    ]
+    return rows
+
+
+class DashboardSite(admin.AdminSite):
+    """The Django admin as the operator's dashboard, with the gallery beside the models."""
+
+    site_header = "MobileSD"
+    site_title = "MobileSD"
+    index_title = "Operator dashboard"
+    # The pages have their own navigation bar (templates/admin/base_site.html here): the
+    # sidebar would take a third of a laptop's screen. MobileSD serves no site at "/".
+    enable_nav_sidebar = False
+    site_url = None
+
+    def __init__(self, name: str = "admin") -> None:
+        super().__init__(name)
+        # Every model's deletion goes through a service (image files, active-job checks), so
+        # the generic bulk delete, which bypasses them, is off; each admin offers its own.
+        self.disable_action("delete_selected")
+
+    def get_urls(self) -> list[URLResolver | URLPattern]:
+        # Before the admin's own: its last pattern catches every other path.
+        return [
+            path("dashboard/status", never_cache(self.status_view), name="dashboard_status"),
+            path("gallery/", self.admin_view(self.gallery_view), name="gallery"),
+            path(
+                "gallery/<uuid:job_id>/<int:index>/",
+                self.admin_view(self.gallery_image_view),
+                name="gallery_image",
+            ),
+            *super().get_urls(),
+        ]
+
+    def index(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> TemplateResponse:
+        """The admin index, with the dashboard above the list of models."""
+        context = {
+            "dashboard": selectors.dashboard_status(),
+            "dashboard_status_url": reverse("admin:dashboard_status", current_app=self.name),
+            **(extra_context or {}),
+        }
+        return super().index(request, extra_context=context)
+
+    def status_view(self, request: HttpRequest) -> JsonResponse:
+        """The dashboard's state as JSON."""
+        # Polled by script: a lapsed session gets a 403 to show, not the login page's HTML.
+        if not self.has_permission(request):
+            return JsonResponse(
+                {"message": "Log in to the admin as staff.", "code": "not_authenticated"},
+                status=403,
+            )
+        return JsonResponse(selectors.dashboard_status())
+
+    def gallery_view(self, request: HttpRequest) -> HttpResponse:
+        """Finished images, newest first, a page at a time, with the gallery's filters."""
+        filters = _gallery_filters(request)
+        images = selectors.gallery_images(
+            server=filters.get("server", ""),
+            checkpoint=filters.get("checkpoint", ""),
+            search=filters.get("q", ""),
+        )
+        page = Paginator(images, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
+        query = urlencode(filters)
+        context = {
+            **self.each_context(request),
+            "title": "Gallery",
+            "page": page,
+            "cards": [
+                {
+                    "image": image,
+                    "prompt": Truncator(image.job.prompt).chars(90),
+                    "checkpoint": image.job.image_checkpoint,
+                    "age": age(image.job.completed_at or image.created_at),
+                    "thumbnail_url": image.api_url(thumbnail=384),
+                    "url": _with_query(
+                        reverse("admin:gallery_image", args=[image.job_id, image.index]), query
+                    ),
+                }
+                for image in page.object_list
+            ],
+            "filters": filters,
+            "query": query,
+            "servers": selectors.server_aliases(),
+            "checkpoints": selectors.gallery_checkpoints(),
+        }
+        return TemplateResponse(request, "admin/mobilesd/gallery.html", context)
+
+    def gallery_image_view(self, request: HttpRequest, job_id: UUID, index: int) -> HttpResponse:
+        """One image, large, with its parameters and links to its neighbours under the same
+        filters."""
+        image = selectors.gallery_image(job_id=job_id, index=index)
+        if image is None:
+            raise Http404("No such image.")
+        job = image.job
+        filters = _gallery_filters(request)
+        query = urlencode(filters)
+        newer, older = selectors.gallery_neighbours(
+            image,
+            selectors.gallery_images(
+                server=filters.get("server", ""),
+                checkpoint=filters.get("checkpoint", ""),
+                search=filters.get("q", ""),
+            ),
+        )
+
+        def link(other: JobImage | None) -> str | None:
+            if other is None:
+                return None
+            return _with_query(
+                reverse("admin:gallery_image", args=[other.job_id, other.index]), query
+            )
+
+        context = {
+            **self.each_context(request),
+            "title": f"Image {image.index} of job {job.short_id}",
+            "image": image,
+            "job": job,
+            "image_url": image.api_url(),
+            "preview_url": image.api_url(thumbnail=1024),
+            "job_url": reverse("admin:queue_app_job_change", args=[job.pk]),
+            "run_again_url": reverse("admin:queue_app_job_run_again", args=[job.pk]),
+            "gallery_url": _with_query(reverse("admin:gallery"), query),
+            "newer_url": link(newer),
+            "older_url": link(older),
+            "checkpoint": job.image_checkpoint,
+            "server": job.server_alias,
+            "parameters": _parameter_rows(job.generation_params or {}),
+            "error": job.error_text,
+        }
+        return TemplateResponse(request, "admin/mobilesd/gallery_image.html", context)

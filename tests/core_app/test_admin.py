@@ -1,0 +1,30 @@
+"""The admin's API key pages: a new key is shown once; keys are revoked by the service."""
+
+from django.urls import reverse
+
+from core_app.models import ApiKey
+from core_app.services import api_key_create
+
+
+def test_creating_a_key_in_the_admin_shows_it_once(admin_client, db):
+    response = admin_client.post(
+        reverse("admin:core_app_apikey_add"), {"name": "tablet"}, follow=True
+    )
+
+    shown = [str(m) for m in response.context["messages"]]
+    raw_key = shown[0].rsplit(" ", 1)[1]
+    assert raw_key.startswith("msd_")
+    api_client_response = admin_client.get("/api/v1/servers", HTTP_X_API_KEY=raw_key)
+    assert api_client_response.status_code == 200
+    assert raw_key not in str(list(ApiKey.objects.values_list()))
+
+
+def test_revoke_action(admin_client, db):
+    api_key_create(name="old phone")
+
+    admin_client.post(
+        reverse("admin:core_app_apikey_changelist"),
+        {"action": "revoke_keys", "_selected_action": [ApiKey.objects.get().pk]},
+    )
+
+    assert ApiKey.objects.get().revoked_at is not None
