@@ -73,7 +73,7 @@ def test_a_server_added_in_the_admin_is_health_checked_at_once(
         "s3cr3t-pw",
         2,
     )
-    assert ("queue_app.tasks.check_server", (server.pk,), {}) in published
+    assert ("servers_app.tasks.check_server", (server.pk,), {}) in published
 
 
 def test_a_server_changed_in_the_admin_is_checked_again_and_its_jobs_follow_a_rename(
@@ -89,7 +89,7 @@ def test_a_server_changed_in_the_admin_is_checked_again_and_its_jobs_follow_a_re
 
     job.refresh_from_db()
     assert job.target_server_alias == "Gaming-PC"  # server_update renamed the jobs' alias
-    assert ("queue_app.tasks.check_server", (server.pk,), {}) in published
+    assert ("servers_app.tasks.check_server", (server.pk,), {}) in published
 
 
 def test_the_server_form_refuses_what_the_api_refuses(admin_client, server):
@@ -184,7 +184,7 @@ def test_enabling_a_server_checks_it_which_runs_its_queue(
 
     live.refresh_from_db()
     assert live.enabled is True
-    assert ("queue_app.tasks.check_server", (live.pk,), {}) in published
+    assert ("servers_app.tasks.check_server", (live.pk,), {}) in published
     assert messages_of(response) == ["Laptop enabled."]
 
 
