@@ -29,7 +29,6 @@ from integrations.forge.client import (
     ForgeUnreachableError,
     ServerEndpoint,
     Txt2ImgResult,
-    job_timeout,
 )
 from queue_app import dispatch
 from queue_app.dispatch import Claim, ImageRecord
@@ -40,6 +39,7 @@ from queue_app.images import (
     save_image_file,
 )
 from queue_app.params import build_txt2img_payload
+from queue_app.timeouts import job_timeout
 from servers_app.checkpoints import checkpoint_key
 from servers_app.models import Server
 from servers_app.resolver import resolve

@@ -51,7 +51,6 @@ __all__ = [
     "ServerEndpoint",
     "TaskProgress",
     "Txt2ImgResult",
-    "job_timeout",
 ]
 
 
@@ -857,82 +856,3 @@ class ForgeClient:
         except ForgeError:
             return False
         return True
-
-
-# --- Timeouts ----------------------------------------------------------------------------
-
-# Defaults of the settings read by `job_timeout` (each overridable in Django settings).
-DEFAULT_JOB_TIMEOUT_OVERHEAD = 120.0  # checkpoint switch (2 s .. 2 min), VAE decode, transfer
-DEFAULT_SECONDS_PER_MEGAPIXEL_STEP = 3.0  # generous: SDXL/Flux on a laptop GPU
-DEFAULT_JOB_TIMEOUT_FLOOR = 300.0
-DEFAULT_JOB_TIMEOUT_CAP = 3600.0
-
-
-def _setting(name: str, default: float) -> float:
-    """A positive float from Django settings, or `default` (also when Django is not set up)."""
-    from django.conf import settings
-    from django.core.exceptions import ImproperlyConfigured
-
-    try:
-        raw = getattr(settings, name, default)
-    except ImproperlyConfigured:
-        return default
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        return default
-    return value if value > 0 else default
-
-
-def job_timeout(
-    *,
-    steps: int,
-    width: int,
-    height: int,
-    images: int,
-    hires: bool = False,
-    hires_scale: float = 2.0,
-    hires_steps: int | None = None,
-    overhead: float | None = None,
-    seconds_per_megapixel_step: float | None = None,
-    floor: float | None = None,
-    cap: float | None = None,
-) -> float:
-    """Read timeout in seconds for a `txt2img` of this size.
-
-    ``timeout = clamp(overhead + rate * work, floor, cap)`` where
-    ``work = images * steps * MP`` (MP = width * height / 10**6) plus, with hires fix,
-    ``images * (hires_steps or steps) * MP * hires_scale**2`` for the second pass.
-
-    The read timeout bounds the wait for the first response byte, and a generating server
-    sends nothing until it is done, so this is effectively the job's time limit. It is
-    deliberately generous: timing out a job that would have finished costs a whole rerun,
-    while waiting too long on a dead server only delays a retry (the heartbeat and progress
-    probes notice a dead server sooner). Defaults (overridable per call or in settings):
-
-    * `overhead`  ``MOBILESD_FORGE_TIMEOUT_OVERHEAD``  = 120 s (checkpoint switch, decode)
-    * `seconds_per_megapixel_step`  ``MOBILESD_FORGE_SECONDS_PER_MEGAPIXEL_STEP`` = 3.0
-    * `floor`  ``MOBILESD_FORGE_TIMEOUT_FLOOR`` = 300 s
-    * `cap`  ``MOBILESD_FORGE_TIMEOUT_CAP`` = 3600 s (never below `floor`)
-    """
-    if overhead is None:
-        overhead = _setting("MOBILESD_FORGE_TIMEOUT_OVERHEAD", DEFAULT_JOB_TIMEOUT_OVERHEAD)
-    if seconds_per_megapixel_step is None:
-        seconds_per_megapixel_step = _setting(
-            "MOBILESD_FORGE_SECONDS_PER_MEGAPIXEL_STEP", DEFAULT_SECONDS_PER_MEGAPIXEL_STEP
-        )
-    if floor is None:
-        floor = _setting("MOBILESD_FORGE_TIMEOUT_FLOOR", DEFAULT_JOB_TIMEOUT_FLOOR)
-    if cap is None:
-        cap = _setting("MOBILESD_FORGE_TIMEOUT_CAP", DEFAULT_JOB_TIMEOUT_CAP)
-    cap = max(cap, floor)
-
-    megapixels = max(width, 1) * max(height, 1) / 1_000_000
-    count = max(images, 1)
-    first_pass_steps = max(steps, 1)
-    work = count * first_pass_steps * megapixels
-    if hires:
-        second_pass_steps = hires_steps if hires_steps and hires_steps > 0 else first_pass_steps
-        work += count * second_pass_steps * megapixels * max(hires_scale, 1.0) ** 2
-    estimate = overhead + seconds_per_megapixel_step * work
-    return float(min(max(estimate, floor), cap))
