@@ -1,13 +1,13 @@
 """The engine benchmark's harness: one cluster run, measured from the outside.
 
-What one `Bench.run` does: re-creates nothing but empties the bench database's queue and
-servers, starts one Forge simulator per server (each in a process of its own, as a real
-server is), health-checks a `Server` row for each, starts a real Celery worker subprocess
-(thread pool), queues every job at once with `job_submit` (one transaction: the nudges go
-out on commit), waits until each job has ended, and returns the simulators' event logs
-(`time.monotonic()`, the same clock in every process on Linux) with the jobs' statuses, the
-CPU each program used and, when asked, the worker's RSS over time. The scenarios
-(bench/engine_<name>.py) turn those into figures (bench/engine_figures.py).
+What one `Bench.run` does: empties the queue and the servers of the bench database (the
+invocation re-created it), starts one Forge simulator per server (each in a process of its
+own, as a real server is), health-checks a `Server` row for each, starts a real Celery
+worker subprocess (thread pool), queues every job at once with `job_submit` (one
+transaction: the nudges go out on commit), waits until each job has ended, and returns the
+simulators' event logs (`time.monotonic()`, the same clock in every process on Linux) with
+the jobs' statuses, the CPU each program used and, when asked, the worker's RSS over time.
+The scenarios (bench/engine_<name>.py) turn those into figures (bench/engine_figures.py).
 
 The database and broker are the bench's own: `BENCH_DB_NAME` (default `mobilesd_bench`,
 dropped and re-created by every invocation through `BENCH_PG_ADMIN_URL`) and
