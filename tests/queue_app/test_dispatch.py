@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.core.exceptions import FieldDoesNotExist
 from django.db import connection, transaction
 from django.utils import timezone
 from model_bakery import baker
@@ -610,3 +611,22 @@ def test_start_reserved_waits_for_a_cancel_of_the_finishing_job_in_flight():
     assert dispatch.job_claim_next(server_id=server.pk) is None  # reserved: not claimable
     dispatch.job_unreserve(reserved=reserved)
     assert dispatch.job_claim_next(server_id=server.pk).job_id == following.pk
+
+
+# -- the statements' text ---------------------------------------------------------------------
+
+
+def test_statements_take_table_and_column_names_from_the_models():
+    start = dispatch._sql(dispatch._START_RESERVED, row_lock="FOR UPDATE")
+
+    assert f'UPDATE "{Job._meta.db_table}"' in start
+    assert f'FROM "{Server._meta.db_table}"' in start
+    assert '"server_id" = %(server_id)s' in start
+    assert "{" not in start
+
+
+def test_a_statement_naming_what_is_not_a_column_fails_when_built():
+    with pytest.raises(AttributeError, match="images is not a column"):
+        dispatch._sql("SELECT {job.images} FROM {job}")
+    with pytest.raises(FieldDoesNotExist):
+        dispatch._sql("SELECT {job.no_such_field} FROM {job}")
