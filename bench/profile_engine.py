@@ -5,10 +5,11 @@
 
 Runs `queue_app.engine.server_run` in this process's main thread against one simulator
 (zero generation time) in a child process, so that the profile holds the engine's code only,
-on the bench database of bench/engine.py (re-created). No Celery worker: this is the cost of
-the code between two jobs, without the broker, the thread pool or other servers competing
-for the GIL. Prints wall and CPU time per job, SQL statements per job, the engine's steps
-and the hottest functions; writes the raw profile to bench/results/profile-engine.pstats.
+on the bench database of bench/engine.py (re-created; see bench/engine_harness.py). No
+Celery worker: this is the cost of the code between two jobs, without the broker, the
+thread pool or other servers competing for the GIL. Prints wall and CPU time per job, SQL
+statements per job, the engine's steps and the hottest functions; writes the raw profile
+to bench/results/profile-engine.pstats.
 
 cProfile and the statement count follow the loop's own thread: storing images, completing
 jobs and reserving the next one run in the loop's helper threads and are not in the
@@ -32,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.engine import (  # noqa: E402
+from bench.engine_harness import (  # noqa: E402
     RESULTS,
     ensure_services,
     flush_redis,

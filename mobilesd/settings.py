@@ -36,6 +36,12 @@ def env_float(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
+def env_positive_float(name: str, default: float) -> float:
+    """A float from the environment; `default` when unset, zero or negative."""
+    value = env_float(name, default)
+    return value if value > 0 else default
+
+
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
@@ -245,14 +251,17 @@ MOBILESD_SCHEDULER_MAX_PASSES = env_int("MOBILESD_SCHEDULER_MAX_PASSES", 16)
 # to refuse an unknown checkpoint at submit time (an older one is checked at dispatch).
 MOBILESD_MODELS_REFRESH_SECONDS = env_float("MOBILESD_MODELS_REFRESH_SECONDS", 900.0)
 MOBILESD_MODELS_FRESH_SECONDS = env_float("MOBILESD_MODELS_FRESH_SECONDS", 1800.0)
-# Timeouts of calls to generation servers (see integrations.forge.client.job_timeout).
+# Timeouts of calls to generation servers. A job's read timeout is
+# clamp(overhead + seconds per megapixel-step x its work, floor, cap): see
+# queue_app.timeouts.job_timeout. Overhead: a checkpoint switch (2 s .. 2 min), the VAE
+# decode, the transfer; the rate is generous (SDXL/Flux on a laptop GPU).
 MOBILESD_FORGE_CONNECT_TIMEOUT = env_float("MOBILESD_FORGE_CONNECT_TIMEOUT", 5.0)
-MOBILESD_FORGE_TIMEOUT_OVERHEAD = env_float("MOBILESD_FORGE_TIMEOUT_OVERHEAD", 120.0)
-MOBILESD_FORGE_SECONDS_PER_MEGAPIXEL_STEP = env_float(
+MOBILESD_FORGE_TIMEOUT_OVERHEAD = env_positive_float("MOBILESD_FORGE_TIMEOUT_OVERHEAD", 120.0)
+MOBILESD_FORGE_SECONDS_PER_MEGAPIXEL_STEP = env_positive_float(
     "MOBILESD_FORGE_SECONDS_PER_MEGAPIXEL_STEP", 3.0
 )
-MOBILESD_FORGE_TIMEOUT_FLOOR = env_float("MOBILESD_FORGE_TIMEOUT_FLOOR", 300.0)
-MOBILESD_FORGE_TIMEOUT_CAP = env_float("MOBILESD_FORGE_TIMEOUT_CAP", 3600.0)
+MOBILESD_FORGE_TIMEOUT_FLOOR = env_positive_float("MOBILESD_FORGE_TIMEOUT_FLOOR", 300.0)
+MOBILESD_FORGE_TIMEOUT_CAP = env_positive_float("MOBILESD_FORGE_TIMEOUT_CAP", 3600.0)
 
 # --- Celery ---------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or f"sqla+sqlite:///{DATA_DIR / 'broker.sqlite3'}"

@@ -1,4 +1,5 @@
-"""State changes of the generation engine: claim, heartbeat, complete, release, fail.
+"""State changes of the generation engine: claim, reserve, start, heartbeat, complete,
+release, fail.
 
 The Job row is the truth. Each change here is one transaction whose update is conditional
 on the job's status and lease token, so that a second delivery of a message, a worker that
@@ -7,13 +8,16 @@ lost its lease, or a cancel racing a completion can never move a job twice:
 * claim: pending -> processing, for a free slot of a server, with a fresh lease token.
   The server row is locked (`select_for_update`), which serializes the claims of one
   server across any number of workers and hosts; candidate jobs are locked with
-  `skip_locked` so claims for different servers never wait on each other.
+  `SKIP LOCKED` so claims for different servers never wait on each other.
 * reserve / start reserved: while a job generates, its worker chooses the server's next
   job and reserves it (it stays pending, with the worker's token and an expiry in its
   lease fields); when the running job's images arrive, one statement starts the reserved
   job on the slot the finished one hands over. Nothing else may claim a live reservation.
 * heartbeat: renews the lease and writes progress while the job is still ours.
 * complete / release / fail: processing -> completed / pending / failed, only with our token.
+
+Which job a claim or a reservation takes is `queue_app.scheduling`'s choice; this module
+reads the candidates and makes the change.
 """
 
 import logging
@@ -24,14 +28,15 @@ from functools import cache
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import Count, F, Field, Q
 from django.utils import timezone
 
+from core_app.leases import LeaseLost, backoff_seconds, lease_expiry, lease_lost_reason
+from queue_app import scheduling
 from queue_app.models import ANY_SERVER, Job, JobImage, JobStatus
-from servers_app.checkpoints import checkpoint_key
-from servers_app.models import CachedModel, ModelKind, Server
-from servers_app.resolver import resolve
+from servers_app.models import Server
+from servers_app.selectors import server_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +66,123 @@ def task_id_for(job: Job) -> str:
     return str(job.pk) if job.retry_count == 0 else f"{job.pk}.{job.retry_count}"
 
 
+# --- The statements a server waits for, in SQL --------------------------------------------
+#
+# Building them with the ORM takes several times longer (in Python, with the GIL shared by
+# every server's loop) than the database takes to run them. Each is one text: `{job}` and
+# `{server}` are the tables and `{job.status}` etc. their columns, from the models' _meta;
+# `{row_lock}` is the locking clause of the database (none on SQLite, which runs one writer
+# at a time); every value is bound by name.
+
+# The head of a server's queue: the jobs it may take now (its own or "any" jobs, not
+# waiting out a backoff, not reserved by a worker unless the reservation lapsed), in queue
+# order, as many as the scheduler looks at.
+_QUEUE_HEAD = """
+SELECT * FROM {job}
+WHERE {job.status} = %(pending)s
+  AND ({job.server_id} = %(server_id)s
+       OR ({job.server_id} IS NULL AND {job.target_server_alias} = %(any_server)s))
+  AND ({job.next_attempt_at} IS NULL OR {job.next_attempt_at} <= %(now)s)
+  AND ({job.lease_token} IS NULL OR {job.lease_expires_at} < %(now)s)
+ORDER BY {job.priority} DESC, {job.created_at} ASC
+LIMIT %(lookahead)s
+{row_lock}
+"""
+
+# Reserve a pending job of the server for the worker, unless someone else holds a live
+# reservation of it (or it was taken, cancelled or moved meanwhile).
+_RESERVE = """
+UPDATE {job}
+SET {job.lease_token} = %(token)s, {job.lease_expires_at} = %(expires)s
+WHERE {job.id} = %(job_id)s
+  AND {job.status} = %(pending)s
+  AND {job.server_id} = %(server_id)s
+  AND ({job.lease_token} IS NULL OR {job.lease_expires_at} < %(now)s)
+"""
+
+# Start the reserved job on the slot the finishing job hands over; see job_start_reserved.
+# The subqueries are not correlated: each reads the rows its bound values name.
+_START_RESERVED = """
+UPDATE {job}
+SET {job.status} = %(processing)s,
+    {job.server_id} = %(server_id)s,
+    {job.lease_token} = %(token)s,
+    {job.lease_expires_at} = %(expires)s,
+    {job.started_at} = %(now)s,
+    {job.updated_at} = %(now)s,
+    {job.forge_session_hash} = %(task_id)s,
+    {job.progress} = %(progress)s,
+    {job.next_attempt_at} = NULL
+WHERE {job.id} = %(job_id)s
+  AND {job.status} = %(pending)s
+  AND {job.lease_token} = %(token)s
+  -- the finishing job is still ours; its row stays locked until this commits
+  AND EXISTS (
+    SELECT 1 FROM {job}
+    WHERE {job.id} = %(finishing_id)s
+      AND {job.status} = %(processing)s
+      AND {job.lease_token} = %(finishing_token)s
+    {row_lock}
+  )
+  -- the server is enabled and not offline
+  AND EXISTS (
+    SELECT 1 FROM {server}
+    WHERE {server.id} = %(server_id)s
+      AND {server.enabled}
+      AND ({server.is_online} IS NULL OR {server.is_online})
+  )
+  -- no job of higher priority may run on the server now (the conditions of _QUEUE_HEAD)
+  AND NOT EXISTS (
+    SELECT 1 FROM {job}
+    WHERE {job.status} = %(pending)s
+      AND ({job.server_id} = %(server_id)s
+           OR ({job.server_id} IS NULL AND {job.target_server_alias} = %(any_server)s))
+      AND ({job.next_attempt_at} IS NULL OR {job.next_attempt_at} <= %(now)s)
+      AND ({job.lease_token} IS NULL OR {job.lease_expires_at} < %(now)s)
+      AND {job.priority} > %(priority)s
+  )
+"""
+
+# Row locks, where the database has them (PostgreSQL).
+_FOR_UPDATE = "FOR UPDATE"
+_FOR_UPDATE_SKIP_LOCKED = "FOR UPDATE SKIP LOCKED"
+
+_SYNCHRONOUS_COMMIT = {
+    True: "SET synchronous_commit = off",
+    False: "SET synchronous_commit = DEFAULT",
+}
+
+
+class _SqlNames:
+    """A model's names in a statement's text: `{job}` formats as its table, `{job.status}`
+    as the column of a field (by name or attname, e.g. `server_id`), quoted. A name the
+    model does not have fails when the statement is first built."""
+
+    def __init__(self, model: type[models.Model]) -> None:
+        self._opts = model._meta
+
+    def __format__(self, spec: str) -> str:
+        return connection.ops.quote_name(self._opts.db_table)
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        field = self._opts.get_field(name)
+        if not isinstance(field, Field) or not field.column:
+            raise AttributeError(f"{name} is not a column of {self._opts.db_table}")
+        return connection.ops.quote_name(field.column)
+
+
+@cache
+def _sql(template: str, *, row_lock: str = "") -> str:
+    """The statement `template` with its names filled in (built once per locking clause)."""
+    return template.format(job=_SqlNames(Job), server=_SqlNames(Server), row_lock=row_lock)
+
+
+def _row_lock(clause: str) -> str:
+    return clause if connection.features.has_select_for_update else ""
+
+
 def _db(name: str, value: Any) -> Any:
     """`value` as the Job field `name` is written to the database."""
     field = Job._meta.get_field(name)
@@ -68,70 +190,22 @@ def _db(name: str, value: Any) -> Any:
     return field.get_db_prep_save(value, connection)
 
 
-# The engine's statements between two jobs are written in SQL: building them with the ORM
-# takes several times longer (in Python, with the GIL shared by every server's loop) than
-# the database takes to run them. Only table names are interpolated; values are bound.
-_JOB, _SERVER = Job._meta.db_table, Server._meta.db_table
-
-# Pending jobs a server may take now: its own or "any" jobs, not waiting out a backoff,
-# not reserved by a worker (or the reservation lapsed).
-_ELIGIBLE = (
-    "{t}status = %s"
-    " AND ({t}server_id = %s OR ({t}server_id IS NULL AND {t}target_server_alias = %s))"
-    " AND ({t}next_attempt_at IS NULL OR {t}next_attempt_at <= %s)"
-    " AND ({t}lease_token IS NULL OR {t}lease_expires_at < %s)"
-)
+def _queue_head_params(server: Server, now: datetime) -> dict[str, Any]:
+    """The values that say which jobs are at the head of `server`'s queue at `now`."""
+    return {
+        "pending": str(JobStatus.PENDING),
+        "server_id": server.pk,
+        "any_server": ANY_SERVER,
+        "now": _db("next_attempt_at", now),
+    }
 
 
-def _eligible_params(server: Server, now: datetime) -> list[Any]:
-    when = _db("next_attempt_at", now)
-    return [str(JobStatus.PENDING), server.pk, ANY_SERVER, when, when]
-
-
-def _window(server: Server, now: datetime, *, lock: bool) -> list[Job]:
-    """The head of the server's queue: eligible jobs by priority, then age, as many as the
-    scheduler looks ahead. `lock`: lock them, skipping rows another claim has locked (in a
-    transaction, on databases with row locks)."""
-    locking = (
-        " FOR UPDATE SKIP LOCKED" if lock and connection.features.has_select_for_update else ""
-    )
-    sql = (
-        f"SELECT * FROM {_JOB} WHERE {_ELIGIBLE.format(t='')}"  # noqa: S608
-        f" ORDER BY priority DESC, created_at ASC LIMIT %s{locking}"
-    )
-    params = [*_eligible_params(server, now), settings.MOBILESD_SCHEDULER_LOOKAHEAD]
+def _queue_head(server: Server, now: datetime, *, lock: bool) -> list[Job]:
+    """The jobs the scheduler chooses from. `lock`: lock them, skipping rows another claim
+    has locked (in a transaction, on databases with row locks)."""
+    sql = _sql(_QUEUE_HEAD, row_lock=_row_lock(_FOR_UPDATE_SKIP_LOCKED) if lock else "")
+    params = {**_queue_head_params(server, now), "lookahead": scheduling.lookahead()}
     return list(Job.objects.raw(sql, params))
-
-
-def _can_run_here(job: Job, server: Server, checkpoints: list[CachedModel]) -> bool:
-    """An "any" job runs only where its checkpoint is known to exist."""
-    if job.server_id is not None or not job.checkpoint_key:
-        return True
-    requested = str((job.generation_params or {}).get("checkpoint_name") or "")
-    return resolve(requested, checkpoints).model is not None
-
-
-def _choose(window: list[Job], server: Server, loaded: str) -> Job | None:
-    """The job to run next from the head of the queue (priority, then age).
-
-    Prefers, among the jobs of the head's priority, the oldest whose checkpoint is
-    `loaded` (the server's, normalized: no switch). The head is passed over at most
-    MAX_PASSES times, so nothing starves.
-    """
-    checkpoints: list[CachedModel] = []
-    if any(job.server_id is None for job in window):
-        checkpoints = list(server.cached_models.filter(kind=ModelKind.CHECKPOINT))
-    runnable = [job for job in window if _can_run_here(job, server, checkpoints)]
-    if not runnable:
-        return None
-    head = runnable[0]
-    if not loaded or head.passed_over >= settings.MOBILESD_SCHEDULER_MAX_PASSES:
-        return head
-    same_priority = [job for job in runnable if job.priority == head.priority]
-    for job in same_priority:
-        if not job.checkpoint_key or job.checkpoint_key == loaded:
-            return job
-    return head
 
 
 def job_claim_next(*, server_id: int, finishing: uuid.UUID | None = None) -> Claim | None:
@@ -156,11 +230,15 @@ def job_claim_next(*, server_id: int, finishing: uuid.UUID | None = None) -> Cla
         )
         if running >= server.slots:
             return None
-        window = _window(server, now, lock=True)
-        job = _choose(window, server, checkpoint_key(server.loaded_checkpoint))
+        candidates = _queue_head(server, now, lock=True)
+        job = scheduling.job_choose_next(
+            candidates=candidates,
+            loaded=server.loaded_checkpoint,
+            checkpoints=lambda: server_checkpoints(server=server),
+        )
         if job is None:
             return None
-        _count_passed_over(window, job)
+        _count_passed_over(scheduling.jobs_passed_over(candidates=candidates, chosen=job))
         token = uuid.uuid4()
         task_id = task_id_for(job)
         claimed = _started(server, token, task_id, now)
@@ -171,10 +249,9 @@ def job_claim_next(*, server_id: int, finishing: uuid.UUID | None = None) -> Cla
     return Claim(job=job, server=server, token=token, task_id=task_id)
 
 
-def _count_passed_over(window: list[Job], chosen: Job) -> None:
-    skipped = [other.pk for other in window if other.created_at < chosen.created_at]
-    if skipped:
-        Job.objects.filter(pk__in=skipped).update(passed_over=F("passed_over") + 1)
+def _count_passed_over(job_ids: list[uuid.UUID]) -> None:
+    if job_ids:
+        Job.objects.filter(pk__in=job_ids).update(passed_over=F("passed_over") + 1)
 
 
 def _started(server: Server, token: uuid.UUID, task_id: str, now: datetime) -> dict[str, Any]:
@@ -183,7 +260,7 @@ def _started(server: Server, token: uuid.UUID, task_id: str, now: datetime) -> d
         "status": JobStatus.PROCESSING,
         "server": server,
         "lease_token": token,
-        "lease_expires_at": now + timedelta(seconds=settings.MOBILESD_LEASE_SECONDS),
+        "lease_expires_at": lease_expiry(settings.MOBILESD_LEASE_SECONDS, now=now),
         "started_at": now,
         "updated_at": now,
         "forge_session_hash": task_id,
@@ -207,67 +284,46 @@ def commit_without_flush(enabled: bool) -> None:
     """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(f"SET synchronous_commit = {'off' if enabled else 'DEFAULT'}")
+            cursor.execute(_SYNCHRONOUS_COMMIT[enabled])
 
 
 def job_reserve_next(*, running: Claim) -> Claim | None:
     """Choose, while `running` generates, the job its server runs next, and reserve it.
 
-    The choice is the one a claim would make now, with the running job's checkpoint as the
-    loaded one. Only a job of this server is reserved: an "any" job chosen here is left
-    for whichever server is free first (the next claim decides). The job stays pending;
-    `job_start_reserved` starts it when `running` has finished, or `job_unreserve` gives
-    it back. A reservation that is never started lapses after MOBILESD_LEASE_SECONDS.
+    The choice is `scheduling.job_choose_after`'s (what a claim would choose once `running`
+    ends; never an "any" job). The job stays pending; `job_start_reserved` starts it when
+    `running` has finished, or `job_unreserve` gives it back. A reservation that is never
+    started lapses after MOBILESD_LEASE_SECONDS.
     """
     server = running.server
     now = timezone.now()
-    window = _window(server, now, lock=False)
-    loaded = running.job.checkpoint_key or checkpoint_key(server.loaded_checkpoint)
-    job = _choose(window, server, loaded)
-    if job is None or job.server_id != server.pk:
+    candidates = _queue_head(server, now, lock=False)
+    job = scheduling.job_choose_after(
+        running=running.job,
+        candidates=candidates,
+        loaded=server.loaded_checkpoint,
+        checkpoints=lambda: server_checkpoints(server=server),
+    )
+    if job is None:
         return None
     token = uuid.uuid4()
-    expires = now + timedelta(seconds=settings.MOBILESD_LEASE_SECONDS)
-    sql = (
-        f"UPDATE {_JOB} SET lease_token = %s, lease_expires_at = %s"  # noqa: S608
-        " WHERE id = %s AND status = %s AND server_id = %s"
-        " AND (lease_token IS NULL OR lease_expires_at < %s)"
-    )
-    params = [
-        _db("lease_token", token),
-        _db("lease_expires_at", expires),
-        _db("id", job.pk),
-        str(JobStatus.PENDING),
-        server.pk,
-        _db("lease_expires_at", now),
-    ]
+    expires = lease_expiry(settings.MOBILESD_LEASE_SECONDS, now=now)
+    params = {
+        "token": _db("lease_token", token),
+        "expires": _db("lease_expires_at", expires),
+        "job_id": _db("id", job.pk),
+        "pending": str(JobStatus.PENDING),
+        "server_id": server.pk,
+        "now": _db("lease_expires_at", now),
+    }
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_sql(_RESERVE), params)
         reserved = cursor.rowcount == 1
     if not reserved:
         return None  # taken, cancelled or reserved meanwhile: the next claim decides
-    _count_passed_over(window, job)
+    _count_passed_over(scheduling.jobs_passed_over(candidates=candidates, chosen=job))
     job.lease_token, job.lease_expires_at = token, expires
     return Claim(job=job, server=server, token=token, task_id=task_id_for(job))
-
-
-@cache
-def _start_reserved_sql(*, row_locks: bool) -> str:
-    """The statement that starts a reserved job; see job_start_reserved."""
-    # PostgreSQL locks the running job's row; SQLite runs one writer at a time anyway.
-    lock = " FOR UPDATE" if row_locks else ""
-    return (
-        f"UPDATE {_JOB} SET status = %s, server_id = %s, lease_token = %s,"  # noqa: S608
-        " lease_expires_at = %s, started_at = %s, updated_at = %s, forge_session_hash = %s,"
-        " progress = %s, next_attempt_at = NULL"
-        " WHERE id = %s AND status = %s AND lease_token = %s"
-        f" AND EXISTS (SELECT 1 FROM {_JOB} WHERE id = %s AND status = %s"
-        f" AND lease_token = %s{lock})"
-        f" AND EXISTS (SELECT 1 FROM {_SERVER} WHERE id = %s AND enabled"
-        " AND (is_online IS NULL OR is_online))"
-        f" AND NOT EXISTS (SELECT 1 FROM {_JOB} other WHERE {_ELIGIBLE.format(t='other.')}"
-        " AND other.priority > %s)"
-    )
 
 
 def job_start_reserved(*, reserved: Claim, finishing: Claim) -> bool:
@@ -287,33 +343,20 @@ def job_start_reserved(*, reserved: Claim, finishing: Claim) -> bool:
     job, server = reserved.job, reserved.server
     now = timezone.now()
     started = _started(server, reserved.token, reserved.task_id, now)
-    pending, processing = str(JobStatus.PENDING), str(JobStatus.PROCESSING)
-    params = [
-        processing,
-        server.pk,
-        _db("lease_token", reserved.token),
-        _db("lease_expires_at", started["lease_expires_at"]),
-        _db("started_at", now),
-        _db("updated_at", now),
-        reserved.task_id,
-        _db("progress", started["progress"]),
-        # the reserved job
-        _db("id", reserved.job_id),
-        pending,
-        _db("lease_token", reserved.token),
-        # the finishing job
-        _db("id", finishing.job_id),
-        processing,
-        _db("lease_token", finishing.token),
-        # the server
-        server.pk,
-        # no job of higher priority
-        *_eligible_params(server, now),
-        job.priority,
-    ]
+    params = {
+        **_queue_head_params(server, now),
+        "processing": str(JobStatus.PROCESSING),
+        "job_id": _db("id", reserved.job_id),
+        "token": _db("lease_token", reserved.token),
+        "expires": _db("lease_expires_at", started["lease_expires_at"]),
+        "task_id": reserved.task_id,
+        "progress": _db("progress", started["progress"]),
+        "finishing_id": _db("id", finishing.job_id),
+        "finishing_token": _db("lease_token", finishing.token),
+        "priority": job.priority,
+    }
     with connection.cursor() as cursor:
-        sql = _start_reserved_sql(row_locks=connection.features.has_select_for_update)
-        cursor.execute(sql, params)
+        cursor.execute(_sql(_START_RESERVED, row_lock=_row_lock(_FOR_UPDATE)), params)
         updated = cursor.rowcount
     if updated != 1:
         return False
@@ -346,22 +389,20 @@ def _ours(claim: Claim) -> Any:
     return Job.objects.filter(pk=claim.job_id, status=JobStatus.PROCESSING, lease_token=claim.token)
 
 
-def job_heartbeat(*, claim: Claim, progress: dict[str, Any] | None) -> str:
-    """Renew the lease (and write progress). Returns "ok", or why the job is no longer
-    ours: "cancelled", "lost" (another worker holds it) or "gone" (deleted)."""
+def job_heartbeat(*, claim: Claim, progress: dict[str, Any] | None) -> LeaseLost | None:
+    """Renew the lease (and write progress). None while the job is still ours, else why it
+    is not: cancelled, gone (deleted) or lost (another worker holds it)."""
     now = timezone.now()
     values: dict[str, Any] = {
-        "lease_expires_at": now + timedelta(seconds=settings.MOBILESD_LEASE_SECONDS),
+        "lease_expires_at": lease_expiry(settings.MOBILESD_LEASE_SECONDS, now=now),
     }
     if progress is not None:
         values["progress"] = progress
         values["updated_at"] = now
     if _ours(claim).update(**values):
-        return "ok"
+        return None
     status = Job.objects.filter(pk=claim.job_id).values_list("status", flat=True).first()
-    if status is None:
-        return "gone"
-    return "cancelled" if status == JobStatus.CANCELLED else "lost"
+    return lease_lost_reason(exists=status is not None, cancelled=status == JobStatus.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -435,12 +476,6 @@ def job_fail(*, claim: Claim, error: str) -> bool:
     return bool(updated)
 
 
-def backoff_seconds(attempt: int) -> float:
-    """Exponential backoff before retry number `attempt` (1, 2, ...)."""
-    base = settings.MOBILESD_RETRY_BACKOFF_SECONDS
-    return float(min(base * 2 ** max(attempt - 1, 0), settings.MOBILESD_RETRY_BACKOFF_MAX_SECONDS))
-
-
 def _requeue(
     jobs: Any, *, job: Job, error: str, count_attempt: bool, backoff: bool = True
 ) -> str | None:
@@ -469,7 +504,15 @@ def _requeue(
             **cleared,
         )
         return JobStatus.FAILED if updated else None
-    delay = backoff_seconds(attempt) if count_attempt and backoff else 0.0
+    delay = (
+        backoff_seconds(
+            attempt,
+            base=settings.MOBILESD_RETRY_BACKOFF_SECONDS,
+            cap=settings.MOBILESD_RETRY_BACKOFF_MAX_SECONDS,
+        )
+        if count_attempt and backoff
+        else 0.0
+    )
     values = {
         **cleared,
         "status": JobStatus.PENDING,

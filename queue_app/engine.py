@@ -20,6 +20,7 @@ from django.core.files.storage import default_storage
 from django.db import connection
 from django.utils import timezone
 
+from core_app.leases import LeaseLost
 from integrations.forge.client import (
     ForgeClient,
     ForgeError,
@@ -28,7 +29,6 @@ from integrations.forge.client import (
     ForgeUnreachableError,
     ServerEndpoint,
     Txt2ImgResult,
-    job_timeout,
 )
 from queue_app import dispatch
 from queue_app.dispatch import Claim, ImageRecord
@@ -39,6 +39,7 @@ from queue_app.images import (
     save_image_file,
 )
 from queue_app.params import build_txt2img_payload
+from queue_app.timeouts import job_timeout
 from servers_app.checkpoints import checkpoint_key
 from servers_app.models import Server
 from servers_app.resolver import resolve
@@ -304,10 +305,10 @@ class Monitor(threading.Thread):
                     # Short reads: a progress probe must never hold up the heartbeat or stop.
                     client = make_client(self.claim.server, read_timeout=5.0)
                 progress = self._progress(client)
-                state = dispatch.job_heartbeat(claim=self.claim, progress=progress)
-                if state == "ok":
+                lost = dispatch.job_heartbeat(claim=self.claim, progress=progress)
+                if lost is None:
                     continue
-                if state in {"cancelled", "gone"}:  # not "lost": another worker runs it
+                if lost in (LeaseLost.CANCELLED, LeaseLost.GONE):  # LOST: another worker runs it
                     interrupt_if_current(client, self.claim.task_id)
                 return
         except Exception:

@@ -53,7 +53,6 @@ __all__ = [
     "ServerEndpoint",
     "TaskProgress",
     "Txt2ImgResult",
-    "job_timeout",
 ]
 
 
@@ -390,8 +389,9 @@ class ForgeClient:
     """Synchronous client for one Forge / A1111 server (API enabled with ``--api``).
 
     Not thread-safe beyond what `requests.Session` offers: use one client per thread/job.
-    `read_timeout` applies to quick calls; pass `timeout=` (see `job_timeout`) for calls that
-    wait behind the server's generation lock (`txt2img`, the `refresh_*` rescans).
+    `read_timeout` applies to quick calls; pass `timeout=` (sized to the job by the caller)
+    for calls that wait behind the server's generation lock (`txt2img`, the `refresh_*`
+    rescans).
     """
 
     def __init__(
@@ -615,9 +615,10 @@ class ForgeClient:
         """``POST /sdapi/v1/txt2img`` and decode the answer.
 
         The call blocks until the generation is finished (it waits behind any job holding the
-        server's lock), so pass `timeout` from `job_timeout`. A `ForgeTimeoutError` means the
-        generation may still be running under ``payload["force_task_id"]``. `on_sent` is
-        called (in this thread) as soon as the request is written, before the wait.
+        server's lock), so the caller passes a `timeout` sized to the job. A
+        `ForgeTimeoutError` means the generation may still be running under
+        ``payload["force_task_id"]``. `on_sent` is called (in this thread) as soon as the
+        request is written, before the wait.
         """
         path = "/sdapi/v1/txt2img"
         logger.info(
@@ -815,82 +816,3 @@ class ForgeClient:
     def refresh_vae(self, *, timeout: float | None = None) -> None:
         """Rescan VAEs (waits behind the lock)."""
         self._request("POST", "/sdapi/v1/refresh-vae", timeout=timeout)
-
-
-# --- Timeouts ----------------------------------------------------------------------------
-
-# Defaults of the settings read by `job_timeout` (each overridable in Django settings).
-DEFAULT_JOB_TIMEOUT_OVERHEAD = 120.0  # checkpoint switch (2 s .. 2 min), VAE decode, transfer
-DEFAULT_SECONDS_PER_MEGAPIXEL_STEP = 3.0  # generous: SDXL/Flux on a laptop GPU
-DEFAULT_JOB_TIMEOUT_FLOOR = 300.0
-DEFAULT_JOB_TIMEOUT_CAP = 3600.0
-
-
-def _setting(name: str, default: float) -> float:
-    """A positive float from Django settings, or `default` (also when Django is not set up)."""
-    from django.conf import settings
-    from django.core.exceptions import ImproperlyConfigured
-
-    try:
-        raw = getattr(settings, name, default)
-    except ImproperlyConfigured:
-        return default
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        return default
-    return value if value > 0 else default
-
-
-def job_timeout(
-    *,
-    steps: int,
-    width: int,
-    height: int,
-    images: int,
-    hires: bool = False,
-    hires_scale: float = 2.0,
-    hires_steps: int | None = None,
-    overhead: float | None = None,
-    seconds_per_megapixel_step: float | None = None,
-    floor: float | None = None,
-    cap: float | None = None,
-) -> float:
-    """Read timeout in seconds for a `txt2img` of this size.
-
-    ``timeout = clamp(overhead + rate * work, floor, cap)`` where
-    ``work = images * steps * MP`` (MP = width * height / 10**6) plus, with hires fix,
-    ``images * (hires_steps or steps) * MP * hires_scale**2`` for the second pass.
-
-    The read timeout bounds the wait for the first response byte, and a generating server
-    sends nothing until it is done, so this is effectively the job's time limit. It is
-    deliberately generous: timing out a job that would have finished costs a whole rerun,
-    while waiting too long on a dead server only delays a retry (the heartbeat and progress
-    probes notice a dead server sooner). Defaults (overridable per call or in settings):
-
-    * `overhead`  ``MOBILESD_FORGE_TIMEOUT_OVERHEAD``  = 120 s (checkpoint switch, decode)
-    * `seconds_per_megapixel_step`  ``MOBILESD_FORGE_SECONDS_PER_MEGAPIXEL_STEP`` = 3.0
-    * `floor`  ``MOBILESD_FORGE_TIMEOUT_FLOOR`` = 300 s
-    * `cap`  ``MOBILESD_FORGE_TIMEOUT_CAP`` = 3600 s (never below `floor`)
-    """
-    if overhead is None:
-        overhead = _setting("MOBILESD_FORGE_TIMEOUT_OVERHEAD", DEFAULT_JOB_TIMEOUT_OVERHEAD)
-    if seconds_per_megapixel_step is None:
-        seconds_per_megapixel_step = _setting(
-            "MOBILESD_FORGE_SECONDS_PER_MEGAPIXEL_STEP", DEFAULT_SECONDS_PER_MEGAPIXEL_STEP
-        )
-    if floor is None:
-        floor = _setting("MOBILESD_FORGE_TIMEOUT_FLOOR", DEFAULT_JOB_TIMEOUT_FLOOR)
-    if cap is None:
-        cap = _setting("MOBILESD_FORGE_TIMEOUT_CAP", DEFAULT_JOB_TIMEOUT_CAP)
-    cap = max(cap, floor)
-
-    megapixels = max(width, 1) * max(height, 1) / 1_000_000
-    count = max(images, 1)
-    first_pass_steps = max(steps, 1)
-    work = count * first_pass_steps * megapixels
-    if hires:
-        second_pass_steps = hires_steps if hires_steps and hires_steps > 0 else first_pass_steps
-        work += count * second_pass_steps * megapixels * max(hires_scale, 1.0) ** 2
-    estimate = overhead + seconds_per_megapixel_step * work
-    return float(min(max(estimate, floor), cap))

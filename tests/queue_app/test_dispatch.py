@@ -1,15 +1,18 @@
 """Claiming, leases and the scheduler (queue_app.dispatch), without a server."""
 
 import threading
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.core.exceptions import FieldDoesNotExist
 from django.db import connection, transaction
 from django.utils import timezone
 from model_bakery import baker
 
+from core_app.leases import LeaseLost
 from queue_app import dispatch
 from queue_app.models import Job, JobImage, JobStatus
 from servers_app.checkpoints import checkpoint_key
@@ -187,7 +190,7 @@ def test_heartbeat_renews_the_lease_and_writes_progress(online):
     state = dispatch.job_heartbeat(claim=claim, progress={"fraction": 0.5})
 
     job = Job.objects.get()
-    assert state == "ok"
+    assert state is None  # still ours
     assert job.progress == {"fraction": 0.5}
     assert job.lease_expires_at > timezone.now() + timedelta(seconds=30)
 
@@ -197,7 +200,27 @@ def test_heartbeat_reports_a_cancelled_job(online, client):
     claim = dispatch.job_claim_next(server_id=online.pk)
     client.post(f"/api/v1/queue/jobs/{claim.job_id}/cancel")
 
-    assert dispatch.job_heartbeat(claim=claim, progress=None) == "cancelled"
+    assert dispatch.job_heartbeat(claim=claim, progress=None) is LeaseLost.CANCELLED
+
+
+def test_heartbeat_reports_a_deleted_job(online):
+    queue(online)
+    claim = dispatch.job_claim_next(server_id=online.pk)
+    Job.objects.filter(pk=claim.job_id).delete()
+
+    assert dispatch.job_heartbeat(claim=claim, progress=None) is LeaseLost.GONE
+
+
+def test_heartbeat_reports_a_job_another_worker_took_over(online):
+    queue(online)
+    claim = dispatch.job_claim_next(server_id=online.pk)
+    Job.objects.filter(pk=claim.job_id).update(lease_expires_at=timezone.now())
+    dispatch.jobs_recover_expired_leases()
+    Job.objects.update(next_attempt_at=None)
+    assert dispatch.job_claim_next(server_id=online.pk) is not None  # the new lease
+
+    assert dispatch.job_heartbeat(claim=claim, progress={"fraction": 0.9}) is LeaseLost.LOST
+    assert Job.objects.get().progress != {"fraction": 0.9}
 
 
 def test_complete_records_images_once(online):
@@ -240,6 +263,21 @@ def test_release_counts_attempts_with_backoff(online, settings):
     assert job.retry_count == 1
     assert job.next_attempt_at > timezone.now() + timedelta(seconds=5)
     assert job.result_details == {"last_error": "HTTP 500", "retry_in_seconds": 10.0}
+
+
+def test_backoff_doubles_with_each_attempt_up_to_its_cap(online, settings):
+    settings.MOBILESD_MAX_RETRIES = 5
+    settings.MOBILESD_RETRY_BACKOFF_SECONDS = 10
+    settings.MOBILESD_RETRY_BACKOFF_MAX_SECONDS = 25
+    queue(online)
+    delays = []
+    for _ in range(3):
+        Job.objects.update(next_attempt_at=None)
+        claim = dispatch.job_claim_next(server_id=online.pk)
+        dispatch.job_release(claim=claim, error="HTTP 500", count_attempt=True)
+        delays.append(Job.objects.get().result_details["retry_in_seconds"])
+
+    assert delays == [10.0, 20.0, 25.0]
 
 
 def test_release_without_counting_when_the_server_was_unreachable(online):
@@ -504,6 +542,30 @@ def test_start_reserved_gives_way_to_a_job_of_higher_priority(online):
     assert Job.objects.get(pk=following.pk).status == JobStatus.PENDING
 
 
+def test_start_reserved_is_not_held_up_by_a_job_of_higher_priority_that_must_wait(online, settings):
+    """Only a job the server could take now goes first: not one waiting out its backoff,
+    reserved by another worker, or of another server."""
+    other = baker.make(Server, alias="Desktop", api_url="http://x:1", is_online=True)
+    running, (following,) = running_with_next(online)
+    reserved = dispatch.job_reserve_next(running=running)
+    later = timezone.now() + timedelta(minutes=1)
+    queue(online, priority=5, next_attempt_at=later)
+    queue(online, priority=5, lease_token=uuid.uuid4(), lease_expires_at=later)
+    queue(other, priority=5)
+
+    assert dispatch.job_start_reserved(reserved=reserved, finishing=running) is True
+    assert Job.objects.get(pk=following.pk).status == JobStatus.PROCESSING
+
+
+def test_start_reserved_gives_way_to_an_any_job_of_higher_priority(online):
+    running, (following,) = running_with_next(online)
+    reserved = dispatch.job_reserve_next(running=running)
+    queue(None, priority=5)
+
+    assert dispatch.job_start_reserved(reserved=reserved, finishing=running) is False
+    assert Job.objects.get(pk=following.pk).status == JobStatus.PENDING
+
+
 def test_unreserve_gives_the_job_back(online):
     running, (following,) = running_with_next(online)
     reserved = dispatch.job_reserve_next(running=running)
@@ -549,3 +611,22 @@ def test_start_reserved_waits_for_a_cancel_of_the_finishing_job_in_flight():
     assert dispatch.job_claim_next(server_id=server.pk) is None  # reserved: not claimable
     dispatch.job_unreserve(reserved=reserved)
     assert dispatch.job_claim_next(server_id=server.pk).job_id == following.pk
+
+
+# -- the statements' text ---------------------------------------------------------------------
+
+
+def test_statements_take_table_and_column_names_from_the_models():
+    start = dispatch._sql(dispatch._START_RESERVED, row_lock="FOR UPDATE")
+
+    assert f'UPDATE "{Job._meta.db_table}"' in start
+    assert f'FROM "{Server._meta.db_table}"' in start
+    assert '"server_id" = %(server_id)s' in start
+    assert "{" not in start
+
+
+def test_a_statement_naming_what_is_not_a_column_fails_when_built():
+    with pytest.raises(AttributeError, match="images is not a column"):
+        dispatch._sql("SELECT {job.images} FROM {job}")
+    with pytest.raises(FieldDoesNotExist):
+        dispatch._sql("SELECT {job.no_such_field} FROM {job}")

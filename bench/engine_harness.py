@@ -1,0 +1,526 @@
+"""The engine benchmark's harness: one cluster run, measured from the outside.
+
+What one `Bench.run` does: empties the queue and the servers of the bench database (the
+invocation re-created it), starts one Forge simulator per server (each in a process of its
+own, as a real server is), health-checks a `Server` row for each, starts a real Celery
+worker subprocess (thread pool), queues every job at once with `job_submit` (one
+transaction: the nudges go out on commit), waits until each job has ended, and returns the
+simulators' event logs (`time.monotonic()`, the same clock in every process on Linux) with
+the jobs' statuses, the CPU each program used and, when asked, the worker's RSS over time.
+The scenarios (bench/engine_<name>.py) turn those into figures (bench/engine_figures.py).
+
+The database and broker are the bench's own: `BENCH_DB_NAME` (default `mobilesd_bench`,
+dropped and re-created by every invocation through `BENCH_PG_ADMIN_URL`) and
+`BENCH_REDIS_URL` (default db 12, flushed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.integration.procs import Process, wait_until  # noqa: E402
+
+PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+BENCH_DB = os.environ.get("BENCH_DB_NAME", "mobilesd_bench")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+RESULTS = REPO / "bench" / "results"
+CELERY = str(Path(sys.executable).parent / "celery")
+
+MiB = 1024 * 1024
+
+
+# --------------------------------------------------------------------------------------
+# Environment: database, broker, Django
+# --------------------------------------------------------------------------------------
+
+
+def bench_database_url() -> str:
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    return f"{base}/{BENCH_DB}"
+
+
+def prepare_environment(workdir: Path) -> dict[str, str]:
+    """Environment of this process and of the worker: the bench database, broker, media."""
+    env = {
+        "DJANGO_SETTINGS_MODULE": "mobilesd.settings",
+        "DATABASE_URL": bench_database_url(),
+        "CELERY_BROKER_URL": REDIS_URL,
+        "MEDIA_ROOT": str(workdir / "media"),
+        "MOBILESD_DATA_DIR": str(workdir / "data"),
+        "DJANGO_SECRET_KEY": "mobilesd-bench-not-secret",
+        "LOG_LEVEL": "WARNING",
+    }
+    for key in list(os.environ):
+        if key.startswith("MOBILESD_") and key not in env:
+            del os.environ[key]  # the bench decides the engine's settings, not the shell
+    os.environ.update(env)
+    return env
+
+
+def ensure_services() -> None:
+    subprocess.run([str(REPO / "scripts" / "services")], check=True)  # noqa: S603
+
+
+def recreate_database(db_settings: list[str]) -> None:
+    """Drop and create the bench database; `db_settings` ("name=value") are set on it with
+    ALTER DATABASE (diagnostics only, e.g. synchronous_commit=off)."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        name = sql.Identifier(BENCH_DB)
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+        for item in db_settings:
+            key, value = item.split("=", 1)
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+                    name, sql.Identifier(key), sql.Literal(value)
+                )
+            )
+
+
+def flush_redis() -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def setup_django() -> None:
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def service_versions() -> dict[str, str]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        pg = str(cursor.fetchone()[0])
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        info = client.info("server")
+    finally:
+        client.close()
+    return {"postgresql": pg, "redis": str(info.get("redis_version", "?"))}
+
+
+# --------------------------------------------------------------------------------------
+# One run: simulators, servers, a worker, jobs
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class SimSpec:
+    seconds_per_step: float = 0.0
+    checkpoint_switch_seconds: float = 0.0
+    models: tuple[str, ...] = ("bench/model_a.safetensors",)
+
+
+@dataclass
+class RunResult:
+    job_ids: list[str]
+    queued_at: float  # monotonic: the commit that queued every job
+    done_at: float
+    events: dict[str, list[dict[str, Any]]]  # server alias -> simulator events
+    statuses: dict[str, int]
+    rss: list[tuple[float, int]] = field(default_factory=list)  # (monotonic, bytes)
+    worker_log: str = ""
+    trace: list[tuple[str, int, float, float, str]] = field(default_factory=list)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # used while jobs ran
+
+
+def rss_of(pid: int) -> int:
+    """Resident set size of a process, in bytes (VmRSS of /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_program(worker_pids: list[int]) -> dict[str, float]:
+    """CPU seconds used so far by the workers, this process (simulators + bench), and every
+    postgres / redis-server process (their backends come and go; gone ones are missed)."""
+    totals = {
+        "worker": sum(cpu_seconds(pid) for pid in worker_pids),
+        "bench+simulators": cpu_seconds(os.getpid()),
+    }
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            comm = (proc / "comm").read_text().strip()
+            if comm in ("postgres", "redis-server"):
+                totals[comm] = totals.get(comm, 0.0) + cpu_seconds(int(proc.name))
+    return totals
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        super().__init__(name="rss-sampler", daemon=True)
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            with contextlib.suppress(OSError, RuntimeError):
+                self.samples.append((time.monotonic(), rss_of(self.pid)))
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+
+
+def _serve_simulator(config: Any, conn: Any) -> None:
+    """Child process: one simulator, answering "events" and "stop" over a pipe."""
+    from integrations.forge.simulator import ForgeSimulator
+
+    code = 0
+    try:
+        sim = ForgeSimulator(config).start()
+        conn.send(sim.url)
+        while True:
+            command = conn.recv()
+            if command == "events":
+                conn.send(sim.events.snapshot())
+            elif command == "stop":
+                sim.stop()
+                conn.send("stopped")
+                break
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+class SimulatorProcess:
+    """A simulator in a process of its own, as a real server is: the bench process's GIL
+    (job submission, polling, the other simulators' image rendering) does not sit in its
+    request path. Its event times are comparable to this process's `time.monotonic()`
+    (CLOCK_MONOTONIC is system-wide on Linux)."""
+
+    def __init__(self, config: Any) -> None:
+        import multiprocessing
+
+        # Spawned, not forked: the bench has threads by then, and a fork copies their locks.
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self.process = context.Process(target=_serve_simulator, args=(config, child), daemon=True)
+        self.process.start()
+        if not self._conn.poll(30):
+            raise RuntimeError("the simulator process did not start")
+        self.url: str = self._conn.recv()
+
+    @property
+    def events(self) -> _EventsView:
+        self._conn.send("events")
+        return _EventsView(self._conn.recv())
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self._conn.send("stop")
+            self._conn.poll(30)
+        self.process.join(30)
+
+
+class _EventsView(list):
+    """A fetched copy of a child simulator's event log, shaped like EventLog."""
+
+    def snapshot(self) -> list[Any]:
+        return list(self)
+
+
+class Bench:
+    """Shared state of one bench invocation."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        workdir: Path,
+        *,
+        trace: bool,
+        py_spy: str | None,
+        nudge: str = "per-job",
+    ) -> None:
+        self.env = env
+        self.workdir = workdir
+        self.trace = trace
+        self.py_spy = py_spy
+        self.nudge = nudge
+        self.worker_env: dict[str, str] = {}
+        self.workers = 1
+        self.sims_in_process = False
+        self.worker_runs = 0
+        self.profiles: list[Path] = []
+
+    def log(self, message: str) -> None:
+        print(f"  [{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    def reset(self) -> None:
+        """Empty queue and servers between runs (the schema stays)."""
+        from django.db import connection
+
+        from queue_app.models import Job, JobImage
+        from servers_app.models import Server
+
+        # TRUNCATE ... CASCADE empties whatever refers to these tables, as it is in the
+        # database (the ORM's cascade would follow the models as they are in the tree).
+        tables = ", ".join(
+            connection.ops.quote_name(model._meta.db_table) for model in (JobImage, Job, Server)
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(f"TRUNCATE {tables} CASCADE")
+        flush_redis()
+
+    @contextlib.contextmanager
+    def worker(self, *, concurrency: int, extra_env: dict[str, str]) -> Iterator[list[Process]]:
+        """`self.workers` Celery worker processes (thread pool), answering pings."""
+        from mobilesd.celery import app
+
+        self.worker_runs += 1
+        procs: list[Process] = []
+        try:
+            for index in range(self.workers):
+                env = {**os.environ, **self.env, **self.worker_env, **extra_env}
+                name = f"{self.worker_runs}-{index + 1}"
+                if self.trace:
+                    command = [sys.executable, str(REPO / "bench" / "traced_worker.py")]
+                    env["BENCH_TRACE_FILE"] = str(self.workdir / f"trace-{name}.json")
+                else:
+                    command = [CELERY, "--app", "mobilesd"]
+                args = [
+                    *command,
+                    "worker",
+                    "--pool",
+                    "threads",
+                    "--concurrency",
+                    str(concurrency),
+                    "--without-mingle",
+                    "--without-gossip",
+                    "--loglevel",
+                    "WARNING",
+                    "--hostname",
+                    f"bench{name}@%h",
+                ]
+                log = self.workdir / f"worker-{name}.log"
+                procs.append(Process(args, cwd=REPO, env=env, log=log))
+
+            def ready() -> bool:
+                for proc in procs:
+                    if proc.popen.poll() is not None:
+                        raise SystemExit(f"a worker exited:\n{proc.output()[-3000:]}")
+                return len(app.control.ping(timeout=0.3) or []) >= len(procs)
+
+            wait_until(ready, timeout=60, interval=0.2, what="the Celery workers to answer")
+            yield procs
+        finally:
+            for proc in procs:
+                proc.stop()
+
+    def read_traces(self) -> list[tuple[str, int, float, float, str]]:
+        trace: list[tuple[str, int, float, float, str]] = []
+        for index in range(self.workers):
+            path = self.workdir / f"trace-{self.worker_runs}-{index + 1}.json"
+            # Thread idents are per process: keep them apart.
+            trace.extend(
+                (label, thread * 100 + index, start, end, tag)
+                for label, thread, start, end, tag in json.loads(path.read_text())
+            )
+        return trace
+
+    @contextlib.contextmanager
+    def nudges_coalesced(self) -> Iterator[None]:
+        """With --nudge once (a diagnostic): job_submit's per-job nudge is replaced by one
+        nudge per server after the commit (what a coalescing nudge would send)."""
+        if self.nudge == "per-job":
+            yield
+            return
+        from queue_app import services
+
+        original = services._nudge_for
+        services._nudge_for = lambda job: None
+        try:
+            yield
+        finally:
+            services._nudge_for = original
+
+    def start_py_spy(self, pid: int) -> Process | None:
+        """`py-spy record` of the worker (all threads, CPU only) while the jobs run."""
+        if not self.py_spy:
+            return None
+        out = RESULTS / f"py-spy-{len(self.profiles) + 1}.txt"
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        self.profiles.append(out)
+        args = [self.py_spy, "record", "--pid", str(pid), "--rate", "250", "--threads"]
+        args += ["--format", "raw", "--output", str(out)]
+        spy = Process(args, cwd=REPO, env=dict(os.environ), log=out.with_suffix(".log"))
+        time.sleep(0.5)  # attached before the first job
+        return spy
+
+    def run(
+        self,
+        *,
+        sims: list[SimSpec],
+        jobs: Sequence[tuple[int | None, dict[str, Any]]],
+        extra_env: dict[str, str] | None = None,
+        timeout: float = 300,
+        sample_rss: bool = False,
+        before_jobs: Callable[[], None] | None = None,
+    ) -> RunResult:
+        """Start simulators and a worker, queue `jobs` (server index or None for "any",
+        generation_params) all at once, wait until every job has ended."""
+        from django.db import transaction
+
+        from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
+        from queue_app.models import ANY_SERVER, Job, JobStatus
+        from queue_app.services import job_submit
+        from queue_app.tasks import nudge, servers_with_work
+        from servers_app.models import Server
+        from servers_app.services import server_check_health
+
+        self.reset()
+        simulators: list[Any] = []
+        try:
+            for spec in sims:
+                config = SimulatorConfig(
+                    seconds_per_step=spec.seconds_per_step,
+                    checkpoint_switch_seconds=spec.checkpoint_switch_seconds,
+                    models=[SimModel(name) for name in spec.models],
+                )
+                simulators.append(
+                    ForgeSimulator(config).start()
+                    if self.sims_in_process
+                    else SimulatorProcess(config)
+                )
+            servers = []
+            for index, sim in enumerate(simulators):
+                server = Server.objects.create(alias=f"Bench{index + 1}", api_url=sim.url)
+                health = server_check_health(server=server)
+                if not health.online:
+                    raise RuntimeError(f"simulator {sim.url} is not online: {health.error}")
+                servers.append(server)
+            concurrency = len(servers) + 2
+            with self.worker(concurrency=concurrency, extra_env=extra_env or {}) as procs:
+                proc = procs[0]
+                sampler = RssSampler(proc.popen.pid) if sample_rss else None
+                if sampler is not None:
+                    sampler.start()
+                    time.sleep(0.5)  # a baseline before the first job
+                if before_jobs is not None:
+                    before_jobs()
+                since = {sim.url: len(sim.events) for sim in simulators}
+                pids = [p.popen.pid for p in procs]
+                cpu_before = cpu_by_program(pids)
+                marks: list[float] = []
+                ids: list[str] = []
+                with self.nudges_coalesced(), transaction.atomic():
+                    # Registered first, so it runs first on commit: the instant all are queued.
+                    transaction.on_commit(lambda: marks.append(time.monotonic()))
+                    if self.nudge == "once":
+                        transaction.on_commit(lambda: nudge(servers_with_work()))
+                    for server_index, params in jobs:
+                        alias = ANY_SERVER if server_index is None else servers[server_index].alias
+                        job, _ = job_submit(target_server_alias=alias, generation_params=params)
+                        ids.append(str(job.pk))
+                self.log(f"queued {len(ids)} jobs; worker pid(s) {pids}")
+                spy = self.start_py_spy(proc.popen.pid)
+                open_states = [JobStatus.PENDING, JobStatus.PROCESSING]
+                wait_until(
+                    lambda: not Job.objects.filter(pk__in=ids, status__in=open_states).exists(),
+                    timeout=timeout,
+                    interval=0.1,
+                    what=f"{len(ids)} jobs to end",
+                )
+                done_at = time.monotonic()
+                cpu_after = cpu_by_program(pids)
+                if spy is not None:
+                    spy.signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+                    spy.popen.wait(60)
+                    spy.stop()
+                if sampler is not None:
+                    time.sleep(1.0)  # let the worker settle after the last job
+                    sampler.stop()
+                statuses: dict[str, int] = {}
+                for status in Job.objects.filter(pk__in=ids).values_list("status", flat=True):
+                    statuses[status] = statuses.get(status, 0) + 1
+            trace = self.read_traces() if self.trace else []
+            return RunResult(
+                job_ids=ids,
+                queued_at=marks[0],
+                done_at=done_at,
+                events={
+                    server.alias: sim.events.snapshot()[since[sim.url] :]
+                    for server, sim in zip(servers, simulators, strict=True)
+                },
+                statuses=statuses,
+                rss=sampler.samples if sampler is not None else [],
+                worker_log=proc.output(),
+                trace=trace,
+                cpu_seconds={
+                    name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2)
+                    for name in cpu_after
+                },
+            )
+        finally:
+            for sim in simulators:
+                sim.stop()
+
+
+def params(
+    *,
+    checkpoint: str = "bench/model_a.safetensors",
+    steps: int = 1,
+    size: int = 64,
+    images: int = 1,
+    seed: int = 1,
+) -> dict[str, Any]:
+    return {
+        "positive_prompt": "a benchmark, of the generation engine",
+        "negative_prompt": "",
+        "checkpoint_name": checkpoint,
+        "width": size,
+        "height": size,
+        "steps": steps,
+        "num_images": images,
+        "seed": seed,
+        "sampler_name": "Euler a",
+        "cfg_scale": 5,
+    }
+
+
+def loadavg() -> str:
+    """The 1-minute load average (other work on the machine skews every figure)."""
+    return Path("/proc/loadavg").read_text().split()[0]
