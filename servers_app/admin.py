@@ -9,7 +9,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
@@ -17,9 +16,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from core_app.admin_actions import ObjectActionsAdmin, object_action
+from core_app.admin_actions import ObjectActionsAdmin, object_action, service_error
 from core_app.display import age
-from core_app.errors import Conflict
+from core_app.errors import Conflict, InvalidInput
 from servers_app.models import CachedModel, ModelKind, Server
 from servers_app.services import (
     server_check_health,
@@ -228,10 +227,8 @@ class ServerAdmin(ObjectActionsAdmin):
         for server in servers:
             try:
                 server_update(server=server, data={"enabled": enabled}, partial=True)
-            except ValidationError as exc:  # a row the current rules refuse: say which
-                self.message_user(
-                    request, f"{server.alias}: {' '.join(exc.messages)}", messages.ERROR
-                )
+            except InvalidInput as exc:  # a row the current rules refuse: say which
+                self.message_user(request, f"{server.alias}: {service_error(exc)}", messages.ERROR)
                 continue
             if enabled:
                 self.message_user(request, f"{server.alias} enabled.", messages.SUCCESS)

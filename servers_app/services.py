@@ -5,9 +5,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from core_app.errors import InvalidInput
 from servers_app.models import CachedModel, ModelKind, Server
 from servers_app.signals import server_configured, server_deleting
 
@@ -16,10 +18,18 @@ logger = logging.getLogger(__name__)
 UPDATABLE_FIELDS = ("alias", "api_url", "username", "password", "enabled", "slots", "models_dir")
 
 
+def _validate(server: Server) -> None:
+    """The model's own rules (URL, alias, models folder, unique alias) as MobileSD's error."""
+    try:
+        server.full_clean()
+    except DjangoValidationError as exc:
+        raise InvalidInput(exc.message_dict) from exc
+
+
 def server_create(*, data: dict[str, Any]) -> Server:
     values = {key: data[key] for key in UPDATABLE_FIELDS if key in data}
     server = Server(**values)
-    server.full_clean()
+    _validate(server)
     server.save()
     _announce_configured(server.pk)
     return server
@@ -49,7 +59,7 @@ def server_update(*, server: Server, data: dict[str, Any], partial: bool) -> Ser
             setattr(server, key, defaults[key])
     if not server.username:
         server.password = ""
-    server.full_clean()
+    _validate(server)
     server.save()
     if server.alias != old_alias:
         # Jobs keep the alias as text too, so they still name the server once it is gone.

@@ -214,3 +214,14 @@ def test_server_list_shows_state_and_queue(admin_client, live):
     page = response.content.decode()
     assert 'class="msd-badge msd-online"' in page
     assert "juggernautXL" in page
+
+
+def test_enabling_a_row_the_rules_now_refuse_says_why_and_changes_nothing(admin_client, db):
+    # Written before today's rules: an URL with a query string is no longer accepted.
+    broken = baker.make(Server, alias="Old", api_url="http://127.0.0.1:9/?x=1", enabled=False)
+
+    response = press(admin_client, "servers_app_server_enable", broken)
+
+    broken.refresh_from_db()
+    assert broken.enabled is False
+    assert messages_of(response) == ["Old: The URL must not have a query or fragment."]

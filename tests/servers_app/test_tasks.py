@@ -41,19 +41,6 @@ def test_refresh_of_a_deleted_server_does_nothing(db):
     tasks.refresh_server_models(12345)  # must not raise
 
 
-def test_a_new_server_is_health_checked_after_commit(
-    db, published, django_capture_on_commit_callbacks
-):
-    from servers_app.services import server_create
-
-    with django_capture_on_commit_callbacks(execute=True):
-        server = server_create(data={"alias": "New", "api_url": "http://127.0.0.1:9"})
-
-    assert [(name, args) for name, args, _ in published] == [
-        ("servers_app.tasks.check_server", (server.pk,))
-    ]
-
-
 def test_check_server_of_a_deleted_server_does_nothing(db, published):
     tasks.check_server(12345)  # must not raise
 
