@@ -20,8 +20,9 @@ __all__ = [
 
 
 def error_body(message: str, code: str, fields: dict[str, list[str]] | None = None) -> dict:
-    """The API's one error shape."""
-    body: dict[str, Any] = {"message": message, "code": code}
+    """The API's one error shape. `error` repeats `message` under the original MobileSD's
+    key, which its clients read."""
+    body: dict[str, Any] = {"message": message, "error": message, "code": code}
     if fields:
         body["fields"] = fields
     return body

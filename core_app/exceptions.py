@@ -2,10 +2,12 @@
 
 Every error answers::
 
-    {"message": "<for people>", "code": "<stable, for programs>", "fields": {...}}
+    {"message": "<for people>", "error": "<the same>", "code": "<stable, for programs>",
+     "fields": {...}}
 
-`fields` appears on validation errors only and maps a dotted field path
-(`generation_params.steps`) to its messages.
+`error` repeats `message` under the original MobileSD's key, for its clients. `fields`
+appears on validation errors only and maps a dotted field path (`generation_params.steps`)
+to its messages.
 """
 
 import logging

@@ -7,6 +7,9 @@ class ErrorSerializer(serializers.Serializer):
     """The one error body of the API."""
 
     message = serializers.CharField(help_text="What went wrong, for people.")
+    error = serializers.CharField(
+        help_text="The same text as `message`, under the key the original MobileSD's clients read."
+    )
     code = serializers.CharField(help_text="A stable machine-readable code.")
     # DRF's metaclass takes declared fields out of the class body, so this does not shadow
     # Serializer.fields at runtime; the name is the API's.

@@ -23,6 +23,7 @@ from django.utils.text import Truncator
 from django.views.decorators.cache import never_cache
 
 from core_app.display import age
+from core_app.errors import error_body
 from dashboard_app import selectors
 from queue_app.models import JobImage
 
@@ -118,7 +119,7 @@ class DashboardSite(admin.AdminSite):
         # Polled by script: a lapsed session gets a 403 to show, not the login page's HTML.
         if not self.has_permission(request):
             return JsonResponse(
-                {"message": "Log in to the admin as staff.", "code": "not_authenticated"},
+                error_body("Log in to the admin as staff.", "not_authenticated"),
                 status=403,
             )
         return JsonResponse(selectors.dashboard_status())

@@ -80,13 +80,15 @@ def assert_documented_job(body: dict[str, Any]) -> None:
 
 
 def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
-    """The response is the API's one error shape with this status and code."""
+    """The response is the API's one error shape with this status and code (and `error`, the
+    original MobileSD's key, saying the same as `message`)."""
     assert response.status_code == status, response.content
     assert response["Content-Type"].startswith("application/json")
     body = response.json()
-    assert set(body) <= {"message", "code", "fields"}
+    assert set(body) <= {"message", "error", "code", "fields"}
     assert isinstance(body["message"], str)
     assert body["message"]
+    assert body["error"] == body["message"]
     assert body["code"] == code
     return body
 

@@ -1,9 +1,11 @@
 """The one error shape for every failure, including those before any view runs."""
 
+import json
 from unittest import mock
 
 import pytest
 
+from core_app.exceptions import server_error
 from queue_app.models import Job
 from tests.support import assert_error, db_snapshot
 
@@ -71,3 +73,61 @@ def test_validation_errors_are_flattened_to_dotted_paths(client, server):
 
     error = assert_error(response, 400, "validation_error")
     assert error["fields"] == {"generation_params.loras.0.name": ["Must be a string."]}
+
+
+UNKNOWN_JOB = "/api/v1/queue/jobs/88615c9d-71ec-4803-88b0-14f5162f6c66/status"
+
+
+@pytest.mark.parametrize(
+    ("send", "status"),
+    [
+        pytest.param(
+            lambda c, a: c.post("/api/v1/generate", {"target_server_alias": ""}, format="json"),
+            400,
+            id="validation",
+        ),
+        pytest.param(lambda c, a: c.get(UNKNOWN_JOB), 404, id="unknown job"),
+        pytest.param(lambda c, a: a.get("/api/v1/queue/jobs"), 401, id="no key"),
+        pytest.param(
+            lambda c, a: c.generic("POST", "/api/v1/generate", "{", "application/json"),
+            400,
+            id="malformed json",
+        ),
+        pytest.param(lambda c, a: c.get("/api/v1/no-such-thing"), 404, id="unknown route"),
+        pytest.param(
+            lambda c, a: c.generic("POST", "/api/v1/generate", "x" * 5_000, "application/json"),
+            413,
+            id="too large",
+        ),
+        pytest.param(lambda c, a: c.get("/api/v1/generate"), 405, id="wrong method"),
+    ],
+)
+def test_every_error_body_carries_error_as_the_original_did(
+    client, anon_client, server, settings, send, status
+):
+    settings.MOBILESD_MAX_BODY_BYTES = 1_000
+    response = send(client, anon_client)
+
+    assert response.status_code == status
+    body = response.json()
+    assert body["error"] == body["message"]
+    assert body["message"]
+
+
+def test_the_500_view_carries_error_too(rf):
+    response = server_error(rf.get("/api/v1/queue/jobs"))
+
+    assert response.status_code == 500
+    assert json.loads(response.content) == {
+        "message": "Internal server error.",
+        "error": "Internal server error.",
+        "code": "server_error",
+    }
+
+
+def test_the_schema_documents_error_beside_message(client):
+    schema = client.get("/api/v1/schema", HTTP_ACCEPT="application/json").json()
+
+    error = schema["components"]["schemas"]["Error"]
+    assert error["properties"]["error"]["type"] == "string"
+    assert {"message", "error", "code"} <= set(error["required"])
