@@ -1,5 +1,6 @@
 """Generation jobs and their images. A Job row is the truth about a job."""
 
+import math
 import uuid
 from typing import Any
 
@@ -111,11 +112,15 @@ class Job(models.Model):
 
     @property
     def progress_percent(self) -> int:
-        """How far the job is, 0-100 (a completed job is 100)."""
+        """How far the job is, 0-100 rounded down (a completed job is 100), so a running job
+        shows 100 only once its server reports the whole of it done."""
         if self.status == JobStatus.COMPLETED:
             return 100
         fraction = float((self.progress or {}).get("fraction") or 0)
-        return round(min(max(fraction, 0.0), 1.0) * 100)
+        if not math.isfinite(fraction):
+            return 0
+        # Rounded to 6 places first so that 0.29 * 100 (28.999...) counts as 29.
+        return math.floor(round(min(max(fraction, 0.0), 1.0) * 100, 6))
 
     @property
     def error_text(self) -> str:

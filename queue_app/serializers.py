@@ -171,7 +171,10 @@ class JobSerializer(serializers.ModelSerializer):
     completion_timestamp = TimestampField(source="completed_at", allow_null=True)
     target_server_alias = serializers.CharField(source="server_alias", read_only=True)
     generation_params = serializers.JSONField(read_only=True)
-    result_details = serializers.JSONField(read_only=True, allow_null=True)
+    result_details = serializers.SerializerMethodField(
+        help_text="What the job produced or why it failed; while processing, also "
+        "progress_percentage (0-100), as the original MobileSD's UI reads it."
+    )
     progress = serializers.SerializerMethodField(
         help_text="While processing: fraction (0-1), eta_seconds, step, total_steps, "
         "queue_position (in the server's own queue), textinfo."
@@ -199,6 +202,12 @@ class JobSerializer(serializers.ModelSerializer):
             "server_online",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.JSONField(allow_null=True))
+    def get_result_details(self, job: Job) -> dict[str, Any] | None:
+        if job.status != JobStatus.PROCESSING:
+            return job.result_details
+        return {**(job.result_details or {}), "progress_percentage": job.progress_percent}
 
     def get_progress(self, job: Job) -> dict[str, Any] | None:
         return job.progress if job.status == JobStatus.PROCESSING else None

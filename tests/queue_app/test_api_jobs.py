@@ -298,6 +298,61 @@ def test_status_shows_progress_while_processing(client, server):
     assert client.get(f"/api/v1/queue/jobs/{done.pk}/status").json()["progress"] is None
 
 
+def test_status_shows_progress_percentage_in_result_details_while_processing(client, server):
+    job = make_job(server, status=JobStatus.PROCESSING, progress={"fraction": 0.37})
+
+    details = client.get(f"/api/v1/queue/jobs/{job.pk}/status").json()["result_details"]
+
+    assert details == {"progress_percentage": 37}
+
+
+def test_list_shows_progress_percentage_beside_what_result_details_holds(client, server):
+    # A retried job keeps its last attempt's error while it runs again.
+    make_job(
+        server,
+        status=JobStatus.PROCESSING,
+        progress={"fraction": 0.999},
+        result_details={"last_error": "timed out"},
+    )
+
+    (job,) = client.get("/api/v1/queue/jobs").json()["jobs"]
+
+    assert job["result_details"] == {"last_error": "timed out", "progress_percentage": 99}
+
+
+def test_progress_percentage_is_0_before_the_first_progress_reading(client, server):
+    job = make_job(server, status=JobStatus.PROCESSING, progress=None)
+
+    details = client.get(f"/api/v1/queue/jobs/{job.pk}/status").json()["result_details"]
+
+    assert details == {"progress_percentage": 0}
+
+
+@pytest.mark.parametrize(
+    ("fraction", "percent"), [(0.29, 29), (0.0, 0), (1.0, 100), (1.7, 100), (-0.2, 0)]
+)
+def test_progress_percentage_is_a_whole_number_from_0_to_100_rounded_down(
+    client, server, fraction, percent
+):
+    job = make_job(server, status=JobStatus.PROCESSING, progress={"fraction": fraction})
+
+    details = client.get(f"/api/v1/queue/jobs/{job.pk}/status").json()["result_details"]
+
+    assert details["progress_percentage"] == percent
+
+
+@pytest.mark.parametrize(
+    ("status", "details"),
+    [(JobStatus.PENDING, None), (JobStatus.COMPLETED, {"images": ["a.png"]})],
+)
+def test_jobs_not_running_have_no_progress_percentage(client, server, status, details):
+    job = make_job(server, status=status, progress={"fraction": 0.5}, result_details=details)
+
+    body = client.get(f"/api/v1/queue/jobs/{job.pk}/status").json()
+
+    assert body["result_details"] == details
+
+
 def test_cancel_processing_job_queues_the_interrupt(
     client, server, published, django_capture_on_commit_callbacks
 ):
