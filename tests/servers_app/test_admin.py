@@ -35,7 +35,7 @@ def test_server_admin_keeps_the_password_when_left_empty(admin_client, db):
         reverse("admin:servers_app_server_change", args=[server.pk]),
         {
             "alias": "L",
-            "api_url": "http://b:1",
+            "api_url": "http://a:1/sd",
             "username": "u",
             "password": "",
             "slots": 1,
@@ -44,7 +44,7 @@ def test_server_admin_keeps_the_password_when_left_empty(admin_client, db):
     )
 
     server.refresh_from_db()
-    assert (server.api_url, server.password) == ("http://b:1", "s3cr3t-pw")
+    assert (server.api_url, server.password) == ("http://a:1/sd", "s3cr3t-pw")
     page = admin_client.get(reverse("admin:servers_app_server_change", args=[server.pk]))
     assert "s3cr3t-pw" not in page.content.decode()
 
