@@ -12,6 +12,9 @@ from urllib.parse import urlsplit
 from servers_app.models import Server
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+PASSWORD_DROPPED = (
+    "The stored password was cleared, as the URL now names another host: send it again."
+)
 
 
 @dataclass(frozen=True)

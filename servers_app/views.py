@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from core_app.errors import ServerUnreachable
 from core_app.pagination import paginated_response
 from core_app.serializers import ErrorSerializer, MessageSerializer
-from servers_app.credentials import credentials_resolve
+from servers_app.credentials import PASSWORD_DROPPED, credentials_resolve
 from servers_app.filters import ModelListQuerySerializer
 from servers_app.models import ModelKind, Server
 from servers_app.selectors import model_group_rows, model_groups, server_get, server_require
@@ -31,9 +31,6 @@ from servers_app.services import (
     server_update,
 )
 
-PASSWORD_DROPPED = (
-    "The stored password was cleared, as the URL now names another host: send it again."
-)
 ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 404: ErrorSerializer}
 
 
