@@ -1,10 +1,12 @@
-"""URLs: the API under /api/v1/, its schema and docs, and the admin."""
+"""URLs: the API under /api/v1/, its schema and docs, result images under /outputs/ (as
+the original served them), and the admin."""
 
 from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from core_app.views import HealthView
+from queue_app.views import OutputImageView
 
 api_v1: list[URLPattern | URLResolver] = [
     path("health", HealthView.as_view(), name="health"),
@@ -19,6 +21,9 @@ api_v1: list[URLPattern | URLResolver] = [
 
 urlpatterns = [
     path("api/v1/", include(api_v1)),
+    # Where the original MobileSD served result images; `path:` so that any name, slashes
+    # included, gets the API's answer (a 404 in the error shape) rather than a page.
+    path("outputs/<path:name>", OutputImageView.as_view(), name="output-image"),
     path("admin/", admin.site.urls),  # the dashboard (dashboard_app.sites) and the models
 ]
 

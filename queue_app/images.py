@@ -154,6 +154,18 @@ def job_image_get(*, job: Job, index: int) -> JobImage:
     return image
 
 
+def job_image_by_name(*, name: str) -> JobImage:
+    """The image whose file has the base name `name`, as `result_details.images` lists it;
+    404 `image_not_found` otherwise. The name is looked up among the images, never joined
+    into a storage path, so no name can reach a file that is not a job's image."""
+    if not name or "/" in name or "\\" in name:
+        raise NotFound(f"No image is named '{name}'.", code="image_not_found")
+    image = JobImage.objects.filter(file__endswith=f"/{name}").order_by("pk").first()
+    if image is None:
+        raise NotFound(f"No image is named '{name}'.", code="image_not_found")
+    return image
+
+
 def stored_name(image: JobImage) -> str:
     """The storage name of an image's file; 404 `image_not_found` if it has none."""
     if not image.file.name:

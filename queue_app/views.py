@@ -28,6 +28,7 @@ from queue_app.images import (
     InvalidImageError,
     image_content_type,
     image_etag,
+    job_image_by_name,
     job_image_get,
     stored_name,
     thumbnail,
@@ -226,35 +227,58 @@ class JobImageListView(APIView):
         return Response(serializer.data)
 
 
+def _image_response(request: Request, image: JobImage) -> HttpResponseBase:
+    """The stored file of `image` as generated, or 304 when the client has it."""
+    name = stored_name(image)
+    etag = image_etag(name)
+    if (not_modified := _not_modified(request, etag)) is not None:
+        return not_modified
+    try:
+        file = image.file.storage.open(name, "rb")
+    except FileNotFoundError:
+        logger.warning("Image file %s of job %s is missing from storage", name, image.job_id)
+        raise _missing(image) from None
+    return _file_response(
+        file,
+        content_type=image_content_type(name),
+        filename=PurePosixPath(name).name,
+        etag=etag,
+    )
+
+
+IMAGE_RESPONSES = {
+    **{(200, media): OpenApiTypes.BINARY for media in IMAGE_MEDIA_TYPES},
+    **IMAGE_ERRORS,
+}
+
+
 class JobImageFileView(APIView):
     content_negotiation_class = AnyAcceptNegotiation
 
     @extend_schema(
-        responses={
-            **{(200, media): OpenApiTypes.BINARY for media in IMAGE_MEDIA_TYPES},
-            **IMAGE_ERRORS,
-        },
+        responses=IMAGE_RESPONSES,
         summary="An image of a job, as generated (infotext included)",
         description="Cacheable forever: the bytes behind a URL never change.",
         operation_id="queue_job_image_retrieve",
     )
     def get(self, request: Request, job_id: str, index: int) -> HttpResponseBase:
-        image = job_image_get(job=job_get(job_id=job_id), index=index)
-        name = stored_name(image)
-        etag = image_etag(name)
-        if (not_modified := _not_modified(request, etag)) is not None:
-            return not_modified
-        try:
-            file = image.file.storage.open(name, "rb")
-        except FileNotFoundError:
-            logger.warning("Image file %s of job %s is missing from storage", name, job_id)
-            raise _missing(image) from None
-        return _file_response(
-            file,
-            content_type=image_content_type(name),
-            filename=PurePosixPath(name).name,
-            etag=etag,
-        )
+        return _image_response(request, job_image_get(job=job_get(job_id=job_id), index=index))
+
+
+class OutputImageView(APIView):
+    """`/outputs/<name>`, where the original MobileSD served its images: the same file as
+    `/api/v1/queue/jobs/<id>/images/<n>`, under the same key rules."""
+
+    content_negotiation_class = AnyAcceptNegotiation
+
+    @extend_schema(
+        responses=IMAGE_RESPONSES,
+        summary="An image by the name listed in result_details.images",
+        description="Cacheable forever: the bytes behind a URL never change.",
+        operation_id="outputs_image_retrieve",
+    )
+    def get(self, request: Request, name: str) -> HttpResponseBase:
+        return _image_response(request, job_image_by_name(name=name))
 
 
 class JobImageThumbnailView(APIView):

@@ -19,6 +19,7 @@ from django.utils.text import Truncator
 from core_app.admin_actions import ObjectActionsAdmin, object_action, service_error
 from core_app.display import age
 from core_app.errors import Conflict, InvalidInput
+from servers_app.credentials import PASSWORD_DROPPED, credentials_resolve
 from servers_app.models import CachedModel, ModelKind, Server
 from servers_app.services import (
     server_check_health,
@@ -45,7 +46,10 @@ class ServerForm(forms.ModelForm):
     password = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),
-        help_text="Leave empty to keep the current password.",
+        help_text=(
+            "Leave empty to keep the current password (while the URL stays on the same "
+            "scheme, host and port)."
+        ),
     )
 
     class Meta:
@@ -150,6 +154,9 @@ class ServerAdmin(ObjectActionsAdmin):
     def save_model(self, request: HttpRequest, obj: Server, form: Any, change: bool) -> None:
         data = form.service_data()
         if change:
+            stored = Server.objects.get(pk=obj.pk)  # `obj` already holds the form's values
+            if credentials_resolve(server=stored, data=data).password_dropped:
+                self.message_user(request, PASSWORD_DROPPED, messages.WARNING)
             saved = server_update(server=obj, data=data, partial=False)
         else:
             saved = server_create(data=data)

@@ -14,8 +14,12 @@ class ServerSerializer(serializers.ModelSerializer):
     """A server as the API shows it. The password is write-only; `has_password` says if set.
 
     Input also accepts the names the original MobileSD used: `apiUrl`,
-    `auth: {"username", "password"}` (or `null` for none), and `authUser` / `authPass`.
-    A password left out of an update keeps the stored one.
+    `auth: {"username", "password"}` (or `null` for none), and `authUser` / `authPass`;
+    output shows `apiUrl` and `authUser` too. An update that leaves the credentials out
+    keeps them while the URL's origin (scheme, host, port) stays; a new origin without a
+    password clears the stored one (the answer's message says so). `authUser` sent back
+    with an empty `authPass` keeps the password; `auth: null` or an empty username clears
+    both.
     """
 
     alias = serializers.CharField(
@@ -28,6 +32,7 @@ class ServerSerializer(serializers.ModelSerializer):
     api_url = serializers.CharField(max_length=500, validators=[validate_api_url])
     apiUrl = serializers.CharField(source="api_url", read_only=True, help_text="Legacy name.")
     username = serializers.CharField(max_length=150, required=False, allow_blank=True)
+    authUser = serializers.CharField(source="username", read_only=True, help_text="Legacy name.")
     password = serializers.CharField(
         max_length=255, required=False, allow_blank=True, write_only=True, trim_whitespace=False
     )
@@ -45,6 +50,7 @@ class ServerSerializer(serializers.ModelSerializer):
             "api_url",
             "apiUrl",
             "username",
+            "authUser",
             "password",
             "has_password",
             "enabled",

@@ -10,12 +10,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from core_app.errors import InvalidInput
+from servers_app.credentials import credentials_resolve
 from servers_app.models import CachedModel, ModelKind, Server
 from servers_app.signals import server_configured, server_deleting
 
 logger = logging.getLogger(__name__)
 
 UPDATABLE_FIELDS = ("alias", "api_url", "username", "password", "enabled", "slots", "models_dir")
+CREDENTIAL_FIELDS = ("username", "password")
 
 
 def _validate(server: Server) -> None:
@@ -45,20 +47,22 @@ def server_update(*, server: Server, data: dict[str, Any], partial: bool) -> Ser
     """Update a server. Renaming its alias keeps its jobs (they point at the row and
     follow the new name).
 
-    A full update resets what it leaves out to the defaults, except the password, which a
-    client cannot read back and so is only changed when given. Clearing the username
-    clears the password with it.
+    A full update resets what it leaves out to the defaults, except the credentials, which
+    follow `credentials_resolve`: kept unless changed or cleared, and the password dropped
+    when the URL moves to another origin without one.
     """
     server = Server.objects.select_for_update().get(pk=server.pk)
     old_alias = server.alias
-    defaults = {"username": "", "enabled": True, "slots": 1, "models_dir": ""}
+    credentials = credentials_resolve(server=server, data=data)
+    defaults = {"enabled": True, "slots": 1, "models_dir": ""}
     for key in UPDATABLE_FIELDS:
+        if key in CREDENTIAL_FIELDS:
+            continue
         if key in data:
             setattr(server, key, data[key])
         elif not partial and key in defaults:
             setattr(server, key, defaults[key])
-    if not server.username:
-        server.password = ""
+    server.username, server.password = credentials.username, credentials.password
     _validate(server)
     server.save()
     if server.alias != old_alias:

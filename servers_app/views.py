@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from core_app.errors import ServerUnreachable
 from core_app.pagination import paginated_response
 from core_app.serializers import ErrorSerializer, MessageSerializer
+from servers_app.credentials import PASSWORD_DROPPED, credentials_resolve
 from servers_app.filters import ModelListQuerySerializer
 from servers_app.models import ModelKind, Server
 from servers_app.selectors import model_group_rows, model_groups, server_get, server_require
@@ -60,8 +61,13 @@ class ServerViewSet(viewsets.ModelViewSet):
         server = self.get_object()
         serializer = self.get_serializer(server, data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
-        server = server_update(server=server, data=serializer.validated_data, partial=partial)
-        body = {"message": "Server configuration updated successfully.", "server": server}
+        data = serializer.validated_data
+        dropped = credentials_resolve(server=server, data=data).password_dropped
+        server = server_update(server=server, data=data, partial=partial)
+        message = "Server configuration updated successfully."
+        if dropped:
+            message += f" {PASSWORD_DROPPED}"
+        body = {"message": message, "server": server}
         return Response(ServerEnvelopeSerializer(body).data)
 
     @extend_schema(responses={200: MessageSerializer, 409: ErrorSerializer, **ERRORS})

@@ -1,4 +1,5 @@
-"""GET /api/v1/queue/jobs/<id>/images, .../images/<index> and .../images/<index>/thumbnail."""
+"""GET /api/v1/queue/jobs/<id>/images, .../images/<index>, .../images/<index>/thumbnail, and
+/outputs/<name>."""
 
 import io
 import uuid
@@ -414,3 +415,91 @@ def test_job_ids_in_image_urls_are_the_full_uuid(client, server):
     entry = client.get(f"/api/v1/queue/jobs/{job.pk}/images").json()["images"][0]
 
     assert str(uuid.UUID(entry["url"].split("/")[-3])) == str(job.pk)
+
+
+# --- /outputs/<name>, where the original served images ------------------------------------
+
+
+def listed_name(image: JobImage) -> str:
+    """The name `result_details.images` lists for the image (its file's base name)."""
+    return stored_name(image).rsplit("/", 1)[1]
+
+
+def test_output_serves_the_stored_image_by_its_listed_name(client, job):
+    data = png_bytes()
+    image = add_image(job, data)
+    add_image(job, jpeg_bytes(), index=1)
+
+    response = client.get(f"/outputs/{listed_name(image)}")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/png"
+    assert response["Cache-Control"] == IMMUTABLE
+    assert body_of(response) == data
+
+
+def test_output_has_the_etag_of_the_job_image_endpoint(client, png_image):
+    by_index = client.get(f"/api/v1/queue/jobs/{png_image.job_id}/images/0")
+    body_of(by_index)
+
+    response = client.get(f"/outputs/{listed_name(png_image)}", HTTP_IF_NONE_MATCH=by_index["ETag"])
+
+    assert response.status_code == 304
+
+
+def test_output_of_an_unknown_name_is_404(client, png_image):
+    assert_error(client.get("/outputs/nothing-here.png"), 404, "image_not_found")
+
+
+@pytest.mark.parametrize("name", ["%25.png", "_{rest}", "%25"])
+def test_output_name_is_not_a_pattern(client, png_image, name):
+    rest = listed_name(png_image)[1:]
+
+    assert_error(client.get("/outputs/" + name.format(rest=rest)), 404, "image_not_found")
+
+
+def test_output_needs_an_api_key(anon_client, png_image):
+    assert_error(
+        anon_client.get(f"/outputs/{listed_name(png_image)}"), 401, "authentication_required"
+    )
+
+
+def test_output_is_open_in_anonymous_mode(anon_client, png_image, settings):
+    settings.MOBILESD_ALLOW_ANONYMOUS = True
+
+    response = anon_client.get(f"/outputs/{listed_name(png_image)}")
+
+    assert response.status_code == 200
+    body_of(response)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../settings.py",
+        "..%2Fsettings.py",
+        "jobs/{prefix}/{name}",
+        "..\\{name}",
+        "%2E%2E/%2E%2E/etc/passwd",
+    ],
+)
+def test_output_name_with_a_path_is_404(client, png_image, path):
+    prefix, name = stored_name(png_image).split("/")[1:]
+
+    response = client.get("/outputs/" + path.format(prefix=prefix, name=name))
+
+    assert_error(response, 404, "image_not_found")
+
+
+def test_output_of_an_image_deleted_from_storage_by_hand_is_404(client, png_image):
+    default_storage.delete(stored_name(png_image))
+
+    assert_error(client.get(f"/outputs/{listed_name(png_image)}"), 404, "image_not_found")
+
+
+def test_schema_describes_outputs_as_binary(client):
+    schema = client.get("/api/v1/schema", HTTP_ACCEPT="application/json").json()
+
+    output = schema["paths"]["/outputs/{name}"]["get"]
+    assert set(output["responses"]["200"]["content"]) == {"image/png", "image/jpeg", "image/webp"}
+    assert {"401", "404"} <= set(output["responses"])

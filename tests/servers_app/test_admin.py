@@ -35,7 +35,7 @@ def test_server_admin_keeps_the_password_when_left_empty(admin_client, db):
         reverse("admin:servers_app_server_change", args=[server.pk]),
         {
             "alias": "L",
-            "api_url": "http://b:1",
+            "api_url": "http://a:1/sd",
             "username": "u",
             "password": "",
             "slots": 1,
@@ -44,7 +44,7 @@ def test_server_admin_keeps_the_password_when_left_empty(admin_client, db):
     )
 
     server.refresh_from_db()
-    assert (server.api_url, server.password) == ("http://b:1", "s3cr3t-pw")
+    assert (server.api_url, server.password) == ("http://a:1/sd", "s3cr3t-pw")
     page = admin_client.get(reverse("admin:servers_app_server_change", args=[server.pk]))
     assert "s3cr3t-pw" not in page.content.decode()
 
@@ -225,3 +225,19 @@ def test_enabling_a_row_the_rules_now_refuse_says_why_and_changes_nothing(admin_
     broken.refresh_from_db()
     assert broken.enabled is False
     assert messages_of(response) == ["Old: The URL must not have a query or fragment."]
+
+
+def test_server_moved_to_another_host_in_the_admin_loses_its_password_with_a_warning(
+    admin_client, db
+):
+    server = baker.make(Server, alias="L", api_url="http://a:1", username="u", password="s3cr3t-pw")
+
+    response = admin_client.post(
+        reverse("admin:servers_app_server_change", args=[server.pk]),
+        {"alias": "L", "api_url": "http://b:1", "username": "u", "password": "", "slots": 1},
+        follow=True,
+    )
+
+    server.refresh_from_db()
+    assert (server.api_url, server.username, server.password) == ("http://b:1", "u", "")
+    assert "password was cleared" in response.content.decode()

@@ -12,6 +12,7 @@ SERVER_KEYS = {
     "api_url",
     "apiUrl",
     "username",
+    "authUser",
     "has_password",
     "enabled",
     "slots",
@@ -173,12 +174,139 @@ def test_put_with_the_original_auth_names(client, server):
 def test_update_without_password_keeps_it(client, db):
     baker.make(Server, alias="L", api_url="http://a:1", username="u", password="keep")
 
-    client.patch("/api/v1/servers/L", {"api_url": "http://b:1"}, format="json")
+    client.patch("/api/v1/servers/L", {"api_url": "http://a:1/sd"}, format="json")
     client.put(
-        "/api/v1/servers/L", {"alias": "L", "api_url": "http://c:1", "username": "u"}, format="json"
+        "/api/v1/servers/L", {"alias": "L", "api_url": "http://a:1", "username": "u"}, format="json"
     )
 
     assert Server.objects.get().password == "keep"
+
+
+# --- credentials across updates ------------------------------------------------------------
+
+
+@pytest.fixture
+def secured(db) -> Server:
+    return baker.make(
+        Server, alias="L", api_url="http://gpu:7860", username="sd", password="s3cret"
+    )
+
+
+def credentials_of(server: Server) -> tuple[str, str]:
+    server.refresh_from_db()
+    return server.username, server.password
+
+
+def test_output_shows_the_username_as_auth_user_and_never_the_password(client, secured):
+    shown = client.get("/api/v1/servers/L").json()
+
+    assert (shown["authUser"], shown["username"], shown["has_password"]) == ("sd", "sd", True)
+    assert "s3cret" not in str(shown)
+
+
+@pytest.mark.parametrize("method", ["put", "patch"])
+def test_update_without_credentials_on_the_same_origin_keeps_them(client, secured, method):
+    response = getattr(client, method)(
+        "/api/v1/servers/L", {"alias": "L", "apiUrl": "http://GPU:7860/sd"}, format="json"
+    )
+
+    assert response.status_code == 200
+    assert response.json()["message"] == "Server configuration updated successfully."
+    assert response.json()["server"]["authUser"] == "sd"
+    assert credentials_of(secured) == ("sd", "s3cret")
+
+
+def test_default_port_is_the_same_origin(client, db):
+    server = baker.make(Server, alias="L", api_url="https://gpu", username="sd", password="pw")
+
+    client.patch("/api/v1/servers/L", {"api_url": "https://gpu:443/sd"}, format="json")
+
+    assert credentials_of(server) == ("sd", "pw")
+
+
+@pytest.mark.parametrize(
+    "url", ["http://other:7860", "http://gpu:7861", "https://gpu:7860", "http://gpu.evil:7860"]
+)
+@pytest.mark.parametrize("method", ["put", "patch"])
+def test_new_origin_without_a_password_clears_it_and_says_so(client, secured, method, url):
+    response = getattr(client, method)(
+        "/api/v1/servers/L", {"alias": "L", "apiUrl": url}, format="json"
+    )
+
+    assert response.status_code == 200
+    assert "password was cleared" in response.json()["message"]
+    assert response.json()["server"]["has_password"] is False
+    assert credentials_of(secured) == ("sd", "")
+
+
+def test_new_origin_with_the_echoed_username_and_empty_password_clears_it(client, secured):
+    response = client.put(
+        "/api/v1/servers/L",
+        {"alias": "L", "apiUrl": "http://other:7860", "authUser": "sd", "authPass": ""},
+        format="json",
+    )
+
+    assert "password was cleared" in response.json()["message"]
+    assert credentials_of(secured) == ("sd", "")
+
+
+def test_new_origin_with_a_password_stores_it(client, secured):
+    response = client.put(
+        "/api/v1/servers/L",
+        {"alias": "L", "apiUrl": "http://other:7860", "auth": {"username": "me", "password": "n"}},
+        format="json",
+    )
+
+    assert response.json()["message"] == "Server configuration updated successfully."
+    assert credentials_of(secured) == ("me", "n")
+
+
+@pytest.mark.parametrize("url", ["http://gpu:7860", "http://gpu:7860/sdapi"])
+def test_original_ui_echo_of_auth_user_with_empty_auth_pass_keeps_the_password(
+    client, secured, url
+):
+    response = client.put(
+        "/api/v1/servers/L",
+        {"alias": "L", "apiUrl": url, "authUser": "sd", "authPass": ""},
+        format="json",
+    )
+
+    assert response.json()["message"] == "Server configuration updated successfully."
+    assert credentials_of(secured) == ("sd", "s3cret")
+
+
+def test_new_username_with_empty_password_clears_the_password(client, secured):
+    client.patch("/api/v1/servers/L", {"authUser": "other", "authPass": ""}, format="json")
+
+    assert credentials_of(secured) == ("other", "")
+
+
+def test_empty_password_alone_clears_it(client, secured):
+    client.patch("/api/v1/servers/L", {"password": ""}, format="json")
+
+    assert credentials_of(secured) == ("sd", "")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"username": "", "password": ""},
+        {"authUser": "", "authPass": ""},
+        {"auth": {"username": "", "password": ""}},
+        {"username": ""},
+    ],
+)
+def test_empty_username_clears_both(client, secured, body):
+    response = client.patch("/api/v1/servers/L", body, format="json")
+
+    assert response.json()["server"]["authUser"] == ""
+    assert credentials_of(secured) == ("", "")
+
+
+def test_new_password_replaces_the_stored_one(client, secured):
+    client.patch("/api/v1/servers/L", {"authPass": "n3w"}, format="json")
+
+    assert credentials_of(secured) == ("sd", "n3w")
 
 
 def test_auth_null_clears_the_credentials(client, db):
