@@ -418,9 +418,14 @@ class ImageRecord:
 
 
 def job_complete(
-    *, claim: Claim, images: list[ImageRecord], generation_info: dict[str, Any]
+    *,
+    claim: Claim,
+    images: list[ImageRecord],
+    generation_info: dict[str, Any],
+    checkpoint: str | None = None,
 ) -> bool:
-    """Record the images and mark the job completed, if it is still ours.
+    """Record the images and mark the job completed, if it is still ours. `checkpoint`:
+    the title of the checkpoint it ran on (`result_details.checkpoint`; None: not known).
 
     False when the job was cancelled, deleted or taken over meanwhile: the caller then
     deletes the files it wrote, so a job's images are stored exactly once.
@@ -430,6 +435,7 @@ def job_complete(
         "images": [image.name.rsplit("/", 1)[-1] for image in images],
         "info": "Job completed and images downloaded by MobileSD backend.",
         "generation_info": generation_info,
+        "checkpoint": checkpoint,
     }
     with transaction.atomic():
         updated = _ours(claim).update(
@@ -459,12 +465,18 @@ def job_complete(
     return True
 
 
-def job_fail(*, claim: Claim, error: str) -> bool:
-    """processing -> failed with `result_details.error`, if the job is still ours."""
+def job_fail(
+    *, claim: Claim, error: str, code: str | None = None, details: dict[str, Any] | None = None
+) -> bool:
+    """processing -> failed with `result_details.error`, if the job is still ours; `code`
+    (a stable name of the reason, e.g. `checkpoint_mismatch`) and `details` go beside it."""
     now = timezone.now()
+    result: dict[str, Any] = {**(details or {}), "error": error}
+    if code is not None:
+        result["code"] = code
     updated = _ours(claim).update(
         status=JobStatus.FAILED,
-        result_details={"error": error},
+        result_details=result,
         completed_at=now,
         updated_at=now,
         lease_token=None,

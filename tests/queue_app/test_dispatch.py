@@ -228,7 +228,9 @@ def test_complete_records_images_once(online):
     claim = dispatch.job_claim_next(server_id=online.pk)
     image = dispatch.ImageRecord(0, "jobs/ab/x_1_00000-7.png", 7, 64, 64, "infotext")
 
-    assert dispatch.job_complete(claim=claim, images=[image], generation_info={"seed": 7})
+    assert dispatch.job_complete(
+        claim=claim, images=[image], generation_info={"seed": 7}, checkpoint="x [0123456789]"
+    )
     assert not dispatch.job_complete(claim=claim, images=[image], generation_info={"seed": 7})
 
     job = Job.objects.get()
@@ -237,6 +239,7 @@ def test_complete_records_images_once(online):
         "images": ["x_1_00000-7.png"],
         "info": "Job completed and images downloaded by MobileSD backend.",
         "generation_info": {"seed": 7},
+        "checkpoint": "x [0123456789]",
     }
     assert JobImage.objects.count() == 1
     assert job.lease_token is None
