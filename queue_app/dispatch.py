@@ -124,12 +124,13 @@ WHERE {job.id} = %(job_id)s
       AND {job.lease_token} = %(finishing_token)s
     {row_lock}
   )
-  -- the server is enabled and not offline
+  -- the server is enabled, not offline, and configured as when the job was reserved
   AND EXISTS (
     SELECT 1 FROM {server}
     WHERE {server.id} = %(server_id)s
       AND {server.enabled}
       AND ({server.is_online} IS NULL OR {server.is_online})
+      AND {server.updated_at} = %(server_updated_at)s
   )
   -- no job of higher priority may run on the server now (the conditions of _QUEUE_HEAD)
   AND NOT EXISTS (
@@ -335,7 +336,9 @@ def job_start_reserved(*, reserved: Claim, finishing: Claim) -> bool:
     so that a cancel, completion or lease recovery of it (each an update of that row) comes
     before or after this statement, never in between, and its slot cannot go to another
     claim at the same time; the server is enabled and not offline; and no job of higher
-    priority than the reserved one became eligible for the server meanwhile.
+    priority than the reserved one became eligible for the server meanwhile; and the server
+    was not reconfigured since (a new URL or credentials: its request was built for the old
+    machine, and a fresh claim reads the server again).
 
     False, and nothing changed, when any of these does not hold: the caller then gives the
     reservation back and claims as usual.
@@ -354,6 +357,9 @@ def job_start_reserved(*, reserved: Claim, finishing: Claim) -> bool:
         "finishing_id": _db("id", finishing.job_id),
         "finishing_token": _db("lease_token", finishing.token),
         "priority": job.priority,
+        "server_updated_at": Server._meta.get_field("updated_at").get_db_prep_save(
+            server.updated_at, connection
+        ),
     }
     with connection.cursor() as cursor:
         cursor.execute(_sql(_START_RESERVED, row_lock=_row_lock(_FOR_UPDATE)), params)

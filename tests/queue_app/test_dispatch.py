@@ -17,6 +17,7 @@ from queue_app import dispatch
 from queue_app.models import Job, JobImage, JobStatus
 from servers_app.checkpoints import checkpoint_key
 from servers_app.models import CachedModel, ModelKind, Server
+from servers_app.services import server_update
 from tests.integration.procs import wait_until
 
 
@@ -633,3 +634,13 @@ def test_a_statement_naming_what_is_not_a_column_fails_when_built():
         dispatch._sql("SELECT {job.images} FROM {job}")
     with pytest.raises(FieldDoesNotExist):
         dispatch._sql("SELECT {job.no_such_field} FROM {job}")
+
+
+def test_a_reserved_job_does_not_start_once_its_server_is_reconfigured(online):
+    running, (following,) = running_with_next(online)
+    reserved = dispatch.job_reserve_next(running=running)
+    server_update(server=online, data={"api_url": "http://127.0.0.1:2"}, partial=True)
+
+    assert not dispatch.job_start_reserved(reserved=reserved, finishing=running)
+
+    assert Job.objects.get(pk=following.pk).status == JobStatus.PENDING
