@@ -124,12 +124,13 @@ WHERE {job.id} = %(job_id)s
       AND {job.lease_token} = %(finishing_token)s
     {row_lock}
   )
-  -- the server is enabled and not offline
+  -- the server is enabled, not offline, and configured as when the job was reserved
   AND EXISTS (
     SELECT 1 FROM {server}
     WHERE {server.id} = %(server_id)s
       AND {server.enabled}
       AND ({server.is_online} IS NULL OR {server.is_online})
+      AND {server.updated_at} = %(server_updated_at)s
   )
   -- no job of higher priority may run on the server now (the conditions of _QUEUE_HEAD)
   AND NOT EXISTS (
@@ -335,7 +336,9 @@ def job_start_reserved(*, reserved: Claim, finishing: Claim) -> bool:
     so that a cancel, completion or lease recovery of it (each an update of that row) comes
     before or after this statement, never in between, and its slot cannot go to another
     claim at the same time; the server is enabled and not offline; and no job of higher
-    priority than the reserved one became eligible for the server meanwhile.
+    priority than the reserved one became eligible for the server meanwhile; and the server
+    was not reconfigured since (a new URL or credentials: its request was built for the old
+    machine, and a fresh claim reads the server again).
 
     False, and nothing changed, when any of these does not hold: the caller then gives the
     reservation back and claims as usual.
@@ -354,6 +357,9 @@ def job_start_reserved(*, reserved: Claim, finishing: Claim) -> bool:
         "finishing_id": _db("id", finishing.job_id),
         "finishing_token": _db("lease_token", finishing.token),
         "priority": job.priority,
+        "server_updated_at": Server._meta.get_field("updated_at").get_db_prep_save(
+            server.updated_at, connection
+        ),
     }
     with connection.cursor() as cursor:
         cursor.execute(_sql(_START_RESERVED, row_lock=_row_lock(_FOR_UPDATE)), params)
@@ -418,9 +424,14 @@ class ImageRecord:
 
 
 def job_complete(
-    *, claim: Claim, images: list[ImageRecord], generation_info: dict[str, Any]
+    *,
+    claim: Claim,
+    images: list[ImageRecord],
+    generation_info: dict[str, Any],
+    checkpoint: str | None = None,
 ) -> bool:
-    """Record the images and mark the job completed, if it is still ours.
+    """Record the images and mark the job completed, if it is still ours. `checkpoint`:
+    the title of the checkpoint it ran on (`result_details.checkpoint`; None: not known).
 
     False when the job was cancelled, deleted or taken over meanwhile: the caller then
     deletes the files it wrote, so a job's images are stored exactly once.
@@ -430,6 +441,7 @@ def job_complete(
         "images": [image.name.rsplit("/", 1)[-1] for image in images],
         "info": "Job completed and images downloaded by MobileSD backend.",
         "generation_info": generation_info,
+        "checkpoint": checkpoint,
     }
     with transaction.atomic():
         updated = _ours(claim).update(
@@ -459,12 +471,18 @@ def job_complete(
     return True
 
 
-def job_fail(*, claim: Claim, error: str) -> bool:
-    """processing -> failed with `result_details.error`, if the job is still ours."""
+def job_fail(
+    *, claim: Claim, error: str, code: str | None = None, details: dict[str, Any] | None = None
+) -> bool:
+    """processing -> failed with `result_details.error`, if the job is still ours; `code`
+    (a stable name of the reason, e.g. `checkpoint_mismatch`) and `details` go beside it."""
     now = timezone.now()
+    result: dict[str, Any] = {**(details or {}), "error": error}
+    if code is not None:
+        result["code"] = code
     updated = _ours(claim).update(
         status=JobStatus.FAILED,
-        result_details={"error": error},
+        result_details=result,
         completed_at=now,
         updated_at=now,
         lease_token=None,

@@ -40,10 +40,10 @@ from queue_app.images import (
 )
 from queue_app.params import build_txt2img_payload
 from queue_app.timeouts import job_timeout
-from servers_app.checkpoints import checkpoint_key
+from servers_app.checkpoints import checkpoint_hashes, checkpoint_key, checkpoint_ran_as
 from servers_app.models import Server
 from servers_app.resolver import resolve
-from servers_app.selectors import server_checkpoints
+from servers_app.selectors import server_checkpoint_reported, server_checkpoints
 from servers_app.services import (
     server_mark_offline,
     server_note_loaded_checkpoint,
@@ -64,6 +64,15 @@ def make_client(server: Server, *, read_timeout: float = 30.0) -> ForgeClient:
 # Set when the worker is asked to stop: the job in flight finishes, no new one is claimed
 # (the rest stay pending for the reconcile task or another worker).
 shutting_down = threading.Event()
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A job's answer from the server, with the title of the checkpoint it ran on (None:
+    the job named none, and it is looked up from the answer when stored)."""
+
+    result: Txt2ImgResult
+    checkpoint: str | None
 
 
 def server_run(server_id: int) -> int:
@@ -100,7 +109,7 @@ class _ServerLoop:
         dispatch.commit_without_flush(True)
         try:
             claim, prepared = _next_job(self.server_id, finished=None, reserved=None)
-            finished: tuple[Claim, Txt2ImgResult] | None = None
+            finished: tuple[Claim, Generated] | None = None
             while claim is not None:
                 client = _client_for(claim.server, client)
                 bookkeeping = _Once(self._bookkeep, claim, finished)
@@ -130,7 +139,7 @@ class _ServerLoop:
         except Exception:
             connection.close()  # a connection that cannot be reset is not reused
 
-    def _bookkeep(self, running: Claim, finished: tuple[Claim, Txt2ImgResult] | None) -> None:
+    def _bookkeep(self, running: Claim, finished: tuple[Claim, Generated] | None) -> None:
         """Once `running`'s request is out: reserve the job after it, and store the one
         before it (after the reservation, which the next job needs first)."""
         if not shutting_down.is_set():
@@ -138,7 +147,7 @@ class _ServerLoop:
         if finished is not None:
             self._store(finished, after=[self.reserving] if self.reserving else [])
 
-    def _store(self, finished: tuple[Claim, Txt2ImgResult], *, after: list[Future[Any]]) -> None:
+    def _store(self, finished: tuple[Claim, Generated], *, after: list[Future[Any]]) -> None:
         if self.storing is not None:
             self.storing.result()  # bounds the images held in memory to two jobs'
         self.storing = self.storer.submit(_store_after, after, finished)
@@ -178,7 +187,7 @@ class _Once[**P]:
             call()
 
 
-def _store_after(after: list[Future[Any]], finished: tuple[Claim, Txt2ImgResult]) -> None:
+def _store_after(after: list[Future[Any]], finished: tuple[Claim, Generated]) -> None:
     wait(after)
     _store_guarded(*finished)
 
@@ -200,6 +209,8 @@ class Prepared:
     payload: dict[str, Any]
     timeout: float  # the read timeout for this job (`job_timeout`)
     checkpoint_title: str | None
+    # What identifies that checkpoint in the server's answer (`checkpoint_ran_as`).
+    checkpoint_hashes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -213,7 +224,7 @@ class Reserved:
 def _next_job(
     server_id: int,
     *,
-    finished: tuple[Claim, Txt2ImgResult] | None,
+    finished: tuple[Claim, Generated] | None,
     reserved: Reserved | None,
 ) -> tuple[Claim | None, Prepared | None]:
     """The job to send now: the reserved one if it can start on the finished job's slot,
@@ -265,7 +276,7 @@ def _generate_guarded(
     prepared: Prepared | None,
     *,
     on_sent: Callable[[], None] | None = None,
-) -> Txt2ImgResult | None:
+) -> Generated | None:
     try:
         return job_generate(claim, client=client, prepared=prepared, on_sent=on_sent)
     except Exception:
@@ -275,9 +286,11 @@ def _generate_guarded(
         return None
 
 
-def _store_guarded(claim: Claim, result: Txt2ImgResult) -> None:
+def _store_guarded(claim: Claim, generated: Generated) -> None:
     try:
-        _store_results(claim, result.images, result.info)
+        _store_results(
+            claim, generated.result.images, generated.result.info, checkpoint=generated.checkpoint
+        )
     except Exception:
         logger.exception("Unexpected error storing the images of job %s", claim.job_id)
         dispatch.job_fail(claim=claim, error="Internal error in MobileSD while storing images.")
@@ -348,23 +361,25 @@ def interrupt_if_current(client: ForgeClient, task_id: str) -> bool:
     return False
 
 
-def _resolve_checkpoint(server: Server, requested: str) -> str:
-    """The server's exact title for `requested`, from the model cache; refreshed once from
-    the server before failing, and failing permanently rather than let the server silently
-    generate with another model."""
+def _resolve_checkpoint(server: Server, requested: str) -> tuple[str, tuple[str, ...]]:
+    """The server's exact title for `requested`, from the model cache, with its known
+    hashes; refreshed once from the server before failing, and failing permanently rather
+    than let the server silently generate with another model."""
     loaded = server.loaded_checkpoint
     if loaded and checkpoint_key(requested) == checkpoint_key(loaded):
-        return loaded  # the common case, without a query: the model already in use
+        # The common case, without a query: the model already in use.
+        return loaded, checkpoint_hashes(loaded)
     resolution = resolve(requested, server_checkpoints(server=server))
-    if resolution.model is not None:
-        return resolution.model.title
-    refreshed = server_refresh_models(server=server)
-    if refreshed.error:
-        raise ForgeTransientError(f"Could not list the server's checkpoints: {refreshed.error}")
-    resolution = resolve(requested, server_checkpoints(server=server))
-    if resolution.model is not None:
-        return resolution.model.title
-    raise ForgePermanentError(resolution.message(server.alias))
+    if resolution.model is None:
+        refreshed = server_refresh_models(server=server)
+        if refreshed.error:
+            error = refreshed.error
+            raise ForgeTransientError(f"Could not list the server's checkpoints: {error}")
+        resolution = resolve(requested, server_checkpoints(server=server))
+    model = resolution.model
+    if model is None:
+        raise ForgePermanentError(resolution.message(server.alias))
+    return model.title, checkpoint_hashes(model.title, model.short_hash, model.sha256)
 
 
 def job_prepare(claim: Claim) -> Prepared:
@@ -374,7 +389,7 @@ def job_prepare(claim: Claim) -> Prepared:
     job, server = claim.job, claim.server
     params = job.generation_params or {}
     requested = str(params.get("checkpoint_name") or "").strip()
-    title = _resolve_checkpoint(server, requested) if requested else None
+    title, hashes = _resolve_checkpoint(server, requested) if requested else (None, ())
     payload = build_txt2img_payload(
         params, task_id=claim.task_id, checkpoint_title=title, flavour=server.flavour or None
     )
@@ -385,7 +400,9 @@ def job_prepare(claim: Claim) -> Prepared:
         images=int(payload.get("n_iter") or 1) * int(payload.get("batch_size") or 1),
         hires=bool(payload.get("enable_hr")),
     )
-    return Prepared(payload=payload, timeout=timeout, checkpoint_title=title)
+    return Prepared(
+        payload=payload, timeout=timeout, checkpoint_title=title, checkpoint_hashes=hashes
+    )
 
 
 def job_generate(
@@ -394,10 +411,13 @@ def job_generate(
     client: ForgeClient | None = None,
     prepared: Prepared | None = None,
     on_sent: Callable[[], None] | None = None,
-) -> Txt2ImgResult | None:
+) -> Generated | None:
     """Generate a claimed job on its server: the result to store, or None when the job was
     failed or released for a retry instead. `prepared`: its request, if built already;
-    `on_sent`: called once the request is written."""
+    `on_sent`: called once the request is written.
+
+    A job whose server reports that it used another checkpoint than the one resolved
+    fails (`checkpoint_mismatch`): it is never completed on the wrong model."""
     server = claim.server
     own_client = client is None
     client = client or make_client(server)
@@ -426,11 +446,56 @@ def job_generate(
             client.close()
 
     title = prepared.checkpoint_title
+    if title and _ran_elsewhere(claim, prepared, result.info):
+        return None
     if title and title != server.loaded_checkpoint:
         # Before the next claim, which prefers jobs for the checkpoint now loaded.
         server_note_loaded_checkpoint(server_id=server.pk, title=title)
         server.loaded_checkpoint = title
-    return result
+    return Generated(result=result, checkpoint=title)
+
+
+def _ran_elsewhere(claim: Claim, prepared: Prepared, info: dict[str, Any]) -> bool:
+    """True, having failed the job, when the server's info names another checkpoint than
+    the one sent (it drops an override it does not know and uses its loaded model). Its
+    model list is then read again, as ours was wrong, and the checkpoint it really has
+    loaded is noted. An info without hash or name proves nothing: False."""
+    title = str(prepared.checkpoint_title)
+    reported_hash, reported_name = info.get("sd_model_hash"), info.get("sd_model_name")
+    same = checkpoint_ran_as(
+        title=title,
+        hashes=prepared.checkpoint_hashes,
+        reported_hash=reported_hash,
+        reported_name=reported_name,
+    )
+    if same is not False:
+        return False
+    server = claim.server
+    server_refresh_models(server=server)
+    ran = server_checkpoint_reported(
+        server=server, reported_hash=reported_hash, reported_name=reported_name
+    )
+    ran_title = ran.title if ran is not None else _reported_label(info) or "an unknown model"
+    server_note_loaded_checkpoint(server_id=server.pk, title=ran.title if ran else "")
+    server.loaded_checkpoint = ran.title if ran else ""
+    dispatch.job_fail(
+        claim=claim,
+        error=f"Server '{server.alias}' generated with '{ran_title}' instead of the requested "
+        f"checkpoint '{title}'; its images were discarded.",
+        code="checkpoint_mismatch",
+        details={"checkpoint": ran_title, "requested_checkpoint": title},
+    )
+    return True
+
+
+def _reported_label(info: dict[str, Any]) -> str | None:
+    """The checkpoint a generation's info names, as `name [hash]` (None: it names none)."""
+    name, digest = info.get("sd_model_name"), info.get("sd_model_hash")
+    name = name if isinstance(name, str) and name else None
+    digest = digest if isinstance(digest, str) and digest else None
+    if name and digest:
+        return f"{name} [{digest}]"
+    return name or digest
 
 
 def _sent(monitor: "Monitor", on_sent: Callable[[], None] | None) -> None:
@@ -448,9 +513,12 @@ def _seed_of(info: dict[str, Any], index: int) -> int | None:
     return seed + index if isinstance(seed, int) else None
 
 
-def _store_results(claim: Claim, images: list[bytes], info: dict[str, Any]) -> None:
-    """Write the images, then complete the job; if it is no longer ours (cancelled or taken
-    over meanwhile), remove them."""
+def _store_results(
+    claim: Claim, images: list[bytes], info: dict[str, Any], *, checkpoint: str | None = None
+) -> None:
+    """Write the images, then complete the job with the checkpoint it ran on (`checkpoint`,
+    or for a job that named none, the one the server's info names); if it is no longer
+    ours (cancelled or taken over meanwhile), remove them."""
     if claim.job.retry_count:
         # Files of an earlier attempt whose worker died before recording them (a first
         # attempt has none: the folder listing is spared on the common path).
@@ -481,9 +549,24 @@ def _store_results(claim: Claim, images: list[bytes], info: dict[str, Any]) -> N
         error = f"Could not store an image: {exc}"
         dispatch.job_release(claim=claim, error=error, count_attempt=True)
         return
-    if not dispatch.job_complete(claim=claim, images=records, generation_info=info):
+    if checkpoint is None:
+        checkpoint = _checkpoint_reported(claim.server, info)
+    if not dispatch.job_complete(
+        claim=claim, images=records, generation_info=info, checkpoint=checkpoint
+    ):
         logger.info("Job %s changed while storing; discarding its images", claim.job_id)
         _delete(records)
+
+
+def _checkpoint_reported(server: Server, info: dict[str, Any]) -> str | None:
+    """The title of the server's checkpoint that its info names, else the info's own
+    `name [hash]`; None when the info names none."""
+    found = server_checkpoint_reported(
+        server=server,
+        reported_hash=info.get("sd_model_hash"),
+        reported_name=info.get("sd_model_name"),
+    )
+    return found.title if found is not None else _reported_label(info)
 
 
 def _delete(records: list[ImageRecord]) -> None:

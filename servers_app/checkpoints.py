@@ -27,3 +27,30 @@ def checkpoint_key(name: str | None) -> str:
     if not name:
         return ""
     return strip_hash(name.strip()).replace("\\", "/").casefold()
+
+
+def checkpoint_hashes(title: str, *hashes: str) -> tuple[str, ...]:
+    """The known hashes of a checkpoint, lowercase: the ` [hash]` of its title and the
+    given ones (short hash, SHA-256), blanks left out."""
+    found = HASH_SUFFIX.search(title or "")
+    candidates = [found.group(1) if found else "", *hashes]
+    return tuple(dict.fromkeys(h.strip().lower() for h in candidates if h and h.strip()))
+
+
+def checkpoint_ran_as(
+    *, title: str, hashes: tuple[str, ...], reported_hash: object, reported_name: object
+) -> bool | None:
+    """Whether the checkpoint the server reports it used (`sd_model_hash`, `sd_model_name`
+    of a generation's info) is `title` (with its known `hashes`); None when it reported
+    neither, so nothing can be said.
+
+    A hash on both sides decides (one a prefix of the other: a 10-hex short hash against a
+    SHA-256 or an older 8-hex hash); otherwise the file stem, case folded, does.
+    """
+    reported = reported_hash.strip().lower() if isinstance(reported_hash, str) else ""
+    if len(reported) >= 8 and hashes:
+        return any(known.startswith(reported) or reported.startswith(known) for known in hashes)
+    name = reported_name.strip() if isinstance(reported_name, str) else ""
+    if not name:
+        return None
+    return file_stem(strip_hash(title)).casefold() == file_stem(name).casefold()

@@ -5,6 +5,7 @@ from typing import Any
 from django.db.models import Min, Q, QuerySet
 
 from core_app.errors import NotFound
+from servers_app.checkpoints import file_stem
 from servers_app.models import CachedModel, ModelKind, Server
 
 
@@ -114,3 +115,22 @@ def server_separator(*, server: Server) -> str:
         .first()
     )
     return "\\" if sample and "\\" in sample else "/"
+
+
+def server_checkpoint_reported(
+    *, server: Server, reported_hash: object, reported_name: object
+) -> CachedModel | None:
+    """The cached checkpoint of `server` that a generation's info names (`sd_model_hash`,
+    `sd_model_name`), or None: by hash when the info has one, else by file stem when only
+    one checkpoint has it."""
+    digest = reported_hash.strip().lower() if isinstance(reported_hash, str) else ""
+    rows = CachedModel.objects.filter(server=server, kind=ModelKind.CHECKPOINT)
+    if len(digest) >= 8:
+        found = list(rows.filter(Q(short_hash__iexact=digest) | Q(sha256__istartswith=digest))[:2])
+        if len(found) == 1:
+            return found[0]
+    name = reported_name.strip() if isinstance(reported_name, str) else ""
+    if not name:
+        return None
+    found = list(rows.filter(stem_key=file_stem(name).casefold())[:2])
+    return found[0] if len(found) == 1 else None

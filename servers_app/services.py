@@ -18,6 +18,9 @@ logger = logging.getLogger(__name__)
 
 UPDATABLE_FIELDS = ("alias", "api_url", "username", "password", "enabled", "slots", "models_dir")
 CREDENTIAL_FIELDS = ("username", "password")
+# Fields that say which machine MobileSD talks to: changing one makes what it learnt of the
+# server (models, loaded checkpoint, flavour, online state) somebody else's.
+_ENDPOINT_FIELDS = ("api_url", "username", "password")
 
 
 def _validate(server: Server) -> None:
@@ -49,10 +52,12 @@ def server_update(*, server: Server, data: dict[str, Any], partial: bool) -> Ser
 
     A full update resets what it leaves out to the defaults, except the credentials, which
     follow `credentials_resolve`: kept unless changed or cleared, and the password dropped
-    when the URL moves to another origin without one.
+    when the URL moves to another origin without one. A new URL or new credentials forget
+    what was learnt of the server (`server_forget_models`) in the same transaction.
     """
     server = Server.objects.select_for_update().get(pk=server.pk)
     old_alias = server.alias
+    old_endpoint = [getattr(server, key) for key in _ENDPOINT_FIELDS]
     credentials = credentials_resolve(server=server, data=data)
     defaults = {"enabled": True, "slots": 1, "models_dir": ""}
     for key in UPDATABLE_FIELDS:
@@ -65,6 +70,9 @@ def server_update(*, server: Server, data: dict[str, Any], partial: bool) -> Ser
     server.username, server.password = credentials.username, credentials.password
     _validate(server)
     server.save()
+    if [getattr(server, key) for key in _ENDPOINT_FIELDS] != old_endpoint:
+        server_forget_models(server_id=server.pk)
+        server.refresh_from_db()
     if server.alias != old_alias:
         # Jobs keep the alias as text too, so they still name the server once it is gone.
         server.jobs.filter(target_server_alias=old_alias).update(target_server_alias=server.alias)
@@ -83,6 +91,28 @@ def server_delete(*, server: Server) -> None:
     server = Server.objects.select_for_update().get(pk=server.pk)
     server_deleting.send(sender=Server, server=server)
     server.delete()
+
+
+def server_forget_models(*, server_id: int) -> None:
+    """Forget what MobileSD learnt from the server's old address: its cached models, its
+    loaded checkpoint, its flavour, when its models were read, and whether it is online
+    (back to unknown, so that its next health check counts as a return and re-reads the
+    models).
+
+    Called in the transaction that changes the address, so no job is ever resolved against
+    the old machine's catalogue: until the check has run, a job's checkpoint is not found
+    in the (empty) cache and its dispatch reads the new server's list first.
+    """
+    CachedModel.objects.filter(server_id=server_id).delete()
+    Server.objects.filter(pk=server_id).update(
+        is_online=None,
+        loaded_checkpoint="",
+        flavour="",
+        models_refreshed_at=None,
+        models_stale=False,
+        models_error="",
+    )
+    logger.info("Server %s changed address or credentials; its models will be re-read", server_id)
 
 
 def server_mark_offline(*, server_id: int, error: str) -> None:

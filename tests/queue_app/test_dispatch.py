@@ -17,6 +17,7 @@ from queue_app import dispatch
 from queue_app.models import Job, JobImage, JobStatus
 from servers_app.checkpoints import checkpoint_key
 from servers_app.models import CachedModel, ModelKind, Server
+from servers_app.services import server_update
 from tests.integration.procs import wait_until
 
 
@@ -228,7 +229,9 @@ def test_complete_records_images_once(online):
     claim = dispatch.job_claim_next(server_id=online.pk)
     image = dispatch.ImageRecord(0, "jobs/ab/x_1_00000-7.png", 7, 64, 64, "infotext")
 
-    assert dispatch.job_complete(claim=claim, images=[image], generation_info={"seed": 7})
+    assert dispatch.job_complete(
+        claim=claim, images=[image], generation_info={"seed": 7}, checkpoint="x [0123456789]"
+    )
     assert not dispatch.job_complete(claim=claim, images=[image], generation_info={"seed": 7})
 
     job = Job.objects.get()
@@ -237,6 +240,7 @@ def test_complete_records_images_once(online):
         "images": ["x_1_00000-7.png"],
         "info": "Job completed and images downloaded by MobileSD backend.",
         "generation_info": {"seed": 7},
+        "checkpoint": "x [0123456789]",
     }
     assert JobImage.objects.count() == 1
     assert job.lease_token is None
@@ -630,3 +634,13 @@ def test_a_statement_naming_what_is_not_a_column_fails_when_built():
         dispatch._sql("SELECT {job.images} FROM {job}")
     with pytest.raises(FieldDoesNotExist):
         dispatch._sql("SELECT {job.no_such_field} FROM {job}")
+
+
+def test_a_reserved_job_does_not_start_once_its_server_is_reconfigured(online):
+    running, (following,) = running_with_next(online)
+    reserved = dispatch.job_reserve_next(running=running)
+    server_update(server=online, data={"api_url": "http://127.0.0.1:2"}, partial=True)
+
+    assert not dispatch.job_start_reserved(reserved=reserved, finishing=running)
+
+    assert Job.objects.get(pk=following.pk).status == JobStatus.PENDING
