@@ -1,14 +1,28 @@
-"""limit/offset pagination that refuses bad values instead of ignoring them, and the one
-envelope every paged list answers: `{"total", "limit", "offset", "<items>": [...]}`."""
+"""limit/offset pagination that refuses bad values instead of ignoring them, and the two
+shapes a paged list answers: the envelope `{"total", "limit", "offset", "<items>": [...]}`,
+or (lists the original MobileSD answered as arrays) a bare array with the total in the
+`X-Total-Count` header."""
 
 from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
+
+TOTAL_COUNT_HEADER = "X-Total-Count"
+
+# The response header of `paged_array_response`, for `extend_schema(parameters=...)`.
+TOTAL_COUNT_PARAMETER = OpenApiParameter(
+    TOTAL_COUNT_HEADER,
+    int,
+    OpenApiParameter.HEADER,
+    response=[200],
+    description="How many items match, on every page.",
+)
 
 
 class LimitOffsetSerializer(serializers.Serializer):
@@ -43,3 +57,15 @@ def paginated_response(
     under `key`."""
     items, total, limit, offset = paginate(request, queryset)
     return Response({"total": total, "limit": limit, "offset": offset, key: serialize(items)})
+
+
+def paged_array_response(
+    request: Request,
+    queryset: QuerySet,
+    *,
+    serialize: Callable[[list[Any]], list[Any]],
+) -> Response:
+    """One page of `queryset` as a JSON array, serialized by `serialize`; the count of every
+    match in the `X-Total-Count` header. Paging parameters as `paginated_response`."""
+    items, total, _, _ = paginate(request, queryset)
+    return Response(serialize(items), headers={TOTAL_COUNT_HEADER: str(total)})

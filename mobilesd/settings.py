@@ -197,6 +197,8 @@ CORS_ALLOW_HEADERS = (
     "x-api-key",
     "x-requested-with",
 )
+# Browsers hide other response headers from cross-origin scripts; model lists page with it.
+CORS_EXPOSE_HEADERS = ("x-total-count",)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

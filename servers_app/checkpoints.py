@@ -22,11 +22,16 @@ def file_stem(path: str) -> str:
 
 
 def checkpoint_key(name: str | None) -> str:
-    """A comparable form of a checkpoint name or title: `/` separators, no ` [hash]`,
-    case folded. `Pony\\x.safetensors [9f90c59f3a]` and `pony/X.safetensors` are equal."""
+    """A comparable form of a checkpoint name or title: `/` separators, no ` [hash]`, no
+    leading `./`, case folded. `Pony\\x.safetensors [9f90c59f3a]` and `pony/X.safetensors`
+    are equal, and so are `./x.safetensors` and `x.safetensors` (the original MobileSD
+    builds a top-level model's name as `relativePath/filename` with `relativePath` ".")."""
     if not name:
         return ""
-    return strip_hash(name.strip()).replace("\\", "/").casefold()
+    key = strip_hash(name.strip()).replace("\\", "/").casefold()
+    while key.startswith("./"):
+        key = key[2:]
+    return key
 
 
 def checkpoint_hashes(title: str, *hashes: str) -> tuple[str, ...]:

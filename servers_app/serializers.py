@@ -115,10 +115,19 @@ class ModelServerSerializer(serializers.Serializer):
     stale = serializers.BooleanField(source="server.models_stale")
 
 
+FILENAME_HELP = "The file name, with its extension (the original MobileSD's name)."
+RELATIVE_PATH_HELP = (
+    "The folder below the models folder, with '/', '.' at the top (the original MobileSD's "
+    "name). `relativePath + '/' + filename` is a valid checkpoint_name on every server listed."
+)
+
+
 class CheckpointSerializer(serializers.Serializer):
     title = serializers.CharField(help_text="Its title on the first server that has it.")
     name = serializers.CharField(help_text="The file name without extension.")
     path = serializers.CharField(help_text="The path below the models folder, with '/'.")
+    filename = serializers.CharField(help_text=FILENAME_HELP)
+    relativePath = serializers.CharField(help_text=RELATIVE_PATH_HELP)
     hash = serializers.CharField(allow_null=True, help_text="Short hash (AutoV2), once known.")
     sha256 = serializers.CharField(allow_null=True)
     servers = ModelServerSerializer(many=True)
@@ -128,6 +137,13 @@ class LoraSerializer(serializers.Serializer):
     name = serializers.CharField()
     alias = serializers.CharField()
     path = serializers.CharField()
+    filename = serializers.CharField(help_text=FILENAME_HELP)
+    relativePath = serializers.CharField(
+        help_text="The folder below the LoRA folder, with '/', '.' at the top."
+    )
+    name_for_prompt = serializers.CharField(
+        help_text="What goes in `<lora:NAME:weight>`: the name the server lists (file stem)."
+    )
     hash = serializers.CharField(allow_null=True)
     base_model = serializers.CharField(allow_blank=True)
     trigger_words = serializers.ListField(child=serializers.CharField())
@@ -139,9 +155,13 @@ def model_group_data(rows: list[CachedModel]) -> dict[str, Any]:
     first = rows[0]
     known_sha = next((row.sha256 for row in rows if row.sha256), "")
     known_short = next((row.short_hash for row in rows if row.short_hash), "")
+    path = first.relative_path.replace("\\", "/")
+    folder, _, filename = path.rpartition("/")
     data: dict[str, Any] = {
         "name": first.name,
-        "path": first.relative_path.replace("\\", "/"),
+        "path": path,
+        "filename": filename,
+        "relativePath": folder or ".",
         "hash": known_short or (known_sha[:10] if known_sha else None),
         "servers": ModelServerSerializer(rows, many=True).data,
     }
@@ -150,23 +170,10 @@ def model_group_data(rows: list[CachedModel]) -> dict[str, Any]:
     return {
         **data,
         "alias": first.alias,
+        "name_for_prompt": first.name,
         "base_model": first.base_model,
         "trigger_words": first.trigger_words,
     }
-
-
-class CheckpointListSerializer(serializers.Serializer):
-    total = serializers.IntegerField()
-    limit = serializers.IntegerField()
-    offset = serializers.IntegerField()
-    checkpoints = CheckpointSerializer(many=True)
-
-
-class LoraListSerializer(serializers.Serializer):
-    total = serializers.IntegerField()
-    limit = serializers.IntegerField()
-    offset = serializers.IntegerField()
-    loras = LoraSerializer(many=True)
 
 
 class RefreshResultSerializer(serializers.Serializer):

@@ -3,22 +3,22 @@
 from dataclasses import asdict
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core_app.errors import ServerUnreachable
-from core_app.pagination import paginated_response
+from core_app.pagination import TOTAL_COUNT_PARAMETER, paged_array_response
 from core_app.serializers import ErrorSerializer, MessageSerializer
 from servers_app.credentials import PASSWORD_DROPPED, credentials_resolve
 from servers_app.filters import ModelListQuerySerializer
 from servers_app.models import ModelKind, Server
 from servers_app.selectors import model_group_rows, model_groups, server_get, server_require
 from servers_app.serializers import (
-    CheckpointListSerializer,
-    LoraListSerializer,
+    CheckpointSerializer,
+    LoraSerializer,
     RefreshResultSerializer,
     ServerEnvelopeSerializer,
     ServerSerializer,
@@ -76,7 +76,9 @@ class ServerViewSet(viewsets.ModelViewSet):
         return Response({"message": "Server configuration deleted successfully."})
 
 
-def _list_models(request: Request, *, kind: str, key: str) -> Response:
+def _list_models(request: Request, *, kind: str) -> Response:
+    """One page of the grouped models of `kind` as an array (the original's shape); the
+    total in `X-Total-Count`."""
     query = ModelListQuerySerializer(data=request.query_params)
     query.is_valid(raise_exception=True)
     alias = query.validated_data.get("server_alias", "")
@@ -90,7 +92,7 @@ def _list_models(request: Request, *, kind: str, key: str) -> Response:
         grouped = model_group_rows(rows, [entry["identity"] for entry in page])
         return [model_group_data(group) for group in grouped.values() if group]
 
-    return paginated_response(request, identities, key=key, serialize=serialize)
+    return paged_array_response(request, identities, serialize=serialize)
 
 
 MODEL_LIST_PARAMETERS = [
@@ -98,6 +100,7 @@ MODEL_LIST_PARAMETERS = [
     OpenApiParameter("search", str, description="Part of the name, path or alias; a hash prefix."),
     OpenApiParameter("limit", int, description="Page size (default 50, at most 200)."),
     OpenApiParameter("offset", int),
+    TOTAL_COUNT_PARAMETER,
 ]
 
 
@@ -107,11 +110,17 @@ class CheckpointListView(APIView):
 
     @extend_schema(
         parameters=MODEL_LIST_PARAMETERS,
-        responses={200: CheckpointListSerializer, 400: ErrorSerializer, **ERRORS},
+        responses={
+            200: OpenApiResponse(
+                CheckpointSerializer(many=True),
+                description="One page of checkpoints; the total in X-Total-Count.",
+            ),
+            **ERRORS,
+        },
         summary="List checkpoints",
     )
     def get(self, request: Request) -> Response:
-        return _list_models(request, kind=ModelKind.CHECKPOINT, key="checkpoints")
+        return _list_models(request, kind=ModelKind.CHECKPOINT)
 
 
 class LoraListView(APIView):
@@ -119,11 +128,17 @@ class LoraListView(APIView):
 
     @extend_schema(
         parameters=MODEL_LIST_PARAMETERS,
-        responses={200: LoraListSerializer, 400: ErrorSerializer, **ERRORS},
+        responses={
+            200: OpenApiResponse(
+                LoraSerializer(many=True),
+                description="One page of LoRAs; the total in X-Total-Count.",
+            ),
+            **ERRORS,
+        },
         summary="List LoRAs",
     )
     def get(self, request: Request) -> Response:
-        return _list_models(request, kind=ModelKind.LORA, key="loras")
+        return _list_models(request, kind=ModelKind.LORA)
 
 
 class ServerRefreshModelsView(APIView):

@@ -1,6 +1,6 @@
 """Whether the checkpoint a server reports it used is the one MobileSD sent."""
 
-from servers_app.checkpoints import checkpoint_hashes, checkpoint_ran_as
+from servers_app.checkpoints import checkpoint_hashes, checkpoint_key, checkpoint_ran_as
 
 TITLE = "Pony\\cyberrealisticPony_v8.safetensors [0123456789]"
 
@@ -62,3 +62,10 @@ def test_an_info_without_hash_or_name_says_nothing():
         checkpoint_ran_as(title=TITLE, hashes=("0123456789",), reported_hash=None, reported_name="")
         is None
     )
+
+
+def test_a_leading_dot_folder_is_the_models_folder_itself():
+    # The original MobileSD names a top-level model `./<file name>` (relativePath ".").
+    assert checkpoint_key("./sd_xl_base_1.0.safetensors") == "sd_xl_base_1.0.safetensors"
+    assert checkpoint_key(".\\Pony\\x.safetensors") == "pony/x.safetensors"
+    assert checkpoint_key("sub.dir/x.safetensors") == "sub.dir/x.safetensors"
