@@ -45,18 +45,28 @@ def servers_with_model(
     short hash / AutoV2 / AutoV3 prefix of it), then, when no hash matches, by file name
     (stem, any case)."""
     models: QuerySet[CachedModel] = CachedModel.objects.filter(kind=kind)
+    by_hash = _with_hash(sha256=sha256, short_hash=short_hash)
+    found = models.filter(by_hash) if by_hash else models.none()
+    if not found.exists() and name:
+        found = models.filter(_with_stem(name))
+    return sorted(set(found.values_list("server__alias", flat=True)))
+
+
+def _with_hash(*, sha256: str = "", short_hash: str = "") -> Q:
+    """Models with this SHA-256, or whose short hash (or SHA-256 prefix) is `short_hash`;
+    an empty Q when neither is given."""
     by_hash = Q()
     if sha256:
         by_hash |= Q(sha256__iexact=sha256)
     if short_hash:
         value = short_hash.lower()
         by_hash |= Q(short_hash__iexact=value) | Q(sha256__istartswith=value)
-    found = models.filter(by_hash) if by_hash else models.none()
-    if not found.exists() and name:
-        from servers_app.checkpoints import file_stem
+    return by_hash
 
-        found = models.filter(stem_key=file_stem(name).casefold())
-    return sorted(set(found.values_list("server__alias", flat=True)))
+
+def _with_stem(name: str) -> Q:
+    """Models whose file name, without folder and extension, is `name`'s (any case)."""
+    return Q(stem_key=file_stem(name).casefold())
 
 
 def model_kind_for_civitai(civitai_type: str) -> str | None:
@@ -126,11 +136,11 @@ def server_checkpoint_reported(
     digest = reported_hash.strip().lower() if isinstance(reported_hash, str) else ""
     rows = CachedModel.objects.filter(server=server, kind=ModelKind.CHECKPOINT)
     if len(digest) >= 8:
-        found = list(rows.filter(Q(short_hash__iexact=digest) | Q(sha256__istartswith=digest))[:2])
+        found = list(rows.filter(_with_hash(short_hash=digest))[:2])
         if len(found) == 1:
             return found[0]
     name = reported_name.strip() if isinstance(reported_name, str) else ""
     if not name:
         return None
-    found = list(rows.filter(stem_key=file_stem(name).casefold())[:2])
+    found = list(rows.filter(_with_stem(name))[:2])
     return found[0] if len(found) == 1 else None
