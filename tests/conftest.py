@@ -10,6 +10,7 @@ from model_bakery import baker
 from rest_framework.test import APIClient
 
 from core_app.services import api_key_create
+from queue_app.models import Job
 from servers_app.models import Server
 
 
@@ -60,3 +61,14 @@ def anon_client(db) -> APIClient:
 @pytest.fixture
 def server(db) -> Server:
     return baker.make(Server, alias="Laptop", api_url="http://127.0.0.1:7860")
+
+
+@pytest.fixture
+def job(server) -> Job:
+    """A pending job of the server "Laptop"."""
+    return baker.make(
+        Job,
+        server=server,
+        target_server_alias="Laptop",
+        generation_params={"positive_prompt": "a lighthouse at dusk", "steps": 5},
+    )

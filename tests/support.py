@@ -6,6 +6,8 @@ from typing import Any
 
 from django.apps import apps
 
+from queue_app.services import job_submit
+
 # The keys of a job exactly as SEED_API.md documents them, in the documented order.
 DOCUMENTED_JOB_KEYS = [
     "mobilesd_job_id",
@@ -122,3 +124,13 @@ def run_queue_in_thread(server_id: int) -> threading.Thread:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return thread
+
+
+def submit(**params: Any) -> Any:
+    """Queue a small, quick job (64x64, 4 steps) on the server "Laptop"."""
+    params.setdefault("positive_prompt", "a lighthouse")
+    params.setdefault("steps", 4)
+    params.setdefault("width", 64)
+    params.setdefault("height", 64)
+    job, _ = job_submit(target_server_alias="Laptop", generation_params=params)
+    return job

@@ -12,16 +12,6 @@ from queue_app.models import Job
 from servers_app.models import Server
 
 
-@pytest.fixture
-def job(server) -> Job:
-    return baker.make(
-        Job,
-        server=server,
-        target_server_alias="Laptop",
-        generation_params={"positive_prompt": "a lighthouse at dusk", "steps": 5},
-    )
-
-
 def registered_models():
     return [model for model in admin.site._registry if model._meta.app_label.endswith("_app")]
 

@@ -13,16 +13,6 @@ from queue_app.services import job_run_again
 from tests.admin_support import PARAMS, make_job, messages_of, press
 
 
-@pytest.fixture
-def job(server) -> Job:
-    return baker.make(
-        Job,
-        server=server,
-        target_server_alias="Laptop",
-        generation_params={"positive_prompt": "a lighthouse at dusk", "steps": 5},
-    )
-
-
 def job_page(admin_client, job):
     return admin_client.get(reverse("admin:queue_app_job_change", args=[job.pk]))
 

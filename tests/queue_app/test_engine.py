@@ -15,7 +15,7 @@ from queue_app.services import job_cancel, job_submit
 from servers_app.models import Server
 from servers_app.services import server_check_health
 from tests.integration.procs import wait_until
-from tests.support import run_queue_in_thread
+from tests.support import run_queue_in_thread, submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,15 +41,6 @@ def server(sim, settings) -> Server:
     server_check_health(server=server)
     server.refresh_from_db()
     return server
-
-
-def submit(**params) -> Job:
-    params.setdefault("positive_prompt", "a lighthouse")
-    params.setdefault("steps", 4)
-    params.setdefault("width", 64)
-    params.setdefault("height", 64)
-    job, _ = job_submit(target_server_alias="Laptop", generation_params=params)
-    return job
 
 
 def test_health_check_learns_flavour_checkpoints_and_loaded_model(server):

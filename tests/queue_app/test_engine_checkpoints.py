@@ -9,11 +9,11 @@ from rest_framework.test import APIClient
 
 from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
 from queue_app.engine import server_run
-from queue_app.models import Job, JobImage, JobStatus
-from queue_app.services import job_submit
+from queue_app.models import JobImage, JobStatus
 from servers_app.model_cache import checkpoint_rows
 from servers_app.models import CachedModel, Server
 from servers_app.services import server_check_health
+from tests.support import submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,15 +47,6 @@ def server(linux, settings) -> Server:
     server.refresh_from_db()
     assert server.cached_models.filter(title__startswith=PONY).exists()
     return server
-
-
-def submit(**params) -> Job:
-    params.setdefault("positive_prompt", "a lighthouse")
-    params.setdefault("steps", 4)
-    params.setdefault("width", 64)
-    params.setdefault("height", 64)
-    job, _ = job_submit(target_server_alias="Laptop", generation_params=params)
-    return job
 
 
 def move_to(windows: ForgeSimulator, client: APIClient) -> None:

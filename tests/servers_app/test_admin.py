@@ -9,21 +9,10 @@ from model_bakery import baker
 
 from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
 from queue_app.engine import server_run
-from queue_app.models import Job, JobStatus
+from queue_app.models import JobStatus
 from servers_app.models import Server
 from servers_app.services import server_check_health
 from tests.admin_support import make_job, messages_of, press
-
-
-@pytest.fixture
-def job(server) -> Job:
-    return baker.make(
-        Job,
-        server=server,
-        target_server_alias="Laptop",
-        generation_params={"positive_prompt": "a lighthouse at dusk", "steps": 5},
-    )
-
 
 # --- the form and the bulk actions -----------------------------------------------------------
 
