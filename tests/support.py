@@ -1,7 +1,9 @@
 """Helpers for tests: the documented shapes of SEED_API.md, and database snapshots."""
 
+import json
 import re
 import threading
+from pathlib import Path
 from typing import Any
 
 from django.apps import apps
@@ -134,3 +136,14 @@ def submit(**params: Any) -> Any:
     params.setdefault("height", 64)
     job, _ = job_submit(target_server_alias="Laptop", generation_params=params)
     return job
+
+
+# The real A1111/Forge infotexts of REFERENCE.md D.3, by sample number.
+INFOTEXT_SAMPLES: dict[int, str] = {
+    sample["id"]: sample["text"]
+    for sample in json.loads(
+        (Path(__file__).resolve().parents[1] / "contracts" / "infotext-samples.json").read_text(
+            encoding="utf-8"
+        )
+    )["samples"]
+}

@@ -1,16 +1,10 @@
 """The infotext parser on every real sample of REFERENCE.md D.3
 (contracts/infotext-samples.json)."""
 
-import json
-from pathlib import Path
-
 from civitai_app.infotext import parse_infotext, parse_name_hashes
+from tests.support import INFOTEXT_SAMPLES
 
-SAMPLES_FILE = Path(__file__).resolve().parents[2] / "contracts" / "infotext-samples.json"
-SAMPLES: dict[int, str] = {
-    sample["id"]: sample["text"]
-    for sample in json.loads(SAMPLES_FILE.read_text(encoding="utf-8"))["samples"]
-}
+SAMPLES = INFOTEXT_SAMPLES
 SAMPLE_1, SAMPLE_2, SAMPLE_3, SAMPLE_4 = (SAMPLES[n] for n in (1, 2, 3, 4))
 SAMPLE_5, SAMPLE_6, SAMPLE_7, SAMPLE_8 = (SAMPLES[n] for n in (5, 6, 7, 8))
 

@@ -4,21 +4,16 @@ it, read back; and the reader's refusals."""
 
 import codecs
 import io
-import json
 import zlib
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from PIL import ExifTags, Image, ImageFile, PngImagePlugin, WebPImagePlugin
 
 from integrations.forge.image_text import UnreadableImage, decode_user_comment, read_image_text
+from tests.support import INFOTEXT_SAMPLES
 
-SAMPLES_FILE = Path(__file__).resolve().parents[3] / "contracts" / "infotext-samples.json"
-SAMPLES: dict[int, str] = {
-    sample["id"]: sample["text"]
-    for sample in json.loads(SAMPLES_FILE.read_text(encoding="utf-8"))["samples"]
-}
+SAMPLES = INFOTEXT_SAMPLES
 SAMPLE_2, SAMPLE_8 = SAMPLES[2], SAMPLES[8]
 
 
