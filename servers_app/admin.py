@@ -19,7 +19,7 @@ from django.utils.text import Truncator
 from core_app.admin_actions import ObjectActionsAdmin, object_action, service_error
 from core_app.display import age
 from core_app.errors import Conflict, InvalidInput
-from servers_app.credentials import PASSWORD_DROPPED, credentials_resolve
+from servers_app.credentials import PASSWORD_DROPPED
 from servers_app.models import CachedModel, ModelKind, Server
 from servers_app.services import (
     server_check_health,
@@ -154,10 +154,10 @@ class ServerAdmin(ObjectActionsAdmin):
     def save_model(self, request: HttpRequest, obj: Server, form: Any, change: bool) -> None:
         data = form.service_data()
         if change:
-            stored = Server.objects.get(pk=obj.pk)  # `obj` already holds the form's values
-            if credentials_resolve(server=stored, data=data).password_dropped:
+            updated = server_update(server=obj, data=data, partial=False)
+            if updated.password_dropped:
                 self.message_user(request, PASSWORD_DROPPED, messages.WARNING)
-            saved = server_update(server=obj, data=data, partial=False)
+            saved = updated.server
         else:
             saved = server_create(data=data)
         # The admin goes on with `obj` (its log entry, message and redirect): make it the row

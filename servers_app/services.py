@@ -45,8 +45,17 @@ def _announce_configured(server_id: int) -> None:
     transaction.on_commit(lambda: server_configured.send(sender=Server, server_id=server_id))
 
 
+@dataclass(frozen=True)
+class ServerUpdated:
+    """A server as `server_update` left it, and whether its stored password was dropped
+    because the URL moved to another origin without one (the caller tells the user)."""
+
+    server: Server
+    password_dropped: bool
+
+
 @transaction.atomic
-def server_update(*, server: Server, data: dict[str, Any], partial: bool) -> Server:
+def server_update(*, server: Server, data: dict[str, Any], partial: bool) -> ServerUpdated:
     """Update a server. Renaming its alias keeps its jobs (they point at the row and
     follow the new name).
 
@@ -77,7 +86,7 @@ def server_update(*, server: Server, data: dict[str, Any], partial: bool) -> Ser
         # Jobs keep the alias as text too, so they still name the server once it is gone.
         server.jobs.filter(target_server_alias=old_alias).update(target_server_alias=server.alias)
     _announce_configured(server.pk)
-    return server
+    return ServerUpdated(server=server, password_dropped=credentials.password_dropped)
 
 
 @transaction.atomic

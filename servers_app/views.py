@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from core_app.errors import ServerUnreachable
 from core_app.pagination import TOTAL_COUNT_PARAMETER, paged_array_response
 from core_app.serializers import ErrorSerializer, MessageSerializer
-from servers_app.credentials import PASSWORD_DROPPED, credentials_resolve
+from servers_app.credentials import PASSWORD_DROPPED
 from servers_app.filters import ModelListQuerySerializer
 from servers_app.models import ModelKind, Server
 from servers_app.selectors import model_group_rows, model_groups, server_get, server_require
@@ -62,12 +62,11 @@ class ServerViewSet(viewsets.ModelViewSet):
         serializer = self.get_serializer(server, data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        dropped = credentials_resolve(server=server, data=data).password_dropped
-        server = server_update(server=server, data=data, partial=partial)
+        updated = server_update(server=server, data=data, partial=partial)
         message = "Server configuration updated successfully."
-        if dropped:
+        if updated.password_dropped:
             message += f" {PASSWORD_DROPPED}"
-        body = {"message": message, "server": server}
+        body = {"message": message, "server": updated.server}
         return Response(ServerEnvelopeSerializer(body).data)
 
     @extend_schema(responses={200: MessageSerializer, 409: ErrorSerializer, **ERRORS})

@@ -45,7 +45,7 @@ def _forgotten(server: Server) -> bool:
     [{"api_url": "http://127.0.0.1:7861"}, {"username": "other"}, {"password": "new"}],
 )
 def test_a_new_url_or_credentials_forget_models_loaded_checkpoint_and_online_state(known, change):
-    updated = server_update(server=known, data=change, partial=True)
+    updated = server_update(server=known, data=change, partial=True).server
 
     assert _forgotten(known)
     assert updated.is_online is None  # the answer shows the server as not yet checked
