@@ -35,6 +35,8 @@ from queue_app.models import Job, JobImage, image_upload_to
 
 logger = logging.getLogger(__name__)
 
+_HEX_DIGITS = "0123456789abcdef"
+
 THUMBNAIL_DEFAULT_SIZE = 384
 THUMBNAIL_MIN_SIZE = 64
 THUMBNAIL_MAX_SIZE = 1024
@@ -158,11 +160,20 @@ def job_image_by_name(*, name: str) -> JobImage:
     """The image whose file has the base name `name`, as `result_details.images` lists it;
     404 `image_not_found` otherwise. The name is looked up among the images, never joined
     into a storage path, so no name can reach a file that is not a job's image."""
-    if not name or "/" in name or "\\" in name:
-        raise NotFound(f"No image is named '{name}'.", code="image_not_found")
-    image = JobImage.objects.filter(file__endswith=f"/{name}").order_by("pk").first()
+    missing = NotFound(f"No image is named '{name}'.", code="image_not_found")
+    prefix = name[:8].lower()
+    if "/" in name or "\\" in name or len(prefix) < 8 or prefix.strip(_HEX_DIGITS):
+        raise missing
+    # A name starts with its job id's first 8 hex digits (`image_filename`): only the jobs
+    # whose id starts so are searched, through the index of the job column.
+    first, last = UUID(prefix + "0" * 24), UUID(prefix + "f" * 24)
+    image = (
+        JobImage.objects.filter(job_id__gte=first, job_id__lte=last, file__endswith=f"/{name}")
+        .order_by("pk")
+        .first()
+    )
     if image is None:
-        raise NotFound(f"No image is named '{name}'.", code="image_not_found")
+        raise missing
     return image
 
 
