@@ -13,7 +13,8 @@ from integrations.forge.simulator import ForgeSimulator, SimLora, SimModel, Simu
 from queue_app.engine import server_run
 from queue_app.models import Job, JobStatus
 from queue_app.services import job_submit
-from servers_app.models import Server
+from servers_app.model_cache import lora_rows
+from servers_app.models import CachedModel, Server
 from servers_app.services import server_check_health
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -112,7 +113,8 @@ def test_the_same_request_resolves_on_each_server_as_it_stores_the_lora(laptop, 
         info = job.result_details["generation_info"]
         assert info["prompt"] == "a cat <lora:ink_v2:0.5> <lora:add_detail:0.7>"
         hashes = info["extra_generation_params"]["Lora hashes"]
-        assert "ink_v2: " in hashes and "add_detail: " in hashes
+        assert "ink_v2: " in hashes
+        assert "add_detail: " in hashes
         assert job.result_details["loras"] == ["ink_v2", "add_detail"]
 
 
@@ -186,3 +188,17 @@ def test_an_any_job_whose_lora_no_server_has_fails_with_the_reason(laptop, deskt
     assert job.status == JobStatus.FAILED
     assert job.result_details["code"] == "lora_not_found"
     assert "LoRA 'nowhere' was not found on server 'Laptop'." in job.result_details["error"]
+
+
+def test_a_lora_that_names_two_of_the_servers_fails_the_job_naming_both(desktop, windows):
+    (row,) = lora_rows([{"name": "add_detail", "path": "C:\\sd\\models\\Lora\\Old\\add_detail.pt"}])
+    CachedModel.objects.create(server=desktop, **row.fields())
+    Server.objects.filter(pk=desktop.pk).update(models_stale=True)  # not refused at submit
+    job = submit("Desktop", loras=[{"name": "add_detail"}])
+
+    job = run(desktop, job)
+
+    assert job.status == JobStatus.FAILED
+    assert job.result_details["code"] == "lora_ambiguous"
+    assert "Detail\\add_detail.safetensors, Old\\add_detail.pt" in job.result_details["error"]
+    assert not windows.events.of_type("txt2img_received")

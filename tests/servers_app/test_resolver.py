@@ -54,7 +54,7 @@ def test_each_accepted_form_resolves_to_the_servers_name(separator, requested, n
     resolution = resolve_lora(f"  {requested} ", listing(separator))
 
     assert resolution.model is not None, requested
-    assert resolution.model.name == name  # type: ignore[attr-defined]
+    assert resolution.model.name == name
     assert resolution.rule == rule
 
 
@@ -64,7 +64,7 @@ def test_the_servers_own_absolute_path_resolves():
     resolution = resolve_lora("C:\\sd\\models\\Lora\\styles\\ink_style.safetensors", models)
 
     assert resolution.rule == "absolute_path"
-    assert resolution.model.name == "ink_style"  # type: ignore[union-attr]
+    assert resolution.model.name == "ink_style"
 
 
 @pytest.mark.parametrize("requested", ["Smooth Pony", "Smooth Pony.safetensors", "smooth pony"])
