@@ -35,7 +35,7 @@ from django.utils import timezone
 from core_app.leases import LeaseLost, backoff_seconds, lease_expiry, lease_lost_reason
 from queue_app import scheduling
 from queue_app.models import ANY_SERVER, Job, JobImage, JobStatus
-from servers_app.models import Server
+from servers_app.models import CachedModel, ModelKind, Server
 from servers_app.selectors import server_checkpoints
 
 logger = logging.getLogger(__name__)
@@ -74,14 +74,43 @@ def task_id_for(job: Job) -> str:
 # `{row_lock}` is the locking clause of the database (none on SQLite, which runs one writer
 # at a time); every value is bound by name.
 
-# The head of a server's queue: the jobs it may take now (its own or "any" jobs, not
-# waiting out a backoff, not reserved by a worker unless the reservation lapsed), in queue
-# order, as many as the scheduler looks at.
+# Whether an "any" job fits the server: it has every LoRA the job names (a cached LoRA
+# with the key's file stem or alias; see servers_app.resolver.lora_key), or no enabled
+# server has them all, and then any server takes it, to fail it with the reason
+# (lora_not_found) rather than leave it waiting unexplained. `{wanted}` is the set of the
+# job's keys and `{wanted_key}` one of them, in the database's JSON functions. The cost
+# depends on the server's LoRAs and the number of servers, not on the queue.
+_ANY_JOB_FITS = """(
+    NOT EXISTS (
+      SELECT 1 FROM {wanted} WHERE NOT EXISTS (
+        SELECT 1 FROM {model}
+        WHERE {model.server_id} = %(server_id)s AND {model.kind} = %(lora_kind)s
+          AND ({model.stem_key} = {wanted_key} OR LOWER({model.alias}) = {wanted_key})))
+    OR NOT EXISTS (
+      SELECT 1 FROM {server} AS holder
+      WHERE holder.{server.enabled}
+        AND NOT EXISTS (
+          SELECT 1 FROM {wanted} WHERE NOT EXISTS (
+            SELECT 1 FROM {model}
+            WHERE {model.server_id} = holder.{server.id} AND {model.kind} = %(lora_kind)s
+              AND ({model.stem_key} = {wanted_key} OR LOWER({model.alias}) = {wanted_key}))))
+  )"""
+
+# The rows of a job's `lora_keys` (a JSON array) and the column holding each, by vendor.
+_JSON_ELEMENTS = {
+    "postgresql": ("jsonb_array_elements_text({job}.{job.lora_keys}) AS wanted(key)", "wanted.key"),
+    "sqlite": ("json_each({job}.{job.lora_keys}) AS wanted", "wanted.value"),
+}
+
+# The head of a server's queue: the jobs it may take now (its own or "any" jobs that fit
+# it, not waiting out a backoff, not reserved by a worker unless the reservation lapsed),
+# in queue order, as many as the scheduler looks at.
 _QUEUE_HEAD = """
 SELECT * FROM {job}
 WHERE {job.status} = %(pending)s
   AND ({job.server_id} = %(server_id)s
-       OR ({job.server_id} IS NULL AND {job.target_server_alias} = %(any_server)s))
+       OR ({job.server_id} IS NULL AND {job.target_server_alias} = %(any_server)s
+           AND {any_job_fits}))
   AND ({job.next_attempt_at} IS NULL OR {job.next_attempt_at} <= %(now)s)
   AND ({job.lease_token} IS NULL OR {job.lease_expires_at} < %(now)s)
 ORDER BY {job.priority} DESC, {job.created_at} ASC
@@ -137,7 +166,8 @@ WHERE {job.id} = %(job_id)s
     SELECT 1 FROM {job}
     WHERE {job.status} = %(pending)s
       AND ({job.server_id} = %(server_id)s
-           OR ({job.server_id} IS NULL AND {job.target_server_alias} = %(any_server)s))
+           OR ({job.server_id} IS NULL AND {job.target_server_alias} = %(any_server)s
+               AND {any_job_fits}))
       AND ({job.next_attempt_at} IS NULL OR {job.next_attempt_at} <= %(now)s)
       AND ({job.lease_token} IS NULL OR {job.lease_expires_at} < %(now)s)
       AND {job.priority} > %(priority)s
@@ -177,7 +207,12 @@ class _SqlNames:
 @cache
 def _sql(template: str, *, row_lock: str = "") -> str:
     """The statement `template` with its names filled in (built once per locking clause)."""
-    return template.format(job=_SqlNames(Job), server=_SqlNames(Server), row_lock=row_lock)
+    job, server, model = _SqlNames(Job), _SqlNames(Server), _SqlNames(CachedModel)
+    elements, element = _JSON_ELEMENTS.get(connection.vendor, _JSON_ELEMENTS["sqlite"])
+    any_job_fits = _ANY_JOB_FITS.format(
+        job=job, server=server, model=model, wanted=elements.format(job=job), wanted_key=element
+    )
+    return template.format(job=job, server=server, row_lock=row_lock, any_job_fits=any_job_fits)
 
 
 def _row_lock(clause: str) -> str:
@@ -197,6 +232,7 @@ def _queue_head_params(server: Server, now: datetime) -> dict[str, Any]:
         "pending": str(JobStatus.PENDING),
         "server_id": server.pk,
         "any_server": ANY_SERVER,
+        "lora_kind": str(ModelKind.LORA),
         "now": _db("next_attempt_at", now),
     }
 
@@ -429,9 +465,12 @@ def job_complete(
     images: list[ImageRecord],
     generation_info: dict[str, Any],
     checkpoint: str | None = None,
+    loras: tuple[str, ...] | list[str] = (),
 ) -> bool:
     """Record the images and mark the job completed, if it is still ours. `checkpoint`:
-    the title of the checkpoint it ran on (`result_details.checkpoint`; None: not known).
+    the title of the checkpoint it ran on (`result_details.checkpoint`; None: not known);
+    `loras`: the server's names of the LoRAs its prompt sent (`result_details.loras`, only
+    when there were some).
 
     False when the job was cancelled, deleted or taken over meanwhile: the caller then
     deletes the files it wrote, so a job's images are stored exactly once.
@@ -443,6 +482,8 @@ def job_complete(
         "generation_info": generation_info,
         "checkpoint": checkpoint,
     }
+    if loras:
+        details["loras"] = list(loras)
     with transaction.atomic():
         updated = _ours(claim).update(
             status=JobStatus.COMPLETED,

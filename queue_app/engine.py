@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.files.storage import default_storage
@@ -38,12 +38,12 @@ from queue_app.images import (
     orphan_image_files,
     save_image_file,
 )
-from queue_app.params import build_txt2img_payload
+from queue_app.params import build_txt2img_payload, loras_sent, requested_loras
 from queue_app.timeouts import job_timeout
 from servers_app.checkpoints import checkpoint_hashes, checkpoint_key, checkpoint_ran_as
 from servers_app.models import Server
-from servers_app.resolver import resolve
-from servers_app.selectors import server_checkpoint_reported, server_checkpoints
+from servers_app.resolver import LoraLike, resolve, resolve_lora
+from servers_app.selectors import server_checkpoint_reported, server_checkpoints, server_loras
 from servers_app.services import (
     server_mark_offline,
     server_note_loaded_checkpoint,
@@ -73,6 +73,8 @@ class Generated:
 
     result: Txt2ImgResult
     checkpoint: str | None
+    # The LoRA names the request sent (`result_details.loras`).
+    loras: tuple[str, ...] = ()
 
 
 def server_run(server_id: int) -> int:
@@ -211,6 +213,25 @@ class Prepared:
     checkpoint_title: str | None
     # What identifies that checkpoint in the server's answer (`checkpoint_ran_as`).
     checkpoint_hashes: tuple[str, ...] = ()
+    # The server's names of the LoRAs in the prompt sent.
+    loras: tuple[str, ...] = ()
+
+
+class LoraUnavailable(ForgePermanentError):
+    """A LoRA the job names is not one of its server's: the job fails with this `code`
+    (the server would silently generate without it)."""
+
+    code = "lora_not_found"
+
+    def __init__(self, detail: str, *, lora: str) -> None:
+        super().__init__(detail)
+        self.lora = lora
+
+
+class LoraAmbiguous(LoraUnavailable):
+    """A LoRA the job names matches several of its server's LoRAs."""
+
+    code = "lora_ambiguous"
 
 
 @dataclass(frozen=True)
@@ -289,7 +310,11 @@ def _generate_guarded(
 def _store_guarded(claim: Claim, generated: Generated) -> None:
     try:
         _store_results(
-            claim, generated.result.images, generated.result.info, checkpoint=generated.checkpoint
+            claim,
+            generated.result.images,
+            generated.result.info,
+            checkpoint=generated.checkpoint,
+            loras=generated.loras,
         )
     except Exception:
         logger.exception("Unexpected error storing the images of job %s", claim.job_id)
@@ -382,16 +407,46 @@ def _resolve_checkpoint(server: Server, requested: str) -> tuple[str, tuple[str,
     return model.title, checkpoint_hashes(model.title, model.short_hash, model.sha256)
 
 
+def _resolve_loras(server: Server, requested: list[str]) -> dict[str, str]:
+    """The server's name (`<lora:NAME:...>`) of each LoRA the job names, from the model
+    cache, refreshed once from the server if one is missing; a LoRA the server does not
+    have, or that names several of its LoRAs, fails the job permanently (LoraUnavailable)
+    rather than being left out silently."""
+    if not requested:
+        return {}
+    resolutions = [resolve_lora(name, server_loras(server=server)) for name in requested]
+    if any(resolution.error == "not_found" for resolution in resolutions):
+        refreshed = server_refresh_models(server=server)
+        if refreshed.error:
+            raise ForgeTransientError(f"Could not list the server's LoRAs: {refreshed.error}")
+        models = server_loras(server=server)
+        resolutions = [resolve_lora(name, models) for name in requested]
+    names = {}
+    for resolution in resolutions:
+        model = resolution.model
+        if model is None:
+            error = LoraAmbiguous if resolution.error == "ambiguous" else LoraUnavailable
+            raise error(resolution.message(server.alias), lora=resolution.requested)
+        names[resolution.requested] = cast(LoraLike, model).name
+    return names
+
+
 def job_prepare(claim: Claim) -> Prepared:
     """Build a claimed (or reserved) job's request: its checkpoint resolved to the server's
-    exact title, its parameters mapped, its timeout scaled to its size. Raises ForgeError
-    subclasses (e.g. permanent for an unknown checkpoint)."""
+    exact title and its LoRAs to the server's names, its parameters mapped, its timeout
+    scaled to its size. Raises ForgeError subclasses (e.g. permanent for an unknown
+    checkpoint, LoraUnavailable for an unknown LoRA)."""
     job, server = claim.job, claim.server
     params = job.generation_params or {}
     requested = str(params.get("checkpoint_name") or "").strip()
     title, hashes = _resolve_checkpoint(server, requested) if requested else (None, ())
+    lora_names = _resolve_loras(server, requested_loras(params))
     payload = build_txt2img_payload(
-        params, task_id=claim.task_id, checkpoint_title=title, flavour=server.flavour or None
+        params,
+        task_id=claim.task_id,
+        checkpoint_title=title,
+        flavour=server.flavour or None,
+        lora_names=lora_names,
     )
     timeout = job_timeout(
         steps=int(payload.get("steps") or 20),
@@ -401,7 +456,11 @@ def job_prepare(claim: Claim) -> Prepared:
         hires=bool(payload.get("enable_hr")),
     )
     return Prepared(
-        payload=payload, timeout=timeout, checkpoint_title=title, checkpoint_hashes=hashes
+        payload=payload,
+        timeout=timeout,
+        checkpoint_title=title,
+        checkpoint_hashes=hashes,
+        loras=tuple(loras_sent(payload["prompt"])) if lora_names else (),
     )
 
 
@@ -436,6 +495,9 @@ def job_generate(
     except ForgeTransientError as exc:
         dispatch.job_release(claim=claim, error=str(exc), count_attempt=True)
         return None
+    except LoraUnavailable as exc:
+        dispatch.job_fail(claim=claim, error=exc.detail, code=exc.code, details={"lora": exc.lora})
+        return None
     except ForgePermanentError as exc:
         dispatch.job_fail(claim=claim, error=exc.detail or str(exc))
         return None
@@ -452,7 +514,7 @@ def job_generate(
         # Before the next claim, which prefers jobs for the checkpoint now loaded.
         server_note_loaded_checkpoint(server_id=server.pk, title=title)
         server.loaded_checkpoint = title
-    return Generated(result=result, checkpoint=title)
+    return Generated(result=result, checkpoint=title, loras=prepared.loras)
 
 
 def _ran_elsewhere(claim: Claim, prepared: Prepared, info: dict[str, Any]) -> bool:
@@ -514,7 +576,12 @@ def _seed_of(info: dict[str, Any], index: int) -> int | None:
 
 
 def _store_results(
-    claim: Claim, images: list[bytes], info: dict[str, Any], *, checkpoint: str | None = None
+    claim: Claim,
+    images: list[bytes],
+    info: dict[str, Any],
+    *,
+    checkpoint: str | None = None,
+    loras: tuple[str, ...] = (),
 ) -> None:
     """Write the images, then complete the job with the checkpoint it ran on (`checkpoint`,
     or for a job that named none, the one the server's info names); if it is no longer
@@ -552,7 +619,7 @@ def _store_results(
     if checkpoint is None:
         checkpoint = _checkpoint_reported(claim.server, info)
     if not dispatch.job_complete(
-        claim=claim, images=records, generation_info=info, checkpoint=checkpoint
+        claim=claim, images=records, generation_info=info, checkpoint=checkpoint, loras=loras
     ):
         logger.info("Job %s changed while storing; discarding its images", claim.job_id)
         _delete(records)

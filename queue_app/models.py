@@ -47,6 +47,9 @@ class Job(models.Model):
     priority = models.SmallIntegerField(default=0)
     # The requested checkpoint, normalized (see servers_app.checkpoints), for the scheduler.
     checkpoint_key = models.CharField(max_length=1000, blank=True, default="", editable=False)
+    # The LoRAs the job names, as server-independent keys (servers_app.resolver.lora_key),
+    # so that a claim takes an "any" job only on a server that has them all.
+    lora_keys = models.JSONField(default=list, blank=True, editable=False)
     # How often the scheduler ran a younger job first to avoid a checkpoint switch; bounded.
     passed_over = models.PositiveSmallIntegerField(default=0, editable=False)
     # Written while processing: {"fraction", "eta_seconds", "step", "total_steps", ...}.

@@ -39,6 +39,9 @@ __all__ = [
     "METADATA_ONLY_KEYS",
     "build_txt2img_payload",
     "lora_prompt_suffix",
+    "loras_sent",
+    "requested_loras",
+    "rewrite_lora_tags",
     "scheduler_for",
 ]
 
@@ -189,30 +192,80 @@ def _lora_in_prompt(name: str, prompt: str) -> bool:
     return re.search(pattern, prompt, re.IGNORECASE) is not None
 
 
-def lora_prompt_suffix(loras: Iterable[Any], *, prompt: str = "") -> str:
+def _prompt_of(params: Mapping[str, Any]) -> str:
+    # The documented name wins; a lone `prompt` (older clients) is accepted too.
+    return _to_text(params.get("positive_prompt")) or _to_text(params.get("prompt"))
+
+
+# `<lora:NAME>` or `<lora:NAME:weight...>` (`lyco` is the servers' other name for the same
+# network type): group 1 the type, 2 the name, 3 the rest of the arguments.
+_LORA_TAG: Final = re.compile(r"<(lora|lyco):([^:>]*)((?::[^>]*)?)>")
+
+
+def _lora_entry_name(entry: Any) -> str | None:
+    if not isinstance(entry, Mapping):
+        return None
+    raw_name = entry.get("name")
+    if not isinstance(raw_name, str) or not raw_name.strip():
+        return None
+    return raw_name.strip()
+
+
+def requested_loras(params: Mapping[str, Any]) -> list[str]:
+    """The LoRAs a job asks for, as written (trimmed), each once, in prompt order: those
+    tagged in the positive prompt, then the `loras` entries. The caller resolves them to
+    the server's names for `build_txt2img_payload(lora_names=...)`."""
+    names = [match.group(2).strip() for match in _LORA_TAG.finditer(_prompt_of(params))]
+    raw_loras = params.get("loras")
+    if isinstance(raw_loras, list | tuple):
+        names += [name for name in map(_lora_entry_name, raw_loras) if name is not None]
+    return list(dict.fromkeys(name for name in names if name))
+
+
+def rewrite_lora_tags(prompt: str, names: Mapping[str, str]) -> str:
+    """`prompt` with the name of each `<lora:...>` tag replaced by its entry in `names`
+    (requested, trimmed -> the server's name); other tags, and each tag's weight and
+    further arguments, are kept as written."""
+
+    def rename(match: re.Match[str]) -> str:
+        kind, name, rest = match.groups()
+        server_name = names.get(name.strip())
+        return match.group(0) if server_name is None else f"<{kind}:{server_name}{rest}>"
+
+    return _LORA_TAG.sub(rename, prompt) if names else prompt
+
+
+def lora_prompt_suffix(
+    loras: Iterable[Any], *, prompt: str = "", names: Mapping[str, str] | None = None
+) -> str:
     """The ``<lora:name:weight>`` tags for `loras`, space-separated, to append to a prompt.
 
-    Each entry is ``{"name": str, "weight": number}`` (weight defaults to 1.0). Entries
-    without a usable name are skipped, as are LoRAs already tagged in `prompt` or earlier in
-    the list (compared case-insensitively). Returns ``""`` when there is nothing to add;
-    the caller adds the separator.
+    Each entry is ``{"name": str, "weight": number}`` (weight defaults to 1.0); `names` maps
+    a requested name to the server's (see `requested_loras`), others are sent as written.
+    Entries without a usable name are skipped, as are LoRAs already tagged in `prompt` or
+    earlier in the list (compared case-insensitively, by the name sent). Returns ``""``
+    when there is nothing to add; the caller adds the separator.
     """
     tags: list[str] = []
     seen = prompt
     for entry in loras:
-        if not isinstance(entry, Mapping):
+        requested = _lora_entry_name(entry)
+        if requested is None:
             continue
-        raw_name = entry.get("name")
-        if not isinstance(raw_name, str):
-            continue
-        name = raw_name.strip()
-        if not name or _LORA_NAME_FORBIDDEN.search(name) or _lora_in_prompt(name, seen):
+        name = (names or {}).get(requested, requested)
+        if _LORA_NAME_FORBIDDEN.search(name) or _lora_in_prompt(name, seen):
             continue
         weight = _to_float(entry.get("weight"))
         tag = f"<lora:{name}:{_format_weight(1.0 if weight is None else weight)}>"
         tags.append(tag)
         seen = f"{seen} {tag}"
     return " ".join(tags)
+
+
+def loras_sent(prompt: str) -> list[str]:
+    """The LoRA names a prompt built by `build_txt2img_payload` sends, each once."""
+    names = (match.group(2).strip() for match in _LORA_TAG.finditer(prompt))
+    return list(dict.fromkeys(name for name in names if name))
 
 
 # --- payload -----------------------------------------------------------------------------
@@ -225,6 +278,7 @@ def build_txt2img_payload(
     checkpoint_title: str | None,
     flavour: str | None = None,
     refiner_title: str | None = None,
+    lora_names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The ``POST /sdapi/v1/txt2img`` body for MobileSD `params` (see the module docstring).
 
@@ -233,6 +287,9 @@ def build_txt2img_payload(
     ``"forge"``, ``"a1111"`` or None (unknown: Forge-only fields are kept, other servers
     ignore them); any flavour other than Forge drops Forge-only fields. `refiner_title`, when
     given, replaces the raw ``refiner_model`` name (an unknown refiner fails the job).
+    `lora_names` maps each LoRA as requested (`requested_loras`) to the server's name, in
+    the `loras` entries and in the prompt's own ``<lora:...>`` tags (the server ignores a
+    name it does not know exactly, silently).
 
     Keys read: ``positive_prompt`` (or ``prompt``), ``negative_prompt``, ``loras``,
     ``width``, ``height``, ``steps``, ``cfg_scale``, ``distilled_cfg_scale``,
@@ -241,11 +298,10 @@ def build_txt2img_payload(
     ``enable_hires_fix``, ``upscaler_model``, ``hires_scale``, ``hires_steps``,
     ``refiner_model``, ``refiner_switch_at``.
     """
-    # The documented name wins; a lone `prompt` (older clients) is accepted too.
-    prompt = _to_text(params.get("positive_prompt")) or _to_text(params.get("prompt"))
+    prompt = rewrite_lora_tags(_prompt_of(params), lora_names or {})
     raw_loras = params.get("loras")
     if isinstance(raw_loras, list | tuple):
-        tags = lora_prompt_suffix(raw_loras, prompt=prompt)
+        tags = lora_prompt_suffix(raw_loras, prompt=prompt, names=lora_names)
         if tags:
             prompt = f"{prompt} {tags}" if prompt.strip() else tags
 

@@ -16,10 +16,11 @@ from core_app.errors import Conflict, InvalidInput, NotFound
 from core_app.models import ApiKey
 from queue_app.images import delete_image_files, image_storage_names
 from queue_app.models import ANY_SERVER, FINISHED_STATUSES, Job, JobStatus
+from queue_app.params import requested_loras
 from servers_app.checkpoints import checkpoint_key
 from servers_app.models import Server
-from servers_app.resolver import resolve
-from servers_app.selectors import server_checkpoints, server_get
+from servers_app.resolver import lora_key, resolve, resolve_lora
+from servers_app.selectors import server_checkpoints, server_get, server_loras
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +61,14 @@ def job_submit(
                 server = server_get(
                     alias=target_server_alias, queryset=Server.objects.select_for_update()
                 )
-            _check_checkpoint(server, generation_params)
+            _check_models(server, generation_params)
             job = Job.objects.create(
                 server=server,
                 target_server_alias=server.alias if server else ANY_SERVER,
                 generation_params=generation_params,
                 priority=priority,
                 checkpoint_key=checkpoint_key(str(generation_params.get("checkpoint_name") or "")),
+                lora_keys=sorted({lora_key(name) for name in requested_loras(generation_params)}),
                 api_key=api_key,
                 idempotency_key=scoped_key,
             )
@@ -81,15 +83,17 @@ def job_submit(
     return job, True
 
 
-def _check_checkpoint(server: Server | None, params: dict[str, Any]) -> None:
-    """Refuse a checkpoint that a fresh model cache says is not there (with close matches).
+def _check_models(server: Server | None, params: dict[str, Any]) -> None:
+    """Refuse a checkpoint or LoRA that a fresh model cache says is not there (with close
+    matches), or a LoRA that names several of the server's.
 
     Only a fresh, non-stale cache is trusted; otherwise the engine checks at dispatch
     against the live list. For "any", refused only if every enabled server's cache is
-    fresh and none has it.
+    fresh and none has the checkpoint and all the LoRAs.
     """
-    requested = str(params.get("checkpoint_name") or "").strip()
-    if not requested:
+    checkpoint = str(params.get("checkpoint_name") or "").strip()
+    loras = requested_loras(params)
+    if not checkpoint and not loras:
         return
     fresh_after = timezone.now() - timedelta(seconds=settings.MOBILESD_MODELS_FRESH_SECONDS)
 
@@ -100,13 +104,34 @@ def _check_checkpoint(server: Server | None, params: dict[str, Any]) -> None:
     candidates = [server] if server is not None else list(Server.objects.filter(enabled=True))
     if not candidates or not all(fresh(candidate) for candidate in candidates):
         return
-    messages = []
+    listed = {str(name).strip() for name in _lora_entry_names(params)}
+    problems: dict[str, list[str]] = {}
     for candidate in candidates:
-        resolution = resolve(requested, server_checkpoints(server=candidate))
-        if resolution.model is not None:
+        missing: dict[str, list[str]] = {}
+        if checkpoint:
+            resolution = resolve(checkpoint, server_checkpoints(server=candidate))
+            if resolution.model is None:
+                missing["generation_params.checkpoint_name"] = [resolution.message(candidate.alias)]
+        models = server_loras(server=candidate) if loras else []
+        for name in loras:
+            resolution = resolve_lora(name, models)
+            if resolution.model is None:
+                field = "loras" if name in listed else "positive_prompt"
+                missing.setdefault(f"generation_params.{field}", []).append(
+                    resolution.message(candidate.alias)
+                )
+        if not missing:
             return
-        messages.append(resolution.message(candidate.alias))
-    raise InvalidInput({"generation_params.checkpoint_name": messages})
+        for field, messages in missing.items():
+            problems.setdefault(field, []).extend(messages)
+    raise InvalidInput(problems)
+
+
+def _lora_entry_names(params: dict[str, Any]) -> list[str]:
+    entries = params.get("loras")
+    if not isinstance(entries, list):
+        return []
+    return [e["name"] for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)]
 
 
 def _nudge_for(job: Job) -> None:

@@ -1,4 +1,4 @@
-"""Which of a server's checkpoints a user means.
+"""Which of a server's checkpoints (or LoRAs) a user means.
 
 Real servers look a checkpoint name up exactly and, when it is unknown, silently generate
 with whatever model is loaded (REFERENCE.md A.2, A.5). MobileSD therefore resolves what a
@@ -15,15 +15,29 @@ Accepted forms, tried in this order (the first form that matches decides):
 
 A form that matches several models is an ambiguity (their titles are returned), never a
 guess.
+
+LoRAs (`resolve_lora`) are named in a prompt's `<lora:NAME:weight>`, which servers look up
+exactly by the `name` of `/sdapi/v1/loras` (the file stem) or its `alias`; a file name, a
+path or an alias that is not exactly one of those is silently ignored. Accepted forms, in
+this order:
+
+1. the exact name (`add_detail`);
+2. the relative path, `/` and `\\` in any mix, with or without its extension, any case
+   (`styles/add_detail.safetensors`, `styles\\add_detail`, `add_detail.safetensors`);
+3. an absolute path, as for checkpoints;
+4. the bare file name, with or without extension, any case, in any folder;
+5. the alias (`ss_output_name`), exactly, then in any case.
+
+The same rule about ambiguity holds (the relative paths are returned).
 """
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from servers_app.checkpoints import HASH_SUFFIX, checkpoint_key, file_stem
+from servers_app.checkpoints import HASH_SUFFIX, MODEL_EXTENSIONS, checkpoint_key, file_stem
 
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 
@@ -37,6 +51,11 @@ class ModelLike(Protocol):
     sha256: str
 
 
+class LoraLike(ModelLike, Protocol):
+    name: str
+    alias: str
+
+
 @dataclass
 class Resolution:
     """The outcome: `model` when exactly one matched (with the `rule` that matched), else
@@ -48,6 +67,8 @@ class Resolution:
     rule: str = ""
     error: str = ""
     candidates: list[str] = field(default_factory=list)
+    # What the messages call the model.
+    noun: str = "Checkpoint"
 
     @property
     def title(self) -> str | None:
@@ -59,19 +80,23 @@ class Resolution:
         if self.error == "ambiguous":
             names = ", ".join(self.candidates)
             return (
-                f"Checkpoint '{self.requested}' matches several models on server "
+                f"{self.noun} '{self.requested}' matches several models on server "
                 f"'{server_alias}': {names}. Use the full path."
             )
         hint = f" Did you mean: {', '.join(self.candidates)}?" if self.candidates else ""
-        return f"Checkpoint '{self.requested}' was not found on server '{server_alias}'.{hint}"
+        return f"{self.noun} '{self.requested}' was not found on server '{server_alias}'.{hint}"
 
 
-def _one(requested: str, rule: str, matches: Sequence[ModelLike]) -> Resolution | None:
+def _one(
+    requested: str, rule: str, matches: Sequence[ModelLike], *, noun: str = "Checkpoint"
+) -> Resolution | None:
     unique = list({id(m): m for m in matches}.values())
     if len(unique) == 1:
-        return Resolution(requested, model=unique[0], rule=rule)
+        return Resolution(requested, model=unique[0], rule=rule, noun=noun)
     if unique:
-        return Resolution(requested, error="ambiguous", candidates=sorted(m.title for m in unique))
+        label = (lambda m: m.title) if noun == "Checkpoint" else (lambda m: m.relative_path)
+        candidates = sorted(label(m) for m in unique)
+        return Resolution(requested, error="ambiguous", candidates=candidates, noun=noun)
     return None
 
 
@@ -145,3 +170,52 @@ def _by_name(wanted: str, models: Sequence[ModelLike]) -> list[ModelLike]:
         for m in models
         if file_stem(m.relative_path).casefold() == name or m.model_name.casefold() == name
     ]
+
+
+def resolve_lora(requested: str, models: Sequence[LoraLike]) -> Resolution:
+    """Resolve `requested` among one server's LoRAs (see the module docstring); the
+    model's `name` is what goes in `<lora:NAME:weight>`."""
+    noun = "LoRA"
+    wanted = (requested or "").strip()
+    if not wanted:
+        return Resolution(requested, error="not_found", noun=noun)
+    folded = wanted.casefold()
+    steps: tuple[tuple[str, Callable[[], Sequence[ModelLike]]], ...] = (
+        ("name", lambda: [m for m in models if m.name == wanted]),
+        ("path", lambda: _lora_by_path(wanted, models)),
+        ("absolute_path", lambda: _by_absolute_path(wanted, models)),
+        ("file_name", lambda: _by_name(wanted, models)),
+        ("alias", lambda: [m for m in models if m.alias == wanted]),
+        ("alias", lambda: [m for m in models if m.alias.casefold() == folded]),
+    )
+    for rule, find in steps:
+        found = _one(wanted, rule, find(), noun=noun)
+        if found is not None:
+            return found
+    spellings: dict[str, str] = {}
+    for model in models:
+        for spelling in (model.alias, model.name):
+            if spelling:
+                spellings.setdefault(file_stem(spelling).casefold(), model.name)
+    close = difflib.get_close_matches(file_stem(wanted).casefold(), list(spellings), cutoff=0.7)
+    suggestions = list(dict.fromkeys(spellings[key] for key in close))
+    return Resolution(wanted, error="not_found", candidates=suggestions, noun=noun)
+
+
+def lora_key(requested: str) -> str:
+    """A server-independent key of a LoRA as written: its file stem, case folded. Every
+    form `resolve_lora` accepts has the LoRA's stem or its alias as this key, so a server
+    whose cache has no LoRA with this stem (CachedModel.stem_key) or alias cannot have it."""
+    return file_stem(HASH_SUFFIX.sub("", requested.strip())).casefold()
+
+
+def _without_extension(key: str) -> str:
+    for extension in MODEL_EXTENSIONS:
+        if key.endswith(extension):
+            return key[: -len(extension)]
+    return key
+
+
+def _lora_by_path(wanted: str, models: Sequence[ModelLike]) -> list[ModelLike]:
+    key = _without_extension(checkpoint_key(wanted))
+    return [m for m in models if _without_extension(checkpoint_key(m.relative_path)) == key]

@@ -34,6 +34,10 @@ def server_checkpoints(*, server: Server) -> list[CachedModel]:
     return list(CachedModel.objects.filter(server=server, kind=ModelKind.CHECKPOINT))
 
 
+def server_loras(*, server: Server) -> list[CachedModel]:
+    return list(CachedModel.objects.filter(server=server, kind=ModelKind.LORA))
+
+
 def servers_with_model(
     *,
     kind: str,

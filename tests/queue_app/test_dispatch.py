@@ -16,6 +16,7 @@ from core_app.leases import LeaseLost
 from queue_app import dispatch
 from queue_app.models import Job, JobImage, JobStatus
 from servers_app.checkpoints import checkpoint_key
+from servers_app.model_cache import lora_rows
 from servers_app.models import CachedModel, ModelKind, Server
 from servers_app.services import server_update
 from tests.integration.procs import wait_until
@@ -181,6 +182,61 @@ def test_any_job_runs_where_its_checkpoint_is(online):
     assert claim.job_id == job.pk
     job.refresh_from_db()
     assert job.server == other
+
+
+def cache_loras(server: Server, *names: str, alias: str = "") -> None:
+    listing = [
+        {"name": n, "alias": alias or n, "path": f"/sd/models/Lora/x/{n}.safetensors"}
+        for n in names
+    ]
+    for row in lora_rows(listing):
+        CachedModel.objects.create(server=server, **row.fields())
+
+
+def test_any_job_runs_only_where_all_its_loras_are(online):
+    desktop = baker.make(Server, alias="Desktop", api_url="http://x:1", is_online=True)
+    cache_loras(online, "add_detail")
+    cache_loras(desktop, "add_detail")
+    cache_loras(desktop, "ink_v2", alias="Ink Style")
+    (job,) = queue(None, lora_keys=["add_detail", "ink style"])
+
+    assert dispatch.job_claim_next(server_id=online.pk) is None
+    claim = dispatch.job_claim_next(server_id=desktop.pk)
+
+    assert claim is not None
+    assert claim.job_id == job.pk
+
+
+def test_an_any_job_without_loras_runs_anywhere(online):
+    cache_loras(online, "add_detail")
+    (job,) = queue(None, lora_keys=[])
+
+    assert dispatch.job_claim_next(server_id=online.pk).job_id == job.pk
+
+
+def test_an_any_job_whose_loras_no_enabled_server_has_is_claimed_to_fail_with_the_reason(online):
+    disabled = baker.make(Server, alias="Desktop", api_url="http://x:1", enabled=False)
+    cache_loras(disabled, "gone")
+    (job,) = queue(None, lora_keys=["gone"])
+
+    assert dispatch.job_claim_next(server_id=online.pk).job_id == job.pk
+
+
+def test_a_servers_own_job_is_claimed_whatever_its_loras(online):
+    (job,) = queue(online, lora_keys=["not_cached"])
+
+    assert dispatch.job_claim_next(server_id=online.pk).job_id == job.pk
+
+
+def test_start_reserved_is_not_held_up_by_an_any_job_whose_loras_are_elsewhere(online):
+    desktop = baker.make(Server, alias="Desktop", api_url="http://x:1", is_online=True)
+    cache_loras(desktop, "ink")
+    running, (following,) = running_with_next(online)
+    reserved = dispatch.job_reserve_next(running=running)
+    queue(None, priority=5, lora_keys=["ink"])
+
+    assert dispatch.job_start_reserved(reserved=reserved, finishing=running) is True
+    assert Job.objects.get(pk=following.pk).status == JobStatus.PROCESSING
 
 
 def test_heartbeat_renews_the_lease_and_writes_progress(online):

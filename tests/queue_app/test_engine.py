@@ -188,12 +188,12 @@ def test_unreachable_server_keeps_the_job_pending_uncounted(server, sim):
 
 
 def test_loras_and_negative_prompt_reach_the_server(server, sim):
-    submit(negative_prompt="blurry", loras=[{"name": "detail", "weight": 0.6}])
+    submit(negative_prompt="blurry", loras=[{"name": "add_detail.safetensors", "weight": 0.6}])
 
     server_run(server.pk)
 
     image = JobImage.objects.get()
-    assert "<lora:detail:0.6>" in image.infotext
+    assert "<lora:add_detail:0.6>" in image.infotext  # the name the server knows
     assert "Negative prompt: blurry" in image.infotext
 
 

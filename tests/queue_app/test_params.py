@@ -7,6 +7,9 @@ import pytest
 from queue_app.params import (
     build_txt2img_payload,
     lora_prompt_suffix,
+    loras_sent,
+    requested_loras,
+    rewrite_lora_tags,
     scheduler_for,
 )
 from tests.support import DOCUMENTED_GENERATE_REQUEST, DOCUMENTED_STATUS_PARAMS
@@ -219,6 +222,67 @@ def test_lora_prompt_suffix_skips_tag_without_weight_in_prompt() -> None:
 
 def test_lora_prefix_name_is_not_mistaken_for_present() -> None:
     assert lora_prompt_suffix([{"name": "detail"}], prompt="<lora:detailed:1>") == "<lora:detail:1>"
+
+
+def test_requested_loras_lists_the_prompts_tags_then_the_list_each_once() -> None:
+    params = {
+        "positive_prompt": "a cat <lora: Ink Style :0.5>, <lyco:styles\\ink> <lora:>",
+        "loras": [
+            {"name": "add_detail.safetensors", "weight": 0.8},
+            {"name": "Ink Style"},
+            {"name": "   "},
+            {"weight": 1},
+            "not an entry",
+        ],
+    }
+
+    assert requested_loras(params) == ["Ink Style", "styles\\ink", "add_detail.safetensors"]
+
+
+def test_requested_loras_reads_a_lone_prompt() -> None:
+    assert requested_loras({"prompt": "<lora:a:1>"}) == ["a"]
+
+
+def test_loras_are_sent_under_the_servers_names() -> None:
+    params = {
+        "positive_prompt": "a cat",
+        "loras": [{"name": "add_detail.safetensors", "weight": 0.8}, {"name": "styles\\ink"}],
+    }
+    names = {"add_detail.safetensors": "add_detail", "styles\\ink": "ink"}
+
+    assert _build(params, lora_names=names)["prompt"] == "a cat <lora:add_detail:0.8> <lora:ink:1>"
+
+
+def test_prompt_tags_are_renamed_and_keep_their_weights() -> None:
+    prompt = "x <lora:add_detail.safetensors:0.6:0.3>, <lora:unknown>, <lyco:Ink Style XL>"
+    names = {"add_detail.safetensors": "add_detail", "Ink Style XL": "ink"}
+
+    assert (
+        rewrite_lora_tags(prompt, names)
+        == "x <lora:add_detail:0.6:0.3>, <lora:unknown>, <lyco:ink>"
+    )
+
+
+def test_a_lora_tagged_in_the_prompt_is_not_added_again_under_another_spelling() -> None:
+    params = {
+        "positive_prompt": "a cat <lora:add_detail.safetensors:0.5>",
+        "loras": [{"name": "styles/add_detail", "weight": 1}],
+    }
+    names = {"add_detail.safetensors": "add_detail", "styles/add_detail": "add_detail"}
+
+    assert _build(params, lora_names=names)["prompt"] == "a cat <lora:add_detail:0.5>"
+
+
+def test_a_name_with_a_colon_is_sent_once_resolved() -> None:
+    params = {"loras": [{"name": "C:\\sd\\models\\Lora\\x.safetensors", "weight": 0.5}]}
+
+    assert _build(params)["prompt"] == ""  # cannot be a tag as written
+    names = {"C:\\sd\\models\\Lora\\x.safetensors": "x"}
+    assert _build(params, lora_names=names)["prompt"] == "<lora:x:0.5>"
+
+
+def test_loras_sent_names_each_lora_of_a_prompt_once() -> None:
+    assert loras_sent("<lora:a:1> b <lora:c> <lyco:a:0.2> <lora::1>") == ["a", "c"]
 
 
 # --- hires fix, refiner, flavours, clip skip ---------------------------------------------
