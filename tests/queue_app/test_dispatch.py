@@ -183,7 +183,8 @@ def test_any_job_runs_where_its_checkpoint_is(online):
     assert job.server == other
 
 
-def test_heartbeat_renews_the_lease_and_writes_progress(online):
+def test_heartbeat_renews_the_lease_and_writes_progress(online, settings):
+    settings.MOBILESD_LEASE_SECONDS = 60
     queue(online)
     claim = dispatch.job_claim_next(server_id=online.pk)
     Job.objects.filter(pk=claim.job_id).update(lease_expires_at=timezone.now())
