@@ -234,10 +234,14 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Generation engine ----------------------------------------------------------------
-# A running job's lease: renewed every heartbeat; a job whose lease lapses (dead worker)
-# is retried by the reconcile task.
-MOBILESD_LEASE_SECONDS = env_float("MOBILESD_LEASE_SECONDS", 60.0)
+# A running job's lease: renewed every heartbeat (in a thread of its own, whatever the
+# server and the database are doing); a job whose lease lapses (dead worker) is requeued
+# by the lease recovery, which looks every LEASE_RECOVERY_SECONDS. A killed worker thus
+# costs its server at most heartbeat + lease + recovery (about 15 s) of idleness, and a
+# database outage shorter than the lease costs a running job nothing.
+MOBILESD_LEASE_SECONDS = env_float("MOBILESD_LEASE_SECONDS", 12.0)
 MOBILESD_HEARTBEAT_SECONDS = env_float("MOBILESD_HEARTBEAT_SECONDS", 1.0)
+MOBILESD_LEASE_RECOVERY_SECONDS = env_float("MOBILESD_LEASE_RECOVERY_SECONDS", 2.0)
 MOBILESD_RECONCILE_SECONDS = env_float("MOBILESD_RECONCILE_SECONDS", 10.0)
 # Servers are health-checked this often (offline ones at every reconcile).
 MOBILESD_HEALTH_CHECK_SECONDS = env_float("MOBILESD_HEALTH_CHECK_SECONDS", 60.0)
@@ -281,6 +285,11 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * 3600}
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
+    "recover-leases": {
+        "task": "queue_app.tasks.recover_expired_leases",
+        "schedule": MOBILESD_LEASE_RECOVERY_SECONDS,
+        "options": {"expires": MOBILESD_LEASE_RECOVERY_SECONDS},
+    },
     "reconcile-queue": {
         "task": "queue_app.tasks.reconcile",
         "schedule": MOBILESD_RECONCILE_SECONDS,

@@ -6,8 +6,14 @@ none. Everything else (storing images, completing jobs, choosing and reserving t
 job) happens in helper threads while the server generates. While `txt2img` blocks, a
 monitor thread renews the job's lease, writes its progress, and interrupts the server if
 the job is cancelled (only when the server's current task is this job's).
+
+A database outage shorter than the lease costs no job anything: the heartbeat and every
+bookkeeping step try again on a fresh connection (`core_app.leases`), and a finished
+generation is kept (its images on storage, their records in memory) until its completion
+is recorded, never generated again.
 """
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -20,7 +26,12 @@ from django.core.files.storage import default_storage
 from django.db import connection
 from django.utils import timezone
 
-from core_app.leases import LeaseLost
+from core_app.leases import (
+    DATABASE_DOWN,
+    LeaseLost,
+    drop_broken_connection,
+    retry_while_database_down,
+)
 from integrations.forge.client import (
     ForgeClient,
     ForgeError,
@@ -69,12 +80,15 @@ shutting_down = threading.Event()
 @dataclass(frozen=True)
 class Generated:
     """A job's answer from the server, with the title of the checkpoint it ran on (None:
-    the job named none, and it is looked up from the answer when stored)."""
+    the job named none, and it is looked up from the answer when stored). `note_loaded`:
+    that checkpoint is now the server's loaded one, and the database could not be told
+    yet (it is, with the completion)."""
 
     result: Txt2ImgResult
     checkpoint: str | None
     # The LoRA names the request sent (`result_details.loras`).
     loras: tuple[str, ...] = ()
+    note_loaded: bool = False
 
 
 def server_run(server_id: int) -> int:
@@ -109,12 +123,13 @@ class _ServerLoop:
         done = 0
         client: ForgeClient | None = None
         dispatch.commit_without_flush(True)
+        finished: tuple[Claim, Generated] | None = None
         try:
-            claim, prepared = _next_job(self.server_id, finished=None, reserved=None)
-            finished: tuple[Claim, Generated] | None = None
+            claim, prepared = self._next(finished=None, reserved=None)
             while claim is not None:
                 client = _client_for(claim.server, client)
                 bookkeeping = _Once(self._bookkeep, claim, finished)
+                finished = None
                 try:
                     result = _generate_guarded(claim, client, prepared, on_sent=bookkeeping)
                 finally:
@@ -122,16 +137,33 @@ class _ServerLoop:
                 reserving, self.reserving = self.reserving, None
                 reserved = reserving.result() if reserving is not None else None
                 finished = (claim, result) if result is not None else None
-                claim, prepared = _next_job(self.server_id, finished=finished, reserved=reserved)
+                claim, prepared = self._next(finished=finished, reserved=reserved)
                 done += 1
-            if finished is not None:
-                self._store(finished, after=[])
             return done
         finally:
+            if finished is not None:
+                # Also when the next claim failed: a generation, once finished, is stored.
+                self._store(finished, after=[])
             self._close()
             if client is not None:
                 client.close()
             self._flush_again()
+
+    def _next(
+        self, *, finished: tuple[Claim, Generated] | None, reserved: "Reserved | None"
+    ) -> "tuple[Claim | None, Prepared | None]":
+        """`_next_job`, through a database outage shorter than the lease."""
+
+        def attempt() -> tuple[Claim | None, Prepared | None]:
+            if connection.connection is None:  # a fresh connection (after an outage)
+                dispatch.commit_without_flush(True)
+            return _next_job(self.server_id, finished=finished, reserved=reserved)
+
+        return retry_while_database_down(
+            attempt,
+            within=settings.MOBILESD_LEASE_SECONDS,
+            what=f"Next job of server {self.server_id}",
+        )
 
     @staticmethod
     def _flush_again() -> None:
@@ -272,6 +304,10 @@ def _reserve_guarded(running: Claim) -> Reserved | None:
     next claim then decides as usual)."""
     try:
         claim = dispatch.job_reserve_next(running=running)
+    except DATABASE_DOWN as exc:
+        drop_broken_connection()
+        logger.warning("Could not reserve the job after %s: %s", running.job_id, exc)
+        return None
     except Exception:
         logger.exception("Could not reserve the job after %s", running.job_id)
         return None
@@ -300,34 +336,64 @@ def _generate_guarded(
 ) -> Generated | None:
     try:
         return job_generate(claim, client=client, prepared=prepared, on_sent=on_sent)
+    except DATABASE_DOWN as exc:
+        # Before the request went out, or in its failure's bookkeeping: the job is not at
+        # fault. Given back uncounted if the database returns, else its lease lapses.
+        logger.warning("Job %s not run: the database is unavailable (%s)", claim.job_id, exc)
+        _give_back(claim, error=f"The database was unavailable: {exc}")
+        return None
     except Exception:
         # A bug must not kill the loop with the job stuck in processing: fail it.
         logger.exception("Unexpected error running job %s", claim.job_id)
-        dispatch.job_fail(claim=claim, error="Internal error in MobileSD while running.")
+        _fail_if_possible(claim, error="Internal error in MobileSD while running.")
         return None
+
+
+def _give_back(claim: Claim, *, error: str) -> None:
+    with contextlib.suppress(*DATABASE_DOWN):  # else its lease lapses and it is requeued
+        retry_while_database_down(
+            lambda: dispatch.job_release(claim=claim, error=error, count_attempt=False),
+            within=settings.MOBILESD_LEASE_SECONDS,
+            what=f"Release of job {claim.job_id}",
+        )
+
+
+def _fail_if_possible(claim: Claim, *, error: str) -> None:
+    try:
+        dispatch.job_fail(claim=claim, error=error)
+    except DATABASE_DOWN as exc:
+        drop_broken_connection()
+        logger.warning("Job %s not failed (database: %s); its lease lapses", claim.job_id, exc)
 
 
 def _store_guarded(claim: Claim, generated: Generated) -> None:
     try:
-        _store_results(
-            claim,
-            generated.result.images,
-            generated.result.info,
-            checkpoint=generated.checkpoint,
-            loras=generated.loras,
-        )
+        _store_results(claim, generated)
+    except _NoLongerOurs as lost:
+        logger.info("Job %s %s while its completion waited for the database", claim.job_id, lost)
+    except DATABASE_DOWN:
+        # Logged by the retries; its lease lapses and it runs again: nothing else can be done
+        # once the database has been away for longer than the lease.
+        drop_broken_connection()
     except Exception:
         logger.exception("Unexpected error storing the images of job %s", claim.job_id)
-        dispatch.job_fail(claim=claim, error="Internal error in MobileSD while storing images.")
+        _fail_if_possible(claim, error="Internal error in MobileSD while storing images.")
 
 
 class Monitor(threading.Thread):
-    """Heartbeat, progress and cancellation for one running job (its own DB connection)."""
+    """Heartbeat, progress and cancellation for one running job (its own DB connection).
+
+    The lease is renewed every beat, whatever else is slow: the progress probe runs in a
+    thread of its own (a server busy generating may answer it slowly), and a beat that
+    cannot reach the database fails alone (the next one tries again on a fresh
+    connection), so an outage shorter than the lease costs the job nothing. Only a renewal
+    that reaches the database and finds the job no longer ours ends the monitor."""
 
     def __init__(self, claim: Claim) -> None:
         super().__init__(name=f"monitor-{claim.job_id}", daemon=True)
         self.claim = claim
         self.stopping = threading.Event()
+        self.failing = False  # the last beat could not reach the database
 
     def stop(self) -> None:
         """Ask the monitor to end (it does within moments, closing its connections); not
@@ -336,27 +402,82 @@ class Monitor(threading.Thread):
 
     def run(self) -> None:
         interval = settings.MOBILESD_HEARTBEAT_SECONDS
-        client: ForgeClient | None = None
+        probe: _ProgressProbe | None = None
         try:
             while not self.stopping.wait(interval):
-                if client is None:  # made at the first beat: most fast jobs never need it
-                    # Short reads: a progress probe must never hold up the heartbeat or stop.
-                    client = make_client(self.claim.server, read_timeout=5.0)
-                progress = self._progress(client)
-                lost = dispatch.job_heartbeat(claim=self.claim, progress=progress)
+                if probe is None:  # started at the first beat: most fast jobs never need it
+                    probe = _ProgressProbe(self.claim, interval)
+                    probe.start()
+                lost = self._beat(probe.take())
                 if lost is None:
                     continue
                 if lost in (LeaseLost.CANCELLED, LeaseLost.GONE):  # LOST: another worker runs it
-                    interrupt_if_current(client, self.claim.task_id)
+                    client = make_client(self.claim.server, read_timeout=5.0)
+                    try:
+                        interrupt_if_current(client, self.claim.task_id)
+                    finally:
+                        client.close()
                 return
-        except Exception:
-            logger.exception("Monitor of job %s stopped", self.claim.job_id)
         finally:
-            if client is not None:
-                client.close()
+            if probe is not None:
+                probe.stop()
             connection.close()
 
-    def _progress(self, client: ForgeClient) -> dict[str, Any] | None:
+    def _beat(self, progress: dict[str, Any] | None) -> LeaseLost | None:
+        """Renew the lease (with the latest progress); None also when this beat failed."""
+        try:
+            lost = dispatch.job_heartbeat(claim=self.claim, progress=progress)
+        except DATABASE_DOWN as exc:
+            drop_broken_connection()
+            if not self.failing:
+                logger.warning("Heartbeat of job %s not written: %s", self.claim.job_id, exc)
+            self.failing = True
+            return None
+        except Exception:
+            logger.exception("Heartbeat of job %s failed", self.claim.job_id)
+            return None
+        if self.failing:
+            logger.info("Heartbeat of job %s written again", self.claim.job_id)
+            self.failing = False
+        return lost
+
+
+class _ProgressProbe(threading.Thread):
+    """Reads a running job's progress from its server every `interval`, in a thread of
+    its own so that a slow answer never delays a heartbeat; the monitor takes the latest
+    reading at each beat."""
+
+    def __init__(self, claim: Claim, interval: float) -> None:
+        super().__init__(name=f"progress-{claim.job_id}", daemon=True)
+        self.claim = claim
+        self.interval = interval
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._latest: dict[str, Any] | None = None
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def take(self) -> dict[str, Any] | None:
+        """The reading made since the last take, if any."""
+        with self._lock:
+            latest, self._latest = self._latest, None
+        return latest
+
+    def run(self) -> None:
+        # Short reads: a probe answers within moments of a stop.
+        client = make_client(self.claim.server, read_timeout=5.0)
+        try:
+            while not self.stopping.is_set():
+                progress = self._read(client)
+                if progress is not None:
+                    with self._lock:
+                        self._latest = progress
+                self.stopping.wait(self.interval)
+        finally:
+            client.close()
+
+    def _read(self, client: ForgeClient) -> dict[str, Any] | None:
         try:
             progress = client.progress_for_task(self.claim.task_id)
         except ForgeError as exc:
@@ -510,11 +631,24 @@ def job_generate(
     title = prepared.checkpoint_title
     if title and _ran_elsewhere(claim, prepared, result.info):
         return None
+    note_loaded = False
     if title and title != server.loaded_checkpoint:
-        # Before the next claim, which prefers jobs for the checkpoint now loaded.
-        server_note_loaded_checkpoint(server_id=server.pk, title=title)
         server.loaded_checkpoint = title
-    return Generated(result=result, checkpoint=title, loras=prepared.loras)
+        note_loaded = not _note_loaded_checkpoint(server, title)
+    return Generated(result=result, checkpoint=title, loras=prepared.loras, note_loaded=note_loaded)
+
+
+def _note_loaded_checkpoint(server: Server, title: str) -> bool:
+    """Tell the database the checkpoint the server now has loaded, before the next claim
+    (which prefers jobs for it). False when the database cannot be reached: the job's
+    completion tells it then, as the images must not wait for it, nor be lost to it."""
+    try:
+        server_note_loaded_checkpoint(server_id=server.pk, title=title)
+    except DATABASE_DOWN as exc:
+        drop_broken_connection()
+        logger.warning("Loaded checkpoint of %s not noted yet: %s", server.alias, exc)
+        return False
+    return True
 
 
 def _ran_elsewhere(claim: Claim, prepared: Prepared, info: dict[str, Any]) -> bool:
@@ -575,21 +709,39 @@ def _seed_of(info: dict[str, Any], index: int) -> int | None:
     return seed + index if isinstance(seed, int) else None
 
 
-def _store_results(
-    claim: Claim,
-    images: list[bytes],
-    info: dict[str, Any],
-    *,
-    checkpoint: str | None = None,
-    loras: tuple[str, ...] = (),
-) -> None:
-    """Write the images, then complete the job with the checkpoint it ran on (`checkpoint`,
+class _NoLongerOurs(Exception):
+    """The job's lease was found lost while its completion waited for the database."""
+
+
+def _recording[T](claim: Claim, work: Callable[[], T], what: str) -> T:
+    """A database step of storing a finished job, tried again through an outage shorter
+    than the lease; each retry renews the lease first, and raises `_NoLongerOurs` if the
+    job is no longer ours (the caller then discards the images)."""
+
+    def renew() -> None:
+        lost = dispatch.job_heartbeat(claim=claim, progress=None)
+        if lost is not None:
+            raise _NoLongerOurs(str(lost))
+
+    return retry_while_database_down(
+        work,
+        within=settings.MOBILESD_LEASE_SECONDS,
+        what=f"{what} of job {claim.job_id}",
+        before_retry=renew,
+    )
+
+
+def _store_results(claim: Claim, generated: Generated) -> None:
+    """Write the images, then complete the job with the checkpoint it ran on (the one sent,
     or for a job that named none, the one the server's info names); if it is no longer
-    ours (cancelled or taken over meanwhile), remove them."""
+    ours (cancelled or taken over meanwhile), remove them. The images are written once:
+    only the database steps are tried again while the database is away."""
+    images, info = generated.result.images, generated.result.info
     if claim.job.retry_count:
         # Files of an earlier attempt whose worker died before recording them (a first
         # attempt has none: the folder listing is spared on the common path).
-        delete_image_files(orphan_image_files(claim.job_id))
+        orphans = _recording(claim, lambda: orphan_image_files(claim.job_id), "Orphan files")
+        delete_image_files(orphans)
     when = timezone.now()
     first = info.get("index_of_first_image")
     skip = first if isinstance(first, int) and 0 < first <= len(images) else 0
@@ -614,13 +766,32 @@ def _store_results(
     except (InvalidImageError, OSError) as exc:
         _delete(records)
         error = f"Could not store an image: {exc}"
-        dispatch.job_release(claim=claim, error=error, count_attempt=True)
+        _recording(
+            claim,
+            lambda: dispatch.job_release(claim=claim, error=error, count_attempt=True),
+            "Release",
+        )
         return
-    if checkpoint is None:
-        checkpoint = _checkpoint_reported(claim.server, info)
-    if not dispatch.job_complete(
-        claim=claim, images=records, generation_info=info, checkpoint=checkpoint, loras=loras
-    ):
+
+    def complete() -> bool:
+        server = claim.server
+        if generated.note_loaded and generated.checkpoint:
+            server_note_loaded_checkpoint(server_id=server.pk, title=generated.checkpoint)
+        checkpoint = generated.checkpoint or _checkpoint_reported(server, info)
+        return dispatch.job_complete(
+            claim=claim,
+            images=records,
+            generation_info=info,
+            checkpoint=checkpoint,
+            loras=generated.loras,
+        )
+
+    try:
+        completed = _recording(claim, complete, "Completion")
+    except (_NoLongerOurs, *DATABASE_DOWN):
+        _delete(records)
+        raise
+    if not completed:
         logger.info("Job %s changed while storing; discarding its images", claim.job_id)
         _delete(records)
 

@@ -94,15 +94,34 @@ def servers_with_work(servers: Iterable[Server] | None = None) -> list[int]:
     return ids
 
 
+def _recover_orphans() -> set[int]:
+    """Requeue the jobs of dead workers, stop their orphan tasks and delete the images
+    they wrote but never recorded; returns the servers they ran on."""
+    servers = set()
+    for orphan in dispatch.jobs_recover_expired_leases():
+        if orphan.server_id is not None:
+            servers.add(orphan.server_id)
+            if orphan.task_id:
+                interrupt_task.delay(orphan.server_id, orphan.task_id)
+        delete_image_files(orphan_image_files(orphan.job_id))
+    return servers
+
+
+@shared_task(ignore_result=True, time_limit=60)
+def recover_expired_leases() -> None:
+    """Periodic and frequent (one indexed query when no lease lapsed): requeue the jobs of
+    dead workers moments after their leases lapse, and run their servers' queues at once,
+    so a killed worker costs its server a lease, not a lease and a reconcile period."""
+    servers = _recover_orphans()
+    if servers:
+        nudge(servers_with_work(Server.objects.filter(pk__in=servers)))
+
+
 @shared_task(ignore_result=True, time_limit=300)
 def reconcile() -> None:
     """Re-examine the queue: requeue jobs of dead workers (and stop their orphan tasks),
     health-check servers that are due, and nudge every server that has work."""
-    for orphan in dispatch.jobs_recover_expired_leases():
-        if orphan.server_id is not None and orphan.task_id:
-            interrupt_task.delay(orphan.server_id, orphan.task_id)
-        # Images the dead worker wrote but never recorded.
-        delete_image_files(orphan_image_files(orphan.job_id))
+    _recover_orphans()
     now = timezone.now()
     stale = now - timedelta(seconds=settings.MOBILESD_HEALTH_CHECK_SECONDS)
     due = Server.objects.filter(enabled=True).filter(

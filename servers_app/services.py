@@ -173,7 +173,7 @@ def server_check_health(*, server: Server) -> HealthResult:
     finally:
         client.close()
     flavour = "forge" if any(key.startswith("forge_") for key in options) else "a1111"
-    Server.objects.filter(pk=server.pk).update(
+    found = Server.objects.filter(pk=server.pk).update(
         is_online=True,
         last_checked_at=now,
         last_seen_at=now,
@@ -181,18 +181,28 @@ def server_check_health(*, server: Server) -> HealthResult:
         flavour=flavour,
         loaded_checkpoint=str(options.get("sd_model_checkpoint") or ""),
     )
+    if not found:
+        return _deleted_while_checked(server)
     came_back = was_online is not True
     if came_back:
         logger.info("Server %s is online (%s)", server.alias, flavour)
         # Its model list may have changed while it was away.
-        server_refresh_models(server=server)
+        if server_refresh_models(server=server).gone:
+            return _deleted_while_checked(server)
     return HealthResult(online=True, came_back=came_back)
+
+
+def _deleted_while_checked(server: Server) -> HealthResult:
+    """A server deleted while it was being checked: nothing to record, nobody to tell."""
+    logger.info("Server %s was deleted during its health check", server.alias)
+    return HealthResult(online=False, came_back=False, error="The server was deleted.")
 
 
 @dataclass(frozen=True)
 class RefreshResult:
     """What a model-cache refresh did; `error` set means the server could not be read and
-    the last good list was kept, marked stale."""
+    the last good list was kept, marked stale; `gone`: the server was deleted while its list
+    was read, and nothing was cached."""
 
     checkpoints: int = 0
     loras: int = 0
@@ -200,6 +210,7 @@ class RefreshResult:
     removed: int = 0
     updated: int = 0
     error: str = ""
+    gone: bool = False
 
 
 def server_refresh_models(*, server: Server) -> RefreshResult:
@@ -225,7 +236,11 @@ def server_refresh_models(*, server: Server) -> RefreshResult:
     finally:
         client.close()
     with transaction.atomic():
-        Server.objects.select_for_update().filter(pk=server.pk).first()
+        # The lock is the one server_delete takes: a delete comes wholly before (the row is
+        # gone here) or after this replacement, never between its inserts and its commit.
+        if Server.objects.select_for_update().filter(pk=server.pk).first() is None:
+            logger.info("Server %s was deleted while its models were read", server.alias)
+            return RefreshResult(error="The server was deleted.", gone=True)
         existing = {(m.kind, m.relative_path): m for m in server.cached_models.all()}
         seen = set()
         added = updated = 0

@@ -7,6 +7,7 @@ one, and afterwards stops any extra worker. The database is flushed after every 
 are `transaction=True`) while the workers keep running; the tests leave them idle.
 """
 
+import contextlib
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -127,27 +128,24 @@ class Cluster:
         )
 
 
-@pytest.fixture(scope="module")
-def cluster(django_db_setup, tmp_path_factory) -> Iterator[Cluster]:
+@contextlib.contextmanager
+def running_cluster(root: Path, **settings: str) -> Iterator[Cluster]:
+    """Beat and worker "w1" on the test database and broker, with these MOBILESD_*
+    settings (the others at their defaults), files under `root`; stopped afterwards."""
     database_url = _worker_database_url()
     broker_url = _redis_broker_url()
     # Messages left by earlier runs (nudges, interrupts) must not reach these workers.
     broker = redis.Redis.from_url(broker_url)
     broker.flushdb()
     broker.close()
-    root = tmp_path_factory.mktemp("engine")
     media_root = root / "media"
     env = clean_env(
         DATABASE_URL=database_url,
         CELERY_BROKER_URL=broker_url,
         MEDIA_ROOT=str(media_root),
         MOBILESD_DATA_DIR=str(root / "data"),
-        MOBILESD_LEASE_SECONDS="3",
-        MOBILESD_HEARTBEAT_SECONDS="0.2",
-        MOBILESD_RECONCILE_SECONDS="1",
-        MOBILESD_HEALTH_CHECK_SECONDS="1",
-        MOBILESD_RETRY_BACKOFF_SECONDS="0.2",
         PYTHONUNBUFFERED="1",
+        **settings,
     )
     engine_cluster = Cluster(root, env, media_root)
     try:
@@ -156,6 +154,20 @@ def cluster(django_db_setup, tmp_path_factory) -> Iterator[Cluster]:
         yield engine_cluster
     finally:
         engine_cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(django_db_setup, tmp_path_factory) -> Iterator[Cluster]:
+    """A cluster with short leases and periods, so that faults are noticed in moments."""
+    with running_cluster(
+        tmp_path_factory.mktemp("engine"),
+        MOBILESD_LEASE_SECONDS="3",
+        MOBILESD_HEARTBEAT_SECONDS="0.2",
+        MOBILESD_RECONCILE_SECONDS="1",
+        MOBILESD_HEALTH_CHECK_SECONDS="1",
+        MOBILESD_RETRY_BACKOFF_SECONDS="0.2",
+    ) as engine_cluster:
+        yield engine_cluster
 
 
 @pytest.fixture

@@ -239,7 +239,8 @@ def test_start_reserved_is_not_held_up_by_an_any_job_whose_loras_are_elsewhere(o
     assert Job.objects.get(pk=following.pk).status == JobStatus.PROCESSING
 
 
-def test_heartbeat_renews_the_lease_and_writes_progress(online):
+def test_heartbeat_renews_the_lease_and_writes_progress(online, settings):
+    settings.MOBILESD_LEASE_SECONDS = 60
     queue(online)
     claim = dispatch.job_claim_next(server_id=online.pk)
     Job.objects.filter(pk=claim.job_id).update(lease_expires_at=timezone.now())

@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 from model_bakery import baker
 
@@ -82,6 +83,43 @@ def test_reconcile_recovers_dead_workers_jobs_and_interrupts_their_task(online, 
     assert (job.status, job.retry_count) == (JobStatus.PENDING, 1)
     assert ("queue_app.tasks.interrupt_task", (online.pk, claim.task_id)) in names(published)
     assert ("queue_app.tasks.run_server", (online.pk,)) in names(published)
+
+
+def test_the_lease_recovery_requeues_a_dead_workers_job_and_runs_its_server_at_once(
+    online, published
+):
+    baker.make(Job, server=online, generation_params={"a": 1})
+    claim = dispatch.job_claim_next(server_id=online.pk)
+    Job.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+    tasks.recover_expired_leases()
+
+    job = Job.objects.get()
+    assert (job.status, job.retry_count, job.next_attempt_at) == (JobStatus.PENDING, 1, None)
+    assert names(published) == [
+        ("queue_app.tasks.interrupt_task", (online.pk, claim.task_id)),
+        ("queue_app.tasks.run_server", (online.pk,)),
+    ]
+
+
+def test_the_lease_recovery_leaves_live_leases_alone_and_sends_nothing(online, published):
+    baker.make(Job, server=online, generation_params={"a": 1})
+    dispatch.job_claim_next(server_id=online.pk)
+
+    tasks.recover_expired_leases()
+
+    assert Job.objects.get().status == JobStatus.PROCESSING
+    assert published == []
+
+
+def test_a_dead_workers_job_is_noticed_within_about_15_seconds_by_default():
+    """Heartbeat, then a lease without one, then at most one recovery period."""
+    entry = settings.CELERY_BEAT_SCHEDULE["recover-leases"]
+    assert entry["task"] == "queue_app.tasks.recover_expired_leases"
+    worst = (
+        settings.MOBILESD_HEARTBEAT_SECONDS + settings.MOBILESD_LEASE_SECONDS + entry["schedule"]
+    )
+    assert worst <= 15
 
 
 def test_reconcile_health_checks_offline_and_stale_servers(online, published):

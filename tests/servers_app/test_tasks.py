@@ -45,3 +45,33 @@ def test_check_server_of_a_deleted_server_does_nothing(db, published):
     tasks.check_server(12345)  # must not raise
 
     assert published == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_server_deleted_during_its_health_check_ends_the_check_quietly(
+    monkeypatch, published, caplog
+):
+    """The check of a server seen for the first time reads its models; the server is
+    deleted after they were fetched and before they are cached."""
+    from integrations.forge.client import ForgeClient
+    from servers_app.services import server_delete
+
+    real_loras = ForgeClient.loras
+
+    def loras_then_delete(client: ForgeClient) -> list:
+        listing = real_loras(client)
+        server_delete(server=Server.objects.get(alias="Sim"))
+        return listing
+
+    monkeypatch.setattr(ForgeClient, "loras", loras_then_delete)
+    caplog.set_level("INFO", logger="servers_app.services")
+    with ForgeSimulator(SimulatorConfig()) as sim:
+        server = baker.make(Server, alias="Sim", api_url=sim.url)
+
+        tasks.check_server(server.pk)  # must not raise
+
+    assert not Server.objects.filter(pk=server.pk).exists()
+    assert not CachedModel.objects.exists()
+    assert published == []  # nobody is told a deleted server is available
+    deleted = [r for r in caplog.records if "deleted during its health check" in r.getMessage()]
+    assert [r.levelname for r in deleted] == ["INFO"]
