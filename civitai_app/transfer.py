@@ -30,6 +30,7 @@ from civitai_app.folders import creates_folder
 from civitai_app.models import Download, DownloadTarget, TargetState
 from civitai_app.names import InvalidFileName, path_inside, stem_of
 from integrations.civitai.client import CivitaiClient, CivitaiError, CivitaiInterrupted
+from servers_app.validators import models_dir_problem
 
 logger = logging.getLogger(__name__)
 
@@ -159,11 +160,12 @@ def placements_for(download: Download, targets: list[DownloadTarget]) -> list[Pl
     by_folder: dict[str, Placement] = {}
     for target in targets:
         models_dir = target.server.models_dir.strip()
-        if not models_dir or not os.path.isdir(models_dir):
+        problem = models_dir_problem(models_dir) if models_dir else "It is not set."
+        if problem:
+            # Checked again: the folder may have gone, or MOBILESD_MODELS_ROOTS changed.
             raise DownloadFailed(
                 "models_dir_missing",
-                f"The models folder of server '{target.server.alias}' ({models_dir or 'not set'})"
-                " is not reachable from MobileSD (is it mounted?).",
+                f"The models folder of server '{target.server.alias}' cannot be used. {problem}",
             )
         folder = Path(models_dir) / download.folder
         may_create = creates_folder(download.folder)
