@@ -49,8 +49,8 @@ def check_user_file_name(name: str, *, extension: str) -> str:
     """`name` with the model file's `extension` kept (appended unless already there).
 
     Raises `InvalidFileName` for names that are empty, contain a NUL, a control character
-    or a bidirectional formatting one, a folder (`/`, `\\`), `..`, a drive or an absolute path, a reserved device name, a
-    character Windows refuses, or end in a dot or space.
+    or a bidirectional formatting one, a folder (`/`, `\\`), `..`, a drive or an absolute
+    path, a reserved device name, a character Windows refuses, or end in a dot or space.
     """
     if "\x00" in name:
         raise InvalidFileName("The file name contains a NUL character.")

@@ -9,12 +9,12 @@ body, and the admin shows their `message`.
 from typing import Any
 
 __all__ = [
+    "SPECIFIC_VALIDATION_CODES",
     "Conflict",
     "InvalidInput",
     "MobileSDError",
     "NotFound",
     "PayloadTooLarge",
-    "SPECIFIC_VALIDATION_CODES",
     "ServerUnreachable",
     "error_body",
 ]

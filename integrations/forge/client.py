@@ -38,7 +38,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 from urllib.parse import urlsplit
 
 import requests
@@ -257,7 +257,7 @@ _WEBUI_ERROR_KEYS = frozenset({"error", "detail", "body", "errors", "message"})
 _EXCEPTION_CLASS = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,99}")
 
 
-def _is_validation_list(value: Any) -> bool:
+def _is_validation_list(value: Any) -> TypeGuard[list[Mapping[str, Any]]]:
     return isinstance(value, list) and all(
         isinstance(item, Mapping) and isinstance(item.get("msg"), str) for item in value
     )

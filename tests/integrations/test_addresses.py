@@ -44,7 +44,7 @@ REFUSED = {
     "short ip": "http://127.1:7860",
     "leading zero": "http://127.000.000.001",
     "ip with trailing dot": "http://127.0.0.1.:7860",
-    "full-width ip": "http://１２７.０.０.１:7860",
+    "full-width ip": "http://\uff11\uff12\uff17.\uff10.\uff10.\uff11:7860",
     "percent-encoded host": "http://%31%32%37.0.0.1",
     "credentials": "http://user:pw@gpu-box:7860",
     "user only": "http://user@gpu-box:7860",

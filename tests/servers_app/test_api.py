@@ -120,7 +120,11 @@ def test_unknown_alias_is_404(client, db):
         ({"alias": "A", "api_url": "http://x:99999"}, "api_url", "invalid_url"),
         ({"alias": "A", "api_url": "http://x:1", "slots": 0}, "slots", "validation_error"),
         ({"alias": "A", "api_url": "http://x:1", "slots": "two"}, "slots", "validation_error"),
-        ({"alias": "A", "api_url": "http://x:1", "enabled": "maybe"}, "enabled", "validation_error"),
+        (
+            {"alias": "A", "api_url": "http://x:1", "enabled": "maybe"},
+            "enabled",
+            "validation_error",
+        ),
         ({"alias": "a/b", "api_url": "http://x:1"}, "alias", "validation_error"),
         ({"alias": "   ", "api_url": "http://x:1"}, "alias", "validation_error"),
         ({"alias": "any", "api_url": "http://x:1"}, "alias", "validation_error"),

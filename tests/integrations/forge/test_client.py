@@ -347,9 +347,7 @@ FOREIGN_ANSWERS = [
     pytest.param(
         {"error": "internal-secret here", "errors": "x"}, "application/json", id="bad-class"
     ),
-    pytest.param(
-        {"detail": "x", "config": "internal-secret"}, "application/json", id="extra-key"
-    ),
+    pytest.param({"detail": "x", "config": "internal-secret"}, "application/json", id="extra-key"),
     pytest.param("<html><title>internal-secret</title></html>", "text/html", id="html"),
     pytest.param("+PONG internal-secret\r\n", "", id="no-type"),
 ]
@@ -857,7 +855,7 @@ def test_refused_connection_is_unreachable_against_a_real_closed_port() -> None:
     """No mock: nothing listens on port 9 of localhost, so the request never leaves."""
     client = ForgeClient(ServerEndpoint("http://127.0.0.1:9"), connect_timeout=2)
 
-    with pytest.raises(ForgeUnreachableError, match="could not connect to 127.0.0.1:9"):
+    with pytest.raises(ForgeUnreachableError, match=r"could not connect to 127\.0\.0\.1:9"):
         client.sd_models()
 
 
