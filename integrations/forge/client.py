@@ -715,9 +715,12 @@ class ForgeClient:
             payload.get("height"),
         )
         body = self._request("POST", path, json_body=payload, timeout=timeout, on_sent=on_sent)
-        if not isinstance(body, dict):
+        if not isinstance(body, dict) or not isinstance(body.get("images", 0), list | None):
+            # Not a TextToImageResponse ({"images", "parameters", "info"}): nothing of it is kept.
             raise ForgeTransientError(
-                "txt2img answered without a JSON object", body=body, method="POST", path=path
+                "txt2img answered without a Forge/A1111 result (images, parameters, info)",
+                method="POST",
+                path=path,
             )
         images: list[bytes] = []
         for index, encoded in enumerate(body.get("images") or []):
@@ -800,7 +803,13 @@ class ForgeClient:
     @staticmethod
     def _parse_internal_progress(body: Any) -> TaskProgress:
         data = body if isinstance(body, dict) else {}
-        textinfo = data.get("textinfo") if isinstance(data.get("textinfo"), str) else None
+        # The text is shown with the job: only from an answer in the documented shape.
+        documented = all(
+            isinstance(data.get(key), bool) for key in ("active", "queued", "completed")
+        )
+        textinfo = (
+            data.get("textinfo") if documented and isinstance(data.get("textinfo"), str) else None
+        )
         position = size = None
         if textinfo:
             match = _IN_QUEUE.search(textinfo)
@@ -845,7 +854,9 @@ class ForgeClient:
             completed=False,
             progress=_clamp_fraction(_as_float(body.get("progress"))) if active else None,
             eta=eta if active and eta else None,
-            textinfo=body.get("textinfo") if isinstance(body.get("textinfo"), str) else None,
+            textinfo=body.get("textinfo")
+            if isinstance(raw_state, dict) and isinstance(body.get("textinfo"), str)
+            else None,
             queue_position=None,
             queue_size=None,
             step=step if active and steps else None,

@@ -458,6 +458,27 @@ def test_a_refused_url_is_never_called(mocked: Any, url: str) -> None:
     assert len(mocked.calls) == 0
 
 
+@pytest.mark.parametrize("answer", [{"token": "internal-secret"}, ["x"], {"images": "x"}])
+def test_a_txt2img_answer_that_is_not_a_result_is_an_error(
+    mocked: Any, forge: ForgeClient, answer: Any
+) -> None:
+    mocked.post(f"{BASE}/sdapi/v1/txt2img", json=answer)
+
+    with pytest.raises(ForgeTransientError, match="without a Forge/A1111 result") as caught:
+        forge.txt2img({"prompt": "x"})
+
+    assert caught.value.body is None
+    assert "internal-secret" not in str(caught.value)
+
+
+def test_progress_text_is_kept_only_from_a_documented_progress_answer(
+    mocked: Any, forge: ForgeClient
+) -> None:
+    mocked.post(f"{BASE}/internal/progress", json={"textinfo": "internal-secret"})
+
+    assert forge.progress_for_task("t1").textinfo is None
+
+
 # --- auth, headers, timeouts -------------------------------------------------------------
 
 
