@@ -30,7 +30,7 @@ from civitai_app.folders import creates_folder
 from civitai_app.models import Download, DownloadTarget, TargetState
 from civitai_app.names import InvalidFileName, path_inside, stem_of
 from integrations.civitai.client import CivitaiClient, CivitaiError, CivitaiInterrupted
-from servers_app.validators import models_dir_problem
+from servers_app.validators import inside_models_roots, models_dir_problem
 
 logger = logging.getLogger(__name__)
 
@@ -169,11 +169,11 @@ def placements_for(download: Download, targets: list[DownloadTarget]) -> list[Pl
             )
         folder = Path(models_dir) / download.folder
         may_create = creates_folder(download.folder)
-        if not may_create and not folder.is_dir():
+        if not may_create and not (folder.is_dir() and inside_models_roots(str(folder))):
             raise DownloadFailed(
                 "embeddings_dir_missing",
-                f"{os.path.normpath(folder)} does not exist; MobileSD never creates folders "
-                f"outside {models_dir}.",
+                f"{os.path.normpath(folder)} is not an existing folder MobileSD may write to; "
+                f"MobileSD never creates folders outside {models_dir}.",
             )
         try:
             final = path_inside(folder, download.file_name)

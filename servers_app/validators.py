@@ -48,6 +48,14 @@ def _inside(path: str, root: str) -> bool:
         return False
 
 
+def inside_models_roots(path: str) -> bool:
+    """Whether `path`, symlinks resolved, lies inside one of MOBILESD_MODELS_ROOTS (always
+    true when none is set)."""
+    roots = settings.MOBILESD_MODELS_ROOTS
+    real = os.path.realpath(path)
+    return not roots or any(_inside(real, os.path.realpath(root)) for root in roots)
+
+
 def models_dir_problem(value: str) -> str | None:
     """Why `value` is not a models folder MobileSD may write to, or None if it is.
 
@@ -62,14 +70,11 @@ def models_dir_problem(value: str) -> str | None:
         return "Use an absolute path, e.g. /mnt/gpu-box/models."
     if ".." in value.replace("\\", "/").split("/"):
         return "The path may not contain '..'."
-    roots = settings.MOBILESD_MODELS_ROOTS
-    real = os.path.realpath(value)
-    allowed = os.path.isdir(real) and (
-        not roots or any(_inside(real, os.path.realpath(root)) for root in roots)
-    )
-    if allowed:
+    if os.path.isdir(value) and inside_models_roots(value):
         return None
-    where = " inside the folders MOBILESD_MODELS_ROOTS allows" if roots else ""
+    where = (
+        " inside the folders MOBILESD_MODELS_ROOTS allows" if settings.MOBILESD_MODELS_ROOTS else ""
+    )
     return f"Not an allowed models folder: use an existing folder on the MobileSD host{where}."
 
 

@@ -170,6 +170,14 @@ def test_a_stored_models_folder_with_dot_dot_is_refused(client, civitai, db, gpu
     assert "'..'" in body["message"]
 
 
+def test_embeddings_beside_a_models_folder_at_a_root_are_refused_outside_the_roots(
+    client, civitai, laptop, gpu_root, settings
+):
+    settings.MOBILESD_MODELS_ROOTS = [str(gpu_root / "models")]
+
+    assert_error(request(client, model_version_id=900), 400, "embeddings_dir_missing")
+
+
 def test_embeddings_need_the_installs_embeddings_folder(client, civitai, laptop, gpu_root):
     (gpu_root / "embeddings").rmdir()
 
