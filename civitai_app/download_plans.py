@@ -29,6 +29,7 @@ from core_app.errors import Conflict, MobileSDError, NotFound
 from integrations.civitai.client import CivitaiClient, CivitaiError
 from servers_app.models import Server
 from servers_app.selectors import server_not_found
+from servers_app.validators import inside_models_roots, models_dir_problem
 
 MAX_TARGETS = 20
 # Extensions for files whose Civitai name has none, by `metadata.format`.
@@ -86,10 +87,10 @@ def target_servers(aliases: list[str]) -> list[Server]:
                 "models folder is reachable from MobileSD, e.g. /mnt/gpu-box/models.",
                 code="models_dir_not_set",
             )
-        if not os.path.isabs(models_dir) or not os.path.isdir(models_dir):
+        problem = models_dir_problem(models_dir)
+        if problem:
             raise MobileSDError(
-                f"The models folder of server '{alias}' ({models_dir}) does not exist on the "
-                "MobileSD host or is not a folder (is it mounted?).",
+                f"The models folder of server '{alias}' cannot be used. {problem}",
                 code="models_dir_missing",
             )
         servers.append(server)
@@ -239,11 +240,14 @@ def _final_path(server: Server, folder_name: str, name: str) -> Path:
     """Where the file lands on this server; a folder outside models_dir must exist."""
     base = Path(server.models_dir)
     folder = base / folder_name
-    if not creates_folder(folder_name) and not folder.is_dir():
+    # The embeddings folder lies beside models_dir: it must exist, and inside the roots too.
+    if not creates_folder(folder_name) and not (
+        folder.is_dir() and inside_models_roots(str(folder))
+    ):
         raise MobileSDError(
-            f"{folder.resolve()} does not exist on the MobileSD host. A1111/Forge keep "
-            f"embeddings beside the models folder, not in it; MobileSD never creates "
-            f"folders outside {base}.",
+            f"{os.path.normpath(folder)} is not an existing folder MobileSD may write to. "
+            "A1111/Forge keep embeddings beside the models folder, not in it; MobileSD never "
+            f"creates folders outside {base}.",
             code="embeddings_dir_missing",
         )
     return path_inside(folder, name)

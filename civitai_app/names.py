@@ -17,9 +17,13 @@ import re
 import unicodedata
 from pathlib import Path
 
+from core_app.text import UNSAFE_NAME_CHARACTERS
+
 MAX_NAME_BYTES = 200
-# Windows refuses these in names; `/` and `\` separate folders on one OS or the other.
-_FORBIDDEN = re.compile(r'[<>:"|?*\x00-\x1f\x7f/\\]')
+# Windows refuses these in names; `/` and `\` separate folders on one OS or the other;
+# control characters and bidirectional formatting make a name show as another
+# (`evil\u202egnp.safetensors`).
+_FORBIDDEN = re.compile(rf'[<>:"|?*/\\]|{UNSAFE_NAME_CHARACTERS.pattern}')
 # CON, PRN, AUX, NUL, COM1-9, LPT1-9 (also with any extension, also superscript digits).
 _RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(\..*)?$", re.IGNORECASE)
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -44,9 +48,9 @@ def _with_extension(name: str, extension: str) -> str:
 def check_user_file_name(name: str, *, extension: str) -> str:
     """`name` with the model file's `extension` kept (appended unless already there).
 
-    Raises `InvalidFileName` for names that are empty, contain a NUL, a control character,
-    a folder (`/`, `\\`), `..`, a drive or an absolute path, a reserved device name, a
-    character Windows refuses, or end in a dot or space.
+    Raises `InvalidFileName` for names that are empty, contain a NUL, a control character
+    or a bidirectional formatting one, a folder (`/`, `\\`), `..`, a drive or an absolute
+    path, a reserved device name, a character Windows refuses, or end in a dot or space.
     """
     if "\x00" in name:
         raise InvalidFileName("The file name contains a NUL character.")
@@ -62,7 +66,10 @@ def check_user_file_name(name: str, *, extension: str) -> str:
     if stripped.startswith("."):
         raise InvalidFileName("The file name must not start with '.' (a hidden file).")
     if _FORBIDDEN.search(stripped):
-        raise InvalidFileName('The file name must not contain control characters or <>:"|?*.')
+        raise InvalidFileName(
+            "The file name must not contain control characters, bidirectional formatting "
+            'or <>:"|?*.'
+        )
     if stripped.endswith((".", " ")):
         raise InvalidFileName("The file name must not end with a dot or a space.")
     final = _with_extension(stripped, extension)

@@ -30,6 +30,7 @@ from civitai_app.folders import creates_folder
 from civitai_app.models import Download, DownloadTarget, TargetState
 from civitai_app.names import InvalidFileName, path_inside, stem_of
 from integrations.civitai.client import CivitaiClient, CivitaiError, CivitaiInterrupted
+from servers_app.validators import inside_models_roots, models_dir_problem
 
 logger = logging.getLogger(__name__)
 
@@ -159,19 +160,20 @@ def placements_for(download: Download, targets: list[DownloadTarget]) -> list[Pl
     by_folder: dict[str, Placement] = {}
     for target in targets:
         models_dir = target.server.models_dir.strip()
-        if not models_dir or not os.path.isdir(models_dir):
+        problem = models_dir_problem(models_dir) if models_dir else "It is not set."
+        if problem:
+            # Checked again: the folder may have gone, or MOBILESD_MODELS_ROOTS changed.
             raise DownloadFailed(
                 "models_dir_missing",
-                f"The models folder of server '{target.server.alias}' ({models_dir or 'not set'})"
-                " is not reachable from MobileSD (is it mounted?).",
+                f"The models folder of server '{target.server.alias}' cannot be used. {problem}",
             )
         folder = Path(models_dir) / download.folder
         may_create = creates_folder(download.folder)
-        if not may_create and not folder.is_dir():
+        if not may_create and not (folder.is_dir() and inside_models_roots(str(folder))):
             raise DownloadFailed(
                 "embeddings_dir_missing",
-                f"{os.path.normpath(folder)} does not exist; MobileSD never creates folders "
-                f"outside {models_dir}.",
+                f"{os.path.normpath(folder)} is not an existing folder MobileSD may write to; "
+                f"MobileSD never creates folders outside {models_dir}.",
             )
         try:
             final = path_inside(folder, download.file_name)

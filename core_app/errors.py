@@ -9,6 +9,7 @@ body, and the admin shows their `message`.
 from typing import Any
 
 __all__ = [
+    "SPECIFIC_VALIDATION_CODES",
     "Conflict",
     "InvalidInput",
     "MobileSDError",
@@ -17,6 +18,11 @@ __all__ = [
     "ServerUnreachable",
     "error_body",
 ]
+
+# Validation codes that name the problem better than `validation_error`: an error whose
+# every field message carries one of them answers with it as its `code` (the `fields`
+# still say where).
+SPECIFIC_VALIDATION_CODES = frozenset({"invalid_url", "invalid_name", "models_dir_not_allowed"})
 
 
 def error_body(message: str, code: str, fields: dict[str, list[str]] | None = None) -> dict:

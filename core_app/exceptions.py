@@ -22,7 +22,13 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler, set_rollback
 
-from core_app.errors import InvalidInput, MobileSDError, PayloadTooLarge, error_body
+from core_app.errors import (
+    SPECIFIC_VALIDATION_CODES,
+    InvalidInput,
+    MobileSDError,
+    PayloadTooLarge,
+    error_body,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +68,15 @@ def flatten_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     return {prefix or "non_field_errors": [str(detail)]}
 
 
+def _validation_code(exc: exceptions.ValidationError) -> str:
+    """`validation_error`, or the one code of MobileSD's own (`SPECIFIC_VALIDATION_CODES`)
+    that every message of the error carries: `invalid_url` says more than "invalid"."""
+    codes = {code for found in flatten_errors(exc.get_codes()).values() for code in found}
+    if len(codes) == 1 and (code := codes.pop()) in SPECIFIC_VALIDATION_CODES:
+        return code
+    return InvalidInput.default_code
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """The API's one exception handler: every error leaves in the one shape."""
     if isinstance(exc, RequestDataTooBig):
@@ -89,7 +104,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     assert isinstance(exc, exceptions.APIException)
     if isinstance(exc, exceptions.ValidationError):
         invalid = InvalidInput(flatten_errors(exc.detail))
-        response.data = error_body(invalid.message, invalid.code, invalid.fields)
+        response.data = error_body(invalid.message, _validation_code(exc), invalid.fields)
         return response
 
     code = _CODES.get(type(exc))

@@ -7,10 +7,14 @@ on the embedded default: SQLite and a broker stored under `data/`, media under
 """
 
 import os
+import re
 import secrets
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -64,9 +68,39 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 DEBUG = env_bool("DJANGO_DEBUG", False)
-# A self-hosted service reached by phone over the LAN: any host name by default.
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "*")
-CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+# Where phones reach MobileSD (scheme, host and port: https://mobilesd.example.org or
+# http://192.168.1.5:8000). Absolute links (image URLs) are built from it; without it they
+# are paths. Its host is always an allowed host, its origin a trusted CSRF origin.
+MOBILESD_PUBLIC_URL = env_str("MOBILESD_PUBLIC_URL").rstrip("/")
+
+
+def _public_origin() -> tuple[str, str]:
+    """(scheme://host[:port], host as ALLOWED_HOSTS writes it) of MOBILESD_PUBLIC_URL."""
+    if not MOBILESD_PUBLIC_URL:
+        return "", ""
+    parts = urlsplit(MOBILESD_PUBLIC_URL)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ImproperlyConfigured("MOBILESD_PUBLIC_URL must be an http(s) URL with a host.")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}", host
+
+
+_PUBLIC_ORIGIN, _PUBLIC_HOST = _public_origin()
+# The Host header names the site in links and redirects: only names this machine answers
+# to by default (what `make run` prints, and this machine's own name on the LAN), plus the
+# public URL's host and whatever DJANGO_ALLOWED_HOSTS adds (`*` restores "any").
+_MACHINE = socket.gethostname().lower()
+ALLOWED_HOSTS = list(
+    dict.fromkeys(
+        ["localhost", "127.0.0.1", "[::1]"]
+        + ([_MACHINE, f"{_MACHINE}.local"] if _MACHINE else [])
+        + ([_PUBLIC_HOST] if _PUBLIC_HOST else [])
+        + env_list("DJANGO_ALLOWED_HOSTS")
+    )
+)
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS") + (
+    [_PUBLIC_ORIGIN] if _PUBLIC_ORIGIN else []
+)
 
 INSTALLED_APPS = [
     # First, so that its admin templates (base_site, index) win over the admin's own.
@@ -350,6 +384,16 @@ MOBILESD_DOWNLOAD_RETRY_BACKOFF_MAX_SECONDS = env_float(
 MOBILESD_DOWNLOAD_FREE_SPACE_MARGIN_BYTES = env_int(
     "MOBILESD_DOWNLOAD_FREE_SPACE_MARGIN_BYTES", 256 * 1024 * 1024
 )
+# When set, a server's models_dir must lie inside one of these folders (absolute paths,
+# separated by commas or the OS path separator, ':' on Linux): whoever may set a server's
+# models folder can then only point downloads into them.
+MOBILESD_MODELS_ROOTS = [
+    os.path.normpath(root.strip())
+    for root in re.split(rf"[,{re.escape(os.pathsep)}]", env_str("MOBILESD_MODELS_ROOTS"))
+    if root.strip()
+]
+if any(not os.path.isabs(root) for root in MOBILESD_MODELS_ROOTS):
+    raise ImproperlyConfigured("MOBILESD_MODELS_ROOTS must list absolute paths.")
 # Temporary files live in this hidden folder under each server's models_dir (the same
 # filesystem as the model folders, so the final move is atomic), not under DATA_DIR.
 MOBILESD_DOWNLOAD_TMP_DIRNAME = env_str("MOBILESD_DOWNLOAD_TMP_DIRNAME", ".mobilesd-downloads")

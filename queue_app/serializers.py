@@ -2,6 +2,7 @@
 
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.urls import reverse
@@ -254,16 +255,21 @@ class JobImageSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, image: JobImage) -> str:
-        return self._absolute("job-image", image)
+        return self._link("job-image", image)
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_thumbnail_url(self, image: JobImage) -> str:
-        return self._absolute("job-image-thumbnail", image)
+        return self._link("job-image-thumbnail", image)
 
-    def _absolute(self, url_name: str, image: JobImage) -> str:
+    def _link(self, url_name: str, image: JobImage) -> str:
+        """The link on MOBILESD_PUBLIC_URL when it is set, else a path: never built from
+        the request's Host header, which the client chooses."""
         path = reverse(url_name, kwargs={"job_id": str(image.job_id), "index": image.index})
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request is not None else path
+        if not settings.MOBILESD_PUBLIC_URL:
+            return path
+        # Its origin only: the path comes from the URL conf, script prefix included.
+        public = urlsplit(settings.MOBILESD_PUBLIC_URL)
+        return f"{public.scheme}://{public.netloc.rpartition('@')[2]}{path}"
 
 
 class JobImageListSerializer(serializers.Serializer):

@@ -1,21 +1,18 @@
 """Generation servers: the Forge / AUTOMATIC1111 machines jobs run on."""
 
-import ntpath
-import posixpath
-
-from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
-from servers_app.validators import validate_alias, validate_api_url
+from servers_app.validators import (
+    normalise_models_dir,
+    validate_alias,
+    validate_api_url,
+    validate_models_dir,
+    validate_username,
+)
 
-
-def validate_models_dir(value: str) -> None:
-    """An absolute path on the MobileSD host (where the server's models folder is mounted)."""
-    if value and not (posixpath.isabs(value) or ntpath.isabs(value)):
-        raise ValidationError("Use an absolute path, e.g. /mnt/gpu-box/models.")
-    if "\x00" in value:
-        raise ValidationError("The path contains a NUL character.")
+# Migration 0003 names the validator by this module.
+__all__ = ["CachedModel", "ModelKind", "Server", "validate_models_dir"]
 
 
 class Server(models.Model):
@@ -27,7 +24,9 @@ class Server(models.Model):
 
     alias = models.CharField(max_length=100, unique=True, validators=[validate_alias])
     api_url = models.CharField(max_length=500, validators=[validate_api_url])
-    username = models.CharField(max_length=150, blank=True, default="")
+    username = models.CharField(
+        max_length=150, blank=True, default="", validators=[validate_username]
+    )
     password = models.CharField(max_length=255, blank=True, default="")
     enabled = models.BooleanField(default=True)
     slots = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1)])
@@ -66,6 +65,10 @@ class Server(models.Model):
 
     def __str__(self) -> str:
         return self.alias
+
+    def clean(self) -> None:
+        # After the field validators: the folder is stored in one spelling.
+        self.models_dir = normalise_models_dir(self.models_dir)
 
     @property
     def has_password(self) -> bool:

@@ -7,7 +7,7 @@ from rest_framework.validators import UniqueValidator
 
 from core_app.fields import TimestampField
 from servers_app.models import CachedModel, ModelKind, Server
-from servers_app.validators import validate_alias, validate_api_url
+from servers_app.validators import validate_alias, validate_api_url, validate_username
 
 
 class ServerSerializer(serializers.ModelSerializer):
@@ -31,7 +31,9 @@ class ServerSerializer(serializers.ModelSerializer):
     )
     api_url = serializers.CharField(max_length=500, validators=[validate_api_url])
     apiUrl = serializers.CharField(source="api_url", read_only=True, help_text="Legacy name.")
-    username = serializers.CharField(max_length=150, required=False, allow_blank=True)
+    username = serializers.CharField(
+        max_length=150, required=False, allow_blank=True, validators=[validate_username]
+    )
     authUser = serializers.CharField(source="username", read_only=True, help_text="Legacy name.")
     password = serializers.CharField(
         max_length=255, required=False, allow_blank=True, write_only=True, trim_whitespace=False

@@ -12,8 +12,16 @@ Invariants kept here:
   caller may do next: `ForgeTransientError` = try again later,
   `ForgePermanentError` = this request will never succeed as sent, `ForgeAuthError` = fix the
   server record's credentials.
-* Passwords are never logged, and URLs are logged by path only (a base URL may carry
-  ``user:password@``).
+* Basic auth is encoded as UTF-8 (RFC 7617 ``charset="UTF-8"``, what A1111/Forge's
+  FastAPI decodes), so any Unicode password works. Passwords are never logged, and URLs
+  are logged by host and path only.
+* Only URLs `integrations.addresses` allows are called: a refused one fails every call
+  with a `ForgePermanentError` before anything is sent.
+* What a server answers is passed on (in an exception's `detail`, in a model list) only as
+  far as it is a recognised Forge/A1111 answer (REFERENCE.md A.2, A.4): any other body is
+  described by its status, media type and size, never quoted, and every failure to get an
+  HTTP answer reads "could not connect", so a URL pointed at another service learns
+  nothing of it, not even whether its port is open (the log says what happened).
 
 The module imports no Django models so it can be unit-tested without a database; server
 records are read duck-typed by `ServerEndpoint.from_server`. Server behaviour relied on here
@@ -22,7 +30,7 @@ is described in ``shared/contracts/REFERENCE.md`` section A.
 
 import base64
 import binascii
-import html
+import http
 import io
 import json
 import logging
@@ -30,13 +38,14 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 from urllib.parse import urlsplit
 
 import requests
-from requests.auth import HTTPBasicAuth
+from requests.auth import AuthBase
 from urllib3.exceptions import NewConnectionError
 
+from integrations.addresses import url_problem
 from integrations.errors import IntegrationError
 from integrations.http import USER_AGENT, retry_after_seconds
 
@@ -67,10 +76,10 @@ class ForgeError(IntegrationError):
     """A call to a generation server failed (`IntegrationError`: `message`, stable `code`,
     `transient`, the server's `status_code` (None when no response arrived), `retry_after`).
 
-    `detail` is the same readable message, taken from the server's error body (or
-    describing the network failure); `body` is the parsed JSON error body, the raw text when
-    it was not JSON, or None; `method` and `path` name the request (path only: a base URL
-    may carry credentials).
+    `detail` is the same readable message, taken from the server's error body when it is a
+    recognised Forge/A1111 error (else describing the answer by status, type and size, or
+    the network failure); `body` is that recognised JSON error body, or None; `method` and
+    `path` name the request (path only).
     """
 
     code = "forge_error"
@@ -225,13 +234,10 @@ def _truncate(text: str) -> str:
     return text[: _MAX_DETAIL_CHARS - 1] + "…"
 
 
-def _format_validation_errors(items: list[Any]) -> str:
+def _format_validation_errors(items: list[Mapping[str, Any]]) -> str:
     """Render FastAPI 422 lists (pydantic 1 and 2 item shapes) as ``field: message; ...``."""
     parts: list[str] = []
     for item in items[:10]:
-        if not isinstance(item, Mapping):
-            parts.append(str(item))
-            continue
         loc = item.get("loc") or []
         if isinstance(loc, list | tuple):
             # "body" is the FastAPI location of every JSON field: noise for a reader.
@@ -246,46 +252,102 @@ def _format_validation_errors(items: list[Any]) -> str:
     return "; ".join(parts) or "validation error"
 
 
-def _describe_json_error(body: Any) -> tuple[str, str | None]:
-    """Return (readable detail, exception class name or None) for a JSON error body.
+# The keys of A1111's `api_middleware` error body and of Forge 2's exception handler.
+_WEBUI_ERROR_KEYS = frozenset({"error", "detail", "body", "errors", "message"})
+_EXCEPTION_CLASS = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,99}")
 
-    Handles A1111 ``{"error", "detail", "body", "errors"}``, Forge ``{"detail": ...}`` and
-    ``{"error", "detail", "body", "message"}``, and 422 ``{"detail": [...]}``.
+
+def _is_validation_list(value: Any) -> TypeGuard[list[Mapping[str, Any]]]:
+    return isinstance(value, list) and all(
+        isinstance(item, Mapping) and isinstance(item.get("msg"), str) for item in value
+    )
+
+
+def _recognised_error(body: Any) -> tuple[str, str | None] | None:
+    """(readable detail, exception class name or None) of a Forge/A1111 error body, or None
+    when `body` is not one (REFERENCE.md A.2).
+
+    Recognised: FastAPI's ``{"detail": str}`` and 422 ``{"detail": [{"loc", "msg", ...}]}``;
+    A1111's ``{"error", "detail", "body", "errors"}`` and Forge 2's ``{"error", "detail",
+    "body", "message"}`` (string values, `error` an exception class name).
     """
-    if not isinstance(body, Mapping):
-        return _truncate(json.dumps(body, ensure_ascii=False, default=str)), None
-    raw_class = body.get("error")
-    error_class = raw_class if isinstance(raw_class, str) and raw_class else None
+    if not isinstance(body, Mapping) or not body:
+        return None
     detail = body.get("detail")
-    if isinstance(detail, list):
+    if set(body) == {"detail"}:
+        if isinstance(detail, str) and detail.strip():
+            return _truncate(detail), None
+        if _is_validation_list(detail):
+            return _truncate(_format_validation_errors(detail)), None
+        return None
+    error_class = body.get("error")
+    if (
+        not set(body) <= _WEBUI_ERROR_KEYS
+        or not isinstance(error_class, str)
+        or not _EXCEPTION_CLASS.fullmatch(error_class)
+    ):
+        return None
+    if not all(isinstance(body.get(key, ""), str) for key in ("body", "errors", "message")):
+        return None
+    detail = detail or ""
+    if _is_validation_list(detail):
         return _truncate(_format_validation_errors(detail)), error_class
-    if isinstance(detail, Mapping):
-        return _truncate(json.dumps(detail, ensure_ascii=False, default=str)), error_class
-    if isinstance(detail, str) and detail.strip():
+    if not isinstance(detail, str):
+        return None
+    if detail.strip():
         return _truncate(detail), error_class
     # Uncaught exceptions: the message is in "errors" (A1111) or "message" (Forge 2).
     for key in ("errors", "message"):
         value = body.get(key)
         if isinstance(value, str) and value.strip():
             # HTTPException is the wrapper class, not the cause: its name adds nothing.
-            if error_class and error_class != "HTTPException":
+            if error_class != "HTTPException":
                 return _truncate(f"{error_class}: {value}"), error_class
             return _truncate(value), error_class
-    if error_class:
-        return error_class, error_class
-    return _truncate(json.dumps(body, ensure_ascii=False, default=str)), None
+    return error_class, error_class
 
 
-_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
-_HTML_TAG = re.compile(r"<[^>]+>")
+_MEDIA_TYPE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}"
+)
 
 
-def _describe_text_error(text: str) -> str:
-    """A readable line from a non-JSON error body (often an HTML page from a proxy)."""
-    title = _HTML_TITLE.search(text)
-    has_title = title is not None and bool(title.group(1).strip())
-    plain = title.group(1) if title is not None and has_title else _HTML_TAG.sub(" ", text)
-    return _truncate(" ".join(html.unescape(plain).split()))
+def _describe_answer(response: requests.Response) -> str:
+    """An answer that is not a recognised Forge/A1111 one, by media type and size only."""
+    media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    kind = media_type if _MEDIA_TYPE.fullmatch(media_type) else "no known media type"
+    size = len(response.content)
+    return f"{kind}, {size} byte{'' if size == 1 else 's'}"
+
+
+def _status_phrase(status: int) -> str:
+    # The standard phrase, never the answer's own reason line (the server chooses that).
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "no details"
+
+
+def _json_kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+class _Utf8BasicAuth(AuthBase):
+    """HTTP Basic auth with the credentials encoded as UTF-8 (RFC 7617 ``charset="UTF-8"``).
+
+    requests' own `HTTPBasicAuth` encodes as Latin-1 and raises on anything else (``€``).
+    """
+
+    def __init__(self, username: str, password: str) -> None:
+        token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+        self._header = f"Basic {token}"
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self._header
+        return request
+
+    def __repr__(self) -> str:
+        return "<_Utf8BasicAuth>"
 
 
 # --- Endpoint and results ----------------------------------------------------------------
@@ -410,8 +472,9 @@ class ForgeClient:
         # Passed per request rather than set on the session so an injected session is
         # never mutated.
         self._auth = (
-            HTTPBasicAuth(endpoint.username, endpoint.password) if endpoint.username else None
+            _Utf8BasicAuth(endpoint.username, endpoint.password) if endpoint.username else None
         )
+        self._url_problem = url_problem(endpoint.base_url)
         self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         # None = not tried yet; False once the server answered 404 (--nowebui mode).
         self._internal_progress: bool | None = None
@@ -444,6 +507,13 @@ class ForgeClient:
         `on_sent` is called once the whole request is written, while the answer is awaited.
         Raises the `ForgeError` subclass matching the failure; never a `requests` exception.
         """
+        if self._url_problem:
+            logger.warning(
+                "%s %s not sent: the server URL is refused (%s)", method, path, self._url_problem
+            )
+            raise ForgePermanentError(
+                f"the server URL is not allowed: {self._url_problem}", method=method, path=path
+            )
         read_timeout = self.read_timeout if timeout is None else timeout
         headers, data = self._headers, None
         if on_sent is not None and json_body is not None:
@@ -479,7 +549,7 @@ class ForgeClient:
         return self._parse_json(response, method, path)
 
     def _host(self) -> str:
-        # Host and port only: the base URL may carry credentials.
+        # Host and port only, never the user information of a URL.
         parts = urlsplit(self.endpoint.base_url)
         try:
             port = parts.port
@@ -491,11 +561,16 @@ class ForgeClient:
     def _network_error(
         self, exc: requests.exceptions.RequestException, method: str, path: str, read: float
     ) -> ForgeError:
+        # What the caller (and whoever reads its message) learns is "could not connect",
+        # whatever happened: refused, timed out, dropped or answered in another protocol
+        # all mean the same to a user, and telling them apart would map another host's
+        # ports. The class still says what the engine may do next; the log says the rest.
         kind: type[ForgeError]
+        detail = f"could not connect to {self._host()}"
         if isinstance(exc, requests.exceptions.ConnectTimeout):
-            kind, detail = ForgeUnreachableError, f"connect timed out after {self.connect_timeout}s"
+            kind, reason = ForgeUnreachableError, f"connect timed out after {self.connect_timeout}s"
         elif isinstance(exc, requests.exceptions.ReadTimeout):
-            kind, detail = ForgeTimeoutError, f"no answer within the read timeout of {read}s"
+            kind, reason = ForgeTimeoutError, f"no answer within the read timeout of {read}s"
         elif isinstance(
             exc,
             requests.exceptions.InvalidURL
@@ -505,43 +580,47 @@ class ForgeClient:
             | requests.exceptions.TooManyRedirects,
         ):
             # A misconfigured server record: retrying sends the same bad request.
-            kind, detail = ForgePermanentError, f"invalid request: {type(exc).__name__}"
+            kind = ForgePermanentError
+            reason = detail = f"invalid request: {type(exc).__name__}"
         elif isinstance(
             exc,
             requests.exceptions.ChunkedEncodingError | requests.exceptions.ContentDecodingError,
         ):
-            kind, detail = ForgeTransientError, "connection dropped while reading the response"
+            kind, reason = ForgeTransientError, "connection dropped while reading the response"
         elif isinstance(exc, requests.exceptions.ConnectionError) and _never_connected(exc):
-            kind, detail = ForgeUnreachableError, f"cannot connect to {self._host()}"
+            kind, reason = ForgeUnreachableError, "connection refused or host unknown"
         elif isinstance(exc, requests.exceptions.ConnectionError):
-            kind, detail = ForgeTransientError, f"connection to {self._host()} lost"
+            kind, reason = ForgeTransientError, "connection lost"
         else:
-            kind, detail = ForgeTransientError, f"request failed: {type(exc).__name__}"
+            kind, reason = ForgeTransientError, f"request failed: {type(exc).__name__}"
         logger.warning(
-            "%s %s on %s failed: %s (%s)", method, path, self._host(), detail, type(exc).__name__
+            "%s %s on %s failed: %s (%s)", method, path, self._host(), reason, type(exc).__name__
         )
         return kind(detail, method=method, path=path)
 
     def _http_error(self, response: requests.Response, method: str, path: str) -> ForgeError:
         status = response.status_code
-        body: Any
+        body: Any = None
+        if response.content.strip():
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+        recognised = _recognised_error(body)
         error_class: str | None = None
-        try:
-            body = response.json()
-        except ValueError:
-            body = response.text
-            detail = _describe_text_error(body) if body.strip() else ""
+        if recognised is not None:
+            detail, error_class = recognised
+        elif response.content.strip():
+            body, detail = None, f"not a Forge/A1111 error ({_describe_answer(response)})"
         else:
-            detail, error_class = _describe_json_error(body)
-        if not detail:
-            detail = response.reason or "no details"
+            detail = _status_phrase(status)
         if 300 <= status < 400:
-            # Redirects are not followed (a redirect to a login page would hide a 401).
+            # Redirects are not followed (a redirect to a login page would hide a 401), and
+            # where to is not repeated: the answer is not the API's.
             kind: type[ForgeError] = ForgePermanentError
-            location = response.headers.get("Location", "")
-            detail = f"unexpected redirect to {location}" if location else "unexpected redirect"
+            detail = "unexpected redirect: check the URL's scheme, host and port"
         else:
-            kind = _classify(status, detail, error_class)
+            kind = _classify(status, detail if recognised else "", error_class)
         # 404 is how a server says "this mode/version lacks the route"; callers probe for it.
         level = logging.INFO if status == 404 else logging.WARNING
         logger.log(
@@ -573,33 +652,39 @@ class ForgeClient:
             # transient so the caller's bounded retries decide, rather than failing a job on
             # one glitch.
             raise ForgeTransientError(
-                "the server answered with a body that is not JSON: "
-                + _describe_text_error(response.text),
+                f"the server answered with a body that is not JSON ({_describe_answer(response)})",
                 status_code=response.status_code,
-                body=response.text,
                 method=method,
                 path=path,
             ) from exc
 
-    def _get_list(self, path: str, *, timeout: float | None = None) -> list[dict[str, Any]]:
+    def _get_list(
+        self, path: str, *, required: tuple[str, ...] = (), timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """A JSON list of objects, each with a string under every `required` key (the
+        documented shape); anything else is an error that quotes nothing of it."""
         body = self._request("GET", path, timeout=timeout)
         if not isinstance(body, list):
             raise ForgeTransientError(
-                f"expected a JSON list, got {type(body).__name__}",
-                body=body,
-                method="GET",
-                path=path,
+                f"expected a JSON list, got {_json_kind(body)}", method="GET", path=path
             )
-        return [item for item in body if isinstance(item, dict)]
+        for item in body:
+            if not isinstance(item, dict) or not all(
+                isinstance(item.get(key), str) for key in required
+            ):
+                raise ForgeTransientError(
+                    "the list is not in the Forge/A1111 shape (each entry an object with "
+                    f"{', '.join(required) or 'fields'})",
+                    method="GET",
+                    path=path,
+                )
+        return body
 
     def _get_dict(self, path: str, *, timeout: float | None = None) -> dict[str, Any]:
         body = self._request("GET", path, timeout=timeout)
         if not isinstance(body, dict):
             raise ForgeTransientError(
-                f"expected a JSON object, got {type(body).__name__}",
-                body=body,
-                method="GET",
-                path=path,
+                f"expected a JSON object, got {_json_kind(body)}", method="GET", path=path
             )
         return body
 
@@ -630,9 +715,12 @@ class ForgeClient:
             payload.get("height"),
         )
         body = self._request("POST", path, json_body=payload, timeout=timeout, on_sent=on_sent)
-        if not isinstance(body, dict):
+        if not isinstance(body, dict) or not isinstance(body.get("images", 0), list | None):
+            # Not a TextToImageResponse ({"images", "parameters", "info"}): nothing of it is kept.
             raise ForgeTransientError(
-                "txt2img answered without a JSON object", body=body, method="POST", path=path
+                "txt2img answered without a Forge/A1111 result (images, parameters, info)",
+                method="POST",
+                path=path,
             )
         images: list[bytes] = []
         for index, encoded in enumerate(body.get("images") or []):
@@ -715,7 +803,13 @@ class ForgeClient:
     @staticmethod
     def _parse_internal_progress(body: Any) -> TaskProgress:
         data = body if isinstance(body, dict) else {}
-        textinfo = data.get("textinfo") if isinstance(data.get("textinfo"), str) else None
+        # The text is shown with the job: only from an answer in the documented shape.
+        documented = all(
+            isinstance(data.get(key), bool) for key in ("active", "queued", "completed")
+        )
+        textinfo = (
+            data.get("textinfo") if documented and isinstance(data.get("textinfo"), str) else None
+        )
         position = size = None
         if textinfo:
             match = _IN_QUEUE.search(textinfo)
@@ -760,7 +854,9 @@ class ForgeClient:
             completed=False,
             progress=_clamp_fraction(_as_float(body.get("progress"))) if active else None,
             eta=eta if active and eta else None,
-            textinfo=body.get("textinfo") if isinstance(body.get("textinfo"), str) else None,
+            textinfo=body.get("textinfo")
+            if isinstance(raw_state, dict) and isinstance(body.get("textinfo"), str)
+            else None,
             queue_position=None,
             queue_size=None,
             step=step if active and steps else None,
@@ -784,11 +880,11 @@ class ForgeClient:
 
     def sd_models(self) -> list[dict[str, Any]]:
         """``GET /sdapi/v1/sd-models``: ``[{"title", "model_name", "hash", "sha256", ...}]``."""
-        return self._get_list("/sdapi/v1/sd-models")
+        return self._get_list("/sdapi/v1/sd-models", required=("title", "model_name"))
 
     def loras(self) -> list[dict[str, Any]]:
         """``GET /sdapi/v1/loras``: ``[{"name", "alias", "path", "metadata"}]``."""
-        return self._get_list("/sdapi/v1/loras")
+        return self._get_list("/sdapi/v1/loras", required=("name", "path"))
 
     # Nothing calls these two yet: they are kept for checking the hires-fix `hr_upscaler`
     # at submit (issue 16), whose valid values are the upscalers' names and the latent modes.
@@ -800,7 +896,18 @@ class ForgeClient:
         return self._get_list("/sdapi/v1/latent-upscale-modes")
 
     def options(self) -> dict[str, Any]:
-        return self._get_dict("/sdapi/v1/options")
+        """``GET /sdapi/v1/options``; an object without `sd_model_checkpoint` (a string, or
+        null before any checkpoint was chosen) is not a Forge/A1111 answer."""
+        path = "/sdapi/v1/options"
+        options = self._get_dict(path)
+        checkpoint = options.get("sd_model_checkpoint", 0)
+        if checkpoint is not None and not isinstance(checkpoint, str):
+            raise ForgeTransientError(
+                "the options are not in the Forge/A1111 shape (no sd_model_checkpoint)",
+                method="GET",
+                path=path,
+            )
+        return options
 
     def refresh_checkpoints(self, *, timeout: float | None = None) -> None:
         """Rescan checkpoints. Waits behind the generation lock: pass a long `timeout`."""

@@ -71,6 +71,10 @@ def test_several_target_servers(client, civitai, laptop, tmp_path):
         "sub/dir.safetensors",
         "CON",
         ".hidden",
+        "evil\u202egnp.safetensors",
+        "a\u2066b",
+        "esc\x1b[31m",
+        "c1\x9bx",
     ],
 )
 def test_file_names_that_could_escape_are_refused_and_change_nothing(
@@ -138,6 +142,40 @@ def test_an_unmounted_models_folder_is_refused(client, civitai, db, tmp_path):
     )
 
     assert_error(request(client, model_version_id=100), 400, "models_dir_missing")
+
+
+def test_a_models_folder_outside_the_roots_gets_the_same_answer_as_a_missing_one(
+    client, civitai, db, tmp_path, settings
+):
+    (tmp_path / "roots").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    settings.MOBILESD_MODELS_ROOTS = [str(tmp_path / "roots")]
+    server = baker.make(Server, alias="Laptop", api_url="http://x:1")
+    answers = []
+    for folder in (tmp_path / "elsewhere", tmp_path / "roots" / "missing"):
+        Server.objects.filter(pk=server.pk).update(models_dir=str(folder))
+        body = assert_error(request(client, model_version_id=100), 400, "models_dir_missing")
+        answers.append(body["message"])
+
+    assert answers[0] == answers[1]
+    assert str(tmp_path) not in answers[0]
+
+
+def test_a_stored_models_folder_with_dot_dot_is_refused(client, civitai, db, gpu_root):
+    baker.make(
+        Server, alias="Laptop", api_url="http://x:1", models_dir=f"{gpu_root}/models/../models"
+    )
+
+    body = assert_error(request(client, model_version_id=100), 400, "models_dir_missing")
+    assert "'..'" in body["message"]
+
+
+def test_embeddings_beside_a_models_folder_at_a_root_are_refused_outside_the_roots(
+    client, civitai, laptop, gpu_root, settings
+):
+    settings.MOBILESD_MODELS_ROOTS = [str(gpu_root / "models")]
+
+    assert_error(request(client, model_version_id=900), 400, "embeddings_dir_missing")
 
 
 def test_embeddings_need_the_installs_embeddings_folder(client, civitai, laptop, gpu_root):

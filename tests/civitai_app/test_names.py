@@ -39,6 +39,13 @@ from civitai_app.names import (
         "trailing.",
         ".hidden.safetensors",
         "tab\tin.safetensors",
+        "evil\u202egnp.safetensors",
+        "ltr\u200emark.safetensors",
+        "rtl\u200fmark.safetensors",
+        "isolate\u2067x.safetensors",
+        "embed\u202ax.safetensors",
+        "c1\x85control.safetensors",
+        "del\x7f.safetensors",
         "",
         "   ",
         "x" * 300,
@@ -79,6 +86,8 @@ def test_user_names_keep_the_files_extension(name, expected):
         ("..", "civitai-1.safetensors"),
         ("", "civitai-1.safetensors"),
         ("noext", "noext.safetensors"),
+        ("evil\u202egnp.safetensors", "evil_gnp.safetensors"),
+        ("a\u2066b\u2069\x9b.safetensors", "a_b__.safetensors"),
     ],
 )
 def test_civitai_names_are_sanitized(remote, expected):

@@ -211,3 +211,16 @@ def test_not_enough_disk_space_fails_before_downloading(civitai, laptop, gpu_roo
     assert "3.0 MiB" in failed.error
     assert civitai.requests_to("/api/download/") == []
     assert files_below(gpu_root) == []
+
+
+def test_a_models_folder_taken_out_of_the_roots_after_queueing_writes_nothing(
+    civitai, laptop, gpu_root, tmp_path, settings
+):
+    download = queue(200)
+    settings.MOBILESD_MODELS_ROOTS = [str(tmp_path / "elsewhere")]
+
+    run()
+
+    failed = reload(download)
+    assert (failed.status, failed.error_code) == (DownloadStatus.FAILED, "models_dir_missing")
+    assert not (gpu_root / "models" / "Lora").exists()

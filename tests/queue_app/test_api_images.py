@@ -77,14 +77,15 @@ def png_image(job) -> JobImage:
 # --- list ---------------------------------------------------------------------------------
 
 
-def test_list_describes_every_image_with_absolute_links(client, job):
+def test_list_describes_every_image_with_links_on_the_public_url(client, job, settings):
+    settings.MOBILESD_PUBLIC_URL = "https://sd.example.org"
     add_image(job, jpeg_bytes((320, 240)), index=1, seed=None)
     add_image(job, png_bytes((640, 480)), index=0, seed=1806652750)
 
     response = client.get(f"/api/v1/queue/jobs/{job.pk}/images")
 
     assert response.status_code == 200
-    base = f"http://testserver/api/v1/queue/jobs/{job.pk}/images"
+    base = f"https://sd.example.org/api/v1/queue/jobs/{job.pk}/images"
     prefix = job.pk.hex[:8]
     assert response.json() == {
         "images": [
@@ -108,6 +109,29 @@ def test_list_describes_every_image_with_absolute_links(client, job):
             },
         ]
     }
+
+
+def test_links_are_paths_without_a_public_url_whatever_the_host_header(client, job, settings):
+    settings.MOBILESD_PUBLIC_URL = ""
+    settings.ALLOWED_HOSTS = ["*"]
+    add_image(job, png_bytes((64, 64)), index=0, seed=1)
+
+    response = client.get(f"/api/v1/queue/jobs/{job.pk}/images", HTTP_HOST="evil.example")
+
+    (entry,) = response.json()["images"]
+    assert entry["url"] == f"/api/v1/queue/jobs/{job.pk}/images/0"
+    assert entry["thumbnail_url"] == f"/api/v1/queue/jobs/{job.pk}/images/0/thumbnail"
+
+
+def test_public_url_links_ignore_the_host_header(client, job, settings):
+    settings.MOBILESD_PUBLIC_URL = "http://192.168.1.5:8000"
+    settings.ALLOWED_HOSTS = ["*"]
+    add_image(job, png_bytes((64, 64)), index=0, seed=1)
+
+    response = client.get(f"/api/v1/queue/jobs/{job.pk}/images", HTTP_HOST="evil.example")
+
+    (entry,) = response.json()["images"]
+    assert entry["url"] == f"http://192.168.1.5:8000/api/v1/queue/jobs/{job.pk}/images/0"
 
 
 def test_list_of_a_job_without_images_is_empty(client, job):

@@ -178,7 +178,7 @@ def test_unreachable_server_keeps_the_job_pending_uncounted(server, sim):
     server.refresh_from_db()
     assert (job.status, job.retry_count) == (JobStatus.PENDING, 0)
     assert server.is_online is False
-    assert "cannot connect" in server.last_error
+    assert "could not connect" in server.last_error
     # Back online: the health check says so and the job runs.
     sim.faults.refuse_connections = False
     assert server_check_health(server=server).came_back

@@ -110,30 +110,34 @@ def test_unknown_alias_is_404(client, db):
 
 
 @pytest.mark.parametrize(
-    ("body", "field"),
+    ("body", "field", "code"),
     [
-        ({"api_url": "http://x:1"}, "alias"),
-        ({"alias": "A"}, "api_url"),
-        ({"alias": "A", "api_url": "ftp://x"}, "api_url"),
-        ({"alias": "A", "api_url": "not a url"}, "api_url"),
-        ({"alias": "A", "api_url": "http://"}, "api_url"),
-        ({"alias": "A", "api_url": "http://x:99999"}, "api_url"),
-        ({"alias": "A", "api_url": "http://x:1", "slots": 0}, "slots"),
-        ({"alias": "A", "api_url": "http://x:1", "slots": "two"}, "slots"),
-        ({"alias": "A", "api_url": "http://x:1", "enabled": "maybe"}, "enabled"),
-        ({"alias": "a/b", "api_url": "http://x:1"}, "alias"),
-        ({"alias": "   ", "api_url": "http://x:1"}, "alias"),
-        ({"alias": "any", "api_url": "http://x:1"}, "alias"),
-        ({"alias": "A", "api_url": "http://x:1", "auth": "user:pass"}, "auth"),
-        ({"alias": "x" * 101, "api_url": "http://x:1"}, "alias"),
+        ({"api_url": "http://x:1"}, "alias", "validation_error"),
+        ({"alias": "A"}, "api_url", "validation_error"),
+        ({"alias": "A", "api_url": "ftp://x"}, "api_url", "invalid_url"),
+        ({"alias": "A", "api_url": "not a url"}, "api_url", "invalid_url"),
+        ({"alias": "A", "api_url": "http://"}, "api_url", "invalid_url"),
+        ({"alias": "A", "api_url": "http://x:99999"}, "api_url", "invalid_url"),
+        ({"alias": "A", "api_url": "http://x:1", "slots": 0}, "slots", "validation_error"),
+        ({"alias": "A", "api_url": "http://x:1", "slots": "two"}, "slots", "validation_error"),
+        (
+            {"alias": "A", "api_url": "http://x:1", "enabled": "maybe"},
+            "enabled",
+            "validation_error",
+        ),
+        ({"alias": "a/b", "api_url": "http://x:1"}, "alias", "validation_error"),
+        ({"alias": "   ", "api_url": "http://x:1"}, "alias", "validation_error"),
+        ({"alias": "any", "api_url": "http://x:1"}, "alias", "validation_error"),
+        ({"alias": "A", "api_url": "http://x:1", "auth": "user:pass"}, "auth", "validation_error"),
+        ({"alias": "x" * 101, "api_url": "http://x:1"}, "alias", "validation_error"),
     ],
 )
-def test_invalid_server_is_refused_and_stores_nothing(client, db, body, field):
+def test_invalid_server_is_refused_and_stores_nothing(client, db, body, field, code):
     before = db_snapshot()
 
     response = client.post("/api/v1/servers", body, format="json")
 
-    error = assert_error(response, 400, "validation_error")
+    error = assert_error(response, 400, code)
     assert field in error["fields"]
     assert db_snapshot() == before
 
@@ -335,7 +339,7 @@ def test_invalid_update_changes_nothing(client, server):
 
     response = client.patch("/api/v1/servers/Laptop", {"api_url": "gopher://x"}, format="json")
 
-    assert_error(response, 400, "validation_error")
+    assert_error(response, 400, "invalid_url")
     assert db_snapshot() == before
 
 
@@ -370,16 +374,16 @@ def test_delete_server_with_active_jobs_is_refused(client, server, status):
     assert db_snapshot() == before
 
 
-def test_models_dir_is_set_and_shown(client, db):
+def test_models_dir_is_set_and_shown(client, db, tmp_path):
     created = client.post(
         "/api/v1/servers",
-        {"alias": "L", "api_url": "http://a:1", "models_dir": "/mnt/gpu-box/models"},
+        {"alias": "L", "api_url": "http://a:1", "models_dir": str(tmp_path)},
         format="json",
     )
 
     assert created.status_code == 201
-    assert created.json()["server"]["models_dir"] == "/mnt/gpu-box/models"
-    assert Server.objects.get().models_dir == "/mnt/gpu-box/models"
+    assert created.json()["server"]["models_dir"] == str(tmp_path)
+    assert Server.objects.get().models_dir == str(tmp_path)
 
 
 def test_relative_models_dir_is_refused(client, db):
@@ -389,4 +393,4 @@ def test_relative_models_dir_is_refused(client, db):
         format="json",
     )
 
-    assert "models_dir" in assert_error(response, 400, "validation_error")["fields"]
+    assert "models_dir" in assert_error(response, 400, "models_dir_not_allowed")["fields"]

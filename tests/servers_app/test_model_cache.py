@@ -139,7 +139,7 @@ def test_unreachable_server_keeps_its_list_marked_stale(server, sim):
     assert result.error
     assert server.cached_models.count() == count
     assert server.models_stale is True
-    assert "cannot connect" in server.models_error
+    assert "could not connect" in server.models_error
     sim.faults.refuse_connections = False
     assert not server_refresh_models(server=server).error
     server.refresh_from_db()

@@ -199,14 +199,14 @@ ERROR_CASES = [
         502,
         "<html><head><title>502 Bad Gateway</title></head><body><h1>502</h1></body></html>",
         ForgeTransientError,
-        "502 Bad Gateway",
+        "not a Forge/A1111 error (text/html, 81 bytes)",
         id="proxy-502-html",
     ),
     pytest.param(
         503,
         "Service Temporarily Unavailable",
         ForgeTransientError,
-        "Service Temporarily Unavailable",
+        "not a Forge/A1111 error (text/html, 31 bytes)",
         id="proxy-503-text",
     ),
     pytest.param(
@@ -270,8 +270,8 @@ def test_error_survives_pickling() -> None:
     )
 
 
-def test_long_html_error_is_truncated(mocked: Any, forge: ForgeClient) -> None:
-    mocked.get(f"{BASE}/sdapi/v1/sd-models", body="<p>" + "x" * 5000 + "</p>", status=500)
+def test_long_error_detail_is_truncated(mocked: Any, forge: ForgeClient) -> None:
+    mocked.get(f"{BASE}/sdapi/v1/sd-models", json={"detail": "x" * 5000}, status=500)
 
     with pytest.raises(ForgeTransientError) as caught:
         forge.sd_models()
@@ -287,7 +287,8 @@ def test_redirect_is_not_followed_and_is_permanent(mocked: Any, forge: ForgeClie
     with pytest.raises(ForgePermanentError) as caught:
         forge.sd_models()
 
-    assert caught.value.detail == "unexpected redirect to https://login.example/"
+    assert caught.value.detail == "unexpected redirect: check the URL's scheme, host and port"
+    assert "login.example" not in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -316,13 +317,20 @@ def test_network_failure_maps_to_exception_class(
 
     assert type(caught.value) is expected_class
     assert caught.value.status_code is None
+    if expected_class is not ForgePermanentError:
+        # Refused, timed out or dropped: one wording, so that no port is told from another.
+        assert caught.value.detail == "could not connect to forge.local:7860"
 
 
-def test_read_timeout_is_transient(mocked: Any, forge: ForgeClient) -> None:
+def test_read_timeout_is_transient_and_logged_with_its_length(
+    mocked: Any, forge: ForgeClient, caplog: pytest.LogCaptureFixture
+) -> None:
     mocked.post(f"{BASE}/sdapi/v1/txt2img", body=requests.exceptions.ReadTimeout("slow"))
 
-    with pytest.raises(ForgeTransientError, match="read timeout of 600"):
+    with pytest.raises(ForgeTimeoutError):
         forge.txt2img({"prompt": "x"}, timeout=600)
+
+    assert "read timeout of 600" in caplog.text
 
 
 def test_non_json_success_body_is_transient(mocked: Any, forge: ForgeClient) -> None:
@@ -332,7 +340,158 @@ def test_non_json_success_body_is_transient(mocked: Any, forge: ForgeClient) -> 
         forge.sd_models()
 
 
+FOREIGN_ANSWERS = [
+    pytest.param({"token": "internal-secret"}, "application/json", id="json-object"),
+    pytest.param(["internal-secret"], "application/json", id="json-list"),
+    pytest.param({"detail": {"token": "internal-secret"}}, "application/json", id="detail-dict"),
+    pytest.param(
+        {"error": "internal-secret here", "errors": "x"}, "application/json", id="bad-class"
+    ),
+    pytest.param({"detail": "x", "config": "internal-secret"}, "application/json", id="extra-key"),
+    pytest.param("<html><title>internal-secret</title></html>", "text/html", id="html"),
+    pytest.param("+PONG internal-secret\r\n", "", id="no-type"),
+]
+
+
+@pytest.mark.parametrize(("body", "content_type"), FOREIGN_ANSWERS)
+def test_an_unrecognised_error_answer_is_described_never_quoted(
+    mocked: Any, forge: ForgeClient, caplog: pytest.LogCaptureFixture, body: Any, content_type: str
+) -> None:
+    raw = body if isinstance(body, str) else json.dumps(body)
+    mocked.get(f"{BASE}/sdapi/v1/options", body=raw, status=500, content_type=content_type)
+
+    with caplog.at_level("DEBUG"), pytest.raises(ForgeTransientError) as caught:
+        forge.options()
+
+    kind = content_type or "no known media type"
+    assert caught.value.detail == f"not a Forge/A1111 error ({kind}, {len(raw.encode())} bytes)"
+    assert caught.value.body is None
+    assert "internal-secret" not in str(caught.value)
+    assert "internal-secret" not in caplog.text
+
+
+def test_a_foreign_media_type_is_not_repeated(mocked: Any, forge: ForgeClient) -> None:
+    mocked.get(
+        f"{BASE}/sdapi/v1/options",
+        body="x",
+        status=500,
+        headers={"Content-Type": "text/<script>internal-secret</script>"},
+    )
+
+    with pytest.raises(ForgeTransientError) as caught:
+        forge.options()
+
+    assert caught.value.detail == "not a Forge/A1111 error (no known media type, 1 byte)"
+
+
+def test_an_empty_error_answer_gets_the_standard_phrase_not_the_servers_reason(
+    mocked: Any, forge: ForgeClient
+) -> None:
+    mocked.get(f"{BASE}/sdapi/v1/options", body="", status=503)
+
+    with pytest.raises(ForgeTransientError) as caught:
+        forge.options()
+
+    assert caught.value.detail == "Service Unavailable"
+
+
+def test_a_success_that_is_not_json_is_described_never_quoted(
+    mocked: Any, forge: ForgeClient
+) -> None:
+    mocked.get(f"{BASE}/sdapi/v1/options", body="<p>internal-secret</p>", content_type="text/html")
+
+    with pytest.raises(ForgeTransientError) as caught:
+        forge.options()
+
+    assert caught.value.detail == (
+        "the server answered with a body that is not JSON (text/html, 22 bytes)"
+    )
+    assert caught.value.body is None
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "answer"),
+    [
+        ("sd_models", "/sdapi/v1/sd-models", ["internal-secret"]),
+        ("sd_models", "/sdapi/v1/sd-models", [{"name": "internal-secret"}]),
+        ("sd_models", "/sdapi/v1/sd-models", [{"title": "a", "model_name": 3}]),
+        ("loras", "/sdapi/v1/loras", [{"title": "internal-secret"}]),
+        ("loras", "/sdapi/v1/loras", [1, 2, 3]),
+    ],
+)
+def test_a_list_not_in_the_documented_shape_is_an_error_not_models(
+    mocked: Any, forge: ForgeClient, method: str, path: str, answer: Any
+) -> None:
+    mocked.get(f"{BASE}{path}", json=answer)
+
+    with pytest.raises(ForgeTransientError, match="not in the Forge/A1111 shape") as caught:
+        getattr(forge, method)()
+
+    assert "internal-secret" not in str(caught.value)
+
+
+def test_options_without_a_checkpoint_are_not_a_forge_answer(
+    mocked: Any, forge: ForgeClient
+) -> None:
+    mocked.get(f"{BASE}/sdapi/v1/options", json={"status": "ok"})
+
+    with pytest.raises(ForgeTransientError, match="not in the Forge/A1111 shape"):
+        forge.options()
+
+
+def test_options_before_any_checkpoint_was_chosen_are_read(mocked: Any, forge: ForgeClient) -> None:
+    mocked.get(f"{BASE}/sdapi/v1/options", json={"sd_model_checkpoint": None, "forge_x": 1})
+
+    assert forge.options() == {"sd_model_checkpoint": None, "forge_x": 1}
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://169.254.169.254", "http://0.0.0.0:7860", "http://2130706433:7860", "http://[fe80::1]"],
+)
+def test_a_refused_url_is_never_called(mocked: Any, url: str) -> None:
+    client = ForgeClient(ServerEndpoint(url))
+
+    with pytest.raises(ForgePermanentError, match="the server URL is not allowed"):
+        client.options()
+
+    assert len(mocked.calls) == 0
+
+
+@pytest.mark.parametrize("answer", [{"token": "internal-secret"}, ["x"], {"images": "x"}])
+def test_a_txt2img_answer_that_is_not_a_result_is_an_error(
+    mocked: Any, forge: ForgeClient, answer: Any
+) -> None:
+    mocked.post(f"{BASE}/sdapi/v1/txt2img", json=answer)
+
+    with pytest.raises(ForgeTransientError, match="without a Forge/A1111 result") as caught:
+        forge.txt2img({"prompt": "x"})
+
+    assert caught.value.body is None
+    assert "internal-secret" not in str(caught.value)
+
+
+def test_progress_text_is_kept_only_from_a_documented_progress_answer(
+    mocked: Any, forge: ForgeClient
+) -> None:
+    mocked.post(f"{BASE}/internal/progress", json={"textinfo": "internal-secret"})
+
+    assert forge.progress_for_task("t1").textinfo is None
+
+
 # --- auth, headers, timeouts -------------------------------------------------------------
+
+
+def test_basic_auth_is_utf8_so_any_password_works(mocked: Any) -> None:
+    expected = "Basic " + base64.b64encode("jürgen:pass€".encode()).decode()
+    mocked.get(
+        f"{BASE}/sdapi/v1/sd-models",
+        json=[],
+        match=[matchers.header_matcher({"Authorization": expected})],
+    )
+    client = ForgeClient(ServerEndpoint(BASE, username="jürgen", password="pass€"))
+
+    assert client.sd_models() == []
 
 
 def test_basic_auth_header_is_sent_when_username_set(mocked: Any) -> None:
@@ -384,7 +543,7 @@ PUBLIC_CALLS = [
     ("loras", (), "GET", "/sdapi/v1/loras", []),
     ("upscalers", (), "GET", "/sdapi/v1/upscalers", []),
     ("latent_upscale_modes", (), "GET", "/sdapi/v1/latent-upscale-modes", []),
-    ("options", (), "GET", "/sdapi/v1/options", {}),
+    ("options", (), "GET", "/sdapi/v1/options", {"sd_model_checkpoint": None}),
     ("refresh_checkpoints", (), "POST", "/sdapi/v1/refresh-checkpoints", None),
     ("refresh_loras", (), "POST", "/sdapi/v1/refresh-loras", None),
     ("refresh_embeddings", (), "POST", "/sdapi/v1/refresh-embeddings", None),
@@ -690,9 +849,8 @@ def test_endpoint_from_server_treats_none_credentials_as_empty() -> None:
 
 
 def test_password_is_not_logged(mocked: Any, caplog: pytest.LogCaptureFixture) -> None:
-    mocked.get("http://bob:hunter2@pc:7860/sdapi/v1/sd-models", status=500, body="boom")
     mocked.get("http://pc:7860/sdapi/v1/sd-models", status=500, body="boom")
-    client = ForgeClient(ServerEndpoint("http://bob:hunter2@pc:7860", "bob", "hunter2"))
+    client = ForgeClient(ServerEndpoint("http://pc:7860", "bob", "hunter2"))
 
     with caplog.at_level("DEBUG", logger="integrations.forge.client"), pytest.raises(ForgeError):
         client.sd_models()
@@ -701,11 +859,24 @@ def test_password_is_not_logged(mocked: Any, caplog: pytest.LogCaptureFixture) -
     assert "hunter2" not in caplog.text
 
 
+def test_url_with_credentials_is_refused_before_anything_is_sent(
+    mocked: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = ForgeClient(ServerEndpoint("http://bob:hunter2@pc:7860", "bob", "hunter2"))
+
+    with caplog.at_level("DEBUG"), pytest.raises(ForgePermanentError) as caught:
+        client.sd_models()
+
+    assert "not allowed" in caught.value.detail
+    assert len(mocked.calls) == 0
+    assert "hunter2" not in caplog.text
+
+
 def test_refused_connection_is_unreachable_against_a_real_closed_port() -> None:
     """No mock: nothing listens on port 9 of localhost, so the request never leaves."""
     client = ForgeClient(ServerEndpoint("http://127.0.0.1:9"), connect_timeout=2)
 
-    with pytest.raises(ForgeUnreachableError, match="cannot connect"):
+    with pytest.raises(ForgeUnreachableError, match=r"could not connect to 127\.0\.0\.1:9"):
         client.sd_models()
 
 
@@ -793,7 +964,7 @@ def test_on_sent_is_not_called_when_the_connection_is_refused(
             forge.options()  # a pooled connection, which refusing connections closes
         sim.faults.refuse_connections = True
 
-        with pytest.raises(ForgeUnreachableError, match="cannot connect"):
+        with pytest.raises(ForgeUnreachableError, match="could not connect"):
             forge.txt2img({"prompt": "x", "steps": 1}, on_sent=lambda: calls.append(None))
 
     assert calls == []
