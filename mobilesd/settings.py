@@ -142,7 +142,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CACHE_URL = env_str("CACHE_URL")
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            # Throttling fails open when the cache is down; a dead host must not hang
+            # every request first.
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
         if CACHE_URL.startswith(("redis://", "rediss://"))
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
@@ -185,6 +191,10 @@ MOBILESD_MAX_PAGE_SIZE = env_int("MOBILESD_MAX_PAGE_SIZE", 200)
 # Every /api/v1/ endpoint needs an API key unless this is set (a trusted network only).
 MOBILESD_ALLOW_ANONYMOUS = env_bool("MOBILESD_ALLOW_ANONYMOUS", False)
 MOBILESD_THROTTLE_RATE = env_str("MOBILESD_THROTTLE_RATE", "600/min")
+# After this many failed sign-ins (wrong API keys, wrong admin passwords) from one address
+# within the window (seconds), further attempts from it are refused (429) until it ends.
+MOBILESD_FAILED_ATTEMPTS_LIMIT = env_int("MOBILESD_FAILED_ATTEMPTS_LIMIT", 10)
+MOBILESD_FAILED_ATTEMPTS_WINDOW = env_int("MOBILESD_FAILED_ATTEMPTS_WINDOW", 900)
 
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
 CORS_ALLOW_ALL_ORIGINS = env_bool("CORS_ALLOW_ALL_ORIGINS", False)
