@@ -50,8 +50,50 @@ class LimitedJSONParser(JSONParser):
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
             text = codecs.decode(raw, encoding)
-            return json.loads(text)
+            data = json.loads(text, parse_constant=_refuse_constant)
         except (UnicodeDecodeError, LookupError) as exc:
             raise ParseError(f"The request body is not valid {encoding} text.") from exc
+        except RecursionError as exc:
+            raise ParseError(_too_deep(), code="malformed_json") from exc
         except ValueError as exc:
             raise ParseError(f"Malformed JSON: {exc}", code="malformed_json") from exc
+        check_storable(data)
+        return data
+
+
+# Deeper than any request MobileSD documents (generation_params is 3 levels), far below
+# where Python's recursion limit would be hit by whoever walks the data next.
+MAX_JSON_DEPTH = 64
+
+
+def _too_deep() -> str:
+    return f"Malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels."
+
+
+def _refuse_constant(name: str) -> Any:
+    # json.loads accepts NaN and Infinity, which are not JSON and which PostgreSQL's jsonb
+    # refuses.
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def check_storable(data: Any) -> None:
+    """Raise ParseError if parsed JSON nests deeper than MAX_JSON_DEPTH or has a NUL
+    character in a string or key (PostgreSQL's text and jsonb cannot store one).
+    Iterative, so no depth of input can exhaust the stack."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ParseError(
+                    "Malformed JSON: strings may not contain the NUL character (\\u0000).",
+                    code="malformed_json",
+                )
+        elif isinstance(value, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ParseError(_too_deep(), code="malformed_json")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str):
+                    stack.append((key, depth))
+                stack.append((item, depth + 1))
