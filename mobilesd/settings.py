@@ -283,8 +283,15 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Messages are acknowledged on receipt. They are only nudges ("look at the queue"): a job
+# or download whose worker dies is recovered from its lease in the database, not by a
+# redelivered message. And kombu/celery 5.7.0 crash a worker ("Unrecoverable error:
+# AttributeError: 'NoneType' object has no attribute 'hostname'") when the broker
+# connection drops while a message is unacknowledged: celery closes the connection again
+# after collect() has detached its transport, and restoring the unacked message needs it.
+# With late acks every running job held one, so every Redis restart stopped the worker
+# (tests/integration/test_broker_restart.py).
+CELERY_TASK_ACKS_LATE = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
