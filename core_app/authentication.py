@@ -10,10 +10,23 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from core_app.models import ApiKey, hash_key
-from core_app.throttling import client_address, failed_api_keys
+from core_app.throttling import TooManyFailedAttempts, client_address, failed_api_keys
 
 # Writing last_used_at on every request would turn each read into a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class AddressLockedOut(exceptions.APIException):
+    """TooManyFailedAttempts as DRF's authentication needs it: an APIException, so the
+    request is marked unauthenticated (the browsable API reads request.user afterwards),
+    with `wait` for the Retry-After header."""
+
+    status_code = 429
+    default_code = "too_many_failed_attempts"
+
+    def __init__(self, refused: TooManyFailedAttempts) -> None:
+        super().__init__(refused.message, code=refused.code)
+        self.wait = refused.retry_after
 
 
 def key_from_request(request: Request) -> str | None:
@@ -41,7 +54,10 @@ class ApiKeyAuthentication(BaseAuthentication):
         address = client_address(request)
         # Before the lookup: an address over the limit learns nothing, not even whether
         # this guess was right.
-        failed_api_keys.check(address)
+        try:
+            failed_api_keys.check(address)
+        except TooManyFailedAttempts as refused:
+            raise AddressLockedOut(refused) from None
         api_key = ApiKey.objects.filter(key_hash=hash_key(raw_key)).first()
         if api_key is None:
             failed_api_keys.record(address)

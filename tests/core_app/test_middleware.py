@@ -30,3 +30,11 @@ def test_a_nul_in_an_admin_url_is_a_plain_400(admin_user):
 
     assert response.status_code == 400
     assert b"NUL" in response.content
+
+
+def test_a_nul_in_a_header_is_a_400(client):
+    response = client.post(
+        "/api/v1/generate", {}, format="json", HTTP_IDEMPOTENCY_KEY="retry\x00-1"
+    )
+
+    assert_error(response, 400, "malformed_request")

@@ -229,3 +229,15 @@ def test_a_good_key_works_again_once_the_window_passed(db, failed_limit, monkeyp
     now[0] += 40  # the window's end
 
     assert guesser.get("/api/v1/servers").status_code == 200
+
+
+def test_a_locked_out_address_gets_a_429_in_the_browsable_api_too(db, failed_limit):
+    guesser = APIClient(REMOTE_ADDR="203.0.113.7")
+    guesser.credentials(HTTP_AUTHORIZATION="Bearer msd_wrong")
+    for _ in range(failed_limit):
+        guesser.get("/api/v1/servers", HTTP_ACCEPT="text/html")
+
+    response = guesser.get("/api/v1/servers", HTTP_ACCEPT="text/html")
+
+    assert response.status_code == 429
+    assert "Too many failed sign-in attempts" in response.content.decode()
