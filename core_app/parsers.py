@@ -9,7 +9,7 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
-from core_app.errors import PayloadTooLarge
+from core_app.errors import InvalidInput, PayloadTooLarge
 
 
 def declared_length(parser_context: Mapping[str, Any] | None) -> int | None:
@@ -61,6 +61,10 @@ class LimitedJSONParser(JSONParser):
         return data
 
 
+NUL = "\x00"
+NUL_MESSAGE = "The NUL character (\\u0000) is not allowed."
+NUL_KEY_MESSAGE = "A key holds the NUL character (\\u0000), which is not allowed."
+
 # Deeper than any request MobileSD documents (generation_params is 3 levels), far below
 # where Python's recursion limit would be hit by whoever walks the data next.
 MAX_JSON_DEPTH = 64
@@ -77,23 +81,21 @@ def _refuse_constant(name: str) -> Any:
 
 
 def check_storable(data: Any) -> None:
-    """Raise ParseError if parsed JSON nests deeper than MAX_JSON_DEPTH or has a NUL
-    character in a string or key (PostgreSQL's text and jsonb cannot store one).
-    Iterative, so no depth of input can exhaust the stack."""
-    stack: list[tuple[Any, int]] = [(data, 1)]
+    """Refuse parsed JSON that nests deeper than MAX_JSON_DEPTH (ParseError) or has a NUL
+    character in a string or key (InvalidInput at its dotted path: PostgreSQL's text and
+    jsonb cannot store one). Iterative, so no depth of input can exhaust the stack."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 1)]
     while stack:
-        value, depth = stack.pop()
+        value, path, depth = stack.pop()
         if isinstance(value, str):
-            if "\x00" in value:
-                raise ParseError(
-                    "Malformed JSON: strings may not contain the NUL character (\\u0000).",
-                    code="malformed_json",
-                )
+            if NUL in value:
+                raise InvalidInput({path or "non_field_errors": [NUL_MESSAGE]})
         elif isinstance(value, dict | list):
             if depth > MAX_JSON_DEPTH:
                 raise ParseError(_too_deep(), code="malformed_json")
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for key, item in items:
-                if isinstance(key, str):
-                    stack.append((key, depth))
-                stack.append((item, depth + 1))
+                name = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and NUL in key:
+                    raise InvalidInput({path or "non_field_errors": [NUL_KEY_MESSAGE]})
+                stack.append((item, name, depth + 1))

@@ -19,23 +19,24 @@ def generate_body(params: dict) -> str:
 
 
 @pytest.mark.parametrize(
-    "params",
+    ("params", "path"),
     [
-        {"prompt": "a\u0000cat"},
-        {"unknown_option": "x\u0000"},
-        {"unknown\u0000key": 1},
-        {"nested": {"deeper": ["ok", "no\u0000"]}},
+        ({"prompt": "a\u0000cat"}, "generation_params.prompt"),
+        ({"unknown_option": "x\u0000"}, "generation_params.unknown_option"),
+        ({"unknown\u0000key": 1}, "generation_params"),
+        ({"nested": {"deeper": ["ok", "no\u0000"]}}, "generation_params.nested.deeper.1"),
     ],
     ids=["value", "unknown-key-value", "key", "nested"],
 )
-def test_a_nul_anywhere_in_a_json_string_is_a_400(client, server, params):
+def test_a_nul_anywhere_in_a_json_string_is_a_400_at_its_path(client, server, params, path):
     body = generate_body(params)
     assert "\\u0000" in body
 
     response = post_raw(client, body)
 
-    error = assert_error(response, 400, "malformed_request")
-    assert "NUL" in error["message"]
+    error = assert_error(response, 400, "validation_error")
+    assert list(error["fields"]) == [path]
+    assert "NUL" in error["fields"][path][0]
     assert not Job.objects.exists()
 
 
