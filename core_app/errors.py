@@ -40,6 +40,7 @@ class MobileSDError(Exception):
 
     status_code = 400
     default_code = "bad_request"
+    headers: dict[str, str] | None = None  # extra response headers (Retry-After)
 
     def __init__(
         self,

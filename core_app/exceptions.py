@@ -83,7 +83,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         exc = PayloadTooLarge(settings.MOBILESD_MAX_BODY_BYTES)
     if isinstance(exc, MobileSDError):
         set_rollback()
-        return Response(error_body(exc.message, exc.code, exc.fields), status=exc.status_code)
+        return Response(
+            error_body(exc.message, exc.code, exc.fields),
+            status=exc.status_code,
+            headers=exc.headers,
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or "Not found.")
     elif isinstance(exc, PermissionDenied):

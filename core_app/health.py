@@ -6,6 +6,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from celery import current_app as celery_app
 from django.conf import settings
+from django.core.cache import caches
 from django.db import connection
 
 logger = logging.getLogger(__name__)
@@ -46,3 +47,18 @@ def check_broker(timeout: int = 2) -> Check:
         logger.warning("Broker check failed: %s", exc)
         return Check(False, str(exc))
     return Check(True, redact_url(url))
+
+
+def check_cache() -> Check:
+    """The cache of the rate limits: a write and a read. When it fails the API still
+    serves (throttling fails open), so this is reported but is no outage."""
+    backend = caches["default"]
+    try:
+        backend.set("mobilesd:health", "ok", 10)
+        if backend.get("mobilesd:health") != "ok":
+            return Check(False, "the value written was not read back")
+    except Exception as exc:  # redis-py and socket errors
+        logger.warning("Cache check failed: %s", exc)
+        return Check(False, f"unreachable: {exc}; rate limits are not enforced")
+    location = str(settings.CACHES["default"].get("LOCATION") or "")
+    return Check(True, redact_url(location) if location else "per-process memory")

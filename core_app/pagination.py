@@ -25,9 +25,13 @@ TOTAL_COUNT_PARAMETER = OpenApiParameter(
 )
 
 
+# The database's OFFSET is a 64-bit integer; a larger one would be a 500, not a 400.
+MAX_OFFSET = 2**63 - 1 - 10**6
+
+
 class LimitOffsetSerializer(serializers.Serializer):
     limit = serializers.IntegerField(min_value=1, required=False)
-    offset = serializers.IntegerField(min_value=0, required=False, default=0)
+    offset = serializers.IntegerField(min_value=0, max_value=MAX_OFFSET, required=False, default=0)
 
     def validate_limit(self, value: int) -> int:
         maximum = settings.MOBILESD_MAX_PAGE_SIZE

@@ -9,7 +9,7 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
-from core_app.errors import PayloadTooLarge
+from core_app.errors import InvalidInput, PayloadTooLarge
 
 
 def declared_length(parser_context: Mapping[str, Any] | None) -> int | None:
@@ -50,8 +50,52 @@ class LimitedJSONParser(JSONParser):
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
             text = codecs.decode(raw, encoding)
-            return json.loads(text)
+            data = json.loads(text, parse_constant=_refuse_constant)
         except (UnicodeDecodeError, LookupError) as exc:
             raise ParseError(f"The request body is not valid {encoding} text.") from exc
+        except RecursionError as exc:
+            raise ParseError(_too_deep(), code="malformed_json") from exc
         except ValueError as exc:
             raise ParseError(f"Malformed JSON: {exc}", code="malformed_json") from exc
+        check_storable(data)
+        return data
+
+
+NUL = "\x00"
+NUL_MESSAGE = "The NUL character (\\u0000) is not allowed."
+NUL_KEY_MESSAGE = "A key holds the NUL character (\\u0000), which is not allowed."
+
+# Deeper than any request MobileSD documents (generation_params is 3 levels), far below
+# where Python's recursion limit would be hit by whoever walks the data next.
+MAX_JSON_DEPTH = 64
+
+
+def _too_deep() -> str:
+    return f"Malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels."
+
+
+def _refuse_constant(name: str) -> Any:
+    # json.loads accepts NaN and Infinity, which are not JSON and which PostgreSQL's jsonb
+    # refuses.
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def check_storable(data: Any) -> None:
+    """Refuse parsed JSON that nests deeper than MAX_JSON_DEPTH (ParseError) or has a NUL
+    character in a string or key (InvalidInput at its dotted path: PostgreSQL's text and
+    jsonb cannot store one). Iterative, so no depth of input can exhaust the stack."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            if NUL in value:
+                raise InvalidInput({path or "non_field_errors": [NUL_MESSAGE]})
+        elif isinstance(value, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ParseError(_too_deep(), code="malformed_json")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                name = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and NUL in key:
+                    raise InvalidInput({path or "non_field_errors": [NUL_KEY_MESSAGE]})
+                stack.append((item, name, depth + 1))

@@ -33,3 +33,6 @@ class HealthSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["ok", "degraded"])
     database = HealthCheckSerializer()
     broker = HealthCheckSerializer()
+    cache = HealthCheckSerializer(
+        help_text="The rate limits' cache; when it is down the API serves without limits."
+    )

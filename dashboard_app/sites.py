@@ -24,6 +24,7 @@ from django.views.decorators.cache import never_cache
 
 from core_app.display import age
 from core_app.errors import error_body
+from core_app.forms import ThrottledAdminAuthenticationForm
 from dashboard_app import selectors
 from queue_app.models import JobImage
 
@@ -83,12 +84,24 @@ class DashboardSite(admin.AdminSite):
     # sidebar would take a third of a laptop's screen. MobileSD serves no site at "/".
     enable_nav_sidebar = False
     site_url = None
+    login_form = ThrottledAdminAuthenticationForm
 
     def __init__(self, name: str = "admin") -> None:
         super().__init__(name)
         # Every model's deletion goes through a service (image files, active-job checks), so
         # the generic bulk delete, which bypasses them, is off; each admin offers its own.
         self.disable_action("delete_selected")
+
+    def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        """The admin's login, limited per client address (core_app.forms): a refused
+        address gets the form with the reason, as a 429."""
+        response = super().login(request, extra_context)
+        form = (getattr(response, "context_data", None) or {}).get("form")
+        refused = getattr(form, "refused", None)
+        if refused is not None:
+            response.status_code = 429
+            response["Retry-After"] = str(refused.retry_after)
+        return response
 
     def get_urls(self) -> list[URLResolver | URLPattern]:
         # Before the admin's own: its last pattern catches every other path.

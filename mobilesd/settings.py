@@ -127,6 +127,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "core_app.middleware.RefuseNulMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -176,7 +177,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CACHE_URL = env_str("CACHE_URL")
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            # Throttling fails open when the cache is down; a dead host must not hang
+            # every request first.
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
         if CACHE_URL.startswith(("redis://", "rediss://"))
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
@@ -219,6 +226,10 @@ MOBILESD_MAX_PAGE_SIZE = env_int("MOBILESD_MAX_PAGE_SIZE", 200)
 # Every /api/v1/ endpoint needs an API key unless this is set (a trusted network only).
 MOBILESD_ALLOW_ANONYMOUS = env_bool("MOBILESD_ALLOW_ANONYMOUS", False)
 MOBILESD_THROTTLE_RATE = env_str("MOBILESD_THROTTLE_RATE", "600/min")
+# After this many failed sign-ins (wrong API keys, wrong admin passwords) from one address
+# within the window (seconds), further attempts from it are refused (429) until it ends.
+MOBILESD_FAILED_ATTEMPTS_LIMIT = env_int("MOBILESD_FAILED_ATTEMPTS_LIMIT", 10)
+MOBILESD_FAILED_ATTEMPTS_WINDOW = env_int("MOBILESD_FAILED_ATTEMPTS_WINDOW", 900)
 
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
 CORS_ALLOW_ALL_ORIGINS = env_bool("CORS_ALLOW_ALL_ORIGINS", False)
@@ -310,8 +321,15 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Messages are acknowledged on receipt. They are only nudges ("look at the queue"): a job
+# or download whose worker dies is recovered from its lease in the database, not by a
+# redelivered message. And kombu/celery 5.7.0 crash a worker ("Unrecoverable error:
+# AttributeError: 'NoneType' object has no attribute 'hostname'") when the broker
+# connection drops while a message is unacknowledged: celery closes the connection again
+# after collect() has detached its transport, and restoring the unacked message needs it.
+# With late acks every running job held one, so every Redis restart stopped the worker
+# (tests/integration/test_broker_restart.py).
+CELERY_TASK_ACKS_LATE = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):

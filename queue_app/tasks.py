@@ -32,7 +32,9 @@ def nudge(server_ids: Iterable[int], *, countdown: float = 0) -> None:
             logger.warning("Could not nudge server %s (broker: %s)", server_id, exc)
 
 
-@shared_task(ignore_result=True, acks_late=True)
+# Acknowledged on receipt (CELERY_TASK_ACKS_LATE in settings says why): a worker that dies
+# mid-job is covered by the job's lease, and the reconcile task nudges its server again.
+@shared_task(ignore_result=True)
 def run_server(server_id: int) -> None:
     """Run this server's queue until it is empty (or its slots are taken by others)."""
     # A burst of submits sends a nudge each; all but one end here, after one query.

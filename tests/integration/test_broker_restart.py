@@ -1,0 +1,146 @@
+"""A worker running a job survives a restart of its Redis broker, and the job completes.
+
+Redis and the worker are this test's own (Redis on a free port, so it may be restarted
+without touching the suite's broker); the job runs on a Forge simulator slow enough that
+the restart falls in the middle of its generation.
+"""
+
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from celery import current_app as celery_app
+from model_bakery import baker
+
+from integrations.forge.simulator import ForgeSimulator
+from queue_app.models import Job, JobStatus
+from queue_app.services import job_submit
+from queue_app.tasks import run_server
+from servers_app.models import Server
+from tests.integration.conftest import _worker_database_url
+from tests.integration.procs import REPO, Process, clean_env, free_port, tail, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+REDIS_SERVER = shutil.which("redis-server")
+CELERY = str(Path(sys.executable).parent / "celery")
+
+
+class OwnRedis:
+    """A redis-server of this test's own, without persistence, that can be restarted on
+    its port."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: Process | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        assert REDIS_SERVER is not None
+        self.starts += 1
+        self.proc = Process(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
+            cwd=self.root,
+            env=clean_env(),
+            log=self.root / f"redis-{self.starts}.log",
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        wait_until(client.ping, timeout=10, what="redis-server")
+        client.close()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+
+@pytest.fixture
+def own_redis(tmp_path) -> Iterator[OwnRedis]:
+    if REDIS_SERVER is None:
+        pytest.skip("needs the redis-server binary")
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def slow_sim(sims: Callable[..., ForgeSimulator]) -> ForgeSimulator:
+    return sims(seconds_per_step=0.5)
+
+
+@pytest.fixture
+def worker(own_redis: OwnRedis, tmp_path, settings) -> Iterator[Process]:
+    """A Celery worker as the Procfile runs it (thread pool), on the test database and the
+    test's own Redis."""
+    media_root = tmp_path / "media"
+    settings.MEDIA_ROOT = media_root
+    env = clean_env(
+        DATABASE_URL=_worker_database_url(),
+        CELERY_BROKER_URL=own_redis.url,
+        MEDIA_ROOT=str(media_root),
+        MOBILESD_DATA_DIR=str(tmp_path / "data"),
+        MOBILESD_HEARTBEAT_SECONDS="0.5",
+        MOBILESD_RECONCILE_SECONDS="2",
+        PYTHONUNBUFFERED="1",
+    )
+    proc = Process(
+        [
+            *(CELERY, "--app", "mobilesd", "worker", "--pool", "threads", "--concurrency", "4"),
+            *("--loglevel", "INFO", "--hostname", "restart@%h"),
+            *("--without-mingle", "--without-gossip"),
+        ],
+        cwd=REPO,
+        env=env,
+        log=tmp_path / "worker.log",
+    )
+    try:
+        yield proc
+    finally:
+        print(f"--- worker log ---\n{tail(proc.output(), 120)}")
+        proc.stop()
+
+
+def submit(alias: str, *, steps: int) -> Job:
+    params = {"positive_prompt": "a lighthouse", "steps": steps, "width": 64, "height": 64}
+    job, _ = job_submit(target_server_alias=alias, generation_params=params)
+    return job
+
+
+def finished(job: Job) -> Job | None:
+    row = Job.objects.get(pk=job.pk)
+    return row if row.status not in (JobStatus.PENDING, JobStatus.PROCESSING) else None
+
+
+def test_a_worker_running_a_job_survives_a_redis_restart(own_redis, slow_sim, worker):
+    server = baker.make(Server, alias="restart-sim", api_url=slow_sim.url, is_online=True)
+    job = submit(server.alias, steps=20)  # 10 s at 0.5 s a step
+    worker.wait_for_output(" ready.", timeout=45)
+    # The worker's start-up reconcile nudges the server; the job starts generating.
+    wait_until(
+        lambda: slow_sim.events.of_type("txt2img_received"), timeout=30, what="the generation"
+    )
+    assert Job.objects.get(pk=job.pk).status == JobStatus.PROCESSING
+
+    own_redis.stop()
+    own_redis.start()
+    assert Job.objects.get(pk=job.pk).status == JobStatus.PROCESSING  # still generating
+
+    row = wait_until(lambda: finished(job), timeout=60, what="the job to finish")
+    assert worker.popen.poll() is None, "the worker exited"
+    assert "Unrecoverable error" not in worker.output()
+    assert row.status == JobStatus.COMPLETED, row.result_details
+    # It ran once: the restart did not make another worker thread run it again.
+    assert len(slow_sim.events.of_type("txt2img_received")) == 1
+
+    # And the worker consumes again: a nudge sent through the restarted Redis runs the next.
+    second = submit(server.alias, steps=4)  # 2 s
+    with celery_app.connection_for_write(own_redis.url) as connection:
+        run_server.apply_async((server.pk,), connection=connection)
+    row = wait_until(lambda: finished(second), timeout=30, what="the second job to finish")
+    assert row.status == JobStatus.COMPLETED, row.result_details

@@ -1,0 +1,95 @@
+"""The web tier as the Procfile starts it (gunicorn): request bodies whatever their
+framing."""
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from core_app.services import api_key_create
+from servers_app.models import Server
+from tests.integration.conftest import _redis_broker_url, _worker_database_url
+from tests.integration.procs import REPO, Process, clean_env, free_port, http_ok, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+# The virtualenv this suite runs in (gunicorn is one of its scripts).
+BIN = Path(sys.executable).parent
+
+
+def procfile_command(name: str) -> str:
+    for line in (REPO / "Procfile").read_text().splitlines():
+        proc, _, command = line.partition(":")
+        if proc.strip() == name:
+            return command.strip()
+    raise AssertionError(f"no {name!r} in the Procfile")
+
+
+@pytest.fixture
+def web(tmp_path) -> Iterator[str]:
+    """The Procfile's `web` process on the test database; yields its base URL."""
+    port = free_port()
+    env = clean_env(
+        PATH=f"{BIN}:{os.environ.get('PATH', '')}",
+        PORT=str(port),
+        WEB_CONCURRENCY="1",
+        DATABASE_URL=_worker_database_url(),
+        CELERY_BROKER_URL=_redis_broker_url(),
+        MOBILESD_DATA_DIR=str(tmp_path / "data"),
+    )
+    proc = Process(
+        ["bash", "-c", f"exec {procfile_command('web')}"],
+        cwd=REPO,
+        env=env,
+        log=tmp_path / "web.log",
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(http_ok(f"{base}/api/v1/health"), timeout=60, what="gunicorn")
+        yield base
+    except Exception:
+        print(proc.output())
+        raise
+    finally:
+        proc.stop()
+
+
+def chunks(data: bytes, size: int = 7) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def test_a_chunked_body_is_read_under_gunicorn(web):
+    _, key = api_key_create(name="chunky phone")
+    body = json.dumps({"alias": "Chunky", "api_url": "http://127.0.0.1:9"}).encode()
+
+    response = requests.post(
+        f"{web}/api/v1/servers",
+        data=chunks(body),  # a generator: requests sends it chunked, without a length
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        timeout=10,
+    )
+
+    assert response.request.headers.get("Transfer-Encoding") == "chunked"
+    assert "Content-Length" not in response.request.headers
+    assert response.status_code == 201, response.text
+    assert Server.objects.filter(alias="Chunky").exists()
+
+
+def test_a_chunked_body_over_the_limit_is_a_413_under_gunicorn(web):
+    _, key = api_key_create(name="chunky phone")
+    body = b'{"alias": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+
+    response = requests.post(
+        f"{web}/api/v1/servers",
+        data=chunks(body, 64 * 1024),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
