@@ -54,4 +54,4 @@ class LimitedJSONParser(JSONParser):
         except (UnicodeDecodeError, LookupError) as exc:
             raise ParseError(f"The request body is not valid {encoding} text.") from exc
         except ValueError as exc:
-            raise ParseError(f"Malformed JSON: {exc}", code="malformed_json") from exc
+            raise ParseError(f"Malformed JSON: {exc}") from exc
