@@ -63,7 +63,7 @@ def test_generation_params_are_described_key_by_key_and_keep_extra_keys():
     assert params["additionalProperties"] is True
     props = params["properties"]
     assert props["steps"] == {"type": "integer", "maximum": 150, "minimum": 1}
-    assert props["width"]["minimum"] == 64 and props["width"]["maximum"] == 4096
+    assert (props["width"]["minimum"], props["width"]["maximum"]) == (64, 4096)
     assert props["cfg_scale"]["type"] == "number"
     assert props["restore_faces"]["type"] == "boolean"
     assert {"positive_prompt", "checkpoint_name", "num_images", "enable_hires_fix"} <= set(props)
