@@ -2,7 +2,6 @@
 
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -210,7 +209,7 @@ class DownloadSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    @extend_schema_field(OpenApiTypes.FLOAT)
+    @extend_schema_field(serializers.FloatField(allow_null=True, min_value=0, max_value=1))
     def get_progress(self, download: Download) -> float | None:
         if download.status == DownloadStatus.COMPLETED:
             return 1.0
