@@ -2,13 +2,12 @@
 
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from civitai_app.models import Download, DownloadStatus, DownloadTarget
 from core_app.fields import TimestampField
-from queue_app.serializers import StrictCharField
+from queue_app.serializers import GenerationParamsField, StrictCharField
 
 CIVITAI_ID_MAX = 2**31 - 1
 # Civitai's file formats (REFERENCE.md C.5), matched without regard to case.
@@ -72,6 +71,11 @@ class ResourceSerializer(serializers.Serializer):
     )
 
 
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class MetadataField(serializers.JSONField):
+    """An object of whatever keys the source gave, or null."""
+
+
 class ImageInfoSerializer(serializers.Serializer):
     # DRF's metaclass takes declared fields out of the class body, so this does not shadow
     # Field.source at runtime; the name is the API's.
@@ -79,12 +83,12 @@ class ImageInfoSerializer(serializers.Serializer):
     image = ImageSerializer()
     has_metadata = serializers.BooleanField()
     message = serializers.CharField()
-    generation_params = serializers.JSONField(
+    generation_params = GenerationParamsField(
         allow_null=True,
         help_text="MobileSD's names, ready for POST /api/v1/generate (null without metadata).",
     )
     resources = ResourceSerializer(many=True)
-    raw_metadata = serializers.JSONField(
+    raw_metadata = MetadataField(
         allow_null=True, help_text="Civitai's meta, or the file's infotext and its parsed keys."
     )
     warnings = serializers.ListField(child=serializers.CharField())
@@ -205,7 +209,7 @@ class DownloadSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    @extend_schema_field(OpenApiTypes.FLOAT)
+    @extend_schema_field(serializers.FloatField(allow_null=True, min_value=0, max_value=1))
     def get_progress(self, download: Download) -> float | None:
         if download.status == DownloadStatus.COMPLETED:
             return 1.0

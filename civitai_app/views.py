@@ -1,7 +1,8 @@
 """Civitai API: image recipes (by id/URL or from a file) and model downloads."""
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, OpenApiRequest, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -33,7 +34,11 @@ from core_app.errors import PayloadTooLarge
 from core_app.pagination import paginated_response
 from core_app.serializers import ErrorSerializer, MessageSerializer
 
-ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 404: ErrorSerializer}
+# Statuses a view answers beyond those core_app.schema.AutoSchema adds to every operation
+# that can give them (400 on input, 401, 403 on session writes, 404 on paths naming an
+# object, 413/415 on bodies, 429, 500): a 404 for what the input names
+# (a server, a Civitai image or model), and Civitai's own refusals passed on.
+NOT_FOUND = {404: ErrorSerializer}
 CIVITAI_ERRORS = {
     403: ErrorSerializer,
     410: ErrorSerializer,
@@ -42,12 +47,16 @@ CIVITAI_ERRORS = {
 }
 
 
+# The raw bodies RawImageParser (`image/*`) takes, as the document lists them.
+RAW_IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp")
+
+
 class ImageInfoView(APIView):
     parser_classes = [LimitedMultiPartParser, RawImageParser]
 
     @extend_schema(
         parameters=[ImageInfoQuerySerializer],
-        responses={200: ImageInfoSerializer, **ERRORS, **CIVITAI_ERRORS},
+        responses={200: ImageInfoSerializer, **NOT_FOUND, **CIVITAI_ERRORS},
         summary="Generation data of a Civitai image",
         description="The image's recipe: generation_params in MobileSD's names (ready for "
         "POST /api/v1/generate), the resources it used with the servers that have them, "
@@ -64,8 +73,11 @@ class ImageInfoView(APIView):
         return Response(ImageInfoSerializer(info).data)
 
     @extend_schema(
-        request=OpenApiRequest(ImageUploadSerializer),
-        responses={200: ImageInfoSerializer, 413: ErrorSerializer, 415: ErrorSerializer, **ERRORS},
+        request={
+            "multipart/form-data": ImageUploadSerializer,
+            **{media: OpenApiTypes.BINARY for media in RAW_IMAGE_MEDIA_TYPES},
+        },
+        responses={200: ImageInfoSerializer},
         summary="Generation data in an image file",
         description="Reads the A1111/Forge infotext of a PNG (`parameters` text) or a JPEG/WebP "
         "(EXIF UserComment) and answers as GET does. Send multipart field `image`, or the "
@@ -97,7 +109,7 @@ class DownloadModelView(APIView):
             202: DownloadAcceptedSerializer,
             200: DownloadAcceptedSerializer,
             409: ErrorSerializer,
-            **ERRORS,
+            **NOT_FOUND,
             **CIVITAI_ERRORS,
         },
         summary="Download a model from Civitai to servers' model folders",
@@ -138,7 +150,7 @@ class DownloadListView(APIView):
             OpenApiParameter("limit", int, description="Page size (default 50, at most 200)."),
             OpenApiParameter("offset", int),
         ],
-        responses={200: DownloadListSerializer, 400: ErrorSerializer, 401: ErrorSerializer},
+        responses={200: DownloadListSerializer},
         summary="List Civitai downloads",
         operation_id="civitai_downloads_list",
     )
@@ -156,7 +168,7 @@ class DownloadListView(APIView):
 
 class DownloadDetailView(APIView):
     @extend_schema(
-        responses={200: DownloadSerializer, **ERRORS},
+        responses={200: DownloadSerializer},
         summary="A download: status, bytes done and total, speed, ETA, error",
         operation_id="civitai_download_retrieve",
     )
@@ -164,7 +176,7 @@ class DownloadDetailView(APIView):
         return Response(DownloadSerializer(download_get(download_id=download_id)).data)
 
     @extend_schema(
-        responses={200: MessageSerializer, **ERRORS},
+        responses={200: MessageSerializer},
         summary="Delete a download (cancelled first if it runs; placed files stay)",
         operation_id="civitai_download_destroy",
     )
@@ -176,7 +188,7 @@ class DownloadDetailView(APIView):
 class DownloadCancelView(APIView):
     @extend_schema(
         request=None,
-        responses={200: DownloadMessageSerializer, 409: ErrorSerializer, **ERRORS},
+        responses={200: DownloadMessageSerializer, 409: ErrorSerializer},
         summary="Cancel a download",
         operation_id="civitai_download_cancel",
     )
@@ -189,7 +201,7 @@ class DownloadCancelView(APIView):
 class DownloadRetryView(APIView):
     @extend_schema(
         request=None,
-        responses={200: DownloadMessageSerializer, 409: ErrorSerializer, **ERRORS},
+        responses={200: DownloadMessageSerializer, 409: ErrorSerializer},
         summary="Retry a failed or cancelled download (resumes its partial file)",
         operation_id="civitai_download_retry",
     )

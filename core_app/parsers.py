@@ -54,9 +54,9 @@ class LimitedJSONParser(JSONParser):
         except (UnicodeDecodeError, LookupError) as exc:
             raise ParseError(f"The request body is not valid {encoding} text.") from exc
         except RecursionError as exc:
-            raise ParseError(_too_deep(), code="malformed_json") from exc
+            raise ParseError(_too_deep()) from exc
         except ValueError as exc:
-            raise ParseError(f"Malformed JSON: {exc}", code="malformed_json") from exc
+            raise ParseError(f"Malformed JSON: {exc}") from exc
         check_storable(data)
         return data
 
@@ -92,7 +92,7 @@ def check_storable(data: Any) -> None:
                 raise InvalidInput({path or "non_field_errors": [NUL_MESSAGE]})
         elif isinstance(value, dict | list):
             if depth > MAX_JSON_DEPTH:
-                raise ParseError(_too_deep(), code="malformed_json")
+                raise ParseError(_too_deep())
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for key, item in items:
                 name = f"{path}.{key}" if path else str(key)

@@ -2,6 +2,8 @@
 
 from rest_framework import serializers
 
+from core_app.error_codes import ERROR_CODE_CHOICES
+
 
 class ErrorSerializer(serializers.Serializer):
     """The one error body of the API."""
@@ -10,7 +12,9 @@ class ErrorSerializer(serializers.Serializer):
     error = serializers.CharField(
         help_text="The same text as `message`, under the key the original MobileSD's clients read."
     )
-    code = serializers.CharField(help_text="A stable machine-readable code.")
+    code = serializers.ChoiceField(
+        choices=ERROR_CODE_CHOICES, help_text="A stable machine-readable code."
+    )
     # DRF's metaclass takes declared fields out of the class body, so this does not shadow
     # Serializer.fields at runtime; the name is the API's.
     fields = serializers.DictField(  # type: ignore[assignment]
@@ -18,6 +22,11 @@ class ErrorSerializer(serializers.Serializer):
         required=False,
         help_text="Validation errors by dotted field path.",
     )
+
+
+class OpenObjectSerializer(serializers.Serializer):
+    """An object that may carry keys beyond the declared fields (they are kept as sent): the
+    OpenAPI document says so with `additionalProperties: true` (core_app.schema)."""
 
 
 class MessageSerializer(serializers.Serializer):

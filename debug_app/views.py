@@ -21,7 +21,10 @@ from servers_app.resolver import resolve
 from servers_app.selectors import server_checkpoints, server_get, server_separator
 from servers_app.services import server_refresh_models
 
-ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 404: ErrorSerializer}
+# Statuses a view answers beyond those core_app.schema.AutoSchema adds to every operation
+# that can give them (400 on input, 401, 403 on session writes, 404 on paths naming an
+# object, 413/415 on bodies, 429, 500): a 404 for a server named in the query.
+NOT_FOUND = {404: ErrorSerializer}
 
 
 def _with_separator(path: str, separator: str) -> str:
@@ -37,7 +40,7 @@ class VerifyCheckpointView(APIView):
             OpenApiParameter("checkpoint_path", str, required=True),
             OpenApiParameter("server_alias", str, required=True),
         ],
-        responses={200: VerifyCheckpointSerializer, 502: ErrorSerializer, **ERRORS},
+        responses={200: VerifyCheckpointSerializer, 502: ErrorSerializer, **NOT_FOUND},
         summary="Verify a checkpoint path on a server",
     )
     def get(self, request: Request) -> Response:
@@ -92,7 +95,7 @@ class ModelsCacheView(APIView):
             OpenApiParameter("limit", int, description="Default 50, at most 200."),
             OpenApiParameter("offset", int),
         ],
-        responses={200: ModelsCacheSerializer, **ERRORS},
+        responses={200: ModelsCacheSerializer, **NOT_FOUND},
         summary="The model cache",
     )
     def get(self, request: Request) -> Response:

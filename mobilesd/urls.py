@@ -27,5 +27,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),  # the dashboard (dashboard_app.sites) and the models
 ]
 
+handler400 = "core_app.exceptions.bad_request"
 handler404 = "core_app.exceptions.not_found"
 handler500 = "core_app.exceptions.server_error"

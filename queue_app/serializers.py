@@ -10,7 +10,9 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from core_app.error_codes import JOB_FAILURE_CODES
 from core_app.fields import TimestampField
+from core_app.serializers import OpenObjectSerializer
 from queue_app.images import (
     THUMBNAIL_DEFAULT_FORMAT,
     THUMBNAIL_DEFAULT_SIZE,
@@ -98,38 +100,56 @@ class StrictCharField(serializers.CharField):
 
 
 class LoraSerializer(serializers.Serializer):
-    name = StrictCharField(max_length=500)
+    """A LoRA of `generation_params.loras`, added to the prompt as `<lora:name:weight>`."""
+
+    name = StrictCharField(max_length=500, help_text="The LoRA's name, file name or path.")
     weight = StrictFloatField(min_value=-10, max_value=10, required=False)
+
+    class Meta:
+        ref_name = "PromptLora"  # servers_app's LoraSerializer is the LoRA list's "Lora"
 
 
 def text_field(**kwargs: Any) -> StrictCharField:
     return StrictCharField(required=False, allow_blank=True, trim_whitespace=False, **kwargs)
 
 
-class GenerationParamsSerializer(serializers.Serializer):
+class GenerationParamsSerializer(OpenObjectSerializer):
     """Validates the documented keys of `generation_params`; unknown keys are kept as sent.
 
     `positive_prompt` is the prompt; a lone `prompt` is accepted as the same thing.
     """
 
-    positive_prompt = text_field(max_length=settings.MOBILESD_MAX_PROMPT_LENGTH)
-    prompt = text_field(max_length=settings.MOBILESD_MAX_PROMPT_LENGTH)
+    positive_prompt = text_field(
+        max_length=settings.MOBILESD_MAX_PROMPT_LENGTH, help_text="The prompt."
+    )
+    prompt = text_field(
+        max_length=settings.MOBILESD_MAX_PROMPT_LENGTH,
+        help_text="The same as positive_prompt, when that is not given.",
+    )
     negative_prompt = text_field(max_length=settings.MOBILESD_MAX_PROMPT_LENGTH)
-    checkpoint_name = text_field(max_length=1000)
+    checkpoint_name = text_field(
+        max_length=1000,
+        help_text="With / or \\, with or without ' [hash]', a file name, or an absolute path "
+        "under the server's models folder; empty: the server's loaded checkpoint.",
+    )
     width = StrictIntegerField(required=False, min_value=64, max_value=4096)
     height = StrictIntegerField(required=False, min_value=64, max_value=4096)
     steps = StrictIntegerField(required=False, min_value=1, max_value=150)
     cfg_scale = StrictFloatField(required=False, min_value=1, max_value=30)
-    distilled_cfg_scale = StrictFloatField(required=False, min_value=0, max_value=30)
-    sampler_name = text_field(max_length=200)
-    scheduler_or_quality_preset = text_field(max_length=200)
+    distilled_cfg_scale = StrictFloatField(
+        required=False, min_value=0, max_value=30, help_text="Flux's distilled CFG."
+    )
+    sampler_name = text_field(max_length=200, help_text="A sampler the server lists: Euler, ...")
+    scheduler_or_quality_preset = text_field(
+        max_length=200, help_text="A scheduler (Karras, ...) or a preset (Balanced, ...)."
+    )
     restore_faces = StrictBooleanField(required=False)
-    seed = SeedField(required=False)
-    subseed = SeedField(required=False)
+    seed = SeedField(required=False, help_text='"" or -1: random.')
+    subseed = SeedField(required=False, help_text='"" or -1: random.')
     num_images = StrictIntegerField(required=False, min_value=1, max_value=16)
     enable_hires_fix = StrictBooleanField(required=False)
-    upscaler_model = text_field(max_length=200)
-    refiner_model = text_field(max_length=1000)
+    upscaler_model = text_field(max_length=200, help_text='The hires upscaler; "None": none.')
+    refiner_model = text_field(max_length=1000, help_text='A checkpoint; "None": none.')
     style_preset = text_field(max_length=200)
     sampling_category = text_field(max_length=200)
     clip_skip = StrictIntegerField(required=False, min_value=1, max_value=12)
@@ -146,6 +166,73 @@ class GenerationParamsSerializer(serializers.Serializer):
         if "positive_prompt" not in params and "prompt" in params:
             params["positive_prompt"] = params["prompt"]
         return params
+
+
+@extend_schema_field(GenerationParamsSerializer)
+class GenerationParamsField(serializers.JSONField):
+    """`generation_params` as stored (validated at submit), documented by its serializer."""
+
+
+class JobProgressSerializer(OpenObjectSerializer):
+    """A running job's progress, as its server reports it."""
+
+    fraction = serializers.FloatField(
+        required=False, help_text="0-1 as the server reports it (progress_percentage is clamped)."
+    )
+    eta_seconds = serializers.FloatField(allow_null=True, required=False)
+    step = serializers.IntegerField(allow_null=True, required=False)
+    total_steps = serializers.IntegerField(allow_null=True, required=False)
+    queue_position = serializers.IntegerField(
+        allow_null=True, required=False, help_text="In the server's own queue."
+    )
+    textinfo = serializers.CharField(allow_null=True, required=False)
+    active = serializers.BooleanField(allow_null=True, required=False)
+    queued = serializers.BooleanField(allow_null=True, required=False)
+
+
+class ResultDetailsSerializer(OpenObjectSerializer):
+    """`result_details`: what a job produced, why it failed or waits to retry, or that it was
+    cancelled. Which keys appear depends on the status; others may be added."""
+
+    images = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Completed: the images' file names (served at /outputs/<name>).",
+    )
+    info = serializers.CharField(required=False, help_text="Completed: a note for people.")
+    generation_info = serializers.DictField(
+        required=False, help_text="Completed: the server's own `info` (seeds, model, sampler)."
+    )
+    checkpoint = serializers.CharField(
+        allow_null=True,
+        required=False,
+        help_text="The title of the checkpoint the job ran on (null: not known); on a "
+        "checkpoint_mismatch, the one the server used instead.",
+    )
+    requested_checkpoint = serializers.CharField(
+        required=False, help_text="checkpoint_mismatch: the checkpoint that was resolved."
+    )
+    error = serializers.CharField(required=False, help_text="Failed: why.")
+    code = serializers.ChoiceField(
+        choices=list(JOB_FAILURE_CODES.items()),
+        required=False,
+        help_text="Failed: a stable name of the reason, where there is one.",
+    )
+    attempts = serializers.IntegerField(required=False, help_text="Failed after retrying.")
+    last_error = serializers.CharField(
+        required=False, help_text="Pending again after a failed attempt: its error."
+    )
+    retry_in_seconds = serializers.FloatField(
+        required=False, help_text="Pending again: the backoff before the next attempt."
+    )
+    cancelled = serializers.BooleanField(required=False)
+    message = serializers.CharField(required=False, help_text="Cancelled: a note for people.")
+    progress_percentage = serializers.IntegerField(
+        min_value=0,
+        max_value=100,
+        required=False,
+        help_text="Processing: how far, as the original MobileSD's UI reads it.",
+    )
 
 
 class GenerateRequestSerializer(serializers.Serializer):
@@ -171,7 +258,7 @@ class JobSerializer(serializers.ModelSerializer):
     last_updated_timestamp = TimestampField(source="updated_at")
     completion_timestamp = TimestampField(source="completed_at", allow_null=True)
     target_server_alias = serializers.CharField(source="server_alias", read_only=True)
-    generation_params = serializers.JSONField(read_only=True)
+    generation_params = GenerationParamsField(read_only=True)
     result_details = serializers.SerializerMethodField(
         help_text="What the job produced or why it failed; while processing, also "
         "progress_percentage (0-100), as the original MobileSD's UI reads it."
@@ -204,12 +291,13 @@ class JobSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    @extend_schema_field(serializers.JSONField(allow_null=True))
+    @extend_schema_field(ResultDetailsSerializer(allow_null=True))
     def get_result_details(self, job: Job) -> dict[str, Any] | None:
         if job.status != JobStatus.PROCESSING:
             return job.result_details
         return {**(job.result_details or {}), "progress_percentage": job.progress_percent}
 
+    @extend_schema_field(JobProgressSerializer(allow_null=True))
     def get_progress(self, job: Job) -> dict[str, Any] | None:
         return job.progress if job.status == JobStatus.PROCESSING else None
 

@@ -42,8 +42,8 @@ class ServerSerializer(serializers.ModelSerializer):
     slots = serializers.IntegerField(min_value=1, max_value=16, required=False)
     created_at = TimestampField()
     updated_at = TimestampField()
-    last_checked_at = TimestampField()
-    last_seen_at = TimestampField()
+    last_checked_at = TimestampField(allow_null=True, help_text="null: never checked yet.")
+    last_seen_at = TimestampField(allow_null=True, help_text="null: never answered yet.")
 
     class Meta:
         model = Server

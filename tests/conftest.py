@@ -6,12 +6,14 @@ from pathlib import Path
 import pytest
 from celery.app.task import Task
 from django.core.cache import cache
+from django.test import Client as DjangoClient
 from model_bakery import baker
 from rest_framework.test import APIClient
 
 from core_app.services import api_key_create
 from queue_app.models import Job
 from servers_app.models import Server
+from tests.openapi_check import check_response, openapi
 
 
 @pytest.fixture(autouse=True)
@@ -21,6 +23,30 @@ def _isolated_media_and_cache(settings, tmp_path: Path) -> Iterator[None]:
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _openapi_document(django_test_environment) -> None:
+    """The OpenAPI document, built once before any test can patch a view it describes."""
+    openapi()
+
+
+@pytest.fixture(autouse=True)
+def _responses_match_the_openapi_document(request, monkeypatch) -> None:
+    """Every answer of a test client (Django's or DRF's) under /api/v1/ or /outputs/ must be
+    one the OpenAPI document describes: an undocumented status or a body that does not
+    validate fails the test that got it (tests/openapi_check.py). A test that checks the
+    checker itself opts out with `@pytest.mark.unchecked_responses`."""
+    if request.node.get_closest_marker("unchecked_responses") is not None:
+        return
+    original = DjangoClient.request
+
+    def checked(self, **kwargs):
+        response = original(self, **kwargs)
+        check_response(response.wsgi_request, response)
+        return response
+
+    monkeypatch.setattr(DjangoClient, "request", checked)
 
 
 @pytest.fixture(autouse=True)

@@ -149,3 +149,11 @@ def test_the_schema_documents_the_civitai_endpoints(client):
     assert {"get", "delete"} <= set(paths["/api/v1/civitai/downloads/{download_id}"])
     assert "post" in paths["/api/v1/civitai/downloads/{download_id}/cancel"]
     assert "post" in paths["/api/v1/civitai/downloads/{download_id}/retry"]
+
+
+def test_progress_is_null_while_the_size_is_unknown(client, queued):
+    Download.objects.filter(pk=queued).update(size_bytes=None)
+
+    detail = client.get(f"/api/v1/civitai/downloads/{queued}").json()
+
+    assert detail["progress"] is None

@@ -122,9 +122,9 @@ def test_a_batch_on_two_servers_completes_with_its_images_in_the_documented_shap
 def test_cancel_pending_never_reaches_the_server_and_cancel_processing_interrupts_it(
     engine, sims, client
 ):
-    sim = sims(seconds_per_step=0.1)
+    sim = sims(seconds_per_step=0.2)
     baker.make(Server, alias="cancel-laptop", api_url=sim.url)
-    running = submit("cancel-laptop", steps=300)  # 30 s unless interrupted
+    running = submit("cancel-laptop", steps=150)  # 30 s unless interrupted (150: the most)
     queued = submit("cancel-laptop")  # waits in MobileSD's queue: one slot
     sim.wait_for_event("txt2img_started", lambda e: e["task_id"] == str(running.pk), timeout=15)
 

@@ -65,3 +65,4 @@ def test_a_request_for_another_host_is_refused(anon_client):
     response = anon_client.get("/api/v1/health", HTTP_HOST="evil.example")
 
     assert response.status_code == 400
+    assert response.json()["code"] == "bad_request"

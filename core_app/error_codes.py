@@ -1,0 +1,100 @@
+"""Every stable `code` MobileSD sends, with what it means: the registry the OpenAPI document
+builds its enums from. A code raised anywhere in the source must be listed here (a test
+reads the source to keep it so).
+
+core_app is the lowest layer, so the codes of the layers above are listed here as plain
+strings, not imported.
+"""
+
+# The `code` of the one error body (`core_app.errors.error_body`).
+ERROR_CODES: dict[str, str] = {
+    # Our own refusals (core_app.errors) and DRF's exceptions as the handler names them.
+    "bad_request": "The request was refused.",
+    "validation_error": "Invalid input; `fields` says where.",
+    "malformed_request": "The body could not be parsed (malformed JSON, bad encoding).",
+    "unsupported_media_type": "The body's Content-Type is not accepted here.",
+    "payload_too_large": "The body is larger than the limit.",
+    "length_required": "A chunked body the web server did not finish reading.",
+    "not_acceptable": "No answer in a media type the Accept header allows.",
+    "method_not_allowed": "The path does not take this method.",
+    "throttled": "Too many requests for this key; retry after the Retry-After header.",
+    "not_found": "No such object or endpoint.",
+    "permission_denied": "Not allowed (e.g. a staff session's write without a CSRF token).",
+    "conflict": "The request conflicts with the object's state.",
+    "server_error": "An internal error in MobileSD.",
+    # Authentication.
+    "authentication_required": "An API key is required.",
+    "authentication_failed": "The credentials were refused.",
+    "invalid_api_key": "The API key sent is unknown.",
+    "revoked_api_key": "The API key sent has been revoked.",
+    "too_many_failed_attempts": "Too many failed sign-ins from this address; retry after "
+    "the Retry-After header.",
+    # Servers and models.
+    "server_not_found": "No server has this alias.",
+    "server_has_active_jobs": "The server still has pending or processing jobs.",
+    "invalid_url": "A server URL MobileSD may not call (see the README), or one with "
+    "credentials in it.",
+    "invalid_name": "A name with control or bidirectional-override characters.",
+    "models_dir_not_allowed": "The models folder is not an allowed, existing folder.",
+    "server_unreachable": "A server MobileSD had to ask live could not be reached or read.",
+    # Jobs and their images.
+    "job_not_found": "No such job.",
+    "job_not_cancellable": "The job has finished and cannot be cancelled.",
+    "job_not_retryable": "Only a failed or cancelled job can be retried.",
+    "idempotency_key_reused": "The Idempotency-Key was used for a different request.",
+    "image_not_found": "No such image, or its file is no longer stored.",
+    # Civitai: image recipes and downloads.
+    "invalid_reference": "Give either an id or a URL, not both or neither.",
+    "invalid_civitai_url": "The URL is not a Civitai page or download link MobileSD reads.",
+    "invalid_image": "The file is not a PNG, JPEG or WebP image that can be read.",
+    "civitai_image_not_found": "Civitai has no such image.",
+    "download_not_found": "No such download.",
+    "download_already_finished": "The download has finished and cannot be cancelled.",
+    "download_not_retryable": "Only a failed or cancelled download can be retried.",
+    "invalid_file_name": "The file name is not allowed (folders, bad characters).",
+    "no_target_server": "Name at least one target server.",
+    "too_many_targets": "Too many target servers.",
+    "models_dir_not_set": "A target server has no models folder configured.",
+    "models_dir_missing": "A target server's models folder does not exist here.",
+    "embeddings_dir_missing": "A target server's embeddings folder does not exist here.",
+    "unsupported_model_type": "MobileSD does not download models of this type.",
+    "civitai_hash_unavailable": "Civitai publishes no SHA256 for the file to verify it by.",
+    "civitai_file_not_found": "The model version has no file matching the request.",
+    # Civitai's own refusals (integrations.civitai.client), passed on with their status.
+    "civitai_error": "Civitai failed.",
+    "civitai_unavailable": "Civitai could not be reached, timed out or failed (5xx).",
+    "civitai_interrupted": "A transfer from Civitai stopped part-way.",
+    "civitai_rate_limited": "Civitai kept answering 429.",
+    "civitai_bad_request": "Civitai refused the request.",
+    "civitai_login_required": "Civitai requires a (valid) API key for it.",
+    "civitai_early_access": "The model is in Early Access on Civitai.",
+    "civitai_forbidden": "Civitai does not allow this account to get it.",
+    "civitai_not_found": "Civitai has no such model, version or file.",
+    "civitai_archived": "The model is archived on Civitai.",
+}
+
+# (code, meaning) pairs: the choices of the error body's `code` (ErrorCodeEnum).
+ERROR_CODE_CHOICES: list[tuple[str, str]] = list(ERROR_CODES.items())
+
+# `result_details.code` of a failed job: why it failed, beside `result_details.error`.
+JOB_FAILURE_CODES: dict[str, str] = {
+    "checkpoint_mismatch": "The server generated with another checkpoint than the one "
+    "resolved; its images were discarded.",
+    "lora_not_found": "A LoRA the job names is not on the server (close matches in the error).",
+    "lora_ambiguous": "A LoRA the job names matches several of the server's; name it by its path.",
+}
+
+# `error.code` of a failed download, beside `error.message`: the Civitai codes above, the
+# planning codes above, and these of the transfer itself.
+DOWNLOAD_FAILURE_CODES: dict[str, str] = {
+    **{code: text for code, text in ERROR_CODES.items() if code.startswith("civitai_")},
+    "invalid_file_name": ERROR_CODES["invalid_file_name"],
+    "models_dir_missing": ERROR_CODES["models_dir_missing"],
+    "embeddings_dir_missing": ERROR_CODES["embeddings_dir_missing"],
+    "file_exists": "Another file is already at the destination.",
+    "hash_mismatch": "The file's SHA256 is not the one Civitai published.",
+    "copy_mismatch": "A copy to a further server's folder is damaged.",
+    "insufficient_disk_space": "Not enough free space for the file.",
+    "disk_error": "The file could not be written.",
+    "worker_lost": "The worker running the download died.",
+}
