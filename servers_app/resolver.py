@@ -8,7 +8,8 @@ Accepted forms, tried in this order (the first form that matches decides):
 
 1. the exact title (`Pony\\x.safetensors [9f90c59f3a]`);
 2. the SHA-256 (64 hex) or short hash (10 hex), alone;
-3. the relative path, `/` and `\\` in any mix, with or without ` [hash]`, any case;
+3. the relative path, `/` and `\\` in any mix, with or without ` [hash]`, any case, and
+   without its extension when none is given (`Pony\\x` for `Pony/x.safetensors`);
 4. an absolute path ending in a model's path below the server's model folder;
 5. the model name (`Pony_x`) or the bare file name, with or without its extension, when
    only one model has it.
@@ -135,6 +136,9 @@ def _by_hash(wanted: str, models: Sequence[ModelLike]) -> list[ModelLike]:
 def _by_path(wanted: str, models: Sequence[ModelLike]) -> list[ModelLike]:
     key = checkpoint_key(wanted)
     matches = [m for m in models if checkpoint_key(m.relative_path) == key]
+    if not matches and "/" in key and _without_extension(key) == key:
+        # A folder path written without the file's extension: `Pony\\x` for `Pony/x.ckpt`.
+        matches = [m for m in models if _without_extension(checkpoint_key(m.relative_path)) == key]
     suffix = HASH_SUFFIX.search(wanted)
     if len(matches) > 1 and suffix:
         # A hash beside an ambiguous name picks among them.

@@ -161,6 +161,8 @@ def forms(sim: ForgeSimulator) -> list[tuple[str, str | None, str]]:
         ("Pony\\cyberrealisticPony_v8.safetensors", pony, "path"),
         (f"Pony{other}cyberrealisticPony_v8.safetensors [{PONY.digest[:10]}]", pony, "path"),
         ("pony/CYBERREALISTICPONY_V8.SAFETENSORS", pony, "path"),
+        ("Pony\\cyberrealisticPony_v8", pony, "path"),  # a folder path without extension
+        ("Pony/cyberrealisticPony_v8.ckpt", None, "not_found"),  # another extension is not it
         (PONY.digest[:10], pony, "hash"),
         (PONY.digest.upper(), pony, "hash"),
         (
