@@ -155,7 +155,9 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         elif request.user and request.user.is_authenticated:
             ident = f"user-{request.user.pk}"
         else:
-            ident = f"ip-{self.get_ident(request)}"
+            # Anonymous mode: per connecting address, as failed attempts are (DRF's own
+            # get_ident would take X-Forwarded-For, which the client chooses).
+            ident = f"ip-{client_address(request)}"
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
     def allow_request(self, request: Request, view: "APIView") -> bool:

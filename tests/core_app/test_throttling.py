@@ -231,6 +231,20 @@ def test_a_good_key_works_again_once_the_window_passed(db, failed_limit, monkeyp
     assert guesser.get("/api/v1/servers").status_code == 200
 
 
+def test_anonymous_requests_are_limited_per_address_whatever_their_forwarded_for(
+    db, settings, monkeypatch, frozen_window
+):
+    settings.MOBILESD_ALLOW_ANONYMOUS = True
+    monkeypatch.setattr(ApiKeyRateThrottle, "THROTTLE_RATES", {"api_key": "3/hour"})
+    phone = APIClient(REMOTE_ADDR="203.0.113.9")
+    answers = [
+        phone.get("/api/v1/servers", HTTP_X_FORWARDED_FOR=f"198.51.100.{n}").status_code
+        for n in range(4)
+    ]
+
+    assert answers == [200, 200, 200, 429]
+
+
 def test_a_locked_out_address_gets_a_429_in_the_browsable_api_too(db, failed_limit):
     guesser = APIClient(REMOTE_ADDR="203.0.113.7")
     guesser.credentials(HTTP_AUTHORIZATION="Bearer msd_wrong")
