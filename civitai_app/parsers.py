@@ -42,3 +42,10 @@ class RawImageParser(BaseParser):
     ) -> Any:
         raw = read_limited(stream, settings.MOBILESD_MAX_IMAGE_UPLOAD_BYTES, parser_context)
         return {"raw": raw}
+
+
+class RawBytesParser(RawImageParser):
+    """The image as `application/octet-stream`, what API client generators send for a binary
+    body: the format is read from the bytes, as for `image/*`."""
+
+    media_type = "application/octet-stream"

@@ -18,7 +18,7 @@ from civitai_app.download_requests import (
 from civitai_app.filters import DownloadFilter
 from civitai_app.image_info import image_info_from_civitai, image_info_from_file
 from civitai_app.models import DownloadStatus
-from civitai_app.parsers import LimitedMultiPartParser, RawImageParser
+from civitai_app.parsers import LimitedMultiPartParser, RawBytesParser, RawImageParser
 from civitai_app.selectors import download_get, download_list
 from civitai_app.serializers import (
     DownloadAcceptedSerializer,
@@ -47,12 +47,13 @@ CIVITAI_ERRORS = {
 }
 
 
-# The raw bodies RawImageParser (`image/*`) takes, as the document lists them.
-RAW_IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp")
+# The raw bodies RawImageParser (`image/*`) and RawBytesParser take, as the document lists
+# them (octet-stream last: generators that know no image type send that one).
+RAW_IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "application/octet-stream")
 
 
 class ImageInfoView(APIView):
-    parser_classes = [LimitedMultiPartParser, RawImageParser]
+    parser_classes = [LimitedMultiPartParser, RawImageParser, RawBytesParser]
 
     @extend_schema(
         parameters=[ImageInfoQuerySerializer],
@@ -81,7 +82,8 @@ class ImageInfoView(APIView):
         summary="Generation data in an image file",
         description="Reads the A1111/Forge infotext of a PNG (`parameters` text) or a JPEG/WebP "
         "(EXIF UserComment) and answers as GET does. Send multipart field `image`, or the "
-        "raw bytes with Content-Type image/png, image/jpeg or image/webp.",
+        "raw bytes with Content-Type image/png, image/jpeg, image/webp or "
+        "application/octet-stream.",
         operation_id="civitai_image_info_upload",
     )
     def post(self, request: Request) -> Response:

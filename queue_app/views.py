@@ -167,8 +167,11 @@ class JobDetailView(APIView):
 # Images never change under their name, so the phone may keep them for a year without
 # asking again; `private` keeps shared caches out, as every request carries an API key.
 IMMUTABLE_CACHE_CONTROL = "private, max-age=31536000, immutable"
-IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp")
-THUMBNAIL_MEDIA_TYPES = ("image/webp", "image/jpeg")
+# application/octet-stream is sent to a client that asks for it and for no image type:
+# API client generators read a binary answer under that name only.
+OCTET_STREAM = "application/octet-stream"
+IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", OCTET_STREAM)
+THUMBNAIL_MEDIA_TYPES = ("image/webp", "image/jpeg", OCTET_STREAM)
 IMAGE_ERRORS: dict[int | tuple[int, str], Any] = {
     304: OpenApiResponse(description="Not modified (If-None-Match)."),
 }
@@ -199,7 +202,21 @@ def _not_modified(request: Request, etag: str) -> HttpResponseNotModified | None
     return response
 
 
-def _file_response(file: Any, *, content_type: str, filename: str, etag: str) -> FileResponse:
+def _wants_octet_stream(request: Request) -> bool:
+    """Whether the client accepts application/octet-stream and no image type (nor `*/*`)."""
+    accepted = {
+        part.split(";", 1)[0].strip().lower()
+        for part in request.headers.get("Accept", "").split(",")
+    }
+    images = any(media == "*/*" or media.startswith("image/") for media in accepted)
+    return OCTET_STREAM in accepted and not images
+
+
+def _file_response(
+    request: Request, file: Any, *, content_type: str, filename: str, etag: str
+) -> FileResponse:
+    if _wants_octet_stream(request):
+        content_type = OCTET_STREAM
     response = FileResponse(file, content_type=content_type, filename=filename)
     response["ETag"] = etag
     response["Cache-Control"] = IMMUTABLE_CACHE_CONTROL
@@ -238,6 +255,7 @@ def _image_response(request: Request, image: JobImage) -> HttpResponseBase:
         logger.warning("Image file %s of job %s is missing from storage", name, image.job_id)
         raise _missing(image) from None
     return _file_response(
+        request,
         file,
         content_type=image_content_type(name),
         filename=PurePosixPath(name).name,
@@ -313,5 +331,5 @@ class JobImageThumbnailView(APIView):
             raise _missing(image) from None
         stream = io.BytesIO(body) if isinstance(body, bytes) else body
         return _file_response(
-            stream, content_type=content_type, filename=PurePosixPath(name).name, etag=etag
+            request, stream, content_type=content_type, filename=PurePosixPath(name).name, etag=etag
         )

@@ -248,6 +248,16 @@ def test_a_raw_jpeg_body_with_exif_is_read(client, civitai, catalog):
     assert response.json()["generation_params"]["steps"] == 30
 
 
+def test_a_raw_body_sent_as_octet_stream_is_read_by_its_bytes(client, civitai, catalog):
+    # What generated API clients send for a binary body.
+    response = client.generic(
+        "POST", URL, jpeg(infotext(catalog)), content_type="application/octet-stream"
+    )
+
+    assert response.status_code == 200
+    assert response.json()["image"]["format"] == "JPEG"
+
+
 def test_an_upload_without_infotext_is_a_clear_answer(client, civitai):
     body = upload(client, png(None)).json()
 

@@ -95,9 +95,11 @@ def test_images_and_the_raw_upload_are_binary_under_their_media_types():
     image = _operation("/outputs/{name}", "get")["responses"]["200"]["content"]
     upload = _operation("/api/v1/civitai/image-info", "post")["requestBody"]["content"]
 
-    assert image == {media: binary for media in ("image/png", "image/jpeg", "image/webp")}
-    assert {media: upload[media] for media in ("image/png", "image/jpeg", "image/webp")} == {
-        media: binary for media in ("image/png", "image/jpeg", "image/webp")
+    # application/octet-stream is the one binary type API client generators read.
+    binary_types = ("image/png", "image/jpeg", "image/webp", "application/octet-stream")
+    assert image == {media: binary for media in binary_types}
+    assert {media: upload[media] for media in binary_types} == {
+        media: binary for media in binary_types
     }
     assert "multipart/form-data" in upload
 

@@ -215,6 +215,27 @@ def test_image_with_another_etag_is_sent_again(client, png_image):
     body_of(response)
 
 
+@pytest.mark.parametrize("suffix", ["", "/thumbnail"])
+def test_a_client_asking_for_octet_stream_only_gets_the_bytes_under_that_type(
+    client, png_image, suffix
+):
+    url = f"/api/v1/queue/jobs/{png_image.job_id}/images/0{suffix}"
+    response = client.get(url, HTTP_ACCEPT="application/octet-stream")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/octet-stream"
+    assert body_of(response) == body_of(client.get(url))
+
+
+def test_an_image_type_beside_octet_stream_keeps_the_images_own_type(client, png_image):
+    response = client.get(
+        f"/api/v1/queue/jobs/{png_image.job_id}/images/0",
+        HTTP_ACCEPT="application/octet-stream, image/*;q=0.8",
+    )
+
+    assert response["Content-Type"] == "image/png"
+
+
 def test_image_loaders_accept_headers_are_answered(client, png_image):
     response = client.get(
         f"/api/v1/queue/jobs/{png_image.job_id}/images/0", HTTP_ACCEPT="image/webp,image/*"
@@ -426,8 +447,10 @@ def test_schema_describes_the_image_endpoints_as_binary(client):
     image = paths["/api/v1/queue/jobs/{job_id}/images/{index}"]["get"]
     thumb = paths["/api/v1/queue/jobs/{job_id}/images/{index}/thumbnail"]["get"]
     assert "application/json" in listing["responses"]["200"]["content"]
-    assert set(image["responses"]["200"]["content"]) == {"image/png", "image/jpeg", "image/webp"}
-    assert set(thumb["responses"]["200"]["content"]) == {"image/webp", "image/jpeg"}
+    octet = "application/octet-stream"
+    images = {"image/png", "image/jpeg", "image/webp", octet}
+    assert set(image["responses"]["200"]["content"]) == images
+    assert set(thumb["responses"]["200"]["content"]) == {"image/webp", "image/jpeg", octet}
     assert {p["name"] for p in thumb["parameters"] if p["in"] == "query"} == {"size", "format"}
     assert image["responses"]["200"]["content"]["image/png"]["schema"]["format"] == "binary"
 
@@ -525,5 +548,10 @@ def test_schema_describes_outputs_as_binary(client):
     schema = client.get("/api/v1/schema", HTTP_ACCEPT="application/json").json()
 
     output = schema["paths"]["/outputs/{name}"]["get"]
-    assert set(output["responses"]["200"]["content"]) == {"image/png", "image/jpeg", "image/webp"}
+    assert set(output["responses"]["200"]["content"]) == {
+        "image/png",
+        "image/jpeg",
+        "image/webp",
+        "application/octet-stream",
+    }
     assert {"401", "404"} <= set(output["responses"])
