@@ -1,10 +1,13 @@
 """Request checks that come before any view."""
 
+import re
+import uuid
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
 from core_app.errors import error_body
+from core_app.logs import log_context
 
 NUL = "\x00"
 
@@ -42,3 +45,25 @@ class RefuseNulMiddleware:
         if _answers_json(request):
             return JsonResponse(error_body(message, "malformed_request"), status=400)
         return HttpResponseBadRequest(message, content_type="text/plain")
+
+
+# What a proxy or client may name a request with: printable, no spaces, not too long (it is
+# written into every log record of the request and echoed back).
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+class RequestIdMiddleware:
+    """Names each request: the `X-Request-ID` it came with when that is sane, else a new
+    one. Every record logged while it is handled carries it (`core_app.logs`), and the
+    response echoes it, so a client's report can be found in the logs."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        given = request.headers.get("X-Request-ID", "")
+        name = given if SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        with log_context(request_id=name):
+            response = self.get_response(request)
+        response["X-Request-ID"] = name
+        return response

@@ -243,7 +243,7 @@ CORS_ALLOW_HEADERS = (
     "x-requested-with",
 )
 # Browsers hide other response headers from cross-origin scripts; model lists page with it.
-CORS_EXPOSE_HEADERS = ("x-total-count",)
+CORS_EXPOSE_HEADERS: tuple[str, ...] = ("x-total-count",)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -436,3 +436,43 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
     "DownloadStatusEnum": "civitai_app.models.DownloadStatus",
     "ErrorCodeEnum": "core_app.error_codes.ERROR_CODE_CHOICES",
 }
+
+# === Observability (issue #17: metrics, logs, error reporting) ===========================
+# One block, read with the helpers above, so that the move of the environment reading
+# elsewhere can take it whole.
+#
+# GET /metrics (Prometheus): answered to `Authorization: Bearer <MOBILESD_METRICS_TOKEN>`
+# or a staff session; no token set: staff sessions only.
+MOBILESD_METRICS_TOKEN = env_str("MOBILESD_METRICS_TOKEN")
+# Queue wait and run time histograms count the jobs started / finished this long ago at
+# most (computed from the database at each scrape).
+MOBILESD_METRICS_WINDOW_SECONDS = env_positive_float("MOBILESD_METRICS_WINDOW_SECONDS", 300.0)
+# What only a worker sees (dispatch gaps, checkpoint switches) is counted in files in this
+# folder, shared by the processes of one machine, and read by /metrics (prometheus-client's
+# multiprocess mode, which reads this variable itself when it is first imported: hence it
+# is set here, before any app imports it).
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR") or str(DATA_DIR / "metrics")
+Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+
+# LOG_FORMAT=json: one JSON object per record, with the request id, job id and server alias
+# where known (core_app.logs). Every request gets an id (X-Request-ID, echoed back).
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").lower()
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json', not {LOG_FORMAT!r}.")
+LOGGING["formatters"]["json"] = {"()": "core_app.logs.JsonLogFormatter"}  # type: ignore[index]
+LOGGING["filters"] = {"context": {"()": "core_app.logs.ContextFilter"}}
+LOGGING["handlers"]["console"].update(  # type: ignore[index]
+    {"formatter": LOG_FORMAT, "filters": ["context"]}
+)
+# The worker logs through the same handlers as the web (Celery would replace them).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+MIDDLEWARE.insert(0, "core_app.middleware.RequestIdMiddleware")
+CORS_EXPOSE_HEADERS = (*CORS_EXPOSE_HEADERS, "x-request-id")
+
+# Unhandled errors of views and tasks go to Sentry when this is set and the `sentry` extra
+# is installed (a warning at start-up when it is not).
+SENTRY_DSN = env_str("SENTRY_DSN")
+SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT")
+SENTRY_TRACES_SAMPLE_RATE = env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0)
+# === End of observability ================================================================

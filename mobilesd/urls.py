@@ -1,12 +1,16 @@
 """URLs: the API under /api/v1/, its schema and docs, result images under /outputs/ (as
-the original served them), and the admin."""
+the original served them), Prometheus metrics at /metrics, and the admin."""
 
 from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from civitai_app.metrics import DownloadCollector
+from core_app.metrics import MetricsView
 from core_app.views import HealthView
+from queue_app.metrics import JobCollector
 from queue_app.views import OutputImageView
+from servers_app.metrics import ServerCollector
 
 api_v1: list[URLPattern | URLResolver] = [
     path("health", HealthView.as_view(), name="health"),
@@ -24,6 +28,12 @@ urlpatterns = [
     # Where the original MobileSD served result images; `path:` so that any name, slashes
     # included, gets the API's answer (a 404 in the error shape) rather than a page.
     path("outputs/<path:name>", OutputImageView.as_view(), name="output-image"),
+    # Outside /api/v1/: for a scraper, not a phone; not part of the OpenAPI document.
+    path(
+        "metrics",
+        MetricsView.as_view(collectors=[JobCollector(), ServerCollector(), DownloadCollector()]),
+        name="metrics",
+    ),
     path("admin/", admin.site.urls),  # the dashboard (dashboard_app.sites) and the models
 ]
 

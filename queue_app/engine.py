@@ -16,6 +16,7 @@ is recorded, never generated again.
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from core_app.leases import (
     drop_broken_connection,
     retry_while_database_down,
 )
+from core_app.logs import log_context
 from integrations.forge.client import (
     ForgeClient,
     ForgeError,
@@ -41,7 +43,7 @@ from integrations.forge.client import (
     ServerEndpoint,
     Txt2ImgResult,
 )
-from queue_app import dispatch
+from queue_app import dispatch, metrics
 from queue_app.dispatch import Claim, ImageRecord
 from queue_app.images import (
     InvalidImageError,
@@ -118,6 +120,7 @@ class _ServerLoop:
         self.storer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-{server_id}")
         self.reserving: Future[Reserved | None] | None = None
         self.storing: Future[None] | None = None
+        self.answered_at: float | None = None  # when the last job's answer came back
 
     def run(self) -> int:
         done = 0
@@ -131,9 +134,11 @@ class _ServerLoop:
                 bookkeeping = _Once(self._bookkeep, claim, finished)
                 finished = None
                 try:
-                    result = _generate_guarded(claim, client, prepared, on_sent=bookkeeping)
+                    with log_context(job_id=claim.job_id, server=claim.server.alias):
+                        result = _generate_guarded(claim, client, prepared, on_sent=bookkeeping)
                 finally:
                     bookkeeping()  # also when the request never went out
+                    self.answered_at = time.monotonic()
                 reserving, self.reserving = self.reserving, None
                 reserved = reserving.result() if reserving is not None else None
                 finished = (claim, result) if result is not None else None
@@ -176,6 +181,9 @@ class _ServerLoop:
     def _bookkeep(self, running: Claim, finished: tuple[Claim, Generated] | None) -> None:
         """Once `running`'s request is out: reserve the job after it, and store the one
         before it (after the reservation, which the next job needs first)."""
+        if self.answered_at is not None:
+            idle = time.monotonic() - self.answered_at
+            metrics.dispatch_gap_observe(server=running.server.alias, seconds=idle)
         if not shutting_down.is_set():
             self.reserving = self.reserver.submit(_reserve_guarded, running)
         if finished is not None:
@@ -223,7 +231,8 @@ class _Once[**P]:
 
 def _store_after(after: list[Future[Any]], finished: tuple[Claim, Generated]) -> None:
     wait(after)
-    _store_guarded(*finished)
+    with log_context(job_id=finished[0].job_id, server=finished[0].server.alias):
+        _store_guarded(*finished)
 
 
 def _client_for(server: Server, client: ForgeClient | None) -> ForgeClient:
@@ -605,6 +614,7 @@ def job_generate(
     try:
         prepared = prepared or job_prepare(claim)
         monitor = Monitor(claim)
+        sending = time.monotonic()
         result = client.txt2img(
             prepared.payload, timeout=prepared.timeout, on_sent=_Once(_sent, monitor, on_sent)
         )
@@ -633,6 +643,7 @@ def job_generate(
         return None
     note_loaded = False
     if title and title != server.loaded_checkpoint:
+        metrics.checkpoint_switch_observe(server=server.alias, seconds=time.monotonic() - sending)
         server.loaded_checkpoint = title
         note_loaded = not _note_loaded_checkpoint(server, title)
     return Generated(result=result, checkpoint=title, loras=prepared.loras, note_loaded=note_loaded)

@@ -1,0 +1,94 @@
+"""GET /metrics: Prometheus's text format, for an operator's scraper.
+
+Each app contributes collectors that compute their figures from the database at scrape
+time (`mobilesd/urls.py` hands them to the view), so what a scrape shows is what the
+database holds, whichever process serves it. What only a worker sees as it happens (the
+dispatch gaps, checkpoint switches) is counted with prometheus-client's multiprocess mode
+in files under PROMETHEUS_MULTIPROC_DIR, and read from there too.
+"""
+
+import hmac
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import View
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from core_app.errors import error_body
+
+__all__ = ["MetricsView", "duration_histogram"]
+
+
+def _authorized(request: HttpRequest) -> bool:
+    token = settings.MOBILESD_METRICS_TOKEN
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if token and scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token):
+        return True
+    user = getattr(request, "user", None)
+    return bool(user is not None and user.is_authenticated and user.is_staff)
+
+
+class MetricsView(View):
+    """The metrics of `collectors`, and of the worker processes' shared files, for the
+    metrics token (`Authorization: Bearer <MOBILESD_METRICS_TOKEN>`) or a staff session;
+    anyone else gets a 401 in the API's error shape."""
+
+    collectors: Sequence[Collector] = ()
+    http_method_names = ["get", "head"]
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        if not _authorized(request):
+            message = (
+                "Metrics need the metrics token (Authorization: Bearer "
+                "<MOBILESD_METRICS_TOKEN>) or an administrator's session."
+            )
+            response = JsonResponse(error_body(message, "authentication_required"), status=401)
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
+        registry = CollectorRegistry(auto_describe=False)
+        for collector in self.collectors:
+            registry.register(collector)
+        MultiProcessCollector(registry, path=settings.PROMETHEUS_MULTIPROC_DIR)
+        return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def duration_histogram(
+    rows: QuerySet[Any],
+    *,
+    start: str,
+    end: str,
+    labels: Sequence[str],
+    buckets: Iterable[float],
+) -> list[tuple[list[str], list[tuple[str, float]], float]]:
+    """Per label values, the cumulative bucket counts and the sum (seconds) of `end - start`
+    over `rows`: one GROUP BY, each bucket a filtered COUNT (no row is read into Python).
+    Rows without both times are left out."""
+    bounds = sorted(buckets)
+    duration = ExpressionWrapper(F(end) - F(start), output_field=DurationField())
+    counted = rows.filter(**{f"{start}__isnull": False, f"{end}__isnull": False}).annotate(
+        _duration=duration
+    )
+    aggregates: dict[str, Any] = {
+        f"le_{index}": Count("pk", filter=Q(_duration__lte=timedelta(seconds=bound)))
+        for index, bound in enumerate(bounds)
+    }
+    aggregates["total"] = Count("pk")
+    aggregates["seconds"] = Sum("_duration")
+    result = []
+    for row in counted.values(*labels).annotate(**aggregates).order_by(*labels):
+        cumulative = [(_le(bound), float(row[f"le_{index}"])) for index, bound in enumerate(bounds)]
+        cumulative.append(("+Inf", float(row["total"])))
+        seconds = row["seconds"]
+        total_seconds = seconds.total_seconds() if isinstance(seconds, timedelta) else 0.0
+        result.append(([str(row[label]) for label in labels], cumulative, total_seconds))
+    return result
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))

@@ -1,0 +1,106 @@
+"""Log records: JSON with the request id, job id and server where known."""
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from django.test import Client
+
+from core_app.logs import ContextFilter, JsonLogFormatter, log_context
+
+
+@pytest.fixture
+def json_lines() -> Iterator[io.StringIO]:
+    """What the root logger writes through LOG_FORMAT=json's formatter and filter."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLogFormatter())
+    handler.addFilter(ContextFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level, root.level = root.level, logging.DEBUG
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def records(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_records_carry_the_context_fields(json_lines):
+    with log_context(job_id="1234", server="Laptop"):
+        logging.getLogger("queue_app.engine").warning("Job %s slow", "1234")
+
+    (record,) = records(json_lines)
+    assert record["message"] == "Job 1234 slow"
+    assert record["level"] == "WARNING"
+    assert record["logger"] == "queue_app.engine"
+    assert record["time"]
+    assert record["job_id"] == "1234"
+    assert record["server"] == "Laptop"
+    assert record["request_id"] is None
+
+
+def test_json_records_outside_any_context_have_the_fields_empty(json_lines):
+    with log_context(job_id="1"):
+        pass
+    logging.getLogger("x").info("hello")
+
+    (record,) = records(json_lines)
+    assert (record["job_id"], record["server"], record["request_id"]) == (None, None, None)
+
+
+def test_json_records_include_the_traceback(json_lines):
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("x").exception("failed")
+
+    (record,) = records(json_lines)
+    assert "ValueError: boom" in record["exc_info"]
+
+
+def test_a_sane_request_id_is_echoed_and_in_the_requests_records(json_lines, monkeypatch):
+    from core_app import views
+
+    def logged_check() -> object:
+        logging.getLogger("core_app.health").info("checking the database")
+        return original()
+
+    original = views.check_database
+    monkeypatch.setattr(views, "check_database", logged_check)
+
+    response = Client().get("/api/v1/health", HTTP_X_REQUEST_ID="phone-42.abc")
+
+    assert response["X-Request-ID"] == "phone-42.abc"
+    mine = [r for r in records(json_lines) if r["message"] == "checking the database"]
+    assert [r["request_id"] for r in mine] == ["phone-42.abc"]
+
+
+@pytest.mark.parametrize("given", ["", "has spaces", "x" * 200, "a\u00e9b", "<script>"])
+def test_an_insane_request_id_is_replaced_by_a_new_one(given, db):
+    response = Client().get("/api/v1/health", HTTP_X_REQUEST_ID=given)
+
+    assert response["X-Request-ID"] != given
+    assert len(response["X-Request-ID"]) == 32
+
+
+def test_each_request_gets_its_own_id(db):
+    first = Client().get("/api/v1/health")["X-Request-ID"]
+    second = Client().get("/api/v1/health")["X-Request-ID"]
+
+    assert first != second
+
+
+def test_settings_log_format_json_uses_the_json_formatter(settings):
+    from mobilesd import settings as mobilesd_settings
+
+    console = mobilesd_settings.LOGGING["handlers"]["console"]
+    assert console["filters"] == ["context"]
+    assert console["formatter"] == mobilesd_settings.LOG_FORMAT
+    assert mobilesd_settings.LOGGING["formatters"]["json"] == {
+        "()": "core_app.logs.JsonLogFormatter"
+    }

@@ -1,0 +1,67 @@
+"""GET /metrics: who may read it, and its format."""
+
+import pytest
+from django.test import Client
+
+from tests.metrics_support import scrape
+from tests.support import assert_error
+
+pytestmark = pytest.mark.django_db
+
+
+def test_metrics_refuse_an_anonymous_scrape_in_the_error_shape(settings):
+    settings.MOBILESD_METRICS_TOKEN = "s3cret-token"
+
+    response = Client().get("/metrics")
+
+    assert_error(response, 401, "authentication_required")
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_metrics_refuse_a_wrong_token(settings):
+    settings.MOBILESD_METRICS_TOKEN = "s3cret-token"
+
+    response = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer not-the-token")
+
+    assert_error(response, 401, "authentication_required")
+
+
+def test_metrics_refuse_any_bearer_when_no_token_is_configured(settings):
+    settings.MOBILESD_METRICS_TOKEN = ""
+
+    assert_error(
+        Client().get("/metrics", HTTP_AUTHORIZATION="Bearer "), 401, "authentication_required"
+    )
+
+
+def test_metrics_refuse_an_api_key(client):
+    # API keys have no admin scope: a phone's key does not read the operator's metrics.
+    assert_error(client.get("/metrics"), 401, "authentication_required")
+
+
+def test_metrics_answer_the_metrics_token_in_prometheus_format(settings):
+    settings.MOBILESD_METRICS_TOKEN = "s3cret-token"
+
+    response = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-token")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain; version=")
+    assert b"# TYPE mobilesd_servers_online gauge" in response.content
+
+
+def test_metrics_answer_a_staff_session(django_user_model):
+    staff = django_user_model.objects.create_user("ops", password="x", is_staff=True)
+    browser = Client()
+    browser.force_login(staff)
+
+    samples = scrape(browser)
+
+    assert samples[("mobilesd_servers_online", frozenset())] == 0
+
+
+def test_metrics_refuse_a_session_that_is_not_staff(django_user_model):
+    user = django_user_model.objects.create_user("someone", password="x")
+    browser = Client()
+    browser.force_login(user)
+
+    assert_error(browser.get("/metrics"), 401, "authentication_required")
