@@ -122,22 +122,27 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     return response
 
 
+# Where the API answers, so a request refused before any view gets the error shape there:
+# /outputs/ serves the API's images (a name no route takes, e.g. with a newline, lands here).
+API_PREFIXES = ("/api/", "/outputs/")
+
+
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
-    """404 for URLs that match no route: the error shape under /api/, HTML elsewhere."""
-    if request.path.startswith("/api/"):
+    """404 for URLs that match no route: the error shape under the API, HTML elsewhere."""
+    if request.path.startswith(API_PREFIXES):
         return JsonResponse(error_body("No such endpoint.", "not_found"), status=404)
     return defaults.page_not_found(request, exception)
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     """400 for requests refused before any route (a host not served, a suspicious
-    operation): the error shape under /api/, Django's page elsewhere."""
-    if request.path.startswith("/api/"):
+    operation): the error shape under the API, Django's page elsewhere."""
+    if request.path.startswith(API_PREFIXES):
         return JsonResponse(error_body("Bad request.", "bad_request"), status=400)
     return defaults.bad_request(request, exception)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    if request.path.startswith("/api/"):
+    if request.path.startswith(API_PREFIXES):
         return JsonResponse(error_body("Internal server error.", "server_error"), status=500)
     return defaults.server_error(request)

@@ -325,7 +325,8 @@ class JobMessageSerializer(serializers.Serializer):
 class JobImageSerializer(serializers.ModelSerializer):
     """One stored image of a job, with links to its file and to a thumbnail."""
 
-    # The links are absolute when the request is in the context (it is in views).
+    # The links are absolute on MOBILESD_PUBLIC_URL when it is set, else paths: the
+    # document says `uri-reference`, which both are.
 
     name = serializers.SerializerMethodField(help_text="The file name, as in result_details.")
     url = serializers.SerializerMethodField(help_text="The image file, as generated.")
@@ -341,11 +342,11 @@ class JobImageSerializer(serializers.ModelSerializer):
     def get_name(self, image: JobImage) -> str:
         return PurePosixPath(image.file.name or "").name
 
-    @extend_schema_field(OpenApiTypes.URI)
+    @extend_schema_field(OpenApiTypes.URI_REF)
     def get_url(self, image: JobImage) -> str:
         return self._link("job-image", image)
 
-    @extend_schema_field(OpenApiTypes.URI)
+    @extend_schema_field(OpenApiTypes.URI_REF)
     def get_thumbnail_url(self, image: JobImage) -> str:
         return self._link("job-image-thumbnail", image)
 

@@ -5,7 +5,7 @@ from unittest import mock
 
 import pytest
 
-from core_app.exceptions import server_error
+from core_app.exceptions import bad_request, server_error
 from queue_app.models import Job
 from tests.support import assert_error, db_snapshot
 
@@ -54,6 +54,24 @@ def test_wrong_method_is_405(client, db):
 
 def test_unknown_api_url_is_404_in_the_error_shape(client, db):
     assert_error(client.get("/api/v1/no-such-thing"), 404, "not_found")
+
+
+def test_an_image_name_no_route_takes_is_404_in_the_error_shape(client, db):
+    """Found by the fuzz run (tests/test_fuzz.py): a name with a newline matches no route,
+    and /outputs/ got Django's HTML page instead of the API's answer."""
+    assert_error(client.get("/outputs/5f0c7a52%0A.png"), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("handler", "status"), [(bad_request, 400), (server_error, 500)], ids=["400", "500"]
+)
+def test_errors_before_any_view_are_in_the_error_shape_under_outputs_too(rf, handler, status):
+    request = rf.get("/outputs/a.png")
+    response = handler(request) if handler is server_error else handler(request, Exception())
+
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    assert set(json.loads(response.content)) == {"message", "error", "code"}
 
 
 def test_unexpected_exception_is_a_500_in_the_error_shape(client, server):

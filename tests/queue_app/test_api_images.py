@@ -5,6 +5,7 @@ import io
 import uuid
 from datetime import UTC, datetime
 
+import jsonschema_rs
 import pytest
 from django.core.files.storage import default_storage
 from model_bakery import baker
@@ -13,6 +14,7 @@ from PIL import Image, PngImagePlugin
 from queue_app import images
 from queue_app.images import image_storage_names, save_image_file, stored_name, thumbnail_name
 from queue_app.models import Job, JobImage, JobStatus
+from tests.openapi_check import schema_document
 from tests.support import assert_error
 
 WHEN = datetime(2025, 5, 14, 2, 40, 48, 393000, tzinfo=UTC)
@@ -121,6 +123,21 @@ def test_links_are_paths_without_a_public_url_whatever_the_host_header(client, j
     (entry,) = response.json()["images"]
     assert entry["url"] == f"/api/v1/queue/jobs/{job.pk}/images/0"
     assert entry["thumbnail_url"] == f"/api/v1/queue/jobs/{job.pk}/images/0/thumbnail"
+
+
+@pytest.mark.parametrize("public_url", ["", "http://192.168.1.5:8000"])
+def test_links_are_what_the_document_says_they_are_paths_included(
+    client, job, settings, public_url
+):
+    """Found by the fuzz run (tests/test_fuzz.py): the document said `format: uri`, which a
+    path (the links without MOBILESD_PUBLIC_URL) is not; they are `uri-reference`."""
+    settings.MOBILESD_PUBLIC_URL = public_url
+    add_image(job, png_bytes((64, 64)), index=0, seed=1)
+
+    (entry,) = client.get(f"/api/v1/queue/jobs/{job.pk}/images").json()["images"]
+
+    image_schema = schema_document()["components"]["schemas"]["JobImage"]
+    jsonschema_rs.validator_for(image_schema, validate_formats=True).validate(entry)
 
 
 def test_public_url_links_ignore_the_host_header(client, job, settings):
