@@ -310,14 +310,13 @@ def commit_without_flush(enabled: bool) -> None:
     """Make this thread's database connection commit without waiting for the disk
     (PostgreSQL's `synchronous_commit = off`), or flush again (`enabled` False).
 
-    For the connections of an engine loop and its reserving thread: their transitions are
-    the ones a server waits for between two jobs (claims, reservations, starts, releases
-    and fails), and each can be lost in a PostgreSQL crash without harm, as the leases
-    recover it: a lost claim or start leaves the job pending, to run again (the images of
-    the lost run are discarded, as a job is completed only under its current lease); a
-    lost reservation is none; a lost release or fail leaves the job processing until its
-    lease lapses and it is requeued. Completions, which record the stored images, are made
-    by the storing thread on a connection that flushes as usual.
+    For the connection of an engine loop's reserving thread only: a reservation lost in a
+    PostgreSQL crash is no reservation, so the start that needs it does nothing and the
+    job is claimed as usual. Claims and starts flush (the loop's own connection): a request
+    goes out after each, and one lost in a crash would leave a job that is generating
+    pending, to be claimed and generated again, its first run's images discarded and the
+    attempt uncounted (tests/integration/test_faults.py saw it after `pg_ctl restart -m
+    immediate`). Completions, which record the stored images, flush too.
     """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:

@@ -125,7 +125,6 @@ class _ServerLoop:
     def run(self) -> int:
         done = 0
         client: ForgeClient | None = None
-        dispatch.commit_without_flush(True)
         finished: tuple[Claim, Generated] | None = None
         try:
             claim, prepared = self._next(finished=None, reserved=None)
@@ -152,31 +151,17 @@ class _ServerLoop:
             self._close()
             if client is not None:
                 client.close()
-            self._flush_again()
 
     def _next(
         self, *, finished: tuple[Claim, Generated] | None, reserved: "Reserved | None"
     ) -> "tuple[Claim | None, Prepared | None]":
         """`_next_job`, through a database outage shorter than the lease."""
 
-        def attempt() -> tuple[Claim | None, Prepared | None]:
-            if connection.connection is None:  # a fresh connection (after an outage)
-                dispatch.commit_without_flush(True)
-            return _next_job(self.server_id, finished=finished, reserved=reserved)
-
         return retry_while_database_down(
-            attempt,
+            lambda: _next_job(self.server_id, finished=finished, reserved=reserved),
             within=settings.MOBILESD_LEASE_SECONDS,
             what=f"Next job of server {self.server_id}",
         )
-
-    @staticmethod
-    def _flush_again() -> None:
-        """This thread's connection serves other tasks afterwards: back to the default."""
-        try:
-            dispatch.commit_without_flush(False)
-        except Exception:
-            connection.close()  # a connection that cannot be reset is not reused
 
     def _bookkeep(self, running: Claim, finished: tuple[Claim, Generated] | None) -> None:
         """Once `running`'s request is out: reserve the job after it, and store the one

@@ -129,11 +129,14 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(root: Path, **settings: str) -> Iterator[Cluster]:
-    """Beat and worker "w1" on the test database and broker, with these MOBILESD_*
-    settings (the others at their defaults), files under `root`; stopped afterwards."""
-    database_url = _worker_database_url()
-    broker_url = _redis_broker_url()
+def running_cluster(
+    root: Path, *, database_url: str = "", broker_url: str = "", **settings: str
+) -> Iterator[Cluster]:
+    """Beat and worker "w1" on the test database and broker (or these), with these
+    MOBILESD_* settings (the others at their defaults), files under `root`; stopped
+    afterwards."""
+    database_url = database_url or _worker_database_url()
+    broker_url = broker_url or _redis_broker_url()
     # Messages left by earlier runs (nudges, interrupts) must not reach these workers.
     broker = redis.Redis.from_url(broker_url)
     broker.flushdb()

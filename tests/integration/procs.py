@@ -2,16 +2,19 @@
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
 import requests
 
 REPO = Path(__file__).resolve().parents[2]
@@ -154,3 +157,101 @@ def embedded_mobilesd(workdir: Path) -> Iterator[Embedded]:
 
 def tail(text: str, lines: int = 80) -> str:
     return "\n".join(text.splitlines()[-lines:])
+
+
+class OwnRedis:
+    """A redis-server of a test's own on a free port, without persistence, that can be
+    restarted on its port (terminated and started again: it comes back empty)."""
+
+    BINARY = shutil.which("redis-server")
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: Process | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        assert self.BINARY is not None, "needs the redis-server binary"
+        self.starts += 1
+        self.proc = Process(
+            [
+                *(self.BINARY, "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no"),
+            ],
+            cwd=self.root,
+            env=clean_env(),
+            log=self.root / f"redis-{self.starts}.log",
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        wait_until(client.ping, timeout=10, what="redis-server")
+        client.close()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def _postgres_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found is None:
+        candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+        found = str(candidates[-1]) if candidates else None
+    return found
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of a test's own: `initdb` in a temporary folder (trust auth,
+    no fsync), served on a free port of 127.0.0.1 with its socket in that folder, that can
+    be restarted as a crash would (`pg_ctl restart -m immediate`). Its database `postgres`
+    is at `url`. As root, initdb and postgres run as the `postgres` user (they refuse root)."""
+
+    INITDB = _postgres_binary("initdb")
+    PG_CTL = _postgres_binary("pg_ctl")
+
+    def __init__(self) -> None:
+        # Not under pytest's tmp_path: that is private to its user, and postgres may be
+        # another one.
+        self.root = Path(tempfile.mkdtemp(prefix="mobilesd-pg-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+        self.log_path = self.root / "postgres.log"
+        self.as_postgres = os.geteuid() == 0
+
+    def _run(self, *args: str) -> None:
+        command = ["runuser", "-u", "postgres", "--", *args] if self.as_postgres else [*args]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=clean_env())
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed: {done.stdout}{done.stderr}")
+
+    def start(self) -> None:
+        assert self.INITDB is not None, "needs initdb"
+        if self.as_postgres:
+            shutil.chown(self.root, "postgres")
+        self._run(
+            *(self.INITDB, "-D", str(self.data), "-A", "trust", "-U", "postgres"),
+            *("-E", "UTF8", "--no-sync"),
+        )
+        self._run(*self._pg_ctl("start"), "-l", str(self.log_path))
+
+    def _pg_ctl(self, action: str) -> tuple[str, ...]:
+        assert self.PG_CTL is not None
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        return (self.PG_CTL, "-D", str(self.data), "-w", "-t", "60", "-o", options, action)
+
+    def restart(self) -> None:
+        """Stop at once, as a crash would (no checkpoint; clients are cut off), and start
+        again on the same port; returns once it accepts connections."""
+        self._run(*self._pg_ctl("restart"), "-m", "immediate", "-l", str(self.log_path))
+
+    def stop(self) -> None:
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            self._run(*self._pg_ctl("stop"), "-m", "immediate")
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -5,13 +5,11 @@ without touching the suite's broker); the job runs on a Forge simulator slow eno
 the restart falls in the middle of its generation.
 """
 
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from celery import current_app as celery_app
 from model_bakery import baker
 
@@ -21,47 +19,16 @@ from queue_app.services import job_submit
 from queue_app.tasks import run_server
 from servers_app.models import Server
 from tests.integration.conftest import _worker_database_url
-from tests.integration.procs import REPO, Process, clean_env, free_port, tail, wait_until
+from tests.integration.procs import REPO, OwnRedis, Process, clean_env, tail, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-REDIS_SERVER = shutil.which("redis-server")
 CELERY = str(Path(sys.executable).parent / "celery")
-
-
-class OwnRedis:
-    """A redis-server of this test's own, without persistence, that can be restarted on
-    its port."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: Process | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        assert REDIS_SERVER is not None
-        self.starts += 1
-        self.proc = Process(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
-            cwd=self.root,
-            env=clean_env(),
-            log=self.root / f"redis-{self.starts}.log",
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
-        wait_until(client.ping, timeout=10, what="redis-server")
-        client.close()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-            self.proc = None
 
 
 @pytest.fixture
 def own_redis(tmp_path) -> Iterator[OwnRedis]:
-    if REDIS_SERVER is None:
+    if OwnRedis.BINARY is None:
         pytest.skip("needs the redis-server binary")
     server = OwnRedis(tmp_path)
     server.start()

@@ -279,10 +279,11 @@ def test_a_failed_job_gives_its_reservation_back_to_the_normal_claim(server, sim
     assert sent_order(sim) == [str(failing.pk), str(following.pk)]
 
 
-def test_the_loop_commits_without_flush_and_completions_flush(server, sim, monkeypatch):
-    """Starts commit without waiting for the disk (recoverable through the leases); the
-    completions, which record the stored images, flush; the worker thread's connection is
-    back to the default when the loop ends."""
+def test_claims_starts_and_completions_flush_and_only_reservations_do_not(server, sim, monkeypatch):
+    """A request goes out after a claim or a start: one lost in a PostgreSQL crash would
+    leave the job pending while it generates, to be run again uncounted, so they wait for
+    the disk, as completions do. Reservations need not (a lost one only makes the start
+    fail and the job be claimed as usual). The loop's connection is left at the default."""
     from django.db import connection
 
     from queue_app import dispatch
@@ -295,7 +296,7 @@ def test_the_loop_commits_without_flush_and_completions_flush(server, sim, monke
             cursor.execute("SHOW synchronous_commit")
             return cursor.fetchone()[0]
 
-    seen: dict[str, list[str]] = {"start": [], "complete": []}
+    seen: dict[str, list[str]] = {"claim": [], "reserve": [], "start": [], "complete": []}
 
     def spy(name, original):
         def wrapper(**kwargs):
@@ -304,11 +305,16 @@ def test_the_loop_commits_without_flush_and_completions_flush(server, sim, monke
 
         return wrapper
 
+    monkeypatch.setattr(dispatch, "job_claim_next", spy("claim", dispatch.job_claim_next))
+    monkeypatch.setattr(dispatch, "job_reserve_next", spy("reserve", dispatch.job_reserve_next))
     monkeypatch.setattr(dispatch, "job_start_reserved", spy("start", dispatch.job_start_reserved))
     monkeypatch.setattr(dispatch, "job_complete", spy("complete", dispatch.job_complete))
     submit(), submit()
 
     assert server_run(server.pk) == 2
 
-    assert seen == {"start": ["off"], "complete": ["on", "on"]}
+    assert set(seen["claim"]) == {"on"}  # the first job's, and the last look (none left)
+    assert seen["start"] == ["on"]
+    assert seen["complete"] == ["on", "on"]
+    assert set(seen["reserve"]) == {"off"}
     assert setting() == "on"
