@@ -217,6 +217,8 @@ STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", "") or DATA_DIR / "media")
+# /api/v1/health answers 503 when the media storage has less free space than this.
+MOBILESD_MEDIA_MIN_FREE_BYTES = env.int("MOBILESD_MEDIA_MIN_FREE_BYTES", 100 * 1024 * 1024)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -305,6 +307,9 @@ MOBILESD_LEASE_SECONDS = env.float("MOBILESD_LEASE_SECONDS", 12.0)
 MOBILESD_HEARTBEAT_SECONDS = env.float("MOBILESD_HEARTBEAT_SECONDS", 1.0)
 MOBILESD_LEASE_RECOVERY_SECONDS = env.float("MOBILESD_LEASE_RECOVERY_SECONDS", 2.0)
 MOBILESD_RECONCILE_SECONDS = env.float("MOBILESD_RECONCILE_SECONDS", 10.0)
+# Every worker notes that it is alive this often; /api/v1/health answers 503 when no worker
+# has done so within two periods (nobody would run the queue).
+MOBILESD_WORKER_HEARTBEAT_SECONDS = _positive("MOBILESD_WORKER_HEARTBEAT_SECONDS", 10.0)
 # Servers are health-checked this often (offline ones at every reconcile).
 MOBILESD_HEALTH_CHECK_SECONDS = env.float("MOBILESD_HEALTH_CHECK_SECONDS", 60.0)
 # Transient failures (server unreachable mid-job, 5xx) retry with exponential backoff.
