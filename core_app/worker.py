@@ -60,7 +60,9 @@ class WorkerHeartbeatStep(bootsteps.StartStopStep):
 
     label = "MobileSD heartbeat"
 
-    def create(self, parent: Any) -> HeartbeatThread:
+    # Celery keeps what create() returns as the step's `obj`, which start() and stop()
+    # start and stop; celery-types declares it as returning None.
+    def create(self, parent: Any) -> HeartbeatThread:  # type: ignore[override]
         return HeartbeatThread(
             hostname=parent.hostname, period=settings.MOBILESD_WORKER_HEARTBEAT_SECONDS
         )

@@ -56,7 +56,8 @@ def _url(name: str, default: str = "") -> str:
 
 
 def _list(name: str) -> list[str]:
-    return [item.strip() for item in env.list(name, []) if item.strip()]
+    items: list[str] = env.list(name, [])
+    return [item.strip() for item in items if item.strip()]
 
 
 DATA_DIR = Path(env.str("MOBILESD_DATA_DIR", "") or BASE_DIR / "data")

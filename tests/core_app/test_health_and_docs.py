@@ -4,7 +4,6 @@ document and its browsable page."""
 from datetime import timedelta
 from unittest import mock
 
-import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 

@@ -51,7 +51,7 @@ def answering(health, status: int):
 
 def test_health_goes_503_within_two_periods_of_the_last_worker_dying(workers, health):
     # The database is flushed between tests; a running worker writes its row again.
-    status, body = wait_until(
+    _, body = wait_until(
         answering(health, 200),
         timeout=30,
         what="a healthy answer with the worker up",
@@ -65,7 +65,7 @@ def test_health_goes_503_within_two_periods_of_the_last_worker_dying(workers, he
     assert health()[0] == 200
     workers.kill_worker("w2")  # kill -9: no goodbye, only silence
     died = time.monotonic()
-    status, body = wait_until(
+    _, body = wait_until(
         answering(health, 503),
         timeout=10 * PERIOD,
         interval=0.05,
