@@ -21,7 +21,13 @@ def _settings_in(tmp_path: Path, **env: str) -> dict:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "MOBILESD_"))}
     result = subprocess.run(
         [sys.executable, "-c", code],
-        env={**clean, "MOBILESD_DATA_DIR": str(tmp_path), **env},
+        # A developer's own .env must not change what these tests see.
+        env={
+            **clean,
+            "MOBILESD_DATA_DIR": str(tmp_path),
+            "MOBILESD_ENV_FILE": str(tmp_path / "absent.env"),
+            **env,
+        },
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -94,6 +100,7 @@ def _start(
             "DJANGO_SETTINGS_MODULE": "mobilesd.settings",
             "PYTHONPATH": str(ROOT),
             "MOBILESD_DATA_DIR": str(tmp_path),
+            "MOBILESD_ENV_FILE": str(tmp_path / "absent.env"),
             **env,
         },
         cwd=cwd,
@@ -159,12 +166,16 @@ def test_the_project_roots_env_file_is_read_by_default(tmp_path):
         "print(json.dumps({'lease': s.MOBILESD_LEASE_SECONDS, 'file': s.__file__}))"
     )
 
-    result = _start(tmp_path, code=code, cwd=tmp_path, PYTHONPATH=str(project))
+    result = _start(
+        tmp_path, code=code, cwd=tmp_path, PYTHONPATH=str(project), MOBILESD_ENV_FILE=""
+    )
 
     assert result.returncode != 0
     assert 'Environment variable "DATABASE_URL" invalid' in result.stderr
     (project / ".env").write_text("MOBILESD_LEASE_SECONDS=9\n")
-    result = _start(tmp_path, code=code, cwd=tmp_path, PYTHONPATH=str(project))
+    result = _start(
+        tmp_path, code=code, cwd=tmp_path, PYTHONPATH=str(project), MOBILESD_ENV_FILE=""
+    )
     assert result.returncode == 0, result.stderr
     values = json.loads(result.stdout)
     assert values["file"].startswith(str(project))
