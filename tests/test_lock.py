@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _locked() -> dict[str, tuple[str, list[str]]]:
     """name -> (pinned version, hashes) of every package in the lock file."""
     text = (ROOT / "requirements.lock").read_text()
-    locked = {}
+    locked: dict[str, tuple[str, list[str]]] = {}
     for block in re.split(r"\n(?=[A-Za-z0-9])", text):
         match = re.match(r"([A-Za-z0-9._-]+)==(\S+)", block)
         if match:
