@@ -13,23 +13,35 @@ PYTHON ?= $(shell pyenv which python 2>/dev/null || command -v python3.13 || com
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/mobilesd
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/9
 
-.PHONY: help install run test lint pytest services browser bench clean
+# Every package at one version with its hashes, from pyproject.toml (`make lock` remakes it).
+LOCK := requirements.lock
+
+.PHONY: help install lock run test lint pytest services browser bench clean
 
 help:
 	@echo "make run    install, migrate and start MobileSD (web, worker, beat) on PORT=$(PORT)"
 	@echo "make test   install and run the whole test suite (lint, types, tests)"
 	@echo "make lint   ruff and mypy only"
+	@echo "make lock   regenerate $(LOCK) from pyproject.toml (after changing a dependency)"
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 13) else "MobileSD needs Python 3.13 (found " + sys.version.split()[0] + "); install it, e.g. pyenv install 3.13")'
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstall only when pyproject.toml changed since the last install.
+# Reinstall only when the lock file changed since the last install. Exactly the locked
+# versions, each checked against its hash; then MobileSD itself, without resolving anything
+# (its build backend, setuptools, is locked too).
 install: $(PY)
-	@cmp -s pyproject.toml $(VENV)/.installed-pyproject.toml || { \
-		$(PY) -m pip install --quiet --upgrade pip && \
-		$(PY) -m pip install --quiet -e '.[dev]' && \
-		cp pyproject.toml $(VENV)/.installed-pyproject.toml; }
+	@cmp -s $(LOCK) $(VENV)/.installed-requirements.lock || { \
+		$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK) && \
+		$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . && \
+		cp $(LOCK) $(VENV)/.installed-requirements.lock; }
+
+# The dev and sentry extras are locked too: the suite tests both.
+lock: install
+	$(PY) -m piptools compile --quiet --generate-hashes --allow-unsafe --all-build-deps \
+		--extra dev --extra sentry --strip-extras --no-emit-index-url --no-emit-find-links \
+		--output-file $(LOCK) pyproject.toml
 
 run: install
 	$(PY) manage.py migrate --noinput

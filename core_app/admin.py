@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from core_app.models import ApiKey
+from core_app.models import ApiKey, WorkerHeartbeat
 from core_app.services import api_key_issue, api_key_revoke
 
 
@@ -39,3 +39,17 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         count = api_key_revoke(keys=queryset)
         self.message_user(request, f"Revoked {count} API key(s).", messages.SUCCESS)
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(admin.ModelAdmin):
+    """The workers seen lately; written by the workers only."""
+
+    list_display = ("hostname", "started_at", "last_seen_at", "stopped_at")
+    list_filter = ("stopped_at",)
+    search_fields = ("hostname",)
+    ordering = ("-last_seen_at",)
+    readonly_fields = ("hostname", "started_at", "last_seen_at", "stopped_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

@@ -1,13 +1,20 @@
 """Reachability checks of the services MobileSD depends on."""
 
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from celery import current_app as celery_app
 from django.conf import settings
 from django.core.cache import caches
 from django.db import connection
+from django.db.models.functions import Now
+
+from core_app.models import WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -62,3 +69,59 @@ def check_cache() -> Check:
         return Check(False, f"unreachable: {exc}; rate limits are not enforced")
     location = str(settings.CACHES["default"].get("LOCATION") or "")
     return Check(True, redact_url(location) if location else "per-process memory")
+
+
+def check_worker(*, database: Check) -> Check:
+    """Whether some worker has written its heartbeat within two periods (one missed beat is
+    forgiven): without one, submitted jobs wait forever."""
+    if not database.ok:
+        return Check(False, "unknown: the database, where workers note their heartbeat, is down")
+    window = 2 * settings.MOBILESD_WORKER_HEARTBEAT_SECONDS
+    try:
+        alive = sorted(
+            WorkerHeartbeat.objects.filter(
+                stopped_at__isnull=True, last_seen_at__gte=Now() - timedelta(seconds=window)
+            ).values_list("hostname", flat=True)
+        )
+        last = None if alive else WorkerHeartbeat.objects.order_by("-last_seen_at").first()
+    except Exception as exc:  # the database went away between the checks
+        logger.warning("Worker check failed: %s", exc)
+        return Check(False, f"unknown: {exc}")
+    if alive:
+        return Check(True, f"{len(alive)} seen within {window:g} s: {', '.join(alive)}")
+    if last is None:
+        return Check(False, "no worker has ever been seen: start one (celery -A mobilesd worker)")
+    how = "stopped" if last.stopped_at else "silent"
+    return Check(
+        False,
+        f"no worker seen within {window:g} s: jobs wait; the last, {last.hostname}, "
+        f"{how} since {last.last_seen_at.isoformat(timespec='seconds')}",
+    )
+
+
+def check_storage() -> Check:
+    """Whether generated images can be saved: a probe file written and deleted in
+    MEDIA_ROOT, and at least MOBILESD_MEDIA_MIN_FREE_BYTES free there. (The path is not
+    shown: anyone may call the health check.)"""
+    root = Path(settings.MEDIA_ROOT)
+    minimum = settings.MOBILESD_MEDIA_MIN_FREE_BYTES
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".health-") as probe:
+            probe.write(b"ok")
+            probe.flush()
+        free = shutil.disk_usage(root).free
+    except OSError as exc:
+        logger.warning("Storage check of %s failed: %s", root, exc)
+        return Check(False, f"media storage (MEDIA_ROOT) not writable: {exc.strerror or exc}")
+    if free < minimum:
+        return Check(
+            False,
+            f"media storage (MEDIA_ROOT) has {_mib(free)} free, "
+            f"below MOBILESD_MEDIA_MIN_FREE_BYTES ({_mib(minimum)})",
+        )
+    return Check(True, f"writable, {_mib(free)} free")
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB"

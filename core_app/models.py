@@ -45,3 +45,23 @@ class ApiKey(models.Model):
         if self.revoked_at is None:
             self.revoked_at = timezone.now()
             self.save(update_fields=["revoked_at"])
+
+
+class WorkerHeartbeat(models.Model):
+    """The last sign of life of one Celery worker (by its node name), written by the worker
+    itself every MOBILESD_WORKER_HEARTBEAT_SECONDS (core_app.worker) on the database's clock;
+    /api/v1/health counts a worker as alive while its row is younger than two periods."""
+
+    hostname = models.CharField(max_length=255, unique=True, editable=False)
+    started_at = models.DateTimeField(editable=False)
+    last_seen_at = models.DateTimeField(editable=False)
+    stopped_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Set when the worker shut down cleanly."
+    )
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+        indexes = [models.Index(fields=["last_seen_at"], name="core_worker_last_seen_idx")]
+
+    def __str__(self) -> str:
+        return self.hostname

@@ -45,3 +45,15 @@ class HealthSerializer(serializers.Serializer):
     cache = HealthCheckSerializer(
         help_text="The rate limits' cache; when it is down the API serves without limits."
     )
+    worker = HealthCheckSerializer(
+        help_text=(
+            "Whether a Celery worker has noted its heartbeat within two periods "
+            "(MOBILESD_WORKER_HEARTBEAT_SECONDS); without one no job runs."
+        )
+    )
+    storage = HealthCheckSerializer(
+        help_text=(
+            "Whether images can be saved: MEDIA_ROOT writable, with at least "
+            "MOBILESD_MEDIA_MIN_FREE_BYTES free."
+        )
+    )

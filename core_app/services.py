@@ -1,9 +1,12 @@
 """Writes for API keys."""
 
+from datetime import timedelta
+
 from django.db.models import QuerySet
+from django.db.models.functions import Now
 from django.utils import timezone
 
-from core_app.models import ApiKey, generate_raw_key, hash_key
+from core_app.models import ApiKey, WorkerHeartbeat, generate_raw_key, hash_key
 
 
 def api_key_create(*, name: str) -> tuple[ApiKey, str]:
@@ -24,3 +27,22 @@ def api_key_issue(*, api_key: ApiKey) -> str:
 def api_key_revoke(*, keys: QuerySet[ApiKey]) -> int:
     """Revoke every still-active key of the queryset; returns how many were revoked."""
     return keys.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+# Rows of workers silent this long are forgotten (a renamed or retired host).
+WORKER_HEARTBEAT_FORGET_AFTER = timedelta(days=7)
+
+
+def worker_heartbeat_record(*, hostname: str, started: bool = False, stopped: bool = False) -> None:
+    """Note that worker `hostname` is alive (`started`: it has just started; `stopped`: it
+    has shut down cleanly). Times are the database's, so that workers on other hosts with
+    other clocks agree with the health check, which reads them on the same clock."""
+    now = Now()
+    fields: dict[str, object] = {"last_seen_at": now, "stopped_at": now if stopped else None}
+    if started:
+        fields["started_at"] = now
+        WorkerHeartbeat.objects.filter(
+            last_seen_at__lt=now - WORKER_HEARTBEAT_FORGET_AFTER
+        ).delete()
+    if not WorkerHeartbeat.objects.filter(hostname=hostname).update(**fields):
+        WorkerHeartbeat.objects.create(hostname=hostname, **{"started_at": now, **fields})

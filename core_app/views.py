@@ -8,15 +8,23 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core_app.health import check_broker, check_cache, check_database
+from core_app.health import (
+    check_broker,
+    check_cache,
+    check_database,
+    check_storage,
+    check_worker,
+)
 from core_app.serializers import HealthSerializer
 
 
 class HealthView(APIView):
-    """Database, broker and cache reachability; no API key needed, so monitors can call it.
+    """Whether the queue can make progress; no API key needed, so monitors can call it.
 
-    503 when the database or the broker is down. A cache that is down makes the status
-    `degraded` but still answers 200: the API serves without it (rate limits fail open).
+    503 when the database or the broker is down, no worker has been seen within two
+    heartbeat periods, or the media storage is not writable or nearly full: each check says
+    what it found. A cache that is down makes the status `degraded` but still answers 200:
+    the API serves without it (rate limits fail open).
     """
 
     authentication_classes = []
@@ -25,12 +33,16 @@ class HealthView(APIView):
 
     @extend_schema(responses={200: HealthSerializer, 503: HealthSerializer}, auth=[])
     def get(self, request: Request) -> Response:
-        database, broker, cache = check_database(), check_broker(), check_cache()
-        serving = database.ok and broker.ok
+        database = check_database()
+        broker, cache = check_broker(), check_cache()
+        worker, storage = check_worker(database=database), check_storage()
+        serving = database.ok and broker.ok and worker.ok and storage.ok
         body = {
             "status": "ok" if serving and cache.ok else "degraded",
             "database": asdict(database),
             "broker": asdict(broker),
             "cache": asdict(cache),
+            "worker": asdict(worker),
+            "storage": asdict(storage),
         }
         return Response(body, status=200 if serving else 503)

@@ -9,3 +9,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mobilesd.settings")
 app = Celery("mobilesd")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Each worker writes its heartbeat for /api/v1/health (by name: Django is not set up yet).
+app.steps["worker"].add("core_app.worker:WorkerHeartbeatStep")

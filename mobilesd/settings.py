@@ -11,52 +11,62 @@ import re
 import secrets
 import socket
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from environs import Env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def env_str(name: str, default: str = "") -> str:
-    return os.environ.get(name, default).strip()
+class _Env(Env):
+    """environs' reader, where a blank value (`X=` in `.env`, `X= ` exported) means unset,
+    as it always has here: commenting a line out or emptying it both restore the default."""
+
+    def _get_value(self, env_key: str, default: Any) -> Any:
+        value = super()._get_value(env_key, default)
+        if isinstance(value, str):
+            value = value.strip()
+            return value if value else default
+        return value
 
 
-def env_bool(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    return raw.strip().lower() in {"1", "true", "yes", "on"}
+env = _Env()
+# `.env` in the project root (or the file MOBILESD_ENV_FILE names) is read first; a variable
+# set in the real environment wins over it.
+env.read_env(env.str("MOBILESD_ENV_FILE", "") or BASE_DIR / ".env", recurse=False)
 
 
-def env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    return int(raw) if raw else default
-
-
-def env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    return float(raw) if raw else default
-
-
-def env_positive_float(name: str, default: float) -> float:
+def _positive(name: str, default: float) -> float:
     """A float from the environment; `default` when unset, zero or negative."""
-    value = env_float(name, default)
+    value = env.float(name, default)
     return value if value > 0 else default
 
 
-def env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+def _url(name: str, default: str = "") -> str:
+    """A URL with a scheme (postgres://, redis://, sqla+sqlite:///, https://), or `default`."""
+    value: str = env.str(name, default)
+    if value and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://.*", value):
+        # The value itself is not shown: it may hold a password.
+        raise ImproperlyConfigured(
+            f'Environment variable "{name}" invalid: not a URL (scheme://host/...).'
+        )
+    return value
 
 
-DATA_DIR = Path(env_str("MOBILESD_DATA_DIR") or BASE_DIR / "data")
+def _list(name: str) -> list[str]:
+    items: list[str] = env.list(name, [])
+    return [item.strip() for item in items if item.strip()]
+
+
+DATA_DIR = Path(env.str("MOBILESD_DATA_DIR", "") or BASE_DIR / "data")
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def _secret_key() -> str:
     """The configured key, or one generated once and kept in `data/` so sessions survive."""
-    configured = env_str("DJANGO_SECRET_KEY")
+    configured = env.str("DJANGO_SECRET_KEY", "")
     if configured:
         return configured
     key_file = DATA_DIR / ".secret_key"
@@ -67,11 +77,11 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
-DEBUG = env_bool("DJANGO_DEBUG", False)
+DEBUG = env.bool("DJANGO_DEBUG", False)
 # Where phones reach MobileSD (scheme, host and port: https://mobilesd.example.org or
 # http://192.168.1.5:8000). Absolute links (image URLs) are built from it; without it they
 # are paths. Its host is always an allowed host, its origin a trusted CSRF origin.
-MOBILESD_PUBLIC_URL = env_str("MOBILESD_PUBLIC_URL").rstrip("/")
+MOBILESD_PUBLIC_URL = env.str("MOBILESD_PUBLIC_URL", "").rstrip("/")
 
 
 def _public_origin() -> tuple[str, str]:
@@ -95,10 +105,10 @@ ALLOWED_HOSTS = list(
         ["localhost", "127.0.0.1", "[::1]"]
         + ([_MACHINE, f"{_MACHINE}.local"] if _MACHINE else [])
         + ([_PUBLIC_HOST] if _PUBLIC_HOST else [])
-        + env_list("DJANGO_ALLOWED_HOSTS")
+        + _list("DJANGO_ALLOWED_HOSTS")
     )
 )
-CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS") + (
+CSRF_TRUSTED_ORIGINS = _list("DJANGO_CSRF_TRUSTED_ORIGINS") + (
     [_PUBLIC_ORIGIN] if _PUBLIC_ORIGIN else []
 )
 
@@ -158,9 +168,10 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------
 DATABASES = {
-    "default": dj_database_url.parse(
-        env_str("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'mobilesd.sqlite3'}",
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+    "default": env.dj_db_url(
+        "DATABASE_URL",
+        f"sqlite:///{DATA_DIR / 'mobilesd.sqlite3'}",
+        conn_max_age=env.int("DATABASE_CONN_MAX_AGE", 0),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -174,7 +185,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (throttling) ---------------------------------------------------------------
-CACHE_URL = env_str("CACHE_URL")
+CACHE_URL = _url("CACHE_URL")
 CACHES = {
     "default": (
         {
@@ -197,7 +208,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = env_str("TIME_ZONE", "UTC")
+TIME_ZONE = env.str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 
@@ -206,7 +217,9 @@ STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
 MEDIA_URL = "media/"
-MEDIA_ROOT = Path(env_str("MEDIA_ROOT") or DATA_DIR / "media")
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", "") or DATA_DIR / "media")
+# /api/v1/health answers 503 when the media storage has less free space than this.
+MOBILESD_MEDIA_MIN_FREE_BYTES = env.int("MOBILESD_MEDIA_MIN_FREE_BYTES", 100 * 1024 * 1024)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -216,23 +229,23 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 
 # --- Request limits -------------------------------------------------------------------
-MOBILESD_MAX_BODY_BYTES = env_int("MOBILESD_MAX_BODY_BYTES", 1024 * 1024)
+MOBILESD_MAX_BODY_BYTES = env.int("MOBILESD_MAX_BODY_BYTES", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MOBILESD_MAX_BODY_BYTES
-MOBILESD_MAX_PROMPT_LENGTH = env_int("MOBILESD_MAX_PROMPT_LENGTH", 10_000)
-MOBILESD_DEFAULT_PAGE_SIZE = env_int("MOBILESD_DEFAULT_PAGE_SIZE", 50)
-MOBILESD_MAX_PAGE_SIZE = env_int("MOBILESD_MAX_PAGE_SIZE", 200)
+MOBILESD_MAX_PROMPT_LENGTH = env.int("MOBILESD_MAX_PROMPT_LENGTH", 10_000)
+MOBILESD_DEFAULT_PAGE_SIZE = env.int("MOBILESD_DEFAULT_PAGE_SIZE", 50)
+MOBILESD_MAX_PAGE_SIZE = env.int("MOBILESD_MAX_PAGE_SIZE", 200)
 
 # --- API: authentication, throttling, CORS --------------------------------------------
 # Every /api/v1/ endpoint needs an API key unless this is set (a trusted network only).
-MOBILESD_ALLOW_ANONYMOUS = env_bool("MOBILESD_ALLOW_ANONYMOUS", False)
-MOBILESD_THROTTLE_RATE = env_str("MOBILESD_THROTTLE_RATE", "600/min")
+MOBILESD_ALLOW_ANONYMOUS = env.bool("MOBILESD_ALLOW_ANONYMOUS", False)
+MOBILESD_THROTTLE_RATE = env.str("MOBILESD_THROTTLE_RATE", "600/min")
 # After this many failed sign-ins (wrong API keys, wrong admin passwords) from one address
 # within the window (seconds), further attempts from it are refused (429) until it ends.
-MOBILESD_FAILED_ATTEMPTS_LIMIT = env_int("MOBILESD_FAILED_ATTEMPTS_LIMIT", 10)
-MOBILESD_FAILED_ATTEMPTS_WINDOW = env_int("MOBILESD_FAILED_ATTEMPTS_WINDOW", 900)
+MOBILESD_FAILED_ATTEMPTS_LIMIT = env.int("MOBILESD_FAILED_ATTEMPTS_LIMIT", 10)
+MOBILESD_FAILED_ATTEMPTS_WINDOW = env.int("MOBILESD_FAILED_ATTEMPTS_WINDOW", 900)
 
-CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
-CORS_ALLOW_ALL_ORIGINS = env_bool("CORS_ALLOW_ALL_ORIGINS", False)
+CORS_ALLOWED_ORIGINS = _list("CORS_ALLOWED_ORIGINS")
+CORS_ALLOW_ALL_ORIGINS = env.bool("CORS_ALLOW_ALL_ORIGINS", False)
 CORS_URLS_REGEX = r"^/api/.*$"
 CORS_ALLOW_HEADERS = (
     "accept",
@@ -291,38 +304,41 @@ SPECTACULAR_SETTINGS = {
 # by the lease recovery, which looks every LEASE_RECOVERY_SECONDS. A killed worker thus
 # costs its server at most heartbeat + lease + recovery (about 15 s) of idleness, and a
 # database outage shorter than the lease costs a running job nothing.
-MOBILESD_LEASE_SECONDS = env_float("MOBILESD_LEASE_SECONDS", 12.0)
-MOBILESD_HEARTBEAT_SECONDS = env_float("MOBILESD_HEARTBEAT_SECONDS", 1.0)
-MOBILESD_LEASE_RECOVERY_SECONDS = env_float("MOBILESD_LEASE_RECOVERY_SECONDS", 2.0)
-MOBILESD_RECONCILE_SECONDS = env_float("MOBILESD_RECONCILE_SECONDS", 10.0)
+MOBILESD_LEASE_SECONDS = env.float("MOBILESD_LEASE_SECONDS", 12.0)
+MOBILESD_HEARTBEAT_SECONDS = env.float("MOBILESD_HEARTBEAT_SECONDS", 1.0)
+MOBILESD_LEASE_RECOVERY_SECONDS = env.float("MOBILESD_LEASE_RECOVERY_SECONDS", 2.0)
+MOBILESD_RECONCILE_SECONDS = env.float("MOBILESD_RECONCILE_SECONDS", 10.0)
+# Every worker notes that it is alive this often; /api/v1/health answers 503 when no worker
+# has done so within two periods (nobody would run the queue).
+MOBILESD_WORKER_HEARTBEAT_SECONDS = _positive("MOBILESD_WORKER_HEARTBEAT_SECONDS", 10.0)
 # Servers are health-checked this often (offline ones at every reconcile).
-MOBILESD_HEALTH_CHECK_SECONDS = env_float("MOBILESD_HEALTH_CHECK_SECONDS", 60.0)
+MOBILESD_HEALTH_CHECK_SECONDS = env.float("MOBILESD_HEALTH_CHECK_SECONDS", 60.0)
 # Transient failures (server unreachable mid-job, 5xx) retry with exponential backoff.
-MOBILESD_MAX_RETRIES = env_int("MOBILESD_MAX_RETRIES", 3)
-MOBILESD_RETRY_BACKOFF_SECONDS = env_float("MOBILESD_RETRY_BACKOFF_SECONDS", 5.0)
-MOBILESD_RETRY_BACKOFF_MAX_SECONDS = env_float("MOBILESD_RETRY_BACKOFF_MAX_SECONDS", 300.0)
+MOBILESD_MAX_RETRIES = env.int("MOBILESD_MAX_RETRIES", 3)
+MOBILESD_RETRY_BACKOFF_SECONDS = env.float("MOBILESD_RETRY_BACKOFF_SECONDS", 5.0)
+MOBILESD_RETRY_BACKOFF_MAX_SECONDS = env.float("MOBILESD_RETRY_BACKOFF_MAX_SECONDS", 300.0)
 # Scheduler: how many queued jobs to look at for one whose checkpoint is already loaded,
 # and how often a job may be passed over for that before it runs regardless.
-MOBILESD_SCHEDULER_LOOKAHEAD = env_int("MOBILESD_SCHEDULER_LOOKAHEAD", 8)
-MOBILESD_SCHEDULER_MAX_PASSES = env_int("MOBILESD_SCHEDULER_MAX_PASSES", 16)
+MOBILESD_SCHEDULER_LOOKAHEAD = env.int("MOBILESD_SCHEDULER_LOOKAHEAD", 8)
+MOBILESD_SCHEDULER_MAX_PASSES = env.int("MOBILESD_SCHEDULER_MAX_PASSES", 16)
 # Model cache: refreshed this often; a cache younger than MODELS_FRESH_SECONDS is trusted
 # to refuse an unknown checkpoint at submit time (an older one is checked at dispatch).
-MOBILESD_MODELS_REFRESH_SECONDS = env_float("MOBILESD_MODELS_REFRESH_SECONDS", 900.0)
-MOBILESD_MODELS_FRESH_SECONDS = env_float("MOBILESD_MODELS_FRESH_SECONDS", 1800.0)
+MOBILESD_MODELS_REFRESH_SECONDS = env.float("MOBILESD_MODELS_REFRESH_SECONDS", 900.0)
+MOBILESD_MODELS_FRESH_SECONDS = env.float("MOBILESD_MODELS_FRESH_SECONDS", 1800.0)
 # Timeouts of calls to generation servers. A job's read timeout is
 # clamp(overhead + seconds per megapixel-step x its work, floor, cap): see
 # queue_app.timeouts.job_timeout. Overhead: a checkpoint switch (2 s .. 2 min), the VAE
 # decode, the transfer; the rate is generous (SDXL/Flux on a laptop GPU).
-MOBILESD_FORGE_CONNECT_TIMEOUT = env_float("MOBILESD_FORGE_CONNECT_TIMEOUT", 5.0)
-MOBILESD_FORGE_TIMEOUT_OVERHEAD = env_positive_float("MOBILESD_FORGE_TIMEOUT_OVERHEAD", 120.0)
-MOBILESD_FORGE_SECONDS_PER_MEGAPIXEL_STEP = env_positive_float(
+MOBILESD_FORGE_CONNECT_TIMEOUT = env.float("MOBILESD_FORGE_CONNECT_TIMEOUT", 5.0)
+MOBILESD_FORGE_TIMEOUT_OVERHEAD = _positive("MOBILESD_FORGE_TIMEOUT_OVERHEAD", 120.0)
+MOBILESD_FORGE_SECONDS_PER_MEGAPIXEL_STEP = _positive(
     "MOBILESD_FORGE_SECONDS_PER_MEGAPIXEL_STEP", 3.0
 )
-MOBILESD_FORGE_TIMEOUT_FLOOR = env_positive_float("MOBILESD_FORGE_TIMEOUT_FLOOR", 300.0)
-MOBILESD_FORGE_TIMEOUT_CAP = env_positive_float("MOBILESD_FORGE_TIMEOUT_CAP", 3600.0)
+MOBILESD_FORGE_TIMEOUT_FLOOR = _positive("MOBILESD_FORGE_TIMEOUT_FLOOR", 300.0)
+MOBILESD_FORGE_TIMEOUT_CAP = _positive("MOBILESD_FORGE_TIMEOUT_CAP", 3600.0)
 
 # --- Celery ---------------------------------------------------------------------------
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or f"sqla+sqlite:///{DATA_DIR / 'broker.sqlite3'}"
+CELERY_BROKER_URL = _url("CELERY_BROKER_URL", f"sqla+sqlite:///{DATA_DIR / 'broker.sqlite3'}")
 # The database is the queue of record; task results are never read.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
@@ -371,7 +387,7 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 CELERY_TIMEZONE = "UTC"
 
 # --- Logging --------------------------------------------------------------------------
-LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOG_LEVEL = env.str("LOG_LEVEL", "INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -386,27 +402,27 @@ LOGGING = {
 # --- Civitai --------------------------------------------------------------------------
 # Image recipes and model downloads (civitai_app). The API key (also settable in the admin's
 # Civitai settings, which win) is sent to Civitai only, as a Bearer header.
-CIVITAI_BASE_URL = env_str("CIVITAI_BASE_URL", "https://civitai.com")
-CIVITAI_API_KEY = env_str("CIVITAI_API_KEY")
-CIVITAI_CONNECT_TIMEOUT = env_float("CIVITAI_CONNECT_TIMEOUT", 10.0)
-CIVITAI_READ_TIMEOUT = env_float("CIVITAI_READ_TIMEOUT", 30.0)
+CIVITAI_BASE_URL = _url("CIVITAI_BASE_URL", "https://civitai.com")
+CIVITAI_API_KEY = env.str("CIVITAI_API_KEY", "")
+CIVITAI_CONNECT_TIMEOUT = env.float("CIVITAI_CONNECT_TIMEOUT", 10.0)
+CIVITAI_READ_TIMEOUT = env.float("CIVITAI_READ_TIMEOUT", 30.0)
 # 429 and 5xx answers are retried this often, backing off exponentially (Retry-After wins).
-CIVITAI_MAX_RETRIES = env_int("CIVITAI_MAX_RETRIES", 4)
-CIVITAI_BACKOFF_SECONDS = env_float("CIVITAI_BACKOFF_SECONDS", 1.0)
-CIVITAI_BACKOFF_MAX_SECONDS = env_float("CIVITAI_BACKOFF_MAX_SECONDS", 30.0)
+CIVITAI_MAX_RETRIES = env.int("CIVITAI_MAX_RETRIES", 4)
+CIVITAI_BACKOFF_SECONDS = env.float("CIVITAI_BACKOFF_SECONDS", 1.0)
+CIVITAI_BACKOFF_MAX_SECONDS = env.float("CIVITAI_BACKOFF_MAX_SECONDS", 30.0)
 # Downloads: how many run at once (over all workers), and how a stalled transfer is noticed.
-MOBILESD_MAX_CONCURRENT_DOWNLOADS = env_int("MOBILESD_MAX_CONCURRENT_DOWNLOADS", 2)
-MOBILESD_DOWNLOAD_READ_TIMEOUT = env_float("MOBILESD_DOWNLOAD_READ_TIMEOUT", 60.0)
-MOBILESD_DOWNLOAD_CHUNK_BYTES = env_int("MOBILESD_DOWNLOAD_CHUNK_BYTES", 1024 * 1024)
+MOBILESD_MAX_CONCURRENT_DOWNLOADS = env.int("MOBILESD_MAX_CONCURRENT_DOWNLOADS", 2)
+MOBILESD_DOWNLOAD_READ_TIMEOUT = env.float("MOBILESD_DOWNLOAD_READ_TIMEOUT", 60.0)
+MOBILESD_DOWNLOAD_CHUNK_BYTES = env.int("MOBILESD_DOWNLOAD_CHUNK_BYTES", 1024 * 1024)
 # A running download renews this lease; one whose worker died is resumed after it lapses.
-MOBILESD_DOWNLOAD_LEASE_SECONDS = env_float("MOBILESD_DOWNLOAD_LEASE_SECONDS", 120.0)
-MOBILESD_DOWNLOAD_MAX_RETRIES = env_int("MOBILESD_DOWNLOAD_MAX_RETRIES", 5)
-MOBILESD_DOWNLOAD_RETRY_BACKOFF_SECONDS = env_float("MOBILESD_DOWNLOAD_RETRY_BACKOFF_SECONDS", 30.0)
-MOBILESD_DOWNLOAD_RETRY_BACKOFF_MAX_SECONDS = env_float(
+MOBILESD_DOWNLOAD_LEASE_SECONDS = env.float("MOBILESD_DOWNLOAD_LEASE_SECONDS", 120.0)
+MOBILESD_DOWNLOAD_MAX_RETRIES = env.int("MOBILESD_DOWNLOAD_MAX_RETRIES", 5)
+MOBILESD_DOWNLOAD_RETRY_BACKOFF_SECONDS = env.float("MOBILESD_DOWNLOAD_RETRY_BACKOFF_SECONDS", 30.0)
+MOBILESD_DOWNLOAD_RETRY_BACKOFF_MAX_SECONDS = env.float(
     "MOBILESD_DOWNLOAD_RETRY_BACKOFF_MAX_SECONDS", 900.0
 )
 # Free space kept on the target disk beyond the file itself.
-MOBILESD_DOWNLOAD_FREE_SPACE_MARGIN_BYTES = env_int(
+MOBILESD_DOWNLOAD_FREE_SPACE_MARGIN_BYTES = env.int(
     "MOBILESD_DOWNLOAD_FREE_SPACE_MARGIN_BYTES", 256 * 1024 * 1024
 )
 # When set, a server's models_dir must lie inside one of these folders (absolute paths,
@@ -414,17 +430,17 @@ MOBILESD_DOWNLOAD_FREE_SPACE_MARGIN_BYTES = env_int(
 # models folder can then only point downloads into them.
 MOBILESD_MODELS_ROOTS = [
     os.path.normpath(root.strip())
-    for root in re.split(rf"[,{re.escape(os.pathsep)}]", env_str("MOBILESD_MODELS_ROOTS"))
+    for root in re.split(rf"[,{re.escape(os.pathsep)}]", env.str("MOBILESD_MODELS_ROOTS", ""))
     if root.strip()
 ]
 if any(not os.path.isabs(root) for root in MOBILESD_MODELS_ROOTS):
     raise ImproperlyConfigured("MOBILESD_MODELS_ROOTS must list absolute paths.")
 # Temporary files live in this hidden folder under each server's models_dir (the same
 # filesystem as the model folders, so the final move is atomic), not under DATA_DIR.
-MOBILESD_DOWNLOAD_TMP_DIRNAME = env_str("MOBILESD_DOWNLOAD_TMP_DIRNAME", ".mobilesd-downloads")
-MOBILESD_DOWNLOAD_RECONCILE_SECONDS = env_float("MOBILESD_DOWNLOAD_RECONCILE_SECONDS", 30.0)
+MOBILESD_DOWNLOAD_TMP_DIRNAME = env.str("MOBILESD_DOWNLOAD_TMP_DIRNAME", ".mobilesd-downloads")
+MOBILESD_DOWNLOAD_RECONCILE_SECONDS = env.float("MOBILESD_DOWNLOAD_RECONCILE_SECONDS", 30.0)
 # POST /api/v1/civitai/image-info: the largest image accepted.
-MOBILESD_MAX_IMAGE_UPLOAD_BYTES = env_int("MOBILESD_MAX_IMAGE_UPLOAD_BYTES", 20 * 1024 * 1024)
+MOBILESD_MAX_IMAGE_UPLOAD_BYTES = env.int("MOBILESD_MAX_IMAGE_UPLOAD_BYTES", 20 * 1024 * 1024)
 CELERY_BEAT_SCHEDULE["reconcile-downloads"] = {
     "task": "civitai_app.tasks.reconcile_downloads",
     "schedule": MOBILESD_DOWNLOAD_RECONCILE_SECONDS,
@@ -443,21 +459,21 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
 #
 # GET /metrics (Prometheus): answered to `Authorization: Bearer <MOBILESD_METRICS_TOKEN>`
 # or a staff session; no token set: staff sessions only.
-MOBILESD_METRICS_TOKEN = env_str("MOBILESD_METRICS_TOKEN")
+MOBILESD_METRICS_TOKEN = env.str("MOBILESD_METRICS_TOKEN", "")
 # Queue wait and run time histograms count the jobs started / finished this long ago at
 # most (computed from the database at each scrape).
-MOBILESD_METRICS_WINDOW_SECONDS = env_positive_float("MOBILESD_METRICS_WINDOW_SECONDS", 300.0)
+MOBILESD_METRICS_WINDOW_SECONDS = _positive("MOBILESD_METRICS_WINDOW_SECONDS", 300.0)
 # What only a worker sees (dispatch gaps, checkpoint switches) is counted in files in this
 # folder, shared by the processes of one machine, and read by /metrics (prometheus-client's
 # multiprocess mode, which reads this variable itself when it is first imported: hence it
 # is set here, before any app imports it).
-PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR") or str(DATA_DIR / "metrics")
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", "") or str(DATA_DIR / "metrics")
 Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
 
 # LOG_FORMAT=json: one JSON object per record, with the request id, job id and server alias
 # where known (core_app.logs). Every request gets an id (X-Request-ID, echoed back).
-LOG_FORMAT = env_str("LOG_FORMAT", "plain").lower()
+LOG_FORMAT = env.str("LOG_FORMAT", "plain").lower()
 if LOG_FORMAT not in {"plain", "json"}:
     raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json', not {LOG_FORMAT!r}.")
 LOGGING["formatters"]["json"] = {"()": "core_app.logs.JsonLogFormatter"}  # type: ignore[index]
@@ -472,7 +488,7 @@ CORS_EXPOSE_HEADERS = (*CORS_EXPOSE_HEADERS, "x-request-id")
 
 # Unhandled errors of views and tasks go to Sentry when this is set and the `sentry` extra
 # is installed (a warning at start-up when it is not).
-SENTRY_DSN = env_str("SENTRY_DSN")
-SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT")
-SENTRY_TRACES_SAMPLE_RATE = env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0)
+SENTRY_DSN = env.str("SENTRY_DSN", "")
+SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", "")
+SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", 0.0)
 # === End of observability ================================================================

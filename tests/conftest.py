@@ -10,7 +10,7 @@ from django.test import Client as DjangoClient
 from model_bakery import baker
 from rest_framework.test import APIClient
 
-from core_app.services import api_key_create
+from core_app.services import api_key_create, worker_heartbeat_record
 from queue_app.models import Job
 from servers_app.models import Server
 from tests.openapi_check import check_response, openapi
@@ -82,6 +82,12 @@ def client(raw_api_key: str) -> APIClient:
 @pytest.fixture
 def anon_client(db) -> APIClient:
     return APIClient()
+
+
+@pytest.fixture
+def worker_seen(db) -> None:
+    """A worker whose heartbeat was just written, as a running worker keeps it."""
+    worker_heartbeat_record(hostname="celery@test", started=True)
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ HEALTHY = {
     "database": {"ok": True, "detail": "ok"},
     "broker": {"ok": True, "detail": "ok"},
     "cache": {"ok": True, "detail": "ok"},
+    "worker": {"ok": True, "detail": "ok"},
+    "storage": {"ok": True, "detail": "ok"},
 }
 
 

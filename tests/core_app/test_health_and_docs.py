@@ -1,13 +1,18 @@
-"""/api/v1/health, the OpenAPI document and its browsable page."""
+"""/api/v1/health (database, broker, cache, worker heartbeat, media storage), the OpenAPI
+document and its browsable page."""
 
+from datetime import timedelta
 from unittest import mock
 
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from core_app.health import Check, redact_url
+from core_app.models import WorkerHeartbeat
+from core_app.services import worker_heartbeat_record
 
 
-def test_health_reports_database_and_broker_without_a_key(anon_client, settings):
+def test_health_reports_database_and_broker_without_a_key(anon_client, worker_seen):
     response = anon_client.get("/api/v1/health")
 
     assert response.status_code == 200
@@ -15,9 +20,90 @@ def test_health_reports_database_and_broker_without_a_key(anon_client, settings)
     assert body["status"] == "ok"
     assert body["database"]["ok"] is True
     assert body["broker"]["ok"] is True
+    assert body["worker"] == {"ok": True, "detail": "1 seen within 20 s: celery@test"}
+    assert body["storage"]["ok"] is True
 
 
-def test_health_is_503_when_the_broker_is_unreachable(anon_client):
+def test_health_is_503_when_no_worker_was_ever_seen(anon_client):
+    response = anon_client.get("/api/v1/health")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["database"]["ok"] is True
+    assert body["worker"]["ok"] is False
+    assert body["worker"]["detail"].startswith("no worker has ever been seen")
+
+
+def test_health_is_503_when_the_last_heartbeat_is_older_than_two_periods(anon_client, settings):
+    settings.MOBILESD_WORKER_HEARTBEAT_SECONDS = 10
+    worker_heartbeat_record(hostname="celery@gpu-box", started=True)
+    WorkerHeartbeat.objects.update(last_seen_at=timezone.now() - timedelta(seconds=21))
+
+    response = anon_client.get("/api/v1/health")
+
+    assert response.status_code == 503
+    detail = response.json()["worker"]["detail"]
+    assert detail.startswith("no worker seen within 20 s")
+    assert "celery@gpu-box, silent since" in detail
+
+
+def test_a_heartbeat_within_two_periods_still_counts(anon_client, settings, worker_seen):
+    settings.MOBILESD_WORKER_HEARTBEAT_SECONDS = 10
+    WorkerHeartbeat.objects.update(last_seen_at=timezone.now() - timedelta(seconds=15))
+
+    assert anon_client.get("/api/v1/health").status_code == 200
+
+
+def test_health_is_503_as_soon_as_the_last_worker_stopped_cleanly(anon_client, worker_seen):
+    worker_heartbeat_record(hostname="celery@test", stopped=True)
+
+    response = anon_client.get("/api/v1/health")
+
+    assert response.status_code == 503
+    assert "celery@test, stopped since" in response.json()["worker"]["detail"]
+
+
+def test_health_does_not_guess_workers_when_the_database_is_down(anon_client, worker_seen):
+    with mock.patch("core_app.views.check_database", return_value=Check(False, "refused")):
+        response = anon_client.get("/api/v1/health")
+
+    assert response.status_code == 503
+    assert response.json()["worker"] == {
+        "ok": False,
+        "detail": "unknown: the database, where workers note their heartbeat, is down",
+    }
+
+
+def test_health_is_503_when_media_storage_cannot_hold_a_file(anon_client, settings, worker_seen):
+    settings.MEDIA_ROOT = settings.MEDIA_ROOT / "image.png"
+    settings.MEDIA_ROOT.parent.mkdir(parents=True, exist_ok=True)
+    settings.MEDIA_ROOT.write_bytes(b"a file where the folder should be")
+
+    response = anon_client.get("/api/v1/health")
+
+    assert response.status_code == 503
+    assert response.json()["storage"]["ok"] is False
+    assert "not writable" in response.json()["storage"]["detail"]
+
+
+def test_health_is_503_below_the_minimum_free_space(anon_client, settings, worker_seen):
+    settings.MOBILESD_MEDIA_MIN_FREE_BYTES = 2**62  # more than any disk has
+
+    response = anon_client.get("/api/v1/health")
+
+    assert response.status_code == 503
+    detail = response.json()["storage"]["detail"]
+    assert "below MOBILESD_MEDIA_MIN_FREE_BYTES" in detail
+
+
+def test_the_storage_probe_leaves_nothing_behind(anon_client, settings, worker_seen):
+    assert anon_client.get("/api/v1/health").json()["storage"]["ok"] is True
+
+    assert list(settings.MEDIA_ROOT.iterdir()) == []
+
+
+def test_health_is_503_when_the_broker_is_unreachable(anon_client, worker_seen):
     with mock.patch("core_app.views.check_broker", return_value=Check(False, "Connection refused")):
         response = anon_client.get("/api/v1/health")
 

@@ -152,7 +152,7 @@ def test_a_cache_outage_is_logged_once_not_per_request(client, dead_cache, caplo
     assert throttling.cache_health.suppressed >= 4  # the other failures, not logged
 
 
-def test_health_reports_the_cache_as_degraded_but_serving(anon_client, dead_cache):
+def test_health_reports_the_cache_as_degraded_but_serving(anon_client, dead_cache, worker_seen):
     response = anon_client.get("/api/v1/health")
 
     assert response.status_code == 200
@@ -163,7 +163,7 @@ def test_health_reports_the_cache_as_degraded_but_serving(anon_client, dead_cach
     assert body["broker"]["ok"] is True
 
 
-def test_health_reports_a_working_cache(anon_client):
+def test_health_reports_a_working_cache(anon_client, worker_seen):
     body = anon_client.get("/api/v1/health").json()
 
     assert body["status"] == "ok"

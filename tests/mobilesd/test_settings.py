@@ -1,7 +1,8 @@
-"""Settings read from the environment: which Host headers MobileSD answers to."""
+"""Settings read from the environment (and `.env`): hosts, malformed values, defaults."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,13 @@ def _settings_in(tmp_path: Path, **env: str) -> dict:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "MOBILESD_"))}
     result = subprocess.run(
         [sys.executable, "-c", code],
-        env={**clean, "MOBILESD_DATA_DIR": str(tmp_path), **env},
+        # A developer's own .env must not change what these tests see.
+        env={
+            **clean,
+            "MOBILESD_DATA_DIR": str(tmp_path),
+            "MOBILESD_ENV_FILE": str(tmp_path / "absent.env"),
+            **env,
+        },
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -66,3 +73,110 @@ def test_a_request_for_another_host_is_refused(anon_client):
 
     assert response.status_code == 400
     assert response.json()["code"] == "bad_request"
+
+
+SETUP = (
+    "import django, json; django.setup(); from django.conf import settings as s; "
+    "print(json.dumps({'anonymous': s.MOBILESD_ALLOW_ANONYMOUS, "
+    "'lease': s.MOBILESD_LEASE_SECONDS, 'engine': s.DATABASES['default']['ENGINE'], "
+    "'broker': s.CELERY_BROKER_URL}))"
+)
+
+
+def _start(
+    tmp_path: Path, *, code: str = SETUP, cwd: Path = ROOT, **env: str
+) -> subprocess.CompletedProcess:
+    """`code` (by default `django.setup()`) in a fresh process with `env` beside a clean
+    environment."""
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "MOBILESD_", "DATABASE_", "CELERY_", "CACHE_"))
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={
+            **clean,
+            "DJANGO_SETTINGS_MODULE": "mobilesd.settings",
+            "PYTHONPATH": str(ROOT),
+            "MOBILESD_DATA_DIR": str(tmp_path),
+            "MOBILESD_ENV_FILE": str(tmp_path / "absent.env"),
+            **env,
+        },
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MOBILESD_ALLOW_ANONYMOUS", "ture"),
+        ("DJANGO_DEBUG", "maybe"),
+        ("MOBILESD_LEASE_SECONDS", "abc"),
+        ("MOBILESD_MAX_RETRIES", "3.5"),
+        ("DATABASE_URL", "nonsense"),
+        ("CELERY_BROKER_URL", "nonsense"),
+        ("CACHE_URL", "127.0.0.1:6379"),
+    ],
+)
+def test_a_malformed_value_stops_startup_naming_the_variable(tmp_path, name, value):
+    result = _start(tmp_path, **{name: value})
+
+    assert result.returncode != 0
+    assert f'Environment variable "{name}" invalid' in result.stderr
+
+
+def test_a_blank_value_means_the_default(tmp_path):
+    result = _start(tmp_path, MOBILESD_LEASE_SECONDS=" ", MOBILESD_ALLOW_ANONYMOUS="")
+
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert (values["lease"], values["anonymous"]) == (12.0, False)
+
+
+def test_the_env_file_is_read_and_the_environment_wins_over_it(tmp_path):
+    env_file = tmp_path / "custom.env"
+    env_file.write_text(
+        "MOBILESD_ALLOW_ANONYMOUS=true\n"
+        "MOBILESD_LEASE_SECONDS=7.5\n"
+        "CELERY_BROKER_URL=redis://127.0.0.1:6379/3\n"
+    )
+
+    result = _start(tmp_path, MOBILESD_ENV_FILE=str(env_file), MOBILESD_LEASE_SECONDS="4")
+
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert values["anonymous"] is True
+    assert values["broker"] == "redis://127.0.0.1:6379/3"
+    assert values["lease"] == 4.0  # the real environment wins
+
+
+def test_the_project_roots_env_file_is_read_by_default(tmp_path):
+    """A copy of the settings with a `.env` in its project root, read from elsewhere."""
+    project = tmp_path / "project"
+    (project / "mobilesd").mkdir(parents=True)
+    shutil.copy(ROOT / "mobilesd" / "settings.py", project / "mobilesd" / "settings.py")
+    (project / ".env").write_text("MOBILESD_LEASE_SECONDS=9\nDATABASE_URL=nonsense\n")
+    code = (
+        "import json, mobilesd.settings as s; "
+        "print(json.dumps({'lease': s.MOBILESD_LEASE_SECONDS, 'file': s.__file__}))"
+    )
+
+    result = _start(
+        tmp_path, code=code, cwd=tmp_path, PYTHONPATH=str(project), MOBILESD_ENV_FILE=""
+    )
+
+    assert result.returncode != 0
+    assert 'Environment variable "DATABASE_URL" invalid' in result.stderr
+    (project / ".env").write_text("MOBILESD_LEASE_SECONDS=9\n")
+    result = _start(
+        tmp_path, code=code, cwd=tmp_path, PYTHONPATH=str(project), MOBILESD_ENV_FILE=""
+    )
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert values["file"].startswith(str(project))
+    assert values["lease"] == 9.0
