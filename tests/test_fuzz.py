@@ -189,7 +189,7 @@ def fuzz_world(db, settings, tmp_path, raw_api_key: str, no_network, connection_
 
 @schema.parametrize()
 def test_every_operation_answers_as_documented(
-    case, fuzz_world: str, no_network: list[str]
+    case, fuzz_world: str, no_network: list[str], worker_seen: None
 ) -> None:
     """No server error, and every answer is one the document describes (status, media type,
     body), for generated valid and invalid requests alike."""

@@ -71,6 +71,7 @@ class Run:
     recovery: dict[str, float] = field(default_factory=dict)
     # How often each job was in flight when its worker or its server was killed.
     hit: Counter[Any] = field(default_factory=Counter)
+    restarted: int | None = None  # the server whose simulator was restarted
     replacements: int = 0
     killed: list[str] = field(default_factory=list)
 
@@ -294,6 +295,7 @@ def restart_a_simulator(run: Run) -> None:
         in_flight = set(on_server.values_list("pk", flat=True))
         sim.restart()
         run.hit.update(in_flight)
+        run.restarted = server_id
 
     restart(run, "simulator restart", restart_simulator, {server_id})
 
@@ -361,13 +363,22 @@ def test_100_jobs_complete_exactly_once_through_killed_workers_and_restarted_ser
     calls = received(*simulators)
     assert [task for task, n in calls.items() if n != 1] == []
     per_job = Counter(task.split(".")[0] for task in calls)
+    # A request written to the restarting simulator's connection just as it dies is lost
+    # with it, unseen; MobileSD cannot tell that from a request the server took, so it
+    # counts the attempt (conservatively). At most one job per restart can be caught so.
+    cut = {
+        r.pk for r in rows if r.server_id == run.restarted and per_job[str(r.pk)] == r.retry_count
+    }
+    assert len(cut) <= 1
     assert {str(r.pk): per_job[str(r.pk)] for r in rows} == {
-        str(r.pk): r.retry_count + 1 for r in rows
+        str(r.pk): r.retry_count + (0 if r.pk in cut else 1) for r in rows
     }
     assert set(per_job) == {str(r.pk) for r in rows}
     # Only a killed worker or server cost a job an attempt: the Redis and PostgreSQL
     # restarts (shorter than the lease) requeued nothing.
-    assert {r.pk: r.retry_count for r in rows if r.retry_count > run.hit[r.pk]} == {}
+    assert {
+        r.pk: r.retry_count for r in rows if r.retry_count > run.hit[r.pk] + (r.pk in cut)
+    } == {}
     # One image per job, each row with its file, and no file without a row.
     images = list(JobImage.objects.filter(job__in=rows))
     assert Counter(image.job_id for image in images) == {r.pk: 1 for r in rows}
