@@ -318,8 +318,8 @@ def test_gallery_opens_an_image_with_its_parameters(logged_in, server, finished_
 
     page.wait_for_function(
         "() => { const img = document.querySelector('.msd-image-large img');"
-        " return img.complete && img.naturalWidth > 0; }"
-    )
+        " return img !== null && img.complete && img.naturalWidth > 0; }"
+    )  # null until the click's navigation has landed on the image's page
     expect(page.locator(".msd-params")).to_contain_text("1234")  # the seed
     expect(page.locator(".msd-params")).to_contain_text("a lighthouse at dusk")
     shoot("gallery-image")
