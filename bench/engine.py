@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark of MobileSD's generation engine against Forge simulators.
 
-    .venv/bin/python bench/engine.py [--scenario gap|utilization|switching|memory|all] ...
+    .venv/bin/python bench/engine.py [--scenario gap|depth|utilization|switching|memory|all]
 
 What runs (bench/engine_harness.py): a real Celery worker subprocess (thread pool) on a
 dedicated PostgreSQL database (BENCH_DB_NAME, default `mobilesd_bench`, dropped and
@@ -15,6 +15,7 @@ from the simulators' event logs (`time.monotonic()`), never from MobileSD
 Scenarios, one module each (see bench/README.md):
   gap          bench/engine_gap.py: a server's previous job finished -> its next request
                arrives (p50/p99)
+  depth        bench/engine_depth.py: the gap's p50 with 20,000 jobs pending versus 100
   utilization  bench/engine_utilization.py: 4 servers, 200 jobs of 0.5 s: ideal makespan /
                measured makespan
   switching    bench/engine_switching.py: 3 checkpoints interleaved (switch 2 s, jobs
@@ -46,6 +47,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import (  # noqa: E402
+    engine_depth,
     engine_gap,
     engine_memory,
     engine_switching,
@@ -77,7 +79,13 @@ class Scenario(Protocol):
 
 SCENARIOS: dict[str, Scenario] = {
     scenario.NAME: scenario
-    for scenario in (engine_gap, engine_utilization, engine_switching, engine_memory)
+    for scenario in (
+        engine_gap,
+        engine_depth,
+        engine_utilization,
+        engine_switching,
+        engine_memory,
+    )
 }
 
 
@@ -125,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
     parser.add_argument(
-        "--jobs", type=int, default=0, help="jobs per scenario (default: 300/200/30/20)"
+        "--jobs", type=int, default=0, help="jobs per scenario (default: 300/100/200/30/20)"
     )
     for scenario in SCENARIOS.values():
         scenario.add_options(parser)

@@ -399,9 +399,12 @@ class Bench:
         timeout: float = 300,
         sample_rss: bool = False,
         before_jobs: Callable[[], None] | None = None,
+        after_jobs: Callable[[], None] | None = None,
     ) -> RunResult:
         """Start simulators and a worker, queue `jobs` (server index or None for "any",
-        generation_params) all at once, wait until every job has ended."""
+        generation_params) all at once, wait until every job has ended. `before_jobs` runs
+        once the worker is up, before the jobs are queued; `after_jobs` once they ended,
+        before the worker stops."""
         from django.db import transaction
 
         from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
@@ -466,6 +469,8 @@ class Bench:
                 )
                 done_at = time.monotonic()
                 cpu_after = cpu_by_program(pids)
+                if after_jobs is not None:
+                    after_jobs()
                 if spy is not None:
                     spy.signal(signal.SIGINT)  # py-spy writes its output on SIGINT
                     spy.popen.wait(60)

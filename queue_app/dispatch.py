@@ -29,7 +29,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, models, transaction
-from django.db.models import Count, F, Field, Q
+from django.db.models import Count, F, Field, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core_app.leases import LeaseLost, backoff_seconds, lease_expiry, lease_lost_reason
@@ -105,17 +106,38 @@ _JSON_ELEMENTS = {
 # The head of a server's queue: the jobs it may take now (its own or "any" jobs that fit
 # it, not waiting out a backoff, not reserved by a worker unless the reservation lapsed),
 # in queue order, as many as the scheduler looks at.
+#
+# Two heads, each read in the order of an index of its own (Job.Meta.indexes: the pending
+# jobs by server, priority and age; the pending "any" jobs by priority and age) and cut at
+# the look-ahead, then merged: each is an index range scan that stops after a few rows, so
+# the claim costs the same with 20,000 jobs waiting as with 10. One statement with an OR
+# of the two would sort every pending job of the server. With row locks, each head locks
+# the rows it read (SKIP LOCKED: rows another claim holds are passed, as before), so up to
+# twice the look-ahead is locked until the claim commits.
 _QUEUE_HEAD = """
-SELECT * FROM {job}
-WHERE {job.status} = %(pending)s
-  AND ({job.server_id} = %(server_id)s
-       OR ({job.server_id} IS NULL AND {job.target_server_alias} = %(any_server)s
-           AND {any_job_fits}))
-  AND ({job.next_attempt_at} IS NULL OR {job.next_attempt_at} <= %(now)s)
-  AND ({job.lease_token} IS NULL OR {job.lease_expires_at} < %(now)s)
+WITH own_head AS (
+  SELECT * FROM {job}
+  WHERE {job.status} = {pending}
+    AND {job.server_id} = %(server_id)s
+    AND {eligible}
+  ORDER BY {job.priority} DESC, {job.created_at} ASC
+  LIMIT %(lookahead)s
+  {row_lock}
+), any_head AS (
+  SELECT * FROM {job}
+  WHERE {job.status} = {pending}
+    AND {job.server_id} IS NULL AND {job.target_server_alias} = {any_server}
+    AND {eligible}
+    AND {any_job_fits}
+  ORDER BY {job.priority} DESC, {job.created_at} ASC
+  LIMIT %(lookahead)s
+  {row_lock}
+)
+SELECT * FROM own_head
+UNION ALL
+SELECT * FROM any_head
 ORDER BY {job.priority} DESC, {job.created_at} ASC
 LIMIT %(lookahead)s
-{row_lock}
 """
 
 # Reserve a pending job of the server for the worker, unless someone else holds a live
@@ -124,7 +146,7 @@ _RESERVE = """
 UPDATE {job}
 SET {job.lease_token} = %(token)s, {job.lease_expires_at} = %(expires)s
 WHERE {job.id} = %(job_id)s
-  AND {job.status} = %(pending)s
+  AND {job.status} = {pending}
   AND {job.server_id} = %(server_id)s
   AND ({job.lease_token} IS NULL OR {job.lease_expires_at} < %(now)s)
 """
@@ -143,7 +165,7 @@ SET {job.status} = %(processing)s,
     {job.progress} = %(progress)s,
     {job.next_attempt_at} = NULL
 WHERE {job.id} = %(job_id)s
-  AND {job.status} = %(pending)s
+  AND {job.status} = {pending}
   AND {job.lease_token} = %(token)s
   -- the finishing job is still ours; its row stays locked until this commits
   AND EXISTS (
@@ -161,16 +183,22 @@ WHERE {job.id} = %(job_id)s
       AND ({server.is_online} IS NULL OR {server.is_online})
       AND {server.updated_at} = %(server_updated_at)s
   )
-  -- no job of higher priority may run on the server now (the conditions of _QUEUE_HEAD)
+  -- no job of higher priority may run on the server now (the conditions of _QUEUE_HEAD,
+  -- one head each: index range scans of the higher priorities)
   AND NOT EXISTS (
     SELECT 1 FROM {job}
-    WHERE {job.status} = %(pending)s
-      AND ({job.server_id} = %(server_id)s
-           OR ({job.server_id} IS NULL AND {job.target_server_alias} = %(any_server)s
-               AND {any_job_fits}))
-      AND ({job.next_attempt_at} IS NULL OR {job.next_attempt_at} <= %(now)s)
-      AND ({job.lease_token} IS NULL OR {job.lease_expires_at} < %(now)s)
+    WHERE {job.status} = {pending}
+      AND {job.server_id} = %(server_id)s
       AND {job.priority} > %(priority)s
+      AND {eligible}
+  )
+  AND NOT EXISTS (
+    SELECT 1 FROM {job}
+    WHERE {job.status} = {pending}
+      AND {job.server_id} IS NULL AND {job.target_server_alias} = {any_server}
+      AND {job.priority} > %(priority)s
+      AND {eligible}
+      AND {any_job_fits}
   )
 """
 
@@ -204,6 +232,21 @@ class _SqlNames:
         return connection.ops.quote_name(field.column)
 
 
+# A job the server may take now, as far as retries and reservations go: not waiting out
+# a backoff, not reserved by a worker unless the reservation lapsed.
+_ELIGIBLE = """({job.next_attempt_at} IS NULL OR {job.next_attempt_at} <= %(now)s)
+    AND ({job.lease_token} IS NULL OR {job.lease_expires_at} < %(now)s)"""
+
+
+def _literal(value: str) -> str:
+    """A constant of the code (a status, the "any" alias) as an SQL string literal. Written
+    into the text, not bound, so that the database sees the conditions of the partial
+    indexes (SQLite matches an index's WHERE against the statement's text)."""
+    text = str(value)
+    assert text.isalnum(), text
+    return f"'{text}'"
+
+
 @cache
 def _sql(template: str, *, row_lock: str = "") -> str:
     """The statement `template` with its names filled in (built once per locking clause)."""
@@ -212,7 +255,15 @@ def _sql(template: str, *, row_lock: str = "") -> str:
     any_job_fits = _ANY_JOB_FITS.format(
         job=job, server=server, model=model, wanted=elements.format(job=job), wanted_key=element
     )
-    return template.format(job=job, server=server, row_lock=row_lock, any_job_fits=any_job_fits)
+    return template.format(
+        job=job,
+        server=server,
+        row_lock=row_lock,
+        any_job_fits=any_job_fits,
+        eligible=_ELIGIBLE.format(job=job),
+        pending=_literal(JobStatus.PENDING),
+        any_server=_literal(ANY_SERVER),
+    )
 
 
 def _row_lock(clause: str) -> str:
@@ -229,9 +280,7 @@ def _db(name: str, value: Any) -> Any:
 def _queue_head_params(server: Server, now: datetime) -> dict[str, Any]:
     """The values that say which jobs are at the head of `server`'s queue at `now`."""
     return {
-        "pending": str(JobStatus.PENDING),
         "server_id": server.pk,
-        "any_server": ANY_SERVER,
         "lora_kind": str(ModelKind.LORA),
         "now": _db("next_attempt_at", now),
     }
@@ -348,7 +397,6 @@ def job_reserve_next(*, running: Claim) -> Claim | None:
         "token": _db("lease_token", token),
         "expires": _db("lease_expires_at", expires),
         "job_id": _db("id", job.pk),
-        "pending": str(JobStatus.PENDING),
         "server_id": server.pk,
         "now": _db("lease_expires_at", now),
     }
@@ -416,11 +464,22 @@ def job_unreserve(*, reserved: Claim) -> None:
 
 def server_may_claim(*, server_id: int) -> bool:
     """A cheap, lock-free look (one query): is the server enabled, not offline, with a free
-    slot? Lets a redundant nudge end without taking the server's lock."""
+    slot? Lets a redundant nudge end without taking the server's lock.
+
+    The running jobs are counted in a subquery that reads only the server's processing
+    jobs (an index range): a join of all its jobs would grow with its queue and history.
+    """
+    running = (
+        Job.objects.filter(server=OuterRef("pk"), status=JobStatus.PROCESSING)
+        .order_by()
+        .values("server")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
     return (
         Server.objects.filter(pk=server_id, enabled=True)
         .exclude(is_online=False)
-        .annotate(running=Count("jobs", filter=Q(jobs__status=JobStatus.PROCESSING)))
+        .annotate(running=Coalesce(Subquery(running), 0))
         .filter(running__lt=F("slots"))
         .exists()
     )

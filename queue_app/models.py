@@ -80,6 +80,21 @@ class Job(models.Model):
             models.Index(
                 fields=["server", "status", "created_at"], name="job_server_status_created"
             ),
+            # The heads of the queues a claim reads (queue_app.dispatch._QUEUE_HEAD), each
+            # in its order, so that a claim reads a few rows however many jobs wait: a
+            # server's own pending jobs, and the pending jobs for "any" server.
+            models.Index(
+                fields=["server", "-priority", "created_at"],
+                name="job_pending_head",
+                condition=models.Q(status="pending"),
+            ),
+            models.Index(
+                fields=["-priority", "created_at"],
+                name="job_pending_any_head",
+                condition=models.Q(
+                    status="pending", server__isnull=True, target_server_alias=ANY_SERVER
+                ),
+            ),
             # The reconcile task looks for processing jobs whose lease lapsed.
             models.Index(
                 fields=["lease_expires_at"],

@@ -1,5 +1,6 @@
 """Claiming, leases and the scheduler (queue_app.dispatch), without a server."""
 
+import json
 import threading
 import uuid
 from collections.abc import Callable
@@ -701,3 +702,144 @@ def test_a_reserved_job_does_not_start_once_its_server_is_reconfigured(online):
     assert not dispatch.job_start_reserved(reserved=reserved, finishing=running)
 
     assert Job.objects.get(pk=following.pk).status == JobStatus.PENDING
+
+
+# -- the claim's cost does not grow with the queue --------------------------------------------
+
+
+def test_the_heads_of_a_servers_own_queue_and_of_any_merge_in_queue_order(online):
+    """The claim reads its own head and the "any" head apart and merges them: the order is
+    still priority, then age, across both."""
+    old_any, young_any = queue(None, n=2)
+    (own,) = queue(online)
+    (urgent_any,) = queue(None, priority=3)
+    (urgent_own,) = queue(online, priority=3)
+
+    claimed = []
+    for _ in range(5):
+        claim = dispatch.job_claim_next(server_id=online.pk)
+        assert claim is not None
+        claimed.append(claim.job_id)
+        Job.objects.filter(pk=claim.job_id).update(status=JobStatus.COMPLETED)
+
+    assert claimed == [urgent_any.pk, urgent_own.pk, old_any.pk, young_any.pk, own.pk]
+
+
+def waiting_jobs(online: Server, other: Server, n: int) -> None:
+    """`n` pending jobs of each kind a claim of `online` meets (its own, "any", another
+    server's, at three priorities), some in backoff or reserved, and as many finished."""
+    later = timezone.now() + timedelta(minutes=5)
+    jobs = []
+    for i in range(n):
+        for server in (online, None, other):
+            jobs.append(
+                Job(
+                    server=server,
+                    target_server_alias=server.alias if server else "any",
+                    generation_params={"positive_prompt": "x"},
+                    priority=i % 3,
+                    lora_keys=["ink"] if i % 7 == 0 else [],
+                    next_attempt_at=later if i % 11 == 0 else None,
+                    lease_token=uuid.uuid4() if i % 13 == 0 else None,
+                    lease_expires_at=later if i % 13 == 0 else None,
+                )
+            )
+        jobs.append(Job(server=online, target_server_alias=online.alias, generation_params={}))
+        jobs[-1].status = JobStatus.COMPLETED
+    Job.objects.bulk_create(jobs, batch_size=2000)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {connection.ops.quote_name(Job._meta.db_table)}")
+
+
+def explained(sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The nodes of PostgreSQL's plan of `sql`, each with the nodes below it (`below`)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        (document,) = cursor.fetchone()
+    plan = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
+    nodes: list[dict[str, Any]] = []
+
+    def walk(node: dict[str, Any]) -> list[dict[str, Any]]:
+        below: list[dict[str, Any]] = []
+        for child in node.get("Plans", []):
+            below += [child, *walk(child)]
+        nodes.append({**node, "below": below})
+        return below
+
+    walk(plan)
+    return nodes
+
+
+def assert_read_in_index_order(nodes: list[dict[str, Any]], indexes: set[str]) -> None:
+    table = Job._meta.db_table
+    scans = [
+        node
+        for node in nodes
+        if node.get("Relation Name") == table and node["Node Type"] != "ModifyTable"
+    ]
+    # Every read of the jobs is a range of an index, in its order (a bitmap or sequential
+    # scan has no order, and would need the sort), the heads read through theirs...
+    assert {node["Node Type"] for node in scans} == {"Index Scan"}
+    assert indexes <= {node.get("Index Name") for node in scans}
+    # ...and nothing sorts rows read from the table (only the merged heads, a few rows).
+    for sort in (node for node in nodes if node["Node Type"] in ("Sort", "Incremental Sort")):
+        assert not [below for below in sort["below"] if below.get("Relation Name") == table]
+
+
+@pytest.fixture
+def deep_queue(online) -> tuple[Server, Server]:
+    if connection.vendor != "postgresql":
+        pytest.skip("reads PostgreSQL's plans (EXPLAIN (FORMAT JSON))")
+    other = baker.make(Server, alias="Desktop", api_url="http://127.0.0.1:2", is_online=True)
+    baker.make(CachedModel, server=online, kind=ModelKind.LORA, name="ink", stem_key="ink")
+    waiting_jobs(online, other, 2000)
+    return online, other
+
+
+HEADS = {"job_pending_head", "job_pending_any_head"}
+
+
+def test_the_claim_reads_each_head_in_its_index_order_however_deep_the_queue(deep_queue):
+    online, _ = deep_queue
+    sql = dispatch._sql(dispatch._QUEUE_HEAD, row_lock=dispatch._FOR_UPDATE_SKIP_LOCKED)
+    params = {**dispatch._queue_head_params(online, timezone.now()), "lookahead": 8}
+
+    assert_read_in_index_order(explained(sql, params), HEADS)
+
+
+def test_starting_a_reservation_looks_for_higher_priorities_in_index_order(deep_queue):
+    online, _ = deep_queue
+    params = {
+        **dispatch._queue_head_params(online, timezone.now()),
+        "processing": "processing",
+        "job_id": uuid.uuid4().hex,
+        "token": uuid.uuid4().hex,
+        "expires": timezone.now(),
+        "task_id": "t",
+        "progress": "{}",
+        "finishing_id": uuid.uuid4().hex,
+        "finishing_token": uuid.uuid4().hex,
+        "priority": 2,  # the highest waiting, as a reserved job's is
+        "server_updated_at": online.updated_at,
+    }
+    sql = dispatch._sql(dispatch._START_RESERVED, row_lock=dispatch._FOR_UPDATE)
+
+    assert_read_in_index_order(explained(sql, params), HEADS)
+
+
+def test_server_may_claim_counts_only_its_running_jobs_against_its_slots(online):
+    """The cheap look of a nudge: waiting and finished jobs take no slot; running ones do."""
+    Server.objects.filter(pk=online.pk).update(slots=2)
+    queue(online, n=3)
+    queue(online, status=JobStatus.COMPLETED)
+    other = baker.make(Server, alias="Desktop", api_url="http://x:1", is_online=True)
+    queue(other, n=2, status=JobStatus.PROCESSING)
+    assert dispatch.server_may_claim(server_id=online.pk)
+
+    queue(online, status=JobStatus.PROCESSING)
+    assert dispatch.server_may_claim(server_id=online.pk)
+
+    queue(online, status=JobStatus.PROCESSING)
+    assert not dispatch.server_may_claim(server_id=online.pk)
+    Server.objects.filter(pk=online.pk).update(is_online=False, slots=5)
+    assert not dispatch.server_may_claim(server_id=online.pk)
