@@ -1,4 +1,5 @@
-"""Helpers for tests: the documented shapes of SEED_API.md, and database snapshots."""
+"""Helpers for tests: the documented shapes of SEED_API.md, database snapshots, and servers
+checked against a simulator."""
 
 import json
 import re
@@ -9,6 +10,8 @@ from typing import Any
 from django.apps import apps
 
 from queue_app.services import job_submit
+from servers_app.models import Server
+from servers_app.services import server_check_health
 
 # The keys of a job exactly as SEED_API.md documents them, in the documented order.
 DOCUMENTED_JOB_KEYS = [
@@ -147,3 +150,12 @@ INFOTEXT_SAMPLES: dict[int, str] = {
         )
     )["samples"]
 }
+
+
+def checked_server(url: str, *, alias: str = "Laptop") -> Server:
+    """A server at `url` after its first health check (flavour, models and loaded
+    checkpoint read), as the engine finds it."""
+    server = Server.objects.create(alias=alias, api_url=url)
+    server_check_health(server=server)
+    server.refresh_from_db()
+    return server

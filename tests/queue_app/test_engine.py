@@ -5,7 +5,6 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from model_bakery import baker
 
 from core_app.errors import InvalidInput
 from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
@@ -15,7 +14,7 @@ from queue_app.services import job_cancel, job_submit
 from servers_app.models import Server
 from servers_app.services import server_check_health
 from tests.integration.procs import wait_until
-from tests.support import run_queue_in_thread, submit
+from tests.support import checked_server, run_queue_in_thread, submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,10 +36,7 @@ def sim() -> Iterator[ForgeSimulator]:
 @pytest.fixture
 def server(sim, settings) -> Server:
     settings.MOBILESD_HEARTBEAT_SECONDS = 0.05
-    server = baker.make(Server, alias="Laptop", api_url=sim.url)
-    server_check_health(server=server)
-    server.refresh_from_db()
-    return server
+    return checked_server(sim.url)
 
 
 def test_health_check_learns_flavour_checkpoints_and_loaded_model(server):

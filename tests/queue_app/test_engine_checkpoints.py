@@ -13,7 +13,7 @@ from queue_app.models import JobImage, JobStatus
 from servers_app.model_cache import checkpoint_rows
 from servers_app.models import CachedModel, Server
 from servers_app.services import server_check_health
-from tests.support import submit
+from tests.support import checked_server, submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,9 +42,7 @@ def windows() -> Iterator[ForgeSimulator]:
 def server(linux, settings) -> Server:
     """A server first known at the Linux simulator's URL, checked and its models read."""
     settings.MOBILESD_HEARTBEAT_SECONDS = 0.05
-    server = Server.objects.create(alias="Laptop", api_url=linux.url)
-    server_check_health(server=server)
-    server.refresh_from_db()
+    server = checked_server(linux.url)
     assert server.cached_models.filter(title__startswith=PONY).exists()
     return server
 

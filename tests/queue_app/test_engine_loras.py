@@ -15,7 +15,7 @@ from queue_app.models import Job, JobStatus
 from queue_app.services import job_submit
 from servers_app.model_cache import lora_rows
 from servers_app.models import CachedModel, Server
-from servers_app.services import server_check_health
+from tests.support import checked_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,9 +55,7 @@ def windows() -> Iterator[ForgeSimulator]:
 
 
 def _checked(alias: str, simulator: ForgeSimulator) -> Server:
-    server = Server.objects.create(alias=alias, api_url=simulator.url)
-    server_check_health(server=server)
-    server.refresh_from_db()
+    server = checked_server(simulator.url, alias=alias)
     assert server.cached_models.filter(kind="lora").exists()
     return server
 

@@ -7,16 +7,14 @@ from typing import Any
 
 import pytest
 from django.test import Client
-from model_bakery import baker
 
 from core_app.logs import ContextFilter
 from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
 from queue_app import engine
 from queue_app.engine import server_run
 from servers_app.models import Server
-from servers_app.services import server_check_health
 from tests.metrics_support import scrape
-from tests.support import submit
+from tests.support import checked_server, submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,10 +39,7 @@ def sim() -> Iterator[ForgeSimulator]:
 @pytest.fixture
 def server(sim, settings) -> Server:
     settings.MOBILESD_HEARTBEAT_SECONDS = 0.05
-    server = baker.make(Server, alias="Laptop", api_url=sim.url)
-    server_check_health(server=server)
-    server.refresh_from_db()
-    return server
+    return checked_server(sim.url)
 
 
 def test_records_logged_while_a_job_runs_and_is_stored_carry_its_id_and_server(

@@ -13,7 +13,6 @@ import pytest
 from django.db import OperationalError, connection
 from django.db.backends.postgresql.base import DatabaseWrapper
 from django.db.backends.utils import CursorWrapper
-from model_bakery import baker
 
 from integrations.forge.client import ForgeClient
 from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
@@ -21,9 +20,8 @@ from queue_app import dispatch
 from queue_app.engine import Monitor, server_run
 from queue_app.models import Job, JobImage, JobStatus
 from servers_app.models import Server
-from servers_app.services import server_check_health
 from tests.integration.procs import wait_until
-from tests.support import submit
+from tests.support import checked_server, submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -92,10 +90,7 @@ def sim() -> Iterator[ForgeSimulator]:
 @pytest.fixture
 def server(sim, settings) -> Server:
     settings.MOBILESD_HEARTBEAT_SECONDS = 0.05
-    server = baker.make(Server, alias="Laptop", api_url=sim.url)
-    server_check_health(server=server)
-    server.refresh_from_db()
-    return server
+    return checked_server(sim.url)
 
 
 def run_queue(server_id: int) -> threading.Thread:
