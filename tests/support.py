@@ -2,7 +2,10 @@
 checked against a simulator."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -159,3 +162,41 @@ def checked_server(url: str, *, alias: str = "Laptop") -> Server:
     server_check_health(server=server)
     server.refresh_from_db()
     return server
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# What a developer's shell may set that would change how a fresh MobileSD process starts.
+_OWN_VARIABLES = (
+    "DJANGO_",
+    "MOBILESD_",
+    "DATABASE_",
+    "CELERY_",
+    "CACHE_",
+    "LOG_",
+    "SENTRY_",
+    "PROMETHEUS_",
+)
+
+
+def start_python(
+    tmp_path: Path, code: str, *, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`code` in a fresh Python process with MobileSD's settings, `env` beside an environment
+    cleared of MobileSD's own variables, its data under `tmp_path` and no `.env` read."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_VARIABLES)}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={
+            **clean,
+            "DJANGO_SETTINGS_MODULE": "mobilesd.settings",
+            "PYTHONPATH": str(ROOT),
+            "MOBILESD_DATA_DIR": str(tmp_path),
+            "MOBILESD_ENV_FILE": str(tmp_path / "absent.env"),
+            **(env or {}),
+        },
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -1,15 +1,13 @@
 """Settings read from the environment (and `.env`): hosts, malformed values, defaults."""
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT, start_python
 
 
 def _settings_in(tmp_path: Path, **env: str) -> dict:
@@ -18,22 +16,8 @@ def _settings_in(tmp_path: Path, **env: str) -> dict:
         "import json, mobilesd.settings as s; "
         "print(json.dumps({'hosts': s.ALLOWED_HOSTS, 'csrf': s.CSRF_TRUSTED_ORIGINS}))"
     )
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "MOBILESD_"))}
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        # A developer's own .env must not change what these tests see.
-        env={
-            **clean,
-            "MOBILESD_DATA_DIR": str(tmp_path),
-            "MOBILESD_ENV_FILE": str(tmp_path / "absent.env"),
-            **env,
-        },
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    result = start_python(tmp_path, code, env=env)
+    result.check_returncode()
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -86,29 +70,8 @@ SETUP = (
 def _start(
     tmp_path: Path, *, code: str = SETUP, cwd: Path = ROOT, **env: str
 ) -> subprocess.CompletedProcess:
-    """`code` (by default `django.setup()`) in a fresh process with `env` beside a clean
-    environment."""
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_", "MOBILESD_", "DATABASE_", "CELERY_", "CACHE_"))
-    }
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        env={
-            **clean,
-            "DJANGO_SETTINGS_MODULE": "mobilesd.settings",
-            "PYTHONPATH": str(ROOT),
-            "MOBILESD_DATA_DIR": str(tmp_path),
-            "MOBILESD_ENV_FILE": str(tmp_path / "absent.env"),
-            **env,
-        },
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """`code` (by default `django.setup()`) in a fresh process with `env`."""
+    return start_python(tmp_path, code, cwd=cwd, env=env)
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,10 @@
 """LOG_FORMAT as a fresh process reads it (the settings and logging of a real start-up)."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import start_python
 
 LOG_ONE_RECORD = (
     "import django, logging; django.setup(); "
@@ -17,24 +15,7 @@ LOG_ONE_RECORD = (
 
 
 def _run(tmp_path: Path, code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_", "MOBILESD_", "LOG_", "SENTRY_", "PROMETHEUS_"))
-    }
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        env={
-            **clean,
-            "DJANGO_SETTINGS_MODULE": "mobilesd.settings",
-            "MOBILESD_DATA_DIR": str(tmp_path),
-            **env,
-        },
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return start_python(tmp_path, code, env=env)
 
 
 def test_log_format_json_writes_each_record_as_a_json_object(tmp_path):
