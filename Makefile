@@ -50,7 +50,7 @@ run: install
 	@echo "  API         http://localhost:$(PORT)/api/v1/"
 	@echo "  API docs    http://localhost:$(PORT)/api/v1/docs"
 	@echo "  Admin       http://localhost:$(PORT)/admin/   (login: $(PY) manage.py createsuperuser)"
-	@echo "  API key     $(PY) manage.py create_api_key --name my-phone"
+	@echo "  API key     $(PY) manage.py create_api_key --name my-phone --user me --scope admin"
 	@echo "  No GPU?     $(PY) manage.py forge_simulator --port 7860, then add http://127.0.0.1:7860"
 	@echo ""
 	PATH="$(BIN):$$PATH" honcho start --procfile Procfile --port $(PORT)

@@ -50,6 +50,7 @@ def insert_backlog(count: int, checkpoint: str) -> None:
     for "any"."""
     from django.db import connection
 
+    from core_app.scopes import local_user
     from queue_app.models import ANY_SERVER, Job
     from servers_app.checkpoints import checkpoint_key
     from servers_app.models import Server
@@ -58,6 +59,7 @@ def insert_backlog(count: int, checkpoint: str) -> None:
         return
     server = Server.objects.get()
     key = checkpoint_key(checkpoint)
+    owner = local_user()
     Job.objects.bulk_create(
         (
             Job(
@@ -66,6 +68,7 @@ def insert_backlog(count: int, checkpoint: str) -> None:
                 generation_params=params(checkpoint=checkpoint, seed=i),
                 checkpoint_key=key,
                 priority=-1,
+                owner=owner,
             )
             for i in range(count)
         ),

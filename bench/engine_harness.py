@@ -407,6 +407,7 @@ class Bench:
         before the worker stops."""
         from django.db import transaction
 
+        from core_app.scopes import local_user
         from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
         from queue_app.models import ANY_SERVER, Job, JobStatus
         from queue_app.services import job_submit
@@ -454,9 +455,12 @@ class Bench:
                     transaction.on_commit(lambda: marks.append(time.monotonic()))
                     if self.nudge == "once":
                         transaction.on_commit(lambda: nudge(servers_with_work()))
+                    owner = local_user()
                     for server_index, params in jobs:
                         alias = ANY_SERVER if server_index is None else servers[server_index].alias
-                        job, _ = job_submit(target_server_alias=alias, generation_params=params)
+                        job, _ = job_submit(
+                            owner=owner, target_server_alias=alias, generation_params=params
+                        )
                         ids.append(str(job.pk))
                 self.log(f"queued {len(ids)} jobs; worker pid(s) {pids}")
                 spy = self.start_py_spy(proc.popen.pid)

@@ -88,6 +88,7 @@ def main() -> int:
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
 
+    from core_app.scopes import local_user
     from queue_app import services
     from queue_app.engine import server_run
     from queue_app.services import job_submit
@@ -111,7 +112,11 @@ def main() -> int:
         def submit(count: int) -> None:
             with transaction.atomic():
                 for i in range(count):
-                    job_submit(target_server_alias=server.alias, generation_params=params(seed=i))
+                    job_submit(
+                        owner=local_user(),
+                        target_server_alias=server.alias,
+                        generation_params=params(seed=i),
+                    )
 
         submit(20)
         server_run(server.pk)  # warm-up: imports, connections, caches

@@ -12,12 +12,23 @@ from core_app.services import api_key_issue, api_key_revoke
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("name", "prefix", "created_at", "last_used_at", "revoked_at", "active")
-    list_filter = ("revoked_at",)
-    search_fields = ("name", "prefix")
+    list_display = (
+        "name",
+        "user",
+        "scope",
+        "prefix",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+        "active",
+    )
+    list_filter = ("scope", "revoked_at")
+    search_fields = ("name", "prefix", "user__username")
     ordering = ("-created_at",)
     readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
-    fields = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
+    fields = ("name", "user", "scope", "prefix", "created_at", "last_used_at", "revoked_at")
+    autocomplete_fields = ("user",)
+    list_select_related = ("user",)
     actions = ("revoke_keys",)
 
     @admin.display(boolean=True)

@@ -3,7 +3,6 @@
 from datetime import timedelta
 from typing import Any
 
-from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
@@ -48,6 +47,7 @@ class ApiKeyAuthentication(BaseAuthentication):
     """
 
     def authenticate(self, request: Request) -> tuple[Any, ApiKey] | None:
+        """(the key's user, the key), or None when no key is sent."""
         raw_key = key_from_request(request)
         if raw_key is None:
             return None
@@ -58,7 +58,7 @@ class ApiKeyAuthentication(BaseAuthentication):
             failed_api_keys.check(address)
         except TooManyFailedAttempts as refused:
             raise AddressLockedOut(refused) from None
-        api_key = ApiKey.objects.filter(key_hash=hash_key(raw_key)).first()
+        api_key = ApiKey.objects.select_related("user").filter(key_hash=hash_key(raw_key)).first()
         if api_key is None:
             failed_api_keys.record(address)
             raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
@@ -67,10 +67,15 @@ class ApiKeyAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed(
                 "This API key has been revoked.", code="revoked_api_key"
             )
+        if not api_key.user.is_active:
+            failed_api_keys.record(address)
+            raise exceptions.AuthenticationFailed(
+                "The user of this API key is deactivated.", code="inactive_user"
+            )
         now = timezone.now()
         if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
             ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
-        return AnonymousUser(), api_key
+        return api_key.user, api_key
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="MobileSD"'

@@ -27,6 +27,8 @@ ERROR_CODES: dict[str, str] = {
     "authentication_failed": "The credentials were refused.",
     "invalid_api_key": "The API key sent is unknown.",
     "revoked_api_key": "The API key sent has been revoked.",
+    "inactive_user": "The user the API key belongs to is deactivated.",
+    "admin_scope_required": "Only an admin key (or a staff session) may do this.",
     "too_many_failed_attempts": "Too many failed sign-ins from this address; retry after "
     "the Retry-After header.",
     # Servers and models.

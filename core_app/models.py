@@ -3,10 +3,19 @@
 import hashlib
 import secrets
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
 KEY_PREFIX = "msd"
+
+
+class KeyScope(models.TextChoices):
+    """What a key may do. `client`: its user's own work, servers and models read-only.
+    `admin`: everything (servers, every user's work, downloads, settings)."""
+
+    CLIENT = "client"
+    ADMIN = "admin"
 
 
 def hash_key(raw_key: str) -> str:
@@ -24,6 +33,11 @@ class ApiKey(models.Model):
     """A named API key. Only its hash is stored; the key itself is shown once at creation."""
 
     name = models.CharField(max_length=100)
+    # Whose work the key sees and makes: every job it submits belongs to this user.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    scope = models.CharField(max_length=16, choices=KeyScope.choices, default=KeyScope.CLIENT)
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -40,6 +54,10 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.scope == KeyScope.ADMIN
 
     def revoke(self) -> None:
         if self.revoked_at is None:

@@ -1,17 +1,19 @@
 """Writes for API keys."""
 
 from datetime import timedelta
+from typing import Any
 
 from django.db.models import QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from core_app.models import ApiKey, WorkerHeartbeat, generate_raw_key, hash_key
+from core_app.models import ApiKey, KeyScope, WorkerHeartbeat, generate_raw_key, hash_key
 
 
-def api_key_create(*, name: str) -> tuple[ApiKey, str]:
-    """Create a key; returns the row and the raw key, which is never stored or shown again."""
-    api_key = ApiKey(name=name)
+def api_key_create(*, name: str, user: Any, scope: str = KeyScope.CLIENT) -> tuple[ApiKey, str]:
+    """Create a key of `user` with `scope`; returns the row and the raw key, which is never
+    stored or shown again."""
+    api_key = ApiKey(name=name, user=user, scope=scope)
     return api_key, api_key_issue(api_key=api_key)
 
 

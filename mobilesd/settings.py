@@ -238,6 +238,9 @@ MOBILESD_MAX_PAGE_SIZE = env.int("MOBILESD_MAX_PAGE_SIZE", 200)
 # --- API: authentication, throttling, CORS --------------------------------------------
 # Every /api/v1/ endpoint needs an API key unless this is set (a trusted network only).
 MOBILESD_ALLOW_ANONYMOUS = env.bool("MOBILESD_ALLOW_ANONYMOUS", False)
+# Anonymous requests act as this user (created when first needed), with the admin scope:
+# the trusted network is one household's own.
+MOBILESD_ANONYMOUS_USER = env.str("MOBILESD_ANONYMOUS_USER", "local")
 MOBILESD_THROTTLE_RATE = env.str("MOBILESD_THROTTLE_RATE", "600/min")
 # After this many failed sign-ins (wrong API keys, wrong admin passwords) from one address
 # within the window (seconds), further attempts from it are refused (429) until it ends.

@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from functools import partial
 from typing import Any
 
 from django.contrib import admin, messages
@@ -134,25 +135,25 @@ class JobAdmin(ObjectActionsAdmin):
         shown=lambda job: job.status in ACTIVE_STATUSES,
     )
     def cancel_button(self, request: HttpRequest, job: Job) -> None:
-        job_cancel(job_id=job.pk)
+        job_cancel(job_id=job.pk, owner=None)
         self.message_user(request, "Job cancelled.", messages.SUCCESS)
 
     @object_action(path="retry", label="Retry", shown=lambda job: job.status in RETRYABLE_STATUSES)
     def retry_button(self, request: HttpRequest, job: Job) -> None:
-        job_retry(job_id=job.pk)
+        job_retry(job_id=job.pk, owner=None)
         self.message_user(request, "Job queued again.", messages.SUCCESS)
 
     @object_action(path="run-again", label="Run again with a new seed", refused=messages.ERROR)
     def run_again_button(self, request: HttpRequest, job: Job) -> Job:
         """Queue a copy with a new seed and show the copy's page."""
-        new_job = job_run_again(job_id=job.pk)
+        new_job = job_run_again(job_id=job.pk, owner=None)
         self.message_user(
             request, f"Queued a new job with a new seed (from {job.pk}).", messages.SUCCESS
         )
         return new_job
 
     def delete_model(self, request: HttpRequest, obj: Job) -> None:
-        job_delete(job_id=obj.pk)
+        job_delete(job_id=obj.pk, owner=None)
 
     # --- columns and read-only fields -------------------------------------------------------
 
@@ -253,23 +254,43 @@ class JobAdmin(ObjectActionsAdmin):
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         apply_to_each(
-            self, request, queryset, job_cancel, key="job_id", done="Cancelled {count} job(s)."
+            self,
+            request,
+            queryset,
+            partial(job_cancel, owner=None),
+            key="job_id",
+            done="Cancelled {count} job(s).",
         )
 
     @admin.action(description="Retry selected failed or cancelled jobs")
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         apply_to_each(
-            self, request, queryset, job_retry, key="job_id", done="Requeued {count} job(s)."
+            self,
+            request,
+            queryset,
+            partial(job_retry, owner=None),
+            key="job_id",
+            done="Requeued {count} job(s).",
         )
 
     @admin.action(description="Run selected jobs again with a new seed")
     def run_again(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         apply_to_each(
-            self, request, queryset, job_run_again, key="job_id", done="Queued {count} new job(s)."
+            self,
+            request,
+            queryset,
+            partial(job_run_again, owner=None),
+            key="job_id",
+            done="Queued {count} new job(s).",
         )
 
     @admin.action(description="Delete selected jobs and their images")
     def delete_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         apply_to_each(
-            self, request, queryset, job_delete, key="job_id", done="Deleted {count} job(s)."
+            self,
+            request,
+            queryset,
+            partial(job_delete, owner=None),
+            key="job_id",
+            done="Deleted {count} job(s).",
         )

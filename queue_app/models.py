@@ -4,6 +4,7 @@ import math
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
@@ -71,6 +72,12 @@ class Job(models.Model):
     )
     api_key = models.ForeignKey(
         "core_app.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    # Whose job it is: the user of the key (or staff session) that submitted it, the local
+    # user in anonymous mode. A client key sees only its own user's jobs. A user with jobs
+    # cannot be deleted (their images would be left behind): delete the jobs first.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs"
     )
 
     class Meta:

@@ -35,6 +35,7 @@ def _scoped_idempotency_key(api_key: ApiKey | None, key: str | None) -> str | No
 
 def job_submit(
     *,
+    owner: Any,
     target_server_alias: str,
     generation_params: dict[str, Any],
     priority: int = 0,
@@ -43,7 +44,8 @@ def job_submit(
 ) -> tuple[Job, bool]:
     """Queue a job as `pending` and nudge the workers; returns (job, created).
 
-    `target_server_alias` "any" lets the scheduler pick the server. With an idempotency
+    The job belongs to `owner` (a user). `target_server_alias` "any" lets the scheduler
+    pick the server. With an idempotency
     key, a repeated submit returns the job of the first one, and the same key with
     different content is refused. The server row is locked so that a concurrent
     server_delete cannot leave the job without its server.
@@ -70,6 +72,7 @@ def job_submit(
                 checkpoint_key=checkpoint_key(str(generation_params.get("checkpoint_name") or "")),
                 lora_keys=sorted({lora_key(name) for name in requested_loras(generation_params)}),
                 api_key=api_key,
+                owner=owner,
                 idempotency_key=scoped_key,
             )
             transaction.on_commit(lambda: _nudge_for(job))
@@ -156,19 +159,23 @@ def _replayed(job: Job, target_server_alias: str, generation_params: dict[str, A
     return job
 
 
-def job_get(*, job_id: str | UUID) -> Job:
-    """The job with this id; a malformed or unknown id is the same 404."""
+def job_get(*, job_id: str | UUID, owner: Any | None) -> Job:
+    """The job with this id, if `owner` (a user; None: anyone) owns it; a malformed or
+    unknown id and another user's job are the same 404."""
     try:
         uuid = job_id if isinstance(job_id, UUID) else UUID(str(job_id))
     except ValueError:
         uuid = None
-    job = Job.objects.select_related("server").filter(pk=uuid).first() if uuid else None
+    jobs = Job.objects.select_related("server")
+    if owner is not None:
+        jobs = jobs.filter(owner=owner)
+    job = jobs.filter(pk=uuid).first() if uuid else None
     if job is None:
         raise NotFound(f"Job '{job_id}' not found.", code="job_not_found")
     return job
 
 
-def job_cancel(*, job_id: str | UUID) -> Job:
+def job_cancel(*, job_id: str | UUID, owner: Any | None) -> Job:
     """Cancel a pending or processing job; a finished job is refused with 409.
 
     The update is conditional on the status, so a job that finished in the meantime is
@@ -176,7 +183,7 @@ def job_cancel(*, job_id: str | UUID) -> Job:
     only a job still processing under its lease). A processing job's task is interrupted
     on its server, if it is the one running there.
     """
-    job = job_get(job_id=job_id)
+    job = job_get(job_id=job_id, owner=owner)
     was_processing = job.status == JobStatus.PROCESSING
     task_id, server_id = job.forge_session_hash, job.server_id
     now = timezone.now()
@@ -209,12 +216,12 @@ def _interrupt(server_id: int, task_id: str) -> None:
         logger.warning("Could not queue the interrupt of %s: %s", task_id, exc)
 
 
-def job_retry(*, job_id: str | UUID) -> Job:
+def job_retry(*, job_id: str | UUID, owner: Any | None) -> Job:
     """Requeue a failed or cancelled job as a new attempt (same id, same parameters).
 
     Conditional on the status, like every transition; anything else is a 409.
     """
-    job = job_get(job_id=job_id)
+    job = job_get(job_id=job_id, owner=owner)
     now = timezone.now()
     with transaction.atomic():
         updated = Job.objects.filter(
@@ -243,16 +250,16 @@ def job_retry(*, job_id: str | UUID) -> Job:
     return job
 
 
-def job_delete(*, job_id: str | UUID) -> UUID:
+def job_delete(*, job_id: str | UUID, owner: Any | None) -> UUID:
     """Delete a job and its stored image files (files go once the delete has committed).
 
     A job still pending or processing is cancelled first.
     """
-    job = job_get(job_id=job_id)
+    job = job_get(job_id=job_id, owner=owner)
     pk = job.pk
     if job.status not in FINISHED_STATUSES:
         with contextlib.suppress(Conflict):  # it finished meanwhile: nothing left to stop
-            job_cancel(job_id=job.pk)
+            job_cancel(job_id=job.pk, owner=None)
     with transaction.atomic():
         # The image files and their cached thumbnails.
         files = [name for image in job.images.all() for name in image_storage_names(image)]
@@ -262,14 +269,14 @@ def job_delete(*, job_id: str | UUID) -> UUID:
     return pk
 
 
-def job_run_again(*, job_id: str | UUID) -> Job:
+def job_run_again(*, job_id: str | UUID, owner: Any | None) -> Job:
     """Queue a new job with the same parameters, server and priority as `job_id`, but a
     random seed (`""`); the original job is left as it is.
 
     Goes through job_submit, so the target server must still exist and a fresh model cache
     must still list the checkpoint.
     """
-    job = job_get(job_id=job_id)
+    job = job_get(job_id=job_id, owner=owner)
     target = ANY_SERVER if job.target_server_alias == ANY_SERVER else job.server_alias
     params = {**(job.generation_params or {}), "seed": ""}
     new_job, _ = job_submit(
@@ -277,6 +284,7 @@ def job_run_again(*, job_id: str | UUID) -> Job:
         generation_params=params,
         priority=job.priority,
         api_key=job.api_key,
+        owner=job.owner,
     )
     logger.info("Job %s runs again as %s", job.pk, new_job.pk)
     return new_job

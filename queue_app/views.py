@@ -22,6 +22,7 @@ from rest_framework.views import APIView
 from core_app.errors import NotFound
 from core_app.models import ApiKey
 from core_app.pagination import paginated_response
+from core_app.scopes import owner_scope, request_user
 from core_app.serializers import ErrorSerializer, MessageSerializer
 from queue_app.filters import JobFilter
 from queue_app.images import (
@@ -83,6 +84,7 @@ class GenerateView(APIView):
             generation_params=serializer.validated_data["generation_params"],
             priority=serializer.validated_data["priority"],
             api_key=request.auth if isinstance(request.auth, ApiKey) else None,
+            owner=request_user(request),
             idempotency_key=key,
         )
         headers = {} if created else {"Idempotent-Replayed": "true"}
@@ -104,7 +106,10 @@ class JobListView(APIView):
         operation_id="queue_jobs_list",
     )
     def get(self, request: Request) -> Response:
-        filterset = JobFilter(request.query_params, queryset=Job.objects.select_related("server"))
+        jobs = Job.objects.select_related("server")
+        if (owner := owner_scope(request)) is not None:
+            jobs = jobs.filter(owner=owner)
+        filterset = JobFilter(request.query_params, queryset=jobs)
         if not filterset.is_valid():
             raise ValidationError(filterset.errors)
         return paginated_response(
@@ -122,7 +127,7 @@ class JobStatusView(APIView):
         operation_id="queue_job_status",
     )
     def get(self, request: Request, job_id: str) -> Response:
-        return Response(JobSerializer(job_get(job_id=job_id)).data)
+        return Response(JobSerializer(job_get(job_id=job_id, owner=owner_scope(request))).data)
 
 
 class JobCancelView(APIView):
@@ -132,7 +137,7 @@ class JobCancelView(APIView):
         summary="Cancel a job",
     )
     def post(self, request: Request, job_id: str) -> Response:
-        job = job_cancel(job_id=job_id)
+        job = job_cancel(job_id=job_id, owner=owner_scope(request))
         return Response({"message": "Job cancelled successfully.", "job": JobSerializer(job).data})
 
 
@@ -143,7 +148,7 @@ class JobRetryView(APIView):
         summary="Retry a failed or cancelled job",
     )
     def post(self, request: Request, job_id: str) -> Response:
-        job = job_retry(job_id=job_id)
+        job = job_retry(job_id=job_id, owner=owner_scope(request))
         return Response({"message": "Job queued again.", "job": JobSerializer(job).data})
 
 
@@ -154,11 +159,11 @@ class JobDetailView(APIView):
         operation_id="queue_job_retrieve",
     )
     def get(self, request: Request, job_id: str) -> Response:
-        return Response(JobSerializer(job_get(job_id=job_id)).data)
+        return Response(JobSerializer(job_get(job_id=job_id, owner=owner_scope(request))).data)
 
     @extend_schema(responses={200: MessageSerializer}, summary="Delete a job")
     def delete(self, request: Request, job_id: str) -> Response:
-        deleted = job_delete(job_id=job_id)
+        deleted = job_delete(job_id=job_id, owner=owner_scope(request))
         return Response({"message": f"Job {deleted} deleted successfully."})
 
 
@@ -236,7 +241,7 @@ class JobImageListView(APIView):
         operation_id="queue_job_images_list",
     )
     def get(self, request: Request, job_id: str) -> Response:
-        job = job_get(job_id=job_id)
+        job = job_get(job_id=job_id, owner=owner_scope(request))
         serializer = JobImageListSerializer(
             {"images": job.images.order_by("index")}, context={"request": request}
         )
@@ -279,7 +284,10 @@ class JobImageFileView(APIView):
         operation_id="queue_job_image_retrieve",
     )
     def get(self, request: Request, job_id: str, index: int) -> HttpResponseBase:
-        return _image_response(request, job_image_get(job=job_get(job_id=job_id), index=index))
+        return _image_response(
+            request,
+            job_image_get(job=job_get(job_id=job_id, owner=owner_scope(request)), index=index),
+        )
 
 
 class OutputImageView(APIView):
@@ -315,7 +323,7 @@ class JobImageThumbnailView(APIView):
         query = ThumbnailQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         size, fmt = query.validated_data["size"], query.validated_data["format"]
-        image = job_image_get(job=job_get(job_id=job_id), index=index)
+        image = job_image_get(job=job_get(job_id=job_id, owner=owner_scope(request)), index=index)
         name = thumbnail_name(stored_name(image), size=size, fmt=fmt)
         etag = image_etag(name)
         if (not_modified := _not_modified(request, etag)) is not None:

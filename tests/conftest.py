@@ -10,10 +10,11 @@ from django.test import Client as DjangoClient
 from model_bakery import baker
 from rest_framework.test import APIClient
 
-from core_app.services import api_key_create, worker_heartbeat_record
+from core_app.services import worker_heartbeat_record
 from queue_app.models import Job
 from servers_app.models import Server
 from tests.openapi_check import check_response, openapi
+from tests.support import new_key
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +68,7 @@ def published(request, monkeypatch) -> list[tuple[str, tuple, dict]]:
 
 @pytest.fixture
 def raw_api_key(db) -> str:
-    _, raw_key = api_key_create(name="test phone")
+    _, raw_key = new_key("test phone")
     return raw_key
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.apps import apps
 
+from core_app.scopes import local_user
 from queue_app.services import job_submit
 from servers_app.models import Server
 from servers_app.services import server_check_health
@@ -140,7 +141,7 @@ def submit(**params: Any) -> Any:
     params.setdefault("steps", 4)
     params.setdefault("width", 64)
     params.setdefault("height", 64)
-    job, _ = job_submit(target_server_alias="Laptop", generation_params=params)
+    job, _ = job_submit(owner=local_user(), target_server_alias="Laptop", generation_params=params)
     return job
 
 
@@ -200,3 +201,16 @@ def start_python(
         timeout=60,
         check=False,
     )
+
+
+def new_key(
+    name: str = "phone", *, username: str = "owner", scope: str = "admin"
+) -> tuple[Any, str]:
+    """A new API key (row, raw key) of user `username` (created if missing), admin scope
+    unless told."""
+    from django.contrib.auth import get_user_model
+
+    from core_app.services import api_key_create
+
+    user, _ = get_user_model().objects.get_or_create(username=username)
+    return api_key_create(name=name, user=user, scope=scope)

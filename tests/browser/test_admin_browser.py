@@ -16,6 +16,7 @@ from django.test import Client
 from model_bakery import baker
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
+from core_app.scopes import local_user
 from dashboard_app import selectors as dashboard_selectors
 from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
 from queue_app.engine import server_run
@@ -162,6 +163,7 @@ def logged_in(page, operator, live_server) -> Page:
 def submit(prompt: str, **params) -> Job:
     params.setdefault("steps", 4)
     job, _ = job_submit(
+        owner=local_user(),
         target_server_alias="Laptop",
         generation_params={
             "positive_prompt": prompt,
@@ -237,7 +239,7 @@ def test_dashboard_shows_server_state_and_progress_moving_without_reload(
     expect(page.locator("[data-msd-count=processing] strong")).to_have_text("1")
     assert page.evaluate("window.msdNotReloaded") is True  # the same page, updated in place
     assert int(page.get_attribute("#msd-dashboard", "data-msd-updates") or 0) >= 2
-    job_cancel(job_id=job.pk)  # the worker stops the server's task
+    job_cancel(job_id=job.pk, owner=None)  # the worker stops the server's task
     thread.join(15)
 
 
@@ -279,7 +281,7 @@ def test_job_list_progress_moves_without_reload(logged_in, server, sim):
     expect(bar).not_to_have_text(first, timeout=10_000)
 
     assert page.evaluate("window.msdNotReloaded") is True
-    job_cancel(job_id=job.pk)
+    job_cancel(job_id=job.pk, owner=None)
     thread.join(15)
 
 

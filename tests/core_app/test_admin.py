@@ -3,12 +3,14 @@
 from django.urls import reverse
 
 from core_app.models import ApiKey
-from core_app.services import api_key_create
+from tests.support import new_key
 
 
-def test_creating_a_key_in_the_admin_shows_it_once(admin_client, db):
+def test_creating_a_key_in_the_admin_shows_it_once(admin_client, admin_user, db):
     response = admin_client.post(
-        reverse("admin:core_app_apikey_add"), {"name": "tablet"}, follow=True
+        reverse("admin:core_app_apikey_add"),
+        {"name": "tablet", "user": admin_user.pk, "scope": "client"},
+        follow=True,
     )
 
     shown = [str(m) for m in response.context["messages"]]
@@ -20,7 +22,7 @@ def test_creating_a_key_in_the_admin_shows_it_once(admin_client, db):
 
 
 def test_revoke_action(admin_client, db):
-    api_key_create(name="old phone")
+    new_key("old phone")
 
     admin_client.post(
         reverse("admin:core_app_apikey_changelist"),

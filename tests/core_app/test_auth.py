@@ -5,8 +5,8 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from core_app.models import ApiKey, hash_key
-from core_app.services import api_key_create, api_key_revoke
-from tests.support import assert_error
+from core_app.services import api_key_revoke
+from tests.support import assert_error, new_key
 
 PROTECTED = [
     ("get", "/api/v1/queue/jobs"),
@@ -54,7 +54,7 @@ def test_revoked_key_is_refused(raw_api_key):
 
 
 def test_only_the_hash_of_a_key_is_stored(db):
-    api_key, raw_key = api_key_create(name="phone")
+    api_key, raw_key = new_key("phone")
 
     assert raw_key.startswith(f"msd_{api_key.prefix}_")
     assert api_key.key_hash == hash_key(raw_key)
@@ -90,7 +90,7 @@ def test_staff_session_may_browse_the_api(admin_client):
 
 
 def test_create_api_key_command_prints_a_working_key(db, capsys):
-    call_command("create_api_key", "--name", "my-phone")
+    call_command("create_api_key", "--name", "my-phone", "--user", "me")
 
     out = capsys.readouterr().out
     raw_key = next(line for line in out.splitlines() if line.startswith("msd_"))
@@ -99,7 +99,7 @@ def test_create_api_key_command_prints_a_working_key(db, capsys):
 
 
 def test_create_api_key_quiet_prints_only_the_key(db, capsys):
-    call_command("create_api_key", "--name", "script", "--quiet")
+    call_command("create_api_key", "--name", "script", "--user", "me", "--quiet")
 
     assert capsys.readouterr().out.strip().startswith("msd_")
 
@@ -112,8 +112,8 @@ def test_throttling_is_per_key(db, settings):
     ApiKeyRateThrottle.THROTTLE_RATES = {"api_key": "3/min"}
     try:
         first, second = APIClient(), APIClient()
-        first.credentials(HTTP_X_API_KEY=api_key_create(name="a")[1])
-        second.credentials(HTTP_X_API_KEY=api_key_create(name="b")[1])
+        first.credentials(HTTP_X_API_KEY=new_key("a")[1])
+        second.credentials(HTTP_X_API_KEY=new_key("b")[1])
 
         statuses = [first.get("/api/v1/servers").status_code for _ in range(4)]
         other = second.get("/api/v1/servers")

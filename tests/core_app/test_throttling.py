@@ -18,9 +18,8 @@ from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
 from core_app import throttling
-from core_app.services import api_key_create
 from core_app.throttling import ApiKeyRateThrottle, window_hit
-from tests.support import assert_error
+from tests.support import assert_error, new_key
 
 THREADS = 16
 DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
@@ -74,7 +73,7 @@ def rate(monkeypatch) -> None:
 
 def hammer(limit_calls: int) -> int:
     """`limit_calls` throttle checks of one key from 16 threads at once; how many passed."""
-    api_key, _ = api_key_create(name="hammered")
+    api_key, _ = new_key("hammered")
     allowed = 0
     lock = threading.Lock()
     start = threading.Barrier(THREADS)
@@ -178,7 +177,7 @@ def failed_limit(settings) -> int:
 
 
 def test_wrong_api_keys_from_an_address_are_refused_after_the_limit(db, failed_limit):
-    _, good_key = api_key_create(name="phone")
+    _, good_key = new_key("phone")
     guesser = APIClient(REMOTE_ADDR="203.0.113.7")
     guesser.credentials(HTTP_AUTHORIZATION="Bearer msd_wrong")
 
@@ -192,7 +191,7 @@ def test_wrong_api_keys_from_an_address_are_refused_after_the_limit(db, failed_l
 
 
 def test_failed_key_attempts_are_counted_per_address(db, failed_limit):
-    _, good_key = api_key_create(name="phone")
+    _, good_key = new_key("phone")
     guesser = APIClient(REMOTE_ADDR="203.0.113.7")
     guesser.credentials(HTTP_AUTHORIZATION="Bearer msd_wrong")
     for _ in range(failed_limit):
@@ -215,7 +214,7 @@ def test_a_spoofed_forwarded_for_does_not_reset_the_count(db, failed_limit):
 
 
 def test_a_good_key_works_again_once_the_window_passed(db, failed_limit, monkeypatch):
-    _, good_key = api_key_create(name="phone")
+    _, good_key = new_key("phone")
     now = [1_000_040.0]  # 20 s into the 60 s window that starts at 1_000_020
     clock = types.SimpleNamespace(time=lambda: now[0], monotonic=throttling.time.monotonic)
     monkeypatch.setattr(throttling, "time", clock)

@@ -7,9 +7,9 @@ from django.urls import reverse
 from model_bakery import baker
 
 from core_app.models import ApiKey
-from core_app.services import api_key_create
 from queue_app.models import Job
 from servers_app.models import Server
+from tests.support import new_key
 
 
 def registered_models():
@@ -50,7 +50,7 @@ def make_instance(model, job):
     if model is Server:
         return job.server
     if model is ApiKey:
-        return api_key_create(name="phone")[0]
+        return new_key("phone")[0]
     return baker.make(model, _fill_optional=False)
 
 

@@ -176,7 +176,18 @@ def embedded_mobilesd(workdir: Path) -> Iterator[Embedded]:
         proc.wait_for_output(" ready.", timeout=60)
         proc.wait_for_output("beat: Starting", timeout=60)
         key = subprocess.run(
-            [".venv/bin/python", "manage.py", "create_api_key", "--name", "it", "--quiet"],
+            [
+                ".venv/bin/python",
+                "manage.py",
+                "create_api_key",
+                "--name",
+                "it",
+                "--user",
+                "it",
+                "--scope",
+                "admin",
+                "--quiet",
+            ],
             cwd=root,
             env=env,
             check=True,

@@ -13,6 +13,7 @@ import pytest
 from celery import current_app as celery_app
 from model_bakery import baker
 
+from core_app.scopes import local_user
 from integrations.forge.simulator import ForgeSimulator
 from queue_app.models import Job, JobStatus
 from queue_app.services import job_submit
@@ -75,7 +76,7 @@ def worker(own_redis: OwnRedis, tmp_path, settings) -> Iterator[Process]:
 
 def submit(alias: str, *, steps: int) -> Job:
     params = {"positive_prompt": "a lighthouse", "steps": steps, "width": 64, "height": 64}
-    job, _ = job_submit(target_server_alias=alias, generation_params=params)
+    job, _ = job_submit(owner=local_user(), target_server_alias=alias, generation_params=params)
     return job
 
 

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from model_bakery import baker
 
+from core_app.scopes import local_user
 from queue_app.models import FINISHED_STATUSES, Job, JobImage, JobStatus
 from queue_app.services import CANCELLED_DETAILS, job_submit
 from servers_app.models import Server
@@ -30,7 +31,7 @@ def submit(alias: str, **params: Any) -> Job:
     params.setdefault("steps", 8)
     params.setdefault("width", 64)
     params.setdefault("height", 64)
-    job, _ = job_submit(target_server_alias=alias, generation_params=params)
+    job, _ = job_submit(owner=local_user(), target_server_alias=alias, generation_params=params)
     return job
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from core_app.services import api_key_create
 from servers_app.models import Server
 from tests.integration.conftest import _redis_broker_url, _worker_database_url
 from tests.integration.procs import REPO, Process, clean_env, free_port, wait_until
+from tests.support import new_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -69,7 +69,7 @@ def chunks(data: bytes, size: int = 7) -> Iterator[bytes]:
 
 
 def test_a_chunked_body_is_read_under_gunicorn(web):
-    _, key = api_key_create(name="chunky phone")
+    _, key = new_key("chunky phone")
     body = json.dumps({"alias": "Chunky", "api_url": "http://127.0.0.1:9"}).encode()
 
     response = requests.post(
@@ -86,7 +86,7 @@ def test_a_chunked_body_is_read_under_gunicorn(web):
 
 
 def test_a_chunked_body_over_the_limit_is_a_413_under_gunicorn(web):
-    _, key = api_key_create(name="chunky phone")
+    _, key = new_key("chunky phone")
     body = b'{"alias": "' + b"x" * (2 * 1024 * 1024) + b'"}'
 
     response = requests.post(

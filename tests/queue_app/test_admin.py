@@ -209,7 +209,7 @@ def test_run_again_button_queues_a_copy_with_a_new_seed(
 def test_run_again_keeps_a_job_for_any_server_for_any_server(db):
     job = make_job(None, JobStatus.COMPLETED)
 
-    new = job_run_again(job_id=job.pk)
+    new = job_run_again(job_id=job.pk, owner=None)
 
     assert (new.target_server_alias, new.server) == (ANY_SERVER, None)
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from model_bakery import baker
 
 from core_app.leases import LeaseLost
+from core_app.scopes import local_user
 from queue_app import dispatch
 from queue_app.models import Job, JobImage, JobStatus
 from servers_app.checkpoints import checkpoint_key
@@ -729,6 +730,7 @@ def waiting_jobs(online: Server, other: Server, n: int) -> None:
     """`n` pending jobs of each kind a claim of `online` meets (its own, "any", another
     server's, at three priorities), some in backoff or reserved, and as many finished."""
     later = timezone.now() + timedelta(minutes=5)
+    owner = local_user()
     jobs = []
     for i in range(n):
         for server in (online, None, other):
@@ -742,9 +744,12 @@ def waiting_jobs(online: Server, other: Server, n: int) -> None:
                     next_attempt_at=later if i % 11 == 0 else None,
                     lease_token=uuid.uuid4() if i % 13 == 0 else None,
                     lease_expires_at=later if i % 13 == 0 else None,
+                    owner=owner,
                 )
             )
-        jobs.append(Job(server=online, target_server_alias=online.alias, generation_params={}))
+        jobs.append(
+            Job(server=online, target_server_alias=online.alias, generation_params={}, owner=owner)
+        )
         jobs[-1].status = JobStatus.COMPLETED
     Job.objects.bulk_create(jobs, batch_size=2000)
     with connection.cursor() as cursor:

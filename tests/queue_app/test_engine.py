@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from core_app.errors import InvalidInput
+from core_app.scopes import local_user
 from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
 from queue_app.engine import server_run
 from queue_app.models import Job, JobImage, JobStatus
@@ -126,7 +127,7 @@ def test_cancel_while_processing_interrupts_the_server(server, sim):
     thread = run_queue_in_thread(server.pk)
     sim.wait_for_event("txt2img_started", timeout=10)
 
-    job_cancel(job_id=job.pk)
+    job_cancel(job_id=job.pk, owner=None)
     thread.join(15)
 
     interrupt = sim.wait_for_event("interrupt", timeout=5)
@@ -236,7 +237,7 @@ def test_a_job_cancelled_while_reserved_never_runs(server, sim):
     thread = run_queue_in_thread(server.pk)
     wait_until(lambda: reserved_while_pending(second), timeout=10, what="the reservation")
 
-    job_cancel(job_id=second.pk)
+    job_cancel(job_id=second.pk, owner=None)
     thread.join(20)
 
     assert sent_order(sim) == [str(first.pk), str(third.pk)]
@@ -252,6 +253,7 @@ def test_a_job_of_higher_priority_submitted_meanwhile_runs_next(server, sim):
     wait_until(lambda: reserved_while_pending(reserved), timeout=10, what="the reservation")
 
     urgent, _ = job_submit(
+        owner=local_user(),
         target_server_alias="Laptop",
         generation_params={"positive_prompt": "now", "steps": 4, "width": 64, "height": 64},
         priority=5,

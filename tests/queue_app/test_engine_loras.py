@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import requests
 
+from core_app.scopes import local_user
 from integrations.forge.simulator import ForgeSimulator, SimLora, SimModel, SimulatorConfig
 from queue_app.engine import server_run
 from queue_app.models import Job, JobStatus
@@ -75,7 +76,7 @@ def desktop(windows, settings) -> Server:
 def submit(target: str, **params: Any) -> Job:
     params.setdefault("positive_prompt", "a lighthouse")
     params.update(steps=4, width=64, height=64)
-    job, _ = job_submit(target_server_alias=target, generation_params=params)
+    job, _ = job_submit(owner=local_user(), target_server_alias=target, generation_params=params)
     return job
 
 

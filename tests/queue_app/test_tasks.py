@@ -7,6 +7,7 @@ from django.conf import settings
 from django.utils import timezone
 from model_bakery import baker
 
+from core_app.scopes import local_user
 from integrations.forge.simulator import ForgeSimulator, SimulatorConfig
 from queue_app import dispatch, tasks
 from queue_app.models import Job, JobStatus
@@ -27,7 +28,7 @@ def test_submit_nudges_the_server_after_commit(
     online, published, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        job_submit(target_server_alias="Laptop", generation_params={"steps": 5})
+        job_submit(owner=local_user(), target_server_alias="Laptop", generation_params={"steps": 5})
 
     assert names(published) == [("queue_app.tasks.run_server", (online.pk,))]
 
@@ -39,7 +40,7 @@ def test_submit_for_any_nudges_every_free_server(
     baker.make(Server, alias="Off", api_url="http://y:1", is_online=False)
 
     with django_capture_on_commit_callbacks(execute=True):
-        job_submit(target_server_alias="any", generation_params={"steps": 5})
+        job_submit(owner=local_user(), target_server_alias="any", generation_params={"steps": 5})
 
     assert sorted(args[0] for _, args in names(published)) == sorted(
         [online.pk, other.pk, other.pk]
