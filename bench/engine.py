@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -60,9 +58,9 @@ from bench.engine_harness import (  # noqa: E402
     ensure_services,
     flush_redis,
     loadavg,
+    machine_info,
     prepare_environment,
     recreate_database,
-    service_versions,
     setup_django,
 )
 
@@ -186,13 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     recreate_database(args.db_set)
     flush_redis()
     setup_django()
-    machine = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        **service_versions(),
-    }
+    machine = machine_info()
     bench = Bench(env, workdir, trace=args.trace, py_spy=args.py_spy, nudge=args.nudge)
     bench.worker_env = dict(item.split("=", 1) for item in args.worker_env)
     bench.workers = args.workers

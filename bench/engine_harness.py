@@ -49,17 +49,19 @@ MiB = 1024 * 1024
 # --------------------------------------------------------------------------------------
 
 
-def bench_database_url() -> str:
+def bench_database_url(name: str = BENCH_DB) -> str:
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    return f"{base}/{BENCH_DB}"
+    return f"{base}/{name}"
 
 
-def prepare_environment(workdir: Path) -> dict[str, str]:
+def prepare_environment(
+    workdir: Path, *, database: str = BENCH_DB, broker_url: str = REDIS_URL
+) -> dict[str, str]:
     """Environment of this process and of the worker: the bench database, broker, media."""
     env = {
         "DJANGO_SETTINGS_MODULE": "mobilesd.settings",
-        "DATABASE_URL": bench_database_url(),
-        "CELERY_BROKER_URL": REDIS_URL,
+        "DATABASE_URL": bench_database_url(database),
+        "CELERY_BROKER_URL": broker_url,
         "MEDIA_ROOT": str(workdir / "media"),
         "MOBILESD_DATA_DIR": str(workdir / "data"),
         "DJANGO_SECRET_KEY": "mobilesd-bench-not-secret",
@@ -76,29 +78,29 @@ def ensure_services() -> None:
     subprocess.run([str(REPO / "scripts" / "services")], check=True)  # noqa: S603
 
 
-def recreate_database(db_settings: list[str]) -> None:
-    """Drop and create the bench database; `db_settings` ("name=value") are set on it with
-    ALTER DATABASE (diagnostics only, e.g. synchronous_commit=off)."""
+def recreate_database(db_settings: list[str], name: str = BENCH_DB) -> None:
+    """Drop and create the bench database `name`; `db_settings` ("name=value") are set on it
+    with ALTER DATABASE (diagnostics only, e.g. synchronous_commit=off)."""
     import psycopg
     from psycopg import sql
 
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        name = sql.Identifier(BENCH_DB)
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+        database = sql.Identifier(name)
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(database))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(database))
         for item in db_settings:
             key, value = item.split("=", 1)
             conn.execute(
                 sql.SQL("ALTER DATABASE {} SET {} = {}").format(
-                    name, sql.Identifier(key), sql.Literal(value)
+                    database, sql.Identifier(key), sql.Literal(value)
                 )
             )
 
 
-def flush_redis() -> None:
+def flush_redis(url: str = REDIS_URL) -> None:
     import redis
 
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(url)
     try:
         client.flushdb()
     finally:
@@ -113,7 +115,7 @@ def setup_django() -> None:
     call_command("migrate", verbosity=0, interactive=False)
 
 
-def service_versions() -> dict[str, str]:
+def service_versions(redis_url: str = REDIS_URL) -> dict[str, str]:
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -121,12 +123,26 @@ def service_versions() -> dict[str, str]:
         pg = str(cursor.fetchone()[0])
     import redis
 
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(redis_url)
     try:
         info = client.info("server")
     finally:
         client.close()
     return {"postgresql": pg, "redis": str(info.get("redis_version", "?"))}
+
+
+def machine_info(redis_url: str = REDIS_URL) -> dict[str, Any]:
+    """What a result records of the machine: date, CPUs, Python, PostgreSQL, Redis."""
+    import platform
+    from datetime import UTC, datetime
+
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **service_versions(redis_url),
+    }
 
 
 # --------------------------------------------------------------------------------------

@@ -84,6 +84,15 @@ class Process:
         self._log.close()
 
 
+def procfile_command(name: str) -> str:
+    """The command of process type `name` in the Procfile (run it with `bash -c`)."""
+    for line in (REPO / "Procfile").read_text().splitlines():
+        proc, _, command = line.partition(":")
+        if proc.strip() == name:
+            return command.strip()
+    raise AssertionError(f"no {name!r} in the Procfile")
+
+
 def clean_env(**overrides: str) -> dict[str, str]:
     """The environment without MobileSD's settings: the embedded default."""
     prefixes = ("DATABASE_", "CELERY_", "CACHE_", "MOBILESD_", "DJANGO_", "MEDIA_ROOT", "PORT")

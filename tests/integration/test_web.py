@@ -12,21 +12,20 @@ import requests
 
 from servers_app.models import Server
 from tests.integration.conftest import _redis_broker_url, _worker_database_url
-from tests.integration.procs import REPO, Process, clean_env, free_port, wait_until
+from tests.integration.procs import (
+    REPO,
+    Process,
+    clean_env,
+    free_port,
+    procfile_command,
+    wait_until,
+)
 from tests.support import new_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 # The virtualenv this suite runs in (gunicorn is one of its scripts).
 BIN = Path(sys.executable).parent
-
-
-def procfile_command(name: str) -> str:
-    for line in (REPO / "Procfile").read_text().splitlines():
-        proc, _, command = line.partition(":")
-        if proc.strip() == name:
-            return command.strip()
-    raise AssertionError(f"no {name!r} in the Procfile")
 
 
 @pytest.fixture
