@@ -31,6 +31,10 @@ ENDPOINTS = {
     "cancel",
     "servers",
     "downloads",
+    # The same pages through a client key: its own user's jobs only.
+    "client jobs",
+    "client jobs status=completed",
+    "client jobs status=completed&order=asc",
 }
 
 
