@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark of MobileSD's generation engine against Forge simulators.
 
-    .venv/bin/python bench/engine.py [--scenario gap|depth|utilization|switching|memory|all]
+    .venv/bin/python bench/engine.py [--scenario gap|depth|utilization|many|switching|memory|all]
 
 What runs (bench/engine_harness.py): a real Celery worker subprocess (thread pool) on a
 dedicated PostgreSQL database (BENCH_DB_NAME, default `mobilesd_bench`, dropped and
@@ -18,6 +18,7 @@ Scenarios, one module each (see bench/README.md):
   depth        bench/engine_depth.py: the gap's p50 with 20,000 jobs pending versus 100
   utilization  bench/engine_utilization.py: 4 servers, 200 jobs of 0.5 s: ideal makespan /
                measured makespan
+  many         bench/engine_many.py: the same with 32 servers, 128 jobs of 2 s, one worker
   switching    bench/engine_switching.py: 3 checkpoints interleaved (switch 2 s, jobs
                0.2 s): model loads and makespan with the scheduler's look-ahead versus plain
                FIFO (MOBILESD_SCHEDULER_LOOKAHEAD=1)
@@ -47,6 +48,7 @@ if str(REPO) not in sys.path:
 from bench import (  # noqa: E402
     engine_depth,
     engine_gap,
+    engine_many,
     engine_memory,
     engine_switching,
     engine_utilization,
@@ -81,6 +83,7 @@ SCENARIOS: dict[str, Scenario] = {
         engine_gap,
         engine_depth,
         engine_utilization,
+        engine_many,
         engine_switching,
         engine_memory,
     )
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
     parser.add_argument(
-        "--jobs", type=int, default=0, help="jobs per scenario (default: 300/100/200/30/20)"
+        "--jobs", type=int, default=0, help="jobs per scenario (default: 300/100/200/128/30/20)"
     )
     for scenario in SCENARIOS.values():
         scenario.add_options(parser)

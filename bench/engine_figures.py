@@ -150,6 +150,72 @@ def makespan(result: RunResult) -> tuple[float, float, float]:
     return first, last, last - first
 
 
+def makespan_use(result: RunResult) -> tuple[float, dict[str, float]]:
+    """Where the servers' makespan went: (seconds in jobs on the servers, summed over the
+    servers; the same split into time in jobs, gaps between them, late start and early end,
+    averaged over the servers)."""
+    first, last, _ = makespan(result)
+    parts = {"jobs_on_server": 0.0, "gaps": 0.0, "late_start": 0.0, "early_end": 0.0}
+    for events in result.events.values():
+        received = of_type(events, "txt2img_received")
+        finished = of_type(events, "txt2img_finished")
+        parts["jobs_on_server"] += sum(
+            f["t"] - r["t"] for r, f in zip(received, finished, strict=True)
+        )
+        following = zip(finished, received[1:], strict=False)
+        parts["gaps"] += sum(r["t"] - f["t"] for f, r in following)
+        parts["late_start"] += received[0]["t"] - first
+        parts["early_end"] += last - finished[-1]["t"]
+    servers = max(len(result.events), 1)
+    return parts["jobs_on_server"], {k: v / servers for k, v in parts.items()}
+
+
+def utilization_figures(
+    result: RunResult, *, servers: int, jobs: int, job_seconds: float
+) -> tuple[float, dict[str, Any]]:
+    """The utilization of a run: ideal makespan (jobs x job_seconds / servers) over the
+    measured one (first `txt2img_received` to last `txt2img_finished`); and its figures:
+    where each server's makespan went, the gaps, the CPU each program used."""
+    first, _, span = makespan(result)
+    ideal = jobs * job_seconds / servers
+    busy, per_server = makespan_use(result)
+    gaps = dispatch_gaps(result)
+    figures: dict[str, Any] = {
+        "ideal_makespan_s": round(ideal, 3),
+        "makespan_s": round(span, 3),
+        "utilization_pct": round(100 * ideal / span, 2),
+        "busy_pct": round(100 * busy / (servers * span), 2),
+        "makespan_per_server_s": {k: round(v, 3) for k, v in per_server.items()},
+        "mean_job_seconds_on_server": round(busy / max(jobs, 1), 4),
+        "jobs_per_server": {
+            alias: len(of_type(ev, "txt2img_finished")) for alias, ev in result.events.items()
+        },
+        "gap_p50_ms": ms(percentile(gaps, 50)) if gaps else None,
+        "gap_p99_ms": ms(percentile(gaps, 99)) if gaps else None,
+        "gap_max_ms": ms(max(gaps)) if gaps else None,
+        "other_servers_in_a_gap_during_a_gap": gap_overlap(result),
+        "queued_to_first_request_ms": ms(first - result.queued_at),
+        "cpu_ms_per_job": {k: ms(max(v, 0) / jobs) for k, v in result.cpu_seconds.items()},
+        "cpu_pct_of_one_core": {
+            k: round(100 * max(v, 0) / span, 1) for k, v in result.cpu_seconds.items()
+        },
+    }
+    if result.trace:
+        figures["breakdown"] = gap_breakdown(result)
+    return ideal / span, figures
+
+
+def utilization_check(utilization: float, figures: dict[str, Any], *, ok: bool) -> Check:
+    """The target of every utilization figure: >= 97 % (and every job completed)."""
+    return Check(
+        "utilization",
+        f"{figures['utilization_pct']} % ({figures['makespan_s']} s vs ideal "
+        f"{figures['ideal_makespan_s']:g} s)",
+        ">= 97 %",
+        ok and utilization >= 0.97,
+    )
+
+
 def ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 

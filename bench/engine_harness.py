@@ -184,13 +184,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_by_program(worker_pids: list[int]) -> dict[str, float]:
-    """CPU seconds used so far by the workers, this process (simulators + bench), and every
-    postgres / redis-server process (their backends come and go; gone ones are missed)."""
+def cpu_by_program(worker_pids: list[int], simulator_pids: list[int]) -> dict[str, float]:
+    """CPU seconds used so far by the workers, this process (the bench, and the simulators
+    when they run in it), the simulator processes, and every postgres / redis-server
+    process (their backends come and go; gone ones are missed)."""
     totals = {
         "worker": sum(cpu_seconds(pid) for pid in worker_pids),
-        "bench+simulators": cpu_seconds(os.getpid()),
+        "bench" if simulator_pids else "bench+simulators": cpu_seconds(os.getpid()),
     }
+    if simulator_pids:
+        totals["simulators"] = sum(cpu_seconds(pid) for pid in simulator_pids)
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -463,7 +466,12 @@ class Bench:
                     before_jobs()
                 since = {sim.url: len(sim.events) for sim in simulators}
                 pids = [p.popen.pid for p in procs]
-                cpu_before = cpu_by_program(pids)
+                sim_pids = [
+                    sim.process.pid
+                    for sim in simulators
+                    if isinstance(sim, SimulatorProcess) and sim.process.pid is not None
+                ]
+                cpu_before = cpu_by_program(pids, sim_pids)
                 marks: list[float] = []
                 ids: list[str] = []
                 with self.nudges_coalesced(), transaction.atomic():
@@ -488,7 +496,7 @@ class Bench:
                     what=f"{len(ids)} jobs to end",
                 )
                 done_at = time.monotonic()
-                cpu_after = cpu_by_program(pids)
+                cpu_after = cpu_by_program(pids, sim_pids)
                 if after_jobs is not None:
                     after_jobs()
                 if spy is not None:

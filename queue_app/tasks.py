@@ -8,14 +8,14 @@ from datetime import timedelta
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from integrations.forge.client import ForgeError
 from queue_app import dispatch
 from queue_app.engine import interrupt_if_current, make_client, server_run, shutting_down
 from queue_app.images import delete_image_files, orphan_image_files
-from queue_app.models import Job, JobStatus
+from queue_app.models import ANY_SERVER, Job, JobStatus
 from servers_app.models import Server
 from servers_app.tasks import check_server
 
@@ -66,7 +66,13 @@ def interrupt_task(server_id: int, task_id: str, attempts_left: int = 60) -> Non
 
 def servers_with_work(servers: Iterable[Server] | None = None) -> list[int]:
     """Enabled, online servers with a free slot and a job they may take now, once per free
-    slot."""
+    slot.
+
+    Its cost does not grow with the queue: whether a server has a job of its own is an
+    EXISTS per server (a probe of its head in the pending jobs' index, which stops at the
+    first ready row), likewise whether an "any" job waits; the jobs counted are the running
+    ones, at most the servers' slots.
+    """
     now = timezone.now()
     if servers is None:
         servers = Server.objects.filter(enabled=True).exclude(is_online=False)
@@ -74,14 +80,22 @@ def servers_with_work(servers: Iterable[Server] | None = None) -> list[int]:
     if not servers:
         return []
     ready = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    pending = dict(
-        Job.objects.filter(status=JobStatus.PENDING, server__in=servers)
-        .filter(ready)
-        .values_list("server")
-        .annotate(n=Count("pk"))
-    )
+    # In the select list, so that each server's EXISTS is its own probe (in a WHERE, the
+    # planner may join it to every pending job instead).
+    own_job = Job.objects.filter(server=OuterRef("pk"), status=JobStatus.PENDING).filter(ready)
+    with_own_job = {
+        pk
+        for pk, has_job in Server.objects.filter(pk__in=[s.pk for s in servers])
+        .annotate(has_job=Exists(own_job))
+        .values_list("pk", "has_job")
+        if has_job
+    }
     any_jobs = (
-        Job.objects.filter(status=JobStatus.PENDING, server__isnull=True).filter(ready).exists()
+        Job.objects.filter(
+            status=JobStatus.PENDING, server__isnull=True, target_server_alias=ANY_SERVER
+        )
+        .filter(ready)
+        .exists()
     )
     running = dict(
         Job.objects.filter(status=JobStatus.PROCESSING, server__in=servers)
@@ -91,7 +105,7 @@ def servers_with_work(servers: Iterable[Server] | None = None) -> list[int]:
     ids = []
     for server in servers:
         free = server.slots - running.get(server.pk, 0)
-        if free > 0 and (pending.get(server.pk) or any_jobs):
+        if free > 0 and (server.pk in with_own_job or any_jobs):
             ids.extend([server.pk] * free)
     return ids
 

@@ -214,3 +214,26 @@ def new_key(
 
     user, _ = get_user_model().objects.get_or_create(username=username)
     return api_key_create(name=name, user=user, scope=scope)
+
+
+def explained(sql: str, params: Any = None, *, analyze: bool = False) -> list[dict[str, Any]]:
+    """The nodes of PostgreSQL's plan of `sql`, each with the nodes below it (`below`);
+    with `analyze`, as run (each node's `Actual Rows` and `Actual Loops`)."""
+    from django.db import connection
+
+    options = "ANALYZE, FORMAT JSON" if analyze else "FORMAT JSON"
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN ({options}) {sql}", params)
+        (document,) = cursor.fetchone()
+    plan = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
+    nodes: list[dict[str, Any]] = []
+
+    def walk(node: dict[str, Any]) -> list[dict[str, Any]]:
+        below: list[dict[str, Any]] = []
+        for child in node.get("Plans", []):
+            below += [child, *walk(child)]
+        nodes.append({**node, "below": below})
+        return below
+
+    walk(plan)
+    return nodes

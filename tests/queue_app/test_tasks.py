@@ -4,6 +4,8 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from model_bakery import baker
 
@@ -13,6 +15,7 @@ from queue_app import dispatch, tasks
 from queue_app.models import Job, JobStatus
 from queue_app.services import job_submit
 from servers_app.models import Server
+from tests.support import explained
 
 
 @pytest.fixture
@@ -69,7 +72,45 @@ def test_servers_with_work_skips_offline_disabled_idle_and_backing_off(online):
         next_attempt_at=timezone.now() + timedelta(minutes=5),
     )
 
+    # Nor does a job whose server was deleted (no claim takes it: it is not an "any" job).
+    baker.make(Job, server=None, target_server_alias="Gone", generation_params={"a": 1})
+
     assert tasks.servers_with_work() == []
+
+
+def test_servers_with_work_reads_a_few_jobs_however_many_wait(online):
+    """Whether a server has work is a probe of its queue's head, not a count of its queue:
+    with thousands waiting, each statement reads a few job rows."""
+    if connection.vendor != "postgresql":
+        pytest.skip("reads PostgreSQL's plans (EXPLAIN ANALYZE)")
+    other = baker.make(Server, alias="Desktop", api_url="http://x:1", is_online=True, slots=2)
+    later = timezone.now() + timedelta(minutes=5)
+    owner = local_user()
+    jobs = [
+        Job(
+            server=server,
+            target_server_alias=server.alias if server else "any",
+            generation_params={"a": 1},
+            priority=i % 3,
+            next_attempt_at=later if i % 11 == 0 else None,
+            owner=owner,
+        )
+        for i in range(2000)
+        for server in (online, other, None)
+    ]
+    Job.objects.bulk_create(jobs, batch_size=2000)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {connection.ops.quote_name(Job._meta.db_table)}")
+
+    with CaptureQueriesContext(connection) as queries:
+        assert sorted(tasks.servers_with_work()) == sorted([online.pk, other.pk, other.pk])
+
+    job_table = Job._meta.db_table
+    for query in queries.captured_queries:
+        for node in explained(query["sql"], analyze=True):
+            if node.get("Relation Name") == job_table:
+                read = node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+                assert read * node["Actual Loops"] <= 10, (query["sql"], node["Node Type"])
 
 
 def test_reconcile_recovers_dead_workers_jobs_and_interrupts_their_task(online, published):
