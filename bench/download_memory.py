@@ -91,13 +91,16 @@ def measure_one(size_bytes: int, workdir: Path) -> dict[str, Any]:
     from civitai_app.download_runs import download_run
     from civitai_app.download_states import download_claim_next
     from civitai_app.models import Download
+    from core_app.scopes import local_user
     from servers_app.models import Server
 
     call_command("migrate", verbosity=0)
     models_dir = workdir / "models"
     models_dir.mkdir()
     baker.make(Server, alias="Bench", api_url="http://127.0.0.1:9", models_dir=str(models_dir))
-    download, _, _ = download_request(server_aliases=["Bench"], model_version_id=100)
+    download, _, _ = download_request(
+        owner=local_user(), server_aliases=["Bench"], model_version_id=100
+    )
     claim = download_claim_next()
     assert claim is not None
 

@@ -1,6 +1,7 @@
 """Admin for Civitai: downloads (progress, status, cancel, retry) and the Civitai settings."""
 
 import json
+from functools import partial
 from typing import Any
 
 from django import forms
@@ -103,15 +104,25 @@ class DownloadAdmin(admin.ModelAdmin):
         "eta",
         "servers",
         "model_type",
+        "owner",
         "created_at",
     )
-    list_filter = ("status", "model_type", "created_at")
-    search_fields = ("file_name", "model_name", "version_name", "sha256", "=model_version_id")
-    search_help_text = "Search by file, model or version name, SHA256 or version id."
+    list_filter = ("status", "model_type", "owner", "created_at")
+    list_select_related = ("owner",)
+    search_fields = (
+        "file_name",
+        "model_name",
+        "version_name",
+        "sha256",
+        "=model_version_id",
+        "owner__username",
+    )
+    search_help_text = "Search by file, model or version name, SHA256, version id or user."
     ordering = ("-created_at",)
     date_hierarchy = "created_at"
     readonly_fields = (
         "id",
+        "owner",
         "status_badge",
         "progress_bar",
         "speed",
@@ -195,7 +206,7 @@ class DownloadAdmin(admin.ModelAdmin):
         return format_html("<pre>{}</pre>", json.dumps(obj.requested, indent=2))
 
     def delete_model(self, request: HttpRequest, obj: Download) -> None:
-        download_delete(download_id=obj.pk)
+        download_delete(download_id=obj.pk, owner=None)
 
     @admin.action(description="Cancel selected downloads")
     def cancel_downloads(self, request: HttpRequest, queryset: QuerySet[Download]) -> None:
@@ -203,7 +214,7 @@ class DownloadAdmin(admin.ModelAdmin):
             self,
             request,
             queryset,
-            download_cancel,
+            partial(download_cancel, owner=None),
             key="download_id",
             done="Cancelled {count} download(s).",
         )
@@ -214,7 +225,7 @@ class DownloadAdmin(admin.ModelAdmin):
             self,
             request,
             queryset,
-            download_retry,
+            partial(download_retry, owner=None),
             key="download_id",
             done="Queued {count} download(s) again.",
         )
@@ -225,7 +236,7 @@ class DownloadAdmin(admin.ModelAdmin):
             self,
             request,
             queryset,
-            download_delete,
+            partial(download_delete, owner=None),
             key="download_id",
             done="Deleted {count} download(s).",
         )

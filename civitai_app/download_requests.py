@@ -9,6 +9,7 @@ the workers only after the commit (`civitai_app.tasks.nudge_downloads`).
 import logging
 import os
 import uuid
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 def _redundant_download(plan: DownloadPlan) -> tuple[Download | None, str]:
     """A download that makes this request redundant: one in progress for the same file and
-    folders, or a completed one whose verified files are all still there."""
+    folders, or a completed one whose verified files are all still there (whoever's)."""
     wanted = {str(path) for path in plan.paths.values()}
     candidates = (
         Download.objects.filter(file_id=int(plan.file["id"]))
@@ -69,6 +70,7 @@ def _redundant_download(plan: DownloadPlan) -> tuple[Download | None, str]:
 
 def download_request(
     *,
+    owner: Any,
     server_aliases: list[str],
     model_version_id: int | None = None,
     url: str | None = None,
@@ -77,13 +79,16 @@ def download_request(
     precision: str | None = None,
     size: str | None = None,
     file_name: str | None = None,
+    mine_only: bool = False,
 ) -> tuple[Download, bool, str]:
-    """Queue the download of a Civitai file to the servers' model folders; returns
-    (download, created, message).
+    """Queue the download, by `owner` (a user), of a Civitai file to the servers' model
+    folders; returns (download, created, message).
 
     Everything is checked before a row is written (`civitai_app.download_plans`). A
     request for a file that is already being fetched, or already present and verified,
-    returns that download.
+    returns that download; if it is another user's and `mine_only` (a client key, which
+    may not see it), the request is a 409 `download_exists` instead, since a second
+    download of the same file to the same folders would race the first.
     """
     if (model_version_id is None) == (url is None):
         raise MobileSDError("Give either model_version_id or url.", code="invalid_reference")
@@ -109,7 +114,9 @@ def download_request(
     with transaction.atomic():
         existing, message = _redundant_download(plan)
         if existing is not None:
-            return download_get(download_id=existing.pk), False, message
+            if mine_only and existing.owner_id != owner.pk:
+                raise Conflict(f"{message} (Another user's download.)", code="download_exists")
+            return download_get(download_id=existing.pk, owner=None), False, message
         model = plan.version.get("model") or {}
         size_kb = plan.file.get("sizeKB")
         download = Download.objects.create(
@@ -141,6 +148,7 @@ def download_request(
                 if v is not None
             },
             version_info=plan.version,
+            owner=owner,
         )
         DownloadTarget.objects.bulk_create(
             DownloadTarget(download=download, server=server, path=str(plan.paths[server.pk]))
@@ -154,13 +162,14 @@ def download_request(
         plan.file_name,
         ", ".join(s.alias for s in servers),
     )
-    return download_get(download_id=download.pk), True, "Download queued."
+    return download_get(download_id=download.pk, owner=None), True, "Download queued."
 
 
-def download_cancel(*, download_id: str | uuid.UUID) -> Download:
-    """Cancel a pending or running download. A running one stops at its worker's next
-    heartbeat, which removes the partial file; a pending one's is removed here."""
-    download = download_get(download_id=download_id)
+def download_cancel(*, download_id: str | uuid.UUID, owner: Any | None) -> Download:
+    """Cancel a pending or running download of `owner` (None: anyone's). A running one
+    stops at its worker's next heartbeat, which removes the partial file; a pending one's
+    is removed here."""
+    download = download_get(download_id=download_id, owner=owner)
     with transaction.atomic():
         row = Download.objects.select_for_update().get(pk=download.pk)
         if row.status in FINISHED_DOWNLOAD_STATUSES:
@@ -180,12 +189,13 @@ def download_cancel(*, download_id: str | uuid.UUID) -> Download:
             transaction.on_commit(lambda: remove_file(part))
             Download.objects.filter(pk=row.pk).update(part_path="", bytes_done=0)
     logger.info("Download %s cancelled", download.pk)
-    return download_get(download_id=download.pk)
+    return download_get(download_id=download.pk, owner=None)
 
 
-def download_retry(*, download_id: str | uuid.UUID) -> Download:
-    """Queue a failed or cancelled download again (it resumes from its partial file)."""
-    download = download_get(download_id=download_id)
+def download_retry(*, download_id: str | uuid.UUID, owner: Any | None) -> Download:
+    """Queue a failed or cancelled download of `owner` (None: anyone's) again (it resumes
+    from its partial file)."""
+    download = download_get(download_id=download_id, owner=owner)
     with transaction.atomic():
         updated = Download.objects.filter(
             pk=download.pk, status__in=[DownloadStatus.FAILED, DownloadStatus.CANCELLED]
@@ -208,18 +218,18 @@ def download_retry(*, download_id: str | uuid.UUID) -> Download:
             state__in=[TargetState.PLACED, TargetState.ALREADY_PRESENT]
         ).update(state=TargetState.WAITING, error="")
         transaction.on_commit(nudge_downloads)
-    return download_get(download_id=download.pk)
+    return download_get(download_id=download.pk, owner=None)
 
 
-def download_delete(*, download_id: str | uuid.UUID) -> str:
-    """Delete a download's record (cancelling it first if it runs) and its partial file.
-    Model files already placed stay where they are."""
-    download = download_get(download_id=download_id)
+def download_delete(*, download_id: str | uuid.UUID, owner: Any | None) -> str:
+    """Delete a download's record of `owner` (None: anyone's), cancelling it first if it
+    runs, and its partial file. Model files already placed stay where they are."""
+    download = download_get(download_id=download_id, owner=owner)
     if download.status in ACTIVE_DOWNLOAD_STATUSES:
         try:
-            download = download_cancel(download_id=download.pk)
+            download = download_cancel(download_id=download.pk, owner=None)
         except Conflict:
-            download = download_get(download_id=download.pk)
+            download = download_get(download_id=download.pk, owner=None)
     part = download.part_path
     Download.objects.filter(pk=download.pk).delete()
     # A worker still writing it finds the row gone at its next heartbeat and stops; the

@@ -144,6 +144,11 @@ class Download(models.Model):
     requested = models.JSONField(default=dict, blank=True)
     # Civitai's version object, written beside the file as <name>.civitai.info.
     version_info = models.JSONField(default=dict, blank=True)
+    # Who asked for it: a client key sees and cancels its own user's downloads only. A user
+    # with downloads cannot be deleted (as with jobs): delete the downloads first.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="civitai_downloads"
+    )
 
     # Progress, written by the worker.
     size_bytes = models.BigIntegerField(null=True, blank=True, editable=False)

@@ -1,6 +1,7 @@
 """Reads for Civitai: downloads, and which cached model an image's resource is."""
 
 import uuid
+from typing import Any
 
 from django.db.models import Q, QuerySet
 
@@ -10,24 +11,23 @@ from servers_app.checkpoints import file_stem
 from servers_app.models import CachedModel
 
 
-def download_get(*, download_id: str | uuid.UUID) -> Download:
-    """The download, or a 404 (also for ids that are not UUIDs)."""
+def download_get(*, download_id: str | uuid.UUID, owner: Any | None) -> Download:
+    """The download, if `owner` (a user; None: anyone) owns it, or a 404 (also for ids that
+    are not UUIDs, and for another user's download)."""
     try:
         key = download_id if isinstance(download_id, uuid.UUID) else uuid.UUID(str(download_id))
     except ValueError:
         key = None
-    download = (
-        Download.objects.filter(pk=key).prefetch_related("targets__server").first()
-        if key is not None
-        else None
-    )
+    download = download_list(owner=owner).filter(pk=key).first() if key is not None else None
     if download is None:
         raise NotFound(f"Download '{download_id}' not found.", code="download_not_found")
     return download
 
 
-def download_list() -> QuerySet[Download]:
-    return Download.objects.prefetch_related("targets__server")
+def download_list(*, owner: Any | None) -> QuerySet[Download]:
+    """The downloads of `owner` (a user), or everyone's for None."""
+    downloads = Download.objects.select_related("owner").prefetch_related("targets__server")
+    return downloads if owner is None else downloads.filter(owner=owner)
 
 
 def cached_model_for(

@@ -172,6 +172,9 @@ class DownloadSerializer(serializers.ModelSerializer):
         help_text="Why it failed (or why it waits to retry): {message, code}; null otherwise."
     )
     targets = DownloadTargetSerializer(many=True, read_only=True)
+    owner = serializers.CharField(
+        source="owner.username", read_only=True, help_text="The user who asked for it."
+    )
     next_attempt_at = TimestampField(allow_null=True)
     created_at = TimestampField()
     updated_at = TimestampField()
@@ -202,6 +205,7 @@ class DownloadSerializer(serializers.ModelSerializer):
             "attempts",
             "next_attempt_at",
             "targets",
+            "owner",
             "created_at",
             "updated_at",
             "started_at",

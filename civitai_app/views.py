@@ -32,6 +32,7 @@ from civitai_app.serializers import (
 )
 from core_app.errors import PayloadTooLarge
 from core_app.pagination import paginated_response
+from core_app.scopes import owner_scope, request_user
 from core_app.serializers import ErrorSerializer, MessageSerializer
 
 # Statuses a view answers beyond those core_app.schema.AutoSchema adds to every operation
@@ -116,7 +117,8 @@ class DownloadModelView(APIView):
         },
         summary="Download a model from Civitai to servers' model folders",
         description="202 with the new download's id; 200 with the existing one when the file "
-        "is already being downloaded, or is already present and verified.",
+        "is already being downloaded, or is already present and verified. For a client key, "
+        "when that existing download is another user's: 409 `download_exists`.",
         operation_id="civitai_download_model",
     )
     def post(self, request: Request) -> Response:
@@ -124,6 +126,8 @@ class DownloadModelView(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         download, created, message = download_request(
+            owner=request_user(request),
+            mine_only=owner_scope(request) is not None,
             server_aliases=data["server_aliases"],
             model_version_id=data.get("model_version_id"),
             url=data.get("url"),
@@ -153,11 +157,13 @@ class DownloadListView(APIView):
             OpenApiParameter("offset", int),
         ],
         responses={200: DownloadListSerializer},
-        summary="List Civitai downloads",
+        summary="List Civitai downloads (a client key's own; every user's for an admin)",
         operation_id="civitai_downloads_list",
     )
     def get(self, request: Request) -> Response:
-        filterset = DownloadFilter(request.query_params, queryset=download_list())
+        filterset = DownloadFilter(
+            request.query_params, queryset=download_list(owner=owner_scope(request))
+        )
         if not filterset.is_valid():
             raise ValidationError(filterset.errors)
         return paginated_response(
@@ -175,7 +181,8 @@ class DownloadDetailView(APIView):
         operation_id="civitai_download_retrieve",
     )
     def get(self, request: Request, download_id: str) -> Response:
-        return Response(DownloadSerializer(download_get(download_id=download_id)).data)
+        download = download_get(download_id=download_id, owner=owner_scope(request))
+        return Response(DownloadSerializer(download).data)
 
     @extend_schema(
         responses={200: MessageSerializer},
@@ -183,7 +190,7 @@ class DownloadDetailView(APIView):
         operation_id="civitai_download_destroy",
     )
     def delete(self, request: Request, download_id: str) -> Response:
-        deleted = download_delete(download_id=download_id)
+        deleted = download_delete(download_id=download_id, owner=owner_scope(request))
         return Response({"message": f"Download {deleted} deleted."})
 
 
@@ -195,7 +202,7 @@ class DownloadCancelView(APIView):
         operation_id="civitai_download_cancel",
     )
     def post(self, request: Request, download_id: str) -> Response:
-        download = download_cancel(download_id=download_id)
+        download = download_cancel(download_id=download_id, owner=owner_scope(request))
         body = {"message": "Download cancelled.", "download": download}
         return Response(DownloadMessageSerializer(body).data)
 
@@ -208,6 +215,6 @@ class DownloadRetryView(APIView):
         operation_id="civitai_download_retry",
     )
     def post(self, request: Request, download_id: str) -> Response:
-        download = download_retry(download_id=download_id)
+        download = download_retry(download_id=download_id, owner=owner_scope(request))
         body = {"message": "Download queued again.", "download": download}
         return Response(DownloadMessageSerializer(body).data)

@@ -1,9 +1,12 @@
-"""Admin for API keys: create (the key is shown once), list, revoke."""
+"""Admin for API keys (create, the key shown once; list; revoke) and for the users they
+belong to, each with their keys."""
 
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
 from core_app.models import ApiKey, WorkerHeartbeat
@@ -50,6 +53,56 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         count = api_key_revoke(keys=queryset)
         self.message_user(request, f"Revoked {count} API key(s).", messages.SUCCESS)
+
+
+class ApiKeyInline(admin.TabularInline):
+    """A user's keys on their page, read-only: a key is made from the API keys page (which
+    shows it once) and revoked there."""
+
+    model = ApiKey
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = ("name", "scope", "prefix", "created_at", "last_used_at", "active")
+    readonly_fields = fields
+    ordering = ("-created_at",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(boolean=True)
+    def active(self, obj: ApiKey) -> bool:
+        return obj.is_active
+
+
+User = get_user_model()
+# Importing django.contrib.auth.admin has registered its UserAdmin; this one replaces it.
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class UserWithKeysAdmin(UserAdmin):
+    """Django's user admin, with the user's API keys on their page and their count in the
+    list (the autocomplete of ApiKeyAdmin.user searches `search_fields`)."""
+
+    inlines = (ApiKeyInline,)
+    list_display = (
+        "username",
+        "email",
+        "first_name",
+        "last_name",
+        "is_staff",
+        "is_active",
+        "key_count",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        active = Q(api_keys__revoked_at__isnull=True)
+        return super().get_queryset(request).annotate(_keys=Count("api_keys", filter=active))
+
+    @admin.display(description="Active API keys", ordering="_keys")
+    def key_count(self, obj: Any) -> int:
+        return int(obj._keys)
 
 
 @admin.register(WorkerHeartbeat)

@@ -53,6 +53,8 @@ ERROR_CODES: dict[str, str] = {
     "download_not_found": "No such download.",
     "download_already_finished": "The download has finished and cannot be cancelled.",
     "download_not_retryable": "Only a failed or cancelled download can be retried.",
+    "download_exists": "Another user's download already fetches (or has fetched) this file to "
+    "these folders.",
     "invalid_file_name": "The file name is not allowed (folders, bad characters).",
     "no_target_server": "Name at least one target server.",
     "too_many_targets": "Too many target servers.",

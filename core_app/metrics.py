@@ -19,38 +19,67 @@ from django.views import View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.request import Request
 
+from core_app.authentication import AddressLockedOut, ApiKeyAuthentication
 from core_app.errors import error_body
 
 __all__ = ["MetricsView", "duration_histogram"]
 
 
-def _authorized(request: HttpRequest) -> bool:
+MESSAGE = (
+    "Metrics need the metrics token (Authorization: Bearer <MOBILESD_METRICS_TOKEN>), an admin "
+    "API key or an administrator's session."
+)
+
+
+def _refusal(request: HttpRequest) -> HttpResponse | None:
+    """None if the request may read the metrics: the metrics token, a staff session, or an
+    admin API key (checked as the API checks keys, failed attempts counted); else the
+    answer in the API's error shape (401, 403 for a client key, 429 for an address locked
+    out)."""
     token = settings.MOBILESD_METRICS_TOKEN
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if token and scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token):
-        return True
+        return None
     user = getattr(request, "user", None)
-    return bool(user is not None and user.is_authenticated and user.is_staff)
+    if user is not None and user.is_authenticated and user.is_staff:
+        return None
+    try:
+        found = ApiKeyAuthentication().authenticate(Request(request))
+    except AddressLockedOut as locked:
+        response = JsonResponse(error_body(str(locked.detail), str(locked.get_codes())), status=429)
+        response["Retry-After"] = str(locked.wait)
+        return response
+    except AuthenticationFailed as refused:
+        return _unauthorized(str(refused.get_codes()))
+    if found is None:
+        return _unauthorized("authentication_required")
+    if not found[1].is_admin:
+        return JsonResponse(
+            error_body(f"{MESSAGE} A client key may not.", "admin_scope_required"), status=403
+        )
+    return None
+
+
+def _unauthorized(code: str) -> HttpResponse:
+    response = JsonResponse(error_body(MESSAGE, code), status=401)
+    response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+    return response
 
 
 class MetricsView(View):
     """The metrics of `collectors`, and of the worker processes' shared files, for the
-    metrics token (`Authorization: Bearer <MOBILESD_METRICS_TOKEN>`) or a staff session;
-    anyone else gets a 401 in the API's error shape."""
+    metrics token (`Authorization: Bearer <MOBILESD_METRICS_TOKEN>`), an admin API key or a
+    staff session; anyone else gets an answer in the API's error shape."""
 
     collectors: Sequence[Collector] = ()
     http_method_names = ["get", "head"]
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        if not _authorized(request):
-            message = (
-                "Metrics need the metrics token (Authorization: Bearer "
-                "<MOBILESD_METRICS_TOKEN>) or an administrator's session."
-            )
-            response = JsonResponse(error_body(message, "authentication_required"), status=401)
-            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
-            return response
+        if (refusal := _refusal(request)) is not None:
+            return refusal
         registry = CollectorRegistry(auto_describe=False)
         for collector in self.collectors:
             registry.register(collector)

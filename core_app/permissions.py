@@ -3,7 +3,7 @@
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
 from core_app.models import ApiKey
@@ -36,7 +36,7 @@ class AdminScopeForWrites(BasePermission):
     code = "admin_scope_required"
 
     def has_permission(self, request: Request, view: "APIView") -> bool:
-        return request.method in ("GET", "HEAD", "OPTIONS") or request_is_admin(request)
+        return request.method in SAFE_METHODS or request_is_admin(request)
 
 
 class AdminScope(BasePermission):
@@ -47,3 +47,17 @@ class AdminScope(BasePermission):
 
     def has_permission(self, request: Request, view: "APIView") -> bool:
         return request_is_admin(request)
+
+
+# The permission classes of an endpoint that any caller reads and only the admin scope
+# changes (servers and their models), and of one only the admin scope uses at all (debug).
+ADMIN_WRITES = [HasApiKeyOrStaff, AdminScopeForWrites]
+ADMIN_ONLY = [HasApiKeyOrStaff, AdminScope]
+
+
+def needs_admin_scope(permission: object, method: str) -> bool:
+    """Whether `permission` refuses a `method` request without the admin scope (for the
+    OpenAPI document's 403)."""
+    if isinstance(permission, AdminScope):
+        return True
+    return isinstance(permission, AdminScopeForWrites) and method not in SAFE_METHODS

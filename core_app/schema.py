@@ -13,6 +13,7 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny
 
+from core_app.permissions import needs_admin_scope
 from core_app.serializers import ErrorSerializer
 
 # Why each implied error status is answered, as the document describes it.
@@ -20,7 +21,8 @@ ERROR_DESCRIPTIONS = {
     400: "Invalid input (body, query or header): `fields` says where; or a malformed body, "
     "or a NUL character in the path, query or a header.",
     401: "No API key where one is needed, or an unknown or revoked key.",
-    403: "A staff session's write without a CSRF token.",
+    403: "A client key where the admin scope is needed (`admin_scope_required`), or a staff "
+    "session's write without a CSRF token.",
     404: "No such object (for another key's user too), or no such named object in the input.",
     406: "No answer in a media type the Accept header allows.",
     411: "A chunked body the web server did not finish reading; send a Content-Length.",
@@ -59,7 +61,8 @@ class AutoSchema(SpectacularAutoSchema):
     """drf-spectacular's AutoSchema, adding to each operation the error answers its view can
     give whether or not the view declares them: 400 and 500 everywhere (a NUL in a header
     is refused before any view), 401 (and 403 for session writes, 429 for an address with
-    too many failed sign-ins) where it authenticates, 404 where the path names an object,
+    too many failed sign-ins) where it authenticates, 403 where a permission class wants the
+    admin scope for the method, 404 where the path names an object,
     411/413/415 where it parses a body, 429 where it is throttled. Each in the one error
     shape; what a view declares itself wins."""
 
@@ -85,6 +88,8 @@ class AutoSchema(SpectacularAutoSchema):
             if unsafe and any(isinstance(a, SessionAuthentication) for a in authenticators):
                 statuses.add(403)
         elif not all(isinstance(p, AllowAny) for p in view.get_permissions()):
+            statuses.add(403)
+        if any(needs_admin_scope(p, method) for p in view.get_permissions()):
             statuses.add(403)
         if "{" in self.path:
             statuses.add(404)

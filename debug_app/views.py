@@ -1,4 +1,5 @@
-"""Debugging endpoints: checkpoint resolution against a live server, the model cache."""
+"""Debugging endpoints: checkpoint resolution against a live server, the model cache. For
+the operator: the admin scope only."""
 
 from typing import Any
 
@@ -9,6 +10,7 @@ from rest_framework.views import APIView
 
 from core_app.errors import ServerUnreachable
 from core_app.pagination import paginate
+from core_app.permissions import ADMIN_ONLY
 from core_app.serializers import ErrorSerializer
 from debug_app.serializers import (
     ModelsCacheQuerySerializer,
@@ -34,6 +36,8 @@ def _with_separator(path: str, separator: str) -> str:
 class VerifyCheckpointView(APIView):
     """Resolve a checkpoint path against the server's live list (the cache is refreshed
     first), showing how the path was normalized and what it matched."""
+
+    permission_classes = ADMIN_ONLY
 
     @extend_schema(
         parameters=[
@@ -87,6 +91,8 @@ def _cache_entry(model: CachedModel, separator: str) -> dict[str, Any]:
 
 class ModelsCacheView(APIView):
     """The model cache as stored (checkpoints by default), for one server or all."""
+
+    permission_classes = ADMIN_ONLY
 
     @extend_schema(
         parameters=[

@@ -29,20 +29,22 @@ class JobAdmin(ObjectActionsAdmin):
         "status_badge",
         "progress_bar",
         "server_alias",
+        "owner",
         "prompt_excerpt",
         "age",
         "retry_count",
     )
     list_display_links = ("thumbnail", "short_id")
-    list_filter = ("status", "server", "created_at")
-    list_select_related = ("server",)
+    list_filter = ("status", "server", "owner", "created_at")
+    list_select_related = ("server", "owner")
     list_per_page = 50
     search_fields = ("id",)
-    search_help_text = "Search by prompt text or job id."
+    search_help_text = "Search by prompt text, job id or the owner's username."
     ordering = ("-created_at",)
     date_hierarchy = "created_at"
     readonly_fields = (
         "id",
+        "owner",
         "status_badge",
         "progress_bar",
         "server",
@@ -68,6 +70,7 @@ class JobAdmin(ObjectActionsAdmin):
                     "status_badge",
                     "progress_bar",
                     "error",
+                    "owner",
                     "server",
                     "target_server_alias",
                     "priority",
@@ -104,6 +107,7 @@ class JobAdmin(ObjectActionsAdmin):
             pass
         matches = queryset.filter(generation_params__positive_prompt__icontains=term)
         matches |= queryset.filter(generation_params__prompt__icontains=term)
+        matches |= queryset.filter(owner__username__iexact=term)
         return matches, False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:

@@ -7,9 +7,11 @@ from queue_app.models import Job, JobStatus
 
 
 class JobFilter(django_filters.FilterSet):
-    """`status` and `order` (asc|desc by creation, default desc). Bad values are a 400."""
+    """`status`, `owner` (a username) and `order` (asc|desc by creation, default desc). Bad
+    values are a 400. The view limits a client key to its own user's jobs before these."""
 
     status = django_filters.ChoiceFilter(choices=JobStatus.choices)
+    owner = django_filters.CharFilter(field_name="owner__username", max_length=150)
     order = django_filters.ChoiceFilter(
         choices=[("asc", "asc"), ("desc", "desc")], method="filter_order"
     )

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
-from typing import cast
+from typing import Any, cast
 from uuid import UUID
 
 from django.core.files import File
@@ -156,10 +156,11 @@ def job_image_get(*, job: Job, index: int) -> JobImage:
     return image
 
 
-def job_image_by_name(*, name: str) -> JobImage:
-    """The image whose file has the base name `name`, as `result_details.images` lists it;
-    404 `image_not_found` otherwise. The name is looked up among the images, never joined
-    into a storage path, so no name can reach a file that is not a job's image."""
+def job_image_by_name(*, name: str, owner: Any | None) -> JobImage:
+    """The image whose file has the base name `name`, as `result_details.images` lists it,
+    of a job of `owner` (a user; None: anyone's); 404 `image_not_found` otherwise (another
+    user's image too). The name is looked up among the images, never joined into a storage
+    path, so no name can reach a file that is not a job's image."""
     missing = NotFound(f"No image is named '{name}'.", code="image_not_found")
     prefix = name[:8].lower()
     if "/" in name or "\\" in name or len(prefix) < 8 or prefix.strip(_HEX_DIGITS):
@@ -167,11 +168,10 @@ def job_image_by_name(*, name: str) -> JobImage:
     # A name starts with its job id's first 8 hex digits (`image_filename`): only the jobs
     # whose id starts so are searched, through the index of the job column.
     first, last = UUID(prefix + "0" * 24), UUID(prefix + "f" * 24)
-    image = (
-        JobImage.objects.filter(job_id__gte=first, job_id__lte=last, file__endswith=f"/{name}")
-        .order_by("pk")
-        .first()
-    )
+    images = JobImage.objects.filter(job_id__gte=first, job_id__lte=last, file__endswith=f"/{name}")
+    if owner is not None:
+        images = images.filter(job__owner=owner)
+    image = images.order_by("pk").first()
     if image is None:
         raise missing
     return image

@@ -271,6 +271,11 @@ class JobSerializer(serializers.ModelSerializer):
         help_text="Whether the job's server answered its last check (null: not yet known). "
         "Jobs of an offline server wait as pending."
     )
+    owner = serializers.CharField(
+        source="owner.username",
+        read_only=True,
+        help_text="The username of the user whose job it is (who submitted it).",
+    )
 
     class Meta:
         model = Job
@@ -288,6 +293,7 @@ class JobSerializer(serializers.ModelSerializer):
             "priority",
             "progress",
             "server_online",
+            "owner",
         ]
         read_only_fields = fields
 

@@ -166,7 +166,7 @@ def job_get(*, job_id: str | UUID, owner: Any | None) -> Job:
         uuid = job_id if isinstance(job_id, UUID) else UUID(str(job_id))
     except ValueError:
         uuid = None
-    jobs = Job.objects.select_related("server")
+    jobs = Job.objects.select_related("server", "owner")
     if owner is not None:
         jobs = jobs.filter(owner=owner)
     job = jobs.filter(pk=uuid).first() if uuid else None

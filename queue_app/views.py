@@ -97,6 +97,12 @@ class JobListView(APIView):
     @extend_schema(
         parameters=[
             OpenApiParameter("status", str, enum=JobStatus.values),
+            OpenApiParameter(
+                "owner",
+                str,
+                description="Only this user's jobs (a username). A client key sees its own "
+                "user's jobs only, whatever it passes.",
+            ),
             OpenApiParameter("order", str, enum=["asc", "desc"], description="Default desc."),
             OpenApiParameter("limit", int, description="Page size (default 50, at most 200)."),
             OpenApiParameter("offset", int, description="Jobs to skip."),
@@ -106,7 +112,7 @@ class JobListView(APIView):
         operation_id="queue_jobs_list",
     )
     def get(self, request: Request) -> Response:
-        jobs = Job.objects.select_related("server")
+        jobs = Job.objects.select_related("server", "owner")
         if (owner := owner_scope(request)) is not None:
             jobs = jobs.filter(owner=owner)
         filterset = JobFilter(request.query_params, queryset=jobs)
@@ -292,7 +298,8 @@ class JobImageFileView(APIView):
 
 class OutputImageView(APIView):
     """`/outputs/<name>`, where the original MobileSD served its images: the same file as
-    `/api/v1/queue/jobs/<id>/images/<n>`, under the same key rules."""
+    `/api/v1/queue/jobs/<id>/images/<n>`, under the same key rules (a client key's image
+    loader sends the key header and sees its own user's images only)."""
 
     content_negotiation_class = AnyAcceptNegotiation
 
@@ -303,7 +310,7 @@ class OutputImageView(APIView):
         operation_id="outputs_image_retrieve",
     )
     def get(self, request: Request, name: str) -> HttpResponseBase:
-        return _image_response(request, job_image_by_name(name=name))
+        return _image_response(request, job_image_by_name(name=name, owner=owner_scope(request)))
 
 
 class JobImageThumbnailView(APIView):

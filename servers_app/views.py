@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from core_app.errors import ServerUnreachable
 from core_app.pagination import TOTAL_COUNT_PARAMETER, paged_array_response
+from core_app.permissions import ADMIN_WRITES
 from core_app.serializers import ErrorSerializer, MessageSerializer
 from servers_app.credentials import PASSWORD_DROPPED
 from servers_app.filters import ModelListQuerySerializer
@@ -38,8 +39,10 @@ NOT_FOUND = {404: ErrorSerializer}
 
 
 class ServerViewSet(viewsets.ModelViewSet):
-    """Generation servers, addressed by alias. The list is a plain array, as it always was."""
+    """Generation servers, addressed by alias. The list is a plain array, as it always was.
+    Every key reads them; only the admin scope adds, changes or deletes one."""
 
+    permission_classes = ADMIN_WRITES
     queryset = Server.objects.all()
     serializer_class = ServerSerializer
     lookup_field = "alias"
@@ -148,6 +151,10 @@ class LoraListView(APIView):
 
 
 class ServerRefreshModelsView(APIView):
+    """Rewrites the server's model cache: the admin scope only (a client reads the cache)."""
+
+    permission_classes = ADMIN_WRITES
+
     @extend_schema(
         request=None,
         responses={200: RefreshResultSerializer, 502: ErrorSerializer},

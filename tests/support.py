@@ -104,10 +104,13 @@ def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     return body
 
 
-def db_snapshot() -> dict[str, list[tuple]]:
-    """Every row of every MobileSD table, to prove a rejected request changed nothing."""
+def db_snapshot(
+    labels: tuple[str, ...] = ("core_app", "servers_app", "queue_app"),
+) -> dict[str, list[tuple]]:
+    """Every row of every table of the apps `labels`, to prove a rejected request changed
+    nothing."""
     snapshot = {}
-    for label in ("core_app", "servers_app", "queue_app"):
+    for label in labels:
         for model in apps.get_app_config(label).get_models():
             # An authenticated request may note when its key was last used; nothing else.
             names = [f.attname for f in model._meta.concrete_fields if f.name != "last_used_at"]
@@ -237,3 +240,14 @@ def explained(sql: str, params: Any = None, *, analyze: bool = False) -> list[di
 
     walk(plan)
     return nodes
+
+
+def key_client(username: str, *, scope: str = "client") -> Any:
+    """A DRF test client sending a new key of user `username` (created if missing), client
+    scope unless told."""
+    from rest_framework.test import APIClient
+
+    _, raw_key = new_key(f"{username}'s {scope} key", username=username, scope=scope)
+    api_client = APIClient()
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    return api_client

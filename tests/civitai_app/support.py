@@ -7,6 +7,7 @@ from pathlib import Path
 from civitai_app import tasks
 from civitai_app.download_requests import download_request
 from civitai_app.models import CivitaiSettings, Download, DownloadTarget
+from core_app.scopes import local_user
 from tests.support import db_snapshot
 
 DOWNLOAD_MODEL_URL = "/api/v1/civitai/download-model"
@@ -18,7 +19,7 @@ def sha(data: bytes) -> str:
 
 def queue(version: int, aliases: tuple[str, ...] = ("Laptop",), **options) -> Download:
     download, created, _ = download_request(
-        server_aliases=list(aliases), model_version_id=version, **options
+        owner=local_user(), server_aliases=list(aliases), model_version_id=version, **options
     )
     assert created
     return download

@@ -7,7 +7,7 @@ import pytest
 
 from civitai_app.models import Download, DownloadStatus
 from tests.civitai_app.support import request, run
-from tests.support import assert_error
+from tests.support import assert_error, key_client
 
 # --- queueing -------------------------------------------------------------------------------------
 
@@ -157,3 +157,44 @@ def test_progress_is_null_while_the_size_is_unknown(client, queued):
     detail = client.get(f"/api/v1/civitai/downloads/{queued}").json()
 
     assert detail["progress"] is None
+
+
+# --- whose download -------------------------------------------------------------------------------
+
+
+def test_a_client_keys_download_is_its_users(civitai, laptop):
+    response = request(key_client("alice"), model_version_id=200)
+
+    assert response.status_code == 202
+    assert response.json()["download"]["owner"] == "alice"
+    assert Download.objects.get().owner.username == "alice"
+
+
+def test_a_repeated_request_of_the_same_user_returns_its_download(civitai, laptop):
+    alice = key_client("alice")
+    first = request(alice, model_version_id=200).json()["download_id"]
+
+    again = request(key_client("alice"), model_version_id=200)
+
+    assert again.status_code == 200
+    assert again.json()["download_id"] == first
+
+
+def test_another_client_asking_for_the_same_file_is_told_without_seeing_it(civitai, laptop):
+    first = request(key_client("alice"), model_version_id=200).json()["download_id"]
+
+    response = request(key_client("bob"), model_version_id=200)
+
+    body = assert_error(response, 409, "download_exists")
+    assert first not in body["message"]
+    assert Download.objects.count() == 1
+
+
+def test_an_admin_asking_for_a_file_a_user_downloads_gets_that_download(civitai, laptop):
+    first = request(key_client("alice"), model_version_id=200).json()["download_id"]
+
+    response = request(key_client("boss", scope="admin"), model_version_id=200)
+
+    assert response.status_code == 200
+    assert response.json()["download_id"] == first
+    assert response.json()["download"]["owner"] == "alice"

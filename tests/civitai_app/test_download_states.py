@@ -111,7 +111,7 @@ def test_cancelling_a_running_download_stops_it_and_removes_the_partial_file(
     wait_until(lambda: reload(download).bytes_done > 100_000, timeout=10, what="progress")
     running = reload(download)
 
-    download_cancel(download_id=download.pk)
+    download_cancel(download_id=download.pk, owner=None)
     worker.join(timeout=10)
 
     assert not worker.is_alive()
@@ -123,7 +123,7 @@ def test_cancelling_a_running_download_stops_it_and_removes_the_partial_file(
 
 def test_a_cancelled_pending_download_is_never_started(civitai, laptop):
     download = queue(200)
-    download_cancel(download_id=download.pk)
+    download_cancel(download_id=download.pk, owner=None)
 
     run()
 
@@ -186,7 +186,7 @@ def test_a_worker_lost_too_often_fails_the_download(civitai, laptop, settings):
 
 def test_a_heartbeat_says_why_the_download_is_no_longer_ours(civitai, laptop):
     for version, change, reason in (
-        (100, lambda pk: download_cancel(download_id=pk), LeaseLost.CANCELLED),
+        (100, lambda pk: download_cancel(download_id=pk, owner=None), LeaseLost.CANCELLED),
         (200, lambda pk: Download.objects.filter(pk=pk).delete(), LeaseLost.GONE),
         (
             900,

@@ -30,3 +30,41 @@ def test_revoke_action(admin_client, db):
     )
 
     assert ApiKey.objects.get().revoked_at is not None
+
+
+def test_a_users_page_lists_their_keys_read_only(admin_client, db):
+    api_key, _ = new_key("kid's tablet", username="kid", scope="client")
+    new_key("someone else's", username="other")
+
+    response = admin_client.get(reverse("admin:auth_user_change", args=[api_key.user.pk]))
+
+    assert response.status_code == 200
+    inline = next(f for f in response.context["inline_admin_formsets"])
+    assert [form.original for form in inline] == [api_key]
+    assert not inline.has_add_permission
+    content = response.content.decode()
+    assert "kid&#x27;s tablet" in content
+    assert api_key.prefix in content
+    assert "someone else" not in content
+
+
+def test_the_user_list_counts_active_keys(admin_client, db):
+    new_key("phone", username="kid", scope="client")
+    revoked, _ = new_key("old phone", username="kid", scope="client")
+    revoked.revoke()
+
+    response = admin_client.get(reverse("admin:auth_user_changelist"), {"q": "kid"})
+
+    [kid] = response.context["cl"].result_list
+    assert kid._keys == 1
+
+
+def test_the_key_page_picks_its_user_by_autocomplete(admin_client, db):
+    new_key("phone", username="kid", scope="client")
+
+    response = admin_client.get(
+        "/admin/autocomplete/",
+        {"term": "ki", "app_label": "core_app", "model_name": "apikey", "field_name": "user"},
+    )
+
+    assert [r["text"] for r in response.json()["results"]] == ["kid"]

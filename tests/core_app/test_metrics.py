@@ -4,7 +4,7 @@ import pytest
 from django.test import Client
 
 from tests.metrics_support import scrape
-from tests.support import assert_error
+from tests.support import assert_error, new_key
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +23,9 @@ def test_metrics_refuse_a_wrong_token(settings):
 
     response = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer not-the-token")
 
-    assert_error(response, 401, "authentication_required")
+    # Tried as an API key, like any bearer that is not the token (and counted as a failure).
+    assert_error(response, 401, "invalid_api_key")
+    assert response["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_metrics_refuse_any_bearer_when_no_token_is_configured(settings):
@@ -34,9 +36,38 @@ def test_metrics_refuse_any_bearer_when_no_token_is_configured(settings):
     )
 
 
-def test_metrics_refuse_an_api_key(client):
-    # API keys have no admin scope: a phone's key does not read the operator's metrics.
-    assert_error(client.get("/metrics"), 401, "authentication_required")
+def test_metrics_refuse_a_client_key():
+    _, raw_key = new_key("phone", username="alice", scope="client")
+
+    response = Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+
+    assert_error(response, 403, "admin_scope_required")
+
+
+def test_metrics_answer_an_admin_key(client):
+    samples = scrape(client)
+
+    assert samples[("mobilesd_servers_online", frozenset())] == 0
+
+
+def test_metrics_refuse_a_revoked_admin_key():
+    api_key, raw_key = new_key("scraper")
+    api_key.revoke()
+
+    response = Client().get("/metrics", HTTP_X_API_KEY=raw_key)
+
+    assert_error(response, 401, "revoked_api_key")
+
+
+def test_metrics_lock_out_an_address_guessing_keys(settings):
+    settings.MOBILESD_FAILED_ATTEMPTS_LIMIT = 2
+    for _ in range(2):
+        Client().get("/metrics", HTTP_AUTHORIZATION="Bearer msd_guess")
+
+    response = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer msd_guess")
+
+    assert_error(response, 429, "too_many_failed_attempts")
+    assert int(response["Retry-After"]) > 0
 
 
 def test_metrics_answer_the_metrics_token_in_prometheus_format(settings):

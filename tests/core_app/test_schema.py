@@ -33,6 +33,28 @@ def test_operations_list_the_statuses_they_answer(path, method, statuses):
     assert statuses <= set(_operation(path, method)["responses"])
 
 
+@pytest.mark.parametrize(
+    ("path", "method"),
+    [
+        ("/api/v1/servers/{alias}", "delete"),
+        ("/api/v1/servers/{alias}/refresh-models", "post"),
+        ("/api/v1/debug/models-cache", "get"),
+        ("/api/v1/debug/verify-checkpoint", "get"),
+    ],
+)
+def test_operations_that_need_the_admin_scope_list_its_403(path, method):
+    response = _operation(path, method)["responses"]["403"]
+
+    assert "admin_scope_required" in response["description"]
+
+
+@pytest.mark.parametrize(
+    ("path", "method"), [("/api/v1/servers", "get"), ("/api/v1/checkpoints", "get")]
+)
+def test_reads_every_key_may_make_list_no_403(path, method):
+    assert "403" not in _operation(path, method)["responses"]
+
+
 def test_error_statuses_answer_the_error_shape():
     for operations in schema_document()["paths"].values():
         for operation in operations.values():

@@ -222,3 +222,18 @@ def test_run_again_of_a_job_whose_server_is_gone_says_so(admin_client, server):
 
     assert Job.objects.count() == 1
     assert "Server 'Gone' not found." in messages_of(response)
+
+
+def test_the_job_list_shows_filters_and_searches_owners(admin_client, server, django_user_model):
+    kid = django_user_model.objects.create(username="kid")
+    kids = baker.make(Job, server=server, owner=kid, generation_params={"positive_prompt": "x"})
+    baker.make(Job, server=server, generation_params={"positive_prompt": "y"})
+    url = reverse("admin:queue_app_job_changelist")
+
+    listed = admin_client.get(url)
+    filtered = admin_client.get(url, {"owner__id__exact": kid.pk}).context["cl"].result_list
+    searched = admin_client.get(url, {"q": "KID"}).context["cl"].result_list
+
+    assert '<td class="field-owner nowrap">kid</td>' in listed.content.decode()
+    assert list(filtered) == [kids]
+    assert list(searched) == [kids]
