@@ -91,6 +91,7 @@ def test_a_reservation_does_not_start_on_a_server_paused_meanwhile(online, clien
     client.post("/api/v1/servers/Laptop/pause")
 
     assert dispatch.job_start_reserved(reserved=reserved, finishing=running) is False
+    assert Job.objects.get(pk=following.pk).status == JobStatus.PENDING
 
 
 def test_resume_lets_the_claim_take_jobs_again_and_nudges_the_workers(
