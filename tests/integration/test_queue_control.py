@@ -5,6 +5,7 @@ import pytest
 from model_bakery import baker
 
 from queue_app.models import Job, JobStatus
+from queue_app.tasks import nudge
 from servers_app.models import Server
 from tests.integration.procs import wait_until
 from tests.integration.test_engine import assert_all_completed, received, submit, wait_finished
@@ -14,7 +15,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 def test_a_pause_lets_the_running_job_finish_and_starts_nothing_until_resumed(engine, sims, client):
     sim = sims(seconds_per_step=0.05)
-    baker.make(Server, alias="pause-laptop", api_url=sim.url)
+    server = baker.make(Server, alias="pause-laptop", api_url=sim.url)
     first = submit("pause-laptop", steps=20)  # 1 s on the server
     rest = [submit("pause-laptop") for _ in range(2)]
     sim.wait_for_event("txt2img_started", lambda e: e["task_id"] == str(first.pk), timeout=15)
@@ -31,8 +32,19 @@ def test_a_pause_lets_the_running_job_finish_and_starts_nothing_until_resumed(en
         timeout=10,
         what="the reservation to be given back",
     )
-    # A submit while paused nudges the worker; it claims nothing either.
+    # A job submitted while paused waits too; a nudge (a submit sends none to a paused
+    # server) makes the worker look, and its run_server ends without a claim.
     during = submit("pause-laptop")
+    log_start = len(engine.workers["w1"].output())
+    nudge([server.pk])
+    wait_until(
+        lambda: any(
+            "queue_app.tasks.run_server[" in line and "succeeded" in line
+            for line in engine.workers["w1"].output()[log_start:].splitlines()
+        ),
+        timeout=10,
+        what="the worker to handle the nudge",
+    )
     status = client.get(f"/api/v1/queue/jobs/{during.pk}/status").json()
     assert (status["status"], status["queue"]["paused"]) == ("pending", True)
     assert status["queue"]["paused_at"] is not None
