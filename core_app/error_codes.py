@@ -43,6 +43,8 @@ ERROR_CODES: dict[str, str] = {
     "job_not_found": "No such job.",
     "job_not_cancellable": "The job has finished and cannot be cancelled.",
     "job_not_retryable": "Only a failed or cancelled job can be retried.",
+    "job_not_pending": "The job has started (or finished): only a pending job can be changed "
+    "or moved.",
     "idempotency_key_reused": "The Idempotency-Key was used for a different request.",
     "image_not_found": "No such image, or its file is no longer stored.",
     # Civitai: image recipes and downloads.

@@ -13,19 +13,21 @@ which call services.
 from typing import Any
 from uuid import UUID
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, URLResolver, path, reverse
 from django.utils.http import urlencode
 from django.utils.text import Truncator
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
 
 from core_app.display import age
 from core_app.errors import error_body
 from core_app.forms import ThrottledAdminAuthenticationForm
 from dashboard_app import selectors
+from queue_app.control import queue_pause, queue_paused_at, queue_resume
 from queue_app.models import JobImage
 
 GALLERY_PAGE_SIZE = 24
@@ -107,6 +109,11 @@ class DashboardSite(admin.AdminSite):
         # Before the admin's own: its last pattern catches every other path.
         return [
             path("dashboard/status", never_cache(self.status_view), name="dashboard_status"),
+            path(
+                "dashboard/queue/<str:switch>",
+                self.admin_view(require_POST(self.queue_switch_view)),
+                name="dashboard_queue_switch",
+            ),
             path("gallery/", self.admin_view(self.gallery_view), name="gallery"),
             path(
                 "gallery/<uuid:job_id>/<int:index>/",
@@ -122,10 +129,23 @@ class DashboardSite(admin.AdminSite):
         """The admin index, with the dashboard above the list of models."""
         context = {
             "dashboard": selectors.dashboard_status(),
+            "queue_paused_at": queue_paused_at(),
             "dashboard_status_url": reverse("admin:dashboard_status", current_app=self.name),
             **(extra_context or {}),
         }
         return super().index(request, extra_context=context)
+
+    def queue_switch_view(self, request: HttpRequest, switch: str) -> HttpResponse:
+        """The dashboard's Pause / Resume button for the whole queue."""
+        if switch == "pause":
+            queue_pause()
+            messages.success(request, "Queue paused: running jobs finish, no new job starts.")
+        elif switch == "resume":
+            queue_resume()
+            messages.success(request, "Queue resumed.")
+        else:
+            raise Http404("No such switch.")
+        return HttpResponseRedirect(reverse("admin:index", current_app=self.name))
 
     def status_view(self, request: HttpRequest) -> JsonResponse:
         """The dashboard's state as JSON."""

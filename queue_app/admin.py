@@ -15,7 +15,8 @@ from django.utils.text import Truncator
 
 from core_app.admin_actions import ObjectActionsAdmin, apply_to_each, object_action
 from core_app.display import age
-from queue_app.models import ACTIVE_STATUSES, Job, JobStatus
+from queue_app.control import job_move, queue_pause, queue_resume
+from queue_app.models import ACTIVE_STATUSES, Job, JobStatus, QueueState
 from queue_app.services import job_cancel, job_delete, job_retry, job_run_again
 
 RETRYABLE_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED)
@@ -88,7 +89,13 @@ class JobAdmin(ObjectActionsAdmin):
         ("Technical", {"fields": ("id", "forge_session_hash", "api_key")}),
     )
     actions = ("cancel_jobs", "retry_jobs", "run_again", "delete_jobs")
-    object_actions = ("cancel_button", "retry_button", "run_again_button")
+    object_actions = (
+        "move_top_button",
+        "move_bottom_button",
+        "cancel_button",
+        "retry_button",
+        "run_again_button",
+    )
     # Nothing on a job is saved by hand, so its Delete stands with the buttons.
     object_delete_link = True
 
@@ -131,6 +138,26 @@ class JobAdmin(ObjectActionsAdmin):
             "show_save_and_add_another": False,
         }
         return super().change_view(request, object_id, form_url, context)
+
+    @object_action(
+        path="move-top", label="Move to the top", shown=lambda job: job.status == JobStatus.PENDING
+    )
+    def move_top_button(self, request: HttpRequest, job: Job) -> None:
+        moved = job_move(job_id=job.pk, owner=None, position="top")
+        self.message_user(
+            request, f"Job moved to the top (priority {moved.priority}).", messages.SUCCESS
+        )
+
+    @object_action(
+        path="move-bottom",
+        label="Move to the bottom",
+        shown=lambda job: job.status == JobStatus.PENDING,
+    )
+    def move_bottom_button(self, request: HttpRequest, job: Job) -> None:
+        moved = job_move(job_id=job.pk, owner=None, position="bottom")
+        self.message_user(
+            request, f"Job moved to the bottom (priority {moved.priority}).", messages.SUCCESS
+        )
 
     @object_action(
         path="cancel",
@@ -298,3 +325,32 @@ class JobAdmin(ObjectActionsAdmin):
             key="job_id",
             done="Deleted {count} job(s).",
         )
+
+
+@admin.register(QueueState)
+class QueueStateAdmin(ObjectActionsAdmin):
+    """The whole queue's pause (the dashboard has the same buttons)."""
+
+    list_display = ("__str__", "paused_at")
+    list_filter = ()
+    search_fields = ()
+    ordering = ("id",)
+    readonly_fields = ("paused_at",)
+    fields = ("paused_at",)
+    object_actions = ("pause_button", "resume_button")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # the row appears with the first pause
+
+    def has_delete_permission(self, request: HttpRequest, obj: QueueState | None = None) -> bool:
+        return False
+
+    @object_action(path="pause", label="Pause the queue", shown=lambda s: s.paused_at is None)
+    def pause_button(self, request: HttpRequest, state: QueueState) -> None:
+        queue_pause()
+        self.message_user(request, "Queue paused.", messages.SUCCESS)
+
+    @object_action(path="resume", label="Resume the queue", shown=lambda s: s.paused_at is not None)
+    def resume_button(self, request: HttpRequest, state: QueueState) -> None:
+        queue_resume()
+        self.message_user(request, "Queue resumed.", messages.SUCCESS)

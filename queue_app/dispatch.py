@@ -29,12 +29,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, models, transaction
-from django.db.models import F, Field
+from django.db.models import Exists, F, Field
 from django.utils import timezone
 
 from core_app.leases import LeaseLost, backoff_seconds, lease_expiry, lease_lost_reason
 from queue_app import scheduling
-from queue_app.models import ANY_SERVER, Job, JobImage, JobStatus
+from queue_app.models import ANY_SERVER, Job, JobImage, JobStatus, QueueState
 from servers_app.models import CachedModel, ModelKind, Server
 from servers_app.selectors import server_checkpoints
 
@@ -174,14 +174,17 @@ WHERE {job.id} = %(job_id)s
       AND {job.lease_token} = %(finishing_token)s
     {row_lock}
   )
-  -- the server is enabled, not offline, and configured as when the job was reserved
+  -- the server is enabled, not offline, not paused, and configured as when the job was
+  -- reserved; and the queue is not paused (queue_app.control)
   AND EXISTS (
     SELECT 1 FROM {server}
     WHERE {server.id} = %(server_id)s
       AND {server.enabled}
       AND ({server.is_online} IS NULL OR {server.is_online})
+      AND {server.paused_at} IS NULL
       AND {server.updated_at} = %(server_updated_at)s
   )
+  AND NOT EXISTS (SELECT 1 FROM {queue_state} WHERE {queue_state.paused_at} IS NOT NULL)
   -- no job of higher priority may run on the server now (the conditions of _QUEUE_HEAD,
   -- one head each: index range scans of the higher priorities)
   AND NOT EXISTS (
@@ -208,6 +211,8 @@ SELECT 1 FROM {server}
 WHERE {server.id} = %(server_id)s
   AND {server.enabled}
   AND ({server.is_online} IS NULL OR {server.is_online})
+  AND {server.paused_at} IS NULL
+  AND NOT EXISTS (SELECT 1 FROM {queue_state} WHERE {queue_state.paused_at} IS NOT NULL)
   AND {server.slots} > (
     SELECT COUNT(*) FROM {job}
     WHERE {job.server_id} = %(server_id)s AND {job.status} = %(processing)s)
@@ -262,6 +267,7 @@ def _literal(value: str) -> str:
 def _sql(template: str, *, row_lock: str = "") -> str:
     """The statement `template` with its names filled in (built once per locking clause)."""
     job, server, model = _SqlNames(Job), _SqlNames(Server), _SqlNames(CachedModel)
+    queue_state = _SqlNames(QueueState)
     elements, element = _JSON_ELEMENTS.get(connection.vendor, _JSON_ELEMENTS["sqlite"])
     any_job_fits = _ANY_JOB_FITS.format(
         job=job, server=server, model=model, wanted=elements.format(job=job), wanted_key=element
@@ -269,6 +275,7 @@ def _sql(template: str, *, row_lock: str = "") -> str:
     return template.format(
         job=job,
         server=server,
+        queue_state=queue_state,
         row_lock=row_lock,
         any_job_fits=any_job_fits,
         eligible=_ELIGIBLE.format(job=job),
@@ -306,16 +313,25 @@ def _queue_head(server: Server, now: datetime, *, lock: bool) -> list[Job]:
 
 
 def job_claim_next(*, server_id: int, finishing: uuid.UUID | None = None) -> Claim | None:
-    """Claim the next job for a free slot of the server, or None (no slot, no job, or the
-    server is disabled or offline). Safe to call from any number of workers at once.
+    """Claim the next job for a free slot of the server, or None (no slot, no job, the
+    server is disabled, offline or paused, or the queue is paused). Safe to call from any
+    number of workers at once.
 
     `finishing` is a job of this server that the caller holds and whose generation has
     ended (its images are being stored): its slot counts as free for the caller's claim.
     """
     now = timezone.now()
     with transaction.atomic():
-        server = Server.objects.select_for_update().filter(pk=server_id).first()
+        # The queue's pause is read in the same statement (only the server row is locked).
+        server = (
+            Server.objects.select_for_update()
+            .annotate(queue_paused=Exists(QueueState.objects.filter(paused_at__isnull=False)))
+            .filter(pk=server_id)
+            .first()
+        )
         if server is None or not server.enabled or server.is_online is False:
+            return None
+        if server.paused_at is not None or server.queue_paused:
             return None
         # Counted in a statement of its own, after the lock is held: a subquery of the
         # locking SELECT would see the snapshot taken before waiting for the lock, and miss
@@ -474,8 +490,9 @@ def job_unreserve(*, reserved: Claim) -> None:
 
 
 def server_may_claim(*, server_id: int) -> bool:
-    """A cheap, lock-free look (one query): is the server enabled, not offline, with a free
-    slot? Lets a redundant nudge end without taking the server's lock.
+    """A cheap, lock-free look (one query): is the server enabled, not offline, not paused
+    (nor the queue), with a free slot? Lets a redundant nudge end without taking the
+    server's lock.
 
     The running jobs are counted in a subquery that reads only the server's processing
     jobs (an index range): a join of all its jobs would grow with its queue and history.

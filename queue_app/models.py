@@ -199,3 +199,22 @@ class JobImage(models.Model):
             url = reverse("job-image-thumbnail", args=[self.job_id, self.index])
             return f"{url}?size={thumbnail}"
         return reverse("job-image", args=[self.job_id, self.index])
+
+
+class QueueState(models.Model):
+    """The whole queue's switches: one row (id 1) at most; no row means not paused.
+
+    While `paused_at` is set no job starts on any server (the claim and the reserved start
+    read it, queue_app.dispatch); running jobs finish.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    paused_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(id=1), name="queuestate_singleton"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Queue paused since {self.paused_at}" if self.paused_at else "Queue running"

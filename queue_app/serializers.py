@@ -13,6 +13,7 @@ from rest_framework import serializers
 from core_app.error_codes import JOB_FAILURE_CODES
 from core_app.fields import TimestampField
 from core_app.serializers import OpenObjectSerializer
+from queue_app.control import queue_paused_at
 from queue_app.images import (
     THUMBNAIL_DEFAULT_FORMAT,
     THUMBNAIL_DEFAULT_SIZE,
@@ -249,6 +250,21 @@ class GenerateResponseSerializer(serializers.Serializer):
     mobilesd_job_id = serializers.UUIDField()
 
 
+class JobQueueSerializer(serializers.Serializer):
+    """A pending job's view of the queue's pauses (queue_app.control)."""
+
+    paused = serializers.BooleanField(help_text="The whole queue is paused: nothing starts.")
+    paused_at = TimestampField(allow_null=True, help_text="Since when; null: not paused.")
+    server_paused = serializers.BooleanField(
+        help_text="The job's server is paused (false for a job waiting for any server)."
+    )
+    server_paused_at = TimestampField(allow_null=True)
+
+
+# Where a serialization keeps the queue's pause, read once for all the jobs it shows.
+_QUEUE_PAUSED_AT = "_mobilesd_queue_paused_at"
+
+
 class JobSerializer(serializers.ModelSerializer):
     """A job exactly as SEED_API.md documents it. Fields may be added, never renamed."""
 
@@ -276,6 +292,10 @@ class JobSerializer(serializers.ModelSerializer):
         read_only=True,
         help_text="The username of the user whose job it is (who submitted it).",
     )
+    queue = serializers.SerializerMethodField(
+        help_text="While pending: whether the queue, or the job's server, is paused and since "
+        "when (null otherwise)."
+    )
 
     class Meta:
         model = Job
@@ -294,6 +314,7 @@ class JobSerializer(serializers.ModelSerializer):
             "progress",
             "server_online",
             "owner",
+            "queue",
         ]
         read_only_fields = fields
 
@@ -309,6 +330,24 @@ class JobSerializer(serializers.ModelSerializer):
 
     def get_server_online(self, job: Job) -> bool | None:
         return job.server.is_online if job.server is not None else None
+
+    @extend_schema_field(JobQueueSerializer(allow_null=True))
+    def get_queue(self, job: Job) -> dict[str, Any] | None:
+        if job.status != JobStatus.PENDING:
+            return None
+        root = self.root
+        if not hasattr(root, _QUEUE_PAUSED_AT):
+            setattr(root, _QUEUE_PAUSED_AT, queue_paused_at())
+        paused_at = getattr(root, _QUEUE_PAUSED_AT)
+        server_paused_at = job.server.paused_at if job.server is not None else None
+        return JobQueueSerializer(
+            {
+                "paused": paused_at is not None,
+                "paused_at": paused_at,
+                "server_paused": server_paused_at is not None,
+                "server_paused_at": server_paused_at,
+            }
+        ).data
 
 
 class JobListSerializer(serializers.Serializer):

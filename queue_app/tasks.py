@@ -15,7 +15,7 @@ from integrations.forge.client import ForgeError
 from queue_app import dispatch
 from queue_app.engine import interrupt_if_current, make_client, server_run, shutting_down
 from queue_app.images import delete_image_files, orphan_image_files
-from queue_app.models import ANY_SERVER, Job, JobStatus
+from queue_app.models import ANY_SERVER, Job, JobStatus, QueueState
 from servers_app.models import Server
 from servers_app.tasks import check_server
 
@@ -65,8 +65,8 @@ def interrupt_task(server_id: int, task_id: str, attempts_left: int = 60) -> Non
 
 
 def servers_with_work(servers: Iterable[Server] | None = None) -> list[int]:
-    """Enabled, online servers with a free slot and a job they may take now, once per free
-    slot.
+    """Enabled, online, unpaused servers with a free slot and a job they may take now, once
+    per free slot (none while the queue is paused).
 
     Its cost does not grow with the queue: whether a server has a job of its own is an
     EXISTS per server (a probe of its head in the pending jobs' index, which stops at the
@@ -74,9 +74,11 @@ def servers_with_work(servers: Iterable[Server] | None = None) -> list[int]:
     ones, at most the servers' slots.
     """
     now = timezone.now()
+    if QueueState.objects.filter(paused_at__isnull=False).exists():
+        return []
     if servers is None:
         servers = Server.objects.filter(enabled=True).exclude(is_online=False)
-    servers = [s for s in servers if s.enabled and s.is_online is not False]
+    servers = [s for s in servers if s.enabled and s.is_online is not False and not s.paused_at]
     if not servers:
         return []
     ready = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)

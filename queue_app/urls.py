@@ -1,14 +1,19 @@
 from django.urls import path
 
-from queue_app import views
+from queue_app import control_views, views
 
 urlpatterns = [
     path("generate", views.GenerateView.as_view(), name="generate"),
+    path("queue", control_views.QueueView.as_view(), name="queue"),
+    path("queue/pause", control_views.QueuePauseView.as_view(), name="queue-pause"),
+    path("queue/resume", control_views.QueueResumeView.as_view(), name="queue-resume"),
+    path("queue/cancel", control_views.QueueCancelView.as_view(), name="queue-cancel"),
     path("queue/jobs", views.JobListView.as_view(), name="job-list"),
     path("queue/jobs/<str:job_id>", views.JobDetailView.as_view(), name="job-detail"),
     path("queue/jobs/<str:job_id>/status", views.JobStatusView.as_view(), name="job-status"),
     path("queue/jobs/<str:job_id>/cancel", views.JobCancelView.as_view(), name="job-cancel"),
     path("queue/jobs/<str:job_id>/retry", views.JobRetryView.as_view(), name="job-retry"),
+    path("queue/jobs/<str:job_id>/move", control_views.JobMoveView.as_view(), name="job-move"),
     path("queue/jobs/<str:job_id>/images", views.JobImageListView.as_view(), name="job-image-list"),
     path(
         "queue/jobs/<str:job_id>/images/<int:index>",

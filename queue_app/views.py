@@ -24,6 +24,7 @@ from core_app.models import ApiKey
 from core_app.pagination import paginated_response
 from core_app.scopes import owner_scope, request_user
 from core_app.serializers import ErrorSerializer, MessageSerializer
+from queue_app.control_views import JobEditSerializer, job_edit_response
 from queue_app.filters import JobFilter
 from queue_app.images import (
     InvalidImageError,
@@ -166,6 +167,16 @@ class JobDetailView(APIView):
     )
     def get(self, request: Request, job_id: str) -> Response:
         return Response(JobSerializer(job_get(job_id=job_id, owner=owner_scope(request))).data)
+
+    @extend_schema(
+        request=JobEditSerializer,
+        responses={200: JobSerializer, 409: ErrorSerializer},
+        summary="Change a pending job (generation_params, priority)",
+        description="409 job_not_pending once it has started. A job a worker has chosen to run "
+        "next is still pending: the change gives that choice back.",
+    )
+    def patch(self, request: Request, job_id: str) -> Response:
+        return job_edit_response(request, job_id)
 
     @extend_schema(responses={200: MessageSerializer}, summary="Delete a job")
     def delete(self, request: Request, job_id: str) -> Response:

@@ -25,7 +25,9 @@ from servers_app.services import (
     server_check_health,
     server_create,
     server_delete,
+    server_pause,
     server_refresh_models,
+    server_resume,
     server_update,
 )
 
@@ -132,7 +134,14 @@ class ServerAdmin(ObjectActionsAdmin):
         "disable_servers",
         "delete_idle_servers",
     )
-    object_actions = ("check_connection", "refresh_model_list", "disable", "enable")
+    object_actions = (
+        "check_connection",
+        "refresh_model_list",
+        "pause",
+        "resume",
+        "disable",
+        "enable",
+    )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Server]:
         return (
@@ -245,6 +254,20 @@ class ServerAdmin(ObjectActionsAdmin):
                     f"{server.alias} disabled: its jobs wait until it is enabled again.",
                     messages.SUCCESS,
                 )
+
+    @object_action(path="pause", label="Pause", shown=lambda server: server.paused_at is None)
+    def pause(self, request: HttpRequest, server: Server) -> None:
+        server_pause(server=server)
+        self.message_user(
+            request,
+            f"{server.alias} paused: its running job finishes, no new one starts.",
+            messages.SUCCESS,
+        )
+
+    @object_action(path="resume", label="Resume", shown=lambda server: server.paused_at is not None)
+    def resume(self, request: HttpRequest, server: Server) -> None:
+        server_resume(server=server)
+        self.message_user(request, f"{server.alias} resumed.", messages.SUCCESS)
 
     # --- columns and read-only fields -------------------------------------------------------
 

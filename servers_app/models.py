@@ -56,6 +56,9 @@ class Server(models.Model):
     models_refreshed_at = models.DateTimeField(null=True, blank=True, editable=False)
     models_stale = models.BooleanField(default=False, editable=False)
     models_error = models.TextField(blank=True, default="", editable=False)
+    # Paused by an admin since then (null: not paused): the running job finishes, no new
+    # one starts here (queue_app.dispatch reads it in the claim and the reserved start).
+    paused_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["alias"]

@@ -44,6 +44,11 @@ class ServerSerializer(serializers.ModelSerializer):
     updated_at = TimestampField()
     last_checked_at = TimestampField(allow_null=True, help_text="null: never checked yet.")
     last_seen_at = TimestampField(allow_null=True, help_text="null: never answered yet.")
+    paused = serializers.SerializerMethodField(
+        help_text="Paused by an admin (POST .../pause): the running job finishes, no new one "
+        "starts here."
+    )
+    paused_at = TimestampField(allow_null=True, read_only=True, help_text="null: not paused.")
 
     class Meta:
         model = Server
@@ -63,10 +68,15 @@ class ServerSerializer(serializers.ModelSerializer):
             "last_seen_at",
             "last_error",
             "loaded_checkpoint",
+            "paused",
+            "paused_at",
             "created_at",
             "updated_at",
         ]
         read_only_fields = ["is_online", "last_error", "loaded_checkpoint"]
+
+    def get_paused(self, server: Server) -> bool:
+        return server.paused_at is not None
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if isinstance(data, dict):

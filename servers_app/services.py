@@ -12,7 +12,7 @@ from django.utils import timezone
 from core_app.errors import InvalidInput
 from servers_app.credentials import credentials_resolve
 from servers_app.models import CachedModel, ModelKind, Server
-from servers_app.signals import server_configured, server_deleting
+from servers_app.signals import server_available, server_configured, server_deleting
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,28 @@ def server_update(*, server: Server, data: dict[str, Any], partial: bool) -> Ser
         server.jobs.filter(target_server_alias=old_alias).update(target_server_alias=server.alias)
     _announce_configured(server.pk)
     return ServerUpdated(server=server, password_dropped=credentials.password_dropped)
+
+
+def server_pause(*, server: Server) -> Server:
+    """Pause the server: the job running there finishes, no new one starts (the claim and
+    the reserved start read `paused_at`). Pausing a paused server keeps its first time."""
+    Server.objects.filter(pk=server.pk, paused_at__isnull=True).update(paused_at=timezone.now())
+    server.refresh_from_db()
+    logger.info("Paused server %s", server.alias)
+    return server
+
+
+def server_resume(*, server: Server) -> Server:
+    """Resume a paused server; once committed, announce it available (the queue runs it)."""
+    resumed = Server.objects.filter(pk=server.pk, paused_at__isnull=False).update(paused_at=None)
+    server.refresh_from_db()
+    if resumed:
+        server_id = server.pk
+        transaction.on_commit(
+            lambda: server_available.send(sender=Server, server_id=server_id, came_back=False)
+        )
+        logger.info("Resumed server %s", server.alias)
+    return server
 
 
 @transaction.atomic

@@ -9,8 +9,8 @@ from django.dispatch import Signal
 # Sent after commit when a server was added or its configuration changed; kwargs: server_id.
 server_configured = Signal()
 
-# Sent when a health check found the server reachable, so it can take work now; kwargs:
-# server_id, came_back (it was offline or never checked before).
+# Sent when a health check found the server reachable, or an admin resumed it, so it can
+# take work now; kwargs: server_id, came_back (it was offline or never checked before).
 server_available = Signal()
 
 # Sent by server_delete inside its transaction, with the server's row locked, before the

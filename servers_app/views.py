@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from core_app.errors import ServerUnreachable
 from core_app.pagination import TOTAL_COUNT_PARAMETER, paged_array_response
-from core_app.permissions import ADMIN_WRITES
+from core_app.permissions import ADMIN_ONLY, ADMIN_WRITES
 from core_app.serializers import ErrorSerializer, MessageSerializer
 from servers_app.credentials import PASSWORD_DROPPED
 from servers_app.filters import ModelListQuerySerializer
@@ -28,7 +28,9 @@ from servers_app.serializers import (
 from servers_app.services import (
     server_create,
     server_delete,
+    server_pause,
     server_refresh_models,
+    server_resume,
     server_update,
 )
 
@@ -168,3 +170,32 @@ class ServerRefreshModelsView(APIView):
         body = {"message": f"Models of '{server.alias}' refreshed.", **asdict(result)}
         body.pop("error")
         return Response(body)
+
+
+class ServerPauseView(APIView):
+    """Pause a server (admin): its running job finishes, no new job starts there; its jobs
+    wait as pending and "any" jobs go to other servers."""
+
+    permission_classes = ADMIN_ONLY
+
+    @extend_schema(
+        request=None, responses={200: ServerEnvelopeSerializer}, summary="Pause a server"
+    )
+    def post(self, request: Request, alias: str) -> Response:
+        server = server_pause(server=server_get(alias=alias))
+        body = {"message": f"Server '{server.alias}' paused.", "server": server}
+        return Response(ServerEnvelopeSerializer(body).data)
+
+
+class ServerResumeView(APIView):
+    """Resume a paused server (admin): it takes jobs again at once."""
+
+    permission_classes = ADMIN_ONLY
+
+    @extend_schema(
+        request=None, responses={200: ServerEnvelopeSerializer}, summary="Resume a server"
+    )
+    def post(self, request: Request, alias: str) -> Response:
+        server = server_resume(server=server_get(alias=alias))
+        body = {"message": f"Server '{server.alias}' resumed.", "server": server}
+        return Response(ServerEnvelopeSerializer(body).data)
