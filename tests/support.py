@@ -214,3 +214,18 @@ def new_key(
 
     user, _ = get_user_model().objects.get_or_create(username=username)
     return api_key_create(name=name, user=user, scope=scope)
+
+
+def fresh_cache(server: Server, *titles: str) -> None:
+    """A model cache of the server listing these checkpoint titles, just refreshed."""
+    from django.utils import timezone
+
+    from servers_app.model_cache import checkpoint_rows
+    from servers_app.models import CachedModel
+
+    # As /sdapi/v1/sd-models lists them: the hash in the title is also the `hash` field.
+    listing = [{"title": t, "hash": t.rsplit("[", 1)[1][:-1] if "[" in t else None} for t in titles]
+    for row in checkpoint_rows(listing):
+        CachedModel.objects.create(server=server, **row.fields())
+    server.models_refreshed_at = timezone.now()
+    server.save()
