@@ -455,6 +455,7 @@ CELERY_BEAT_SCHEDULE["reconcile-downloads"] = {
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
     **SPECTACULAR_SETTINGS.get("ENUM_NAME_OVERRIDES", {}),  # type: ignore[dict-item]
     "DownloadStatusEnum": "civitai_app.models.DownloadStatus",
+    "JobStatusEnum": "queue_app.models.JobStatus",
     "ErrorCodeEnum": "core_app.error_codes.ERROR_CODE_CHOICES",
 }
 
