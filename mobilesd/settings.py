@@ -456,6 +456,7 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
     **SPECTACULAR_SETTINGS.get("ENUM_NAME_OVERRIDES", {}),  # type: ignore[dict-item]
     "DownloadStatusEnum": "civitai_app.models.DownloadStatus",
     "JobStatusEnum": "queue_app.models.JobStatus",
+    "BatchAxisFieldEnum": "queue_app.batch_serializers.AXIS_CHOICES",
     "ErrorCodeEnum": "core_app.error_codes.ERROR_CODE_CHOICES",
 }
 

@@ -19,13 +19,16 @@ from queue_app.serializers import (
     StrictIntegerField,
 )
 
+# What an axis may vary (the schema's BatchAxisFieldEnum).
+AXIS_CHOICES = [*AXIS_FIELDS, "prompt", LORA_WEIGHT_AXIS]
+
 
 class AxisSerializer(serializers.Serializer):
     """One axis of a matrix: a `generation_params` key and its values, or (`lora_weight`)
     the weights of one LoRA."""
 
     field = serializers.ChoiceField(
-        choices=[*AXIS_FIELDS, "prompt", LORA_WEIGHT_AXIS],
+        choices=AXIS_CHOICES,
         help_text='The generation_params key the axis varies ("prompt" is positive_prompt), '
         'or "lora_weight": the weight of the LoRA named in `lora`.',
     )

@@ -172,14 +172,16 @@ class Job(models.Model):
                     target_server_alias=ANY_SERVER,
                 ),
             ),
-            # The jobs waiting for their time, and those that may expire, by when.
+            # The jobs waiting for their time, and those that may expire, by when (status
+            # first, so that SQLite's planner, without statistics, prefers them to
+            # job_status_created).
             models.Index(
-                fields=["next_attempt_at"],
+                fields=["status", "next_attempt_at"],
                 name="job_pending_waiting",
                 condition=models.Q(status="pending", next_attempt_at__isnull=False),
             ),
             models.Index(
-                fields=["expires_at"],
+                fields=["status", "expires_at"],
                 name="job_pending_expiry",
                 condition=models.Q(status="pending", expires_at__isnull=False),
             ),

@@ -1,5 +1,7 @@
 """not_before and expiry: in a submit and a batch, at claim time, and by the tasks."""
 
+import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -204,3 +206,25 @@ def test_a_retried_job_keeps_its_not_before_and_loses_a_passed_expiry(client, on
         job.not_before,
         None,
     )
+
+
+def test_the_probe_for_due_jobs_reads_only_their_indexes(online):
+    if connection.vendor != "postgresql":
+        pytest.skip("reads PostgreSQL's plans")
+    owner = pending(online).owner
+    Job.objects.bulk_create(
+        Job(server=online, target_server_alias="Laptop", generation_params={}, owner=owner)
+        for _ in range(500)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE queue_app_job")
+        cursor.execute(
+            "EXPLAIN (FORMAT JSON) " + dispatch._sql(dispatch._ANY_DUE), {"now": timezone.now()}
+        )
+        plan = json.dumps(cursor.fetchone()[0])
+
+    assert set(re.findall(r'"Index Name": "(\w+)"', plan)) == {
+        "job_pending_waiting",
+        "job_pending_expiry",
+    }
+    assert '"Seq Scan"' not in plan
