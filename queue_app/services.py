@@ -49,9 +49,8 @@ def job_submit(
     The job belongs to `owner` (a user). `target_server_alias` "any" lets the scheduler
     pick the server. It is never claimed before `not_before`, and fails `expired` if still
     pending at `expires_at` (the caller checks that one comes after the other). With an
-    idempotency
-    key, a repeated submit returns the job of the first one, and the same key with
-    different content is refused. The server row is locked so that a concurrent
+    idempotency key, a repeated submit returns the job of the first one, and the same key
+    with different content is refused. The server row is locked so that a concurrent
     server_delete cannot leave the job without its server.
     """
     scoped_key = _scoped_idempotency_key(api_key, idempotency_key)
