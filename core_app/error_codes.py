@@ -46,6 +46,7 @@ ERROR_CODES: dict[str, str] = {
     "job_not_pending": "The job has started (or finished): only a pending job can be changed "
     "or moved.",
     "idempotency_key_reused": "The Idempotency-Key was used for a different request.",
+    "batch_not_found": "No such batch.",
     "image_not_found": "No such image, or its file is no longer stored.",
     # Civitai: image recipes and downloads.
     "invalid_reference": "Give either an id or a URL, not both or neither.",
@@ -88,6 +89,7 @@ JOB_FAILURE_CODES: dict[str, str] = {
     "resolved; its images were discarded.",
     "lora_not_found": "A LoRA the job names is not on the server (close matches in the error).",
     "lora_ambiguous": "A LoRA the job names matches several of the server's; name it by its path.",
+    "expired": "The job was still pending at its expires_at (expires_after), so it never ran.",
 }
 
 # `error.code` of a failed download, beside `error.message`: the Civitai codes above, the

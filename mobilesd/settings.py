@@ -234,6 +234,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MOBILESD_MAX_BODY_BYTES
 MOBILESD_MAX_PROMPT_LENGTH = env.int("MOBILESD_MAX_PROMPT_LENGTH", 10_000)
 MOBILESD_DEFAULT_PAGE_SIZE = env.int("MOBILESD_DEFAULT_PAGE_SIZE", 50)
 MOBILESD_MAX_PAGE_SIZE = env.int("MOBILESD_MAX_PAGE_SIZE", 200)
+# The most jobs one batch (POST /api/v1/batches: its items, or the product of its axes) makes.
+MOBILESD_BATCH_MAX_JOBS = env.int("MOBILESD_BATCH_MAX_JOBS", 500)
 
 # --- API: authentication, throttling, CORS --------------------------------------------
 # Every /api/v1/ endpoint needs an API key unless this is set (a trusted network only).
@@ -453,6 +455,8 @@ CELERY_BEAT_SCHEDULE["reconcile-downloads"] = {
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
     **SPECTACULAR_SETTINGS.get("ENUM_NAME_OVERRIDES", {}),  # type: ignore[dict-item]
     "DownloadStatusEnum": "civitai_app.models.DownloadStatus",
+    "JobStatusEnum": "queue_app.models.JobStatus",
+    "BatchAxisFieldEnum": "queue_app.batch_serializers.AXIS_CHOICES",
     "ErrorCodeEnum": "core_app.error_codes.ERROR_CODE_CHOICES",
 }
 

@@ -15,8 +15,9 @@ from django.utils.text import Truncator
 
 from core_app.admin_actions import ObjectActionsAdmin, apply_to_each, object_action
 from core_app.display import age
+from queue_app.batches import batch_cancel, batch_delete
 from queue_app.control import job_move, queue_pause, queue_resume
-from queue_app.models import ACTIVE_STATUSES, Job, JobStatus, QueueState
+from queue_app.models import ACTIVE_STATUSES, Batch, Job, JobStatus, QueueState
 from queue_app.services import job_cancel, job_delete, job_retry, job_run_again
 
 RETRYABLE_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED)
@@ -354,3 +355,47 @@ class QueueStateAdmin(ObjectActionsAdmin):
     def resume_button(self, request: HttpRequest, state: QueueState) -> None:
         queue_resume()
         self.message_user(request, "Queue resumed.", messages.SUCCESS)
+
+
+@admin.register(Batch)
+class BatchAdmin(admin.ModelAdmin):
+    """Batches: who asked for which jobs. Cancel and delete go through queue_app.batches."""
+
+    list_display = ("__str__", "server_alias", "owner", "job_count", "priority", "created_at")
+    list_filter = ("created_at", "server")
+    search_fields = ("id", "name", "owner__username")
+    ordering = ("-created_at",)
+    readonly_fields = (
+        "id",
+        "server",
+        "target_server_alias",
+        "priority",
+        "request",
+        "job_count",
+        "created_at",
+        "idempotency_key",
+        "api_key",
+        "owner",
+    )
+    actions = ("cancel_batches",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # batches come from the API, which validates them
+
+    @admin.action(description="Cancel the pending and processing jobs of selected batches")
+    def cancel_batches(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        apply_to_each(
+            self,
+            request,
+            queryset,
+            partial(batch_cancel, owner=None),
+            key="batch_id",
+            done="Cancelled the jobs of {count} batch(es).",
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Batch) -> None:
+        batch_delete(batch_id=obj.pk, owner=None)  # its jobs and their images too
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        for batch_id in queryset.values_list("pk", flat=True):
+            batch_delete(batch_id=batch_id, owner=None)

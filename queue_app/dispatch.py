@@ -166,6 +166,7 @@ SET {job.status} = %(processing)s,
 WHERE {job.id} = %(job_id)s
   AND {job.status} = {pending}
   AND {job.lease_token} = %(token)s
+  AND ({job.expires_at} IS NULL OR {job.expires_at} > %(now)s)
   -- the finishing job is still ours; its row stays locked until this commits
   AND EXISTS (
     SELECT 1 FROM {job}
@@ -248,9 +249,12 @@ class _SqlNames:
         return connection.ops.quote_name(field.column)
 
 
-# A job the server may take now, as far as retries and reservations go: not waiting out
-# a backoff, not reserved by a worker unless the reservation lapsed.
-_ELIGIBLE = """({job.next_attempt_at} IS NULL OR {job.next_attempt_at} <= %(now)s)
+# A job the server may take now, as far as times and reservations go: not waiting for its
+# time (a retry's backoff, `not_before`: such a job is outside the heads' partial indexes
+# until jobs_release_due clears next_attempt_at, so a claim never reads it), not past its
+# `expires_at`, not reserved by a worker unless the reservation lapsed.
+_ELIGIBLE = """{job.next_attempt_at} IS NULL
+    AND ({job.expires_at} IS NULL OR {job.expires_at} > %(now)s)
     AND ({job.lease_token} IS NULL OR {job.lease_expires_at} < %(now)s)"""
 
 
@@ -321,6 +325,7 @@ def job_claim_next(*, server_id: int, finishing: uuid.UUID | None = None) -> Cla
     ended (its images are being stored): its slot counts as free for the caller's claim.
     """
     now = timezone.now()
+    jobs_release_due(now=now)
     with transaction.atomic():
         # The queue's pause is read in the same statement (only the server row is locked).
         server = (
@@ -409,6 +414,7 @@ def job_reserve_next(*, running: Claim) -> Claim | None:
     """
     server = running.server
     now = timezone.now()
+    jobs_release_due(now=now)
     candidates = _queue_head(server, now, lock=False)
     job = scheduling.job_choose_after(
         running=running.job,
@@ -718,3 +724,83 @@ def jobs_recover_expired_leases() -> list[Orphan]:
             logger.warning("Job %s lost its worker; now %s", job.pk, status)
             recovered.append(Orphan(job.pk, job.server_id, job.forge_session_hash, status))
     return recovered
+
+
+# --- Jobs whose time has come, or gone ----------------------------------------------------
+#
+# A pending job with next_attempt_at set (a retry's backoff, a `not_before`) is outside the
+# heads' partial indexes, so however many wait for later, a claim reads none of them. Once
+# due, clearing next_attempt_at puts the job in them; a pending job past its expires_at
+# fails `expired`. Both are found through partial indexes of their own (job_pending_waiting,
+# job_pending_expiry): when nothing is due, one statement of two index probes.
+
+_ANY_DUE = """
+SELECT
+  EXISTS (SELECT 1 FROM {job} WHERE {job.status} = {pending}
+          AND {job.next_attempt_at} IS NOT NULL AND {job.next_attempt_at} <= %(now)s),
+  EXISTS (SELECT 1 FROM {job} WHERE {job.status} = {pending}
+          AND {job.expires_at} IS NOT NULL AND {job.expires_at} <= %(now)s)
+"""
+
+# Rows another transaction holds (a claim, a cancel) are skipped: the next call takes them.
+_RELEASE_DUE = """
+UPDATE {job} SET {job.next_attempt_at} = NULL
+WHERE {job.status} = {pending} AND {job.id} IN (
+  SELECT {job.id} FROM {job}
+  WHERE {job.status} = {pending}
+    AND {job.next_attempt_at} IS NOT NULL AND {job.next_attempt_at} <= %(now)s
+  {row_lock}
+)
+"""
+
+_EXPIRE_DUE = """
+UPDATE {job}
+SET {job.status} = %(failed)s,
+    {job.result_details} = %(details)s,
+    {job.completed_at} = %(now)s,
+    {job.updated_at} = %(now)s,
+    {job.lease_token} = NULL,
+    {job.lease_expires_at} = NULL,
+    {job.progress} = NULL
+WHERE {job.status} = {pending} AND {job.id} IN (
+  SELECT {job.id} FROM {job}
+  WHERE {job.status} = {pending}
+    AND {job.expires_at} IS NOT NULL AND {job.expires_at} <= %(now)s
+  {row_lock}
+)
+"""
+
+EXPIRED_DETAILS = {
+    "error": "The job could not start before its expiry time (expires_at).",
+    "code": "expired",
+}
+
+
+def jobs_release_due(*, now: datetime | None = None) -> tuple[int, int]:
+    """Let the pending jobs whose time has come be claimed (clear next_attempt_at), and fail
+    `expired` those still pending past their expires_at; returns how many of each.
+
+    Called before every claim and reservation, and by the reconcile task (which covers a
+    queue no worker is running, e.g. of an offline server). Idempotent; safe from any
+    number of workers at once.
+    """
+    now = now or timezone.now()
+    params: dict[str, Any] = {"now": _db("next_attempt_at", now)}
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(_ANY_DUE), params)
+        row = cursor.fetchone()
+    any_released, any_expired = (bool(value) for value in row) if row else (False, False)
+    released = expired = 0
+    lock = _row_lock(_FOR_UPDATE_SKIP_LOCKED)
+    if any_released:
+        with connection.cursor() as cursor:
+            cursor.execute(_sql(_RELEASE_DUE, row_lock=lock), params)
+            released = cursor.rowcount
+    if any_expired:
+        params.update(failed=str(JobStatus.FAILED), details=_db("result_details", EXPIRED_DETAILS))
+        with connection.cursor() as cursor:
+            cursor.execute(_sql(_EXPIRE_DUE, row_lock=lock), params)
+            expired = cursor.rowcount
+        if expired:
+            logger.warning("%d pending job(s) expired before they could start", expired)
+    return released, expired

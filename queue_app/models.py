@@ -7,6 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 
 
 class JobStatus(models.TextChoices):
@@ -22,6 +23,59 @@ ANY_SERVER = "any"
 
 ACTIVE_STATUSES = (JobStatus.PENDING, JobStatus.PROCESSING)
 FINISHED_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Batch(models.Model):
+    """Jobs submitted together (a list of parameters, or a matrix: the product of axes).
+
+    Its jobs carry the work; the batch keeps who asked, for which server, and the request
+    as sent (so that a repeated submit with its Idempotency-Key can be told apart)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200, blank=True, default="")
+    # As for jobs: the server follows a rename, the alias stays when it is deleted.
+    server = models.ForeignKey(
+        "servers_app.Server",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="batches",
+    )
+    target_server_alias = models.CharField(max_length=100)
+    priority = models.SmallIntegerField(default=0)
+    # The request as validated: items or generation_params + axes, and the times.
+    request = models.JSONField(default=dict, editable=False)
+    job_count = models.PositiveIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # "<api key id or anon>:<Idempotency-Key header>", as Job.idempotency_key.
+    idempotency_key = models.CharField(  # noqa: DJ001
+        max_length=300, null=True, blank=True, editable=False
+    )
+    api_key = models.ForeignKey(
+        "core_app.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="batches"
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="batches"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "batches"
+        indexes = [models.Index(fields=["owner", "created_at"], name="batch_owner_created")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="batch_unique_idempotency_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or str(self.id)
+
+    @property
+    def server_alias(self) -> str:
+        return self.server.alias if self.server is not None else self.target_server_alias
 
 
 class Job(models.Model):
@@ -60,9 +114,21 @@ class Job(models.Model):
     lease_token = models.UUIDField(null=True, blank=True, editable=False)
     lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     started_at = models.DateTimeField(null=True, blank=True, editable=False)
-    # A job retried after a transient error waits for its backoff to pass.
+    # The job may not be claimed before this time: a retry's backoff, or `not_before`. Set,
+    # the job is outside the claim's indexes; once due, a claim (or the reconcile task)
+    # clears it (queue_app.dispatch.jobs_release_due), which puts the job back in them.
     next_attempt_at = models.DateTimeField(null=True, blank=True, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # As submitted: never claimed earlier / failed `expired` if still pending at expires_at.
+    not_before = models.DateTimeField(null=True, blank=True, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    batch = models.ForeignKey(
+        Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    # Its place in the batch: the index of its item, or of its combination of the axes.
+    batch_index = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    # A default rather than auto_now_add, so that a batch can give its jobs their queue
+    # order (each a microsecond after the one before it).
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     completed_at = models.DateTimeField(null=True, blank=True, editable=False)
     # "<api key id or anon>:<Idempotency-Key header>": a retried submit finds its job.
@@ -90,17 +156,34 @@ class Job(models.Model):
             # The heads of the queues a claim reads (queue_app.dispatch._QUEUE_HEAD), each
             # in its order, so that a claim reads a few rows however many jobs wait: a
             # server's own pending jobs, and the pending jobs for "any" server.
+            # A job waiting for its time (next_attempt_at set) is in neither until it is due.
             models.Index(
                 fields=["server", "-priority", "created_at"],
                 name="job_pending_head",
-                condition=models.Q(status="pending"),
+                condition=models.Q(status="pending", next_attempt_at__isnull=True),
             ),
             models.Index(
                 fields=["-priority", "created_at"],
                 name="job_pending_any_head",
                 condition=models.Q(
-                    status="pending", server__isnull=True, target_server_alias=ANY_SERVER
+                    status="pending",
+                    next_attempt_at__isnull=True,
+                    server__isnull=True,
+                    target_server_alias=ANY_SERVER,
                 ),
+            ),
+            # The jobs waiting for their time, and those that may expire, by when (status
+            # first, so that SQLite's planner, without statistics, prefers them to
+            # job_status_created).
+            models.Index(
+                fields=["status", "next_attempt_at"],
+                name="job_pending_waiting",
+                condition=models.Q(status="pending", next_attempt_at__isnull=False),
+            ),
+            models.Index(
+                fields=["status", "expires_at"],
+                name="job_pending_expiry",
+                condition=models.Q(status="pending", expires_at__isnull=False),
             ),
             # The reconcile task looks for processing jobs whose lease lapsed.
             models.Index(

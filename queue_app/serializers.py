@@ -1,11 +1,13 @@
 """API shapes of jobs: the submit request and the documented job object."""
 
+from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -236,7 +238,55 @@ class ResultDetailsSerializer(OpenObjectSerializer):
     )
 
 
-class GenerateRequestSerializer(serializers.Serializer):
+# The longest expires_after: a year.
+EXPIRES_AFTER_MAX = 366 * 24 * 3600
+
+
+class JobTimesSerializer(serializers.Serializer):
+    """When the jobs of a submit may start, and until when: `not_before`, and `expires_after`
+    or `expires_at`. Validated into `not_before` and `expires_at` (datetimes or None)."""
+
+    not_before = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="ISO 8601: the job is never started earlier (it waits as pending).",
+    )
+    expires_after = StrictIntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=EXPIRES_AFTER_MAX,
+        help_text="Seconds from now (or from not_before, when given): a job still pending "
+        "then fails with result_details.code `expired`.",
+    )
+    expires_at = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="ISO 8601: as expires_after, at a fixed time. Not with expires_after.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        not_before = attrs.get("not_before")
+        after = attrs.pop("expires_after", None)
+        if after is not None and attrs.get("expires_at") is not None:
+            raise serializers.ValidationError(
+                {"expires_at": ["Give expires_after or expires_at, not both."]}
+            )
+        if after is not None:
+            attrs["expires_at"] = (not_before or timezone.now()) + timedelta(seconds=after)
+        expires_at = attrs.get("expires_at")
+        now = timezone.now()
+        if expires_at is not None and expires_at <= (max(not_before, now) if not_before else now):
+            raise serializers.ValidationError(
+                {"expires_at": ["Must be later than now and than not_before."]}
+            )
+        attrs.setdefault("not_before", None)
+        attrs.setdefault("expires_at", None)
+        return attrs
+
+
+class GenerateRequestSerializer(JobTimesSerializer):
     target_server_alias = StrictCharField(
         max_length=100, help_text='A server\'s alias, or "any" to let MobileSD choose.'
     )
@@ -296,6 +346,15 @@ class JobSerializer(serializers.ModelSerializer):
         help_text="While pending: whether the queue, or the job's server, is paused and since "
         "when (null otherwise)."
     )
+    not_before = TimestampField(
+        allow_null=True, help_text="Never started before this time (null: as soon as may be)."
+    )
+    expires_at = TimestampField(
+        allow_null=True, help_text="Fails `expired` if still pending then (null: never)."
+    )
+    batch_id = serializers.UUIDField(
+        allow_null=True, read_only=True, help_text="The batch it was submitted in (null: none)."
+    )
 
     class Meta:
         model = Job
@@ -315,6 +374,9 @@ class JobSerializer(serializers.ModelSerializer):
             "server_online",
             "owner",
             "queue",
+            "not_before",
+            "expires_at",
+            "batch_id",
         ]
         read_only_fields = fields
 

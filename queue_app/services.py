@@ -3,7 +3,7 @@ request or message cannot move a job twice."""
 
 import contextlib
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -41,13 +41,16 @@ def job_submit(
     priority: int = 0,
     api_key: ApiKey | None = None,
     idempotency_key: str | None = None,
+    not_before: datetime | None = None,
+    expires_at: datetime | None = None,
 ) -> tuple[Job, bool]:
     """Queue a job as `pending` and nudge the workers; returns (job, created).
 
     The job belongs to `owner` (a user). `target_server_alias` "any" lets the scheduler
-    pick the server. With an idempotency
-    key, a repeated submit returns the job of the first one, and the same key with
-    different content is refused. The server row is locked so that a concurrent
+    pick the server. It is never claimed before `not_before`, and fails `expired` if still
+    pending at `expires_at` (the caller checks that one comes after the other). With an
+    idempotency key, a repeated submit returns the job of the first one, and the same key
+    with different content is refused. The server row is locked so that a concurrent
     server_delete cannot leave the job without its server.
     """
     scoped_key = _scoped_idempotency_key(api_key, idempotency_key)
@@ -74,6 +77,9 @@ def job_submit(
                 api_key=api_key,
                 owner=owner,
                 idempotency_key=scoped_key,
+                not_before=not_before,
+                next_attempt_at=waits_until(not_before),
+                expires_at=expires_at,
             )
             transaction.on_commit(lambda: _nudge_for(job))
     except IntegrityError:
@@ -137,9 +143,18 @@ def _lora_entry_names(params: dict[str, Any]) -> list[str]:
     return [e["name"] for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)]
 
 
+def waits_until(not_before: datetime | None) -> datetime | None:
+    """A new job's next_attempt_at: its not_before while that is still ahead."""
+    return not_before if not_before is not None and not_before > timezone.now() else None
+
+
 def _nudge_for(job: Job) -> None:
     from queue_app import dispatch
-    from queue_app.tasks import nudge, servers_with_work
+    from queue_app.tasks import nudge, release_when_due, servers_with_work
+
+    if job.next_attempt_at is not None:
+        release_when_due([job.next_attempt_at])
+        return
 
     if job.server_id is not None:
         # A server whose slots are all busy will claim this job when one frees up: its
@@ -230,7 +245,9 @@ def job_retry(*, job_id: str | UUID, owner: Any | None) -> Job:
             status=JobStatus.PENDING,
             result_details=None,
             completed_at=None,
-            next_attempt_at=None,
+            next_attempt_at=waits_until(job.not_before),
+            # An expiry that has passed would fail the new attempt at once.
+            expires_at=job.expires_at if job.expires_at and job.expires_at > now else None,
             passed_over=0,
             progress=None,
             lease_token=None,

@@ -3,7 +3,7 @@ task re-reads the rows, so a lost, repeated or late message is harmless."""
 
 import logging
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
@@ -30,6 +30,26 @@ def nudge(server_ids: Iterable[int], *, countdown: float = 0) -> None:
             run_server.apply_async((server_id,), countdown=countdown)
         except Exception as exc:  # any broker error
             logger.warning("Could not nudge server %s (broker: %s)", server_id, exc)
+
+
+# A `not_before` further ahead than this is left to the reconcile task, which finds the job
+# within MOBILESD_RECONCILE_SECONDS of its time: a message held that long by a worker is
+# easily lost (a restart), and would be only a nudge anyway.
+RELEASE_NUDGE_MAX_SECONDS = 3600.0
+
+
+def release_when_due(times: Iterable[datetime]) -> None:
+    """Have the queue looked at when each of these times comes (jobs' `not_before`), once per
+    distinct time. Never raises, as `nudge`."""
+    now = timezone.now()
+    for at in sorted(set(times)):
+        delay = (at - now).total_seconds()
+        if delay > RELEASE_NUDGE_MAX_SECONDS:
+            continue
+        try:
+            release_due_jobs.apply_async(countdown=max(delay, 0.0))
+        except Exception as exc:  # any broker error
+            logger.warning("Could not schedule the release of jobs due at %s: %s", at, exc)
 
 
 # Acknowledged on receipt (CELERY_TASK_ACKS_LATE in settings says why): a worker that dies
@@ -135,11 +155,21 @@ def recover_expired_leases() -> None:
         nudge(servers_with_work(Server.objects.filter(pk__in=servers)))
 
 
+@shared_task(ignore_result=True, time_limit=60)
+def release_due_jobs() -> None:
+    """Sent to arrive at a job's `not_before`: make the jobs whose time has come claimable
+    (and fail those past their expiry), and nudge the servers that now have work."""
+    dispatch.jobs_release_due()
+    nudge(servers_with_work())
+
+
 @shared_task(ignore_result=True, time_limit=300)
 def reconcile() -> None:
     """Re-examine the queue: requeue jobs of dead workers (and stop their orphan tasks),
-    health-check servers that are due, and nudge every server that has work."""
+    fail the pending jobs past their expiry, health-check servers that are due, and nudge
+    every server that has work."""
     _recover_orphans()
+    dispatch.jobs_release_due()
     now = timezone.now()
     stale = now - timedelta(seconds=settings.MOBILESD_HEALTH_CHECK_SECONDS)
     due = Server.objects.filter(enabled=True).filter(

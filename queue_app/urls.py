@@ -1,6 +1,6 @@
 from django.urls import path
 
-from queue_app import control_views, views
+from queue_app import batch_views, control_views, views
 
 urlpatterns = [
     path("generate", views.GenerateView.as_view(), name="generate"),
@@ -8,6 +8,11 @@ urlpatterns = [
     path("queue/pause", control_views.QueuePauseView.as_view(), name="queue-pause"),
     path("queue/resume", control_views.QueueResumeView.as_view(), name="queue-resume"),
     path("queue/cancel", control_views.QueueCancelView.as_view(), name="queue-cancel"),
+    path("batches", batch_views.BatchListView.as_view(), name="batch-list"),
+    path("batches/<str:batch_id>", batch_views.BatchDetailView.as_view(), name="batch-detail"),
+    path(
+        "batches/<str:batch_id>/cancel", batch_views.BatchCancelView.as_view(), name="batch-cancel"
+    ),
     path("queue/jobs", views.JobListView.as_view(), name="job-list"),
     path("queue/jobs/<str:job_id>", views.JobDetailView.as_view(), name="job-detail"),
     path("queue/jobs/<str:job_id>/status", views.JobStatusView.as_view(), name="job-status"),

@@ -62,6 +62,14 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 )
 
 
+def idempotency_key(request: Request) -> str | None:
+    """The request's Idempotency-Key header (None: none); more than 255 characters is a 400."""
+    key = request.headers.get("Idempotency-Key", "").strip() or None
+    if key is not None and len(key) > 255:
+        raise ValidationError({"Idempotency-Key": ["Use at most 255 characters."]})
+    return key
+
+
 class GenerateView(APIView):
     @extend_schema(
         request=GenerateRequestSerializer,
@@ -77,9 +85,7 @@ class GenerateView(APIView):
     def post(self, request: Request) -> Response:
         serializer = GenerateRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        key = request.headers.get("Idempotency-Key", "").strip() or None
-        if key is not None and len(key) > 255:
-            raise ValidationError({"Idempotency-Key": ["Use at most 255 characters."]})
+        key = idempotency_key(request)
         job, created = job_submit(
             target_server_alias=serializer.validated_data["target_server_alias"],
             generation_params=serializer.validated_data["generation_params"],
@@ -87,6 +93,8 @@ class GenerateView(APIView):
             api_key=request.auth if isinstance(request.auth, ApiKey) else None,
             owner=request_user(request),
             idempotency_key=key,
+            not_before=serializer.validated_data["not_before"],
+            expires_at=serializer.validated_data["expires_at"],
         )
         headers = {} if created else {"Idempotent-Replayed": "true"}
         return Response(

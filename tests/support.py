@@ -251,3 +251,18 @@ def key_client(username: str, *, scope: str = "client") -> Any:
     api_client = APIClient()
     api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
     return api_client
+
+
+def fresh_cache(server: Server, *titles: str) -> None:
+    """A model cache of the server listing these checkpoint titles, just refreshed."""
+    from django.utils import timezone
+
+    from servers_app.model_cache import checkpoint_rows
+    from servers_app.models import CachedModel
+
+    # As /sdapi/v1/sd-models lists them: the hash in the title is also the `hash` field.
+    listing = [{"title": t, "hash": t.rsplit("[", 1)[1][:-1] if "[" in t else None} for t in titles]
+    for row in checkpoint_rows(listing):
+        CachedModel.objects.create(server=server, **row.fields())
+    server.models_refreshed_at = timezone.now()
+    server.save()

@@ -8,6 +8,8 @@ from django.core.files.base import ContentFile
 from django.urls import reverse
 from model_bakery import baker
 
+from core_app.scopes import local_user
+from queue_app.batches import batch_submit
 from queue_app.models import ANY_SERVER, Job, JobImage, JobStatus
 from queue_app.services import job_run_again
 from tests.admin_support import PARAMS, make_job, messages_of, press
@@ -237,3 +239,40 @@ def test_the_job_list_shows_filters_and_searches_owners(admin_client, server, dj
     assert '<td class="field-owner nowrap">kid</td>' in listed.content.decode()
     assert list(filtered) == [kids]
     assert list(searched) == [kids]
+
+
+# --- batches -----------------------------------------------------------------------------
+
+
+def test_deleting_a_batch_in_the_admin_deletes_its_jobs_and_their_files(
+    admin_client, server, django_capture_on_commit_callbacks
+):
+    batch, (job_id,), _ = batch_submit(
+        owner=local_user(), target_server_alias="Laptop", generation_params=None, items=[PARAMS]
+    )
+    image = JobImage(job_id=job_id, index=0)
+    image.file.save("x.png", ContentFile(b"png"), save=True)
+    path = Path(image.file.path)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(reverse("admin:queue_app_batch_delete", args=[batch.pk]), {"post": "yes"})
+
+    assert not Job.objects.exists()
+    assert not path.exists()
+
+
+def test_the_cancel_action_cancels_the_jobs_of_the_selected_batches(admin_client, server):
+    batch, _, _ = batch_submit(
+        owner=local_user(), target_server_alias="Laptop", generation_params=PARAMS, items=[{}, {}]
+    )
+
+    admin_client.post(
+        reverse("admin:queue_app_batch_changelist"),
+        {"action": "cancel_batches", "_selected_action": [batch.pk]},
+    )
+
+    assert set(Job.objects.values_list("status", flat=True)) == {JobStatus.CANCELLED}
+    assert (
+        admin_client.get(reverse("admin:queue_app_batch_change", args=[batch.pk])).status_code
+        == 200
+    )

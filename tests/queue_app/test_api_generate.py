@@ -12,6 +12,7 @@ from tests.support import (
     UUID_RE,
     assert_error,
     db_snapshot,
+    fresh_cache,
 )
 
 URL = "/api/v1/generate"
@@ -248,20 +249,6 @@ def test_target_any_queues_a_job_without_a_server(client, server):
     job = Job.objects.get()
     assert (job.server, job.target_server_alias) == (None, "any")
     assert job.checkpoint_key == "pony/cyberrealisticpony_v8.safetensors"
-
-
-def fresh_cache(server, *titles: str) -> None:
-    from django.utils import timezone
-
-    from servers_app.model_cache import checkpoint_rows
-    from servers_app.models import CachedModel
-
-    # As /sdapi/v1/sd-models lists them: the hash in the title is also the `hash` field.
-    listing = [{"title": t, "hash": t.rsplit("[", 1)[1][:-1] if "[" in t else None} for t in titles]
-    for row in checkpoint_rows(listing):
-        CachedModel.objects.create(server=server, **row.fields())
-    server.models_refreshed_at = timezone.now()
-    server.save()
 
 
 def test_unknown_checkpoint_is_a_400_with_close_matches_when_the_cache_is_fresh(client, server):
