@@ -188,10 +188,14 @@ def job_edit(
 
 
 def jobs_cancel(
-    *, owner: Any | None, server_alias: str | None = None, include_processing: bool = False
+    *,
+    owner: Any | None,
+    server_alias: str | None = None,
+    batch: Any | None = None,
+    include_processing: bool = False,
 ) -> int:
     """Cancel the pending jobs of `owner` (None: everyone's), of one server's queue
-    (`server_alias`; "any": the jobs waiting for any server), and with
+    (`server_alias`; "any": the jobs waiting for any server), of one `batch`, and with
     `include_processing` the running ones too (interrupted on their servers); returns how
     many were cancelled. Without it this is "cancel all but the current one"."""
     jobs = Job.objects.all()
@@ -201,6 +205,8 @@ def jobs_cancel(
         jobs = jobs.filter(server__isnull=True, target_server_alias=ANY_SERVER)
     elif server_alias:
         jobs = jobs.filter(server=server_get(alias=server_alias))
+    if batch is not None:
+        jobs = jobs.filter(batch=batch)
     now = timezone.now()
     cancelled = jobs.filter(status=JobStatus.PENDING).update(
         status=JobStatus.CANCELLED,

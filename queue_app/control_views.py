@@ -13,6 +13,7 @@ from core_app.fields import TimestampField
 from core_app.permissions import AdminScope, HasApiKeyOrStaff
 from core_app.scopes import owner_scope, request_user
 from core_app.serializers import ErrorSerializer
+from queue_app.batches import batch_get
 from queue_app.control import (
     CLIENT_PRIORITY_RANGE,
     QueuePause,
@@ -95,6 +96,9 @@ class QueueCancelRequestSerializer(serializers.Serializer):
         required=False,
         help_text='Only the jobs of this server\'s queue ("any": those waiting for any server).',
     )
+    batch_id = serializers.UUIDField(
+        required=False, help_text="Only the jobs of this batch (see POST /api/v1/batches)."
+    )
     include_processing = StrictBooleanField(
         default=False,
         help_text="Cancel running jobs too; false (the default): all but the current ones.",
@@ -117,9 +121,13 @@ class QueueCancelView(APIView):
         data = query.validated_data
         if data["scope"] == "all" and not AdminScope().has_permission(request, self):
             self.permission_denied(request, AdminScope.message, AdminScope.code)
+        batch = None
+        if "batch_id" in data:  # another user's batch is a 404 for a client key
+            batch = batch_get(batch_id=data["batch_id"], owner=owner_scope(request))
         cancelled = jobs_cancel(
             owner=None if data["scope"] == "all" else request_user(request),
             server_alias=data.get("server"),
+            batch=batch,
             include_processing=data["include_processing"],
         )
         return Response({"cancelled": cancelled})

@@ -7,10 +7,10 @@ from model_bakery import baker
 from rest_framework.test import APIClient
 
 from queue_app import dispatch
-from queue_app.models import Job, JobStatus, QueueState
+from queue_app.models import Batch, Job, JobStatus, QueueState
 from servers_app.models import Server
 from tests.queue_app.test_dispatch import queue, running_with_next
-from tests.support import assert_error, new_key
+from tests.support import assert_error, key_client
 
 
 @pytest.fixture
@@ -18,21 +18,14 @@ def online(db) -> Server:
     return baker.make(Server, alias="Laptop", api_url="http://127.0.0.1:1", is_online=True)
 
 
-def key_client(username: str, scope: str) -> APIClient:
-    _, raw = new_key(f"{username} {scope}", username=username, scope=scope)
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return api
-
-
 @pytest.fixture
 def alice(db) -> APIClient:
-    return key_client("alice", "client")
+    return key_client("alice")
 
 
 @pytest.fixture
 def bob(db) -> APIClient:
-    return key_client("bob", "client")
+    return key_client("bob")
 
 
 def owned(server: Server | None, username: str, **fields) -> Job:
@@ -468,6 +461,22 @@ def test_cancel_of_one_servers_queue(online, client):
 
 def test_cancel_of_an_unknown_server_is_a_404(online, client):
     assert_error(cancel(client, server="Nope"), 404, "server_not_found")
+
+
+def test_cancel_of_one_batch_leaves_the_others_and_hides_anothers_batch(online, alice, bob):
+    alice_user = owned(online, "alice").owner
+    batch = baker.make(Batch, owner=alice_user, server=online, target_server_alias="Laptop")
+    in_batch = [owned(online, "alice", batch=batch), owned(online, "alice", batch=batch)]
+    outside = owned(online, "alice")
+
+    assert_error(cancel(bob, batch_id=str(batch.pk)), 404, "batch_not_found")
+    assert statuses(*in_batch) == [JobStatus.PENDING] * 2
+    assert cancel(alice, batch_id=str(batch.pk)).json() == {"cancelled": 2}
+    assert statuses(*in_batch, outside) == [
+        JobStatus.CANCELLED,
+        JobStatus.CANCELLED,
+        JobStatus.PENDING,
+    ]
 
 
 def test_cancel_all_is_for_an_admin(online, client, alice):
