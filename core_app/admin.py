@@ -1,4 +1,4 @@
-"""Admin for API keys: create (the key is shown once), list, revoke."""
+"""Admin for API keys (create: the key is shown once; list; revoke) and users' quotas."""
 
 from typing import Any
 
@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from core_app.models import ApiKey, WorkerHeartbeat
+from core_app.models import ApiKey, UserQuota, WorkerHeartbeat
 from core_app.services import api_key_issue, api_key_revoke
 
 
@@ -64,3 +64,26 @@ class WorkerHeartbeatAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+class UserQuotaInline(admin.StackedInline):
+    """A user's quotas on their page (for the users' admin: `inlines = [UserQuotaInline]`)."""
+
+    model = UserQuota
+    can_delete = True
+    extra = 0
+    max_num = 1
+    fields = ("max_pending_jobs", "max_images_per_job")
+
+
+@admin.register(UserQuota)
+class UserQuotaAdmin(admin.ModelAdmin):
+    """Quotas of users whose limits differ from the defaults (queue_app.quotas)."""
+
+    list_display = ("user", "max_pending_jobs", "max_images_per_job", "updated_at")
+    search_fields = ("user__username",)
+    ordering = ("user__username",)
+    readonly_fields = ("updated_at",)
+    fields = ("user", "max_pending_jobs", "max_images_per_job", "updated_at")
+    autocomplete_fields = ("user",)
+    list_select_related = ("user",)

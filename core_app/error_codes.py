@@ -43,6 +43,7 @@ ERROR_CODES: dict[str, str] = {
     "job_not_found": "No such job.",
     "job_not_cancellable": "The job has finished and cannot be cancelled.",
     "job_not_retryable": "Only a failed or cancelled job can be retried.",
+    "queue_limit": "The user already has as many pending jobs as their quota allows.",
     "idempotency_key_reused": "The Idempotency-Key was used for a different request.",
     "image_not_found": "No such image, or its file is no longer stored.",
     # Civitai: image recipes and downloads.

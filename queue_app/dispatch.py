@@ -55,6 +55,8 @@ class Claim:
     server: Server
     token: uuid.UUID
     task_id: str
+    # When a reserved job was reserved (None: claimed).
+    reserved_at: datetime | None = None
 
     @property
     def job_id(self) -> uuid.UUID:
@@ -105,7 +107,8 @@ _JSON_ELEMENTS = {
 
 # The head of a server's queue: the jobs it may take now (its own or "any" jobs that fit
 # it, not waiting out a backoff, not reserved by a worker unless the reservation lapsed),
-# in queue order, as many as the scheduler looks at.
+# in queue order (priority, then turn: queue_app.turns, then age), as many as the
+# scheduler looks at.
 #
 # Two heads, each read in the order of an index of its own (Job.Meta.indexes: the pending
 # jobs by server, priority and age; the pending "any" jobs by priority and age) and cut at
@@ -120,7 +123,7 @@ WITH own_head AS (
   WHERE {job.status} = {pending}
     AND {job.server_id} = %(server_id)s
     AND {eligible}
-  ORDER BY {job.priority} DESC, {job.created_at} ASC
+  ORDER BY {job.priority} DESC, {job.turn} ASC, {job.created_at} ASC
   LIMIT %(lookahead)s
   {row_lock}
 ), any_head AS (
@@ -129,14 +132,14 @@ WITH own_head AS (
     AND {job.server_id} IS NULL AND {job.target_server_alias} = {any_server}
     AND {eligible}
     AND {any_job_fits}
-  ORDER BY {job.priority} DESC, {job.created_at} ASC
+  ORDER BY {job.priority} DESC, {job.turn} ASC, {job.created_at} ASC
   LIMIT %(lookahead)s
   {row_lock}
 )
 SELECT * FROM own_head
 UNION ALL
 SELECT * FROM any_head
-ORDER BY {job.priority} DESC, {job.created_at} ASC
+ORDER BY {job.priority} DESC, {job.turn} ASC, {job.created_at} ASC
 LIMIT %(lookahead)s
 """
 
@@ -175,12 +178,14 @@ WHERE {job.id} = %(job_id)s
       AND {job.lease_token} = %(finishing_token)s
     {row_lock}
   )
-  -- the server is enabled, not offline, and configured as when the job was reserved
+  -- the server is enabled, not offline nor quarantined, and configured as when the job
+  -- was reserved
   AND EXISTS (
     SELECT 1 FROM {server}
     WHERE {server.id} = %(server_id)s
       AND {server.enabled}
       AND ({server.is_online} IS NULL OR {server.is_online})
+      AND {server.quarantined_at} IS NULL
       AND {server.updated_at} = %(server_updated_at)s
   )
   -- no job of higher priority may run on the server now (the conditions of _QUEUE_HEAD,
@@ -197,6 +202,27 @@ WHERE {job.id} = %(job_id)s
     WHERE {job.status} = {pending}
       AND {job.server_id} IS NULL AND {job.target_server_alias} = {any_server}
       AND {job.priority} > %(priority)s
+      AND {eligible}
+      AND {any_job_fits}
+  )
+  -- nor a job queued since the reservation whose turn comes before it (another user's
+  -- first job while this user's batch runs: queue_app.turns)
+  AND NOT EXISTS (
+    SELECT 1 FROM {job}
+    WHERE {job.status} = {pending}
+      AND {job.server_id} = %(server_id)s
+      AND {job.priority} = %(priority)s
+      AND {job.turn} < %(turn)s
+      AND {job.created_at} > %(reserved_at)s
+      AND {eligible}
+  )
+  AND NOT EXISTS (
+    SELECT 1 FROM {job}
+    WHERE {job.status} = {pending}
+      AND {job.server_id} IS NULL AND {job.target_server_alias} = {any_server}
+      AND {job.priority} = %(priority)s
+      AND {job.turn} < %(turn)s
+      AND {job.created_at} > %(reserved_at)s
       AND {eligible}
       AND {any_job_fits}
   )
@@ -296,7 +322,7 @@ def _queue_head(server: Server, now: datetime, *, lock: bool) -> list[Job]:
 
 def job_claim_next(*, server_id: int, finishing: uuid.UUID | None = None) -> Claim | None:
     """Claim the next job for a free slot of the server, or None (no slot, no job, or the
-    server is disabled or offline). Safe to call from any number of workers at once.
+    server is disabled, offline or quarantined). Safe to call from any number of workers at once.
 
     `finishing` is a job of this server that the caller holds and whose generation has
     ended (its images are being stored): its slot counts as free for the caller's claim.
@@ -304,7 +330,12 @@ def job_claim_next(*, server_id: int, finishing: uuid.UUID | None = None) -> Cla
     now = timezone.now()
     with transaction.atomic():
         server = Server.objects.select_for_update().filter(pk=server_id).first()
-        if server is None or not server.enabled or server.is_online is False:
+        if (
+            server is None
+            or not server.enabled
+            or server.is_online is False
+            or server.quarantined_at is not None
+        ):
             return None
         # Counted in a statement of its own, after the lock is held: a subquery of the
         # locking SELECT would see the snapshot taken before waiting for the lock, and miss
@@ -407,7 +438,7 @@ def job_reserve_next(*, running: Claim) -> Claim | None:
         return None  # taken, cancelled or reserved meanwhile: the next claim decides
     _count_passed_over(scheduling.jobs_passed_over(candidates=candidates, chosen=job))
     job.lease_token, job.lease_expires_at = token, expires
-    return Claim(job=job, server=server, token=token, task_id=task_id_for(job))
+    return Claim(job=job, server=server, token=token, task_id=task_id_for(job), reserved_at=now)
 
 
 def job_start_reserved(*, reserved: Claim, finishing: Claim) -> bool:
@@ -419,7 +450,8 @@ def job_start_reserved(*, reserved: Claim, finishing: Claim) -> bool:
     so that a cancel, completion or lease recovery of it (each an update of that row) comes
     before or after this statement, never in between, and its slot cannot go to another
     claim at the same time; the server is enabled and not offline; and no job of higher
-    priority than the reserved one became eligible for the server meanwhile; and the server
+    priority than the reserved one became eligible for the server meanwhile, nor one of
+    its priority with an earlier turn queued since it was reserved; and the server
     was not reconfigured since (a new URL or credentials: its request was built for the old
     machine, and a fresh claim reads the server again).
 
@@ -440,6 +472,8 @@ def job_start_reserved(*, reserved: Claim, finishing: Claim) -> bool:
         "finishing_id": _db("id", finishing.job_id),
         "finishing_token": _db("lease_token", finishing.token),
         "priority": job.priority,
+        "turn": job.turn,
+        "reserved_at": _db("created_at", reserved.reserved_at or now),
         "server_updated_at": Server._meta.get_field("updated_at").get_db_prep_save(
             server.updated_at, connection
         ),
@@ -463,8 +497,8 @@ def job_unreserve(*, reserved: Claim) -> None:
 
 
 def server_may_claim(*, server_id: int) -> bool:
-    """A cheap, lock-free look (one query): is the server enabled, not offline, with a free
-    slot? Lets a redundant nudge end without taking the server's lock.
+    """A cheap, lock-free look (one query): is the server enabled, not offline nor
+    quarantined, with a free slot? Lets a redundant nudge end without taking the server's lock.
 
     The running jobs are counted in a subquery that reads only the server's processing
     jobs (an index range): a join of all its jobs would grow with its queue and history.
@@ -477,7 +511,7 @@ def server_may_claim(*, server_id: int) -> bool:
         .values("n")
     )
     return (
-        Server.objects.filter(pk=server_id, enabled=True)
+        Server.objects.filter(pk=server_id, enabled=True, quarantined_at__isnull=True)
         .exclude(is_online=False)
         .annotate(running=Coalesce(Subquery(running), 0))
         .filter(running__lt=F("slots"))

@@ -17,6 +17,7 @@ from queue_app.engine import interrupt_if_current, make_client, server_run, shut
 from queue_app.images import delete_image_files, orphan_image_files
 from queue_app.models import Job, JobStatus
 from servers_app.models import Server
+from servers_app.quarantine import servers_due_for_probe
 from servers_app.tasks import check_server
 
 logger = logging.getLogger(__name__)
@@ -65,12 +66,16 @@ def interrupt_task(server_id: int, task_id: str, attempts_left: int = 60) -> Non
 
 
 def servers_with_work(servers: Iterable[Server] | None = None) -> list[int]:
-    """Enabled, online servers with a free slot and a job they may take now, once per free
-    slot."""
+    """Enabled, online, unquarantined servers with a free slot and a job they may take
+    now, once per free slot."""
     now = timezone.now()
     if servers is None:
-        servers = Server.objects.filter(enabled=True).exclude(is_online=False)
-    servers = [s for s in servers if s.enabled and s.is_online is not False]
+        servers = Server.objects.filter(enabled=True, quarantined_at__isnull=True).exclude(
+            is_online=False
+        )
+    servers = [
+        s for s in servers if s.enabled and s.is_online is not False and s.quarantined_at is None
+    ]
     if not servers:
         return []
     ready = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
@@ -122,7 +127,8 @@ def recover_expired_leases() -> None:
 @shared_task(ignore_result=True, time_limit=300)
 def reconcile() -> None:
     """Re-examine the queue: requeue jobs of dead workers (and stop their orphan tasks),
-    health-check servers that are due, and nudge every server that has work."""
+    health-check servers that are due (and quarantined ones whose cooldown passed: the
+    probe that brings them back), and nudge every server that has work."""
     _recover_orphans()
     now = timezone.now()
     stale = now - timedelta(seconds=settings.MOBILESD_HEALTH_CHECK_SECONDS)
@@ -132,7 +138,8 @@ def reconcile() -> None:
         | Q(last_checked_at__isnull=True)
         | Q(last_checked_at__lt=stale)
     )
-    for server_id in due.values_list("pk", flat=True):
+    probe = servers_due_for_probe().values_list("pk", flat=True)
+    for server_id in {*due.values_list("pk", flat=True), *probe}:
         check_server.delay(server_id)
     nudge(servers_with_work())
 

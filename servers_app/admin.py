@@ -21,6 +21,7 @@ from core_app.display import age
 from core_app.errors import Conflict, InvalidInput
 from servers_app.credentials import PASSWORD_DROPPED
 from servers_app.models import CachedModel, ModelKind, Server
+from servers_app.quarantine import server_lift_quarantine
 from servers_app.services import (
     server_check_health,
     server_create,
@@ -90,6 +91,9 @@ class ServerAdmin(ObjectActionsAdmin):
         "last_error",
         "loaded_checkpoint",
         "flavour",
+        "consecutive_failures",
+        "quarantined_at",
+        "quarantine_reason",
         "models_refreshed_at",
         "models_stale",
         "models_error",
@@ -109,6 +113,9 @@ class ServerAdmin(ObjectActionsAdmin):
                     "last_checked_at",
                     "last_seen_at",
                     "last_error",
+                    "consecutive_failures",
+                    "quarantined_at",
+                    "quarantine_reason",
                 )
             },
         ),
@@ -132,7 +139,13 @@ class ServerAdmin(ObjectActionsAdmin):
         "disable_servers",
         "delete_idle_servers",
     )
-    object_actions = ("check_connection", "refresh_model_list", "disable", "enable")
+    object_actions = (
+        "check_connection",
+        "refresh_model_list",
+        "lift_quarantine",
+        "disable",
+        "enable",
+    )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Server]:
         return (
@@ -214,6 +227,21 @@ class ServerAdmin(ObjectActionsAdmin):
                 f"({result.added} new, {result.removed} gone).",
                 messages.SUCCESS,
             )
+
+    @object_action(
+        path="lift-quarantine",
+        label="Lift the quarantine",
+        shown=lambda server: server.quarantined_at is not None,
+    )
+    def lift_quarantine(self, request: HttpRequest, server: Server) -> None:
+        if server_lift_quarantine(server_id=server.pk, force=True):
+            self.message_user(
+                request,
+                f"{server.alias} takes jobs again (one more failure quarantines it again).",
+                messages.SUCCESS,
+            )
+        else:
+            self.message_user(request, f"{server.alias} is not quarantined.", messages.INFO)
 
     @object_action(
         path="disable",

@@ -22,6 +22,8 @@ SERVER_KEYS = {
     "last_seen_at",
     "last_error",
     "loaded_checkpoint",
+    "quarantine",
+    "consecutive_failures",
     "created_at",
     "updated_at",
 }
