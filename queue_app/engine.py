@@ -614,6 +614,7 @@ def job_generate(
         # as far as anyone can tell; enough of them in a row quarantine it.
         dispatch.job_release(claim=claim, error=str(exc), count_attempt=True)
         server_note_job_failure(server_id=server.pk, error=str(exc))
+        server.consecutive_failures += 1  # this loop's row: its next success resets it
         return None
     except LoraUnavailable as exc:
         dispatch.job_fail(claim=claim, error=exc.detail, code=exc.code, details={"lora": exc.lora})
@@ -795,11 +796,22 @@ def _store_results(claim: Claim, generated: Generated) -> None:
         logger.info("Job %s changed while storing; discarding its images", claim.job_id)
         _delete(records)
         return
+    _note_success(claim.server)
+
+
+def _note_success(server: Server) -> None:
+    """A job completed on `server`: its failures are no longer in a row. Only when the
+    server row read at the loop's last claim counted some (a claim follows every failure),
+    so that a server that does not fail costs no statement per job."""
+    if not server.consecutive_failures:
+        return
     try:
-        server_note_job_success(server_id=claim.server.pk)  # its failures are not in a row
+        server_note_job_success(server_id=server.pk)
     except DATABASE_DOWN as exc:
         drop_broken_connection()
-        logger.warning("Server %s: success of %s not noted: %s", claim.server.pk, claim.job_id, exc)
+        logger.warning("Success on server %s not noted: %s", server.pk, exc)
+        return
+    server.consecutive_failures = 0
 
 
 def _checkpoint_reported(server: Server, info: dict[str, Any]) -> str | None:
