@@ -1,8 +1,9 @@
 """The admin's API key pages: a new key is shown once; keys are revoked by the service."""
 
+from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from core_app.models import ApiKey
+from core_app.models import ApiKey, UserQuota
 from tests.support import new_key
 
 
@@ -30,3 +31,20 @@ def test_revoke_action(admin_client, db):
     )
 
     assert ApiKey.objects.get().revoked_at is not None
+
+
+def test_a_users_quota_is_set_in_the_admin(admin_client, db):
+    alice = get_user_model().objects.create(username="alice")
+
+    response = admin_client.post(
+        reverse("admin:core_app_userquota_add"),
+        {"user": alice.pk, "max_pending_jobs": "3", "max_images_per_job": ""},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    quota = UserQuota.objects.get(user=alice)
+    assert quota.max_pending_jobs == 3
+    assert quota.max_images_per_job is None
+    listing = admin_client.get(reverse("admin:core_app_userquota_changelist")).content.decode()
+    assert "alice" in listing
