@@ -63,7 +63,9 @@ def wait_finished(jobs: list[Job], *, timeout: float = 60) -> list[Job]:
 
 
 def test_a_users_single_job_runs_second_after_another_users_ten(engine, sims):
-    sim = sims(seconds_per_step=0.05)  # 0.4 s a job: B arrives while A's first runs
+    # 1.2 s a job (8 steps): B's job is queued while A's first still runs, however loaded
+    # the machine is.
+    sim = sims(seconds_per_step=0.15)
     server = baker.make(Server, alias="shared", api_url=sim.url)
     alice, bob = user("alice"), user("bob")
 
