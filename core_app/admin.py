@@ -1,5 +1,5 @@
 """Admin for API keys (create, the key shown once; list; revoke) and for the users they
-belong to, each with their keys."""
+belong to, each with their keys and quota."""
 
 from typing import Any
 
@@ -9,7 +9,7 @@ from django.contrib.auth.admin import UserAdmin
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
-from core_app.models import ApiKey, WorkerHeartbeat
+from core_app.models import ApiKey, UserQuota, WorkerHeartbeat
 from core_app.services import api_key_issue, api_key_revoke
 
 
@@ -80,12 +80,22 @@ User = get_user_model()
 admin.site.unregister(User)
 
 
+class UserQuotaInline(admin.StackedInline):
+    """A user's quotas on their page."""
+
+    model = UserQuota
+    can_delete = True
+    extra = 0
+    max_num = 1
+    fields = ("max_pending_jobs", "max_images_per_job")
+
+
 @admin.register(User)
 class UserWithKeysAdmin(UserAdmin):
     """Django's user admin, with the user's API keys on their page and their count in the
     list (the autocomplete of ApiKeyAdmin.user searches `search_fields`)."""
 
-    inlines = (ApiKeyInline,)
+    inlines = (UserQuotaInline, ApiKeyInline)
     list_display = (
         "username",
         "email",
@@ -117,3 +127,16 @@ class WorkerHeartbeatAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+@admin.register(UserQuota)
+class UserQuotaAdmin(admin.ModelAdmin):
+    """Quotas of users whose limits differ from the defaults (queue_app.quotas)."""
+
+    list_display = ("user", "max_pending_jobs", "max_images_per_job", "updated_at")
+    search_fields = ("user__username",)
+    ordering = ("user__username",)
+    readonly_fields = ("updated_at",)
+    fields = ("user", "max_pending_jobs", "max_images_per_job", "updated_at")
+    autocomplete_fields = ("user",)
+    list_select_related = ("user",)

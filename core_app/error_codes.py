@@ -45,6 +45,7 @@ ERROR_CODES: dict[str, str] = {
     "job_not_retryable": "Only a failed or cancelled job can be retried.",
     "job_not_pending": "The job has started (or finished): only a pending job can be changed "
     "or moved.",
+    "queue_limit": "The user already has as many pending jobs as their quota allows.",
     "idempotency_key_reused": "The Idempotency-Key was used for a different request.",
     "batch_not_found": "No such batch.",
     "image_not_found": "No such image, or its file is no longer stored.",

@@ -83,3 +83,33 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return self.hostname
+
+
+class UserQuota(models.Model):
+    """A user's own limits on the queue, where they differ from the defaults in settings
+    (MOBILESD_MAX_PENDING_PER_USER, MOBILESD_MAX_IMAGES_PER_JOB). A blank field follows the
+    default; 0 means unlimited. Enforced at submit (queue_app.quotas)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota"
+    )
+    max_pending_jobs = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="The most jobs this user may have waiting at once. Blank: the default "
+        "(MOBILESD_MAX_PENDING_PER_USER); 0: unlimited.",
+    )
+    max_images_per_job = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="The most images one job of this user may ask for. Blank: the default "
+        "(MOBILESD_MAX_IMAGES_PER_JOB); 0: unlimited.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["user__username"]
+        verbose_name = "user quota"
+
+    def __str__(self) -> str:
+        return f"Quota of {self.user}"

@@ -326,6 +326,16 @@ MOBILESD_RETRY_BACKOFF_MAX_SECONDS = env.float("MOBILESD_RETRY_BACKOFF_MAX_SECON
 # and how often a job may be passed over for that before it runs regardless.
 MOBILESD_SCHEDULER_LOOKAHEAD = env.int("MOBILESD_SCHEDULER_LOOKAHEAD", 8)
 MOBILESD_SCHEDULER_MAX_PASSES = env.int("MOBILESD_SCHEDULER_MAX_PASSES", 16)
+# Quotas per user (core_app.UserQuota overrides them for one user; 0 = unlimited): the most
+# jobs a user may have pending (beyond it a submit is a 429 `queue_limit`), and the most
+# images one job may ask for (num_images; beyond it a 400).
+MOBILESD_MAX_PENDING_PER_USER = env.int("MOBILESD_MAX_PENDING_PER_USER", 0)
+MOBILESD_MAX_IMAGES_PER_JOB = env.int("MOBILESD_MAX_IMAGES_PER_JOB", 16)
+# Quarantine: a server whose jobs failed this many times in a row for server-side reasons
+# (a 5xx such as CUDA out-of-memory, a timeout; not a job's own error such as an unknown
+# checkpoint) takes no jobs until, after the cooldown, a health check succeeds. 0: never.
+MOBILESD_QUARANTINE_AFTER_FAILURES = env.int("MOBILESD_QUARANTINE_AFTER_FAILURES", 5)
+MOBILESD_QUARANTINE_COOLDOWN_SECONDS = env.float("MOBILESD_QUARANTINE_COOLDOWN_SECONDS", 300.0)
 # Model cache: refreshed this often; a cache younger than MODELS_FRESH_SECONDS is trusted
 # to refuse an unknown checkpoint at submit time (an older one is checked at dispatch).
 MOBILESD_MODELS_REFRESH_SECONDS = env.float("MOBILESD_MODELS_REFRESH_SECONDS", 900.0)

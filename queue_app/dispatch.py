@@ -54,6 +54,8 @@ class Claim:
     server: Server
     token: uuid.UUID
     task_id: str
+    # When a reserved job was reserved (None: claimed).
+    reserved_at: datetime | None = None
 
     @property
     def job_id(self) -> uuid.UUID:
@@ -104,7 +106,8 @@ _JSON_ELEMENTS = {
 
 # The head of a server's queue: the jobs it may take now (its own or "any" jobs that fit
 # it, not waiting out a backoff, not reserved by a worker unless the reservation lapsed),
-# in queue order, as many as the scheduler looks at.
+# in queue order (priority, then turn: queue_app.turns, then age), as many as the
+# scheduler looks at.
 #
 # Two heads, each read in the order of an index of its own (Job.Meta.indexes: the pending
 # jobs by server, priority and age; the pending "any" jobs by priority and age) and cut at
@@ -119,7 +122,7 @@ WITH own_head AS (
   WHERE {job.status} = {pending}
     AND {job.server_id} = %(server_id)s
     AND {eligible}
-  ORDER BY {job.priority} DESC, {job.created_at} ASC
+  ORDER BY {job.priority} DESC, {job.turn} ASC, {job.created_at} ASC
   LIMIT %(lookahead)s
   {row_lock}
 ), any_head AS (
@@ -128,14 +131,14 @@ WITH own_head AS (
     AND {job.server_id} IS NULL AND {job.target_server_alias} = {any_server}
     AND {eligible}
     AND {any_job_fits}
-  ORDER BY {job.priority} DESC, {job.created_at} ASC
+  ORDER BY {job.priority} DESC, {job.turn} ASC, {job.created_at} ASC
   LIMIT %(lookahead)s
   {row_lock}
 )
 SELECT * FROM own_head
 UNION ALL
 SELECT * FROM any_head
-ORDER BY {job.priority} DESC, {job.created_at} ASC
+ORDER BY {job.priority} DESC, {job.turn} ASC, {job.created_at} ASC
 LIMIT %(lookahead)s
 """
 
@@ -175,14 +178,15 @@ WHERE {job.id} = %(job_id)s
       AND {job.lease_token} = %(finishing_token)s
     {row_lock}
   )
-  -- the server is enabled, not offline, not paused, and configured as when the job was
-  -- reserved; and the queue is not paused (queue_app.control)
+  -- the server is enabled, not offline, paused nor quarantined, and configured as when
+  -- the job was reserved; and the queue is not paused (queue_app.control)
   AND EXISTS (
     SELECT 1 FROM {server}
     WHERE {server.id} = %(server_id)s
       AND {server.enabled}
       AND ({server.is_online} IS NULL OR {server.is_online})
       AND {server.paused_at} IS NULL
+      AND {server.quarantined_at} IS NULL
       AND {server.updated_at} = %(server_updated_at)s
   )
   AND NOT EXISTS (SELECT 1 FROM {queue_state} WHERE {queue_state.paused_at} IS NOT NULL)
@@ -203,6 +207,27 @@ WHERE {job.id} = %(job_id)s
       AND {eligible}
       AND {any_job_fits}
   )
+  -- nor a job queued since the reservation whose turn comes before it (another user's
+  -- first job while this user's batch runs: queue_app.turns)
+  AND NOT EXISTS (
+    SELECT 1 FROM {job}
+    WHERE {job.status} = {pending}
+      AND {job.server_id} = %(server_id)s
+      AND {job.priority} = %(priority)s
+      AND {job.turn} < %(turn)s
+      AND {job.created_at} > %(reserved_at)s
+      AND {eligible}
+  )
+  AND NOT EXISTS (
+    SELECT 1 FROM {job}
+    WHERE {job.status} = {pending}
+      AND {job.server_id} IS NULL AND {job.target_server_alias} = {any_server}
+      AND {job.priority} = %(priority)s
+      AND {job.turn} < %(turn)s
+      AND {job.created_at} > %(reserved_at)s
+      AND {eligible}
+      AND {any_job_fits}
+  )
 """
 
 # Whether the server may claim a job now: enabled, not offline, a slot free of running jobs
@@ -213,6 +238,7 @@ WHERE {server.id} = %(server_id)s
   AND {server.enabled}
   AND ({server.is_online} IS NULL OR {server.is_online})
   AND {server.paused_at} IS NULL
+  AND {server.quarantined_at} IS NULL
   AND NOT EXISTS (SELECT 1 FROM {queue_state} WHERE {queue_state.paused_at} IS NOT NULL)
   AND {server.slots} > (
     SELECT COUNT(*) FROM {job}
@@ -318,8 +344,8 @@ def _queue_head(server: Server, now: datetime, *, lock: bool) -> list[Job]:
 
 def job_claim_next(*, server_id: int, finishing: uuid.UUID | None = None) -> Claim | None:
     """Claim the next job for a free slot of the server, or None (no slot, no job, the
-    server is disabled, offline or paused, or the queue is paused). Safe to call from any
-    number of workers at once.
+    server is disabled, offline, paused or quarantined, or the queue is paused). Safe to
+    call from any number of workers at once.
 
     `finishing` is a job of this server that the caller holds and whose generation has
     ended (its images are being stored): its slot counts as free for the caller's claim.
@@ -334,7 +360,12 @@ def job_claim_next(*, server_id: int, finishing: uuid.UUID | None = None) -> Cla
             .filter(pk=server_id)
             .first()
         )
-        if server is None or not server.enabled or server.is_online is False:
+        if (
+            server is None
+            or not server.enabled
+            or server.is_online is False
+            or server.quarantined_at is not None
+        ):
             return None
         if server.paused_at is not None or server.queue_paused:
             return None
@@ -440,7 +471,7 @@ def job_reserve_next(*, running: Claim) -> Claim | None:
         return None  # taken, cancelled or reserved meanwhile: the next claim decides
     _count_passed_over(scheduling.jobs_passed_over(candidates=candidates, chosen=job))
     job.lease_token, job.lease_expires_at = token, expires
-    return Claim(job=job, server=server, token=token, task_id=task_id_for(job))
+    return Claim(job=job, server=server, token=token, task_id=task_id_for(job), reserved_at=now)
 
 
 def job_start_reserved(*, reserved: Claim, finishing: Claim) -> bool:
@@ -452,7 +483,8 @@ def job_start_reserved(*, reserved: Claim, finishing: Claim) -> bool:
     so that a cancel, completion or lease recovery of it (each an update of that row) comes
     before or after this statement, never in between, and its slot cannot go to another
     claim at the same time; the server is enabled and not offline; and no job of higher
-    priority than the reserved one became eligible for the server meanwhile; and the server
+    priority than the reserved one became eligible for the server meanwhile, nor one of
+    its priority with an earlier turn queued since it was reserved; and the server
     was not reconfigured since (a new URL or credentials: its request was built for the old
     machine, and a fresh claim reads the server again).
 
@@ -473,6 +505,8 @@ def job_start_reserved(*, reserved: Claim, finishing: Claim) -> bool:
         "finishing_id": _db("id", finishing.job_id),
         "finishing_token": _db("lease_token", finishing.token),
         "priority": job.priority,
+        "turn": job.turn,
+        "reserved_at": _db("created_at", reserved.reserved_at or now),
         "server_updated_at": Server._meta.get_field("updated_at").get_db_prep_save(
             server.updated_at, connection
         ),
@@ -496,9 +530,9 @@ def job_unreserve(*, reserved: Claim) -> None:
 
 
 def server_may_claim(*, server_id: int) -> bool:
-    """A cheap, lock-free look (one query): is the server enabled, not offline, not paused
-    (nor the queue), with a free slot? Lets a redundant nudge end without taking the
-    server's lock.
+    """A cheap, lock-free look (one query): is the server enabled, not offline, paused nor
+    quarantined (nor the queue paused), with a free slot? Lets a redundant nudge end
+    without taking the server's lock.
 
     The running jobs are counted in a subquery that reads only the server's processing
     jobs (an index range): a join of all its jobs would grow with its queue and history.

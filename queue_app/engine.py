@@ -55,6 +55,7 @@ from queue_app.params import build_txt2img_payload, loras_sent, requested_loras
 from queue_app.timeouts import job_timeout
 from servers_app.checkpoints import checkpoint_hashes, checkpoint_key, checkpoint_ran_as
 from servers_app.models import Server
+from servers_app.quarantine import server_note_job_failure, server_note_job_success
 from servers_app.resolver import LoraLike, resolve, resolve_lora
 from servers_app.selectors import server_checkpoint_reported, server_checkpoints, server_loras
 from servers_app.services import (
@@ -609,7 +610,11 @@ def job_generate(
         dispatch.job_release(claim=claim, error=str(exc), count_attempt=False)
         return None
     except ForgeTransientError as exc:
+        # It reached the server, which failed it (a 5xx, OOM, a timeout): the server's fault
+        # as far as anyone can tell; enough of them in a row quarantine it.
         dispatch.job_release(claim=claim, error=str(exc), count_attempt=True)
+        server_note_job_failure(server_id=server.pk, error=str(exc))
+        server.consecutive_failures += 1  # this loop's row: its next success resets it
         return None
     except LoraUnavailable as exc:
         dispatch.job_fail(claim=claim, error=exc.detail, code=exc.code, details={"lora": exc.lora})
@@ -790,6 +795,23 @@ def _store_results(claim: Claim, generated: Generated) -> None:
     if not completed:
         logger.info("Job %s changed while storing; discarding its images", claim.job_id)
         _delete(records)
+        return
+    _note_success(claim.server)
+
+
+def _note_success(server: Server) -> None:
+    """A job completed on `server`: its failures are no longer in a row. Only when the
+    server row read at the loop's last claim counted some (a claim follows every failure),
+    so that a server that does not fail costs no statement per job."""
+    if not server.consecutive_failures:
+        return
+    try:
+        server_note_job_success(server_id=server.pk)
+    except DATABASE_DOWN as exc:
+        drop_broken_connection()
+        logger.warning("Success on server %s not noted: %s", server.pk, exc)
+        return
+    server.consecutive_failures = 0
 
 
 def _checkpoint_reported(server: Server, info: dict[str, Any]) -> str | None:

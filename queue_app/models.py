@@ -105,6 +105,9 @@ class Job(models.Model):
     # The LoRAs the job names, as server-independent keys (servers_app.resolver.lora_key),
     # so that a claim takes an "any" job only on a server that has them all.
     lora_keys = models.JSONField(default=list, blank=True, editable=False)
+    # The job's turn among its owner's in its queue (queue_app.turns): claims order a
+    # priority's jobs by turn, then age, so that users take turns. Set at submit.
+    turn = models.BigIntegerField(default=0, editable=False)
     # How often the scheduler ran a younger job first to avoid a checkpoint switch; bounded.
     passed_over = models.PositiveSmallIntegerField(default=0, editable=False)
     # Written while processing: {"fraction", "eta_seconds", "step", "total_steps", ...}.
@@ -158,12 +161,12 @@ class Job(models.Model):
             # server's own pending jobs, and the pending jobs for "any" server.
             # A job waiting for its time (next_attempt_at set) is in neither until it is due.
             models.Index(
-                fields=["server", "-priority", "created_at"],
+                fields=["server", "-priority", "turn", "created_at"],
                 name="job_pending_head",
                 condition=models.Q(status="pending", next_attempt_at__isnull=True),
             ),
             models.Index(
-                fields=["-priority", "created_at"],
+                fields=["-priority", "turn", "created_at"],
                 name="job_pending_any_head",
                 condition=models.Q(
                     status="pending",
@@ -184,6 +187,13 @@ class Job(models.Model):
                 fields=["status", "expires_at"],
                 name="job_pending_expiry",
                 condition=models.Q(status="pending", expires_at__isnull=False),
+            ),
+            # A user's active jobs by queue and turn: the next turn of theirs at submit
+            # (queue_app.turns) and their pending count for the quota (queue_app.quotas).
+            models.Index(
+                fields=["owner", "target_server_alias", "turn"],
+                name="job_active_owner_turn",
+                condition=models.Q(status__in=["pending", "processing"]),
             ),
             # The reconcile task looks for processing jobs whose lease lapsed.
             models.Index(

@@ -4,16 +4,18 @@ A checkpoint switch costs a GPU seconds to minutes, so a server prefers the jobs
 checkpoint it has loaded, within bounds that keep the queue fair:
 
 * Priority first: only jobs of the highest priority waiting are considered.
-* Among those, the oldest job whose checkpoint the server has loaded (or that names none)
+* Then users take turns (queue_app.turns): the queue is in order of priority, turn, age,
+  and "first" below means first in that order.
+* Among those, the first job whose checkpoint the server has loaded (or that names none)
   runs first, looking no further than the head of the queue: MOBILESD_SCHEDULER_LOOKAHEAD
-  jobs. With no checkpoint known to be loaded, the oldest job runs.
+  jobs. With no checkpoint known to be loaded, the first job runs.
 * A job passed over MOBILESD_SCHEDULER_MAX_PASSES times runs next regardless, so none
   starves.
 * An "any" job runs only on a server known to have its checkpoint, and is never reserved
   ahead: whichever server is free first takes it.
 
 Only the choice is made here, among rows already read. `queue_app.dispatch` reads the head
-of the server's queue (the jobs it may take now, in queue order: priority, then age),
+of the server's queue (the jobs it may take now, in queue order: priority, turn, age),
 claims or reserves the chosen job and counts the passes.
 """
 
@@ -61,8 +63,14 @@ def job_choose_after(
 
 
 def jobs_passed_over(*, candidates: Sequence[Job], chosen: Job) -> list[uuid.UUID]:
-    """The candidates older than `chosen`: each passed over once more by choosing it."""
-    return [job.pk for job in candidates if job.created_at < chosen.created_at]
+    """The candidates ahead of `chosen` in queue order: each passed over once more by
+    choosing it."""
+    ahead: list[uuid.UUID] = []
+    for job in candidates:
+        if job.pk == chosen.pk:
+            return ahead
+        ahead.append(job.pk)
+    return []
 
 
 def _choose(candidates: Sequence[Job], loaded_key: str, checkpoints: Checkpoints) -> Job | None:

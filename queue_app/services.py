@@ -17,6 +17,8 @@ from core_app.models import ApiKey
 from queue_app.images import delete_image_files, image_storage_names
 from queue_app.models import ANY_SERVER, FINISHED_STATUSES, Job, JobStatus
 from queue_app.params import requested_loras
+from queue_app.quotas import quota_check
+from queue_app.turns import job_next_turn
 from servers_app.checkpoints import checkpoint_key
 from servers_app.models import Server
 from servers_app.resolver import lora_key, resolve, resolve_lora
@@ -46,11 +48,13 @@ def job_submit(
 ) -> tuple[Job, bool]:
     """Queue a job as `pending` and nudge the workers; returns (job, created).
 
-    The job belongs to `owner` (a user). `target_server_alias` "any" lets the scheduler
-    pick the server. It is never claimed before `not_before`, and fails `expired` if still
-    pending at `expires_at` (the caller checks that one comes after the other). With an
-    idempotency key, a repeated submit returns the job of the first one, and the same key
-    with different content is refused. The server row is locked so that a concurrent
+    The job belongs to `owner` (a user), within their quotas (queue_app.quotas), and
+    takes its turn among theirs (queue_app.turns). `target_server_alias` "any" lets the
+    scheduler pick the server. It is never claimed before `not_before`, and fails
+    `expired` if still pending at `expires_at` (the caller checks that one comes after the
+    other). With an idempotency key, a repeated submit returns the job of the first one,
+    and the same key with different content is refused. The server row is locked so that
+    a concurrent
     server_delete cannot leave the job without its server.
     """
     scoped_key = _scoped_idempotency_key(api_key, idempotency_key)
@@ -67,11 +71,13 @@ def job_submit(
                     alias=target_server_alias, queryset=Server.objects.select_for_update()
                 )
             _check_models(server, generation_params)
+            quota_check(owner=owner, generation_params=generation_params)
             job = Job.objects.create(
                 server=server,
                 target_server_alias=server.alias if server else ANY_SERVER,
                 generation_params=generation_params,
                 priority=priority,
+                turn=job_next_turn(owner=owner, server=server),
                 checkpoint_key=checkpoint_key(str(generation_params.get("checkpoint_name") or "")),
                 lora_keys=sorted({lora_key(name) for name in requested_loras(generation_params)}),
                 api_key=api_key,
@@ -239,10 +245,15 @@ def job_retry(*, job_id: str | UUID, owner: Any | None) -> Job:
     job = job_get(job_id=job_id, owner=owner)
     now = timezone.now()
     with transaction.atomic():
+        server = job.server if job.target_server_alias != ANY_SERVER else None
+        if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):  # else the 409 below
+            quota_check(owner=job.owner, generation_params=job.generation_params or {})
         updated = Job.objects.filter(
             pk=job.pk, status__in=[JobStatus.FAILED, JobStatus.CANCELLED]
         ).update(
             status=JobStatus.PENDING,
+            # A new attempt takes a new turn: its old one would put it ahead of everyone.
+            turn=job_next_turn(owner=job.owner, server=server),
             result_details=None,
             completed_at=None,
             next_attempt_at=waits_until(job.not_before),
@@ -253,7 +264,7 @@ def job_retry(*, job_id: str | UUID, owner: Any | None) -> Job:
             lease_token=None,
             lease_expires_at=None,
             retry_count=F("retry_count") + 1,
-            server=job.server if job.target_server_alias != ANY_SERVER else None,
+            server=server,
             updated_at=now,
         )
         job.refresh_from_db()

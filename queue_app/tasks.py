@@ -17,6 +17,7 @@ from queue_app.engine import interrupt_if_current, make_client, server_run, shut
 from queue_app.images import delete_image_files, orphan_image_files
 from queue_app.models import ANY_SERVER, Job, JobStatus, QueueState
 from servers_app.models import Server
+from servers_app.quarantine import servers_due_for_probe
 from servers_app.tasks import check_server
 
 logger = logging.getLogger(__name__)
@@ -85,8 +86,8 @@ def interrupt_task(server_id: int, task_id: str, attempts_left: int = 60) -> Non
 
 
 def servers_with_work(servers: Iterable[Server] | None = None) -> list[int]:
-    """Enabled, online, unpaused servers with a free slot and a job they may take now, once
-    per free slot (none while the queue is paused).
+    """Enabled, online, unpaused, unquarantined servers with a free slot and a job they may
+    take now, once per free slot (none while the queue is paused).
 
     Its cost does not grow with the queue: whether a server has a job of its own is an
     EXISTS per server (a probe of its head in the pending jobs' index, which stops at the
@@ -97,8 +98,14 @@ def servers_with_work(servers: Iterable[Server] | None = None) -> list[int]:
     if QueueState.objects.filter(paused_at__isnull=False).exists():
         return []
     if servers is None:
-        servers = Server.objects.filter(enabled=True).exclude(is_online=False)
-    servers = [s for s in servers if s.enabled and s.is_online is not False and not s.paused_at]
+        servers = Server.objects.filter(enabled=True, quarantined_at__isnull=True).exclude(
+            is_online=False
+        )
+    servers = [
+        s
+        for s in servers
+        if s.enabled and s.is_online is not False and not s.paused_at and s.quarantined_at is None
+    ]
     if not servers:
         return []
     ready = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
@@ -166,7 +173,8 @@ def release_due_jobs() -> None:
 @shared_task(ignore_result=True, time_limit=300)
 def reconcile() -> None:
     """Re-examine the queue: requeue jobs of dead workers (and stop their orphan tasks),
-    fail the pending jobs past their expiry, health-check servers that are due, and nudge
+    fail the pending jobs past their expiry, health-check servers that are due (and
+    quarantined ones whose cooldown passed: the probe that brings them back), and nudge
     every server that has work."""
     _recover_orphans()
     dispatch.jobs_release_due()
@@ -178,7 +186,8 @@ def reconcile() -> None:
         | Q(last_checked_at__isnull=True)
         | Q(last_checked_at__lt=stale)
     )
-    for server_id in due.values_list("pk", flat=True):
+    probe = servers_due_for_probe().values_list("pk", flat=True)
+    for server_id in {*due.values_list("pk", flat=True), *probe}:
         check_server.delay(server_id)
     nudge(servers_with_work())
 

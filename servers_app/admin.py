@@ -21,6 +21,7 @@ from core_app.display import age
 from core_app.errors import Conflict, InvalidInput
 from servers_app.credentials import PASSWORD_DROPPED
 from servers_app.models import CachedModel, ModelKind, Server
+from servers_app.quarantine import server_lift_quarantine
 from servers_app.services import (
     server_check_health,
     server_create,
@@ -92,6 +93,9 @@ class ServerAdmin(ObjectActionsAdmin):
         "last_error",
         "loaded_checkpoint",
         "flavour",
+        "consecutive_failures",
+        "quarantined_at",
+        "quarantine_reason",
         "models_refreshed_at",
         "models_stale",
         "models_error",
@@ -111,6 +115,9 @@ class ServerAdmin(ObjectActionsAdmin):
                     "last_checked_at",
                     "last_seen_at",
                     "last_error",
+                    "consecutive_failures",
+                    "quarantined_at",
+                    "quarantine_reason",
                 )
             },
         ),
@@ -139,6 +146,7 @@ class ServerAdmin(ObjectActionsAdmin):
         "refresh_model_list",
         "pause",
         "resume",
+        "lift_quarantine",
         "disable",
         "enable",
     )
@@ -223,6 +231,21 @@ class ServerAdmin(ObjectActionsAdmin):
                 f"({result.added} new, {result.removed} gone).",
                 messages.SUCCESS,
             )
+
+    @object_action(
+        path="lift-quarantine",
+        label="Lift the quarantine",
+        shown=lambda server: server.quarantined_at is not None,
+    )
+    def lift_quarantine(self, request: HttpRequest, server: Server) -> None:
+        if server_lift_quarantine(server_id=server.pk, force=True):
+            self.message_user(
+                request,
+                f"{server.alias} takes jobs again (one more failure quarantines it again).",
+                messages.SUCCESS,
+            )
+        else:
+            self.message_user(request, f"{server.alias} is not quarantined.", messages.INFO)
 
     @object_action(
         path="disable",

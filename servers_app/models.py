@@ -1,5 +1,8 @@
 """Generation servers: the Forge / AUTOMATIC1111 machines jobs run on."""
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
 
@@ -59,6 +62,11 @@ class Server(models.Model):
     # Paused by an admin since then (null: not paused): the running job finishes, no new
     # one starts here (queue_app.dispatch reads it in the claim and the reserved start).
     paused_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Quarantine (servers_app.quarantine), written by workers: how many of its jobs failed
+    # in a row for server-side reasons, and since when (and why) it takes no jobs.
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    quarantined_at = models.DateTimeField(null=True, blank=True, editable=False)
+    quarantine_reason = models.TextField(blank=True, default="", editable=False)
 
     class Meta:
         ordering = ["alias"]
@@ -78,10 +86,26 @@ class Server(models.Model):
         return bool(self.password)
 
     @property
+    def quarantine(self) -> dict[str, object] | None:
+        """Why and since when the server is quarantined (None: it is not), and when its
+        probe may bring it back."""
+        if self.quarantined_at is None:
+            return None
+        cooldown = timedelta(seconds=settings.MOBILESD_QUARANTINE_COOLDOWN_SECONDS)
+        return {
+            "since": self.quarantined_at,
+            "reason": self.quarantine_reason,
+            "probe_after": self.quarantined_at + cooldown,
+        }
+
+    @property
     def state(self) -> str:
-        """disabled, online, offline, or unknown (never checked yet), as the operator sees it."""
+        """disabled, online, offline, quarantined, or unknown (never checked yet), as the
+        operator sees it."""
         if not self.enabled:
             return "disabled"
+        if self.quarantined_at is not None:
+            return "quarantined"
         if self.is_online is None:
             return "unknown"
         return "online" if self.is_online else "offline"

@@ -10,6 +10,16 @@ from servers_app.models import CachedModel, ModelKind, Server
 from servers_app.validators import validate_alias, validate_api_url, validate_username
 
 
+class QuarantineSerializer(serializers.Serializer):
+    """Why and since when a server takes no jobs (servers_app.quarantine)."""
+
+    since = TimestampField()
+    reason = serializers.CharField(read_only=True)
+    probe_after = TimestampField(
+        help_text="From then on, a health check that succeeds brings the server back."
+    )
+
+
 class ServerSerializer(serializers.ModelSerializer):
     """A server as the API shows it. The password is write-only; `has_password` says if set.
 
@@ -49,6 +59,17 @@ class ServerSerializer(serializers.ModelSerializer):
         "starts here."
     )
     paused_at = TimestampField(allow_null=True, read_only=True, help_text="null: not paused.")
+    quarantine = QuarantineSerializer(
+        read_only=True,
+        allow_null=True,
+        help_text="null unless the server is quarantined: after "
+        "MOBILESD_QUARANTINE_AFTER_FAILURES server-side failures of its jobs in a row it "
+        'takes no jobs (pinned ones wait, "any" ones go elsewhere) until a health check '
+        "after the cooldown succeeds.",
+    )
+    consecutive_failures = serializers.IntegerField(
+        read_only=True, help_text="Its jobs' server-side failures since the last success."
+    )
 
     class Meta:
         model = Server
@@ -70,6 +91,8 @@ class ServerSerializer(serializers.ModelSerializer):
             "loaded_checkpoint",
             "paused",
             "paused_at",
+            "quarantine",
+            "consecutive_failures",
             "created_at",
             "updated_at",
         ]

@@ -1,8 +1,9 @@
 """The admin's API key pages: a new key is shown once; keys are revoked by the service."""
 
+from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from core_app.models import ApiKey
+from core_app.models import ApiKey, UserQuota
 from tests.support import new_key
 
 
@@ -39,7 +40,7 @@ def test_a_users_page_lists_their_keys_read_only(admin_client, db):
     response = admin_client.get(reverse("admin:auth_user_change", args=[api_key.user.pk]))
 
     assert response.status_code == 200
-    inline = next(f for f in response.context["inline_admin_formsets"])
+    inline = next(f for f in response.context["inline_admin_formsets"] if f.formset.model is ApiKey)
     assert [form.original for form in inline] == [api_key]
     assert not inline.has_add_permission
     content = response.content.decode()
@@ -68,3 +69,20 @@ def test_the_key_page_picks_its_user_by_autocomplete(admin_client, db):
     )
 
     assert [r["text"] for r in response.json()["results"]] == ["kid"]
+
+
+def test_a_users_quota_is_set_in_the_admin(admin_client, db):
+    alice = get_user_model().objects.create(username="alice")
+
+    response = admin_client.post(
+        reverse("admin:core_app_userquota_add"),
+        {"user": alice.pk, "max_pending_jobs": "3", "max_images_per_job": ""},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    quota = UserQuota.objects.get(user=alice)
+    assert quota.max_pending_jobs == 3
+    assert quota.max_images_per_job is None
+    listing = admin_client.get(reverse("admin:core_app_userquota_changelist")).content.decode()
+    assert "alice" in listing

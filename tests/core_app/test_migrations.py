@@ -24,6 +24,7 @@ BEFORE_USERS = [
     ("core_app", "0002_worker_heartbeat"),
     ("queue_app", "0004_job_pending_heads"),
     ("civitai_app", "0001_initial"),
+    ("servers_app", "0004_username_validator_and_url_credentials"),
 ]
 
 

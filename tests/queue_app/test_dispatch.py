@@ -740,6 +740,7 @@ def waiting_jobs(online: Server, other: Server, n: int) -> None:
                     target_server_alias=server.alias if server else "any",
                     generation_params={"positive_prompt": "x"},
                     priority=i % 3,
+                    turn=i % 50,
                     lora_keys=["ink"] if i % 7 == 0 else [],
                     next_attempt_at=later if i % 11 == 0 else None,
                     lease_token=uuid.uuid4() if i % 13 == 0 else None,
@@ -793,7 +794,7 @@ def test_the_claim_reads_each_head_in_its_index_order_however_deep_the_queue(dee
     assert_read_in_index_order(explained(sql, params), HEADS)
 
 
-def test_starting_a_reservation_looks_for_higher_priorities_in_index_order(deep_queue):
+def test_starting_a_reservation_looks_for_jobs_ahead_of_it_in_index_order(deep_queue):
     online, _ = deep_queue
     params = {
         **dispatch._queue_head_params(online, timezone.now()),
@@ -806,6 +807,8 @@ def test_starting_a_reservation_looks_for_higher_priorities_in_index_order(deep_
         "finishing_id": uuid.uuid4().hex,
         "finishing_token": uuid.uuid4().hex,
         "priority": 2,  # the highest waiting, as a reserved job's is
+        "turn": 3,
+        "reserved_at": timezone.now(),  # jobs queued since: few
         "server_updated_at": online.updated_at,
     }
     sql = dispatch._sql(dispatch._START_RESERVED, row_lock=dispatch._FOR_UPDATE)

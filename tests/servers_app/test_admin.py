@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 from model_bakery import baker
 
 from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
@@ -230,3 +231,20 @@ def test_server_moved_to_another_host_in_the_admin_loses_its_password_with_a_war
     server.refresh_from_db()
     assert (server.api_url, server.username, server.password) == ("http://b:1", "u", "")
     assert "password was cleared" in response.content.decode()
+
+
+def test_a_quarantined_servers_page_says_why_and_lifts_it(admin_client, server):
+    Server.objects.filter(pk=server.pk).update(
+        quarantined_at=timezone.now(), quarantine_reason="5 jobs in a row failed", is_online=True
+    )
+    url = reverse("admin:servers_app_server_change", args=[server.pk])
+    page = admin_client.get(url).content.decode()
+    assert "5 jobs in a row failed" in page
+    assert 'data-msd-action="lift-quarantine"' in page
+
+    response = press(admin_client, "servers_app_server_lift_quarantine", server)
+
+    server.refresh_from_db()
+    assert server.quarantined_at is None
+    assert "takes jobs again" in messages_of(response)[0]
+    assert 'data-msd-action="lift-quarantine"' not in admin_client.get(url).content.decode()

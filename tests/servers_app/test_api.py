@@ -24,6 +24,8 @@ SERVER_KEYS = {
     "loaded_checkpoint",
     "paused",
     "paused_at",
+    "quarantine",
+    "consecutive_failures",
     "created_at",
     "updated_at",
 }
