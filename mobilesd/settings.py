@@ -324,6 +324,9 @@ MOBILESD_RETRY_BACKOFF_MAX_SECONDS = env.float("MOBILESD_RETRY_BACKOFF_MAX_SECON
 # and how often a job may be passed over for that before it runs regardless.
 MOBILESD_SCHEDULER_LOOKAHEAD = env.int("MOBILESD_SCHEDULER_LOOKAHEAD", 8)
 MOBILESD_SCHEDULER_MAX_PASSES = env.int("MOBILESD_SCHEDULER_MAX_PASSES", 16)
+# A waiting job's place and ETA (queue_app.eta): the schedule is played out exactly for
+# this many jobs of its server's queue; a job deeper in it is estimated from their mean.
+MOBILESD_ETA_EXACT_JOBS = env.int("MOBILESD_ETA_EXACT_JOBS", 100)
 # Model cache: refreshed this often; a cache younger than MODELS_FRESH_SECONDS is trusted
 # to refuse an unknown checkpoint at submit time (an older one is checked at dispatch).
 MOBILESD_MODELS_REFRESH_SECONDS = env.float("MOBILESD_MODELS_REFRESH_SECONDS", 900.0)

@@ -13,6 +13,7 @@ from rest_framework import serializers
 from core_app.error_codes import JOB_FAILURE_CODES
 from core_app.fields import TimestampField
 from core_app.serializers import OpenObjectSerializer
+from queue_app.eta import QueuePlace, job_queue_place
 from queue_app.images import (
     THUMBNAIL_DEFAULT_FORMAT,
     THUMBNAIL_DEFAULT_SIZE,
@@ -249,8 +250,20 @@ class GenerateResponseSerializer(serializers.Serializer):
     mobilesd_job_id = serializers.UUIDField()
 
 
+class JobEtaSerializer(serializers.Serializer):
+    """When a waiting job should start and end, in seconds from now (queue_app.eta)."""
+
+    start = serializers.FloatField(help_text="Seconds from now until the job starts.")
+    end = serializers.FloatField(help_text="Seconds from now until the job ends.")
+
+
 class JobSerializer(serializers.ModelSerializer):
-    """A job exactly as SEED_API.md documents it. Fields may be added, never renamed."""
+    """A job exactly as SEED_API.md documents it. Fields may be added, never renamed.
+
+    With `queue_place` True in the context (the status and detail endpoints), a pending
+    job's `queue_position` and `eta_seconds` are computed (queue_app.eta); elsewhere (the
+    list, cancel, retry) and for any other status they are null.
+    """
 
     mobilesd_job_id = serializers.UUIDField(source="id", read_only=True)
     status = serializers.ChoiceField(choices=JobStatus.choices, read_only=True)
@@ -271,6 +284,15 @@ class JobSerializer(serializers.ModelSerializer):
         help_text="Whether the job's server answered its last check (null: not yet known). "
         "Jobs of an offline server wait as pending."
     )
+    queue_position = serializers.SerializerMethodField(
+        help_text="Pending, on the status and detail endpoints: 1 = the next job to start "
+        'among those its server (or the "any" pool) runs; null otherwise.'
+    )
+    eta_seconds = serializers.SerializerMethodField(
+        help_text="Pending, on the status and detail endpoints: seconds from now until it "
+        "starts and ends, from the server's measured speed and the checkpoint loads the "
+        "schedule ahead implies; null otherwise or while the server has no measurement."
+    )
 
     class Meta:
         model = Job
@@ -288,6 +310,8 @@ class JobSerializer(serializers.ModelSerializer):
             "priority",
             "progress",
             "server_online",
+            "queue_position",
+            "eta_seconds",
         ]
         read_only_fields = fields
 
@@ -303,6 +327,26 @@ class JobSerializer(serializers.ModelSerializer):
 
     def get_server_online(self, job: Job) -> bool | None:
         return job.server.is_online if job.server is not None else None
+
+    def _queue_place(self, job: Job) -> QueuePlace | None:
+        if not self.context.get("queue_place") or job.status != JobStatus.PENDING:
+            return None
+        places: dict[Any, QueuePlace | None] = self.__dict__.setdefault("_queue_places", {})
+        if job.pk not in places:
+            places[job.pk] = job_queue_place(job=job)
+        return places[job.pk]
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True, min_value=1))
+    def get_queue_position(self, job: Job) -> int | None:
+        place = self._queue_place(job)
+        return place.position if place is not None else None
+
+    @extend_schema_field(JobEtaSerializer(allow_null=True))
+    def get_eta_seconds(self, job: Job) -> dict[str, float] | None:
+        place = self._queue_place(job)
+        if place is None or place.start_seconds is None or place.end_seconds is None:
+            return None
+        return {"start": place.start_seconds, "end": place.end_seconds}
 
 
 class JobListSerializer(serializers.Serializer):
