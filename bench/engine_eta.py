@@ -149,10 +149,11 @@ def run(bench: Bench, args: argparse.Namespace) -> Outcome:
             compute_seconds = time.perf_counter() - computing
         bench.log(f"eta: queued {len(ids)} jobs; their places took {compute_seconds:.3f} s")
         _wait_all(ids, timeout=600)
-        committed = marks[0][1]
+        committed_mono, committed = marks[0]
         rows = Job.objects.filter(pk__in=ids).values_list("pk", "status", "started_at", "server_id")
         measured.update(
             committed=committed,
+            committed_mono=committed_mono,
             ids=ids,
             predicted=predicted,
             rows=list(rows),
@@ -193,6 +194,15 @@ def run(bench: Bench, args: argparse.Namespace) -> Outcome:
         "switch_seconds": args.eta_switch_seconds,
         "min_wait_s": args.eta_min_wait,
         "place_ms_per_job": round(measured["compute_ms_per_job"], 2),
+        # Checkpoint loads the measured jobs caused, per server (simulator events).
+        "loads": {
+            alias: sum(
+                1
+                for e in events
+                if e["type"] == "model_loading" and e["t"] >= measured["committed_mono"]
+            )
+            for alias, events in result.events.items()
+        },
         "statuses": statuses,
     }
     checks = []

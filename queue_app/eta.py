@@ -1,35 +1,36 @@
 """A waiting job's place in the queue and when it should start and end.
 
-`job_queue_place` answers for a pending job; the estimates come from the server's own
+`job_queue_place` answers for a pending job; the estimates come from the servers' own
 measurements (servers_app.performance).
 
-A job pinned to a server: the schedule of that server is played out, with the
-scheduler's own choice (`scheduling.job_choose_next`: priority, then the checkpoint
-look-ahead and its bound on passes), from the server's loaded checkpoint, over the jobs of
-its queue in queue order (`QUEUE_ORDER`). The clock starts with the remaining time of the
-running job(s) (estimated seconds less the seconds since they started, each slot its
-own); each job then takes its estimated seconds, plus a checkpoint load when the schedule
-switches to another checkpoint. Its place is the jobs the schedule starts before it, + 1.
+The schedules of the online servers are played out together, each server taking its next
+job when a slot of it is free (the earliest first), with the scheduler's own choice
+(`scheduling.job_choose_next`: priority, then the checkpoint look-ahead and its bound on
+passes, an "any" job only where its checkpoint is) among the head of its queue as a claim
+reads it: its own jobs and the "any" jobs, in queue order (`QUEUE_ORDER`). A server's clock
+starts with the remaining time of its running job(s) (estimated seconds less the seconds
+since they started); each job then takes its estimated seconds, plus a checkpoint load
+when the server switches to another checkpoint for it. A job a worker reserved runs first
+on its server. The place of a pinned job is the jobs its server starts before it, + 1; of
+an "any" job, the "any" jobs started (anywhere) before it, + 1.
 
-Bounded work: only the first MOBILESD_ETA_EXACT_JOBS jobs of the queue are read (a few
-columns and their parameters); a job deeper in it counts the jobs ahead with one COUNT
-and is estimated with the mean seconds (loads included) of those played out.
+Bounded work: per online server, its first MOBILESD_ETA_EXACT_JOBS pending jobs and as
+many of the "any" pool are read (a few columns and their parameters); a job deeper than
+that counts the jobs ahead with one COUNT and is estimated with the mean seconds of the
+jobs played out.
 
-Approximations, documented in README.md:
-* "any" jobs, which whichever server is free first takes, are shared out evenly: a pinned
-  job counts the "any" jobs ahead of it (queue order) divided by the online servers, each
-  taking as long as the job itself; jobs waiting out a retry's backoff count as ready.
-* An "any" job's place is among the "any" jobs ahead of it, + 1; its start is the work
-  ahead of it on all online servers with an estimate (their running jobs, their own jobs
-  ahead of it in queue order at the mean seconds of the "any" jobs, the "any" jobs ahead)
-  divided by their number, without checkpoint loads.
-* No measurement yet on the server(s), or a pinned job's server disabled or offline: the
-  place is given, the ETA is None.
+Approximations, documented in README.md: jobs waiting out a retry's backoff count as
+ready; a server not measured yet runs jobs as fast as the first measured one (a pinned
+job of such a server has no ETA); an unmeasured shape or checkpoint is estimated as
+servers_app.performance says. A pinned job of a disabled or offline server has its place
+(the jobs ahead of it in queue order, + 1) and no ETA; with no measurement at all, no ETA.
 """
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -42,6 +43,8 @@ from queue_app.params import _to_bool, _to_float, _to_int
 from servers_app.checkpoints import checkpoint_key
 from servers_app.models import Server, ServerPerformance
 from servers_app.performance import Estimator, Work
+from servers_app.resolver import ModelLike
+from servers_app.selectors import server_checkpoints
 
 __all__ = ["QUEUE_ORDER", "QueuePlace", "job_queue_place", "job_work"]
 
@@ -104,12 +107,9 @@ def job_queue_place(*, job: Job, now: datetime | None = None) -> QueuePlace | No
     """The place and ETA of a pending job (None for any other status)."""
     if job.status != JobStatus.PENDING:
         return None
-    now = now or timezone.now()
-    if job.server_id is not None:
-        return _pinned_place(job, now)
-    if job.target_server_alias == ANY_SERVER:
-        return _any_place(job, now)
-    return None
+    if job.server_id is None and job.target_server_alias != ANY_SERVER:
+        return None
+    return _Schedule(job, now or timezone.now()).place()
 
 
 def _pending() -> QuerySet[Job]:
@@ -173,93 +173,126 @@ class _Clock:
         return sum(self.free)
 
 
-def _pinned_place(job: Job, now: datetime) -> QueuePlace | None:
-    server = Server.objects.filter(pk=int(job.server_id or 0)).first()
-    if server is None:
+class _Schedule:
+    """The online servers' schedules played out together until `job` starts."""
+
+    def __init__(self, job: Job, now: datetime) -> None:
+        self.job, self.now = job, now
+        self.exact = max(int(settings.MOBILESD_ETA_EXACT_JOBS), 1)
+        self.servers = list(Server.objects.filter(enabled=True).exclude(is_online=False))
+        estimators = _estimators(self.servers)
+        measured = [e for e in estimators.values() if e.known]
+        # A server not measured yet runs "any" jobs as fast as the first one measured.
+        fallback = measured[0] if measured else Estimator()
+        self.clocks = {
+            s.pk: _Clock(s, estimators[s.pk] if estimators[s.pk].known else fallback, now)
+            for s in self.servers
+        }
+        self.known = (
+            (estimators[job.server_id].known if job.server_id in estimators else False)
+            if job.server_id is not None
+            else bool(measured)
+        )
+        self.own = {
+            s.pk: list(
+                _pending().filter(server=s).order_by(*QUEUE_ORDER).only(*_FIELDS)[: self.exact]
+            )
+            for s in self.servers
+        }
+        self.pool = list(_any_pool().order_by(*QUEUE_ORDER).only(*_FIELDS)[: self.exact])
+        self.models: dict[int, Sequence[ModelLike]] = {}
+
+    def place(self) -> QueuePlace:
+        job = self.job
+        if job.server_id is not None and job.server_id not in self.clocks:
+            # Its server is disabled or offline: nothing starts there until it is back.
+            ahead = _pending().filter(server_id=job.server_id).filter(_ahead(job)).count()
+            return QueuePlace(position=ahead + 1, start_seconds=None, end_seconds=None)
+        found = self._play()
+        if found is None:
+            found = self._beyond()
+        position, start, end = found
+        if not self.known:
+            return QueuePlace(position=position, start_seconds=None, end_seconds=None)
+        return QueuePlace(
+            position=position, start_seconds=round(start, 1), end_seconds=round(end, 1)
+        )
+
+    def _counts(self, chosen: Job) -> bool:
+        """Whether `chosen` is one of the jobs `job`'s place counts: its server's, or for
+        an "any" job, the "any" pool's."""
+        if self.job.server_id is not None:
+            return True  # started on its server (the only one whose starts are counted)
+        return chosen.server_id is None
+
+    def _play(self) -> tuple[int, float, float] | None:
+        """(place, start, end) of `job`, or None when it is not among the jobs read."""
+        job, lookahead = self.job, scheduling.lookahead()
+        forced = {
+            pk: next((j for j in queue if _reserved(j, self.now)), None)
+            for pk, queue in self.own.items()
+        }
+        heap = [(clock.free[0], pk) for pk, clock in self.clocks.items()]
+        heapq.heapify(heap)
+        started = 0
+        self.played: dict[int, list[float]] = {pk: [] for pk in self.clocks}
+        while heap:
+            _, pk = heapq.heappop(heap)
+            own, clock = self.own[pk], self.clocks[pk]
+            window = sorted(own[:lookahead] + self.pool[:lookahead], key=_queue_order)
+            window = window[:lookahead]
+            chosen = forced.pop(pk, None) or scheduling.job_choose_next(
+                candidates=window, loaded=clock.loaded, checkpoints=partial(self._models, pk)
+            )
+            if chosen is None:
+                continue  # nothing it may run: it takes no more of these jobs
+            passed = set(scheduling.jobs_passed_over(candidates=window, chosen=chosen))
+            for candidate in window:
+                if candidate.pk in passed:
+                    candidate.passed_over += 1
+            queue = own if chosen.server_id is not None else self.pool
+            queue.pop(next(i for i, j in enumerate(queue) if j is chosen))
+            begin, end = clock.run(chosen)
+            if chosen is job or chosen.pk == job.pk:
+                return started + 1, begin, end
+            if self._counts(chosen) and (job.server_id is None or pk == job.server_id):
+                started += 1
+            self.played[pk].append(end - begin)
+            heapq.heappush(heap, (clock.free[0], pk))
+        self.started = started
         return None
-    exact = max(int(settings.MOBILESD_ETA_EXACT_JOBS), 1)
-    queue = list(_pending().filter(server=server).order_by(*QUEUE_ORDER).only(*_FIELDS)[:exact])
-    # A job a worker reserved runs next, whatever the order says.
-    reserved = [
-        j for j in queue if j.lease_token and j.lease_expires_at and j.lease_expires_at > now
-    ]
-    forced = forced_job = reserved[0] if reserved else None
-    online = Server.objects.filter(enabled=True).exclude(is_online=False).count()
-    any_ahead = _any_pool().filter(_ahead(job)).count() / max(online, 1)
 
-    clock = _Clock(server, _estimators([server])[server.pk], now)
-    if not server.enabled or server.is_online is False:
-        clock.known = False  # nothing starts there until it is back: no ETA
-    lookahead = scheduling.lookahead()
-    started = 0
-    played = 0.0
-    while queue:
-        window = queue[:lookahead]
-        chosen = forced or scheduling.job_choose_next(
-            candidates=window, loaded=clock.loaded, checkpoints=lambda: ()
-        )
-        chosen, forced = chosen or window[0], None
-        passed = set(scheduling.jobs_passed_over(candidates=window, chosen=chosen))
-        for candidate in window:
-            if candidate.pk in passed:
-                candidate.passed_over += 1
-        # By identity, and within the window (a model's == is slow, and a list's remove
-        # would compare the whole queue).
-        if chosen is forced_job:
-            queue = [j for j in queue if j is not chosen]
+    def _beyond(self) -> tuple[int, float, float]:
+        """Deeper than the jobs read: the jobs ahead counted, at the mean seconds of those
+        played out."""
+        job = self.job
+        if job.server_id is not None:
+            clocks = [self.clocks[job.server_id]]
+            ahead = _pending().filter(server_id=job.server_id).filter(_ahead(job)).count()
+            played = self.played[job.server_id]
         else:
-            del queue[next(i for i, j in enumerate(window) if j is chosen)]
-        start, end = clock.run(chosen)
-        if chosen.pk == job.pk:
-            return _place(clock, started + 1 + round(any_ahead), start, end, any_ahead)
-        started += 1
-        played += end - start
-    # Deeper than the jobs played out: the rest ahead of it at their mean seconds.
-    ahead = _pending().filter(server=server).filter(_ahead(job)).count()
-    mean = played / started if started else 0.0
-    slots = len(clock.free)
-    start = (clock.busy_seconds + mean * max(ahead - started, 0)) / slots
-    own = clock.seconds(job) or mean
-    return _place(clock, ahead + 1 + round(any_ahead), start, start + own, any_ahead)
+            clocks = list(self.clocks.values())
+            ahead = _any_pool().filter(_ahead(job)).count()
+            played = [seconds for values in self.played.values() for seconds in values]
+        mean = sum(played) / len(played) if played else 0.0
+        slots = sum(len(clock.free) for clock in clocks) or 1
+        busy = sum(clock.busy_seconds for clock in clocks)
+        start = (busy + mean * max(ahead - self.started, 0)) / slots
+        own = clocks[0].seconds(job) if clocks else None
+        return ahead + 1, start, start + (mean if own is None else own)
+
+    def _models(self, pk: int) -> Sequence[ModelLike]:
+        if pk not in self.models:
+            server = next(s for s in self.servers if s.pk == pk)
+            self.models[pk] = server_checkpoints(server=server)
+        return self.models[pk]
 
 
-def _place(clock: _Clock, position: int, start: float, end: float, any_ahead: float) -> QueuePlace:
-    if not clock.known:
-        return QueuePlace(position=position, start_seconds=None, end_seconds=None)
-    # The "any" jobs ahead, this server's share of them, at its mean job's seconds.
-    share = any_ahead * (end - start if end > start else 0.0)
-    return QueuePlace(
-        position=position, start_seconds=round(start + share, 1), end_seconds=round(end + share, 1)
-    )
+def _queue_order(job: Job) -> tuple[int, datetime]:
+    """QUEUE_ORDER as a sort key."""
+    return (-job.priority, job.created_at)
 
 
-def _any_place(job: Job, now: datetime) -> QueuePlace:
-    exact = max(int(settings.MOBILESD_ETA_EXACT_JOBS), 1)
-    ahead_query = _any_pool().filter(_ahead(job))
-    ahead = ahead_query.count()
-    sample = list(ahead_query.order_by(*QUEUE_ORDER).only(*_FIELDS)[:exact])
-    servers = list(Server.objects.filter(enabled=True).exclude(is_online=False))
-    estimators = _estimators(servers)
-    known = [server for server in servers if estimators[server.pk].known]
-    if not known:
-        return QueuePlace(position=ahead + 1, start_seconds=None, end_seconds=None)
-    work = 0.0
-    own_seconds = []
-    for server in known:
-        clock = _Clock(server, estimators[server.pk], now)
-        work += clock.busy_seconds / len(clock.free)
-        estimates = [clock.estimator.run_seconds(job_work(j.generation_params)) for j in sample]
-        per_job = _mean([e for e in estimates if e is not None]) or (
-            clock.estimator.run_seconds(job_work(job.generation_params)) or 0.0
-        )
-        work += per_job * ahead / len(known)  # its share of the "any" jobs ahead
-        own_ahead = _pending().filter(server=server).filter(_ahead(job)).count()
-        work += per_job * own_ahead
-        own_seconds.append(clock.estimator.run_seconds(job_work(job.generation_params)) or 0.0)
-    start = work / len(known)
-    end = start + (_mean(own_seconds) or 0.0)
-    return QueuePlace(position=ahead + 1, start_seconds=round(start, 1), end_seconds=round(end, 1))
-
-
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+def _reserved(job: Job, now: datetime) -> bool:
+    """A job a worker reserved: it runs next on its server, whatever the order says."""
+    return bool(job.lease_token and job.lease_expires_at and job.lease_expires_at > now)

@@ -15,7 +15,7 @@ from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConf
 from queue_app.engine import server_run
 from queue_app.eta import QueuePlace, job_queue_place, job_work
 from queue_app.models import Job, JobStatus
-from servers_app.models import Server, ServerPerformance
+from servers_app.models import CachedModel, ModelKind, Server, ServerPerformance
 from servers_app.performance import Work
 from tests.support import checked_server, submit
 
@@ -29,6 +29,24 @@ def laptop(db) -> Server:
         Server, alias="Laptop", is_online=True, loaded_checkpoint=f"{A} [0123456789]"
     )
     measure(server)
+    return server
+
+
+def with_checkpoints(server: Server) -> Server:
+    """The server has A, B and C in its model cache (where "any" jobs may run)."""
+    for name in (A, B, C):
+        baker.make(
+            CachedModel,
+            server=server,
+            kind=ModelKind.CHECKPOINT,
+            title=f"{name} [0123456789]",
+            name=name.split(".")[0],
+            relative_path=name,
+            filename=f"/models/{name}",
+            lookup_key=name,
+            stem_key=name.split(".")[0],
+            identity=name,
+        )
     return server
 
 
@@ -144,20 +162,47 @@ def test_a_job_of_an_offline_server_has_a_place_but_no_eta(laptop):
     assert place(job) == QueuePlace(1, None, None)
 
 
-def test_a_pinned_job_counts_its_share_of_the_any_jobs_ahead(laptop):
-    desktop = baker.make(Server, alias="Desktop", is_online=True)
+def desktop_beside(laptop: Server, *, loaded: str = A) -> Server:
+    with_checkpoints(laptop)
+    desktop = baker.make(
+        Server, alias="Desktop", is_online=True, loaded_checkpoint=f"{loaded} [0123456789]"
+    )
     measure(desktop)
+    return with_checkpoints(desktop)
+
+
+def test_a_pinned_job_waits_for_the_any_jobs_ahead_its_server_takes(laptop):
+    desktop_beside(laptop)
     for _ in range(4):
         waiting(None)
     job = waiting(laptop)
 
-    # Four "any" jobs ahead, two servers to take them: two of them here.
+    # Four "any" jobs ahead, two servers taking them: two of them here.
     assert place(job) == QueuePlace(3, 4.0, 6.0)
 
 
-def test_an_any_jobs_place_is_among_the_any_jobs_and_its_eta_over_the_online_servers(laptop):
+def test_an_any_job_goes_first_to_the_server_that_has_its_checkpoint_loaded(laptop):
+    desktop_beside(laptop, loaded=B)
+    waiting(laptop, A), waiting(laptop, A)
+    job = waiting(None, B)
+
+    # The laptop is busy with its own A jobs; the desktop has B loaded and is free.
+    assert place(job) == QueuePlace(1, 0.0, 2.0)
+
+
+def test_any_jobs_are_only_counted_where_their_checkpoint_is(laptop):
     desktop = baker.make(Server, alias="Desktop", is_online=True)
-    measure(desktop)
+    measure(desktop)  # measured, but without A in its model cache
+    with_checkpoints(laptop)
+    for _ in range(4):
+        waiting(None)
+    job = waiting(laptop)
+
+    assert place(job) == QueuePlace(5, 8.0, 10.0)
+
+
+def test_an_any_jobs_place_is_among_the_any_jobs_and_its_eta_over_the_online_servers(laptop):
+    desktop_beside(laptop)
     waiting(None), waiting(None)
     job = waiting(None)
 
