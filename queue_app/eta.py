@@ -20,10 +20,14 @@ that counts the jobs ahead with one COUNT and is estimated with the mean seconds
 jobs played out.
 
 Approximations, documented in README.md: jobs waiting out a retry's backoff count as
-ready; a server not measured yet runs jobs as fast as the first measured one (a pinned
-job of such a server has no ETA); an unmeasured shape or checkpoint is estimated as
-servers_app.performance says. A pinned job of a disabled or offline server has its place
-(the jobs ahead of it in queue order, + 1) and no ETA; with no measurement at all, no ETA.
+ready, and an "any" job's LoRAs are not checked (only its checkpoint); a server not
+measured yet runs jobs as fast as the first measured one (a pinned job of such a server
+has no ETA); an unmeasured shape or checkpoint is estimated as servers_app.performance
+says. A pinned job of a disabled or offline server has its place (the jobs ahead of it in
+queue order, + 1) and no ETA; with no measurement at all, no ETA.
+
+The order is QUEUE_ORDER (with `_ahead` and `_queue_order`, its filter and sort key) and
+the choice `scheduling.job_choose_next`: a scheduler that changes either changes these.
 """
 
 import heapq
@@ -219,11 +223,10 @@ class _Schedule:
         )
 
     def _counts(self, chosen: Job) -> bool:
-        """Whether `chosen` is one of the jobs `job`'s place counts: its server's, or for
-        an "any" job, the "any" pool's."""
-        if self.job.server_id is not None:
-            return True  # started on its server (the only one whose starts are counted)
-        return chosen.server_id is None
+        """Whether `chosen` is one of the jobs `job`'s place counts, wherever it started:
+        for a pinned job any (the caller counts its server's only), for an "any" job the
+        "any" pool's."""
+        return self.job.server_id is not None or chosen.server_id is None
 
     def _play(self) -> tuple[int, float, float] | None:
         """(place, start, end) of `job`, or None when it is not among the jobs read."""
@@ -235,6 +238,8 @@ class _Schedule:
         heap = [(clock.free[0], pk) for pk, clock in self.clocks.items()]
         heapq.heapify(heap)
         started = 0
+        # The jobs played out of the queue `job` is counted in (for _beyond).
+        self.started_in_queue = 0
         self.played: dict[int, list[float]] = {pk: [] for pk in self.clocks}
         while heap:
             _, pk = heapq.heappop(heap)
@@ -257,9 +262,10 @@ class _Schedule:
                 return started + 1, begin, end
             if self._counts(chosen) and (job.server_id is None or pk == job.server_id):
                 started += 1
+            if chosen.server_id == job.server_id:
+                self.started_in_queue += 1
             self.played[pk].append(end - begin)
             heapq.heappush(heap, (clock.free[0], pk))
-        self.started = started
         return None
 
     def _beyond(self) -> tuple[int, float, float]:
@@ -277,7 +283,7 @@ class _Schedule:
         mean = sum(played) / len(played) if played else 0.0
         slots = sum(len(clock.free) for clock in clocks) or 1
         busy = sum(clock.busy_seconds for clock in clocks)
-        start = (busy + mean * max(ahead - self.started, 0)) / slots
+        start = (busy + mean * max(ahead - self.started_in_queue, 0)) / slots
         own = clocks[0].seconds(job) if clocks else None
         return ahead + 1, start, start + (mean if own is None else own)
 

@@ -311,3 +311,11 @@ def test_completed_jobs_record_the_servers_speed_and_the_load_they_caused(sim):
     assert per_step["mean"] == pytest.approx(0.02, rel=0.5)
     assert set(row.load_seconds) == {other}
     assert row.load_seconds[other]["mean"] == pytest.approx(0.3, abs=0.15)
+
+
+def test_an_any_job_beyond_the_exact_ones_is_estimated_from_their_mean(laptop, settings):
+    settings.MOBILESD_ETA_EXACT_JOBS = 2
+    with_checkpoints(laptop)
+    jobs = [waiting(None) for _ in range(5)]
+
+    assert place(jobs[-1]) == QueuePlace(5, 8.0, 10.0)
