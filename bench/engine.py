@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Benchmark of MobileSD's generation engine against Forge simulators.
 
-    .venv/bin/python bench/engine.py [--scenario gap|depth|utilization|many|switching|memory|all]
+    .venv/bin/python bench/engine.py
+        [--scenario gap|depth|utilization|many|switching|memory|eta|all]
 
 What runs (bench/engine_harness.py): a real Celery worker subprocess (thread pool) on a
 dedicated PostgreSQL database (BENCH_DB_NAME, default `mobilesd_bench`, dropped and
@@ -24,6 +25,8 @@ Scenarios, one module each (see bench/README.md):
                FIFO (MOBILESD_SCHEDULER_LOOKAHEAD=1)
   memory       bench/engine_memory.py: worker RSS while it runs jobs of 8 images of
                1024x1024
+  eta          bench/engine_eta.py: a waiting job's predicted start against its real one
+               on a mixed workload (sizes, steps, 3 checkpoints, 2 servers)
 
 This module is the command line: the options, the runs, the report (a PASS / MISS table)
 and the JSON result in bench/results/ (git-ignored).
@@ -47,6 +50,7 @@ if str(REPO) not in sys.path:
 
 from bench import (  # noqa: E402
     engine_depth,
+    engine_eta,
     engine_gap,
     engine_many,
     engine_memory,
@@ -86,6 +90,7 @@ SCENARIOS: dict[str, Scenario] = {
         engine_many,
         engine_switching,
         engine_memory,
+        engine_eta,
     )
 }
 
@@ -134,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
     parser.add_argument(
-        "--jobs", type=int, default=0, help="jobs per scenario (default: 300/100/200/128/30/20)"
+        "--jobs",
+        type=int,
+        default=0,
+        help="jobs per scenario (default: 300/100/200/128/30/20/40)",
     )
     for scenario in SCENARIOS.values():
         scenario.add_options(parser)

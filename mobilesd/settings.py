@@ -336,6 +336,9 @@ MOBILESD_MAX_IMAGES_PER_JOB = env.int("MOBILESD_MAX_IMAGES_PER_JOB", 16)
 # checkpoint) takes no jobs until, after the cooldown, a health check succeeds. 0: never.
 MOBILESD_QUARANTINE_AFTER_FAILURES = env.int("MOBILESD_QUARANTINE_AFTER_FAILURES", 5)
 MOBILESD_QUARANTINE_COOLDOWN_SECONDS = env.float("MOBILESD_QUARANTINE_COOLDOWN_SECONDS", 300.0)
+# A waiting job's place and ETA (queue_app.eta): the schedule is played out exactly for
+# this many jobs of its server's queue; a job deeper in it is estimated from their mean.
+MOBILESD_ETA_EXACT_JOBS = env.int("MOBILESD_ETA_EXACT_JOBS", 100)
 # Model cache: refreshed this often; a cache younger than MODELS_FRESH_SECONDS is trusted
 # to refuse an unknown checkpoint at submit time (an older one is checked at dispatch).
 MOBILESD_MODELS_REFRESH_SECONDS = env.float("MOBILESD_MODELS_REFRESH_SECONDS", 900.0)

@@ -45,6 +45,7 @@ from integrations.forge.client import (
 )
 from queue_app import dispatch, metrics
 from queue_app.dispatch import Claim, ImageRecord
+from queue_app.eta import job_work
 from queue_app.images import (
     InvalidImageError,
     delete_image_files,
@@ -55,6 +56,7 @@ from queue_app.params import build_txt2img_payload, loras_sent, requested_loras
 from queue_app.timeouts import job_timeout
 from servers_app.checkpoints import checkpoint_hashes, checkpoint_key, checkpoint_ran_as
 from servers_app.models import Server
+from servers_app.performance import server_performance_record
 from servers_app.quarantine import server_note_job_failure, server_note_job_success
 from servers_app.resolver import LoraLike, resolve, resolve_lora
 from servers_app.selectors import server_checkpoint_reported, server_checkpoints, server_loras
@@ -92,6 +94,10 @@ class Generated:
     # The LoRA names the request sent (`result_details.loras`).
     loras: tuple[str, ...] = ()
     note_loaded: bool = False
+    # The seconds the request took, sending to answer (servers_app.performance), and
+    # whether the server loaded the job's checkpoint first.
+    run_seconds: float | None = None
+    switched: bool = False
 
 
 def server_run(server_id: int) -> int:
@@ -627,16 +633,26 @@ def job_generate(
             monitor.stop()
         if own_client:
             client.close()
+    run_seconds = time.monotonic() - sending
 
     title = prepared.checkpoint_title
     if title and _ran_elsewhere(claim, prepared, result.info):
         return None
     note_loaded = False
+    switched = False
     if title and title != server.loaded_checkpoint:
+        switched = True
         metrics.checkpoint_switch_observe(server=server.alias, seconds=time.monotonic() - sending)
         server.loaded_checkpoint = title
         note_loaded = not _note_loaded_checkpoint(server, title)
-    return Generated(result=result, checkpoint=title, loras=prepared.loras, note_loaded=note_loaded)
+    return Generated(
+        result=result,
+        checkpoint=title,
+        loras=prepared.loras,
+        note_loaded=note_loaded,
+        run_seconds=run_seconds,
+        switched=switched,
+    )
 
 
 def _note_loaded_checkpoint(server: Server, title: str) -> bool:
@@ -797,6 +813,7 @@ def _store_results(claim: Claim, generated: Generated) -> None:
         _delete(records)
         return
     _note_success(claim.server)
+    _record_performance(claim, generated)
 
 
 def _note_success(server: Server) -> None:
@@ -812,6 +829,25 @@ def _note_success(server: Server) -> None:
         logger.warning("Success on server %s not noted: %s", server.pk, exc)
         return
     server.consecutive_failures = 0
+
+
+def _record_performance(claim: Claim, generated: Generated) -> None:
+    """Add the completed job's timing to its server's measurements (for the ETAs of the
+    jobs waiting); a failure to is logged, never the job's."""
+    if generated.run_seconds is None:
+        return
+    try:
+        server_performance_record(
+            server_id=claim.server.pk,
+            work=job_work(claim.job.generation_params),
+            run_seconds=generated.run_seconds,
+            loaded=(claim.job.checkpoint_key or None) if generated.switched else None,
+        )
+    except DATABASE_DOWN as exc:
+        drop_broken_connection()
+        logger.warning("Timing of job %s not recorded: %s", claim.job_id, exc)
+    except Exception:
+        logger.exception("Timing of job %s not recorded", claim.job_id)
 
 
 def _checkpoint_reported(server: Server, info: dict[str, Any]) -> str | None:

@@ -16,6 +16,7 @@ from core_app.error_codes import JOB_FAILURE_CODES
 from core_app.fields import TimestampField
 from core_app.serializers import OpenObjectSerializer
 from queue_app.control import queue_paused_at
+from queue_app.eta import QueuePlace, job_queue_place
 from queue_app.images import (
     THUMBNAIL_DEFAULT_FORMAT,
     THUMBNAIL_DEFAULT_SIZE,
@@ -315,8 +316,20 @@ class JobQueueSerializer(serializers.Serializer):
 _QUEUE_PAUSED_AT = "_mobilesd_queue_paused_at"
 
 
+class JobEtaSerializer(serializers.Serializer):
+    """When a waiting job should start and end, in seconds from now (queue_app.eta)."""
+
+    start = serializers.FloatField(help_text="Seconds from now until the job starts.")
+    end = serializers.FloatField(help_text="Seconds from now until the job ends.")
+
+
 class JobSerializer(serializers.ModelSerializer):
-    """A job exactly as SEED_API.md documents it. Fields may be added, never renamed."""
+    """A job exactly as SEED_API.md documents it. Fields may be added, never renamed.
+
+    With `queue_place` True in the context (the status and detail endpoints), a pending
+    job's `queue_position` and `eta_seconds` are computed (queue_app.eta); elsewhere (the
+    list, cancel, retry) and for any other status they are null.
+    """
 
     mobilesd_job_id = serializers.UUIDField(source="id", read_only=True)
     status = serializers.ChoiceField(choices=JobStatus.choices, read_only=True)
@@ -355,6 +368,15 @@ class JobSerializer(serializers.ModelSerializer):
     batch_id = serializers.UUIDField(
         allow_null=True, read_only=True, help_text="The batch it was submitted in (null: none)."
     )
+    queue_position = serializers.SerializerMethodField(
+        help_text="Pending, on the status and detail endpoints: 1 = the next job to start "
+        'among those its server (or the "any" pool) runs; null otherwise.'
+    )
+    eta_seconds = serializers.SerializerMethodField(
+        help_text="Pending, on the status and detail endpoints: seconds from now until it "
+        "starts and ends, from the server's measured speed and the checkpoint loads the "
+        "schedule ahead implies; null otherwise or while the server has no measurement."
+    )
 
     class Meta:
         model = Job
@@ -377,6 +399,8 @@ class JobSerializer(serializers.ModelSerializer):
             "not_before",
             "expires_at",
             "batch_id",
+            "queue_position",
+            "eta_seconds",
         ]
         read_only_fields = fields
 
@@ -410,6 +434,26 @@ class JobSerializer(serializers.ModelSerializer):
                 "server_paused_at": server_paused_at,
             }
         ).data
+
+    def _queue_place(self, job: Job) -> QueuePlace | None:
+        if not self.context.get("queue_place") or job.status != JobStatus.PENDING:
+            return None
+        places: dict[Any, QueuePlace | None] = self.__dict__.setdefault("_queue_places", {})
+        if job.pk not in places:
+            places[job.pk] = job_queue_place(job=job)
+        return places[job.pk]
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True, min_value=1))
+    def get_queue_position(self, job: Job) -> int | None:
+        place = self._queue_place(job)
+        return place.position if place is not None else None
+
+    @extend_schema_field(JobEtaSerializer(allow_null=True))
+    def get_eta_seconds(self, job: Job) -> dict[str, float] | None:
+        place = self._queue_place(job)
+        if place is None or place.start_seconds is None or place.end_seconds is None:
+            return None
+        return {"start": place.start_seconds, "end": place.end_seconds}
 
 
 class JobListSerializer(serializers.Serializer):

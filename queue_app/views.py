@@ -142,7 +142,8 @@ class JobStatusView(APIView):
         operation_id="queue_job_status",
     )
     def get(self, request: Request, job_id: str) -> Response:
-        return Response(JobSerializer(job_get(job_id=job_id, owner=owner_scope(request))).data)
+        job = job_get(job_id=job_id, owner=owner_scope(request))
+        return Response(JobSerializer(job, context={"queue_place": True}).data)
 
 
 class JobCancelView(APIView):
@@ -174,7 +175,8 @@ class JobDetailView(APIView):
         operation_id="queue_job_retrieve",
     )
     def get(self, request: Request, job_id: str) -> Response:
-        return Response(JobSerializer(job_get(job_id=job_id, owner=owner_scope(request))).data)
+        job = job_get(job_id=job_id, owner=owner_scope(request))
+        return Response(JobSerializer(job, context={"queue_place": True}).data)
 
     @extend_schema(
         request=JobEditSerializer,

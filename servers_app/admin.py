@@ -20,7 +20,7 @@ from core_app.admin_actions import ObjectActionsAdmin, object_action, service_er
 from core_app.display import age
 from core_app.errors import Conflict, InvalidInput
 from servers_app.credentials import PASSWORD_DROPPED
-from servers_app.models import CachedModel, ModelKind, Server
+from servers_app.models import CachedModel, ModelKind, Server, ServerPerformance
 from servers_app.quarantine import server_lift_quarantine
 from servers_app.services import (
     server_check_health,
@@ -405,6 +405,24 @@ class CachedModelAdmin(admin.ModelAdmin):
     list_select_related = ("server",)
     search_fields = ("name", "title", "relative_path", "alias", "sha256", "short_hash")
     ordering = ("kind", "name")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(ServerPerformance)
+class ServerPerformanceAdmin(admin.ModelAdmin):
+    """What MobileSD measured of each server (for the ETAs), read-only: completed jobs
+    write it. Deleting a row makes the server start measuring afresh."""
+
+    list_display = ("server", "jobs_measured", "updated_at")
+    list_select_related = ("server",)
+    search_fields = ("server__alias",)
+    ordering = ("server__alias",)
+    readonly_fields = ("server", "step_seconds", "load_seconds", "jobs_measured", "updated_at")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

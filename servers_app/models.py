@@ -15,7 +15,7 @@ from servers_app.validators import (
 )
 
 # Migration 0003 names the validator by this module.
-__all__ = ["CachedModel", "ModelKind", "Server", "validate_models_dir"]
+__all__ = ["CachedModel", "ModelKind", "Server", "ServerPerformance", "validate_models_dir"]
 
 
 class Server(models.Model):
@@ -159,3 +159,27 @@ class CachedModel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.title} ({self.kind} on {self.server_id})"
+
+
+class ServerPerformance(models.Model):
+    """How fast a server has been, as MobileSD measured it: seconds per sampling step at
+    each job shape, and the seconds each checkpoint took to load there (see
+    servers_app.performance). A row of its own, so that recording a measurement never
+    locks the Server row a claim locks."""
+
+    server = models.OneToOneField(
+        Server, primary_key=True, on_delete=models.CASCADE, related_name="performance"
+    )
+    # {"<shape>": {"mean": seconds per step-image, "n": jobs measured}}; a shape is
+    # "WxH" or "WxH hr S" (servers_app.performance.Work.shape).
+    step_seconds = models.JSONField(default=dict, blank=True, editable=False)
+    # {"<checkpoint key>": {"mean": seconds, "n": loads measured}}.
+    load_seconds = models.JSONField(default=dict, blank=True, editable=False)
+    jobs_measured = models.PositiveIntegerField(default=0, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["server"]
+
+    def __str__(self) -> str:
+        return f"performance of {self.server_id}"
