@@ -24,6 +24,7 @@ from core_app.models import ApiKey
 from core_app.pagination import paginated_response
 from core_app.scopes import owner_scope, request_user
 from core_app.serializers import ErrorSerializer, MessageSerializer
+from queue_app.counts import job_list_count
 from queue_app.filters import JobFilter
 from queue_app.images import (
     InvalidImageError,
@@ -117,6 +118,7 @@ class JobListView(APIView):
             filterset.qs,
             key="jobs",
             serialize=lambda jobs: JobSerializer(jobs, many=True).data,
+            count=job_list_count,
         )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from django.apps import apps
+from django.db import connection
 
 from core_app.scopes import local_user
 from queue_app.services import job_submit
@@ -214,3 +215,22 @@ def new_key(
 
     user, _ = get_user_model().objects.get_or_create(username=username)
     return api_key_create(name=name, user=user, scope=scope)
+
+
+def explained(sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The nodes of PostgreSQL's plan of `sql`, each with the nodes below it (`below`)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        (document,) = cursor.fetchone()
+    plan = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
+    nodes: list[dict[str, Any]] = []
+
+    def walk(node: dict[str, Any]) -> list[dict[str, Any]]:
+        below: list[dict[str, Any]] = []
+        for child in node.get("Plans", []):
+            below += [child, *walk(child)]
+        nodes.append({**node, "below": below})
+        return below
+
+    walk(plan)
+    return nodes

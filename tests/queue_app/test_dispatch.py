@@ -1,6 +1,5 @@
 """Claiming, leases and the scheduler (queue_app.dispatch), without a server."""
 
-import json
 import threading
 import uuid
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from servers_app.model_cache import lora_rows
 from servers_app.models import CachedModel, ModelKind, Server
 from servers_app.services import server_update
 from tests.integration.procs import wait_until
+from tests.support import explained
 
 
 @pytest.fixture
@@ -754,25 +754,6 @@ def waiting_jobs(online: Server, other: Server, n: int) -> None:
     Job.objects.bulk_create(jobs, batch_size=2000)
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {connection.ops.quote_name(Job._meta.db_table)}")
-
-
-def explained(sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """The nodes of PostgreSQL's plan of `sql`, each with the nodes below it (`below`)."""
-    with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
-        (document,) = cursor.fetchone()
-    plan = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
-    nodes: list[dict[str, Any]] = []
-
-    def walk(node: dict[str, Any]) -> list[dict[str, Any]]:
-        below: list[dict[str, Any]] = []
-        for child in node.get("Plans", []):
-            below += [child, *walk(child)]
-        nodes.append({**node, "below": below})
-        return below
-
-    walk(plan)
-    return nodes
 
 
 def assert_read_in_index_order(nodes: list[dict[str, Any]], indexes: set[str]) -> None:
