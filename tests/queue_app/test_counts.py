@@ -14,6 +14,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import Case, CharField, Count, F, Value, When
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -35,6 +36,7 @@ from queue_app.services import job_cancel, job_delete, job_retry, job_run_again,
 from queue_app.tasks import fold_job_counts
 from servers_app.models import Server
 from servers_app.services import server_delete, server_update
+from tests.metrics_support import scrape
 from tests.support import explained, new_key
 
 User = get_user_model()
@@ -569,3 +571,20 @@ def test_the_dashboard_and_the_server_list_count_no_jobs(admin_client, online, u
     assert row.pending_count == 2
     assert row.running_count == 2
     assert counts_of_jobs(queries.captured_queries) == []
+
+
+def test_the_metrics_scrape_reads_jobs_only_within_its_windows(settings, online, history):
+    settings.MOBILESD_METRICS_TOKEN = "metrics-token"
+    server_delete(server=history["desktop"])  # its job keeps the alias as its label
+
+    with CaptureQueriesContext(connection) as queries:
+        samples = scrape(Client(HTTP_AUTHORIZATION="Bearer metrics-token"))
+
+    jobs = {labels: n for (name, labels), n in samples.items() if name == "mobilesd_jobs"}
+    assert jobs[frozenset({"status": "completed", "server": "Desktop"}.items())] == 1
+    assert jobs[frozenset({"status": "pending", "server": "Laptop"}.items())] == 2
+    assert jobs[frozenset({"status": "failed", "server": "any"}.items())] == 1
+    assert sum(jobs.values()) == Job.objects.count()
+    reads = job_selects(queries.captured_queries)
+    assert reads
+    assert all(re.search(r'"(started_at|completed_at)" >=', sql) for sql in reads), reads
