@@ -12,6 +12,15 @@ one snapshot, so a total is the exact count of a committed state (READ COMMITTED
 enough). Which columns make the key: `KEY`; a filter on anything else is counted with
 COUNT(*) (`counted_total` returns None).
 
+Why rows appended, not one counter row per key updated in place: an UPDATE of a shared row
+holds its lock until commit, so every submit of a user (or, per status alone, of everyone)
+would queue behind the one before, and two transactions moving jobs in opposite directions
+(pending -> processing, processing -> pending) would lock two rows in opposite orders and
+deadlock. An INSERT locks nothing another writer needs: a change costs one or two small
+index inserts in its own transaction, and writers never wait on each other here. The reads
+pay instead, a few rows more per change since the last fold: at a fold every 30 s that is
+bounded by the changes of 30 s.
+
 A TRUNCATE of the jobs (PostgreSQL) empties the counts too. SQLite drops a table's
 triggers when Django rebuilds the table (an ALTER it cannot do in place), so
 `job_counts_install` runs after every `migrate` (post_migrate, QueueConfig.ready) and

@@ -588,3 +588,31 @@ def test_the_metrics_scrape_reads_jobs_only_within_its_windows(settings, online,
     reads = job_selects(queries.captured_queries)
     assert reads
     assert all(re.search(r'"(started_at|completed_at)" >=', sql) for sql in reads), reads
+
+
+def test_the_metrics_windows_are_read_through_indexes(settings, big_history):
+    now = timezone.now()
+    recent = Job.objects.filter(status=JobStatus.COMPLETED).values_list("pk", flat=True)[:50]
+    Job.objects.filter(pk__in=list(recent)).update(
+        started_at=now - timedelta(seconds=30), completed_at=now
+    )
+    Job.objects.exclude(pk__in=list(recent)).filter(status=JobStatus.COMPLETED).update(
+        started_at=now - timedelta(days=9), completed_at=now - timedelta(days=9)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {Job._meta.db_table}")
+    settings.MOBILESD_METRICS_TOKEN = "metrics-token"
+
+    with CaptureQueriesContext(connection) as queries:
+        scrape(Client(HTTP_AUTHORIZATION="Bearer metrics-token"))
+
+    reads = job_selects(queries.captured_queries)
+    assert len(reads) == 2  # the queue waits' window and the run times'
+    for sql in reads:
+        scans = [
+            node["Node Type"]
+            for node in explained(sql)
+            if node.get("Relation Name") == Job._meta.db_table
+        ]
+        assert scans
+        assert "Seq Scan" not in scans, scans
