@@ -15,10 +15,12 @@ as `queue_app.dispatch.job_complete` / `job_fail` / `job_cancel` write them, wit
 `generation_info` (prompts, seeds, infotexts): about 2 KB of JSON per completed job.
 created_at is spread evenly over the year before the pending jobs (the table's physical
 order is its creation order, as it would be); servers are used unevenly (the first ones
-more); the jobs are shared by `owners` API keys and, one share more, no key.
+more); the jobs are shared by `owners` users (each with a client key) and, one share
+more, the local user (no key).
 
-The fill bypasses the services: anything kept beside the jobs (counts per status, say)
-must be rebuilt in `after_fill`.
+The fill bypasses the services and, for speed, the job counts' triggers
+(queue_app.counts): they are dropped before the rows are written and installed again,
+with a recount of every key, in `after_fill`, all in the fill's transaction.
 """
 
 from __future__ import annotations
@@ -137,7 +139,7 @@ INSERT INTO {job} (
     id, status, server_id, target_server_alias, generation_params, result_details,
     forge_session_hash, retry_count, priority, checkpoint_key, lora_keys, passed_over,
     progress, lease_token, lease_expires_at, started_at, next_attempt_at, created_at,
-    updated_at, completed_at, idempotency_key, api_key_id, owner_id
+    updated_at, completed_at, idempotency_key, api_key_id, owner_id, turn
 )
 SELECT n.id, n.status, n.server_id, n.alias,
        jsonb_build_object(
@@ -186,7 +188,7 @@ SELECT n.id, n.status, n.server_id, n.alias,
             THEN '{{"fraction": 1.0, "textinfo": "Done"}}'::jsonb END,
        NULL, NULL,
        CASE WHEN n.status = 'cancelled' THEN NULL ELSE n.started END,
-       NULL, n.created, n.finished, n.finished, NULL, n.api_key_id, n.owner_id
+       NULL, n.created, n.finished, n.finished, NULL, n.api_key_id, n.owner_id, 0
 FROM named n
 """
 
@@ -242,7 +244,7 @@ INSERT INTO {job} (
     id, status, server_id, target_server_alias, generation_params, result_details,
     forge_session_hash, retry_count, priority, checkpoint_key, lora_keys, passed_over,
     progress, lease_token, lease_expires_at, started_at, next_attempt_at, created_at,
-    updated_at, completed_at, idempotency_key, api_key_id, owner_id
+    updated_at, completed_at, idempotency_key, api_key_id, owner_id, turn
 )
 SELECT d.id, 'pending',
        CASE WHEN d.g %% 2 = 0
@@ -259,7 +261,9 @@ SELECT d.id, 'pending',
        NULL, NULL, 0, 0, (%(checkpoint_keys)s::text[])[d.ckpt], '[]'::jsonb, 0,
        NULL, NULL, NULL, NULL, NULL, d.created, d.created, NULL, NULL,
        (%(key_ids)s::bigint[])[1 + d.g %% %(owner_slots)s],
-       (%(user_ids)s::bigint[])[1 + d.g %% %(owner_slots)s]
+       (%(user_ids)s::bigint[])[1 + d.g %% %(owner_slots)s],
+       -- each owner's jobs take its turns in order (queue_app.turns)
+       d.g / %(owner_slots)s
 FROM draw d
 """
 
@@ -297,6 +301,7 @@ def fill(*, jobs: int, pending: int, servers: int, owners: int, downloads: int) 
         # This transaction only: a big sort in memory, no wait for the WAL at commit.
         cursor.execute("SET LOCAL work_mem = '256MB'")
         cursor.execute("SET LOCAL synchronous_commit = off")
+        before_fill()
         rows = [
             Server.objects.create(alias=f"gpu{i}", api_url=f"http://192.0.2.{i + 1}:7860", slots=1)
             for i in range(servers)
@@ -410,8 +415,10 @@ def _add_processing(servers: list[Any], now: Any) -> None:
 def _add_downloads(count: int, since: Any) -> None:
     """Finished Civitai downloads (a download list's worth)."""
     from civitai_app.models import Download, DownloadStatus
+    from core_app.scopes import local_user
 
     statuses = (DownloadStatus.COMPLETED,) * 8 + (DownloadStatus.FAILED, DownloadStatus.CANCELLED)
+    owner = local_user()
     Download.objects.bulk_create(
         Download(
             status=statuses[i % len(statuses)],
@@ -431,14 +438,25 @@ def _add_downloads(count: int, since: Any) -> None:
             size_bytes=200 * 1024 * 1024,
             bytes_done=200 * 1024 * 1024 if i % 10 < 8 else 0,
             finished_at=since + timedelta(days=i % 365),
+            owner=owner,
         )
         for i in range(count)
     )
 
 
+def before_fill() -> None:
+    """No count row per job written: the counts are recounted once in `after_fill`."""
+    from queue_app.counts import job_counts_drop
+
+    job_counts_drop()
+
+
 def after_fill() -> None:
     """What the services keep beside the jobs, rebuilt from the rows the fill wrote (inside
-    the fill's transaction). Nothing yet: the list's `total` is a COUNT(*) today."""
+    the fill's transaction): the job counts' triggers and a recount of them."""
+    from queue_app.counts import job_counts_install
+
+    job_counts_install(force=True)
 
 
 def counts() -> dict[str, int]:

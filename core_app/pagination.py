@@ -3,10 +3,12 @@ shapes a paged list answers: the envelope `{"total", "limit", "offset", "<items>
 or (lists the original MobileSD answered as arrays) a bare array with the total in the
 `X-Total-Count` header."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
@@ -40,14 +42,38 @@ class LimitOffsetSerializer(serializers.Serializer):
         return value
 
 
-def paginate(request: Request, queryset: QuerySet) -> tuple[list, int, int, int]:
-    """One page of the queryset: (items, total, limit, offset). `total` counts every match."""
+@contextmanager
+def one_snapshot() -> Iterator[None]:
+    """The reads inside see one committed state of the database (a REPEATABLE READ, READ
+    ONLY transaction on PostgreSQL), so that a page and its total agree. Inside a
+    transaction already (a test's), or on SQLite (whose transactions here take the write
+    lock), the reads are left as they are: each statement still sees one committed state."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
+
+
+def paginate(
+    request: Request,
+    queryset: QuerySet,
+    *,
+    count: Callable[[QuerySet], int] | None = None,
+) -> tuple[list, int, int, int]:
+    """One page of the queryset: (items, total, limit, offset). `total` counts every match,
+    with `count(queryset)` if given (a cheaper exact count), else COUNT(*); the page and
+    the total are read in one snapshot."""
     params = LimitOffsetSerializer(data=request.query_params)
     params.is_valid(raise_exception=True)
     limit = params.validated_data.get("limit", settings.MOBILESD_DEFAULT_PAGE_SIZE)
     offset = params.validated_data["offset"]
-    total = queryset.count()
-    return list(queryset[offset : offset + limit]), total, limit, offset
+    with one_snapshot():
+        total = count(queryset) if count is not None else queryset.count()
+        items = list(queryset[offset : offset + limit])
+    return items, total, limit, offset
 
 
 def paginated_response(
@@ -56,10 +82,11 @@ def paginated_response(
     *,
     key: str,
     serialize: Callable[[list[Any]], Any],
+    count: Callable[[QuerySet], int] | None = None,
 ) -> Response:
     """One page of `queryset` in the list envelope: its items, serialized by `serialize`,
-    under `key`."""
-    items, total, limit, offset = paginate(request, queryset)
+    under `key`. `count` as `paginate`'s."""
+    items, total, limit, offset = paginate(request, queryset, count=count)
     return Response({"total": total, "limit": limit, "offset": offset, key: serialize(items)})
 
 

@@ -4,7 +4,7 @@ images. Nothing here writes; the pages' actions are the ModelAdmins', which call
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models import IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.fields.json import KT
 from django.db.models.functions import Coalesce
 from django.urls import reverse
@@ -13,7 +13,8 @@ from django.utils.http import urlencode
 from django.utils.text import Truncator
 
 from core_app.display import age
-from queue_app.models import Job, JobImage, JobStatus
+from queue_app.counts import job_totals_by
+from queue_app.models import Job, JobCount, JobImage, JobStatus
 from servers_app.models import Server
 
 LATEST_IMAGES = 12
@@ -75,12 +76,14 @@ def _image_json(image: JobImage) -> dict[str, Any]:
 
 def dashboard_status() -> dict[str, Any]:
     """The dashboard's state: servers (with their running jobs and queue depth), jobs per
-    status, and the latest images. Four queries, whatever the number of rows."""
+    status, and the latest images. Four queries, none of which counts the jobs."""
+    # Counted from the job counts (queue_app/counts.py): a few rows per server and status,
+    # however long the history.
     pending_here = (
-        Job.objects.filter(server=OuterRef("pk"), status=JobStatus.PENDING)
+        JobCount.objects.filter(server=OuterRef("pk"), status=JobStatus.PENDING)
         .order_by()
         .values("server")
-        .annotate(n=Count("pk"))
+        .annotate(n=Sum("n"))
         .values("n")
     )
     servers = Server.objects.annotate(
@@ -102,14 +105,10 @@ def dashboard_status() -> dict[str, Any]:
     ]
     counts = dict.fromkeys(JobStatus.values, 0)
     unassigned = 0
-    for row in (
-        Job.objects.order_by()
-        .values("status")
-        .annotate(n=Count("pk"), unassigned=Count("pk", filter=Q(server__isnull=True)))
-    ):
-        counts[row["status"]] = row["n"]
-        if row["status"] == JobStatus.PENDING:
-            unassigned = row["unassigned"]
+    for (status, server_id), n in job_totals_by("status", "server_id").items():
+        counts[status] += n
+        if status == JobStatus.PENDING and server_id is None:
+            unassigned += n
     latest = (
         JobImage.objects.filter(job__status=JobStatus.COMPLETED)
         .select_related("job", "job__server")

@@ -316,6 +316,9 @@ MOBILESD_RECONCILE_SECONDS = env.float("MOBILESD_RECONCILE_SECONDS", 10.0)
 # Every worker notes that it is alive this often; /api/v1/health answers 503 when no worker
 # has done so within two periods (nobody would run the queue).
 MOBILESD_WORKER_HEARTBEAT_SECONDS = _positive("MOBILESD_WORKER_HEARTBEAT_SECONDS", 10.0)
+# The job counts (queue_app/counts.py) gain two rows at each change of a job's status; beat
+# folds them into one row per key this often, so that a list's total sums a few rows.
+MOBILESD_JOB_COUNTS_FOLD_SECONDS = _positive("MOBILESD_JOB_COUNTS_FOLD_SECONDS", 30.0)
 # Servers are health-checked this often (offline ones at every reconcile).
 MOBILESD_HEALTH_CHECK_SECONDS = env.float("MOBILESD_HEALTH_CHECK_SECONDS", 60.0)
 # Transient failures (server unreachable mid-job, 5xx) retry with exponential backoff.
@@ -387,6 +390,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "queue_app.tasks.reconcile",
         "schedule": MOBILESD_RECONCILE_SECONDS,
         "options": {"expires": MOBILESD_RECONCILE_SECONDS},
+    },
+    "fold-job-counts": {
+        "task": "queue_app.tasks.fold_job_counts",
+        "schedule": MOBILESD_JOB_COUNTS_FOLD_SECONDS,
+        "options": {"expires": MOBILESD_JOB_COUNTS_FOLD_SECONDS},
     },
     "refresh-models": {
         "task": "servers_app.tasks.refresh_all_models",

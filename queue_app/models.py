@@ -130,8 +130,9 @@ class Job(models.Model):
     # Its place in the batch: the index of its item, or of its combination of the axes.
     batch_index = models.PositiveIntegerField(null=True, blank=True, editable=False)
     # A default rather than auto_now_add, so that a batch can give its jobs their queue
-    # order (each a microsecond after the one before it).
-    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+    # order (each a microsecond after the one before it). Indexed with the id
+    # (job_created_id below): the list's order is (created_at, id).
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
     completed_at = models.DateTimeField(null=True, blank=True, editable=False)
     # "<api key id or anon>:<Idempotency-Key header>": a retried submit finds its job.
@@ -152,7 +153,18 @@ class Job(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [
-            models.Index(fields=["status", "created_at"], name="job_status_created"),
+            # The job list's first pages in its order (-created_at, -id), read backward for
+            # desc and forward for asc, without a sort: unfiltered, by status, by owner
+            # (a client key's scope), by owner and status (queue_app/counts.py).
+            models.Index(fields=["created_at", "id"], name="job_created_id"),
+            models.Index(fields=["status", "created_at", "id"], name="job_status_created_id"),
+            models.Index(fields=["owner", "created_at", "id"], name="job_owner_created_id"),
+            models.Index(
+                fields=["owner", "status", "created_at", "id"], name="job_owner_status_created_id"
+            ),
+            # The metrics scrape's windows (queue_app/metrics.py).
+            models.Index(fields=["started_at"], name="job_started"),
+            models.Index(fields=["completed_at"], name="job_completed"),
             models.Index(
                 fields=["server", "status", "created_at"], name="job_server_status_created"
             ),
@@ -258,6 +270,46 @@ class Job(models.Model):
         info = self.generation_info or {}
         params = self.generation_params or {}
         return str(info.get("sd_model_name") or params.get("checkpoint_name") or "")
+
+
+class JobCount(models.Model):
+    """How many jobs have this status, server, target (a job without a server: its
+    target_server_alias, "any" until one is chosen) and owner: the sum of `n` over the rows
+    of that key. Written only by database triggers on the job table (queue_app/counts.py),
+    in the transaction of each insert, delete and change of those columns, as +1 / -1 rows;
+    folded into one row per key by a beat task. Not foreign keys to servers and users: a
+    count row must not lock them, nor be deleted with them."""
+
+    id = models.BigAutoField(primary_key=True)
+    status = models.CharField(max_length=16, choices=JobStatus.choices)
+    server = models.ForeignKey(
+        "servers_app.Server",
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="job_counts",
+    )
+    target = models.CharField(max_length=100)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+    )
+    n = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["status", "server"], name="jobcount_status_server"),
+            models.Index(fields=["owner", "status"], name="jobcount_owner_status"),
+            models.Index(fields=["server", "status"], name="jobcount_server_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.status} server={self.server_id} owner={self.owner_id}: {self.n:+d}"
 
 
 def image_upload_to(instance: "JobImage", filename: str) -> str:

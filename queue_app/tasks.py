@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from integrations.forge.client import ForgeError
 from queue_app import dispatch
+from queue_app.counts import job_counts_fold
 from queue_app.engine import interrupt_if_current, make_client, server_run, shutting_down
 from queue_app.images import delete_image_files, orphan_image_files
 from queue_app.models import ANY_SERVER, Job, JobStatus, QueueState
@@ -204,3 +205,12 @@ def _stop_claiming(**kwargs: object) -> None:
     """On a warm shutdown, running jobs finish but no queue loop claims another: a long
     queue must not hold the worker (and a deploy) for its whole length."""
     shutting_down.set()
+
+
+@shared_task(ignore_result=True, time_limit=300)
+def fold_job_counts() -> None:
+    """Fold the job counts' +1 / -1 rows into one row per key (queue_app/counts.py), so
+    that a total sums a few rows. Any number of runs give the same sums."""
+    folded = job_counts_fold()
+    if folded:
+        logger.debug("Folded %d job count rows", folded)

@@ -25,6 +25,7 @@ from core_app.pagination import paginated_response
 from core_app.scopes import owner_scope, request_user
 from core_app.serializers import ErrorSerializer, MessageSerializer
 from queue_app.control_views import JobEditSerializer, job_edit_response
+from queue_app.counts import job_list_count
 from queue_app.filters import JobFilter
 from queue_app.images import (
     InvalidImageError,
@@ -132,6 +133,7 @@ class JobListView(APIView):
             filterset.qs,
             key="jobs",
             serialize=lambda jobs: JobSerializer(jobs, many=True).data,
+            count=job_list_count,
         )
 
 

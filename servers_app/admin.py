@@ -9,7 +9,8 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -38,10 +39,11 @@ MODELS_SHOWN = 100
 SERVER_FIELDS = ("alias", "api_url", "username", "password", "enabled", "slots", "models_dir")
 
 
-def _count_jobs(status: str) -> Count:
-    # Through the queue's reverse relation, by name: servers_app sits below queue_app and
+def _count_jobs(status: str) -> Coalesce:
+    # From the queue's job counts (queue_app.models.JobCount, a few rows per server and
+    # status), through their reverse relation by name: servers_app sits below queue_app and
     # does not import it. `status` is one of queue_app.models.JobStatus's values.
-    return Count("jobs", filter=Q(jobs__status=status))
+    return Coalesce(Sum("job_counts__n", filter=Q(job_counts__status=status)), 0)
 
 
 class ServerForm(forms.ModelForm):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from django.apps import apps
+from django.db import connection
 
 from core_app.scopes import local_user
 from queue_app.services import job_submit
@@ -123,7 +124,6 @@ def db_snapshot(
 def run_queue_in_thread(server_id: int) -> threading.Thread:
     """Run a server's queue as a worker would (queue_app.engine.server_run), beside the
     test, with its own database connection."""
-    from django.db import connection
 
     from queue_app.engine import server_run
 
@@ -222,7 +222,6 @@ def new_key(
 def explained(sql: str, params: Any = None, *, analyze: bool = False) -> list[dict[str, Any]]:
     """The nodes of PostgreSQL's plan of `sql`, each with the nodes below it (`below`);
     with `analyze`, as run (each node's `Actual Rows` and `Actual Loops`)."""
-    from django.db import connection
 
     options = "ANALYZE, FORMAT JSON" if analyze else "FORMAT JSON"
     with connection.cursor() as cursor:
