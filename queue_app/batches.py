@@ -25,6 +25,7 @@ from core_app.models import ApiKey
 from queue_app.images import delete_image_files, image_storage_names
 from queue_app.models import ACTIVE_STATUSES, ANY_SERVER, Batch, Job, JobImage, JobStatus
 from queue_app.params import requested_loras
+from queue_app.quotas import batch_quota_check
 from queue_app.services import (
     CANCELLED_DETAILS,
     _check_models,
@@ -34,6 +35,7 @@ from queue_app.services import (
     job_cancel,
     waits_until,
 )
+from queue_app.turns import job_next_turn
 from servers_app.checkpoints import checkpoint_key
 from servers_app.models import Server
 from servers_app.resolver import lora_key
@@ -197,6 +199,7 @@ def batch_submit(
                     alias=target_server_alias, queryset=Server.objects.select_for_update()
                 )
             _check_batch_models(server, batch_jobs, axes)
+            batch_quota_check(owner=owner, jobs=[item.params for item in batch_jobs])
             batch = Batch.objects.create(
                 name=name,
                 server=server,
@@ -231,6 +234,9 @@ def _new_jobs(
     before it (the queue's order is priority, then age)."""
     now = timezone.now()
     waits = waits_until(not_before)
+    # The owner's turns, one after another in the run order (queue_app.turns): another
+    # user's job queued meanwhile takes its turn between them, not after the whole batch.
+    first_turn = job_next_turn(owner=batch.owner, server=server)
     jobs = []
     order = _run_order(batch_jobs, server.loaded_checkpoint if server else None)
     for rank, index in enumerate(order):
@@ -249,6 +255,7 @@ def _new_jobs(
                 batch=batch,
                 batch_index=index,
                 created_at=now + timedelta(microseconds=rank),
+                turn=first_turn + rank,
                 not_before=not_before,
                 next_attempt_at=waits,
                 expires_at=expires_at,

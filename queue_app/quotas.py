@@ -16,7 +16,7 @@ from core_app.errors import InvalidInput, MobileSDError
 from core_app.models import UserQuota
 from queue_app.models import Job, JobStatus
 
-__all__ = ["QueueLimitReached", "UserLimits", "quota_check", "user_limits"]
+__all__ = ["QueueLimitReached", "UserLimits", "batch_quota_check", "quota_check", "user_limits"]
 
 
 class QueueLimitReached(MobileSDError):
@@ -70,23 +70,44 @@ def quota_check(*, owner: Any, generation_params: dict[str, Any]) -> None:
     jobs (an index of pending jobs by owner).
     """
     limits = user_limits(user=owner)
-    images = images_requested(generation_params)
+    _check_images(limits, generation_params, "generation_params.num_images")
+    _check_pending(owner, limits, adding=1)
+
+
+def batch_quota_check(*, owner: Any, jobs: list[dict[str, Any]]) -> None:
+    """quota_check for a batch of `jobs` (their generation_params) queued at once: each
+    within the images per job, and all of them within the pending-jobs quota (a batch that
+    would pass it is refused whole, saying how many it may still queue)."""
+    limits = user_limits(user=owner)
+    for index, params in enumerate(jobs):
+        _check_images(limits, params, f"jobs.{index}.num_images")
+    _check_pending(owner, limits, adding=len(jobs))
+
+
+def _check_images(limits: UserLimits, params: dict[str, Any], field: str) -> None:
+    images = images_requested(params)
     if limits.max_images_per_job and images > limits.max_images_per_job:
         raise InvalidInput(
             {
-                "generation_params.num_images": [
+                field: [
                     f"At most {limits.max_images_per_job} images per job are allowed for "
                     f"this user ({images} requested)."
                 ]
             }
         )
+
+
+def _check_pending(owner: Any, limits: UserLimits, *, adding: int) -> None:
     limit = limits.max_pending_jobs
     if not limit:
         return
     get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
     pending = Job.objects.filter(owner=owner, status=JobStatus.PENDING).order_by()[:limit]
-    if pending.count() >= limit:
+    waiting = pending.count()
+    if waiting + adding > limit:
+        room = max(limit - waiting, 0)
+        more = "" if adding == 1 else f" ({adding} asked for, room for {room})"
         raise QueueLimitReached(
-            f"Queue limit reached: at most {limit} pending jobs per user. Wait for some to "
-            "start, or cancel some."
+            f"Queue limit reached: at most {limit} pending jobs per user{more}. Wait for "
+            "some to start, or cancel some."
         )

@@ -46,6 +46,41 @@ def test_a_submit_beyond_the_pending_quota_is_a_429_saying_the_limit(server, set
     assert Job.objects.count() == 2
 
 
+BATCHES = "/api/v1/batches"
+
+
+def batch_body(seeds: int, **params: Any) -> dict[str, Any]:
+    return {
+        "target_server_alias": "Laptop",
+        "generation_params": {"positive_prompt": "a lighthouse", **params},
+        "axes": [{"field": "seed", "values": list(range(1, seeds + 1))}],
+    }
+
+
+def test_a_batch_beyond_the_pending_quota_is_refused_whole(server, settings):
+    settings.MOBILESD_MAX_PENDING_PER_USER = 5
+    alice = client_of("alice")
+    assert alice.post(URL, body(), format="json").status_code == 202
+
+    error = assert_error(alice.post(BATCHES, batch_body(5), format="json"), 429, "queue_limit")
+
+    assert "at most 5 pending jobs" in error["message"]
+    assert "room for 4" in error["message"]
+    assert Job.objects.count() == 1
+    assert alice.post(BATCHES, batch_body(4), format="json").status_code == 202
+    assert Job.objects.filter(status=JobStatus.PENDING).count() == 5
+
+
+def test_a_batch_asking_for_more_images_per_job_than_allowed_is_a_400(server, settings):
+    settings.MOBILESD_MAX_IMAGES_PER_JOB = 2
+    alice = client_of("alice")
+
+    response = alice.post(BATCHES, batch_body(2, num_images=3), format="json")
+
+    assert "At most 2 images per job" in str(assert_error(response, 400, "validation_error")["fields"])
+    assert not Job.objects.exists()
+
+
 def test_the_pending_quota_is_per_user(server, settings):
     settings.MOBILESD_MAX_PENDING_PER_USER = 1
     alice, bob = client_of("alice"), client_of("bob")

@@ -6,6 +6,7 @@ from django.utils import timezone
 from model_bakery import baker
 
 from queue_app import dispatch
+from queue_app.batches import batch_submit
 from queue_app.models import Job, JobStatus
 from queue_app.services import job_retry, job_submit
 from queue_app.turns import job_next_turn
@@ -51,6 +52,21 @@ def test_a_users_single_job_runs_second_after_another_users_ten(online):
     (bobs,) = queue(bob)
 
     assert owners_in_run_order(online, 3) == ["alice", "bob", "alice"]
+    assert Job.objects.get(pk=bobs.pk).status == JobStatus.COMPLETED
+
+
+def test_a_batchs_jobs_take_turns_with_another_users_single_job(online):
+    """POST /api/v1/batches queues its jobs at once; they still hold one turn each."""
+    alice, bob = user("alice"), user("bob")
+    batch_submit(
+        owner=alice,
+        target_server_alias="Laptop",
+        generation_params={"positive_prompt": "a lighthouse"},
+        axes=[{"field": "seed", "values": [1, 2, 3, 4]}],
+    )
+    (bobs,) = queue(bob)
+
+    assert owners_in_run_order(online, 5) == ["alice", "bob", "alice", "alice", "alice"]
     assert Job.objects.get(pk=bobs.pk).status == JobStatus.COMPLETED
 
 
