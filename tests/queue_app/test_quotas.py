@@ -77,7 +77,8 @@ def test_a_batch_asking_for_more_images_per_job_than_allowed_is_a_400(server, se
 
     response = alice.post(BATCHES, batch_body(2, num_images=3), format="json")
 
-    assert "At most 2 images per job" in str(assert_error(response, 400, "validation_error")["fields"])
+    error = assert_error(response, 400, "validation_error")
+    assert "At most 2 images per job" in str(error["fields"])
     assert not Job.objects.exists()
 
 
