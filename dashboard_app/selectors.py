@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection
-from django.db.models import IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
@@ -109,11 +109,7 @@ def dashboard_status() -> dict[str, Any]:
         counts[status] += n
         if status == JobStatus.PENDING and server_id is None:
             unassigned += n
-    latest = (
-        JobImage.objects.filter(job__status=JobStatus.COMPLETED)
-        .select_related("job", "job__server")
-        .order_by("-pk")[:LATEST_IMAGES]
-    )
+    latest = gallery_images()[:LATEST_IMAGES]
     jobs_url = reverse("admin:queue_app_job_changelist")
     return {
         "generated_at": timezone.now().isoformat(),
@@ -143,7 +139,11 @@ def gallery_images(
     (each image's job by its own key), so the first pages cost the same at any history.
     A filter is checked on the rows so read: a page of a rare server, checkpoint or prompt
     reads the newer images that do not match until it has its page."""
-    images = JobImage.objects.filter(job__status=JobStatus.COMPLETED)
+    # The status as a probe of each image's job, not a condition of the join: so that
+    # SQLite's planner, without statistics, does not read every completed job through the
+    # status index and sort their images, but reads the images in the order of the page.
+    completed = Job.objects.filter(pk=OuterRef("job_id"), status=JobStatus.COMPLETED)
+    images = JobImage.objects.filter(Exists(completed))
     if server:
         images = images.filter(
             Q(job__server__alias=server)

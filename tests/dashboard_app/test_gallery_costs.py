@@ -167,6 +167,24 @@ def test_the_checkpoint_choices_are_read_through_their_index(server):
     assert "job_completed_checkpoint" in plan
 
 
+def test_sqlite_reads_the_first_page_in_the_image_order(admin_client, server):
+    if connection.vendor != "sqlite":
+        pytest.skip("reads SQLite's plans (EXPLAIN QUERY PLAN)")
+    finished(server)
+    with CaptureQueriesContext(connection) as queries:
+        admin_client.get(reverse("admin:gallery"))
+        admin_client.get(reverse("admin:dashboard_status"))
+    pages = [sql for sql in reads_of(queries, IMAGE_TABLE) if "LIMIT" in sql]
+
+    assert len(pages) == 2
+    for sql in pages:
+        with connection.cursor() as cursor:
+            cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
+            plan = [row[-1] for row in cursor.fetchall()]
+        assert f"SCAN {IMAGE_TABLE}" in plan, plan
+        assert not [step for step in plan if "TEMP B-TREE" in step], plan
+
+
 # --- PostgreSQL, a long history ---------------------------------------------------------------
 
 
