@@ -1,11 +1,12 @@
 """The dashboard's reads: the live state of the servers and the queue, and the gallery's
 images. Nothing here writes; the pages' actions are the ModelAdmins', which call services."""
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
-from django.db.models.fields.json import KT
+from django.db import connection
+from django.db.models import Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
@@ -14,15 +15,14 @@ from django.utils.text import Truncator
 
 from core_app.display import age
 from queue_app.counts import job_totals_by
-from queue_app.models import Job, JobCount, JobImage, JobStatus
+from queue_app.models import ImageCheckpoint, Job, JobCount, JobImage, JobStatus
 from servers_app.models import Server
 
 LATEST_IMAGES = 12
 # The dashboard asks for the state this often (milliseconds) while it is visible.
 POLL_MILLISECONDS = 2000
-
-# The image's checkpoint, as the server reported it in the job's generation info.
-CHECKPOINT_PATH = "result_details__generation_info__sd_model_name"
+# The deepest gallery page served: its offset stays far inside a 64-bit integer.
+GALLERY_MAX_PAGE = 100_000
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -109,11 +109,7 @@ def dashboard_status() -> dict[str, Any]:
         counts[status] += n
         if status == JobStatus.PENDING and server_id is None:
             unassigned += n
-    latest = (
-        JobImage.objects.filter(job__status=JobStatus.COMPLETED)
-        .select_related("job", "job__server")
-        .order_by("-pk")[:LATEST_IMAGES]
-    )
+    latest = gallery_images()[:LATEST_IMAGES]
     jobs_url = reverse("admin:queue_app_job_changelist")
     return {
         "generated_at": timezone.now().isoformat(),
@@ -137,15 +133,26 @@ def gallery_images(
     *, server: str = "", checkpoint: str = "", search: str = ""
 ) -> QuerySet[JobImage]:
     """Images of completed jobs, newest first, filtered by server alias, checkpoint (as the
-    server reported it) and prompt text."""
-    images = JobImage.objects.filter(job__status=JobStatus.COMPLETED)
+    server reported it) and prompt text.
+
+    Newest first is the image's primary key backward: a page is read from that index's end
+    (each image's job by its own key), so the first pages cost the same at any history.
+    A filter is checked on the rows so read: a page of a rare server, checkpoint or prompt
+    reads the newer images that do not match until it has its page."""
+    # The status as a probe of each image's job, not a condition of the join: so that
+    # SQLite's planner, without statistics, does not read every completed job through the
+    # status index and sort their images, but reads the images in the order of the page.
+    completed = Job.objects.filter(pk=OuterRef("job_id"), status=JobStatus.COMPLETED)
+    images = JobImage.objects.filter(Exists(completed))
     if server:
         images = images.filter(
             Q(job__server__alias=server)
             | Q(job__server__isnull=True, job__target_server_alias=server)
         )
     if checkpoint:
-        images = images.filter(**{f"job__{CHECKPOINT_PATH}": checkpoint})
+        images = images.alias(checkpoint=ImageCheckpoint("job__result_details")).filter(
+            checkpoint=checkpoint
+        )
     if search:
         images = images.filter(
             Q(job__generation_params__positive_prompt__icontains=search)
@@ -163,28 +170,92 @@ def gallery_image(*, job_id: Any, index: int) -> JobImage | None:
     )
 
 
+@dataclass(frozen=True)
+class GalleryPage:
+    """One page of the gallery, found without counting the images: one more than a page is
+    read to know whether an older page follows."""
+
+    number: int
+    images: list[JobImage]
+    has_next: bool
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def previous_page_number(self) -> int:
+        return self.number - 1
+
+    @property
+    def next_page_number(self) -> int:
+        return self.number + 1
+
+
+def gallery_page(images: QuerySet[JobImage], *, number: int, size: int) -> GalleryPage:
+    """Page `number` (1 the newest, at most GALLERY_MAX_PAGE) of `images`, `size` a page.
+
+    One query of `size + 1` rows at an offset: the first pages cost a page whatever the
+    history; a deep page reads and skips the images before it."""
+    number = min(max(number, 1), GALLERY_MAX_PAGE)
+    start = (number - 1) * size
+    rows = list(images[start : start + size + 1])
+    return GalleryPage(number=number, images=rows[:size], has_next=len(rows) > size)
+
+
 def gallery_neighbours(
     image: JobImage, images: QuerySet[JobImage]
 ) -> tuple[JobImage | None, JobImage | None]:
     """The images just newer and just older than `image` among `images` (the gallery's
-    current filters)."""
+    current filters): one row each, read from `image`'s place in the primary key's
+    index."""
     newer = images.filter(pk__gt=image.pk).order_by("pk").first()
     older = images.filter(pk__lt=image.pk).order_by("-pk").first()
     return newer, older
 
 
+# A loose index scan over job_completed_checkpoint: each step is one probe of the index for
+# the first name after the one before (the path of the index's own expression, the status
+# of its condition, both written in so that SQLite matches them too).
+_CHECKPOINTS = """
+WITH RECURSIVE seen(name) AS (
+    SELECT ({first})
+    UNION ALL
+    SELECT ({after}) FROM seen WHERE seen.name IS NOT NULL
+)
+SELECT name FROM seen WHERE name IS NOT NULL
+"""
+_NEXT_CHECKPOINT = (
+    "SELECT {name} FROM {job} WHERE status = '{completed}' AND {name} > {previous} "
+    "ORDER BY {name} LIMIT 1"
+)
+
+
 def gallery_checkpoints() -> list[str]:
-    """The checkpoints that made the stored images, for the gallery's filter."""
-    names = (
-        Job.objects.filter(status=JobStatus.COMPLETED)
-        .annotate(checkpoint=KT(CHECKPOINT_PATH))
-        .exclude(checkpoint__isnull=True)
-        .exclude(checkpoint="")
-        .order_by("checkpoint")
-        .values_list("checkpoint", flat=True)
-        .distinct()
+    """The checkpoints that made the stored images (of completed jobs, as their servers
+    reported them), sorted, for the gallery's filter.
+
+    Exact and as cheap as the number of checkpoints, not of jobs: a recursive query walks
+    the expression index job_completed_checkpoint (queue_app.models) from one name to the
+    next, one index probe per checkpoint, on PostgreSQL and SQLite alike. Not a table of
+    checkpoints seen: it would need keeping through every completion, deletion and
+    rewrite of a job's result, where the index is kept by the database."""
+    query = Job.objects.all().query
+    # No parameters: the expression has its path written in.
+    name, _ = query.get_compiler(connection=connection).compile(
+        ImageCheckpoint().resolve_expression(query)
     )
-    return list(names)
+    job = connection.ops.quote_name(Job._meta.db_table)
+
+    def step(previous: str) -> str:
+        return _NEXT_CHECKPOINT.format(
+            name=name, job=job, completed=JobStatus.COMPLETED.value, previous=previous
+        )
+
+    sql = _CHECKPOINTS.format(first=step("''"), after=step("seen.name"))
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return [row[0] for row in cursor.fetchall()]
 
 
 def server_aliases() -> list[str]:

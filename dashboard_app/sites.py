@@ -14,7 +14,6 @@ from typing import Any
 from uuid import UUID
 
 from django.contrib import admin, messages
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, URLResolver, path, reverse
@@ -57,6 +56,14 @@ def _gallery_filters(request: HttpRequest) -> dict[str, str]:
         for name in GALLERY_FILTERS
         if request.GET.get(name, "").strip()
     }
+
+
+def _page_number(value: str | None) -> int:
+    """The gallery's `page` parameter: 1 unless it is a whole number."""
+    try:
+        return int(value or 1)
+    except ValueError:
+        return 1
 
 
 def _with_query(url: str, query: str) -> str:
@@ -158,14 +165,18 @@ class DashboardSite(admin.AdminSite):
         return JsonResponse(selectors.dashboard_status())
 
     def gallery_view(self, request: HttpRequest) -> HttpResponse:
-        """Finished images, newest first, a page at a time, with the gallery's filters."""
+        """Finished images, newest first, a page at a time, with the gallery's filters; the
+        images are not counted (a page costs the same at any history): "page N" and Newer /
+        Older links."""
         filters = _gallery_filters(request)
         images = selectors.gallery_images(
             server=filters.get("server", ""),
             checkpoint=filters.get("checkpoint", ""),
             search=filters.get("q", ""),
         )
-        page = Paginator(images, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
+        page = selectors.gallery_page(
+            images, number=_page_number(request.GET.get("page")), size=GALLERY_PAGE_SIZE
+        )
         query = urlencode(filters)
         context = {
             **self.each_context(request),
@@ -182,7 +193,7 @@ class DashboardSite(admin.AdminSite):
                         reverse("admin:gallery_image", args=[image.job_id, image.index]), query
                     ),
                 }
-                for image in page.object_list
+                for image in page.images
             ],
             "filters": filters,
             "query": query,

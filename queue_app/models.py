@@ -6,6 +6,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models.sql.compiler import SQLCompiler
 from django.urls import reverse
 from django.utils import timezone
 
@@ -23,6 +25,47 @@ ANY_SERVER = "any"
 
 ACTIVE_STATUSES = (JobStatus.PENDING, JobStatus.PROCESSING)
 FINISHED_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class ImageCheckpoint(models.Func):
+    """The checkpoint a job's images were made with, as its server reported it
+    (`result_details.generation_info.sd_model_name`, text), or NULL.
+
+    One SQL text per database, with the path written in (not a parameter), so that the
+    expression index `job_completed_checkpoint` and the queries that read it (the gallery's
+    checkpoint choices, dashboard_app.selectors) spell it the same: SQLite uses an index
+    on an expression only when the query's is the same text. `field` is the path to the
+    job's result_details from the queried model (e.g. "job__result_details")."""
+
+    output_field = models.TextField()
+
+    def __init__(self, field: str = "result_details") -> None:
+        super().__init__(models.F(field))
+
+    def as_sql(
+        self,
+        compiler: SQLCompiler,
+        connection: BaseDatabaseWrapper,
+        function: str | None = None,
+        template: str | None = None,
+        arg_joiner: str | None = None,
+        **extra_context: Any,
+    ) -> tuple[str, tuple[Any, ...]]:
+        if template is None:
+            raise NotImplementedError(f"no checkpoint expression for {connection.vendor}")
+        return super().as_sql(compiler, connection, function, template, arg_joiner)
+
+    def as_postgresql(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper
+    ) -> tuple[str, tuple[Any, ...]]:
+        template = "((%(expressions)s -> 'generation_info') ->> 'sd_model_name')"
+        return self.as_sql(compiler, connection, template=template)
+
+    def as_sqlite(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
+    ) -> tuple[str, tuple[Any, ...]]:
+        template = "json_extract(%(expressions)s, '$.generation_info.sd_model_name')"
+        return self.as_sql(compiler, connection, template=template)
 
 
 class Batch(models.Model):
@@ -165,6 +208,15 @@ class Job(models.Model):
             # The metrics scrape's windows (queue_app/metrics.py).
             models.Index(fields=["started_at"], name="job_started"),
             models.Index(fields=["completed_at"], name="job_completed"),
+            # The checkpoints of completed jobs, for the gallery's choices: read by a loose
+            # index scan, one probe per checkpoint (dashboard_app.selectors). Status first,
+            # so that SQLite's planner, without statistics, prefers it to job_status_created.
+            models.Index(
+                "status",
+                ImageCheckpoint(),
+                name="job_completed_checkpoint",
+                condition=models.Q(status="completed"),
+            ),
             models.Index(
                 fields=["server", "status", "created_at"], name="job_server_status_created"
             ),

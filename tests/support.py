@@ -241,6 +241,16 @@ def explained(sql: str, params: Any = None, *, analyze: bool = False) -> list[di
     return nodes
 
 
+def assert_read_in_index_order(nodes: list[dict[str, Any]], table: str) -> None:
+    """`table` is read only through indexes (nodes of `explained`), and no sort is done on
+    its rows: the page comes in an index's order."""
+    scans = [node for node in nodes if node.get("Relation Name") == table]
+    assert {node["Node Type"] for node in scans} <= {"Index Scan", "Index Only Scan"}, nodes[-1]
+    assert scans
+    for sort in (node for node in nodes if "Sort" in node["Node Type"]):
+        assert not [below for below in sort["below"] if below.get("Relation Name") == table]
+
+
 def key_client(username: str, *, scope: str = "client") -> Any:
     """A DRF test client sending a new key of user `username` (created if missing), client
     scope unless told."""

@@ -37,7 +37,7 @@ from queue_app.tasks import fold_job_counts
 from servers_app.models import Server
 from servers_app.services import server_delete, server_update
 from tests.metrics_support import scrape
-from tests.support import explained, new_key
+from tests.support import assert_read_in_index_order, explained, new_key
 
 User = get_user_model()
 LIST = "/api/v1/queue/jobs"
@@ -498,15 +498,6 @@ def big_history(users) -> list[Any]:
     return many
 
 
-def assert_page_read_in_index_order(nodes: list[dict[str, Any]]) -> None:
-    table = Job._meta.db_table
-    scans = [node for node in nodes if node.get("Relation Name") == table]
-    assert {node["Node Type"] for node in scans} <= {"Index Scan", "Index Only Scan"}, nodes[-1]
-    assert scans
-    for sort in (node for node in nodes if "Sort" in node["Node Type"]):
-        assert not [below for below in sort["below"] if below.get("Relation Name") == table]
-
-
 @pytest.mark.parametrize(
     ("scope", "query"),
     [
@@ -530,7 +521,7 @@ def test_the_first_page_is_read_in_index_order(scope, query, big_history):
     assert body["jobs"]
 
     (page,) = [sql for sql in job_selects(queries.captured_queries) if "LIMIT" in sql]
-    assert_page_read_in_index_order(explained(page))
+    assert_read_in_index_order(explained(page), Job._meta.db_table)
 
 
 def test_an_admins_owner_filter_totals_from_the_counts(users, history):
