@@ -389,12 +389,12 @@ class Bench:
             return
         from queue_app import services
 
-        original = services._nudge_for
-        services._nudge_for = lambda job: None
+        original = services.job_nudge_on_commit
+        services.job_nudge_on_commit = lambda *, job: None
         try:
             yield
         finally:
-            services._nudge_for = original
+            services.job_nudge_on_commit = original
 
     def start_py_spy(self, pid: int) -> Process | None:
         """`py-spy record` of the worker (all threads, CPU only) while the jobs run."""

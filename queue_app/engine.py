@@ -82,6 +82,42 @@ def make_client(server: Server, *, read_timeout: float = 30.0) -> ForgeClient:
 shutting_down = threading.Event()
 
 
+class _Starts:
+    """How many server loops of this process have not sent their first request yet.
+
+    A burst of nudges (a batch for many servers) starts many loops at once, and each start
+    costs the one interpreter a few milliseconds of CPU; the servers already generating
+    need nothing from MobileSD for a while, so their helper threads' first work (opening
+    a connection, reserving the next job) waits until the others have started, at most
+    `START_YIELD_SECONDS`, instead of competing with them for the interpreter's lock."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._starting = 0
+
+    def begin(self) -> None:
+        with self._changed:
+            self._starting += 1
+
+    def end(self) -> None:
+        with self._changed:
+            self._starting -= 1
+            if not self._starting:
+                self._changed.notify_all()
+
+    def wait_until_started(self, timeout: float) -> bool:
+        """Wait until no loop is starting, at most `timeout` seconds; True if none is."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._starting, timeout)
+
+
+starts = _Starts()
+
+# The longest a helper thread's first work waits for other loops to start: well under a
+# job's duration, so the next job's reservation is still ready when the first one ends.
+START_YIELD_SECONDS = 0.5
+
+
 @dataclass(frozen=True)
 class Generated:
     """A job's answer from the server, with the title of the checkpoint it ran on (None:
@@ -128,11 +164,14 @@ class _ServerLoop:
         self.reserving: Future[Reserved | None] | None = None
         self.storing: Future[None] | None = None
         self.answered_at: float | None = None  # when the last job's answer came back
+        self.starting = False  # counted in `starts` until its first request is out
 
     def run(self) -> int:
         done = 0
         client: ForgeClient | None = None
         finished: tuple[Claim, Generated] | None = None
+        self.starting = True
+        starts.begin()
         try:
             claim, prepared = self._next(finished=None, reserved=None)
             while claim is not None:
@@ -152,6 +191,7 @@ class _ServerLoop:
                 done += 1
             return done
         finally:
+            self._started()
             if finished is not None:
                 # Also when the next claim failed: a generation, once finished, is stored.
                 self._store(finished, after=[])
@@ -173,6 +213,7 @@ class _ServerLoop:
     def _bookkeep(self, running: Claim, finished: tuple[Claim, Generated] | None) -> None:
         """Once `running`'s request is out: reserve the job after it, and store the one
         before it (after the reservation, which the next job needs first)."""
+        self._started()
         if self.answered_at is not None:
             idle = time.monotonic() - self.answered_at
             metrics.dispatch_gap_observe(server=running.server.alias, seconds=idle)
@@ -180,6 +221,11 @@ class _ServerLoop:
             self.reserving = self.reserver.submit(_reserve_guarded, running)
         if finished is not None:
             self._store(finished, after=[self.reserving] if self.reserving else [])
+
+    def _started(self) -> None:
+        if self.starting:
+            self.starting = False
+            starts.end()
 
     def _store(self, finished: tuple[Claim, Generated], *, after: list[Future[Any]]) -> None:
         if self.storing is not None:
@@ -203,6 +249,7 @@ class _ServerLoop:
 
 
 def _reserver_started() -> None:
+    starts.wait_until_started(START_YIELD_SECONDS)
     try:
         dispatch.commit_without_flush(True)
     except Exception as exc:  # reservations then flush: slower, as correct

@@ -2,6 +2,8 @@
 `server_run` is what a worker's run_server task calls."""
 
 import re
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from core_app.errors import InvalidInput
 from core_app.scopes import local_user
 from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
+from queue_app import engine
 from queue_app.engine import server_run
 from queue_app.models import Job, JobImage, JobStatus
 from queue_app.services import job_cancel, job_submit
@@ -316,3 +319,57 @@ def test_claims_starts_and_completions_flush_and_only_reservations_do_not(server
     assert seen["complete"] == ["on", "on"]
     assert set(seen["reserve"]) == {"off"}
     assert setting() == "on"
+
+
+def test_a_loop_counts_as_starting_only_until_its_first_request_is_out(server, sim, monkeypatch):
+    seen: list[bool] = []
+    original = engine._ServerLoop._bookkeep
+
+    def bookkeep(self, running, finished):  # called once each request is out
+        seen.append(engine.starts.wait_until_started(0))
+        original(self, running, finished)
+
+    monkeypatch.setattr(engine._ServerLoop, "_bookkeep", bookkeep)
+    submit(seed=1)
+    submit(seed=2)
+
+    assert server_run(server.pk) == 2
+    assert server_run(server.pk) == 0  # none to claim: it counted, and no longer does
+
+    # Still counted when the first request was written, no longer after.
+    assert seen == [False, True]
+    assert engine.starts.wait_until_started(0)
+
+
+def test_the_first_reservation_waits_while_another_loop_starts_at_most_the_bound(
+    server, sim, monkeypatch
+):
+    monkeypatch.setattr(engine, "START_YIELD_SECONDS", 0.3)
+    jobs = [submit(seed=i) for i in range(2)]
+    engine.starts.begin()  # another server's loop that has not sent its request yet
+    try:
+        began = time.monotonic()
+        assert server_run(server.pk) == 2
+        took = time.monotonic() - began
+    finally:
+        engine.starts.end()
+
+    # The second job started from its reservation, made once the wait was over.
+    assert took >= 0.3
+    for job in jobs:
+        job.refresh_from_db()
+        assert job.status == JobStatus.COMPLETED
+
+
+def test_waiting_for_starts_ends_when_the_last_loop_has_started():
+    engine.starts.begin()
+    engine.starts.begin()
+    waited = threading.Event()
+    waiter = threading.Thread(target=lambda: engine.starts.wait_until_started(30) and waited.set())
+    waiter.start()
+    engine.starts.end()
+    assert not engine.starts.wait_until_started(0)  # one still starting
+    engine.starts.end()
+
+    assert waited.wait(10)
+    waiter.join(10)
