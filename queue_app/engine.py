@@ -82,40 +82,42 @@ def make_client(server: Server, *, read_timeout: float = 30.0) -> ForgeClient:
 shutting_down = threading.Event()
 
 
-class _Starts:
-    """How many server loops of this process have not sent their first request yet.
+class _Waiting:
+    """How many server loops of this process have a server waiting for MobileSD: from the
+    loop's start, and from each answer, until the next request is out.
 
-    A burst of nudges (a batch for many servers) starts many loops at once, and each start
-    costs the one interpreter a few milliseconds of CPU; the servers already generating
-    need nothing from MobileSD for a while, so their helper threads' first work (opening
-    a connection, reserving the next job) waits until the others have started, at most
-    `START_YIELD_SECONDS`, instead of competing with them for the interpreter's lock."""
+    Each such step costs the one interpreter a few milliseconds of CPU (a start more: a
+    connection, the claim), and a burst of them comes at once: a batch for many servers
+    starts many loops together, which then finish their jobs together. The servers already
+    generating need nothing from MobileSD for a while, so the helper threads' work
+    (reserving a next job, storing images) waits until no server waits, at most
+    `YIELD_SECONDS`, instead of competing with those steps for the interpreter's lock."""
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
-        self._starting = 0
+        self._waiting = 0
 
     def begin(self) -> None:
         with self._changed:
-            self._starting += 1
+            self._waiting += 1
 
     def end(self) -> None:
         with self._changed:
-            self._starting -= 1
-            if not self._starting:
+            self._waiting -= 1
+            if not self._waiting:
                 self._changed.notify_all()
 
-    def wait_until_started(self, timeout: float) -> bool:
-        """Wait until no loop is starting, at most `timeout` seconds; True if none is."""
+    def wait_until_none(self, timeout: float) -> bool:
+        """Wait until no server waits, at most `timeout` seconds; True if none does."""
         with self._changed:
-            return self._changed.wait_for(lambda: not self._starting, timeout)
+            return self._changed.wait_for(lambda: not self._waiting, timeout)
 
 
-starts = _Starts()
+servers_waiting = _Waiting()
 
-# The longest a helper thread's first work waits for other loops to start: well under a
-# job's duration, so the next job's reservation is still ready when the first one ends.
-START_YIELD_SECONDS = 0.5
+# The longest a helper thread's work yields to servers waiting: well under a job's
+# duration, so the next job's reservation is still ready when the running one ends.
+YIELD_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -164,14 +166,13 @@ class _ServerLoop:
         self.reserving: Future[Reserved | None] | None = None
         self.storing: Future[None] | None = None
         self.answered_at: float | None = None  # when the last job's answer came back
-        self.starting = False  # counted in `starts` until its first request is out
+        self.waiting = False  # counted in `servers_waiting` until the next request is out
 
     def run(self) -> int:
         done = 0
         client: ForgeClient | None = None
         finished: tuple[Claim, Generated] | None = None
-        self.starting = True
-        starts.begin()
+        self._wait_begins()
         try:
             claim, prepared = self._next(finished=None, reserved=None)
             while claim is not None:
@@ -186,12 +187,13 @@ class _ServerLoop:
                     self.answered_at = time.monotonic()
                 reserving, self.reserving = self.reserving, None
                 reserved = reserving.result() if reserving is not None else None
+                self._wait_begins()  # (not before: the reservation must not wait for it)
                 finished = (claim, result) if result is not None else None
                 claim, prepared = self._next(finished=finished, reserved=reserved)
                 done += 1
             return done
         finally:
-            self._started()
+            self._wait_ends()
             if finished is not None:
                 # Also when the next claim failed: a generation, once finished, is stored.
                 self._store(finished, after=[])
@@ -213,7 +215,7 @@ class _ServerLoop:
     def _bookkeep(self, running: Claim, finished: tuple[Claim, Generated] | None) -> None:
         """Once `running`'s request is out: reserve the job after it, and store the one
         before it (after the reservation, which the next job needs first)."""
-        self._started()
+        self._wait_ends()
         if self.answered_at is not None:
             idle = time.monotonic() - self.answered_at
             metrics.dispatch_gap_observe(server=running.server.alias, seconds=idle)
@@ -222,10 +224,15 @@ class _ServerLoop:
         if finished is not None:
             self._store(finished, after=[self.reserving] if self.reserving else [])
 
-    def _started(self) -> None:
-        if self.starting:
-            self.starting = False
-            starts.end()
+    def _wait_begins(self) -> None:
+        if not self.waiting:
+            self.waiting = True
+            servers_waiting.begin()
+
+    def _wait_ends(self) -> None:
+        if self.waiting:
+            self.waiting = False
+            servers_waiting.end()
 
     def _store(self, finished: tuple[Claim, Generated], *, after: list[Future[Any]]) -> None:
         if self.storing is not None:
@@ -249,7 +256,7 @@ class _ServerLoop:
 
 
 def _reserver_started() -> None:
-    starts.wait_until_started(START_YIELD_SECONDS)
+    servers_waiting.wait_until_none(YIELD_SECONDS)  # before its connection is opened
     try:
         dispatch.commit_without_flush(True)
     except Exception as exc:  # reservations then flush: slower, as correct
@@ -270,6 +277,7 @@ class _Once[**P]:
 
 def _store_after(after: list[Future[Any]], finished: tuple[Claim, Generated]) -> None:
     wait(after)
+    servers_waiting.wait_until_none(YIELD_SECONDS)
     with log_context(job_id=finished[0].job_id, server=finished[0].server.alias):
         _store_guarded(*finished)
 
@@ -350,6 +358,7 @@ def _next_job(
 def _reserve_guarded(running: Claim) -> Reserved | None:
     """Reserve the job to run after `running` and build its request; never raises (the
     next claim then decides as usual)."""
+    servers_waiting.wait_until_none(YIELD_SECONDS)
     try:
         claim = dispatch.job_reserve_next(running=running)
     except DATABASE_DOWN as exc:
