@@ -149,7 +149,9 @@ def server_run(server_id: int) -> int:
     stores the previous job's images and completes it. When the images arrive, one
     statement starts the reserved job on the slot the finished one hands over, and its
     request goes out at once. (Without a reservation, e.g. after a failure, the next job
-    is claimed as usual.) At most one finished job waits for storage at a time.
+    is claimed as usual.) At most one finished job waits for storage at a time. The helper
+    threads' work yields, briefly, to any server of this worker that waits for its next
+    request (`servers_waiting`), e.g. while a batch starts many loops at once.
     """
     return _ServerLoop(server_id).run()
 
