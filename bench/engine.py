@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "--nudge",
         choices=["per-job", "once"],
         default="per-job",
-        help="diagnostic: 'once' replaces job_submit's nudge per job by one per server",
+        help="diagnostic: 'once' replaces job_submit's nudges by one servers_with_work",
     )
     parser.add_argument(
         "--trace",

@@ -382,19 +382,19 @@ class Bench:
 
     @contextlib.contextmanager
     def nudges_coalesced(self) -> Iterator[None]:
-        """With --nudge once (a diagnostic): job_submit's per-job nudge is replaced by one
-        nudge per server after the commit (what a coalescing nudge would send)."""
+        """With --nudge once (a diagnostic): job_submit's nudges (coalesced per transaction
+        since h9: one per server) are replaced by one `servers_with_work` after the commit."""
         if self.nudge == "per-job":
             yield
             return
         from queue_app import services
 
-        original = services._nudge_for
-        services._nudge_for = lambda job: None
+        original = services.job_nudge_on_commit
+        services.job_nudge_on_commit = lambda *, job: None
         try:
             yield
         finally:
-            services._nudge_for = original
+            services.job_nudge_on_commit = original
 
     def start_py_spy(self, pid: int) -> Process | None:
         """`py-spy record` of the worker (all threads, CPU only) while the jobs run."""

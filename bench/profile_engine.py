@@ -107,7 +107,7 @@ def main() -> int:
         server = Server.objects.create(alias="Profile1", api_url=url)
         if not server_check_health(server=server).online:
             raise SystemExit("the simulator is not online")
-        services._nudge_for = lambda job: None  # no worker here: nothing to nudge
+        services.job_nudge_on_commit = lambda *, job: None  # no worker here: nothing to nudge
 
         def submit(count: int) -> None:
             with transaction.atomic():

@@ -30,9 +30,9 @@ from queue_app.services import (
     CANCELLED_DETAILS,
     _check_models,
     _lora_entry_names,
-    _nudge_for,
     _scoped_idempotency_key,
     job_cancel,
+    job_nudge_on_commit,
     waits_until,
 )
 from queue_app.turns import job_next_turn
@@ -213,7 +213,7 @@ def batch_submit(
             )
             jobs = _new_jobs(batch, batch_jobs, server, not_before, expires_at)
             Job.objects.bulk_create(jobs)
-            transaction.on_commit(lambda: _nudge_for(jobs[0]))
+            job_nudge_on_commit(job=jobs[0])
     except IntegrityError:
         existing = Batch.objects.filter(idempotency_key=scoped_key).first()
         if scoped_key is None or existing is None:

@@ -26,9 +26,9 @@ from queue_app.params import requested_loras
 from queue_app.services import (
     CANCELLED_DETAILS,
     _check_models,
-    _nudge_for,
     job_cancel,
     job_get,
+    job_nudge_on_commit,
 )
 from servers_app.checkpoints import checkpoint_key
 from servers_app.models import Server
@@ -179,7 +179,7 @@ def job_edit(
         return job
     with transaction.atomic():
         job = _change_pending(job, **values)
-        transaction.on_commit(lambda: _nudge_for(job))  # an "any" job may fit elsewhere now
+        job_nudge_on_commit(job=job)  # an "any" job may fit elsewhere now
     logger.info("Changed pending job %s (%s)", job.pk, ", ".join(sorted(values)))
     return job
 

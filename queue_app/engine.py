@@ -82,6 +82,44 @@ def make_client(server: Server, *, read_timeout: float = 30.0) -> ForgeClient:
 shutting_down = threading.Event()
 
 
+class _Waiting:
+    """How many server loops of this process have a server waiting for MobileSD: from the
+    loop's start, and from each answer, until the next request is out.
+
+    Each such step costs the one interpreter a few milliseconds of CPU (a start more: a
+    connection, the claim), and a burst of them comes at once: a batch for many servers
+    starts many loops together, which then finish their jobs together. The servers already
+    generating need nothing from MobileSD for a while, so the helper threads' work
+    (reserving a next job, storing images) waits until no server waits, at most
+    `YIELD_SECONDS`, instead of competing with those steps for the interpreter's lock."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._waiting = 0
+
+    def begin(self) -> None:
+        with self._changed:
+            self._waiting += 1
+
+    def end(self) -> None:
+        with self._changed:
+            self._waiting -= 1
+            if not self._waiting:
+                self._changed.notify_all()
+
+    def wait_until_none(self, timeout: float) -> bool:
+        """Wait until no server waits, at most `timeout` seconds; True if none does."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._waiting, timeout)
+
+
+servers_waiting = _Waiting()
+
+# The longest a helper thread's work yields to servers waiting: well under a job's
+# duration, so the next job's reservation is still ready when the running one ends.
+YIELD_SECONDS = 0.5
+
+
 @dataclass(frozen=True)
 class Generated:
     """A job's answer from the server, with the title of the checkpoint it ran on (None:
@@ -111,7 +149,9 @@ def server_run(server_id: int) -> int:
     stores the previous job's images and completes it. When the images arrive, one
     statement starts the reserved job on the slot the finished one hands over, and its
     request goes out at once. (Without a reservation, e.g. after a failure, the next job
-    is claimed as usual.) At most one finished job waits for storage at a time.
+    is claimed as usual.) At most one finished job waits for storage at a time. The helper
+    threads' work yields, briefly, to any server of this worker that waits for its next
+    request (`servers_waiting`), e.g. while a batch starts many loops at once.
     """
     return _ServerLoop(server_id).run()
 
@@ -128,11 +168,13 @@ class _ServerLoop:
         self.reserving: Future[Reserved | None] | None = None
         self.storing: Future[None] | None = None
         self.answered_at: float | None = None  # when the last job's answer came back
+        self.waiting = False  # counted in `servers_waiting` until the next request is out
 
     def run(self) -> int:
         done = 0
         client: ForgeClient | None = None
         finished: tuple[Claim, Generated] | None = None
+        self._wait_begins()
         try:
             claim, prepared = self._next(finished=None, reserved=None)
             while claim is not None:
@@ -147,11 +189,13 @@ class _ServerLoop:
                     self.answered_at = time.monotonic()
                 reserving, self.reserving = self.reserving, None
                 reserved = reserving.result() if reserving is not None else None
+                self._wait_begins()  # (not before: the reservation must not wait for it)
                 finished = (claim, result) if result is not None else None
                 claim, prepared = self._next(finished=finished, reserved=reserved)
                 done += 1
             return done
         finally:
+            self._wait_ends()
             if finished is not None:
                 # Also when the next claim failed: a generation, once finished, is stored.
                 self._store(finished, after=[])
@@ -173,6 +217,7 @@ class _ServerLoop:
     def _bookkeep(self, running: Claim, finished: tuple[Claim, Generated] | None) -> None:
         """Once `running`'s request is out: reserve the job after it, and store the one
         before it (after the reservation, which the next job needs first)."""
+        self._wait_ends()
         if self.answered_at is not None:
             idle = time.monotonic() - self.answered_at
             metrics.dispatch_gap_observe(server=running.server.alias, seconds=idle)
@@ -180,6 +225,16 @@ class _ServerLoop:
             self.reserving = self.reserver.submit(_reserve_guarded, running)
         if finished is not None:
             self._store(finished, after=[self.reserving] if self.reserving else [])
+
+    def _wait_begins(self) -> None:
+        if not self.waiting:
+            self.waiting = True
+            servers_waiting.begin()
+
+    def _wait_ends(self) -> None:
+        if self.waiting:
+            self.waiting = False
+            servers_waiting.end()
 
     def _store(self, finished: tuple[Claim, Generated], *, after: list[Future[Any]]) -> None:
         if self.storing is not None:
@@ -203,6 +258,7 @@ class _ServerLoop:
 
 
 def _reserver_started() -> None:
+    servers_waiting.wait_until_none(YIELD_SECONDS)  # before its connection is opened
     try:
         dispatch.commit_without_flush(True)
     except Exception as exc:  # reservations then flush: slower, as correct
@@ -223,6 +279,7 @@ class _Once[**P]:
 
 def _store_after(after: list[Future[Any]], finished: tuple[Claim, Generated]) -> None:
     wait(after)
+    servers_waiting.wait_until_none(YIELD_SECONDS)
     with log_context(job_id=finished[0].job_id, server=finished[0].server.alias):
         _store_guarded(*finished)
 
@@ -303,6 +360,7 @@ def _next_job(
 def _reserve_guarded(running: Claim) -> Reserved | None:
     """Reserve the job to run after `running` and build its request; never raises (the
     next claim then decides as usual)."""
+    servers_waiting.wait_until_none(YIELD_SECONDS)
     try:
         claim = dispatch.job_reserve_next(running=running)
     except DATABASE_DOWN as exc:

@@ -3,6 +3,7 @@ request or message cannot move a job twice."""
 
 import contextlib
 import logging
+import threading
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -87,7 +88,7 @@ def job_submit(
                 next_attempt_at=waits_until(not_before),
                 expires_at=expires_at,
             )
-            transaction.on_commit(lambda: _nudge_for(job))
+            job_nudge_on_commit(job=job)
     except IntegrityError:
         # A concurrent submit with the same key won the race.
         existing = Job.objects.filter(idempotency_key=scoped_key).first()
@@ -154,21 +155,65 @@ def waits_until(not_before: datetime | None) -> datetime | None:
     return not_before if not_before is not None and not_before > timezone.now() else None
 
 
-def _nudge_for(job: Job) -> None:
-    from queue_app import dispatch
-    from queue_app.tasks import nudge, release_when_due, servers_with_work
+class _Nudges:
+    """The nudges that the jobs queued (or requeued) in one transaction call for, sent
+    once it commits: one per server however many of its jobs the transaction queued, one
+    look for free servers however many "any" jobs, one scheduled release per distinct
+    `not_before`. A batch of 128 jobs for 32 servers thus sends 32 messages, not 128 (or
+    32 x 128 for "any" jobs), and the worker starts each server once."""
 
-    if job.next_attempt_at is not None:
-        release_when_due([job.next_attempt_at])
-        return
+    def __init__(self) -> None:
+        self.servers: set[int] = set()
+        self.any_server = False
+        self.due: set[datetime] = set()
+        self.sent = False
 
-    if job.server_id is not None:
-        # A server whose slots are all busy will claim this job when one frees up: its
+    def add(self, job: Job) -> None:
+        if job.next_attempt_at is not None:
+            self.due.add(job.next_attempt_at)
+        elif job.server_id is not None:
+            self.servers.add(job.server_id)
+        else:
+            self.any_server = True
+
+    def __call__(self) -> None:
+        from queue_app import dispatch
+        from queue_app.tasks import nudge, release_when_due, servers_with_work
+
+        self.sent = True
+        if self.due:
+            release_when_due(self.due)
+        if self.any_server:
+            # Every server with work and a free slot, the pinned ones' included.
+            nudge(servers_with_work())
+            return
+        # A server whose slots are all busy will claim these jobs when one frees up: its
         # running loop claims again after every job, so a nudge would be wasted work.
-        if dispatch.server_may_claim(server_id=job.server_id):
-            nudge([job.server_id])
-    else:
-        nudge(servers_with_work())
+        nudge([pk for pk in sorted(self.servers) if dispatch.server_may_claim(server_id=pk)])
+
+
+_pending = threading.local()
+
+
+def job_nudge_on_commit(*, job: Job) -> None:
+    """Have the workers look at `job`'s queue once the current transaction commits (at
+    once outside one), coalesced with the other jobs of the same transaction (`_Nudges`).
+    A nudge is only a hint: one left over from a rolled-back savepoint is harmless."""
+    connection = transaction.get_connection()
+    nudges: _Nudges | None = getattr(_pending, "nudges", None)
+    if (
+        nudges is not None
+        and not nudges.sent
+        and connection.in_atomic_block
+        # Not when the savepoint it was registered in rolled back.
+        and any(func is nudges for _, func, _ in connection.run_on_commit)
+    ):
+        nudges.add(job)
+        return
+    nudges = _Nudges()
+    nudges.add(job)
+    _pending.nudges = nudges
+    transaction.on_commit(nudges)
 
 
 def _replayed(job: Job, target_server_alias: str, generation_params: dict[str, Any]) -> Job:
@@ -273,7 +318,7 @@ def job_retry(*, job_id: str | UUID, owner: Any | None) -> Job:
                 f"Job {job.pk} is {job.status}; only failed or cancelled jobs can be retried.",
                 code="job_not_retryable",
             )
-        transaction.on_commit(lambda: _nudge_for(job))
+        job_nudge_on_commit(job=job)
     logger.info("Requeued job %s (attempt %d)", job.pk, job.retry_count + 1)
     return job
 

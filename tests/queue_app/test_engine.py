@@ -2,6 +2,8 @@
 `server_run` is what a worker's run_server task calls."""
 
 import re
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from core_app.errors import InvalidInput
 from core_app.scopes import local_user
 from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
+from queue_app import dispatch, engine
 from queue_app.engine import server_run
 from queue_app.models import Job, JobImage, JobStatus
 from queue_app.services import job_cancel, job_submit
@@ -316,3 +319,63 @@ def test_claims_starts_and_completions_flush_and_only_reservations_do_not(server
     assert seen["complete"] == ["on", "on"]
     assert set(seen["reserve"]) == {"off"}
     assert setting() == "on"
+
+
+def test_a_loop_counts_as_waiting_only_until_each_request_is_out(server, sim, monkeypatch):
+    at_sending: list[bool] = []
+    while_generating: list[bool] = []
+    bookkeep, reserve = engine._ServerLoop._bookkeep, dispatch.job_reserve_next
+
+    def probed_bookkeep(self, running, finished):  # called once each request is out
+        at_sending.append(engine.servers_waiting.wait_until_none(0))
+        bookkeep(self, running, finished)
+
+    def probed_reserve(**kwargs):  # while the job before generates
+        while_generating.append(engine.servers_waiting.wait_until_none(0))
+        return reserve(**kwargs)
+
+    monkeypatch.setattr(engine._ServerLoop, "_bookkeep", probed_bookkeep)
+    monkeypatch.setattr(dispatch, "job_reserve_next", probed_reserve)
+    submit(seed=1)
+    submit(seed=2)
+
+    assert server_run(server.pk) == 2
+    assert server_run(server.pk) == 0  # none to claim: it counted, and no longer does
+
+    assert at_sending == [False, False]  # its start, then the answer to the first job
+    assert while_generating == [True, True]
+    assert engine.servers_waiting.wait_until_none(0)
+
+
+def test_helper_threads_wait_while_another_server_waits_at_most_the_bound(server, sim, monkeypatch):
+    monkeypatch.setattr(engine, "YIELD_SECONDS", 0.3)
+    jobs = [submit(seed=i) for i in range(2)]
+    engine.servers_waiting.begin()  # another server's loop that has not sent its request
+    try:
+        began = time.monotonic()
+        assert server_run(server.pk) == 2
+        took = time.monotonic() - began
+    finally:
+        engine.servers_waiting.end()
+
+    # The second job started from its reservation, made once the wait was over.
+    assert took >= 0.3
+    for job in jobs:
+        job.refresh_from_db()
+        assert job.status == JobStatus.COMPLETED
+
+
+def test_waiting_for_servers_ends_when_the_last_one_is_served():
+    engine.servers_waiting.begin()
+    engine.servers_waiting.begin()
+    waited = threading.Event()
+    waiter = threading.Thread(
+        target=lambda: engine.servers_waiting.wait_until_none(30) and waited.set()
+    )
+    waiter.start()
+    engine.servers_waiting.end()
+    assert not engine.servers_waiting.wait_until_none(0)  # one still waits
+    engine.servers_waiting.end()
+
+    assert waited.wait(10)
+    waiter.join(10)

@@ -1,10 +1,11 @@
 """The Celery tasks as functions (called with primary keys), and what they enqueue."""
 
+import contextlib
 from datetime import timedelta
 
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from model_bakery import baker
@@ -48,6 +49,80 @@ def test_submit_for_any_nudges_every_free_server(
     assert sorted(args[0] for _, args in names(published)) == sorted(
         [online.pk, other.pk, other.pk]
     )
+
+
+def test_a_transaction_queuing_many_jobs_nudges_each_server_once(
+    online, published, django_capture_on_commit_callbacks
+):
+    other = baker.make(Server, alias="Desktop", api_url="http://x:1", is_online=True)
+
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        for i in range(10):
+            job_submit(
+                owner=local_user(),
+                target_server_alias=("Laptop", "Desktop")[i % 2],
+                generation_params={"steps": 5, "seed": i},
+            )
+
+    assert sorted(names(published)) == sorted(
+        [("queue_app.tasks.run_server", (online.pk,)), ("queue_app.tasks.run_server", (other.pk,))]
+    )
+
+
+def test_a_transaction_queuing_many_any_jobs_looks_for_free_servers_once(
+    online, published, django_capture_on_commit_callbacks
+):
+    other = baker.make(Server, alias="Desktop", api_url="http://x:1", is_online=True, slots=2)
+
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        for i in range(10):
+            job_submit(owner=local_user(), target_server_alias="any", generation_params={"i": i})
+
+    # One message per free slot, as for a single job; not one per slot and job.
+    assert sorted(args[0] for _, args in names(published)) == sorted(
+        [online.pk, other.pk, other.pk]
+    )
+
+
+def test_each_transaction_sends_its_own_nudges(
+    online, published, django_capture_on_commit_callbacks
+):
+    for i in range(2):
+        with django_capture_on_commit_callbacks(execute=True):
+            job_submit(owner=local_user(), target_server_alias="Laptop", generation_params={"i": i})
+
+    assert names(published) == [("queue_app.tasks.run_server", (online.pk,))] * 2
+
+
+def test_a_job_after_a_rolled_back_submit_is_still_nudged(
+    online, published, django_capture_on_commit_callbacks
+):
+    other = baker.make(Server, alias="Desktop", api_url="http://x:1", is_online=True)
+
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        # The savepoint rolls back, and with it the nudge registered in it.
+        with contextlib.suppress(RuntimeError), transaction.atomic():
+            job_submit(owner=local_user(), target_server_alias="Laptop", generation_params={})
+            raise RuntimeError
+        job_submit(owner=local_user(), target_server_alias="Desktop", generation_params={})
+
+    assert names(published) == [("queue_app.tasks.run_server", (other.pk,))]
+
+
+def test_jobs_due_later_schedule_one_release_per_time_and_no_run(
+    online, published, django_capture_on_commit_callbacks
+):
+    at = timezone.now() + timedelta(minutes=5)
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        for i in range(3):
+            job_submit(
+                owner=local_user(),
+                target_server_alias="Laptop",
+                generation_params={"i": i},
+                not_before=at,
+            )
+
+    assert [name for name, _ in names(published)] == ["queue_app.tasks.release_due_jobs"]
 
 
 def test_servers_with_work_counts_free_slots(online):
