@@ -382,8 +382,8 @@ class Bench:
 
     @contextlib.contextmanager
     def nudges_coalesced(self) -> Iterator[None]:
-        """With --nudge once (a diagnostic): job_submit's nudges (coalesced per transaction
-        since h9: one per server) are replaced by one `servers_with_work` after the commit."""
+        """With --nudge once (a diagnostic): job_submit's nudges (coalesced per transaction:
+        one per server) are replaced by one `servers_with_work` after the commit."""
         if self.nudge == "per-job":
             yield
             return
