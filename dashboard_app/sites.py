@@ -23,10 +23,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from core_app.display import age
-from core_app.errors import error_body
+from core_app.errors import MobileSDError, error_body
 from core_app.forms import ThrottledAdminAuthenticationForm
 from dashboard_app import selectors
-from queue_app.control import queue_pause, queue_paused_at, queue_resume
+from queue_app.control import jobs_cancel, queue_pause, queue_paused_at, queue_resume
 from queue_app.models import JobImage
 
 GALLERY_PAGE_SIZE = 24
@@ -117,6 +117,11 @@ class DashboardSite(admin.AdminSite):
         return [
             path("dashboard/status", never_cache(self.status_view), name="dashboard_status"),
             path(
+                "dashboard/queue/cancel-waiting",
+                self.admin_view(require_POST(self.queue_cancel_waiting_view)),
+                name="dashboard_queue_cancel_waiting",
+            ),
+            path(
                 "dashboard/queue/<str:switch>",
                 self.admin_view(require_POST(self.queue_switch_view)),
                 name="dashboard_queue_switch",
@@ -137,6 +142,7 @@ class DashboardSite(admin.AdminSite):
         context = {
             "dashboard": selectors.dashboard_status(),
             "queue_paused_at": queue_paused_at(),
+            "server_aliases": selectors.server_aliases(),
             "dashboard_status_url": reverse("admin:dashboard_status", current_app=self.name),
             **(extra_context or {}),
         }
@@ -152,6 +158,20 @@ class DashboardSite(admin.AdminSite):
             messages.success(request, "Queue resumed.")
         else:
             raise Http404("No such switch.")
+        return HttpResponseRedirect(reverse("admin:index", current_app=self.name))
+
+    def queue_cancel_waiting_view(self, request: HttpRequest) -> HttpResponse:
+        """The dashboard's "Cancel waiting jobs" button: every user's pending jobs, of one
+        server's queue if a server is chosen ("any": those waiting for any server); the
+        running ones go on ("all but the current one")."""
+        alias = request.POST.get("server", "").strip()
+        try:
+            cancelled = jobs_cancel(owner=None, server_alias=alias or None)
+        except MobileSDError as exc:
+            messages.error(request, str(exc))
+        else:
+            where = f" of {alias}" if alias else ""
+            messages.success(request, f"Cancelled {cancelled} waiting job(s){where}.")
         return HttpResponseRedirect(reverse("admin:index", current_app=self.name))
 
     def status_view(self, request: HttpRequest) -> JsonResponse:

@@ -3,7 +3,7 @@ server on its page, move a job on its page."""
 
 from django.urls import reverse
 
-from queue_app.models import JobStatus, QueueState
+from queue_app.models import Job, JobStatus, QueueState
 from servers_app.models import Server
 from tests.admin_support import make_job, messages_of, press
 
@@ -32,6 +32,35 @@ def test_the_dashboards_switch_takes_only_a_post_and_known_switches(admin_client
         admin_client.post(reverse("admin:dashboard_queue_switch", args=["stop"])).status_code == 404
     )
     assert not QueueState.objects.exists()
+
+
+def test_the_dashboard_cancels_the_waiting_jobs_but_not_the_running_ones(admin_client, server):
+    desktop = Server.objects.create(alias="Desktop", api_url="http://127.0.0.1:7861")
+    laptop_waiting, desktop_waiting = make_job(server), make_job(desktop)
+    running = make_job(server, JobStatus.PROCESSING)
+    page = admin_client.get(reverse("admin:index")).content.decode()
+    assert "Cancel waiting jobs" in page
+    assert '<option value="Desktop">Desktop</option>' in page
+    url = reverse("admin:dashboard_queue_cancel_waiting")
+
+    one = admin_client.post(url, {"server": "Laptop"}, follow=True)
+
+    assert messages_of(one) == ["Cancelled 1 waiting job(s) of Laptop."]
+    assert statuses(laptop_waiting, desktop_waiting, running) == [
+        "cancelled",
+        "pending",
+        "processing",
+    ]
+    every = admin_client.post(url, {"server": ""}, follow=True)
+    assert messages_of(every) == ["Cancelled 1 waiting job(s)."]
+    assert statuses(desktop_waiting, running) == ["cancelled", "processing"]
+    unknown = admin_client.post(url, {"server": "Nope"}, follow=True)
+    assert messages_of(unknown) == ["Server 'Nope' not found."]
+    assert admin_client.get(url).status_code == 405
+
+
+def statuses(*jobs) -> list[str]:
+    return [Job.objects.get(pk=job.pk).status for job in jobs]
 
 
 def test_the_server_page_pauses_and_resumes_the_server(admin_client, server):
