@@ -31,7 +31,7 @@ import time
 from typing import Any
 
 from bench.engine_figures import Check, Outcome, percentile, require_all_completed
-from bench.engine_harness import Bench, SimSpec, params
+from bench.engine_harness import Bench, SimSpec, params, wait_jobs_ended
 
 NAME = "eta"
 
@@ -71,19 +71,6 @@ def _workload(
         )
         jobs.append((target, job, 1 if rng.random() < 0.1 else 0))
     return jobs
-
-
-def _wait_all(ids: list[str], timeout: float) -> None:
-    from queue_app.models import Job, JobStatus
-    from tests.integration.procs import wait_until
-
-    open_states = [JobStatus.PENDING, JobStatus.PROCESSING]
-    wait_until(
-        lambda: not Job.objects.filter(pk__in=ids, status__in=open_states).exists(),
-        timeout=timeout,
-        interval=0.1,
-        what=f"{len(ids)} jobs to end",
-    )
 
 
 def _submit(jobs: list[tuple[Any, dict[str, Any], int]]) -> list[str]:
@@ -131,7 +118,7 @@ def run(bench: Bench, args: argparse.Namespace) -> Outcome:
                 warmup += [(alias, _params(loaded, shape, 20, 1), 0)] * 2
             warmup += [(alias, _params(m, SHAPES[0], 20, 1), 0) for m in MODELS if m != loaded]
         bench.log(f"eta: warm-up of {len(warmup)} jobs")
-        _wait_all(_submit(warmup), timeout=300)
+        wait_jobs_ended(_submit(warmup), timeout=300)
 
         marks: list[tuple[float, Any]] = []
         predicted: dict[str, tuple[Any, Any]] = {}
@@ -148,7 +135,7 @@ def run(bench: Bench, args: argparse.Namespace) -> Outcome:
                 predicted[str(job.pk)] = (timezone.now(), job_queue_place(job=job))
             compute_seconds = time.perf_counter() - computing
         bench.log(f"eta: queued {len(ids)} jobs; their places took {compute_seconds:.3f} s")
-        _wait_all(ids, timeout=600)
+        wait_jobs_ended(ids, timeout=600)
         committed_mono, committed = marks[0]
         rows = Job.objects.filter(pk__in=ids).values_list("pk", "status", "started_at", "server_id")
         measured.update(

@@ -428,7 +428,7 @@ class Bench:
 
         from core_app.scopes import local_user
         from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
-        from queue_app.models import ANY_SERVER, Job, JobStatus
+        from queue_app.models import ANY_SERVER, Job
         from queue_app.services import job_submit
         from queue_app.tasks import nudge, servers_with_work
         from servers_app.models import Server
@@ -488,13 +488,7 @@ class Bench:
                         ids.append(str(job.pk))
                 self.log(f"queued {len(ids)} jobs; worker pid(s) {pids}")
                 spy = self.start_py_spy(proc.popen.pid)
-                open_states = [JobStatus.PENDING, JobStatus.PROCESSING]
-                wait_until(
-                    lambda: not Job.objects.filter(pk__in=ids, status__in=open_states).exists(),
-                    timeout=timeout,
-                    interval=0.1,
-                    what=f"{len(ids)} jobs to end",
-                )
+                wait_jobs_ended(ids, timeout=timeout)
                 done_at = time.monotonic()
                 cpu_after = cpu_by_program(pids, sim_pids)
                 if after_jobs is not None:
@@ -557,3 +551,16 @@ def params(
 def loadavg() -> str:
     """The 1-minute load average (other work on the machine skews every figure)."""
     return Path("/proc/loadavg").read_text().split()[0]
+
+
+def wait_jobs_ended(ids: Sequence[str], *, timeout: float) -> None:
+    """Wait until none of the jobs `ids` is pending or processing."""
+    from queue_app.models import Job, JobStatus
+
+    open_states = [JobStatus.PENDING, JobStatus.PROCESSING]
+    wait_until(
+        lambda: not Job.objects.filter(pk__in=ids, status__in=open_states).exists(),
+        timeout=timeout,
+        interval=0.1,
+        what=f"{len(ids)} jobs to end",
+    )

@@ -34,6 +34,11 @@ def request_user(request: Request) -> Any:
     return local_user()
 
 
+def request_api_key(request: Request) -> ApiKey | None:
+    """The API key the request came with (None: a staff session or anonymous mode)."""
+    return request.auth if isinstance(request.auth, ApiKey) else None
+
+
 def request_is_admin(request: Request) -> bool:
     """Whether the request has the admin scope: an admin key, a staff session, or anonymous
     mode (a trusted network with no keys at all)."""

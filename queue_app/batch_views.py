@@ -6,9 +6,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core_app.models import ApiKey
 from core_app.pagination import paginated_response
-from core_app.scopes import owner_scope, request_user
+from core_app.scopes import owner_scope, request_api_key, request_user
 from core_app.serializers import ErrorSerializer, MessageSerializer
 from queue_app.batch_serializers import (
     BatchCancelSerializer,
@@ -57,7 +56,7 @@ class BatchListView(APIView):
             priority=data["priority"],
             not_before=data["not_before"],
             expires_at=data["expires_at"],
-            api_key=request.auth if isinstance(request.auth, ApiKey) else None,
+            api_key=request_api_key(request),
             idempotency_key=idempotency_key(request),
         )
         headers = {} if created else {"Idempotent-Replayed": "true"}

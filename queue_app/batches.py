@@ -7,7 +7,6 @@ sent. They are created in one transaction, in an order that groups them by check
 that a server loads each checkpoint once for the batch where it can.
 """
 
-import contextlib
 import itertools
 import logging
 import uuid
@@ -22,16 +21,15 @@ from django.utils import timezone
 
 from core_app.errors import Conflict, InvalidInput, NotFound
 from core_app.models import ApiKey
+from queue_app.control import jobs_cancel
 from queue_app.images import delete_image_files, image_storage_names
 from queue_app.models import ACTIVE_STATUSES, ANY_SERVER, Batch, Job, JobImage, JobStatus
 from queue_app.params import requested_loras
 from queue_app.quotas import batch_quota_check
 from queue_app.services import (
-    CANCELLED_DETAILS,
     _check_models,
     _lora_entry_names,
     _scoped_idempotency_key,
-    job_cancel,
     job_nudge_on_commit,
     waits_until,
 )
@@ -330,24 +328,12 @@ def batch_images(*, batch: Batch) -> QuerySet[JobImage]:
 def batch_cancel(*, batch_id: str | UUID, owner: Any | None) -> tuple[Batch, int]:
     """Cancel every pending or processing job of the batch; returns (batch, how many).
 
-    Pending ones in one conditional update; processing ones through job_cancel, which
-    interrupts their server. A batch with nothing left to cancel is not an error (0).
+    As queue_app.control.jobs_cancel: pending ones in one conditional update, processing
+    ones through job_cancel, which interrupts their server. A batch with nothing left to
+    cancel is not an error (0).
     """
     batch = batch_get(batch_id=batch_id, owner=owner)
-    now = timezone.now()
-    cancelled = Job.objects.filter(batch=batch, status=JobStatus.PENDING).update(
-        status=JobStatus.CANCELLED,
-        result_details=CANCELLED_DETAILS,
-        completed_at=now,
-        updated_at=now,
-        lease_token=None,
-        lease_expires_at=None,
-    )
-    running = Job.objects.filter(batch=batch, status=JobStatus.PROCESSING)
-    for job_id in running.values_list("pk", flat=True):
-        with contextlib.suppress(Conflict):  # it finished meanwhile
-            job_cancel(job_id=job_id, owner=None)
-            cancelled += 1
+    cancelled = jobs_cancel(owner=None, batch=batch, include_processing=True)
     logger.info("Cancelled %d job(s) of batch %s", cancelled, batch.pk)
     return _with_counts(batch), cancelled
 

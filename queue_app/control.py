@@ -213,6 +213,9 @@ def jobs_cancel(
         result_details=CANCELLED_DETAILS,
         completed_at=now,
         updated_at=now,
+        # A worker's reservation of one of them as its server's next job goes with it.
+        lease_token=None,
+        lease_expires_at=None,
     )
     if include_processing:
         # One by one: each is interrupted on its server if it is the one running there.

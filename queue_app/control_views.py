@@ -10,8 +10,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core_app.fields import TimestampField
-from core_app.permissions import AdminScope, HasApiKeyOrStaff
-from core_app.scopes import owner_scope, request_user
+from core_app.permissions import ADMIN_ONLY, AdminScope
+from core_app.scopes import owner_scope, request_is_admin, request_user
 from core_app.serializers import ErrorSerializer
 from queue_app.batches import batch_get
 from queue_app.control import (
@@ -32,8 +32,6 @@ from queue_app.serializers import (
     StrictCharField,
     StrictIntegerField,
 )
-
-ADMIN_ONLY = {403: ErrorSerializer}
 
 
 class PausedServerSerializer(serializers.Serializer):
@@ -62,11 +60,11 @@ class QueueView(APIView):
 
 
 class QueuePauseView(APIView):
-    permission_classes = [HasApiKeyOrStaff, AdminScope]
+    permission_classes = ADMIN_ONLY
 
     @extend_schema(
         request=None,
-        responses={200: QueuePauseSerializer, **ADMIN_ONLY},
+        responses={200: QueuePauseSerializer},
         summary="Pause the whole queue (running jobs finish, nothing new starts)",
     )
     def post(self, request: Request) -> Response:
@@ -74,11 +72,11 @@ class QueuePauseView(APIView):
 
 
 class QueueResumeView(APIView):
-    permission_classes = [HasApiKeyOrStaff, AdminScope]
+    permission_classes = ADMIN_ONLY
 
     @extend_schema(
         request=None,
-        responses={200: QueuePauseSerializer, **ADMIN_ONLY},
+        responses={200: QueuePauseSerializer},
         summary="Resume the queue",
     )
     def post(self, request: Request) -> Response:
@@ -119,7 +117,7 @@ class QueueCancelView(APIView):
         query = QueueCancelRequestSerializer(data=request.data)
         query.is_valid(raise_exception=True)
         data = query.validated_data
-        if data["scope"] == "all" and not AdminScope().has_permission(request, self):
+        if data["scope"] == "all" and not request_is_admin(request):
             self.permission_denied(request, AdminScope.message, AdminScope.code)
         batch = None
         if "batch_id" in data:  # another user's batch is a 404 for a client key

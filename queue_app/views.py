@@ -20,9 +20,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core_app.errors import NotFound
-from core_app.models import ApiKey
 from core_app.pagination import paginated_response
-from core_app.scopes import owner_scope, request_user
+from core_app.scopes import owner_scope, request_api_key, request_user
 from core_app.serializers import ErrorSerializer, MessageSerializer
 from queue_app.control_views import JobEditSerializer, job_edit_response
 from queue_app.counts import job_list_count
@@ -91,7 +90,7 @@ class GenerateView(APIView):
             target_server_alias=serializer.validated_data["target_server_alias"],
             generation_params=serializer.validated_data["generation_params"],
             priority=serializer.validated_data["priority"],
-            api_key=request.auth if isinstance(request.auth, ApiKey) else None,
+            api_key=request_api_key(request),
             owner=request_user(request),
             idempotency_key=key,
             not_before=serializer.validated_data["not_before"],

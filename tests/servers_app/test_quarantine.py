@@ -1,19 +1,16 @@
 """Quarantine of a server whose jobs keep failing (servers_app.quarantine): its state
 transitions, what it claims meanwhile, the probe that brings it back, and what counts."""
 
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 from model_bakery import baker
 
 from core_app.scopes import local_user
 from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
 from queue_app import dispatch
-from queue_app.engine import server_run
 from queue_app.models import Job, JobStatus
 from queue_app.services import job_submit
 from queue_app.tasks import reconcile, servers_with_work
@@ -24,7 +21,7 @@ from servers_app.quarantine import (
     server_note_job_failure,
     server_note_job_success,
 )
-from tests.support import checked_server, submit
+from tests.support import checked_server, run_queue_in_thread, submit
 
 
 @pytest.fixture
@@ -176,14 +173,7 @@ def simulated(sim, settings) -> Server:
 
 
 def run_queue(server_id: int) -> None:
-    def target() -> None:
-        try:
-            server_run(server_id)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
+    thread = run_queue_in_thread(server_id)
     thread.join(timeout=30)
     assert not thread.is_alive()
 
