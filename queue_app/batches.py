@@ -27,10 +27,10 @@ from queue_app.models import ACTIVE_STATUSES, ANY_SERVER, Batch, Job, JobImage, 
 from queue_app.params import requested_loras
 from queue_app.quotas import batch_quota_check
 from queue_app.services import (
-    _check_models,
-    _lora_entry_names,
-    _scoped_idempotency_key,
+    job_models_check,
     job_nudge_on_commit,
+    lora_entry_names,
+    scoped_idempotency_key,
     waits_until,
 )
 from queue_app.turns import job_next_turn
@@ -111,7 +111,7 @@ def _apply(params: dict[str, Any], axis: dict[str, Any], value: Any) -> None:
 def _check_batch_models(
     server: Server | None, batch: list[BatchItem], axes: list[dict[str, Any]] | None
 ) -> None:
-    """The model checks of a submit (services._check_models), once per distinct checkpoint
+    """The model checks of a submit (services.job_models_check), once per distinct checkpoint
     and LoRAs; a refusal names the first item (or axis value) that asked for it."""
     problems: dict[str, list[str]] = {}
     seen: set[tuple[Any, ...]] = set()
@@ -120,13 +120,13 @@ def _check_batch_models(
         key = (
             str(params.get("checkpoint_name") or "").strip(),
             tuple(requested_loras(params)),
-            tuple(sorted(_lora_entry_names(params))),
+            tuple(sorted(lora_entry_names(params))),
         )
         if key in seen:
             continue
         seen.add(key)
         try:
-            _check_models(server, params)
+            job_models_check(server, params)
         except InvalidInput as refused:
             for field, messages in (refused.fields or {}).items():
                 problems.setdefault(_item_path(field, item, axes), []).extend(messages)
@@ -183,7 +183,7 @@ def batch_submit(
     returns the first one's batch; the same key with another request is refused.
     """
     request = {"generation_params": generation_params, "items": items, "axes": axes}
-    scoped_key = _scoped_idempotency_key(api_key, idempotency_key)
+    scoped_key = scoped_idempotency_key(api_key, idempotency_key)
     if scoped_key is not None:
         existing = Batch.objects.filter(idempotency_key=scoped_key).first()
         if existing is not None:

@@ -25,9 +25,9 @@ from queue_app.models import ANY_SERVER, Job, JobStatus, QueueState
 from queue_app.params import requested_loras
 from queue_app.services import (
     CANCELLED_DETAILS,
-    _check_models,
     job_cancel,
     job_get,
+    job_models_check,
     job_nudge_on_commit,
 )
 from servers_app.checkpoints import checkpoint_key
@@ -166,7 +166,7 @@ def job_edit(
     values: dict[str, Any] = {}
     if generation_params is not None:
         params = {**(job.generation_params or {}), **generation_params}
-        _check_models(job.server if job.target_server_alias != ANY_SERVER else None, params)
+        job_models_check(job.server if job.target_server_alias != ANY_SERVER else None, params)
         values.update(
             generation_params=params,
             checkpoint_key=checkpoint_key(str(params.get("checkpoint_name") or "")),

@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 CANCELLED_DETAILS = {"cancelled": True, "message": "Job cancelled by user"}
 
 
-def _scoped_idempotency_key(api_key: ApiKey | None, key: str | None) -> str | None:
+def scoped_idempotency_key(api_key: ApiKey | None, key: str | None) -> str | None:
+    """An Idempotency-Key as stored: the same key from two API keys is two requests."""
     if not key:
         return None
     return f"{api_key.pk if api_key else 'anon'}:{key}"
@@ -58,7 +59,7 @@ def job_submit(
     a concurrent
     server_delete cannot leave the job without its server.
     """
-    scoped_key = _scoped_idempotency_key(api_key, idempotency_key)
+    scoped_key = scoped_idempotency_key(api_key, idempotency_key)
     if scoped_key is not None:
         existing = Job.objects.filter(idempotency_key=scoped_key).first()
         if existing is not None:
@@ -71,7 +72,7 @@ def job_submit(
                 server = server_get(
                     alias=target_server_alias, queryset=Server.objects.select_for_update()
                 )
-            _check_models(server, generation_params)
+            job_models_check(server, generation_params)
             quota_check(owner=owner, generation_params=generation_params)
             job = Job.objects.create(
                 server=server,
@@ -99,7 +100,7 @@ def job_submit(
     return job, True
 
 
-def _check_models(server: Server | None, params: dict[str, Any]) -> None:
+def job_models_check(server: Server | None, params: dict[str, Any]) -> None:
     """Refuse a checkpoint or LoRA that a fresh model cache says is not there (with close
     matches), or a LoRA that names several of the server's.
 
@@ -120,7 +121,7 @@ def _check_models(server: Server | None, params: dict[str, Any]) -> None:
     candidates = [server] if server is not None else list(Server.objects.filter(enabled=True))
     if not candidates or not all(fresh(candidate) for candidate in candidates):
         return
-    listed = {str(name).strip() for name in _lora_entry_names(params)}
+    listed = {str(name).strip() for name in lora_entry_names(params)}
     problems: dict[str, list[str]] = {}
     for candidate in candidates:
         missing: dict[str, list[str]] = {}
@@ -143,7 +144,8 @@ def _check_models(server: Server | None, params: dict[str, Any]) -> None:
     raise InvalidInput(problems)
 
 
-def _lora_entry_names(params: dict[str, Any]) -> list[str]:
+def lora_entry_names(params: dict[str, Any]) -> list[str]:
+    """The names in the `loras` list of generation params (not those in the prompt)."""
     entries = params.get("loras")
     if not isinstance(entries, list):
         return []

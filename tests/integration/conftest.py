@@ -159,17 +159,20 @@ def running_cluster(
         engine_cluster.stop()
 
 
+# Short leases and periods, so that faults are noticed in moments.
+SHORT_PERIODS = {
+    "MOBILESD_LEASE_SECONDS": "3",
+    "MOBILESD_HEARTBEAT_SECONDS": "0.2",
+    "MOBILESD_RECONCILE_SECONDS": "1",
+    "MOBILESD_HEALTH_CHECK_SECONDS": "1",
+    "MOBILESD_RETRY_BACKOFF_SECONDS": "0.2",
+}
+
+
 @pytest.fixture(scope="module")
 def cluster(django_db_setup, tmp_path_factory) -> Iterator[Cluster]:
-    """A cluster with short leases and periods, so that faults are noticed in moments."""
-    with running_cluster(
-        tmp_path_factory.mktemp("engine"),
-        MOBILESD_LEASE_SECONDS="3",
-        MOBILESD_HEARTBEAT_SECONDS="0.2",
-        MOBILESD_RECONCILE_SECONDS="1",
-        MOBILESD_HEALTH_CHECK_SECONDS="1",
-        MOBILESD_RETRY_BACKOFF_SECONDS="0.2",
-    ) as engine_cluster:
+    """A cluster with SHORT_PERIODS."""
+    with running_cluster(tmp_path_factory.mktemp("engine"), **SHORT_PERIODS) as engine_cluster:
         yield engine_cluster
 
 

@@ -14,7 +14,7 @@ from model_bakery import baker
 from queue_app.models import FINISHED_STATUSES, Job, JobStatus
 from queue_app.services import job_submit
 from servers_app.models import Server
-from tests.integration.conftest import Cluster, running_cluster
+from tests.integration.conftest import SHORT_PERIODS, Cluster, running_cluster
 from tests.integration.procs import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -30,11 +30,7 @@ def cluster(django_db_setup, tmp_path_factory) -> Iterator[Cluster]:
     """The engine tests' cluster, with a quarantine after 3 failures."""
     with running_cluster(
         tmp_path_factory.mktemp("sharing"),
-        MOBILESD_LEASE_SECONDS="3",
-        MOBILESD_HEARTBEAT_SECONDS="0.2",
-        MOBILESD_RECONCILE_SECONDS="1",
-        MOBILESD_HEALTH_CHECK_SECONDS="1",
-        MOBILESD_RETRY_BACKOFF_SECONDS="0.2",
+        **SHORT_PERIODS,
         MOBILESD_MAX_RETRIES="10",
         MOBILESD_QUARANTINE_AFTER_FAILURES="3",
         MOBILESD_QUARANTINE_COOLDOWN_SECONDS=str(COOLDOWN),
