@@ -73,6 +73,15 @@ class _Handler(SimRequestHandler):
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
 
+    def end_headers(self) -> None:
+        if self.server.sim.faults.refuse_connections:
+            # Refusing already: say in this response that the connection ends with it (as
+            # uvicorn does while shutting down), so that a client does not send its next
+            # request on it in the moment before the close below reaches it.
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        super().end_headers()
+
     def parse_request(self) -> bool:
         # A request line has arrived: the connection is busy until its response is written.
         self.server.sim._set_busy(self.connection, True)
