@@ -133,6 +133,7 @@ INSTALLED_APPS = [
     "queue_app",
     "civitai_app",
     "debug_app",
+    "events_app.apps.EventsConfig",
 ]
 
 MIDDLEWARE = [
@@ -520,3 +521,15 @@ SENTRY_DSN = env.str("SENTRY_DSN", "")
 SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", "")
 SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", 0.0)
 # === End of observability ================================================================
+
+# === Events (issue #14: the event log, streams and feeds) ================================
+# Every change of a job, batch, server or download is an event (events_app); events are
+# kept this long, then pruned (a reader whose cursor is older must start again).
+MOBILESD_EVENTS_RETENTION_SECONDS = _positive("MOBILESD_EVENTS_RETENTION_SECONDS", 7 * 24 * 3600.0)
+MOBILESD_EVENTS_PRUNE_SECONDS = _positive("MOBILESD_EVENTS_PRUNE_SECONDS", 3600.0)
+CELERY_BEAT_SCHEDULE["prune-events"] = {
+    "task": "events_app.tasks.prune_events",
+    "schedule": MOBILESD_EVENTS_PRUNE_SECONDS,
+    "options": {"expires": MOBILESD_EVENTS_PRUNE_SECONDS},
+}
+# === End of events =======================================================================

@@ -1,0 +1,429 @@
+"""The triggers that write the event log: one per table and operation, on PostgreSQL and
+SQLite, in the transaction of the change itself.
+
+Triggers rather than calls in the services, because every writer must be caught: the
+services' conditional updates, the engine's, a bulk cancel, an admin action, a server's
+deletion (SET NULL on its jobs) and the reconcile task alike; and because an event then
+commits, or rolls back, with its change. Which columns make a change an event is in each
+table's `watched` list: a lease renewal or a health check's timestamp is not one.
+
+PostgreSQL: each trigger also NOTIFYs `RAW_CHANNEL`, delivered only when the transaction
+commits, so that a listener sequences the new events at once (events_app.sequencer).
+SQLite: a last trigger gives each event its public id as it is written (writers there take
+turns, so the order they write in is the order they commit in).
+
+SQLite drops a table's triggers when Django rebuilds the table (an ALTER it cannot do in
+place), so `event_triggers_install` runs after every `migrate` (post_migrate).
+"""
+
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from civitai_app.models import Download
+from events_app.models import Event
+from queue_app.models import Batch, Job, QueueState
+from servers_app.models import Server
+
+# NOTIFYed (at commit) by every event trigger on PostgreSQL: "there are new events".
+RAW_CHANNEL = "mobilesd_events_raw"
+# NOTIFYed by the sequencer once new events have public ids; the payload is the new head.
+CHANNEL = "mobilesd_events"
+
+_JOB_STATUS_TYPE = (
+    "CASE {s}.status WHEN 'pending' THEN 'job.queued' WHEN 'processing' THEN 'job.started' "
+    "WHEN 'completed' THEN 'job.completed' WHEN 'failed' THEN 'job.failed' "
+    "WHEN 'cancelled' THEN 'job.cancelled' ELSE 'job.updated' END"
+)
+_DOWNLOAD_STATUS_TYPE = (
+    "CASE {s}.status WHEN 'pending' THEN 'download.queued' "
+    "WHEN 'downloading' THEN 'download.started' WHEN 'verifying' THEN 'download.verifying' "
+    "WHEN 'completed' THEN 'download.completed' WHEN 'failed' THEN 'download.failed' "
+    "WHEN 'cancelled' THEN 'download.cancelled' ELSE 'download.updated' END"
+)
+
+
+@dataclass(frozen=True)
+class _Vendor:
+    """What differs between the two databases' SQL."""
+
+    ne: str  # "is distinct from"
+    obj: str  # building a JSON object
+    json_col: str  # a JSON column's value inside that object: {c}
+    bool_col: str  # a boolean column's value: {c}
+    path: str  # a JSON column's member: {c}, {key}
+    now: str
+
+    def json(self, *pairs: tuple[str, str]) -> str:
+        return f"{self.obj}({', '.join(f"'{key}', {value}" for key, value in pairs)})"
+
+
+_PG = _Vendor(
+    ne="IS DISTINCT FROM",
+    obj="jsonb_build_object",
+    json_col="{c}",
+    bool_col="{c}",
+    path="({c} -> '{key}')",
+    now="now()",
+)
+_SQLITE = _Vendor(
+    ne="IS NOT",
+    obj="json_object",
+    json_col="json({c})",
+    bool_col="CASE WHEN {c} IS NULL THEN NULL WHEN {c} THEN json('true') ELSE json('false') END",
+    path="json_extract({c}, '$.{key}')",
+    now="strftime('%Y-%m-%d %H:%M:%f', 'now')",
+)
+
+
+@dataclass(frozen=True)
+class _Table:
+    """The events of one table: which columns are watched, each operation's event type, and
+    what each event records (`row` is NEW or OLD)."""
+
+    name: str  # the table
+    watched: tuple[str, ...]  # an UPDATE is an event only when one of these changed
+
+    def insert_type(self, v: _Vendor) -> str:
+        raise NotImplementedError
+
+    def update_type(self, v: _Vendor) -> str:
+        raise NotImplementedError
+
+    def delete_type(self, v: _Vendor) -> str:
+        raise NotImplementedError
+
+    def columns(self, v: _Vendor, row: str) -> dict[str, str]:
+        """The event's subject columns (job_id, owner_id, ...) from `row`."""
+        raise NotImplementedError
+
+    def data(self, v: _Vendor, row: str) -> str:
+        raise NotImplementedError
+
+
+def _q(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+class _Jobs(_Table):
+    def insert_type(self, v: _Vendor) -> str:
+        return _JOB_STATUS_TYPE.format(s="NEW")
+
+    def update_type(self, v: _Vendor) -> str:
+        preview_old = v.path.format(c="OLD.progress", key="preview_id")
+        preview_new = v.path.format(c="NEW.progress", key="preview_id")
+        return (
+            f"CASE WHEN OLD.status {v.ne} NEW.status THEN {_JOB_STATUS_TYPE.format(s='NEW')} "
+            f"WHEN NEW.status = 'processing' AND {preview_old} {v.ne} {preview_new} "
+            "THEN 'job.preview' "
+            f"WHEN OLD.progress {v.ne} NEW.progress THEN 'job.progress' ELSE 'job.updated' END"
+        )
+
+    def delete_type(self, v: _Vendor) -> str:
+        return "'job.deleted'"
+
+    def columns(self, v: _Vendor, row: str) -> dict[str, str]:
+        return {
+            "job_id": f"{row}.id",
+            "batch_id": f"{row}.batch_id",
+            "server_id": f"{row}.server_id",
+            "owner_id": f"{row}.owner_id",
+        }
+
+    def data(self, v: _Vendor, row: str) -> str:
+        server = _q(Server._meta.db_table)
+        alias = (
+            f"COALESCE((SELECT alias FROM {server} WHERE id = {row}.server_id), "  # noqa: S608
+            f"{row}.target_server_alias)"
+        )
+        return v.json(
+            ("status", f"{row}.status"),
+            ("target_server_alias", alias),
+            ("forge_session_hash", f"{row}.forge_session_hash"),
+            ("retry_count", f"{row}.retry_count"),
+            ("priority", f"{row}.priority"),
+            ("progress", v.json_col.format(c=f"{row}.progress")),
+            ("result_details", v.json_col.format(c=f"{row}.result_details")),
+            ("created_at", f"{row}.created_at"),
+            ("updated_at", f"{row}.updated_at"),
+            ("completed_at", f"{row}.completed_at"),
+            ("not_before", f"{row}.not_before"),
+            ("expires_at", f"{row}.expires_at"),
+        )
+
+
+class _Batches(_Table):
+    def insert_type(self, v: _Vendor) -> str:
+        return "'batch.created'"
+
+    def update_type(self, v: _Vendor) -> str:
+        return "'batch.updated'"
+
+    def delete_type(self, v: _Vendor) -> str:
+        return "'batch.deleted'"
+
+    def columns(self, v: _Vendor, row: str) -> dict[str, str]:
+        return {"batch_id": f"{row}.id", "owner_id": f"{row}.owner_id"}
+
+    def data(self, v: _Vendor, row: str) -> str:
+        return v.json(
+            ("name", f"{row}.name"),
+            ("target_server_alias", f"{row}.target_server_alias"),
+            ("priority", f"{row}.priority"),
+            ("job_count", f"{row}.job_count"),
+            ("created_at", f"{row}.created_at"),
+        )
+
+
+class _Servers(_Table):
+    def insert_type(self, v: _Vendor) -> str:
+        return "'server.added'"
+
+    def update_type(self, v: _Vendor) -> str:
+        return (
+            f"CASE WHEN OLD.is_online {v.ne} NEW.is_online THEN "
+            "(CASE WHEN NEW.is_online THEN 'server.online' "
+            "WHEN NOT NEW.is_online THEN 'server.offline' ELSE 'server.updated' END) "
+            f"WHEN OLD.paused_at {v.ne} NEW.paused_at THEN "
+            "(CASE WHEN NEW.paused_at IS NULL THEN 'server.resumed' ELSE 'server.paused' END) "
+            f"WHEN OLD.quarantined_at {v.ne} NEW.quarantined_at THEN "
+            "(CASE WHEN NEW.quarantined_at IS NULL THEN 'server.released' "
+            "ELSE 'server.quarantined' END) "
+            "ELSE 'server.updated' END"
+        )
+
+    def delete_type(self, v: _Vendor) -> str:
+        return "'server.deleted'"
+
+    def columns(self, v: _Vendor, row: str) -> dict[str, str]:
+        return {"server_id": f"{row}.id"}
+
+    def data(self, v: _Vendor, row: str) -> str:
+        return v.json(
+            ("alias", f"{row}.alias"),
+            ("enabled", v.bool_col.format(c=f"{row}.enabled")),
+            ("is_online", v.bool_col.format(c=f"{row}.is_online")),
+            ("slots", f"{row}.slots"),
+            ("paused_at", f"{row}.paused_at"),
+            ("quarantined_at", f"{row}.quarantined_at"),
+            ("quarantine_reason", f"{row}.quarantine_reason"),
+            ("last_error", f"{row}.last_error"),
+        )
+
+
+class _QueueState(_Table):
+    def insert_type(self, v: _Vendor) -> str:
+        return "CASE WHEN NEW.paused_at IS NULL THEN 'queue.resumed' ELSE 'queue.paused' END"
+
+    def update_type(self, v: _Vendor) -> str:
+        return self.insert_type(v)
+
+    def delete_type(self, v: _Vendor) -> str:
+        return "'queue.resumed'"
+
+    def columns(self, v: _Vendor, row: str) -> dict[str, str]:
+        return {}
+
+    def data(self, v: _Vendor, row: str) -> str:
+        # A deleted row (no row: not paused) was not paused.
+        return v.json(("paused_at", "NULL" if row == "OLD" else f"{row}.paused_at"))
+
+
+class _Downloads(_Table):
+    def insert_type(self, v: _Vendor) -> str:
+        return _DOWNLOAD_STATUS_TYPE.format(s="NEW")
+
+    def update_type(self, v: _Vendor) -> str:
+        return (
+            f"CASE WHEN OLD.status {v.ne} NEW.status THEN "
+            f"{_DOWNLOAD_STATUS_TYPE.format(s='NEW')} "
+            f"WHEN OLD.bytes_done {v.ne} NEW.bytes_done OR OLD.size_bytes {v.ne} NEW.size_bytes "
+            "THEN 'download.progress' ELSE 'download.updated' END"
+        )
+
+    def delete_type(self, v: _Vendor) -> str:
+        return "'download.deleted'"
+
+    def columns(self, v: _Vendor, row: str) -> dict[str, str]:
+        return {"download_id": f"{row}.id", "owner_id": f"{row}.owner_id"}
+
+    def data(self, v: _Vendor, row: str) -> str:
+        return v.json(
+            ("status", f"{row}.status"),
+            ("file_name", f"{row}.file_name"),
+            ("model_name", f"{row}.model_name"),
+            ("version_name", f"{row}.version_name"),
+            ("model_type", f"{row}.model_type"),
+            ("model_version_id", f"{row}.model_version_id"),
+            ("size_bytes", f"{row}.size_bytes"),
+            ("bytes_done", f"{row}.bytes_done"),
+            ("speed_bytes_per_second", f"{row}.speed_bytes_per_second"),
+            ("error", f"{row}.error"),
+            ("error_code", f"{row}.error_code"),
+            ("attempts", f"{row}.attempts"),
+            ("created_at", f"{row}.created_at"),
+            ("updated_at", f"{row}.updated_at"),
+            ("finished_at", f"{row}.finished_at"),
+        )
+
+
+def _tables() -> list[_Table]:
+    return [
+        _Jobs(
+            Job._meta.db_table,
+            (
+                "status",
+                "progress",
+                "priority",
+                "generation_params",
+                "server_id",
+                "target_server_alias",
+                "not_before",
+                "expires_at",
+                "result_details",
+                "retry_count",
+                "batch_id",
+            ),
+        ),
+        _Batches(Batch._meta.db_table, ("name", "priority", "job_count")),
+        _Servers(
+            Server._meta.db_table,
+            (
+                "alias",
+                "enabled",
+                "is_online",
+                "slots",
+                "paused_at",
+                "quarantined_at",
+                "api_url",
+                "models_dir",
+            ),
+        ),
+        _QueueState(QueueState._meta.db_table, ("paused_at",)),
+        _Downloads(
+            Download._meta.db_table,
+            ("status", "bytes_done", "size_bytes", "error", "attempts"),
+        ),
+    ]
+
+
+_EVENT_COLUMNS = ("job_id", "batch_id", "server_id", "download_id", "owner_id")
+
+
+def _insert(table: _Table, v: _Vendor, kind: str, row: str) -> str:
+    """The INSERT of one event of `table` whose type is the SQL expression `kind`."""
+    columns = table.columns(v, row)
+    names = ", ".join(("type", *_EVENT_COLUMNS, "data", "created_at"))
+    values = ", ".join(
+        (kind, *(columns.get(name, "NULL") for name in _EVENT_COLUMNS), table.data(v, row), v.now)
+    )
+    return f"INSERT INTO {_q(Event._meta.db_table)} ({names}) VALUES ({values});"  # noqa: S608
+
+
+def _changed(table: _Table, v: _Vendor) -> str:
+    return " OR ".join(f"OLD.{c} {v.ne} NEW.{c}" for c in table.watched)
+
+
+def _trigger_names(table: _Table) -> list[str]:
+    return [f"events_{table.name}_{op}" for op in ("insert", "update", "delete")]
+
+
+def _postgresql_sql() -> list[str]:
+    v = _PG
+    statements: list[str] = []
+    for table in _tables():
+        function = f"events_{table.name}"
+        statements.append(
+            f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN {_insert(table, v, table.insert_type(v), "NEW")}
+    ELSIF TG_OP = 'UPDATE' THEN {_insert(table, v, table.update_type(v), "NEW")}
+    ELSE {_insert(table, v, table.delete_type(v), "OLD")}
+    END IF;
+    PERFORM pg_notify('{RAW_CHANNEL}', '');
+    RETURN NULL;
+END $$"""
+        )
+        insert, update, delete = _trigger_names(table)
+        quoted = _q(table.name)
+        for name in (insert, update, delete):
+            statements.append(f"DROP TRIGGER IF EXISTS {name} ON {quoted}")
+        statements += [
+            f"CREATE TRIGGER {insert} AFTER INSERT ON {quoted} "
+            f"FOR EACH ROW EXECUTE FUNCTION {function}()",
+            f"CREATE TRIGGER {update} AFTER UPDATE OF {', '.join(table.watched)} ON {quoted} "
+            f"FOR EACH ROW WHEN ({_changed(table, v)}) EXECUTE FUNCTION {function}()",
+            f"CREATE TRIGGER {delete} AFTER DELETE ON {quoted} "
+            f"FOR EACH ROW EXECUTE FUNCTION {function}()",
+        ]
+    return statements
+
+
+SQLITE_SEQUENCE_TRIGGER = "events_app_event_sequence"
+
+
+def _sqlite_sql() -> list[str]:
+    v = _SQLITE
+    statements: list[str] = []
+    for table in _tables():
+        insert, update, delete = _trigger_names(table)
+        quoted = _q(table.name)
+        statements += [f"DROP TRIGGER IF EXISTS {name}" for name in (insert, update, delete)]
+        statements += [
+            f"CREATE TRIGGER {insert} AFTER INSERT ON {quoted} "
+            f"BEGIN {_insert(table, v, table.insert_type(v), 'NEW')} END",
+            f"CREATE TRIGGER {update} AFTER UPDATE OF {', '.join(table.watched)} ON {quoted} "
+            f"WHEN {_changed(table, v)} "
+            f"BEGIN {_insert(table, v, table.update_type(v), 'NEW')} END",
+            f"CREATE TRIGGER {delete} AFTER DELETE ON {quoted} "
+            f"BEGIN {_insert(table, v, table.delete_type(v), 'OLD')} END",
+        ]
+    events = _q(Event._meta.db_table)
+    statements += [
+        f"DROP TRIGGER IF EXISTS {SQLITE_SEQUENCE_TRIGGER}",
+        # The id is AUTOINCREMENT (never reused, even after a prune); writers take turns.
+        f"CREATE TRIGGER {SQLITE_SEQUENCE_TRIGGER} AFTER INSERT ON {events} "  # noqa: S608
+        f"WHEN NEW.seq IS NULL BEGIN UPDATE {events} SET seq = NEW.id WHERE id = NEW.id; END",
+    ]
+    return statements
+
+
+def _expected() -> set[str]:
+    names = {name for table in _tables() for name in _trigger_names(table)}
+    return names if connection.vendor == "postgresql" else {*names, SQLITE_SEQUENCE_TRIGGER}
+
+
+def _installed(conn: BaseDatabaseWrapper) -> set[str]:
+    with conn.cursor() as cursor:
+        if conn.vendor == "postgresql":
+            cursor.execute("SELECT tgname FROM pg_trigger WHERE tgname LIKE 'events\\_%%'")
+        else:
+            cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        return {name for (name,) in cursor.fetchall()}
+
+
+def event_triggers_install(*, force: bool = False) -> bool:
+    """Create the triggers if any is missing (or `force`); True if it did."""
+    if connection.vendor not in ("postgresql", "sqlite"):
+        raise NotImplementedError(f"events need triggers of {connection.vendor}")
+    if not force and _expected() <= _installed(connection):
+        return False
+    statements = _postgresql_sql() if connection.vendor == "postgresql" else _sqlite_sql()
+    with transaction.atomic(), connection.cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement)
+    return True
+
+
+def event_triggers_drop() -> None:
+    """Drop the triggers (the migration's reverse): changes are no longer recorded."""
+    with connection.cursor() as cursor:
+        for table in _tables():
+            for name in _trigger_names(table):
+                on = f" ON {_q(table.name)}" if connection.vendor == "postgresql" else ""
+                cursor.execute(f"DROP TRIGGER IF EXISTS {name}{on}")
+            if connection.vendor == "postgresql":
+                cursor.execute(f"DROP FUNCTION IF EXISTS events_{table.name}()")
+        if connection.vendor == "sqlite":
+            cursor.execute(f"DROP TRIGGER IF EXISTS {SQLITE_SEQUENCE_TRIGGER}")
