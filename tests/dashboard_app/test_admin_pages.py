@@ -7,6 +7,8 @@ from django.urls import reverse
 from model_bakery import baker
 
 from core_app.models import ApiKey
+from events_app.models import Event
+from events_app.sequencer import events_sequence
 from queue_app.models import Job
 from servers_app.models import Server
 from tests.support import new_key
@@ -30,10 +32,15 @@ def inline_models():
 
 def test_every_project_model_has_an_admin_page():
     # JobImage rows are shown large on their job's page and in the gallery instead; JobCount
-    # rows are the database's own bookkeeping (queue_app/counts.py), shown as the totals.
+    # rows are the database's own bookkeeping (queue_app/counts.py), shown as the totals;
+    # the EventLog row is the event log's (its pruning mark).
     missing = project_models() - set(registered_models()) - inline_models()
 
-    assert {m._meta.label for m in missing} == {"queue_app.JobImage", "queue_app.JobCount"}
+    assert {m._meta.label for m in missing} == {
+        "queue_app.JobImage",
+        "queue_app.JobCount",
+        "events_app.EventLog",
+    }
     assert {
         "core_app.ApiKey",
         "servers_app.Server",
@@ -52,6 +59,9 @@ def make_instance(model, job):
         return job.server
     if model is ApiKey:
         return new_key("phone")[0]
+    if model is Event:  # written by the database (the job's), shown once numbered
+        events_sequence()
+        return Event.objects.order_by("-seq").first()
     return baker.make(model, _fill_optional=False)
 
 
