@@ -84,6 +84,8 @@ def _uploaded(request: Request) -> bytes:
     data = request.data
     if isinstance(data, dict) and isinstance(data.get("raw"), bytes):
         return data["raw"]
+    if request.content_type.split(";")[0].strip().lower() in RAW_IMAGE_MEDIA_TYPES:
+        return b""  # an empty body: no parser ran
     upload = request.FILES.get("image")
     if upload is None:
         raise ValidationError({"image": ["Send an image file as multipart field 'image'."]})
