@@ -154,7 +154,7 @@ class ImageInputField(serializers.Field):
     image of one of the user's jobs. Stored as a string / {"job_id": str, "index": int}."""
 
     default_error_messages = {
-        "invalid": 'An input image is an upload_id, or {"job_id": ..., "index": ...}.',
+        "invalid": 'An input image is an upload_id, or {{"job_id": ..., "index": ...}}.',
         "invalid_id": "Not a valid upload_id (a UUID).",
     }
 
