@@ -1,9 +1,11 @@
 """Upload API: upload an input image, list, show and delete uploads."""
 
 from collections.abc import Mapping
+from pathlib import PurePosixPath
 from typing import IO, Any
 
 from django.conf import settings
+from django.http import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
@@ -13,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core_app.errors import NotFound
 from core_app.pagination import paginated_response
 from core_app.parsers import declared_length, read_limited
 from core_app.scopes import owner_scope, request_user
@@ -24,6 +27,12 @@ from queue_app.upload_serializers import (
     UploadSerializer,
 )
 from queue_app.uploads import UploadTooLarge, upload_create, upload_delete, upload_get
+from queue_app.views import (
+    IMAGE_RESPONSES,
+    AnyAcceptNegotiation,
+    _file_response,
+    _not_modified,
+)
 
 RAW_IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "application/octet-stream")
 # Room for the multipart boundaries and headers around the file.
@@ -153,3 +162,29 @@ class UploadDetailView(APIView):
     def delete(self, request: Request, upload_id: str) -> Response:
         upload_delete(upload_id=upload_id, owner=owner_scope(request))
         return Response({"message": f"Upload {upload_id} deleted."})
+
+
+class UploadFileView(APIView):
+    content_negotiation_class = AnyAcceptNegotiation
+
+    @extend_schema(
+        responses=IMAGE_RESPONSES,
+        summary="An upload's file, as stored and sent to the server",
+        description="Cacheable forever: an upload's bytes never change.",
+        operation_id="uploads_file_retrieve",
+    )
+    def get(self, request: Request, upload_id: str) -> HttpResponseBase:
+        upload = upload_get(upload_id=upload_id, owner=owner_scope(request))
+        etag = f'"{upload.sha256}"'
+        if (not_modified := _not_modified(request, etag)) is not None:
+            return not_modified
+        try:
+            file = upload.file.storage.open(upload.file.name, "rb")
+        except FileNotFoundError:
+            raise NotFound(
+                f"Upload '{upload_id}' is no longer stored.", code="upload_not_found"
+            ) from None
+        name = PurePosixPath(upload.file.name).name
+        return _file_response(
+            request, file, content_type=upload.content_type, filename=name, etag=etag
+        )

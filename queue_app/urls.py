@@ -15,6 +15,7 @@ urlpatterns = [
     ),
     path("uploads", upload_views.UploadListView.as_view(), name="upload-list"),
     path("uploads/<str:upload_id>", upload_views.UploadDetailView.as_view(), name="upload-detail"),
+    path("uploads/<str:upload_id>/file", upload_views.UploadFileView.as_view(), name="upload-file"),
     path("queue/jobs", views.JobListView.as_view(), name="job-list"),
     path("queue/jobs/<str:job_id>", views.JobDetailView.as_view(), name="job-detail"),
     path("queue/jobs/<str:job_id>/status", views.JobStatusView.as_view(), name="job-status"),

@@ -258,3 +258,23 @@ def test_the_beat_schedule_runs_the_removal():
     entries = settings.CELERY_BEAT_SCHEDULE.values()
 
     assert "queue_app.tasks.remove_unused_uploads" in {entry["task"] for entry in entries}
+
+
+# --- the file -----------------------------------------------------------------------------
+
+
+def test_the_file_is_served_as_stored(alice):
+    data = image_bytes("WEBP")
+    upload_id = upload_raw(alice, data, "image/webp").json()["upload_id"]
+
+    response = alice.get(f"{URL}/{upload_id}/file")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/webp"
+    assert b"".join(response.streaming_content) == data
+
+
+def test_another_users_file_is_a_404(alice):
+    upload_id = upload_raw(alice, image_bytes()).json()["upload_id"]
+
+    assert_error(key_client("bob").get(f"{URL}/{upload_id}/file"), 404, "upload_not_found")
