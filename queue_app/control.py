@@ -23,6 +23,7 @@ from django.utils import timezone
 from core_app.errors import Conflict
 from queue_app.models import ANY_SERVER, Job, JobStatus, QueueState
 from queue_app.params import requested_loras
+from queue_app.uploads import INPUT_KEYS, job_inputs_replace
 from queue_app.services import (
     CANCELLED_DETAILS,
     job_cancel,
@@ -178,6 +179,8 @@ def job_edit(
     if not values:
         return job
     with transaction.atomic():
+        if generation_params is not None and INPUT_KEYS & set(generation_params):
+            job_inputs_replace(job=job, params=values["generation_params"])
         job = _change_pending(job, **values)
         job_nudge_on_commit(job=job)  # an "any" job may fit elsewhere now
     logger.info("Changed pending job %s (%s)", job.pk, ", ".join(sorted(values)))

@@ -179,12 +179,12 @@ class UploadFileView(APIView):
         if (not_modified := _not_modified(request, etag)) is not None:
             return not_modified
         try:
-            file = upload.file.storage.open(upload.file.name, "rb")
+            file = upload.file.storage.open(str(upload.file.name), "rb")
         except FileNotFoundError:
             raise NotFound(
                 f"Upload '{upload_id}' is no longer stored.", code="upload_not_found"
             ) from None
-        name = PurePosixPath(upload.file.name).name
+        name = PurePosixPath(str(upload.file.name)).name
         return _file_response(
             request, file, content_type=upload.content_type, filename=name, etag=etag
         )

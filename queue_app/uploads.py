@@ -134,7 +134,7 @@ def _store(*, owner: Any, checked: CheckedImage) -> Upload:
     try:
         upload.save()
     except Exception:
-        upload.file.storage.delete(upload.file.name)
+        upload.file.storage.delete(str(upload.file.name))
         raise
     logger.info("Stored upload %s (%d bytes) of user %s", upload.pk, upload.size_bytes, owner.pk)
     return upload
@@ -165,7 +165,7 @@ def upload_delete(*, upload_id: str | UUID, owner: Any | None) -> None:
             Upload.objects.filter(pk=upload.pk).update(deleted_at=timezone.now())
             return
         upload.delete()
-        _delete_files_on_commit([upload.file.name])
+        _delete_files_on_commit([str(upload.file.name or "")])
 
 
 def uploads_remove_unused(*, now: Any = None) -> int:
@@ -189,12 +189,12 @@ def uploads_remove_unused(*, now: Any = None) -> int:
     return len(rows)
 
 
-def _delete_files_on_commit(names: Iterable[str]) -> None:
-    names = [name for name in names if name]
+def _delete_files_on_commit(names: Iterable[str | None]) -> None:
+    stored = [name for name in names if name]
 
     def delete() -> None:
-        storage = Upload._meta.get_field("file").storage  # type: ignore[attr-defined]
-        for name in names:
+        storage = Upload._meta.get_field("file").storage
+        for name in stored:
             try:
                 storage.delete(name)
             except OSError:
@@ -263,11 +263,23 @@ def job_inputs_resolve(*, owner: Any, params: Mapping[str, Any]) -> JobInputs:
     except Exception:
         # The transaction is rolled back, but storage is not: nothing is left behind.
         for upload in copied:
-            upload.file.storage.delete(upload.file.name)
+            upload.file.storage.delete(str(upload.file.name))
         raise
     used = [upload.pk for upload in (*inputs.init, inputs.mask) if upload is not None]
     Upload.objects.filter(pk__in=used).update(last_used_at=timezone.now())
     return inputs
+
+
+# The generation_params keys that decide a job's inputs.
+INPUT_KEYS = frozenset({"mode", "init_images", "mask"})
+
+
+def job_inputs_replace(*, job: Job, params: Mapping[str, Any]) -> None:
+    """Resolve the inputs of a pending job's changed `params` (as at submit, as its owner's)
+    and put them in place of its old ones. Call it in the change's transaction."""
+    inputs = job_inputs_resolve(owner=job.owner, params=params)
+    JobInput.objects.filter(job=job).delete()
+    job_inputs_attach(jobs_and_inputs=[(job, inputs)])
 
 
 def _check_mask_size(inputs: JobInputs) -> None:

@@ -264,3 +264,35 @@ def test_a_txt2img_job_has_no_inputs(alice):
     response = submit(alice)
 
     assert inputs_of(response.json()["mobilesd_job_id"]) == []
+
+
+def test_changing_a_pending_jobs_init_image_changes_its_inputs(alice):
+    first, second = upload_of("alice"), upload_of("alice", image(color=(1, 1, 1)))
+    job_id = submit(alice, mode="img2img", init_images=[first]).json()["mobilesd_job_id"]
+
+    response = alice.patch(
+        f"/api/v1/queue/jobs/{job_id}",
+        {"generation_params": {"init_images": [second]}},
+        format="json",
+    )
+
+    assert response.status_code == 200, response.content
+    assert inputs_of(job_id) == [(JobInputRole.INIT, 0, second)]
+
+
+def test_changing_a_pending_job_to_another_users_upload_is_a_404_that_changes_nothing(alice):
+    key_client("bob")
+    job_id = submit(alice, mode="img2img", init_images=[upload_of("alice")]).json()[
+        "mobilesd_job_id"
+    ]
+    theirs = upload_of("bob")
+    before = db_snapshot()
+
+    response = alice.patch(
+        f"/api/v1/queue/jobs/{job_id}",
+        {"generation_params": {"init_images": [theirs]}},
+        format="json",
+    )
+
+    assert_error(response, 404, "upload_not_found")
+    assert db_snapshot() == before

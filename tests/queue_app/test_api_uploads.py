@@ -202,9 +202,7 @@ def test_deleting_an_upload_a_job_uses_hides_it_but_keeps_its_file(alice, server
 
 def old_upload(*, days: float = 2) -> Upload:
     upload = upload_create(owner=baker.make("auth.User"), data=image_bytes())
-    Upload.objects.filter(pk=upload.pk).update(
-        last_used_at=timezone.now() - timedelta(days=days)
-    )
+    Upload.objects.filter(pk=upload.pk).update(last_used_at=timezone.now() - timedelta(days=days))
     return upload
 
 
