@@ -23,7 +23,6 @@ from django.utils import timezone
 from core_app.errors import Conflict
 from queue_app.models import ANY_SERVER, Job, JobStatus, QueueState
 from queue_app.params import requested_loras
-from queue_app.uploads import INPUT_KEYS, job_inputs_replace
 from queue_app.services import (
     CANCELLED_DETAILS,
     job_cancel,
@@ -31,6 +30,7 @@ from queue_app.services import (
     job_models_check,
     job_nudge_on_commit,
 )
+from queue_app.uploads import INPUT_KEYS, job_inputs_replace
 from servers_app.checkpoints import checkpoint_key
 from servers_app.models import Server
 from servers_app.resolver import lora_key
