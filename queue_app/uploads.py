@@ -110,6 +110,8 @@ def image_check(data: bytes) -> CheckedImage:
     content_type, extension = _FORMATS[kind]
     if turned is None:
         return CheckedImage(data, content_type, extension, width, height)
+    if turned.mode not in ("1", "L", "LA", "I", "P", "RGB", "RGBA"):
+        turned = turned.convert("RGB")  # a CMYK JPEG: PNG has no such mode
     buffer = io.BytesIO()
     turned.save(buffer, format="PNG")
     return CheckedImage(buffer.getvalue(), "image/png", "png", turned.width, turned.height)

@@ -63,7 +63,7 @@ def test_an_inpaint_job_keeps_its_init_image_and_mask(alice):
     assert response.status_code == 202, response.content
     job_id = response.json()["mobilesd_job_id"]
     assert inputs_of(job_id) == [(JobInputRole.INIT, 0, init), (JobInputRole.MASK, 0, mask)]
-    params = Job.objects.get(pk=job_id).generation_params
+    params = alice.get(f"/api/v1/queue/jobs/{job_id}/status").json()["generation_params"]
     assert (params["mode"], params["init_images"], params["mask"]) == ("inpaint", [init], mask)
 
 

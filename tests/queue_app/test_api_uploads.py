@@ -276,3 +276,15 @@ def test_another_users_file_is_a_404(alice):
     upload_id = upload_raw(alice, image_bytes()).json()["upload_id"]
 
     assert_error(key_client("bob").get(f"{URL}/{upload_id}/file"), 404, "upload_not_found")
+
+
+def test_a_turned_cmyk_jpeg_is_stored_as_an_rgb_png(alice):
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    out = io.BytesIO()
+    Image.new("CMYK", (40, 30), (0, 50, 50, 0)).save(out, "JPEG", exif=exif.tobytes())
+
+    response = upload_raw(alice, out.getvalue(), "image/jpeg")
+
+    assert response.status_code == 201
+    assert (response.json()["width"], response.json()["content_type"]) == (30, "image/png")
