@@ -49,6 +49,9 @@ ERROR_CODES: dict[str, str] = {
     "idempotency_key_reused": "The Idempotency-Key was used for a different request.",
     "batch_not_found": "No such batch.",
     "image_not_found": "No such image, or its file is no longer stored.",
+    # Uploads (input images of img2img and inpaint jobs).
+    "upload_not_found": "No such upload (another user's, deleted, or removed unused).",
+    "upload_too_large": "The image has more bytes or pixels than the upload limits allow.",
     # Civitai: image recipes and downloads.
     "invalid_reference": "Give either an id or a URL, not both or neither.",
     "invalid_civitai_url": "The URL is not a Civitai page or download link MobileSD reads.",
@@ -91,6 +94,7 @@ JOB_FAILURE_CODES: dict[str, str] = {
     "lora_not_found": "A LoRA the job names is not on the server (close matches in the error).",
     "lora_ambiguous": "A LoRA the job names matches several of the server's; name it by its path.",
     "expired": "The job was still pending at its expires_at (expires_after), so it never ran.",
+    "input_missing": "An input image of the job (an upload) is no longer stored.",
 }
 
 # `error.code` of a failed download, beside `error.message`: the Civitai codes above, the

@@ -238,6 +238,13 @@ MOBILESD_MAX_PAGE_SIZE = env.int("MOBILESD_MAX_PAGE_SIZE", 200)
 # The most jobs one batch (POST /api/v1/batches: its items, or the product of its axes) makes.
 MOBILESD_BATCH_MAX_JOBS = env.int("MOBILESD_BATCH_MAX_JOBS", 500)
 
+# Uploads (POST /api/v1/uploads: the input images of img2img and inpaint jobs): the most
+# bytes and pixels of one, and how long one no job references is kept after its last use.
+MOBILESD_UPLOAD_MAX_BYTES = env.int("MOBILESD_UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
+MOBILESD_UPLOAD_MAX_PIXELS = env.int("MOBILESD_UPLOAD_MAX_PIXELS", 4096 * 4096)
+MOBILESD_UPLOAD_RETENTION_SECONDS = env.float("MOBILESD_UPLOAD_RETENTION_SECONDS", 24 * 3600.0)
+MOBILESD_UPLOAD_CLEANUP_SECONDS = env.float("MOBILESD_UPLOAD_CLEANUP_SECONDS", 3600.0)
+
 # --- API: authentication, throttling, CORS --------------------------------------------
 # Every /api/v1/ endpoint needs an API key unless this is set (a trusted network only).
 MOBILESD_ALLOW_ANONYMOUS = env.bool("MOBILESD_ALLOW_ANONYMOUS", False)
@@ -396,6 +403,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "queue_app.tasks.fold_job_counts",
         "schedule": MOBILESD_JOB_COUNTS_FOLD_SECONDS,
         "options": {"expires": MOBILESD_JOB_COUNTS_FOLD_SECONDS},
+    },
+    "remove-unused-uploads": {
+        "task": "queue_app.tasks.remove_unused_uploads",
+        "schedule": MOBILESD_UPLOAD_CLEANUP_SECONDS,
+        "options": {"expires": MOBILESD_UPLOAD_CLEANUP_SECONDS},
     },
     "refresh-models": {
         "task": "servers_app.tasks.refresh_all_models",

@@ -18,8 +18,17 @@ from core_app.display import age
 from queue_app.batches import batch_cancel, batch_delete
 from queue_app.control import job_move, queue_pause, queue_resume
 from queue_app.counts import JobCountPaginator
-from queue_app.models import ACTIVE_STATUSES, Batch, Job, JobStatus, QueueState
+from queue_app.models import (
+    ACTIVE_STATUSES,
+    Batch,
+    Job,
+    JobInputRole,
+    JobStatus,
+    QueueState,
+    Upload,
+)
 from queue_app.services import job_cancel, job_delete, job_retry, job_run_again
+from queue_app.uploads import upload_delete
 
 RETRYABLE_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED)
 
@@ -61,6 +70,7 @@ class JobAdmin(ObjectActionsAdmin):
         "target_server_alias",
         "error",
         "images_large",
+        "inputs",
         "parameters",
         "generation_info",
         "forge_session_hash",
@@ -89,6 +99,7 @@ class JobAdmin(ObjectActionsAdmin):
             },
         ),
         ("Images", {"fields": ("images_large",)}),
+        ("Inputs", {"fields": ("inputs",)}),
         ("Parameters", {"fields": ("parameters",)}),
         ("Generation info", {"fields": ("generation_info",)}),
         (
@@ -266,6 +277,34 @@ class JobAdmin(ObjectActionsAdmin):
             ),
         )
 
+    @admin.display(description="Input images")
+    def inputs(self, obj: Job) -> SafeString | str:
+        """The init images and mask of an img2img / inpaint job, as sent to the server."""
+        rows = list(obj.inputs.select_related("upload"))
+        if not rows:
+            return "—"
+        return format_html(
+            '<div class="msd-images">{}</div>',
+            format_html_join(
+                "",
+                '<figure><a href="{}" target="_blank" rel="noopener"><img src="{}" alt="{}" '
+                'loading="lazy"></a><figcaption>{} · {}&times;{} · {}</figcaption></figure>',
+                (
+                    (
+                        url,
+                        url,
+                        row.role,
+                        "mask" if row.role == JobInputRole.MASK else f"init #{row.position}",
+                        row.upload.width,
+                        row.upload.height,
+                        row.upload.content_type,
+                    )
+                    for row in rows
+                    for url in [reverse("upload-file", args=[row.upload_id])]
+                ),
+            ),
+        )
+
     @admin.display(description="Parameters")
     def parameters(self, obj: Job) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.generation_params, indent=2))
@@ -407,3 +446,52 @@ class BatchAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
         for batch_id in queryset.values_list("pk", flat=True):
             batch_delete(batch_id=batch_id, owner=None)
+
+
+@admin.register(Upload)
+class UploadAdmin(admin.ModelAdmin):
+    """Uploaded input images. Written by the API only; removed by the cleanup task once no
+    job uses them. Deleting one goes through the service: one a job still uses is hidden
+    from its owner and kept for the job."""
+
+    list_display = ("preview", "id", "owner", "size", "content_type", "created_at", "last_used_at")
+    list_filter = ("content_type", "created_at", "owner")
+    search_fields = ("id", "sha256", "owner__username")
+    ordering = ("-created_at",)
+    list_select_related = ("owner",)
+    readonly_fields = (
+        "preview",
+        "id",
+        "owner",
+        "file",
+        "content_type",
+        "size_bytes",
+        "width",
+        "height",
+        "sha256",
+        "created_at",
+        "last_used_at",
+        "deleted_at",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # uploads come from the API, which checks them
+
+    def has_change_permission(self, request: HttpRequest, obj: Upload | None = None) -> bool:
+        return False
+
+    @admin.display(description="Image")
+    def preview(self, obj: Upload) -> str:
+        url = reverse("upload-file", args=[obj.pk])
+        return format_html('<img src="{}" alt="upload" style="max-height:64px">', url)
+
+    @admin.display(description="Size")
+    def size(self, obj: Upload) -> str:
+        return f"{obj.width}x{obj.height}"
+
+    def delete_model(self, request: HttpRequest, obj: Upload) -> None:
+        upload_delete(upload_id=obj.pk, owner=None)  # its file too, or hidden while used
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Upload]) -> None:
+        for upload_id in queryset.values_list("pk", flat=True):
+            upload_delete(upload_id=upload_id, owner=None)

@@ -34,6 +34,7 @@ from queue_app.services import (
     waits_until,
 )
 from queue_app.turns import job_next_turn
+from queue_app.uploads import JobInputs, job_inputs_attach, job_inputs_resolve
 from servers_app.checkpoints import checkpoint_key
 from servers_app.models import Server
 from servers_app.resolver import lora_key
@@ -198,6 +199,7 @@ def batch_submit(
                 )
             _check_batch_models(server, batch_jobs, axes)
             batch_quota_check(owner=owner, jobs=[item.params for item in batch_jobs])
+            inputs = _resolve_batch_inputs(owner, batch_jobs, axes)
             batch = Batch.objects.create(
                 name=name,
                 server=server,
@@ -211,6 +213,7 @@ def batch_submit(
             )
             jobs = _new_jobs(batch, batch_jobs, server, not_before, expires_at)
             Job.objects.bulk_create(jobs)
+            job_inputs_attach(jobs_and_inputs=[(job, inputs[job.batch_index or 0]) for job in jobs])
             job_nudge_on_commit(job=jobs[0])
     except IntegrityError:
         existing = Batch.objects.filter(idempotency_key=scoped_key).first()
@@ -219,6 +222,24 @@ def batch_submit(
         return _replayed(existing, target_server_alias, request)
     logger.info("Queued batch %s: %d jobs for %s", batch.pk, len(jobs), batch.target_server_alias)
     return batch, [job.pk for job in sorted(jobs, key=lambda job: job.batch_index or 0)], True
+
+
+def _resolve_batch_inputs(
+    owner: Any, batch_jobs: list[BatchItem], axes: list[dict[str, Any]] | None
+) -> list[JobInputs]:
+    """The input images of each job of the batch (queue_app.uploads), by item index; a
+    refusal names the item (or axis value) that asked for it."""
+    resolved = []
+    for item in batch_jobs:
+        try:
+            resolved.append(job_inputs_resolve(owner=owner, params=item.params))
+        except InvalidInput as refused:
+            fields = {
+                _item_path(field, item, axes): messages
+                for field, messages in (refused.fields or {}).items()
+            }
+            raise InvalidInput(fields) from refused
+    return resolved
 
 
 def _new_jobs(

@@ -30,6 +30,7 @@ from queue_app.services import (
     job_models_check,
     job_nudge_on_commit,
 )
+from queue_app.uploads import INPUT_KEYS, job_inputs_replace
 from servers_app.checkpoints import checkpoint_key
 from servers_app.models import Server
 from servers_app.resolver import lora_key
@@ -178,6 +179,8 @@ def job_edit(
     if not values:
         return job
     with transaction.atomic():
+        if generation_params is not None and INPUT_KEYS & set(generation_params):
+            job_inputs_replace(job=job, params=values["generation_params"])
         job = _change_pending(job, **values)
         job_nudge_on_commit(job=job)  # an "any" job may fit elsewhere now
     logger.info("Changed pending job %s (%s)", job.pk, ", ".join(sorted(values)))

@@ -52,8 +52,15 @@ from queue_app.images import (
     orphan_image_files,
     save_image_file,
 )
-from queue_app.params import build_txt2img_payload, loras_sent, requested_loras
+from queue_app.params import (
+    build_img2img_payload,
+    build_txt2img_payload,
+    image_mode,
+    loras_sent,
+    requested_loras,
+)
 from queue_app.timeouts import job_timeout
+from queue_app.uploads import InputMissing, job_input_images
 from servers_app.checkpoints import checkpoint_hashes, checkpoint_key, checkpoint_ran_as
 from servers_app.models import Server
 from servers_app.performance import server_performance_record
@@ -305,6 +312,8 @@ class Prepared:
     checkpoint_hashes: tuple[str, ...] = ()
     # The server's names of the LoRAs in the prompt sent.
     loras: tuple[str, ...] = ()
+    # The endpoint: "txt2img", or "img2img" (modes img2img and inpaint).
+    endpoint: str = "txt2img"
 
 
 class LoraUnavailable(ForgePermanentError):
@@ -322,6 +331,13 @@ class LoraAmbiguous(LoraUnavailable):
     """A LoRA the job names matches several of its server's LoRAs."""
 
     code = "lora_ambiguous"
+
+
+class InputUnavailable(ForgePermanentError):
+    """An input image of the job (an upload) is no longer stored: the job fails with this
+    `code` before anything is sent."""
+
+    code = "input_missing"
 
 
 @dataclass(frozen=True)
@@ -621,13 +637,29 @@ def job_prepare(claim: Claim) -> Prepared:
     requested = str(params.get("checkpoint_name") or "").strip()
     title, hashes = _resolve_checkpoint(server, requested) if requested else (None, ())
     lora_names = _resolve_loras(server, requested_loras(params))
-    payload = build_txt2img_payload(
-        params,
-        task_id=claim.task_id,
-        checkpoint_title=title,
-        flavour=server.flavour or None,
-        lora_names=lora_names,
-    )
+    endpoint = "img2img" if image_mode(params) else "txt2img"
+    if endpoint == "img2img":
+        try:
+            inputs = job_input_images(job=job)
+        except InputMissing as exc:
+            raise InputUnavailable(str(exc)) from exc
+        payload = build_img2img_payload(
+            params,
+            init_images=inputs.init,
+            mask=inputs.mask,
+            task_id=claim.task_id,
+            checkpoint_title=title,
+            flavour=server.flavour or None,
+            lora_names=lora_names,
+        )
+    else:
+        payload = build_txt2img_payload(
+            params,
+            task_id=claim.task_id,
+            checkpoint_title=title,
+            flavour=server.flavour or None,
+            lora_names=lora_names,
+        )
     timeout = job_timeout(
         steps=int(payload.get("steps") or 20),
         width=int(payload.get("width") or 512),
@@ -641,6 +673,7 @@ def job_prepare(claim: Claim) -> Prepared:
         checkpoint_title=title,
         checkpoint_hashes=hashes,
         loras=tuple(loras_sent(payload["prompt"])) if lora_names else (),
+        endpoint=endpoint,
     )
 
 
@@ -665,7 +698,8 @@ def job_generate(
         prepared = prepared or job_prepare(claim)
         monitor = Monitor(claim)
         sending = time.monotonic()
-        result = client.txt2img(
+        generate = client.img2img if prepared.endpoint == "img2img" else client.txt2img
+        result = generate(
             prepared.payload, timeout=prepared.timeout, on_sent=_Once(_sent, monitor, on_sent)
         )
     except ForgeUnreachableError as exc:
@@ -682,6 +716,9 @@ def job_generate(
         return None
     except LoraUnavailable as exc:
         dispatch.job_fail(claim=claim, error=exc.detail, code=exc.code, details={"lora": exc.lora})
+        return None
+    except InputUnavailable as exc:
+        dispatch.job_fail(claim=claim, error=exc.detail, code=exc.code)
         return None
     except ForgePermanentError as exc:
         dispatch.job_fail(claim=claim, error=exc.detail or str(exc))

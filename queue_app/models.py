@@ -415,3 +415,70 @@ class QueueState(models.Model):
 
     def __str__(self) -> str:
         return f"Queue paused since {self.paused_at}" if self.paused_at else "Queue running"
+
+
+def upload_to(instance: "Upload", filename: str) -> str:
+    return f"uploads/{instance.pk.hex[:2]}/{filename}"
+
+
+class Upload(models.Model):
+    """An image a user uploaded as a job's input (img2img's init image, inpaint's mask).
+
+    The file is what is sent to the server, byte for byte (re-encoded as PNG only when its
+    EXIF orientation had to be applied). It belongs to its owner: another user's is a 404.
+    Kept while a job references it (JobInput); otherwise removed by the cleanup task once
+    unused for MOBILESD_UPLOAD_RETENTION_SECONDS, or once its owner deleted it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="uploads"
+    )
+    file = models.FileField(upload_to=upload_to, max_length=300)
+    content_type = models.CharField(max_length=50)
+    size_bytes = models.PositiveBigIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # The last submit that used it: the retention counts from here.
+    last_used_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Deleted by its owner while jobs still referenced it: gone for the API, its file kept
+    # for those jobs until the cleanup task finds it unreferenced.
+    deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "created_at"], name="upload_owner_created"),
+            models.Index(fields=["owner", "sha256"], name="upload_owner_sha256"),
+            models.Index(fields=["last_used_at"], name="upload_last_used"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pk} ({self.width}x{self.height} {self.content_type})"
+
+
+class JobInputRole(models.TextChoices):
+    INIT = "init"
+    MASK = "mask"
+
+
+class JobInput(models.Model):
+    """An input image of a job: init image `position` of `init_images`, or the mask. The
+    upload is kept as long as the job exists (PROTECT)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="inputs")
+    upload = models.ForeignKey(Upload, on_delete=models.PROTECT, related_name="job_inputs")
+    role = models.CharField(max_length=8, choices=JobInputRole.choices)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["job", "role", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "role", "position"], name="jobinput_unique_job_role_position"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} {self.role} #{self.position}: {self.upload_id}"

@@ -37,7 +37,9 @@ __all__ = [
     "FLAVOUR_A1111",
     "FLAVOUR_FORGE",
     "METADATA_ONLY_KEYS",
+    "build_img2img_payload",
     "build_txt2img_payload",
+    "image_mode",
     "lora_prompt_suffix",
     "loras_sent",
     "requested_loras",
@@ -380,3 +382,86 @@ def _add_hires_fix(payload: dict[str, Any], params: Mapping[str, Any]) -> None:
 
 
 # --- checkpoint titles -------------------------------------------------------------------
+
+
+# --- img2img / inpaint (issue #16 point 2) -----------------------------------------------
+
+MODE_IMG2IMG: Final = "img2img"
+MODE_INPAINT: Final = "inpaint"
+
+# txt2img's fields that img2img's request model does not have (its hires fix is txt2img's).
+_TXT2IMG_ONLY_FIELDS: Final = (
+    "enable_hr",
+    "hr_upscaler",
+    "hr_scale",
+    "hr_second_pass_steps",
+    "hr_resize_x",
+    "hr_resize_y",
+    "firstphase_width",
+    "firstphase_height",
+)
+
+# generation_params key (the img2img field's name too) -> its range: sent when in it.
+_IMG2IMG_INTS: Final = {
+    "resize_mode": (0, 3),
+    "mask_blur": (0, 64),
+    "inpainting_fill": (0, 3),
+    "inpaint_full_res_padding": (0, 256),
+    "inpainting_mask_invert": (0, 1),
+}
+
+
+def image_mode(params: Mapping[str, Any]) -> str | None:
+    """ "img2img" or "inpaint" when `params` asks for one (sent to /sdapi/v1/img2img), else
+    None (txt2img)."""
+    mode = params.get("mode")
+    return mode if mode in (MODE_IMG2IMG, MODE_INPAINT) else None
+
+
+def build_img2img_payload(
+    params: Mapping[str, Any],
+    *,
+    init_images: list[str],
+    mask: str | None,
+    task_id: str,
+    checkpoint_title: str | None,
+    flavour: str | None = None,
+    refiner_title: str | None = None,
+    lora_names: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The ``POST /sdapi/v1/img2img`` body: txt2img's (`build_txt2img_payload`, the same
+    invariants) without its hires fix, plus `init_images` and, for mode "inpaint", `mask`
+    (both base64 of the stored files, as given) and the inpaint settings.
+
+    ``include_init_images: false`` (the server's default, sent to be sure): the answer
+    does not echo megabytes of base64 back. A value out of range is dropped (the server's
+    default applies); `denoising_strength` is sent only when given (the server's default
+    is 0.75)."""
+    payload = build_txt2img_payload(
+        params,
+        task_id=task_id,
+        checkpoint_title=checkpoint_title,
+        flavour=flavour,
+        refiner_title=refiner_title,
+        lora_names=lora_names,
+    )
+    for key in _TXT2IMG_ONLY_FIELDS:
+        payload.pop(key, None)
+    if _to_float(params.get("denoising_strength")) is None:
+        payload.pop("denoising_strength", None)  # the hires fix's default, not img2img's
+    strength = payload.get("denoising_strength")
+    if strength is not None and not 0.0 <= strength <= 1.0:
+        payload.pop("denoising_strength")
+    payload["init_images"] = list(init_images)
+    payload["include_init_images"] = False
+    for key, (low, high) in _IMG2IMG_INTS.items():
+        if key == "resize_mode" or image_mode(params) == MODE_INPAINT:
+            number = _to_int(params.get(key))
+            if number is not None and low <= number <= high:
+                payload[key] = number
+    if image_mode(params) == MODE_INPAINT and mask is not None:
+        payload["mask"] = mask
+        full_res = _to_bool(params.get("inpaint_full_res"))
+        if full_res is not None:
+            payload["inpaint_full_res"] = full_res
+    return payload

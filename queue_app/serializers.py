@@ -1,5 +1,6 @@
 """API shapes of jobs: the submit request and the documented job object."""
 
+import uuid
 from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import Any
@@ -117,6 +118,67 @@ def text_field(**kwargs: Any) -> StrictCharField:
     return StrictCharField(required=False, allow_blank=True, trim_whitespace=False, **kwargs)
 
 
+# --- img2img / inpaint inputs (issue #16 point 2) -----------------------------------------
+
+MODE_CHOICES = ["txt2img", "img2img", "inpaint"]
+
+
+class JobImageRefSerializer(serializers.Serializer):
+    """An image of one of the user's own jobs, used as an input."""
+
+    job_id = serializers.UUIDField()
+    index = StrictIntegerField(min_value=0, max_value=1000)
+
+    class Meta:
+        ref_name = "JobImageRef"
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "format": "uuid", "description": "An upload_id."},
+            {
+                "type": "object",
+                "description": "An image of one of the user's own jobs.",
+                "properties": {
+                    "job_id": {"type": "string", "format": "uuid"},
+                    "index": {"type": "integer", "minimum": 0, "maximum": 1000},
+                },
+                "required": ["job_id", "index"],
+            },
+        ]
+    }
+)
+class ImageInputField(serializers.Field):
+    """An input image: an `upload_id` (POST /api/v1/uploads), or {"job_id", "index"} for an
+    image of one of the user's jobs. Stored as a string / {"job_id": str, "index": int}."""
+
+    default_error_messages = {
+        "invalid": 'An input image is an upload_id, or {{"job_id": ..., "index": ...}}.',
+        "invalid_id": "Not a valid upload_id (a UUID).",
+    }
+
+    def to_internal_value(self, data: Any) -> str | dict[str, Any]:
+        if isinstance(data, dict):
+            ref = JobImageRefSerializer(data=data)
+            if not ref.is_valid():
+                raise serializers.ValidationError(ref.errors)
+            return {
+                "job_id": str(ref.validated_data["job_id"]),
+                "index": ref.validated_data["index"],
+            }
+        if not isinstance(data, str):
+            self.fail("invalid")
+        try:
+            return str(uuid.UUID(data.strip()))
+        except ValueError:
+            self.fail("invalid_id")
+        raise AssertionError("unreachable")
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
 class GenerationParamsSerializer(OpenObjectSerializer):
     """Validates the documented keys of `generation_params`; unknown keys are kept as sent.
 
@@ -159,6 +221,49 @@ class GenerationParamsSerializer(OpenObjectSerializer):
     clip_skip = StrictIntegerField(required=False, min_value=1, max_value=12)
     denoising_strength = StrictFloatField(required=False, min_value=0, max_value=1)
     loras = LoraSerializer(many=True, required=False)
+
+    # --- img2img / inpaint (issue #16 point 2): sent as POST /sdapi/v1/img2img ---
+    mode = serializers.ChoiceField(
+        choices=MODE_CHOICES,
+        required=False,
+        help_text='"txt2img" (the default); "img2img" and "inpaint" need init_images, '
+        '"inpaint" a mask too.',
+    )
+    init_images = serializers.ListField(
+        child=ImageInputField(),
+        required=False,
+        min_length=1,
+        max_length=1,
+        help_text="The init image: one upload_id or {job_id, index} (a server takes no more "
+        "init images than its batch size, and MobileSD sends batches of one).",
+    )
+    resize_mode = StrictIntegerField(
+        required=False,
+        min_value=0,
+        max_value=3,
+        help_text="0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale.",
+    )
+    mask = ImageInputField(
+        required=False,
+        help_text="Inpaint: white is repainted, black kept; the size of the init image.",
+    )
+    mask_blur = StrictIntegerField(required=False, min_value=0, max_value=64)
+    inpainting_fill = StrictIntegerField(
+        required=False,
+        min_value=0,
+        max_value=3,
+        help_text="What the masked area starts from: 0 fill, 1 original, 2 latent noise, "
+        "3 latent nothing.",
+    )
+    inpaint_full_res = StrictBooleanField(
+        required=False, help_text="Inpaint the masked area only, at full resolution."
+    )
+    inpaint_full_res_padding = StrictIntegerField(
+        required=False, min_value=0, max_value=256, help_text="Pixels around it (only masked)."
+    )
+    inpainting_mask_invert = StrictIntegerField(
+        required=False, min_value=0, max_value=1, help_text="1: repaint the black area instead."
+    )
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):

@@ -20,6 +20,7 @@ from queue_app.models import ANY_SERVER, FINISHED_STATUSES, Job, JobStatus
 from queue_app.params import requested_loras
 from queue_app.quotas import quota_check
 from queue_app.turns import job_next_turn
+from queue_app.uploads import job_inputs_attach, job_inputs_resolve
 from servers_app.checkpoints import checkpoint_key
 from servers_app.models import Server
 from servers_app.resolver import lora_key, resolve, resolve_lora
@@ -74,6 +75,7 @@ def job_submit(
                 )
             job_models_check(server, generation_params)
             quota_check(owner=owner, generation_params=generation_params)
+            inputs = job_inputs_resolve(owner=owner, params=generation_params)
             job = Job.objects.create(
                 server=server,
                 target_server_alias=server.alias if server else ANY_SERVER,
@@ -89,6 +91,7 @@ def job_submit(
                 next_attempt_at=waits_until(not_before),
                 expires_at=expires_at,
             )
+            job_inputs_attach(jobs_and_inputs=[(job, inputs)])
             job_nudge_on_commit(job=job)
     except IntegrityError:
         # A concurrent submit with the same key won the race.

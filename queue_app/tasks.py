@@ -17,6 +17,7 @@ from queue_app.counts import job_counts_fold
 from queue_app.engine import interrupt_if_current, make_client, server_run, shutting_down
 from queue_app.images import delete_image_files, orphan_image_files
 from queue_app.models import ANY_SERVER, Job, JobStatus, QueueState
+from queue_app.uploads import uploads_remove_unused
 from servers_app.models import Server
 from servers_app.quarantine import servers_due_for_probe
 from servers_app.tasks import check_server
@@ -214,3 +215,10 @@ def fold_job_counts() -> None:
     folded = job_counts_fold()
     if folded:
         logger.debug("Folded %d job count rows", folded)
+
+
+@shared_task(ignore_result=True, time_limit=300)
+def remove_unused_uploads() -> None:
+    """Remove the uploads no job references, once deleted or unused for the retention
+    (queue_app.uploads). Any number of runs remove each once."""
+    uploads_remove_unused()

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from queue_app import batch_views, control_views, views
+from queue_app import batch_views, control_views, upload_views, views
 
 urlpatterns = [
     path("generate", views.GenerateView.as_view(), name="generate"),
@@ -13,6 +13,9 @@ urlpatterns = [
     path(
         "batches/<str:batch_id>/cancel", batch_views.BatchCancelView.as_view(), name="batch-cancel"
     ),
+    path("uploads", upload_views.UploadListView.as_view(), name="upload-list"),
+    path("uploads/<str:upload_id>", upload_views.UploadDetailView.as_view(), name="upload-detail"),
+    path("uploads/<str:upload_id>/file", upload_views.UploadFileView.as_view(), name="upload-file"),
     path("queue/jobs", views.JobListView.as_view(), name="job-list"),
     path("queue/jobs/<str:job_id>", views.JobDetailView.as_view(), name="job-detail"),
     path("queue/jobs/<str:job_id>/status", views.JobStatusView.as_view(), name="job-status"),

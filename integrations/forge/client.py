@@ -705,9 +705,31 @@ class ForgeClient:
         ``payload["force_task_id"]``. `on_sent` is called (in this thread) as soon as the
         request is written, before the wait.
         """
-        path = "/sdapi/v1/txt2img"
+        return self._generate("txt2img", payload, timeout=timeout, on_sent=on_sent)
+
+    def img2img(
+        self,
+        payload: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        on_sent: Callable[[], None] | None = None,
+    ) -> Txt2ImgResult:
+        """``POST /sdapi/v1/img2img`` (init images and mask as base64 in `payload`) and
+        decode the answer; as `txt2img` in every other way."""
+        return self._generate("img2img", payload, timeout=timeout, on_sent=on_sent)
+
+    def _generate(
+        self,
+        mode: str,
+        payload: dict[str, Any],
+        *,
+        timeout: float | None,
+        on_sent: Callable[[], None] | None,
+    ) -> Txt2ImgResult:
+        path = f"/sdapi/v1/{mode}"
         logger.info(
-            "txt2img on %s: task %s, %s step(s), %sx%s",
+            "%s on %s: task %s, %s step(s), %sx%s",
+            mode,
             self._host(),
             payload.get("force_task_id"),
             payload.get("steps"),
@@ -718,7 +740,7 @@ class ForgeClient:
         if not isinstance(body, dict) or not isinstance(body.get("images", 0), list | None):
             # Not a TextToImageResponse ({"images", "parameters", "info"}): nothing of it is kept.
             raise ForgeTransientError(
-                "txt2img answered without a Forge/A1111 result (images, parameters, info)",
+                f"{mode} answered without a Forge/A1111 result (images, parameters, info)",
                 method="POST",
                 path=path,
             )

@@ -34,12 +34,14 @@ def test_every_project_model_has_an_admin_page():
     # JobImage rows are shown large on their job's page and in the gallery instead; JobCount
     # rows are the database's own bookkeeping (queue_app/counts.py), shown as the totals;
     # the EventLog row is the event log's (its pruning mark).
+    # JobInput rows are shown as their job's input images, on its page.
     missing = project_models() - set(registered_models()) - inline_models()
 
     assert {m._meta.label for m in missing} == {
         "queue_app.JobImage",
         "queue_app.JobCount",
         "events_app.EventLog",
+        "queue_app.JobInput",
     }
     assert {
         "core_app.ApiKey",

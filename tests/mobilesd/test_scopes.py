@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 from civitai_app.models import Download, DownloadStatus
 from core_app.models import ApiKey, KeyScope
 from queue_app.models import Job, JobStatus
+from queue_app.uploads import upload_create
 from tests.queue_app.test_api_images import add_image, png_bytes
 from tests.support import DOCUMENTED_GENERATE_REQUEST, assert_error, db_snapshot, key_client
 
@@ -58,6 +59,7 @@ class Endpoint:
 
 JOBS = "/api/v1/queue/jobs/{job}"
 DOWNLOADS = "/api/v1/civitai/downloads/{download}"
+UPLOADS = "/api/v1/uploads/{upload}"
 DONE, PENDING, FAILED = JobStatus.COMPLETED, JobStatus.PENDING, JobStatus.FAILED
 ENDPOINTS = [
     Endpoint("get", JOBS, DONE, "job_not_found"),
@@ -73,12 +75,18 @@ ENDPOINTS = [
     Endpoint("post", f"{DOWNLOADS}/cancel", DownloadStatus.PENDING, "download_not_found"),
     Endpoint("post", f"{DOWNLOADS}/retry", DownloadStatus.FAILED, "download_not_found"),
     Endpoint("delete", DOWNLOADS, DownloadStatus.FAILED, "download_not_found"),
+    Endpoint("get", UPLOADS, "", "upload_not_found"),
+    Endpoint("get", f"{UPLOADS}/file", "", "upload_not_found"),
+    Endpoint("delete", UPLOADS, "", "upload_not_found"),
 ]
 
 
 def alices_object(endpoint: Endpoint, server: Any) -> str:
     """Make the object the endpoint names, alice's, and return the endpoint's path."""
     owner = user("alice")
+    if "{upload}" in endpoint.path:
+        upload = upload_create(owner=owner, data=png_bytes((64, 48)))
+        return endpoint.path.format(upload=upload.pk)
     if "{download}" in endpoint.path:
         download = baker.make(Download, owner=owner, status=endpoint.status)
         return endpoint.path.format(download=download.pk)
@@ -188,6 +196,30 @@ def test_a_client_lists_only_its_own_users_downloads(keys):
     assert listed(keys["alice"], url, "downloads", "download_id") == (2, mine)
     assert listed(keys["bob"], url, "downloads", "download_id") == (1, {theirs})
     assert listed(keys["boss"], url, "downloads", "download_id") == (3, mine | {theirs})
+
+
+def test_a_client_lists_only_its_own_users_uploads(keys):
+    mine = {str(upload_create(owner=user("alice"), data=png_bytes()).pk) for _ in range(2)}
+    theirs = str(upload_create(owner=user("bob"), data=png_bytes()).pk)
+    url = "/api/v1/uploads"
+
+    assert listed(keys["alice"], url, "uploads", "upload_id") == (2, mine)
+    assert listed(keys["bob"], url, "uploads", "upload_id") == (1, {theirs})
+    assert listed(keys["boss"], url, "uploads", "upload_id") == (3, mine | {theirs})
+
+
+def test_a_submit_naming_another_users_upload_is_a_404_that_stores_nothing(keys, server):
+    theirs = str(upload_create(owner=user("alice"), data=png_bytes()).pk)
+    request = {
+        "target_server_alias": server.alias,
+        "generation_params": {"positive_prompt": "x", "mode": "img2img", "init_images": [theirs]},
+    }
+    before = db_snapshot(ALL_TABLES)
+
+    response = keys["bob"].post("/api/v1/generate", request, format="json")
+
+    assert_error(response, 404, "upload_not_found")
+    assert db_snapshot(ALL_TABLES) == before
 
 
 # --- submitting -----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from .errors import ApiError, http_error, method_not_allowed, not_found, server_
 from .events import EventLog
 from .faults import Faults
 from .generation import GenerationJob, JobAbortedError, create_task_id, load_model
-from .imaging import InvalidImageError, decode_image, read_png_text
+from .imaging import InvalidImageError, decode_image, decode_image_bytes, read_png_text
 from .infotext import parse_infotext
 from .runtime import LockClosedError, Runtime, build_checkpoints, build_loras
 from .validation import (
@@ -67,6 +67,14 @@ class Response:
 Handler = Callable[[Request, Runtime], Any]
 
 
+@dataclass(frozen=True)
+class Img2ImgInputs:
+    """The images of the last img2img request, decoded from base64: the bytes as sent."""
+
+    init_images: list[bytes]
+    mask: bytes | None
+
+
 class Api:
     """Routes the requests of one simulated server to its current `Runtime`.
 
@@ -90,6 +98,7 @@ class Api:
         self.disk = disk
         self._runtime = runtime
         self.routes: dict[str, dict[str, Handler]] = {}
+        self.last_img2img_inputs: Img2ImgInputs | None = None
         self._register()
 
     def _register(self) -> None:
@@ -191,6 +200,11 @@ class Api:
                 raise http_error(self.is_forge, 422, f"always on script {name} not found")
         if mode == "img2img":
             self._check_init_images(params["init_images"])
+            self._check_mask(params["mask"])
+            self.last_img2img_inputs = Img2ImgInputs(
+                init_images=[decode_image_bytes(image) for image in params["init_images"]],
+                mask=decode_image_bytes(params["mask"]) if params["mask"] else None,
+            )
         task_id = params["force_task_id"] or create_task_id(mode)
         job = GenerationJob(
             config=self.config,
@@ -218,6 +232,17 @@ class Api:
                 decode_image(image if isinstance(image, str) else "")
             except InvalidImageError:
                 raise http_error(self.is_forge, 500, "Invalid encoded image") from None
+
+    def _check_mask(self, mask: str | None) -> None:
+        # Decoded before the task is queued (`img2imgapi`), with init images' errors.
+        if not mask:
+            return
+        if mask.startswith(("http://", "https://")):
+            raise http_error(self.is_forge, 500, "Requests not allowed")
+        try:
+            decode_image(mask)
+        except InvalidImageError:
+            raise http_error(self.is_forge, 500, "Invalid encoded image") from None
 
     def _interrupt(self, request: Request, rt: Runtime) -> Any:
         with rt.cond:

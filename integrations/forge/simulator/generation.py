@@ -30,7 +30,7 @@ from .config import SimulatorConfig
 from .errors import ApiError, server_error
 from .events import EventLog
 from .faults import Faults
-from .imaging import MAX_PIXELS, output_size, render_png
+from .imaging import MAX_PIXELS, decode_image, output_size, render_img2img_png, render_png
 from .infotext import format_infotext
 from .runtime import CheckpointEntry, LockClosedError, Runtime
 
@@ -376,7 +376,7 @@ class GenerationJob:
                     hashed,
                 )
                 infotexts.append(text)
-                png = render_png(width, height, all_seeds[index], text, partial=partial)
+                png = self._render(index, width, height, all_seeds[index], text, partial)
                 images.append(base64.b64encode(png).decode("ascii"))
             with rt.cond:
                 rt.state.job_no = n + 1
@@ -402,6 +402,29 @@ class GenerationJob:
             "info": json.dumps(info, default=lambda _o: None),
         }
         return body, len(images), interrupted
+
+    def _render(
+        self, index: int, width: int, height: int, seed: int, text: str, partial: bool
+    ) -> bytes:
+        """Image `index`: txt2img's gradient, or for img2img one drawn from init image
+        `index` (cycling through them, as the server does) and the mask."""
+        p = self.params
+        if self.mode != "img2img":
+            return render_png(width, height, seed, text, partial=partial)
+        inits = p["init_images"]
+        strength = p["denoising_strength"]
+        return render_img2img_png(
+            decode_image(inits[index % len(inits)]),
+            width,
+            height,
+            seed,
+            text,
+            denoising_strength=0.75 if strength is None else strength,
+            resize_mode=p["resize_mode"] or 0,
+            mask=decode_image(p["mask"]) if p["mask"] else None,
+            mask_invert=bool(p["inpainting_mask_invert"]),
+            partial=partial,
+        )
 
     def _extra_generation_params(self, schedule: str) -> dict[str, Any]:
         """`p.extra_generation_params`: a resolved schedule, hires settings, LoRA hashes."""

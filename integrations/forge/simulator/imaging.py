@@ -62,3 +62,58 @@ def read_png_text(payload: str) -> tuple[str, dict[str, str]]:
     image = decode_image(payload)
     items = {k: v for k, v in image.info.items() if isinstance(k, str) and isinstance(v, str)}
     return items.pop("parameters", ""), items
+
+
+def decode_image_bytes(payload: str) -> bytes:
+    """The raw bytes of a base64 image or `data:image/...;base64,` URL, as the server
+    decodes them (what a test compares with what it sent)."""
+    if payload.startswith("data:image/"):
+        payload = payload.split(";", 1)[-1].split(",", 1)[-1]
+    return base64.b64decode(payload, validate=False)
+
+
+def _resized(image: Image.Image, width: int, height: int, resize_mode: int) -> Image.Image:
+    """`image` brought to `width`x`height` as img2img's resize modes do: 1 crops to the
+    aspect first, 2 fits inside and fills the rest from the edges; 0 and 3 just resize."""
+    image = image.convert("RGB")
+    if resize_mode == 1:
+        return ImageOps.fit(image, (width, height))
+    if resize_mode == 2:
+        fitted = ImageOps.contain(image, (width, height))
+        canvas = fitted.resize((width, height))  # the stretched edges fill the bands
+        canvas.paste(fitted, ((width - fitted.width) // 2, (height - fitted.height) // 2))
+        return canvas
+    return image.resize((width, height))
+
+
+def render_img2img_png(
+    init: Image.Image,
+    width: int,
+    height: int,
+    seed: int,
+    infotext: str,
+    *,
+    denoising_strength: float,
+    resize_mode: int = 0,
+    mask: Image.Image | None = None,
+    mask_invert: bool = False,
+    partial: bool = False,
+) -> bytes:
+    """A PNG that visibly derives from `init`: the init image resized to the output, blended
+    with the seed's gradient by `denoising_strength` (0 gives the init image back, 1 the
+    gradient alone). With a `mask` (white: repaint) only the masked area changes; the rest
+    keeps the init image's pixels."""
+    base = _resized(init, width, height, resize_mode)
+    noise = Image.open(io.BytesIO(render_png(width, height, seed, "", partial=partial)))
+    strength = min(max(denoising_strength, 0.0), 1.0)
+    image = Image.blend(base, noise.convert("RGB"), strength)
+    if mask is not None:
+        area = mask.convert("L").resize((width, height)).point(lambda v: 255 if v >= 128 else 0)
+        if mask_invert:
+            area = ImageOps.invert(area)
+        image = Image.composite(image, base, area)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", infotext)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()

@@ -31,7 +31,7 @@ from typing import Any
 
 from integrations.simulator_http import Listener, SimRequestHandler, reachable_url
 
-from .api import Api, Request
+from .api import Api, Img2ImgInputs, Request
 from .catalog import default_options
 from .config import SimLora, SimModel, SimulatorConfig
 from .disk import Disk
@@ -290,6 +290,12 @@ class ForgeSimulator:
             return self._disk.options()
         with rt.cond:
             return dict(rt.options)
+
+    @property
+    def last_img2img_inputs(self) -> Img2ImgInputs | None:
+        """The init images and mask of the last img2img request that passed validation,
+        decoded from base64: the exact bytes the client sent (None: none yet)."""
+        return self.api.last_img2img_inputs
 
     def request_count(self, method: str, path: str) -> int:
         """How many requests `method path` received (any status), since construction."""

@@ -599,6 +599,28 @@ def test_txt2img_posts_payload_and_decodes_images_and_info(mocked: Any, forge: F
     assert result.raw_info == json.dumps(info)
 
 
+def test_img2img_posts_to_its_endpoint_and_decodes_as_txt2img(
+    mocked: Any, forge: ForgeClient
+) -> None:
+    body = {"init_images": ["SU5JVA=="], "mask": "TUFTSw==", "force_task_id": "job-2"}
+    mocked.post(
+        f"{BASE}/sdapi/v1/img2img",
+        json={"images": [base64.b64encode(_png(3)).decode()], "parameters": {}, "info": "{}"},
+        match=[matchers.json_params_matcher(body)],
+    )
+
+    result = forge.img2img(body)
+
+    assert result.images == [_png(3)]
+
+
+def test_an_img2img_answer_that_is_no_result_is_transient(mocked: Any, forge: ForgeClient) -> None:
+    mocked.post(f"{BASE}/sdapi/v1/img2img", json=["not", "a", "result"])
+
+    with pytest.raises(ForgeTransientError, match="img2img answered without"):
+        forge.img2img({"init_images": []})
+
+
 def test_txt2img_tolerates_data_uri_images_null_images_and_bad_info(
     mocked: Any, forge: ForgeClient
 ) -> None:

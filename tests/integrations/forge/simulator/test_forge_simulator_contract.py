@@ -122,6 +122,25 @@ def test_img2img_and_png_info_match_the_contract(sim, conforms):
     assert (img2img.status_code, png_info.status_code) == (200, 200)
 
 
+def test_an_inpaint_answer_matches_the_contract(sim, conforms):
+    image = call(sim, "POST", "/sdapi/v1/txt2img", {"steps": 1, "width": 64, "height": 64})
+    b64 = image.json()["images"][0]
+    body = {
+        "init_images": [b64],
+        "mask": b64,
+        "steps": 2,
+        "mask_blur": 4,
+        "inpainting_fill": 1,
+        "inpaint_full_res": False,
+        "include_init_images": True,
+    }
+
+    inpaint = conforms(call(sim, "POST", "/sdapi/v1/img2img", body))
+
+    assert inpaint.status_code == 200
+    assert inpaint.json()["parameters"]["mask"] == b64
+
+
 def test_progress_of_running_and_queued_tasks_matches_the_contract(sim, conforms):
     with ThreadPoolExecutor(max_workers=2) as pool:
         running = pool.submit(
