@@ -30,6 +30,12 @@ class Changes:
 
 
 class ChangeFeed(Protocol):
+    def catch_up(self) -> None:
+        """Make the changes committed so far readable, so that a head read next covers
+        them (a reader that skips it only reads some of them again, later). Call it
+        outside a transaction."""
+        ...
+
     def head(self) -> int:
         """The cursor a reader that has seen what the current reads see starts from next.
         Read it in the list's snapshot, before the rows."""

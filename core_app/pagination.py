@@ -112,6 +112,8 @@ def paginate(
     and the rows is then read again from the head, never lost)."""
     limit, offset = page_params(request)
     head = None
+    if cursor:
+        change_feed().catch_up()
     with one_snapshot():
         if cursor:
             head = change_feed().head()

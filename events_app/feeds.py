@@ -37,6 +37,9 @@ MAX_EVENTS = 20000
 class EventFeed:
     """core_app.changes.ChangeFeed over the event log (installed by events_app.apps)."""
 
+    def catch_up(self) -> None:
+        events_sequence()
+
     def head(self) -> int:
         return events_head()
 
@@ -44,7 +47,7 @@ class EventFeed:
         self, *, subject: Subject, rows: QuerySet, after: int, owner_id: int | None, limit: int
     ) -> Changes:
         # Numbered now, the events committed so far are in this answer, not the next.
-        events_sequence()
+        self.catch_up()
         with one_snapshot():
             head = events_head()
             if after > head:
