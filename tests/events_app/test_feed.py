@@ -20,6 +20,7 @@ from events_app import feeds
 from events_app.models import EventLog
 from events_app.selectors import events_head
 from events_app.sequencer import events_sequence
+from queue_app import views as job_views
 from queue_app.models import Batch, Job, JobStatus
 from servers_app.models import Server
 from tests.support import new_key
@@ -378,6 +379,68 @@ def test_the_feed_after_a_cursor_refuses_an_offset(admin, laptop):
 # --- concurrent writers ----------------------------------------------------------------------
 
 
+ON_POSTGRESQL = pytest.mark.skipif(
+    "connection.vendor != 'postgresql'", reason="commits from other connections: PostgreSQL"
+)
+
+
+def commit_elsewhere(action: Any) -> None:
+    """Run `action` on another connection, committed and numbered, before returning: a
+    writer (and a sequencer) that happen while the caller is reading."""
+
+    def run() -> None:
+        try:
+            action()
+            events_sequence()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+
+
+@ON_POSTGRESQL
+@pytest.mark.django_db(transaction=True)
+def test_a_change_committed_while_the_feed_reads_is_in_the_next_answer(laptop, monkeypatch):
+    admin = key_client("root", "admin")
+    read, late = new_job(laptop), new_job(laptop)
+    cursor = head()
+    change(read, priority=1)
+    original = feeds._changed_subjects
+
+    def then_a_commit(*args: Any, **kwargs: Any) -> Any:
+        found = original(*args, **kwargs)
+        commit_elsewhere(lambda: change(late, priority=2))
+        return found
+
+    monkeypatch.setattr(feeds, "_changed_subjects", then_a_commit)
+    answer = feed(admin, cursor)
+    monkeypatch.setattr(feeds, "_changed_subjects", original)
+    assert ids(answer) == [str(read.pk)]
+    assert ids(feed(admin, answer["next_cursor"])) == [str(late.pk)]
+
+
+@ON_POSTGRESQL
+@pytest.mark.django_db(transaction=True)
+def test_a_change_committed_while_the_list_reads_is_after_its_next_cursor(laptop, monkeypatch):
+    admin = key_client("root", "admin")
+    job = new_job(laptop)
+    original = job_views.job_list_count
+
+    def then_a_commit(jobs: Any) -> int:  # between the page's reads
+        total = original(jobs)
+        commit_elsewhere(lambda: change(job, priority=4))
+        return total
+
+    monkeypatch.setattr(job_views, "job_list_count", then_a_commit)
+    listed = admin.get("/api/v1/queue/jobs").json()
+    monkeypatch.setattr(job_views, "job_list_count", original)
+    assert listed["jobs"][0]["priority"] == 0  # the page's snapshot is from before it
+    (row,) = feed(admin, listed["next_cursor"])["jobs"]
+    assert row["priority"] == 4
+
+
 def job_state(row: dict) -> tuple[str, int]:
     return row["status"], row["priority"]
 
@@ -419,7 +482,7 @@ def sequence_until(done: threading.Event, errors: list[BaseException]) -> None:
         connection.close()
 
 
-@pytest.mark.skipif("connection.vendor != 'postgresql'", reason="concurrent writers: PostgreSQL")
+@ON_POSTGRESQL
 @pytest.mark.django_db(transaction=True)
 def test_a_reader_following_the_feed_under_concurrent_writers_misses_no_change(laptop):
     ann = key_client("ann", "client")
@@ -430,7 +493,7 @@ def test_a_reader_following_the_feed_under_concurrent_writers_misses_no_change(l
     cursor = first["next_cursor"]
     errors: list[BaseException] = []
     writers = [
-        threading.Thread(target=write_jobs, args=(laptop, seed, 60, errors)) for seed in (1, 2, 3)
+        threading.Thread(target=write_jobs, args=(laptop, seed, 40, errors)) for seed in (1, 2, 3)
     ]
     done = threading.Event()
     # Other readers (a stream's listener, another phone) number events at any moment too.
