@@ -8,7 +8,6 @@ carries `next_cursor`, and `?updated_since=<cursor>` answers the rows changed af
 (core_app.changes, README "Changes since")."""
 
 import re
-
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -103,13 +102,24 @@ def paginate(
     queryset: QuerySet,
     *,
     count: Callable[[QuerySet], int] | None = None,
-    cursor: bool = False,
+) -> tuple[list, int, int, int]:
+    """One page of the queryset: (items, total, limit, offset). `total` counts every match,
+    with `count(queryset)` if given (a cheaper exact count), else COUNT(*); the page and
+    the total are read in one snapshot."""
+    items, total, limit, offset, _ = _page(request, queryset, count=count, cursor=False)
+    return items, total, limit, offset
+
+
+def _page(
+    request: Request,
+    queryset: QuerySet,
+    *,
+    count: Callable[[QuerySet], int] | None,
+    cursor: bool,
 ) -> tuple[list, int, int, int, int | None]:
-    """One page of the queryset: (items, total, limit, offset, cursor). `total` counts every
-    match, with `count(queryset)` if given (a cheaper exact count), else COUNT(*); the page
-    and the total are read in one snapshot, and with `cursor` the feed's head too (read
-    first: on SQLite, whose statements each see their own state, a change between the head
-    and the rows is then read again from the head, never lost)."""
+    """`paginate`'s page, and with `cursor` the feed's head, read in the page's snapshot
+    and first: on SQLite, whose statements each see their own state, a change between the
+    head and the rows is then read again from the head, never lost."""
     limit, offset = page_params(request)
     head = None
     if cursor:
@@ -187,7 +197,7 @@ def paginated_response(
                 "has_more": changes.has_more,
             }
         )
-    items, total, limit, offset, head = paginate(
+    items, total, limit, offset, head = _page(
         request, queryset, count=count, cursor=feed is not None
     )
     body = {"total": total, "limit": limit, "offset": offset, key: serialize(items)}
@@ -207,5 +217,5 @@ def paged_array_response(
 ) -> Response:
     """One page of `queryset` as a JSON array, serialized by `serialize`; the count of every
     match in the `X-Total-Count` header. Paging parameters as `paginated_response`."""
-    items, total, _, _, _ = paginate(request, queryset)
+    items, total, _, _ = paginate(request, queryset)
     return Response(serialize(items), headers={TOTAL_COUNT_HEADER: str(total)})

@@ -64,8 +64,7 @@ class FeedListSerializer(serializers.Serializer):
     (core_app.pagination.paginated_response)."""
 
     next_cursor = serializers.IntegerField(
-        help_text="Pass it as `updated_since` next: the rows changed after what this answer "
-        "saw."
+        help_text="Pass it as `updated_since` next: the rows changed after what this answer saw."
     )
     deleted = serializers.ListField(
         child=serializers.UUIDField(),

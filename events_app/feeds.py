@@ -88,15 +88,14 @@ def _changed_subjects(
     deleted_type = f"{subject}.deleted"
     subjects: dict[UUID, None] = {}
     gone: set[UUID] = set()
-    taken = 0
-    for seq, subject_id, kind in _events(column, after=after, until=until, owner_id=owner_id):
+    events = _events(column, after=after, until=until, owner_id=owner_id)
+    for taken, (seq, subject_id, kind) in enumerate(events, start=1):
         if subject_id not in subjects:
             if len(subjects) == limit:
                 return list(subjects), gone, seq - 1, True
             subjects[subject_id] = None
         if kind == deleted_type:
             gone.add(subject_id)
-        taken += 1
         if taken == MAX_EVENTS and seq < until:
             return list(subjects), gone, seq, True
     return list(subjects), gone, until, False
@@ -113,9 +112,9 @@ def _events(
     position = after
     while True:
         chunk = list(
-            events.filter(seq__gt=position).order_by("seq").values_list("seq", column, "type")[
-                :CHUNK
-            ]
+            events.filter(seq__gt=position)
+            .order_by("seq")
+            .values_list("seq", column, "type")[:CHUNK]
         )
         yield from chunk
         if len(chunk) < CHUNK:
