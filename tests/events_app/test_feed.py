@@ -178,6 +178,18 @@ def test_the_feed_answers_a_new_row(admin, laptop):
     assert ids(feed(admin, cursor)) == [str(job.pk)]
 
 
+def test_the_feed_at_the_head_answers_nothing_and_stays_there(admin, laptop):
+    new_job(laptop)
+    cursor = head()
+    answer = feed(admin, cursor)
+    assert (answer["jobs"], answer["deleted"], answer["next_cursor"], answer["has_more"]) == (
+        [],
+        [],
+        cursor,
+        False,
+    )
+
+
 def test_the_feed_ends_at_the_head(admin, laptop):
     cursor = head()
     new_job(laptop)
@@ -268,6 +280,15 @@ def test_a_client_key_never_sees_another_users_changes(ann, laptop):
     Job.objects.filter(pk=gone.pk).delete()
     answer = feed(ann, cursor)
     assert (ids(answer), answer["deleted"]) == ([str(mine.pk)], [])
+
+
+def test_a_client_key_never_sees_another_users_download_or_batch_changes(ann, laptop):
+    cursor = head()
+    new_download(owner="bob")
+    new_batch(laptop, owner="bob")
+    for key in ("downloads", "batches"):
+        answer = feed(ann, cursor, LISTS[key][0])
+        assert (answer[key], answer["deleted"]) == ([], [])
 
 
 def test_an_admin_key_sees_every_users_changes(admin, laptop):
