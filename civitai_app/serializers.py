@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from civitai_app.models import Download, DownloadStatus, DownloadTarget
 from core_app.fields import TimestampField
+from core_app.serializers import FeedListSerializer
 from queue_app.serializers import GenerationParamsField, StrictCharField
 
 CIVITAI_ID_MAX = 2**31 - 1
@@ -240,7 +241,7 @@ class DownloadMessageSerializer(serializers.Serializer):
     download = DownloadSerializer()
 
 
-class DownloadListSerializer(serializers.Serializer):
+class DownloadListSerializer(FeedListSerializer):
     total = serializers.IntegerField()
     limit = serializers.IntegerField()
     offset = serializers.IntegerField()

@@ -31,7 +31,7 @@ from civitai_app.serializers import (
     ImageUploadSerializer,
 )
 from core_app.errors import PayloadTooLarge
-from core_app.pagination import paginated_response
+from core_app.pagination import FEED_RESPONSES, UPDATED_SINCE_PARAMETER, paginated_response
 from core_app.scopes import owner_scope, request_user
 from core_app.serializers import ErrorSerializer, MessageSerializer
 
@@ -155,8 +155,9 @@ class DownloadListView(APIView):
             OpenApiParameter("status", str, enum=DownloadStatus.values),
             OpenApiParameter("limit", int, description="Page size (default 50, at most 200)."),
             OpenApiParameter("offset", int),
+            UPDATED_SINCE_PARAMETER,
         ],
-        responses={200: DownloadListSerializer},
+        responses={200: DownloadListSerializer, **FEED_RESPONSES},
         summary="List Civitai downloads (a client key's own; every user's for an admin)",
         operation_id="civitai_downloads_list",
     )
@@ -171,6 +172,7 @@ class DownloadListView(APIView):
             filterset.qs.order_by("-created_at", "-id"),
             key="downloads",
             serialize=lambda downloads: DownloadSerializer(downloads, many=True).data,
+            feed="download",
         )
 
 

@@ -48,6 +48,10 @@ ERROR_CODES: dict[str, str] = {
     "queue_limit": "The user already has as many pending jobs as their quota allows.",
     "idempotency_key_reused": "The Idempotency-Key was used for a different request.",
     "batch_not_found": "No such batch.",
+    # The changes-since feed (`updated_since`).
+    "invalid_cursor": "updated_since is not 0 or a next_cursor MobileSD answered.",
+    "cursor_expired": "The events after this cursor have been pruned: start again from "
+    "updated_since=0.",
     "image_not_found": "No such image, or its file is no longer stored.",
     # Uploads (input images of img2img and inpaint jobs).
     "upload_not_found": "No such upload (another user's, deleted, or removed unused).",

@@ -57,3 +57,22 @@ class HealthSerializer(serializers.Serializer):
             "MOBILESD_MEDIA_MIN_FREE_BYTES free."
         )
     )
+
+
+class FeedListSerializer(serializers.Serializer):
+    """The fields a list that is a changes-since feed adds to its envelope
+    (core_app.pagination.paginated_response)."""
+
+    next_cursor = serializers.IntegerField(
+        help_text="Pass it as `updated_since` next: the rows changed after what this answer saw."
+    )
+    deleted = serializers.ListField(
+        child=serializers.UUIDField(),
+        required=False,
+        help_text="With `updated_since`: the ids of rows deleted since the cursor.",
+    )
+    has_more = serializers.BooleanField(
+        required=False,
+        help_text="With `updated_since`: more changes (or, with 0, more pages) wait; ask "
+        "again at once, from `next_cursor` (with 0, at the next `offset`).",
+    )

@@ -22,3 +22,7 @@ class EventsConfig(AppConfig):
         post_migrate.connect(
             _install_event_triggers, sender=self, dispatch_uid="events_app.triggers"
         )
+        from core_app.changes import change_feed_install
+        from events_app.feeds import EventFeed
+
+        change_feed_install(EventFeed())

@@ -4,15 +4,19 @@ from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
-from django.db.models import Max, Q, QuerySet
+from django.db.models import Max, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce, Greatest
 
 from events_app.models import Event, EventLog
 
 
 def events_head() -> int:
-    """The highest public id there is: the cursor to start from for what comes next."""
-    head = Event.objects.filter(seq__isnull=False).aggregate(head=Max("seq"))["head"]
-    return max(head or 0, events_pruned_through())
+    """The highest public id there is: the cursor to start from for what comes next (one
+    query: every list answer reads it)."""
+    pruned = EventLog.objects.filter(pk=1).values("pruned_through")
+    return Event.objects.filter(seq__isnull=False).aggregate(
+        head=Greatest(Coalesce(Max("seq"), 0), Coalesce(Subquery(pruned), 0))
+    )["head"]
 
 
 def events_pruned_through() -> int:

@@ -7,6 +7,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from core_app.fields import TimestampField
+from core_app.serializers import FeedListSerializer
 from queue_app.batches import AXIS_FIELDS, LORA_WEIGHT_AXIS
 from queue_app.models import JobStatus
 from queue_app.serializers import (
@@ -188,7 +189,7 @@ class BatchDetailSerializer(BatchSerializer):
     )
 
 
-class BatchListSerializer(serializers.Serializer):
+class BatchListSerializer(FeedListSerializer):
     total = serializers.IntegerField()
     limit = serializers.IntegerField()
     offset = serializers.IntegerField()

@@ -1,12 +1,12 @@
 """Batch API: submit a batch (items or a matrix), list, show, cancel and delete batches."""
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core_app.pagination import paginated_response
+from core_app.pagination import FEED_RESPONSES, UPDATED_SINCE_PARAMETER, paginated_response
 from core_app.scopes import owner_scope, request_api_key, request_user
 from core_app.serializers import ErrorSerializer, MessageSerializer
 from queue_app.batch_serializers import (
@@ -64,7 +64,14 @@ class BatchListView(APIView):
         return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
 
     @extend_schema(
-        responses={200: BatchListSerializer}, summary="List batches", operation_id="batches_list"
+        parameters=[
+            OpenApiParameter("limit", int, description="Page size (default 50, at most 200)."),
+            OpenApiParameter("offset", int, description="Batches to skip."),
+            UPDATED_SINCE_PARAMETER,
+        ],
+        responses={200: BatchListSerializer, **FEED_RESPONSES},
+        summary="List batches",
+        operation_id="batches_list",
     )
     def get(self, request: Request) -> Response:
         return paginated_response(
@@ -72,6 +79,7 @@ class BatchListView(APIView):
             batch_list(owner=owner_scope(request)),
             key="batches",
             serialize=lambda rows: BatchSerializer(map(batch_listed, rows), many=True).data,
+            feed="batch",
         )
 
 

@@ -15,7 +15,7 @@ from rest_framework import serializers
 
 from core_app.error_codes import JOB_FAILURE_CODES
 from core_app.fields import TimestampField
-from core_app.serializers import OpenObjectSerializer
+from core_app.serializers import FeedListSerializer, OpenObjectSerializer
 from queue_app.control import queue_paused_at
 from queue_app.eta import QueuePlace, job_queue_place
 from queue_app.images import (
@@ -561,7 +561,7 @@ class JobSerializer(serializers.ModelSerializer):
         return {"start": place.start_seconds, "end": place.end_seconds}
 
 
-class JobListSerializer(serializers.Serializer):
+class JobListSerializer(FeedListSerializer):
     total = serializers.IntegerField(help_text="Jobs matching the filter, over all pages.")
     limit = serializers.IntegerField()
     offset = serializers.IntegerField()

@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core_app.errors import NotFound
-from core_app.pagination import paginated_response
+from core_app.pagination import FEED_RESPONSES, UPDATED_SINCE_PARAMETER, paginated_response
 from core_app.scopes import owner_scope, request_api_key, request_user
 from core_app.serializers import ErrorSerializer, MessageSerializer
 from queue_app.control_views import JobEditSerializer, job_edit_response
@@ -115,8 +115,9 @@ class JobListView(APIView):
             OpenApiParameter("order", str, enum=["asc", "desc"], description="Default desc."),
             OpenApiParameter("limit", int, description="Page size (default 50, at most 200)."),
             OpenApiParameter("offset", int, description="Jobs to skip."),
+            UPDATED_SINCE_PARAMETER,
         ],
-        responses={200: JobListSerializer},
+        responses={200: JobListSerializer, **FEED_RESPONSES},
         summary="List jobs",
         operation_id="queue_jobs_list",
     )
@@ -133,6 +134,7 @@ class JobListView(APIView):
             key="jobs",
             serialize=lambda jobs: JobSerializer(jobs, many=True).data,
             count=job_list_count,
+            feed="job",
         )
 
 
