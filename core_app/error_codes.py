@@ -49,6 +49,7 @@ ERROR_CODES: dict[str, str] = {
     "idempotency_key_reused": "The Idempotency-Key was used for a different request.",
     "batch_not_found": "No such batch.",
     "image_not_found": "No such image, or its file is no longer stored.",
+    "preview_not_found": "The job has no live preview (it is not running, or none yet).",
     # Civitai: image recipes and downloads.
     "invalid_reference": "Give either an id or a URL, not both or neither.",
     "invalid_civitai_url": "The URL is not a Civitai page or download link MobileSD reads.",
