@@ -57,7 +57,7 @@ def preview_webp(data: bytes) -> PreviewImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
             if image.width * image.height > PREVIEW_MAX_PIXELS:
                 raise InvalidPreviewError(f"a preview of {image.width}x{image.height} px")
             # JPEG decodes at a fraction of its size when that is enough (a cheap preview).

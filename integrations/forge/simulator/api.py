@@ -318,7 +318,7 @@ class Api:
                 if st.id_live_preview != req["id_live_preview"] and st.current_image is not None:
                     image = st.current_image
                     id_live_preview = st.id_live_preview
-            textinfo = st.textinfo
+            info = st.textinfo
         live_preview = None
         if image is not None:
             encoded = base64.b64encode(encode_image(image, fmt)).decode("ascii")
@@ -331,7 +331,7 @@ class Api:
             "eta": eta,
             "live_preview": live_preview,
             "id_live_preview": id_live_preview,
-            "textinfo": textinfo,
+            "textinfo": info,
         }
 
     def _pending_tasks(self, request: Request, rt: Runtime) -> Any:

@@ -897,7 +897,8 @@ def test_previews_from_the_simulator_come_one_id_after_another(sim: ForgeSimulat
     with ThreadPoolExecutor(max_workers=1) as pool:
         job = pool.submit(client.txt2img, {"force_task_id": "pv", "steps": 1000, "width": 64})
         try:
-            ids, last = [], -1
+            ids: list[int] = []
+            last = -1
             deadline = time.monotonic() + 10
             while len(ids) < 3 and time.monotonic() < deadline:
                 progress = ForgeClient(ServerEndpoint(sim.url)).progress_for_task(
@@ -905,6 +906,7 @@ def test_previews_from_the_simulator_come_one_id_after_another(sim: ForgeSimulat
                 )
                 if progress.preview is not None:
                     assert progress.preview.startswith(b"\x89PNG")
+                    assert progress.preview_id is not None
                     ids.append(progress.preview_id)
                     last = progress.preview_id
         finally:
