@@ -18,7 +18,7 @@ from core_app.display import age
 from queue_app.batches import batch_cancel, batch_delete
 from queue_app.control import job_move, queue_pause, queue_resume
 from queue_app.counts import JobCountPaginator
-from queue_app.models import ACTIVE_STATUSES, Batch, Job, JobStatus, QueueState
+from queue_app.models import ACTIVE_STATUSES, Batch, Job, JobPreview, JobStatus, QueueState
 from queue_app.services import job_cancel, job_delete, job_retry, job_run_again
 
 RETRYABLE_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED)
@@ -60,6 +60,7 @@ class JobAdmin(ObjectActionsAdmin):
         "server",
         "target_server_alias",
         "error",
+        "live_preview",
         "images_large",
         "parameters",
         "generation_info",
@@ -88,7 +89,7 @@ class JobAdmin(ObjectActionsAdmin):
                 )
             },
         ),
-        ("Images", {"fields": ("images_large",)}),
+        ("Images", {"fields": ("live_preview", "images_large")}),
         ("Parameters", {"fields": ("parameters",)}),
         ("Generation info", {"fields": ("generation_info",)}),
         (
@@ -237,6 +238,20 @@ class JobAdmin(ObjectActionsAdmin):
     def error(self, obj: Job) -> str:
         text = obj.error_text
         return format_html('<span class="msd-error">{}</span>', text) if text else "—"
+
+    @admin.display(description="Live preview")
+    def live_preview(self, obj: Job) -> SafeString | str:
+        """The latest preview while the job runs (as the phone sees it, at page load)."""
+        preview = JobPreview.objects.filter(job=obj).only("version", "width", "height").first()
+        if obj.status != JobStatus.PROCESSING or preview is None:
+            return "—"
+        return format_html(
+            '<img class="msd-preview" src="{}" alt="live preview {}" width="{}" height="{}">',
+            f"{reverse('job-preview', args=[obj.pk])}?v={preview.version}",
+            preview.version,
+            preview.width,
+            preview.height,
+        )
 
     @admin.display(description="Images")
     def images_large(self, obj: Job) -> SafeString | str:

@@ -337,3 +337,25 @@ def test_the_preview_url_is_absolute_on_the_public_url(db, settings):
         "https://sd.example.org:8443/api/v1/queue/jobs/0b2a1c8e-2f55-4b43-9c4a-4e5e9f2d7a10"
         "/preview?v=7"
     )
+
+
+# --- the admin ------------------------------------------------------------------------------
+
+
+def test_the_job_page_shows_the_live_preview_while_the_job_runs(claim, admin_client):
+    beat(claim, version=5)
+
+    page = admin_client.get(f"/admin/queue_app/job/{claim.job_id}/change/").content.decode()
+    image = admin_client.get(f"/api/v1/queue/jobs/{claim.job_id}/preview?v=5")
+
+    assert f'src="/api/v1/queue/jobs/{claim.job_id}/preview?v=5"' in page
+    assert image.status_code == 200
+
+
+def test_the_job_page_shows_no_preview_once_the_job_ended(claim, admin_client):
+    beat(claim)
+    dispatch.job_complete(claim=claim, images=[], generation_info={})
+
+    page = admin_client.get(f"/admin/queue_app/job/{claim.job_id}/change/").content.decode()
+
+    assert "/preview?v=" not in page
