@@ -30,10 +30,15 @@ def inline_models():
 
 def test_every_project_model_has_an_admin_page():
     # JobImage rows are shown large on their job's page and in the gallery instead; JobCount
-    # rows are the database's own bookkeeping (queue_app/counts.py), shown as the totals.
+    # rows are the database's own bookkeeping (queue_app/counts.py), shown as the totals;
+    # a JobPreview lives only while its job runs, shown on that job's page.
     missing = project_models() - set(registered_models()) - inline_models()
 
-    assert {m._meta.label for m in missing} == {"queue_app.JobImage", "queue_app.JobCount"}
+    assert {m._meta.label for m in missing} == {
+        "queue_app.JobImage",
+        "queue_app.JobCount",
+        "queue_app.JobPreview",
+    }
     assert {
         "core_app.ApiKey",
         "servers_app.Server",
