@@ -56,6 +56,7 @@ ERROR_CODES: dict[str, str] = {
     # Uploads (input images of img2img and inpaint jobs).
     "upload_not_found": "No such upload (another user's, deleted, or removed unused).",
     "upload_too_large": "The image has more bytes or pixels than the upload limits allow.",
+    "preview_not_found": "The job has no live preview (it is not running, or none yet).",
     # Civitai: image recipes and downloads.
     "invalid_reference": "Give either an id or a URL, not both or neither.",
     "invalid_civitai_url": "The URL is not a Civitai page or download link MobileSD reads.",

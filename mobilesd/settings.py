@@ -319,6 +319,9 @@ SPECTACULAR_SETTINGS = {
 # database outage shorter than the lease costs a running job nothing.
 MOBILESD_LEASE_SECONDS = env.float("MOBILESD_LEASE_SECONDS", 12.0)
 MOBILESD_HEARTBEAT_SECONDS = env.float("MOBILESD_HEARTBEAT_SECONDS", 1.0)
+# A running job's progress (and live preview) is written when it changed, at most this
+# often: each write is an event (job.progress / job.preview) every follower receives.
+MOBILESD_PROGRESS_MIN_SECONDS = env.float("MOBILESD_PROGRESS_MIN_SECONDS", 0.5)
 MOBILESD_LEASE_RECOVERY_SECONDS = env.float("MOBILESD_LEASE_RECOVERY_SECONDS", 2.0)
 MOBILESD_RECONCILE_SECONDS = env.float("MOBILESD_RECONCILE_SECONDS", 10.0)
 # Every worker notes that it is alive this often; /api/v1/health answers 503 when no worker

@@ -23,6 +23,7 @@ from queue_app.models import (
     Batch,
     Job,
     JobInputRole,
+    JobPreview,
     JobStatus,
     QueueState,
     Upload,
@@ -69,6 +70,7 @@ class JobAdmin(ObjectActionsAdmin):
         "server",
         "target_server_alias",
         "error",
+        "live_preview",
         "images_large",
         "inputs",
         "parameters",
@@ -98,7 +100,7 @@ class JobAdmin(ObjectActionsAdmin):
                 )
             },
         ),
-        ("Images", {"fields": ("images_large",)}),
+        ("Images", {"fields": ("live_preview", "images_large")}),
         ("Inputs", {"fields": ("inputs",)}),
         ("Parameters", {"fields": ("parameters",)}),
         ("Generation info", {"fields": ("generation_info",)}),
@@ -248,6 +250,20 @@ class JobAdmin(ObjectActionsAdmin):
     def error(self, obj: Job) -> str:
         text = obj.error_text
         return format_html('<span class="msd-error">{}</span>', text) if text else "—"
+
+    @admin.display(description="Live preview")
+    def live_preview(self, obj: Job) -> SafeString | str:
+        """The latest preview while the job runs (as the phone sees it, at page load)."""
+        preview = JobPreview.objects.filter(job=obj).only("version", "width", "height").first()
+        if obj.status != JobStatus.PROCESSING or preview is None:
+            return "—"
+        return format_html(
+            '<img class="msd-preview" src="{}" alt="live preview {}" width="{}" height="{}">',
+            f"{reverse('job-preview', args=[obj.pk])}?v={preview.version}",
+            preview.version,
+            preview.width,
+            preview.height,
+        )
 
     @admin.display(description="Images")
     def images_large(self, obj: Job) -> SafeString | str:

@@ -34,7 +34,8 @@ from django.utils import timezone
 
 from core_app.leases import LeaseLost, backoff_seconds, lease_expiry, lease_lost_reason
 from queue_app import scheduling
-from queue_app.models import ANY_SERVER, Job, JobImage, JobStatus, QueueState
+from queue_app.models import ANY_SERVER, Job, JobImage, JobPreview, JobStatus, QueueState
+from queue_app.previews import PreviewImage
 from servers_app.models import CachedModel, ModelKind, Server
 from servers_app.selectors import server_checkpoints
 
@@ -552,9 +553,17 @@ def _ours(claim: Claim) -> Any:
     return Job.objects.filter(pk=claim.job_id, status=JobStatus.PROCESSING, lease_token=claim.token)
 
 
-def job_heartbeat(*, claim: Claim, progress: dict[str, Any] | None) -> LeaseLost | None:
-    """Renew the lease (and write progress). None while the job is still ours, else why it
-    is not: cancelled, gone (deleted) or lost (another worker holds it)."""
+def job_heartbeat(
+    *,
+    claim: Claim,
+    progress: dict[str, Any] | None,
+    preview: PreviewImage | None = None,
+    preview_version: int | None = None,
+) -> LeaseLost | None:
+    """Renew the lease (and write progress, and the live preview `preview` as version
+    `preview_version`, in the same transaction). None while the job is still ours, else
+    why it is not: cancelled, gone (deleted) or lost (another worker holds it); then
+    nothing is written, so a preview never outlives its job's run."""
     now = timezone.now()
     values: dict[str, Any] = {
         "lease_expires_at": lease_expiry(settings.MOBILESD_LEASE_SECONDS, now=now),
@@ -562,7 +571,28 @@ def job_heartbeat(*, claim: Claim, progress: dict[str, Any] | None) -> LeaseLost
     if progress is not None:
         values["progress"] = progress
         values["updated_at"] = now
-    if _ours(claim).update(**values):
+    if preview is not None and preview_version is not None:
+        # The job's row stays locked from the UPDATE to the commit: an end of the job
+        # (whose trigger deletes the preview) comes wholly before or wholly after.
+        with transaction.atomic():
+            if _ours(claim).update(**values):
+                JobPreview.objects.bulk_create(
+                    [
+                        JobPreview(
+                            job_id=claim.job_id,
+                            image=preview.webp,
+                            version=preview_version,
+                            width=preview.width,
+                            height=preview.height,
+                            updated_at=now,
+                        )
+                    ],
+                    update_conflicts=True,
+                    unique_fields=["job"],
+                    update_fields=["image", "version", "width", "height", "updated_at"],
+                )
+                return None
+    elif _ours(claim).update(**values):
         return None
     status = Job.objects.filter(pk=claim.job_id).values_list("status", flat=True).first()
     return lease_lost_reason(exists=status is not None, cancelled=status == JobStatus.CANCELLED)

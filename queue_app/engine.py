@@ -14,7 +14,9 @@ is recorded, never generated again.
 """
 
 import contextlib
+import hashlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -59,6 +61,7 @@ from queue_app.params import (
     loras_sent,
     requested_loras,
 )
+from queue_app.previews import InvalidPreviewError, PreviewImage, preview_url, preview_webp
 from queue_app.timeouts import job_timeout
 from queue_app.uploads import InputMissing, job_input_images
 from servers_app.checkpoints import checkpoint_hashes, checkpoint_key, checkpoint_ran_as
@@ -462,13 +465,21 @@ class Monitor(threading.Thread):
     thread of its own (a server busy generating may answer it slowly), and a beat that
     cannot reach the database fails alone (the next one tries again on a fresh
     connection), so an outage shorter than the lease costs the job nothing. Only a renewal
-    that reaches the database and finds the job no longer ours ends the monitor."""
+    that reaches the database and finds the job no longer ours ends the monitor.
+
+    Progress (with the live preview) is written only when it changed, and at most every
+    MOBILESD_PROGRESS_MIN_SECONDS: each write of it is an event to every follower of the
+    job. Between two heartbeats a progress write renews the lease too."""
 
     def __init__(self, claim: Claim) -> None:
         super().__init__(name=f"monitor-{claim.job_id}", daemon=True)
         self.claim = claim
         self.stopping = threading.Event()
         self.failing = False  # the last beat could not reach the database
+        self._written: dict[str, Any] | None = None  # the progress last written
+        self._written_at = -math.inf
+        self._written_version = 0  # the preview last written
+        self._renewed_at = time.monotonic()
 
     def stop(self) -> None:
         """Ask the monitor to end (it does within moments, closing its connections); not
@@ -476,14 +487,24 @@ class Monitor(threading.Thread):
         self.stopping.set()
 
     def run(self) -> None:
-        interval = settings.MOBILESD_HEARTBEAT_SECONDS
+        heartbeat = settings.MOBILESD_HEARTBEAT_SECONDS
+        every = settings.MOBILESD_PROGRESS_MIN_SECONDS
+        tick = min(heartbeat, every) if every > 0 else heartbeat
         probe: _ProgressProbe | None = None
         try:
-            while not self.stopping.wait(interval):
-                if probe is None:  # started at the first beat: most fast jobs never need it
-                    probe = _ProgressProbe(self.claim, interval)
+            while not self.stopping.wait(tick):
+                if probe is None:  # started at the first tick: most fast jobs never need it
+                    probe = _ProgressProbe(self.claim, tick)
                     probe.start()
-                lost = self._beat(probe.take())
+                now = time.monotonic()
+                reading = probe.latest()
+                if reading is not None and (
+                    reading.progress == self._written or now - self._written_at < every
+                ):
+                    reading = None  # unchanged, or too soon: the lease only, when due
+                if reading is None and now - self._renewed_at < heartbeat - tick / 2:
+                    continue
+                lost = self._beat(reading, now)
                 if lost is None:
                     continue
                 if lost in (LeaseLost.CANCELLED, LeaseLost.GONE):  # LOST: another worker runs it
@@ -498,10 +519,17 @@ class Monitor(threading.Thread):
                 probe.stop()
             connection.close()
 
-    def _beat(self, progress: dict[str, Any] | None) -> LeaseLost | None:
-        """Renew the lease (with the latest progress); None also when this beat failed."""
+    def _beat(self, reading: "ProgressReading | None", now: float) -> LeaseLost | None:
+        """Renew the lease (with `reading`, when given); None also when this beat failed."""
+        progress = preview = version = None
+        if reading is not None:
+            progress = reading.progress
+            if reading.preview_version != self._written_version:
+                preview, version = reading.preview, reading.preview_version
         try:
-            lost = dispatch.job_heartbeat(claim=self.claim, progress=progress)
+            lost = dispatch.job_heartbeat(
+                claim=self.claim, progress=progress, preview=preview, preview_version=version
+            )
         except DATABASE_DOWN as exc:
             drop_broken_connection()
             if not self.failing:
@@ -514,13 +542,32 @@ class Monitor(threading.Thread):
         if self.failing:
             logger.info("Heartbeat of job %s written again", self.claim.job_id)
             self.failing = False
+        if lost is None:
+            self._renewed_at = now
+            if reading is not None:
+                self._written, self._written_at = reading.progress, now
+                self._written_version = reading.preview_version
         return lost
+
+
+@dataclass(frozen=True)
+class ProgressReading:
+    """A running job's latest progress (the job's `progress` JSON: with `preview_id` and
+    `preview_url` once there is a preview) and its latest preview, if any."""
+
+    progress: dict[str, Any]
+    preview: PreviewImage | None
+    preview_version: int
 
 
 class _ProgressProbe(threading.Thread):
     """Reads a running job's progress from its server every `interval`, in a thread of
-    its own so that a slow answer never delays a heartbeat; the monitor takes the latest
-    reading at each beat."""
+    its own so that a slow answer never delays a heartbeat; the monitor reads the latest
+    reading at each beat.
+
+    Live previews are asked for incrementally (the server's id of the last one received);
+    each new one (new bytes) is downscaled to WebP here, off the heartbeat's thread, and
+    numbered: `preview_id` 1, 2, ... for this run of the job."""
 
     def __init__(self, claim: Claim, interval: float) -> None:
         super().__init__(name=f"progress-{claim.job_id}", daemon=True)
@@ -528,37 +575,44 @@ class _ProgressProbe(threading.Thread):
         self.interval = interval
         self.stopping = threading.Event()
         self._lock = threading.Lock()
-        self._latest: dict[str, Any] | None = None
+        self._latest: ProgressReading | None = None
+        self._server_preview_id = -1
+        self._preview_digest: bytes | None = None
+        self._preview: PreviewImage | None = None
+        self._version = 0
 
     def stop(self) -> None:
         self.stopping.set()
 
-    def take(self) -> dict[str, Any] | None:
-        """The reading made since the last take, if any."""
+    def latest(self) -> ProgressReading | None:
+        """The latest reading (None before the first)."""
         with self._lock:
-            latest, self._latest = self._latest, None
-        return latest
+            return self._latest
 
     def run(self) -> None:
         # Short reads: a probe answers within moments of a stop.
         client = make_client(self.claim.server, read_timeout=5.0)
         try:
             while not self.stopping.is_set():
-                progress = self._read(client)
-                if progress is not None:
+                reading = self._read(client)
+                if reading is not None:
                     with self._lock:
-                        self._latest = progress
+                        self._latest = reading
                 self.stopping.wait(self.interval)
         finally:
             client.close()
 
-    def _read(self, client: ForgeClient) -> dict[str, Any] | None:
+    def _read(self, client: ForgeClient) -> ProgressReading | None:
         try:
-            progress = client.progress_for_task(self.claim.task_id)
+            progress = client.progress_for_task(
+                self.claim.task_id, live_preview_id=self._server_preview_id
+            )
         except ForgeError as exc:
             logger.debug("No progress for %s: %s", self.claim.task_id, exc)
             return None
-        return {
+        if progress.preview is not None:
+            self._take_preview(progress.preview, progress.preview_id)
+        reading: dict[str, Any] = {
             "fraction": progress.progress or 0.0,
             "eta_seconds": progress.eta,
             "step": progress.step,
@@ -568,6 +622,25 @@ class _ProgressProbe(threading.Thread):
             "active": progress.active,
             "queued": progress.queued,
         }
+        if self._version:
+            reading["preview_id"] = self._version
+            reading["preview_url"] = preview_url(self.claim.job_id, self._version)
+        return ProgressReading(reading, self._preview, self._version)
+
+    def _take_preview(self, image: bytes, server_id: int | None) -> None:
+        if server_id is not None:
+            self._server_preview_id = server_id
+        # Without a web UI the same image comes at every probe: only a new one counts.
+        digest = hashlib.blake2b(image, digest_size=16).digest()
+        if digest == self._preview_digest:
+            return
+        self._preview_digest = digest
+        try:
+            self._preview = preview_webp(image)
+        except InvalidPreviewError as exc:
+            logger.debug("Preview of %s not readable: %s", self.claim.task_id, exc)
+            return
+        self._version += 1
 
 
 def interrupt_if_current(client: ForgeClient, task_id: str) -> bool:

@@ -398,6 +398,36 @@ class JobImage(models.Model):
         return reverse("job-image", args=[self.job_id, self.index])
 
 
+class JobPreview(models.Model):
+    """The latest live preview of a running job: one row per job, only while it runs.
+
+    Written by the engine's heartbeat, in the transaction that writes the job's progress
+    (`progress.preview_id` is this row's `version`), downscaled for a phone (WebP, at most
+    `queue_app.previews.PREVIEW_MAX_SIDE` px on the long side). A database trigger on the job
+    table deletes it as the job stops running by whatever path (queue_app/previews.py);
+    deleting the job deletes it too."""
+
+    job = models.OneToOneField(
+        Job, on_delete=models.CASCADE, primary_key=True, related_name="preview"
+    )
+    image = models.BinaryField(editable=False, help_text="WebP.")
+    version = models.PositiveIntegerField(
+        editable=False, help_text="Grows with each new preview of the job's run."
+    )
+    width = models.PositiveSmallIntegerField(editable=False)
+    height = models.PositiveSmallIntegerField(editable=False)
+    updated_at = models.DateTimeField(editable=False)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(version__gte=1), name="jobpreview_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"Preview {self.version} of job {self.job_id}"
+
+
 class QueueState(models.Model):
     """The whole queue's switches: one row (id 1) at most; no row means not paused.
 

@@ -297,6 +297,17 @@ class JobProgressSerializer(OpenObjectSerializer):
     textinfo = serializers.CharField(allow_null=True, required=False)
     active = serializers.BooleanField(allow_null=True, required=False)
     queued = serializers.BooleanField(allow_null=True, required=False)
+    preview_id = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        help_text="Once the server has shown a live preview: its number, growing with each "
+        "new one of this run (each change is a `job.preview` event).",
+    )
+    preview_url = serializers.CharField(
+        required=False,
+        help_text="Where the latest live preview is served (WebP, at most 256 px on the "
+        "long side), with it: absolute on MOBILESD_PUBLIC_URL when that is set, else a path.",
+    )
 
 
 class ResultDetailsSerializer(OpenObjectSerializer):

@@ -23,6 +23,7 @@ urlpatterns = [
     path("queue/jobs/<str:job_id>/retry", views.JobRetryView.as_view(), name="job-retry"),
     path("queue/jobs/<str:job_id>/move", control_views.JobMoveView.as_view(), name="job-move"),
     path("queue/jobs/<str:job_id>/images", views.JobImageListView.as_view(), name="job-image-list"),
+    path("queue/jobs/<str:job_id>/preview", views.JobPreviewView.as_view(), name="job-preview"),
     path(
         "queue/jobs/<str:job_id>/images/<int:index>",
         views.JobImageFileView.as_view(),

@@ -37,6 +37,7 @@ from queue_app.images import (
     thumbnail_name,
 )
 from queue_app.models import Job, JobImage, JobStatus
+from queue_app.previews import job_preview_get, preview_etag
 from queue_app.serializers import (
     GenerateRequestSerializer,
     GenerateResponseSerializer,
@@ -372,3 +373,47 @@ class JobImageThumbnailView(APIView):
         return _file_response(
             request, stream, content_type=content_type, filename=PurePosixPath(name).name, etag=etag
         )
+
+
+# A preview changes every moment while its job runs: never kept, always asked again.
+PREVIEW_CACHE_CONTROL = "private, no-store"
+
+
+class JobPreviewView(APIView):
+    content_negotiation_class = AnyAcceptNegotiation
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "v",
+                int,
+                description="Ignored: `progress.preview_url` names the version, so each new "
+                "preview is a URL of its own.",
+            )
+        ],
+        responses={
+            **{(200, media): OpenApiTypes.BINARY for media in ("image/webp", OCTET_STREAM)},
+            **IMAGE_ERRORS,
+        },
+        summary="The live preview of a running job",
+        description="The latest image the job's server showed of it forming (WebP, at most "
+        "256 px on the long side), while the job runs; 404 `preview_not_found` when it is "
+        "not running or has none yet. Not cacheable; the ETag names its version.",
+        operation_id="queue_job_preview",
+    )
+    def get(self, request: Request, job_id: str) -> HttpResponseBase:
+        job = job_get(job_id=job_id, owner=owner_scope(request))
+        preview = job_preview_get(job=job)
+        etag = preview_etag(preview)
+        if (not_modified := _not_modified(request, etag)) is not None:
+            not_modified["Cache-Control"] = PREVIEW_CACHE_CONTROL
+            return not_modified
+        response = _file_response(
+            request,
+            io.BytesIO(bytes(preview.image)),
+            content_type="image/webp",
+            filename=f"{job.pk.hex[:8]}_preview_{preview.version}.webp",
+            etag=etag,
+        )
+        response["Cache-Control"] = PREVIEW_CACHE_CONTROL
+        return response

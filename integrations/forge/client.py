@@ -407,6 +407,12 @@ class TaskProgress:
     (``GET /sdapi/v1/progress``, servers started with ``--nowebui``) the answer is about
     whatever the server is running: `active` means "the server is busy", `task_specific` is
     False, `queued`/`completed` are unknown (False), and `step`/`total_steps` are known.
+
+    `preview` is a live preview image (its bytes as the server encoded them: PNG, JPEG or
+    WebP) when one was asked for and there is a new one: from ``/internal/progress`` with
+    its `preview_id` (the server's ``id_live_preview``, to send back next time so the same
+    image is not sent twice); from ``/sdapi/v1/progress`` the server's current image, sent
+    at every probe and without an id (`preview_id` None: compare the bytes).
     """
 
     active: bool
@@ -421,6 +427,8 @@ class TaskProgress:
     total_steps: int | None
     source: Literal["internal", "sdapi"]
     task_specific: bool
+    preview: bytes | None = None
+    preview_id: int | None = None
 
 
 _IN_QUEUE = re.compile(r"In queue:\s*(\d+)\s*/\s*(\d+)", re.IGNORECASE)
@@ -442,6 +450,22 @@ def _clamp_fraction(value: float | None) -> float | None:
     if value is None:
         return None
     return min(max(value, 0.0), 1.0)
+
+
+def _image_bytes(value: Any, *, data_uri: bool) -> bytes | None:
+    """The bytes of a preview: a ``data:image/...;base64,`` URI (`/internal/progress`) or
+    bare base64 (`/sdapi/v1/progress`); None for anything else. A damaged preview is only
+    a missing one: never an error of the progress it came with."""
+    if not isinstance(value, str) or not value:
+        return None
+    if data_uri:
+        header, _, value = value.partition(",")
+        if not (header.startswith("data:image/") and header.endswith(";base64")):
+            return None
+    try:
+        return base64.b64decode(value, validate=True) or None
+    except (binascii.Error, ValueError):
+        return None
 
 
 # --- Client ------------------------------------------------------------------------------
@@ -798,15 +822,26 @@ class ForgeClient:
 
     # -- progress and task ids --
 
-    def progress_for_task(self, task_id: str) -> TaskProgress:
+    def progress_for_task(
+        self, task_id: str, *, live_preview_id: int | None = None
+    ) -> TaskProgress:
         """Progress of `task_id`, from ``/internal/progress`` or, without a web UI, from
-        ``/sdapi/v1/progress`` (see `TaskProgress` for what each source can tell)."""
+        ``/sdapi/v1/progress`` (see `TaskProgress` for what each source can tell).
+
+        `live_preview_id` asks for a live preview newer than the one of that id (-1: none
+        received yet; pass the `preview_id` of the last preview received); None asks for
+        none (the answer is then small)."""
+        previews = live_preview_id is not None
         if self._internal_progress is not False:
             try:
                 body = self._request(
                     "POST",
                     "/internal/progress",
-                    json_body={"id_task": task_id, "id_live_preview": -1, "live_preview": False},
+                    json_body={
+                        "id_task": task_id,
+                        "id_live_preview": live_preview_id if previews else -1,
+                        "live_preview": previews,
+                    },
                 )
             except ForgePermanentError as exc:
                 if exc.status_code != 404 or isinstance(exc, ForgeAuthError):
@@ -819,11 +854,13 @@ class ForgeClient:
                 self._internal_progress = False
             else:
                 self._internal_progress = True
-                return self._parse_internal_progress(body)
-        return self._parse_sdapi_progress(self._sdapi_progress(), task_id)
+                return self._parse_internal_progress(body, previews=previews)
+        return self._parse_sdapi_progress(
+            self._sdapi_progress(current_image=previews), task_id, previews=previews
+        )
 
     @staticmethod
-    def _parse_internal_progress(body: Any) -> TaskProgress:
+    def _parse_internal_progress(body: Any, *, previews: bool = False) -> TaskProgress:
         data = body if isinstance(body, dict) else {}
         # The text is shown with the job: only from an answer in the documented shape.
         documented = all(
@@ -837,8 +874,15 @@ class ForgeClient:
             match = _IN_QUEUE.search(textinfo)
             if match:
                 position, size = int(match.group(1)), int(match.group(2))
+        active = bool(data.get("active"))
+        preview = preview_id = None
+        if previews and active:
+            preview_id = _as_int(data.get("id_live_preview"))
+            preview = _image_bytes(data.get("live_preview"), data_uri=True)
+            if preview is None or preview_id is None:
+                preview = preview_id = None
         return TaskProgress(
-            active=bool(data.get("active")),
+            active=active,
             queued=bool(data.get("queued")),
             completed=bool(data.get("completed")),
             progress=_clamp_fraction(_as_float(data.get("progress"))),
@@ -850,14 +894,19 @@ class ForgeClient:
             total_steps=None,
             source="internal",
             task_specific=True,
+            preview=preview,
+            preview_id=preview_id,
         )
 
-    def _sdapi_progress(self) -> dict[str, Any]:
-        body = self._request("GET", "/sdapi/v1/progress", params={"skip_current_image": "true"})
+    def _sdapi_progress(self, *, current_image: bool = False) -> dict[str, Any]:
+        skip = "false" if current_image else "true"
+        body = self._request("GET", "/sdapi/v1/progress", params={"skip_current_image": skip})
         return body if isinstance(body, dict) else {}
 
     @staticmethod
-    def _parse_sdapi_progress(body: dict[str, Any], task_id: str) -> TaskProgress:
+    def _parse_sdapi_progress(
+        body: dict[str, Any], task_id: str, *, previews: bool = False
+    ) -> TaskProgress:
         raw_state = body.get("state")
         state: dict[str, Any] = raw_state if isinstance(raw_state, dict) else {}
         job_count = _as_int(state.get("job_count")) or 0
@@ -885,6 +934,10 @@ class ForgeClient:
             total_steps=steps if active and steps else None,
             source="sdapi",
             task_specific=task_specific,
+            # Whatever the server runs: ours while our request holds its lock.
+            preview=_image_bytes(body.get("current_image"), data_uri=False)
+            if previews and active
+            else None,
         )
 
     def is_task_active(self, task_id: str) -> bool:

@@ -11,7 +11,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('queue_app', '0010_job_completed_checkpoint_index'),
+        ('queue_app', '0011_job_preview'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -35,6 +35,7 @@ def test_every_project_model_has_an_admin_page():
     # rows are the database's own bookkeeping (queue_app/counts.py), shown as the totals;
     # the EventLog row is the event log's (its pruning mark).
     # JobInput rows are shown as their job's input images, on its page.
+    # a JobPreview lives only while its job runs, shown on that job's page.
     missing = project_models() - set(registered_models()) - inline_models()
 
     assert {m._meta.label for m in missing} == {
@@ -42,6 +43,7 @@ def test_every_project_model_has_an_admin_page():
         "queue_app.JobCount",
         "events_app.EventLog",
         "queue_app.JobInput",
+        "queue_app.JobPreview",
     }
     assert {
         "core_app.ApiKey",

@@ -27,7 +27,13 @@ from .errors import ApiError, http_error, method_not_allowed, not_found, server_
 from .events import EventLog
 from .faults import Faults
 from .generation import GenerationJob, JobAbortedError, create_task_id, load_model
-from .imaging import InvalidImageError, decode_image, decode_image_bytes, read_png_text
+from .imaging import (
+    InvalidImageError,
+    decode_image,
+    decode_image_bytes,
+    encode_image,
+    read_png_text,
+)
 from .infotext import parse_infotext
 from .runtime import LockClosedError, Runtime, build_checkpoints, build_loras
 from .validation import (
@@ -262,8 +268,10 @@ class Api:
 
     # -- progress -------------------------------------------------------------------------
     def _progress(self, request: Request, rt: Runtime) -> Any:
+        """`Api.progressapi`: about whatever runs; the current preview as bare base64 in the
+        `samples_format` (made as the live preview period says), unless skip_current_image."""
         query = {k: v[-1] for k, v in request.query.items() if v}
-        validate_fields(query, _PROGRESS_QUERY, is_forge=self.is_forge, where="query")
+        query = validate_fields(query, _PROGRESS_QUERY, is_forge=self.is_forge, where="query")
         with rt.cond:
             st = rt.state
             state = st.as_json()
@@ -282,15 +290,28 @@ class Api:
                 progress += 1 / st.job_count * st.sampling_step / st.sampling_steps
             elapsed = time.time() - (st.time_start or time.time())
             eta_relative = elapsed / progress - elapsed
-            return {
-                "progress": min(progress, 1.0),
-                "eta_relative": eta_relative,
-                "state": state,
-                "current_image": None,
-                "textinfo": st.textinfo,
-            }
+            st.set_current_image(rt.options)
+            image = None if query["skip_current_image"] else st.current_image
+            fmt = str(rt.options.get("samples_format") or "png")
+            textinfo = st.textinfo
+        # Encoded outside the lock (a preview is never changed once made): sampling goes on.
+        current_image = (
+            base64.b64encode(encode_image(image, fmt)).decode("ascii")
+            if image is not None
+            else None
+        )
+        return {
+            "progress": min(progress, 1.0),
+            "eta_relative": eta_relative,
+            "state": state,
+            "current_image": current_image,
+            "textinfo": textinfo,
+        }
 
     def _internal_progress(self, request: Request, rt: Runtime) -> Any:
+        """`progress.progressapi`: about one task id; a live preview only when asked for
+        (`live_preview`), enabled (`live_previews_enable`), and newer than the one the
+        client says it has (`id_live_preview`), as a data: URI in `live_previews_image_format`."""
         req = validate_body(request.body, PROGRESS_REQUEST_FIELDS, is_forge=self.is_forge)
         task_id = req["id_task"]
         with rt.cond:
@@ -320,16 +341,29 @@ class Api:
             progress = min(progress, 1.0)
             elapsed = time.time() - (st.time_start or time.time())
             eta = elapsed / progress - elapsed if progress > 0 else None
-            return {
-                "active": True,
-                "queued": queued,
-                "completed": completed,
-                "progress": progress,
-                "eta": eta,
-                "live_preview": None,
-                "id_live_preview": req["id_live_preview"],
-                "textinfo": st.textinfo,
-            }
+            image = None
+            id_live_preview = req["id_live_preview"]
+            fmt = str(rt.options.get("live_previews_image_format") or "png")
+            if rt.options.get("live_previews_enable") and req["live_preview"]:
+                st.set_current_image(rt.options)
+                if st.id_live_preview != req["id_live_preview"] and st.current_image is not None:
+                    image = st.current_image
+                    id_live_preview = st.id_live_preview
+            info = st.textinfo
+        live_preview = None
+        if image is not None:
+            encoded = base64.b64encode(encode_image(image, fmt)).decode("ascii")
+            live_preview = f"data:image/{fmt};base64,{encoded}"
+        return {
+            "active": True,
+            "queued": queued,
+            "completed": completed,
+            "progress": progress,
+            "eta": eta,
+            "live_preview": live_preview,
+            "id_live_preview": id_live_preview,
+            "textinfo": info,
+        }
 
     def _pending_tasks(self, request: Request, rt: Runtime) -> Any:
         with rt.cond:

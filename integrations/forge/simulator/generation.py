@@ -30,7 +30,14 @@ from .config import SimulatorConfig
 from .errors import ApiError, server_error
 from .events import EventLog
 from .faults import Faults
-from .imaging import MAX_PIXELS, decode_image, output_size, render_img2img_png, render_png
+from .imaging import (
+    MAX_PIXELS,
+    Latent,
+    decode_image,
+    output_size,
+    render_img2img_png,
+    render_png,
+)
 from .infotext import format_infotext
 from .runtime import CheckpointEntry, LockClosedError, Runtime
 
@@ -320,6 +327,10 @@ class GenerationJob:
         drop_at = steps_per_iter * n_iter // 2
         spp = self.config.seconds_per_step
         width, height = self._final_size()
+        # The first pass decodes at the requested size; a hires fix's second pass at the
+        # final one.
+        base_size = output_size(p["width"], p["height"])
+        base_steps = p["steps"] if self.mode == "txt2img" and p["enable_hr"] else steps_per_iter
         with rt.cond:
             options = dict(rt.options)
             hashed = rt.is_hashed(entry)
@@ -363,6 +374,12 @@ class GenerationJob:
                         interrupted = interrupted or rt.state.interrupted
                         break
                     rt.state.sampling_step = step + 1
+                    rt.state.current_latent = Latent(
+                        seeds=tuple(all_seeds[n * batch_size : (n + 1) * batch_size]),
+                        width=base_size[0] if step < base_steps else width,
+                        height=base_size[1] if step < base_steps else height,
+                        fraction=(step + 1) / steps_per_iter,
+                    )
                 done += 1
             for index in range(n * batch_size, (n + 1) * batch_size):
                 text = self._infotext(
@@ -379,8 +396,7 @@ class GenerationJob:
                 png = self._render(index, width, height, all_seeds[index], text, partial)
                 images.append(base64.b64encode(png).decode("ascii"))
             with rt.cond:
-                rt.state.job_no = n + 1
-                rt.state.sampling_step = 0
+                rt.state.next_job(rt.options)
         self._maybe_drop(drop_pending)
         info = self._info(
             entry=entry,

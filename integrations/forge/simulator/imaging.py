@@ -1,11 +1,15 @@
-"""Cheap but real PNG images: a seed-coloured gradient carrying the infotext."""
+"""Cheap but real images: a seed-coloured gradient carrying the infotext, and the live
+previews of it forming (from the seed's noise towards that gradient, step by step)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import io
+import math
 import random
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageOps, PngImagePlugin, UnidentifiedImageError
 
@@ -21,13 +25,7 @@ def output_size(width: int, height: int) -> tuple[int, int]:
     return max(8, width // 8 * 8), max(8, height // 8 * 8)
 
 
-def render_png(
-    width: int, height: int, seed: int, infotext: str, *, partial: bool = False
-) -> bytes:
-    """A `width`x`height` PNG whose colours derive from `seed`, with a `parameters` text chunk.
-
-    Partial (interrupted or skipped) images are rendered darker, like a half-denoised latent.
-    """
+def _final_image(width: int, height: int, seed: int, *, partial: bool = False) -> Image.Image:
     rng = random.Random(seed)  # noqa: S311 (colours, not secrets)
     low = tuple(rng.randrange(256) for _ in range(3))
     high = tuple(rng.randrange(256) for _ in range(3))
@@ -37,10 +35,84 @@ def render_png(
     gradient = Image.linear_gradient("L").resize((width, height))
     image = ImageOps.colorize(gradient, low, high)
     ImageDraw.Draw(image).text((8, 8), f"seed {seed}", fill=(255, 255, 255))
+    return image
+
+
+def render_png(
+    width: int, height: int, seed: int, infotext: str, *, partial: bool = False
+) -> bytes:
+    """A `width`x`height` PNG whose colours derive from `seed`, with a `parameters` text chunk.
+
+    Partial (interrupted or skipped) images are rendered darker, like a half-denoised latent.
+    """
+    image = _final_image(width, height, seed, partial=partial)
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", infotext)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Latent:
+    """`shared.state.current_latent`, as far as a preview needs it: the batch being sampled
+    (its seeds), the size it decodes to, and how far sampling has gone (0-1)."""
+
+    seeds: tuple[int, ...]
+    width: int
+    height: int
+    fraction: float
+
+
+def _noise(width: int, height: int, seed: int) -> Image.Image:
+    """The seed's starting noise, one random colour per latent pixel (8x8 image pixels)."""
+    rng = random.Random(seed ^ 0x5EED)  # noqa: S311 (noise, not secrets)
+    small = (max(1, width // 8), max(1, height // 8))
+    pixels = rng.randbytes(small[0] * small[1] * 3)
+    return Image.frombytes("RGB", small, pixels).resize((width, height), Image.Resampling.NEAREST)
+
+
+def _grid(images: Sequence[Image.Image]) -> Image.Image:
+    """The batch side by side, as `images.image_grid` lays it out (rows = round(sqrt(n)))."""
+    rows = max(1, round(math.sqrt(len(images))))
+    cols = math.ceil(len(images) / rows)
+    width, height = images[0].size
+    grid = Image.new("RGB", (cols * width, rows * height))
+    for i, image in enumerate(images):
+        grid.paste(image, (i % cols * width, i // cols * height))
+    return grid
+
+
+def render_preview(latent: Latent, *, grid: bool) -> Image.Image:
+    """The live preview of `latent` (an approximate decode): each image of the batch blends
+    from its noise towards the final image as sampling goes on; with `grid` (option
+    `show_progress_grid`) the whole batch, else its first image."""
+    seeds = latent.seeds if grid else latent.seeds[:1]
+    fraction = min(max(latent.fraction, 0.0), 1.0)
+    images = [
+        Image.blend(
+            _noise(latent.width, latent.height, seed),
+            _final_image(latent.width, latent.height, seed),
+            fraction,
+        )
+        for seed in seeds
+    ]
+    return _grid(images) if len(images) > 1 else images[0]
+
+
+def encode_image(image: Image.Image, fmt: str) -> bytes:
+    """`image` saved as `fmt` (png, jpeg or webp), as `/internal/progress` saves a preview:
+    a small PNG optimised, a large one at compression level 1; JPEG without alpha."""
+    fmt = fmt.lower()
+    kwargs: dict[str, object] = {}
+    if fmt == "png":
+        kwargs = {"optimize": True} if max(image.size) <= 256 else {"compress_level": 1}
+    elif fmt in ("jpeg", "jpg"):
+        fmt = "jpeg"
+        if image.mode == "RGBA":
+            image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt.upper(), **kwargs)
     return buffer.getvalue()
 
 

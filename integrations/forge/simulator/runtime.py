@@ -17,7 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from PIL import Image
+
 from .config import SimLora, SimModel, SimulatorConfig
+from .imaging import Latent, render_preview
 
 
 class LockClosedError(Exception):
@@ -120,7 +123,11 @@ class TaskRegistry:
 
 @dataclass
 class ProcessingState:
-    """`shared.state`: what `/sdapi/v1/progress` reports (not tied to a task id)."""
+    """`shared.state`: what `/sdapi/v1/progress` reports (not tied to a task id), and the
+    live preview (`modules/shared_state.py`): sampling leaves its latest latent in
+    `current_latent`; a progress request decodes it into `current_image` only when
+    `show_progress_every_n_steps` steps were sampled since the last preview (-1: only at
+    the end of each batch), and each new preview takes the next `id_live_preview`."""
 
     skipped: bool = False
     interrupted: bool = False
@@ -133,6 +140,10 @@ class ProcessingState:
     sampling_steps: int = 0
     time_start: float | None = None
     textinfo: str | None = None
+    current_latent: Latent | None = None
+    current_image: Image.Image | None = None
+    current_image_sampling_step: int = 0
+    id_live_preview: int = 0
 
     def begin(self, job: str, job_count: int) -> None:
         self.skipped = self.interrupted = self.stopping_generation = False
@@ -144,6 +155,38 @@ class ProcessingState:
         self.job_timestamp = time.strftime("%Y%m%d%H%M%S")
         self.time_start = time.time()
         self.textinfo = None
+        self.current_latent = None
+        self.current_image = None
+        self.current_image_sampling_step = 0
+        self.id_live_preview = 0
+
+    def next_job(self, options: dict[str, Any]) -> None:
+        """`State.nextjob`: a batch is done (with period -1, its preview is made now)."""
+        if options.get("live_previews_enable") and options.get("show_progress_every_n_steps") == -1:
+            self.do_set_current_image(options)
+        self.job_no += 1
+        self.sampling_step = 0
+        self.current_image_sampling_step = 0
+
+    def set_current_image(self, options: dict[str, Any]) -> None:
+        """`State.set_current_image`: a new preview once the period's steps are sampled.
+
+        With a period of 0 every call makes one (and a new id), as on a server."""
+        every = options.get("show_progress_every_n_steps", 10)
+        if (
+            options.get("live_previews_enable")
+            and every != -1
+            and self.sampling_step - self.current_image_sampling_step >= every
+        ):
+            self.do_set_current_image(options)
+
+    def do_set_current_image(self, options: dict[str, Any]) -> None:
+        if self.current_latent is None:
+            return
+        grid = bool(options.get("show_progress_grid", True))
+        self.current_image = render_preview(self.current_latent, grid=grid)
+        self.current_image_sampling_step = self.sampling_step
+        self.id_live_preview += 1
 
     def end(self) -> None:
         # As `State.end()`: only the job and its count reset; flags stay until the next begin.

@@ -4,7 +4,9 @@
 import base64
 import json
 import pickle
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -814,6 +816,130 @@ def test_progress_auth_error_is_raised_not_fallen_back(mocked: Any, forge: Forge
 
     with pytest.raises(ForgeAuthError):
         forge.progress_for_task("job-1")
+
+
+# --- live previews -----------------------------------------------------------------------
+
+RUNNING = {"active": True, "queued": False, "completed": False, "progress": 0.4, "eta": 3.0}
+
+
+def test_progress_asks_for_previews_newer_than_the_last_one(
+    mocked: Any, forge: ForgeClient
+) -> None:
+    image = _png(7)
+    mocked.post(
+        f"{BASE}/internal/progress",
+        json={
+            **RUNNING,
+            "live_preview": "data:image/png;base64," + base64.b64encode(image).decode(),
+            "id_live_preview": 5,
+        },
+        match=[
+            matchers.json_params_matcher(
+                {"id_task": "job-1", "id_live_preview": 4, "live_preview": True}
+            )
+        ],
+    )
+
+    progress = forge.progress_for_task("job-1", live_preview_id=4)
+
+    assert (progress.preview, progress.preview_id) == (image, 5)
+
+
+def test_progress_without_a_preview_id_asks_for_no_preview(mocked: Any, forge: ForgeClient) -> None:
+    mocked.post(
+        f"{BASE}/internal/progress",
+        json={**RUNNING, "live_preview": None, "id_live_preview": -1},
+        match=[
+            matchers.json_params_matcher(
+                {"id_task": "job-1", "id_live_preview": -1, "live_preview": False}
+            )
+        ],
+    )
+
+    progress = forge.progress_for_task("job-1")
+
+    assert (progress.preview, progress.preview_id) == (None, None)
+
+
+def test_an_answer_without_a_new_preview_has_none(mocked: Any, forge: ForgeClient) -> None:
+    mocked.post(
+        f"{BASE}/internal/progress", json={**RUNNING, "live_preview": None, "id_live_preview": 4}
+    )
+
+    progress = forge.progress_for_task("job-1", live_preview_id=4)
+
+    assert (progress.preview, progress.preview_id) == (None, None)
+    assert progress.progress == 0.4
+
+
+@pytest.mark.parametrize(
+    "live_preview",
+    ["data:image/png;base64,***", "iVBORw0KGgo=", "data:text/html;base64,PGI+", 12],
+)
+def test_a_damaged_preview_is_dropped_and_the_progress_kept(
+    mocked: Any, forge: ForgeClient, live_preview: Any
+) -> None:
+    mocked.post(
+        f"{BASE}/internal/progress",
+        json={**RUNNING, "live_preview": live_preview, "id_live_preview": 2},
+    )
+
+    progress = forge.progress_for_task("job-1", live_preview_id=1)
+
+    assert (progress.preview, progress.preview_id) == (None, None)
+    assert progress.active is True
+
+
+def test_sdapi_progress_sends_the_current_image_when_previews_are_asked_for(
+    mocked: Any, forge: ForgeClient
+) -> None:
+    image = _png(3)
+    mocked.post(f"{BASE}/internal/progress", json={"detail": "Not Found"}, status=404)
+    mocked.get(
+        f"{BASE}/sdapi/v1/progress",
+        json={
+            "progress": 0.3,
+            "eta_relative": 2.0,
+            "state": {"job_count": 1, "sampling_step": 3, "sampling_steps": 10},
+            "current_image": base64.b64encode(image).decode(),
+            "textinfo": None,
+        },
+        match=[matchers.query_param_matcher({"skip_current_image": "false"})],
+    )
+
+    progress = forge.progress_for_task("job-1", live_preview_id=-1)
+
+    assert (progress.preview, progress.preview_id) == (image, None)
+
+
+def test_previews_from_the_simulator_come_one_id_after_another(sim: ForgeSimulator) -> None:
+    requests.post(f"{sim.url}/sdapi/v1/options", json={"show_progress_every_n_steps": 1}, timeout=5)
+    client = ForgeClient(ServerEndpoint(sim.url))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        job = pool.submit(client.txt2img, {"force_task_id": "pv", "steps": 1000, "width": 64})
+        try:
+            ids: list[int] = []
+            last = -1
+            deadline = time.monotonic() + 10
+            while len(ids) < 3 and time.monotonic() < deadline:
+                progress = ForgeClient(ServerEndpoint(sim.url)).progress_for_task(
+                    "pv", live_preview_id=last
+                )
+                if progress.preview is not None:
+                    assert progress.preview.startswith(b"\x89PNG")
+                    assert progress.preview_id is not None
+                    ids.append(progress.preview_id)
+                    last = progress.preview_id
+        finally:
+            client.interrupt()
+            job.result(timeout=10)
+            requests.post(
+                f"{sim.url}/sdapi/v1/options", json={"show_progress_every_n_steps": 10}, timeout=5
+            )
+
+    assert len(ids) == 3
+    assert ids == sorted(set(ids))
 
 
 # --- other calls -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ and non-422 error bodies (401/404/500) are not described at all, so only 200 and
 validated here.
 """
 
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -164,6 +165,27 @@ def test_progress_of_running_and_queued_tasks_matches_the_contract(sim, conforms
     assert waiting.json()["textinfo"] == "In queue: 1/1"
     assert shared.json()["state"]["job_count"] == 1
     assert pending.json() == {"size": 1, "tasks": ["wait"]}
+
+
+def test_progress_with_live_previews_matches_the_contract(sim, conforms):
+    assert call(sim, "POST", "/sdapi/v1/options", {"show_progress_every_n_steps": 1}).ok
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(
+            call, sim, "POST", "/sdapi/v1/txt2img", {"force_task_id": "pv", "steps": 1000}
+        )
+        sim.wait_for_event("txt2img_started", lambda e: e["task_id"] == "pv")
+        deadline = time.monotonic() + 10
+        while call(sim, "GET", "/sdapi/v1/progress").json()["state"]["sampling_step"] < 2:
+            assert time.monotonic() < deadline
+
+        internal = conforms(call(sim, "POST", "/internal/progress", {"id_task": "pv"}))
+        shared = conforms(call(sim, "GET", "/sdapi/v1/progress?skip_current_image=false"))
+        call(sim, "POST", "/sdapi/v1/interrupt")
+        call(sim, "POST", "/sdapi/v1/options", {"show_progress_every_n_steps": 10})
+        assert running.result(timeout=10).status_code == 200
+
+    assert internal.json()["live_preview"].startswith("data:image/png;base64,")
+    assert isinstance(shared.json()["current_image"], str)
 
 
 def test_loras_have_the_shape_the_contract_leaves_open(sim):
