@@ -22,6 +22,7 @@ from django.utils import timezone
 from core_app.errors import Conflict, InvalidInput, NotFound
 from core_app.models import ApiKey
 from queue_app.control import jobs_cancel
+from queue_app.extension_checks import job_requirement_keys
 from queue_app.images import delete_image_files, image_storage_names
 from queue_app.models import ACTIVE_STATUSES, ANY_SERVER, Batch, Job, JobImage, JobStatus
 from queue_app.params import requested_loras
@@ -248,6 +249,7 @@ def _new_jobs(
                 priority=batch.priority,
                 checkpoint_key=checkpoint_key(str(params.get("checkpoint_name") or "")),
                 lora_keys=sorted({lora_key(name) for name in requested_loras(params)}),
+                requirement_keys=job_requirement_keys(params),
                 api_key=batch.api_key,
                 owner=batch.owner,
                 batch=batch,

@@ -46,6 +46,8 @@ from integrations.forge.client import (
 from queue_app import dispatch, metrics
 from queue_app.dispatch import Claim, ImageRecord
 from queue_app.eta import job_work
+from queue_app.extension_checks import ExtensionUnavailable, extensions_resolve
+from queue_app.extension_params import apply_extras
 from queue_app.images import (
     InvalidImageError,
     delete_image_files,
@@ -611,6 +613,13 @@ def _resolve_loras(server: Server, requested: list[str]) -> dict[str, str]:
     return names
 
 
+def script_image_resolver(claim: Claim) -> Callable[[str], str]:
+    """How image references inside the job's `alwayson_scripts` (ControlNet unit images)
+    become what the server takes. The uploads' resolver (issue 16 point 1) plugs in here;
+    until then every string goes as sent (base64 images included)."""
+    return lambda value: value
+
+
 def job_prepare(claim: Claim) -> Prepared:
     """Build a claimed (or reserved) job's request: its checkpoint resolved to the server's
     exact title and its LoRAs to the server's names, its parameters mapped, its timeout
@@ -627,6 +636,14 @@ def job_prepare(claim: Claim) -> Prepared:
         checkpoint_title=title,
         flavour=server.flavour or None,
         lora_names=lora_names,
+    )
+    # VAE, modules, styles, hires fields and scripts, by the server's names (issue 16).
+    apply_extras(
+        payload,
+        params,
+        resolved=extensions_resolve(server, params),
+        flavour=server.flavour or None,
+        images=script_image_resolver(claim),
     )
     timeout = job_timeout(
         steps=int(payload.get("steps") or 20),
@@ -682,6 +699,11 @@ def job_generate(
         return None
     except LoraUnavailable as exc:
         dispatch.job_fail(claim=claim, error=exc.detail, code=exc.code, details={"lora": exc.lora})
+        return None
+    except ExtensionUnavailable as exc:
+        dispatch.job_fail(
+            claim=claim, error=exc.detail, code=exc.code, details={"field": exc.field}
+        )
         return None
     except ForgePermanentError as exc:
         dispatch.job_fail(claim=claim, error=exc.detail or str(exc))

@@ -98,6 +98,12 @@ class GenerationJob:
                 f"{self.mode}_received",
                 task_id=self.task_id,
                 checkpoint=overrides.get("sd_model_checkpoint"),
+                # What the request asked of the extensions, as it arrived (issue 16).
+                override_settings=dict(overrides),
+                styles=self.params.get("styles"),
+                script_name=self.params.get("script_name"),
+                script_args=self.params.get("script_args"),
+                alwayson_scripts=self.params.get("alwayson_scripts"),
             )
         try:
             rt.queue_lock.wait_turn(ticket)
