@@ -47,6 +47,8 @@ def requirement_key(kind: str, name: str) -> str:
     """The comparable key of a thing a job needs, as CachedModel.requirement_key stores it
     ("" for checkpoints and LoRAs, which have keys of their own)."""
     text = name.strip()
+    if not text:
+        return ""
     if kind in FILE_KINDS:
         return f"file:{file_stem(text).casefold()}"
     if kind == ModelKind.CONTROLNET_MODEL:
