@@ -15,6 +15,7 @@ is recorded, never generated again.
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -706,7 +707,7 @@ def job_generate(
         )
         return None
     except ForgePermanentError as exc:
-        dispatch.job_fail(claim=claim, error=exc.detail or str(exc))
+        dispatch.job_fail(claim=claim, error=exc.detail or str(exc), code=_refusal_code(exc))
         return None
     finally:
         if monitor is not None:
@@ -733,6 +734,20 @@ def job_generate(
         run_seconds=run_seconds,
         switched=switched,
     )
+
+
+# A server's own refusal of a script it does not have (A1111/Forge `script_name_to_index`,
+# the always-on check): the job's code says so, as when MobileSD finds it first.
+_SCRIPT_REFUSAL = re.compile(
+    r"script '.*' not found|cannot have a selectable script", re.IGNORECASE
+)
+
+
+def _refusal_code(exc: ForgePermanentError) -> str | None:
+    detail = exc.detail or str(exc)
+    if not _SCRIPT_REFUSAL.search(detail):
+        return None
+    return "script_kind_mismatch" if "selectable" in detail.lower() else "script_not_found"
 
 
 def _note_loaded_checkpoint(server: Server, title: str) -> bool:
