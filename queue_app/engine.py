@@ -703,7 +703,7 @@ def job_generate(
         return None
     except ExtensionUnavailable as exc:
         dispatch.job_fail(
-            claim=claim, error=exc.detail, code=exc.code, details={"field": exc.field}
+            claim=claim, error=exc.detail, code=exc.missing_code, details={"field": exc.field}
         )
         return None
     except ForgePermanentError as exc:

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 # The code of each kind's refusal, registered in core_app.error_codes.
-_CODES = {
+_CODES: dict[str, str] = {
     ModelKind.VAE: "vae_not_found",
     ModelKind.MODULE: "module_not_found",
     ModelKind.STYLE: "style_not_found",
@@ -43,7 +43,7 @@ _CODES = {
     ModelKind.SCRIPT: "script_not_found",
     ModelKind.CONTROLNET_MODEL: "controlnet_model_not_found",
 }
-_WHAT = {
+_WHAT: dict[str, str] = {
     ModelKind.VAE: "VAE",
     ModelKind.MODULE: "module",
     ModelKind.STYLE: "style",
@@ -197,11 +197,12 @@ def extensions_missing(server: Server, params: dict[str, object]) -> list[Missin
 
 
 class ExtensionUnavailable(ForgePermanentError):
-    """Something the job names is not on its server: it fails with this `code`."""
+    """Something the job names is not on its server: it fails with `missing_code`
+    (`script_not_found`, ...), naming the `field`."""
 
     def __init__(self, missing: Missing) -> None:
         super().__init__(missing.message)
-        self.code = missing.code
+        self.missing_code = missing.code
         self.field = missing.field
 
 

@@ -16,10 +16,12 @@ Mapping, as the real servers take it:
 * ``styles``: `styles`, the names of `/sdapi/v1/prompt-styles`.
 * hires fix (with ``enable_hires_fix``): ``hr_scale``, ``hr_upscaler``,
   ``hr_second_pass_steps``, ``hr_resize_x`` / ``hr_resize_y``, ``hr_sampler_name``,
-  ``hr_scheduler``, ``hr_prompt``, ``hr_negative_prompt``, ``hr_cfg`` and (Forge)
+  ``hr_scheduler``, ``hr_prompt``, ``hr_negative_prompt`` and (Forge) ``hr_cfg`` and
   ``hr_distilled_cfg`` go as named; ``hr_denoising_strength`` is the request's
   `denoising_strength` (a txt2img's hires pass is what that field denoises). They win over
-  the older ``hires_scale``, ``hires_steps`` and ``upscaler_model``.
+  the older ``hires_scale``, ``hires_steps`` and ``upscaler_model``. Forge's hires pass
+  also gets ``hr_additional_modules: ["Use same choices"]`` (without it Forge's API fails
+  the request) and ``hr_cfg`` = ``cfg_scale`` (its default, 1, ignores the negative prompt).
 * ``alwayson_scripts`` (`{"<title>": {"args": [...]}}`) and ``script_name`` /
   ``script_args`` go as sent, except for image references inside the units, which
   `resolve_script_images` hands to a resolver (uploads; strings it does not know pass
@@ -64,7 +66,10 @@ HIRES_FIELDS: Final = (
     "hr_cfg",
     "hr_distilled_cfg",
 )
-_FORGE_ONLY_HIRES: Final = ("hr_distilled_cfg",)
+# Forge's hires-pass fields (A1111 1.10 has neither): dropped for a server known not to be.
+_FORGE_ONLY_HIRES: Final = ("hr_cfg", "hr_distilled_cfg")
+_SAME_MODULES: Final = "Use same choices"
+_DEFAULT_CFG: Final = 7.0
 
 # Keys of a ControlNet unit (or an ADetailer one) that hold an image: what
 # `resolve_script_images` hands to the resolver.
@@ -232,7 +237,8 @@ def apply_extras(
         payload["styles"] = [resolved.names.get(name, name) for name in extras.styles]
 
     if payload.get("enable_hr"):
-        _apply_hires(payload, params, resolved=resolved, forge=is_forge)
+        maybe_forge = is_forge or not (flavour or "").strip()
+        _apply_hires(payload, params, resolved=resolved, forge=maybe_forge)
 
     scripts = params.get("alwayson_scripts")
     if isinstance(scripts, Mapping) and scripts:
@@ -267,3 +273,9 @@ def _apply_hires(
     denoising = params.get("hr_denoising_strength")
     if isinstance(denoising, int | float) and not isinstance(denoising, bool):
         payload["denoising_strength"] = float(denoising)
+    if forge:
+        # Forge's hires pass reads `hr_additional_modules` unguarded: left out (None), the
+        # request fails with "argument of type 'NoneType' is not iterable"; and its
+        # `hr_cfg` defaults to 1, which drops the negative prompt from the hires pass.
+        payload.setdefault("hr_additional_modules", [_SAME_MODULES])
+        payload.setdefault("hr_cfg", payload.get("cfg_scale", _DEFAULT_CFG))

@@ -184,3 +184,17 @@ def test_a_disabled_controlnet_unit_names_no_model():
     params = {"alwayson_scripts": {"ControlNet": {"args": [{"enabled": False, "model": "x"}]}}}
 
     assert controlnet_models(params) == []
+
+
+def test_forges_hires_pass_gets_its_modules_choice_and_the_jobs_cfg():
+    body = payload({"enable_hires_fix": True, "cfg_scale": 6.0}, flavour="forge")
+
+    assert body["hr_additional_modules"] == ["Use same choices"]
+    assert body["hr_cfg"] == 6.0
+
+
+def test_a1111s_hires_pass_gets_neither_forge_field():
+    body = payload({"enable_hires_fix": True, "cfg_scale": 6.0, "hr_cfg": 4.0}, flavour="a1111")
+
+    assert "hr_additional_modules" not in body
+    assert "hr_cfg" not in body

@@ -156,3 +156,18 @@ def test_an_always_on_script_as_script_name_is_not_found(make_sim):
 
     assert response.status_code == 422
     assert response.json() == {"detail": "Script 'controlnet' not found"}
+
+
+def test_forges_hires_pass_without_hr_additional_modules_fails_as_forge_does(make_sim):
+    sim = make_sim()
+
+    failing = txt2img(sim, enable_hr=True)
+    working = txt2img(sim, enable_hr=True, hr_additional_modules=["Use same choices"])
+
+    assert failing.status_code == 500
+    assert failing.json()["error"] == "TypeError"
+    assert working.status_code == 200
+
+
+def test_a1111s_hires_pass_needs_no_modules(make_sim):
+    assert txt2img(make_sim(flavour="a1111-1.10"), enable_hr=True).status_code == 200
