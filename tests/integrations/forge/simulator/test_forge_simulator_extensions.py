@@ -171,3 +171,39 @@ def test_forges_hires_pass_without_hr_additional_modules_fails_as_forge_does(mak
 
 def test_a1111s_hires_pass_needs_no_modules(make_sim):
     assert txt2img(make_sim(flavour="a1111-1.10"), enable_hr=True).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def a1111_contract() -> OpenAPI:
+    return OpenAPI.from_file_path(
+        str(CONTRACTS / "a1111-v1.6-openapi.json"), config=Config(spec_validator_cls=None)
+    )
+
+
+# Not /sdapi/v1/script-info: A1111's pydantic-1 document leaves `nullable` off its optional
+# fields, while the server itself answers `"choices": null` for an argument without choices
+# (as Forge's document says).
+@pytest.mark.parametrize(
+    "path", ["/sdapi/v1/scripts", "/sdapi/v1/prompt-styles", "/sdapi/v1/sd-vae"]
+)
+def test_a1111s_extension_answers_match_its_contract(make_sim, a1111_contract, path):
+    response = get(make_sim(flavour="a1111-1.10", controlnet=True), path)
+
+    a1111_contract.validate_response(
+        RequestsOpenAPIRequest(response.request), RequestsOpenAPIResponse(response)
+    )
+    assert response.status_code == 200
+
+
+def test_the_extensions_excerpt_is_verbatim_from_the_documents():
+    import json
+
+    excerpt = json.loads((CONTRACTS / "extensions-openapi-excerpt.json").read_text())
+    for entry in excerpt["documents"].values():
+        document = json.loads((CONTRACTS / entry["source"]).read_text())
+        schemas = document["components"]["schemas"]
+        assert entry["paths"] == {path: document["paths"][path] for path in entry["paths"]}
+        assert entry["schemas"] == {name: schemas[name] for name in entry["schemas"]}
+        for request, fields in entry["request_fields"].items():
+            properties = schemas[request]["properties"]
+            assert fields == {name: properties[name] for name in fields}
