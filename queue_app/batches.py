@@ -115,6 +115,7 @@ def _check_batch_models(
     """The model checks of a submit (services.job_models_check), once per distinct checkpoint
     and LoRAs; a refusal names the first item (or axis value) that asked for it."""
     problems: dict[str, list[str]] = {}
+    codes: set[str] = set()
     seen: set[tuple[Any, ...]] = set()
     for item in batch:
         params = item.params
@@ -122,6 +123,9 @@ def _check_batch_models(
             str(params.get("checkpoint_name") or "").strip(),
             tuple(requested_loras(params)),
             tuple(sorted(lora_entry_names(params))),
+            # The extras' needs (VAE, styles, scripts, ...) and the mode they are for.
+            tuple(job_requirement_keys(params)),
+            str(params.get("mode") or ""),
         )
         if key in seen:
             continue
@@ -129,10 +133,14 @@ def _check_batch_models(
         try:
             job_models_check(server, params)
         except InvalidInput as refused:
+            codes.add(refused.code)
             for field, messages in (refused.fields or {}).items():
                 problems.setdefault(_item_path(field, item, axes), []).extend(messages)
     if problems:
-        raise InvalidInput(problems)
+        refusal = InvalidInput(problems)
+        if len(codes) == 1:
+            refusal.code = codes.pop()  # e.g. script_not_found, as for one job
+        raise refusal
 
 
 def _item_path(field: str, item: BatchItem, axes: list[dict[str, Any]] | None) -> str:

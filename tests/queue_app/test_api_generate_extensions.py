@@ -320,3 +320,38 @@ def test_a_change_of_a_pending_job_is_checked_and_keeps_its_requirement_keys(cli
     assert_error(refused, 400, "script_not_found")
     assert changed.status_code == 200
     assert Job.objects.get().requirement_keys == []
+
+
+# --- batches ---------------------------------------------------------------------------------
+
+
+def test_a_batch_item_naming_a_script_the_server_lacks_is_refused_at_its_place(client, server):
+    fresh_lists(server)
+    before = db_snapshot()
+    body = {
+        "target_server_alias": "Laptop",
+        "generation_params": {"positive_prompt": "x"},
+        "items": [{"styles": ["Cinematic"]}, {"alwayson_scripts": {"Regional Prompter": {}}}],
+    }
+
+    refused = assert_error(
+        client.post("/api/v1/batches", body, format="json"), 400, "script_not_found"
+    )
+
+    assert list(refused["fields"]) == ["items.1.alwayson_scripts"]
+    assert db_snapshot() == before
+
+
+def test_a_batchs_jobs_keep_their_requirement_keys(client, server):
+    fresh_lists(server)
+    body = {
+        "target_server_alias": "Laptop",
+        "generation_params": {"positive_prompt": "x", "styles": ["Cinematic"]},
+        "items": [{"seed": 1}, {"vae": "sdxl_vae"}],
+    }
+
+    response = client.post("/api/v1/batches", body, format="json")
+
+    assert response.status_code == 202, response.json()
+    keys = {tuple(job.requirement_keys) for job in Job.objects.all()}
+    assert keys == {("style:cinematic",), ("file:sdxl_vae", "style:cinematic")}
