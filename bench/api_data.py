@@ -137,7 +137,8 @@ named AS (
 )
 INSERT INTO {job} (
     id, status, server_id, target_server_alias, generation_params, result_details,
-    forge_session_hash, retry_count, priority, checkpoint_key, lora_keys, passed_over,
+    forge_session_hash, retry_count, priority, checkpoint_key, lora_keys, requirement_keys,
+    passed_over,
     progress, lease_token, lease_expires_at, started_at, next_attempt_at, created_at,
     updated_at, completed_at, idempotency_key, api_key_id, owner_id, turn
 )
@@ -183,7 +184,7 @@ SELECT n.id, n.status, n.server_id, n.alias,
        END,
        CASE WHEN n.status = 'cancelled' THEN NULL ELSE n.id::text END,
        CASE WHEN n.status = 'failed' AND n.g %% 3 = 0 THEN 1 ELSE 0 END,
-       0, n.checkpoint_key, '[]'::jsonb, 0,
+       0, n.checkpoint_key, '[]'::jsonb, '[]'::jsonb, 0,
        CASE WHEN n.status = 'completed'
             THEN '{{"fraction": 1.0, "textinfo": "Done"}}'::jsonb END,
        NULL, NULL,
@@ -242,7 +243,8 @@ WITH draw AS MATERIALIZED (
 )
 INSERT INTO {job} (
     id, status, server_id, target_server_alias, generation_params, result_details,
-    forge_session_hash, retry_count, priority, checkpoint_key, lora_keys, passed_over,
+    forge_session_hash, retry_count, priority, checkpoint_key, lora_keys, requirement_keys,
+    passed_over,
     progress, lease_token, lease_expires_at, started_at, next_attempt_at, created_at,
     updated_at, completed_at, idempotency_key, api_key_id, owner_id, turn
 )
@@ -258,7 +260,7 @@ SELECT d.id, 'pending',
            'width', 1024, 'height', 1024, 'steps', 25, 'cfg_scale', 7,
            'sampler_name', 'DPM++ 2M', 'seed', '', 'num_images', 1
        ),
-       NULL, NULL, 0, 0, (%(checkpoint_keys)s::text[])[d.ckpt], '[]'::jsonb, 0,
+       NULL, NULL, 0, 0, (%(checkpoint_keys)s::text[])[d.ckpt], '[]'::jsonb, '[]'::jsonb, 0,
        NULL, NULL, NULL, NULL, NULL, d.created, d.created, NULL, NULL,
        (%(key_ids)s::bigint[])[1 + d.g %% %(owner_slots)s],
        (%(user_ids)s::bigint[])[1 + d.g %% %(owner_slots)s],

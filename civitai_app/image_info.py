@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 
 from civitai_app.connection import civitai_api_error, civitai_client
+from civitai_app.extension_recipes import extension_warnings
 from civitai_app.infotext import parse_infotext
 from civitai_app.recipes import (
     Resource,
@@ -127,15 +128,16 @@ def _answer(
     resources = dedupe(resources)
     for resource in resources:
         _find_on_our_servers(resource)
+    params = generation_params_for_servers(values, resources)
     return {
         "source": source,
         "image": image,
         "has_metadata": True,
         "message": "Generation data found.",
-        "generation_params": generation_params_for_servers(values, resources),
+        "generation_params": params,
         "resources": [_resource_answer(r) for r in resources],
         "raw_metadata": raw,
-        "warnings": warnings,
+        "warnings": warnings + extension_warnings(params),
     }
 
 

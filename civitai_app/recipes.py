@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from civitai_app.extension_recipes import extension_params_from
 from civitai_app.infotext import IMAGE_SIZE_RE, parse_name_hashes
 from queue_app.params import scheduler_for
 
@@ -187,6 +188,8 @@ def generation_params_from(
     if loras:
         params["loras"] = loras
     params["num_images"] = 1
+    # img2img / inpaint settings, ADetailer and ControlNet units, hires pass, VAE, modules.
+    params.update(extension_params_from(values))
     # Drop what generate would refuse, so the recipe can be sent as it is.
     for _ in range(len(params)):
         serializer = GenerationParamsSerializer(data=params)

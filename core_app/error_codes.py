@@ -38,6 +38,18 @@ ERROR_CODES: dict[str, str] = {
     "credentials in it.",
     "invalid_name": "A name with control or bidirectional-override characters.",
     "models_dir_not_allowed": "The models folder is not an allowed, existing folder.",
+    # A job's extras its server lacks (queue_app.extension_checks): at submit when the
+    # server's cached list is fresh, or at dispatch as the failed job's code.
+    "script_not_found": "A script the job names (script_name, alwayson_scripts) is not on "
+    "the server, or not for the job's mode.",
+    "script_kind_mismatch": "A selectable script named in alwayson_scripts, or an always-on "
+    "one as script_name.",
+    "vae_not_found": "The VAE the job names is not on the server.",
+    "module_not_found": "A text encoder (Forge module) the job names is not on the server.",
+    "style_not_found": "A prompt style the job names is not on the server.",
+    "upscaler_not_found": "The hires upscaler the job names is not on the server.",
+    "controlnet_model_not_found": "A ControlNet unit's model is not in the server's "
+    "ControlNet model list.",
     "server_unreachable": "A server MobileSD had to ask live could not be reached or read.",
     # Jobs and their images.
     "job_not_found": "No such job.",
@@ -100,6 +112,18 @@ JOB_FAILURE_CODES: dict[str, str] = {
     "lora_ambiguous": "A LoRA the job names matches several of the server's; name it by its path.",
     "expired": "The job was still pending at its expires_at (expires_after), so it never ran.",
     "input_missing": "An input image of the job (an upload) is no longer stored.",
+    **{
+        code: ERROR_CODES[code]
+        for code in (
+            "script_not_found",
+            "script_kind_mismatch",
+            "vae_not_found",
+            "module_not_found",
+            "style_not_found",
+            "upscaler_not_found",
+            "controlnet_model_not_found",
+        )
+    },
 }
 
 # `error.code` of a failed download, beside `error.message`: the Civitai codes above, the

@@ -2,6 +2,8 @@
 
 from rest_framework import serializers
 
+from servers_app.models import ModelKind
+
 
 class VerifyCheckpointQuerySerializer(serializers.Serializer):
     checkpoint_path = serializers.CharField(max_length=2000)
@@ -23,7 +25,7 @@ class VerifyCheckpointSerializer(serializers.Serializer):
 
 class ModelsCacheQuerySerializer(serializers.Serializer):
     server_alias = serializers.CharField(required=False, allow_blank=True, max_length=100)
-    kind = serializers.ChoiceField(choices=["checkpoint", "lora"], default="checkpoint")
+    kind = serializers.ChoiceField(choices=list(ModelKind.values), default="checkpoint")
 
 
 class CachedModelEntrySerializer(serializers.Serializer):

@@ -18,7 +18,7 @@ from debug_app.serializers import (
     VerifyCheckpointQuerySerializer,
     VerifyCheckpointSerializer,
 )
-from servers_app.models import CachedModel
+from servers_app.models import CachedModel, ModelKind
 from servers_app.resolver import resolve
 from servers_app.selectors import server_checkpoints, server_get, server_separator
 from servers_app.services import server_refresh_models
@@ -97,7 +97,7 @@ class ModelsCacheView(APIView):
     @extend_schema(
         parameters=[
             OpenApiParameter("server_alias", str),
-            OpenApiParameter("kind", str, enum=["checkpoint", "lora"]),
+            OpenApiParameter("kind", str, enum=list(ModelKind.values)),
             OpenApiParameter("limit", int, description="Default 50, at most 200."),
             OpenApiParameter("offset", int),
         ],

@@ -22,6 +22,7 @@ from django.utils import timezone
 from core_app.errors import Conflict, InvalidInput, NotFound
 from core_app.models import ApiKey
 from queue_app.control import jobs_cancel
+from queue_app.extension_checks import job_requirement_keys
 from queue_app.images import delete_image_files, image_storage_names
 from queue_app.models import ACTIVE_STATUSES, ANY_SERVER, Batch, Job, JobImage, JobStatus
 from queue_app.params import requested_loras
@@ -115,6 +116,7 @@ def _check_batch_models(
     """The model checks of a submit (services.job_models_check), once per distinct checkpoint
     and LoRAs; a refusal names the first item (or axis value) that asked for it."""
     problems: dict[str, list[str]] = {}
+    codes: set[str] = set()
     seen: set[tuple[Any, ...]] = set()
     for item in batch:
         params = item.params
@@ -122,6 +124,9 @@ def _check_batch_models(
             str(params.get("checkpoint_name") or "").strip(),
             tuple(requested_loras(params)),
             tuple(sorted(lora_entry_names(params))),
+            # The extras' needs (VAE, styles, scripts, ...) and the mode they are for.
+            tuple(job_requirement_keys(params)),
+            str(params.get("mode") or ""),
         )
         if key in seen:
             continue
@@ -129,10 +134,14 @@ def _check_batch_models(
         try:
             job_models_check(server, params)
         except InvalidInput as refused:
+            codes.add(refused.code)
             for field, messages in (refused.fields or {}).items():
                 problems.setdefault(_item_path(field, item, axes), []).extend(messages)
     if problems:
-        raise InvalidInput(problems)
+        refusal = InvalidInput(problems)
+        if len(codes) == 1:
+            refusal.code = codes.pop()  # e.g. script_not_found, as for one job
+        raise refusal
 
 
 def _item_path(field: str, item: BatchItem, axes: list[dict[str, Any]] | None) -> str:
@@ -269,6 +278,7 @@ def _new_jobs(
                 priority=batch.priority,
                 checkpoint_key=checkpoint_key(str(params.get("checkpoint_name") or "")),
                 lora_keys=sorted({lora_key(name) for name in requested_loras(params)}),
+                requirement_keys=job_requirement_keys(params),
                 api_key=batch.api_key,
                 owner=batch.owner,
                 batch=batch,

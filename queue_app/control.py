@@ -21,6 +21,7 @@ from django.db.models import Max, Min, Q, QuerySet
 from django.utils import timezone
 
 from core_app.errors import Conflict
+from queue_app.extension_checks import job_requirement_keys
 from queue_app.models import ANY_SERVER, Job, JobStatus, QueueState
 from queue_app.params import requested_loras
 from queue_app.services import (
@@ -172,6 +173,7 @@ def job_edit(
             generation_params=params,
             checkpoint_key=checkpoint_key(str(params.get("checkpoint_name") or "")),
             lora_keys=sorted({lora_key(name) for name in requested_loras(params)}),
+            requirement_keys=job_requirement_keys(params),
             passed_over=0,
         )
     if priority is not None:

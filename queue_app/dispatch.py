@@ -78,17 +78,25 @@ def task_id_for(job: Job) -> str:
 # at a time); every value is bound by name.
 
 # Whether an "any" job fits the server: it has every LoRA the job names (a cached LoRA
-# with the key's file stem or alias; see servers_app.resolver.lora_key), or no enabled
-# server has them all, and then any server takes it, to fail it with the reason
-# (lora_not_found) rather than leave it waiting unexplained. `{wanted}` is the set of the
-# job's keys and `{wanted_key}` one of them, in the database's JSON functions. The cost
-# depends on the server's LoRAs and the number of servers, not on the queue.
+# with the key's file stem or alias; see servers_app.resolver.lora_key) and everything else
+# it needs (its `requirement_keys`: VAE, modules, styles, upscaler, scripts, ControlNet
+# models, each a cached row with that requirement_key; servers_app.extension_cache), or no
+# enabled server has them all, and then any server takes it, to fail it with the reason
+# (lora_not_found, script_not_found, ...) rather than leave it waiting unexplained.
+# `{wanted}` / `{required}` are the sets of the job's keys and `{wanted_key}` /
+# `{required_key}` one of them, in the database's JSON functions. The cost depends on the
+# server's models and the number of servers, not on the queue.
 _ANY_JOB_FITS = """(
-    NOT EXISTS (
+    (NOT EXISTS (
       SELECT 1 FROM {wanted} WHERE NOT EXISTS (
         SELECT 1 FROM {model}
         WHERE {model.server_id} = %(server_id)s AND {model.kind} = %(lora_kind)s
           AND ({model.stem_key} = {wanted_key} OR LOWER({model.alias}) = {wanted_key})))
+     AND NOT EXISTS (
+      SELECT 1 FROM {required} WHERE NOT EXISTS (
+        SELECT 1 FROM {model}
+        WHERE {model.server_id} = %(server_id)s
+          AND {model.requirement_key} = {required_key})))
     OR NOT EXISTS (
       SELECT 1 FROM {server} AS holder
       WHERE holder.{server.enabled}
@@ -96,13 +104,19 @@ _ANY_JOB_FITS = """(
           SELECT 1 FROM {wanted} WHERE NOT EXISTS (
             SELECT 1 FROM {model}
             WHERE {model.server_id} = holder.{server.id} AND {model.kind} = %(lora_kind)s
-              AND ({model.stem_key} = {wanted_key} OR LOWER({model.alias}) = {wanted_key}))))
+              AND ({model.stem_key} = {wanted_key} OR LOWER({model.alias}) = {wanted_key})))
+        AND NOT EXISTS (
+          SELECT 1 FROM {required} WHERE NOT EXISTS (
+            SELECT 1 FROM {model}
+            WHERE {model.server_id} = holder.{server.id}
+              AND {model.requirement_key} = {required_key})))
   )"""
 
-# The rows of a job's `lora_keys` (a JSON array) and the column holding each, by vendor.
+# The rows of a job's JSON array column and the column holding each, by vendor: `{column}`
+# is the job's column, `{name}` the alias of the set.
 _JSON_ELEMENTS = {
-    "postgresql": ("jsonb_array_elements_text({job}.{job.lora_keys}) AS wanted(key)", "wanted.key"),
-    "sqlite": ("json_each({job}.{job.lora_keys}) AS wanted", "wanted.value"),
+    "postgresql": ("jsonb_array_elements_text({job}.{column}) AS {name}(key)", "{name}.key"),
+    "sqlite": ("json_each({job}.{column}) AS {name}", "{name}.value"),
 }
 
 # The head of a server's queue: the jobs it may take now (its own or "any" jobs that fit
@@ -301,7 +315,13 @@ def _sql(template: str, *, row_lock: str = "") -> str:
     queue_state = _SqlNames(QueueState)
     elements, element = _JSON_ELEMENTS.get(connection.vendor, _JSON_ELEMENTS["sqlite"])
     any_job_fits = _ANY_JOB_FITS.format(
-        job=job, server=server, model=model, wanted=elements.format(job=job), wanted_key=element
+        job=job,
+        server=server,
+        model=model,
+        wanted=elements.format(job=job, column=job.lora_keys, name="wanted"),
+        wanted_key=element.format(name="wanted"),
+        required=elements.format(job=job, column=job.requirement_keys, name="required"),
+        required_key=element.format(name="required"),
     )
     return template.format(
         job=job,

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +49,8 @@ from integrations.forge.client import (
 from queue_app import dispatch, metrics
 from queue_app.dispatch import Claim, ImageRecord
 from queue_app.eta import job_work
+from queue_app.extension_checks import ExtensionUnavailable, extensions_resolve
+from queue_app.extension_params import apply_extras
 from queue_app.images import (
     InvalidImageError,
     delete_image_files,
@@ -700,6 +703,13 @@ def _resolve_loras(server: Server, requested: list[str]) -> dict[str, str]:
     return names
 
 
+def script_image_resolver(claim: Claim) -> Callable[[str], str]:
+    """How image references inside the job's `alwayson_scripts` (ControlNet unit images)
+    become what the server takes. The uploads' resolver (issue 16 point 1) plugs in here;
+    until then every string goes as sent (base64 images included)."""
+    return lambda value: value
+
+
 def job_prepare(claim: Claim) -> Prepared:
     """Build a claimed (or reserved) job's request: its checkpoint resolved to the server's
     exact title and its LoRAs to the server's names, its parameters mapped, its timeout
@@ -733,6 +743,14 @@ def job_prepare(claim: Claim) -> Prepared:
             flavour=server.flavour or None,
             lora_names=lora_names,
         )
+    # VAE, modules, styles, hires fields and scripts, by the server's names (issue 16).
+    apply_extras(
+        payload,
+        params,
+        resolved=extensions_resolve(server, params),
+        flavour=server.flavour or None,
+        images=script_image_resolver(claim),
+    )
     timeout = job_timeout(
         steps=int(payload.get("steps") or 20),
         width=int(payload.get("width") or 512),
@@ -793,8 +811,13 @@ def job_generate(
     except InputUnavailable as exc:
         dispatch.job_fail(claim=claim, error=exc.detail, code=exc.code)
         return None
+    except ExtensionUnavailable as exc:
+        dispatch.job_fail(
+            claim=claim, error=exc.detail, code=exc.missing_code, details={"field": exc.field}
+        )
+        return None
     except ForgePermanentError as exc:
-        dispatch.job_fail(claim=claim, error=exc.detail or str(exc))
+        dispatch.job_fail(claim=claim, error=exc.detail or str(exc), code=_refusal_code(exc))
         return None
     finally:
         if monitor is not None:
@@ -821,6 +844,20 @@ def job_generate(
         run_seconds=run_seconds,
         switched=switched,
     )
+
+
+# A server's own refusal of a script it does not have (A1111/Forge `script_name_to_index`,
+# the always-on check): the job's code says so, as when MobileSD finds it first.
+_SCRIPT_REFUSAL = re.compile(
+    r"script '.*' not found|cannot have a selectable script", re.IGNORECASE
+)
+
+
+def _refusal_code(exc: ForgePermanentError) -> str | None:
+    detail = exc.detail or str(exc)
+    if not _SCRIPT_REFUSAL.search(detail):
+        return None
+    return "script_kind_mismatch" if "selectable" in detail.lower() else "script_not_found"
 
 
 def _note_loaded_checkpoint(server: Server, title: str) -> bool:

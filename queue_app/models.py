@@ -148,6 +148,11 @@ class Job(models.Model):
     # The LoRAs the job names, as server-independent keys (servers_app.resolver.lora_key),
     # so that a claim takes an "any" job only on a server that has them all.
     lora_keys = models.JSONField(default=list, blank=True, editable=False)
+    # What else the job needs of its server, as CachedModel.requirement_key spells it
+    # ("file:<vae or module stem>", "script:<name>", "style:<name>", "upscaler:<name>",
+    # "controlnet:<model>"; queue_app.extension_checks.job_requirement_keys): an "any" job
+    # is claimed only by a server whose cache has them all, as with its LoRAs.
+    requirement_keys = models.JSONField(default=list, blank=True, editable=False)
     # The job's turn among its owner's in its queue (queue_app.turns): claims order a
     # priority's jobs by turn, then age, so that users take turns. Set at submit.
     turn = models.BigIntegerField(default=0, editable=False)

@@ -18,6 +18,7 @@ from core_app.fields import TimestampField
 from core_app.serializers import FeedListSerializer, OpenObjectSerializer
 from queue_app.control import queue_paused_at
 from queue_app.eta import QueuePlace, job_queue_place
+from queue_app.extension_serializers import ExtensionParamsSerializer
 from queue_app.images import (
     THUMBNAIL_DEFAULT_FORMAT,
     THUMBNAIL_DEFAULT_SIZE,
@@ -179,8 +180,9 @@ class ImageInputField(serializers.Field):
         return value
 
 
-class GenerationParamsSerializer(OpenObjectSerializer):
+class GenerationParamsSerializer(ExtensionParamsSerializer, OpenObjectSerializer):
     """Validates the documented keys of `generation_params`; unknown keys are kept as sent.
+    The VAE, styles, hires-fix and script fields are declared in ExtensionParamsSerializer.
 
     `positive_prompt` is the prompt; a lone `prompt` is accepted as the same thing.
     """

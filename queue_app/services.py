@@ -15,6 +15,8 @@ from django.utils import timezone
 
 from core_app.errors import Conflict, InvalidInput, NotFound
 from core_app.models import ApiKey
+from queue_app.extension_checks import extensions_missing, job_requirement_keys
+from queue_app.extension_params import requested_extras
 from queue_app.images import delete_image_files, image_storage_names
 from queue_app.models import ANY_SERVER, FINISHED_STATUSES, Job, JobStatus
 from queue_app.params import requested_loras
@@ -84,6 +86,7 @@ def job_submit(
                 turn=job_next_turn(owner=owner, server=server),
                 checkpoint_key=checkpoint_key(str(generation_params.get("checkpoint_name") or "")),
                 lora_keys=sorted({lora_key(name) for name in requested_loras(generation_params)}),
+                requirement_keys=job_requirement_keys(generation_params),
                 api_key=api_key,
                 owner=owner,
                 idempotency_key=scoped_key,
@@ -113,7 +116,8 @@ def job_models_check(server: Server | None, params: dict[str, Any]) -> None:
     """
     checkpoint = str(params.get("checkpoint_name") or "").strip()
     loras = requested_loras(params)
-    if not checkpoint and not loras:
+    extras = requested_extras(params)
+    if not checkpoint and not loras and not extras:
         return
     fresh_after = timezone.now() - timedelta(seconds=settings.MOBILESD_MODELS_FRESH_SECONDS)
 
@@ -126,6 +130,7 @@ def job_models_check(server: Server | None, params: dict[str, Any]) -> None:
         return
     listed = {str(name).strip() for name in lora_entry_names(params)}
     problems: dict[str, list[str]] = {}
+    codes: set[str] = set()
     for candidate in candidates:
         missing: dict[str, list[str]] = {}
         if checkpoint:
@@ -140,11 +145,27 @@ def job_models_check(server: Server | None, params: dict[str, Any]) -> None:
                 missing.setdefault(f"generation_params.{field}", []).append(
                     resolution.message(candidate.alias)
                 )
+        # The VAE, modules, styles, upscaler and scripts (queue_app.extension_checks).
+        for lacking in extensions_missing(candidate, params) if extras else []:
+            missing.setdefault(f"generation_params.{lacking.field}", []).append(lacking.message)
+            codes.add(lacking.code)
         if not missing:
             return
         for field, messages in missing.items():
             problems.setdefault(field, []).extend(messages)
-    raise InvalidInput(problems)
+    raise _models_refusal(problems, codes)
+
+
+def _models_refusal(problems: dict[str, list[str]], codes: set[str]) -> InvalidInput:
+    """A 400 naming every problem; its code is the extension's (`script_not_found`, ...)
+    when that is the only kind of problem, else `validation_error`."""
+    refusal = InvalidInput(problems)
+    extension_fields = {"vae", "text_encoders", "styles", "hr_upscaler"}
+    extension_fields |= {"alwayson_scripts", "script_name"}
+    only_extensions = all(field.split(".", 1)[-1] in extension_fields for field in problems)
+    if only_extensions and len(codes) == 1:
+        refusal.code = codes.pop()
+    return refusal
 
 
 def lora_entry_names(params: dict[str, Any]) -> list[str]:

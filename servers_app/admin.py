@@ -33,6 +33,18 @@ from servers_app.services import (
     server_update,
 )
 
+# The server page's sections of cached models: checkpoints and LoRAs, then the extension
+# lists it has (servers_app.extension_cache).
+_MODEL_SECTIONS = (
+    (ModelKind.CHECKPOINT, "Checkpoints"),
+    (ModelKind.LORA, "LoRAs"),
+    (ModelKind.VAE, "VAEs"),
+    (ModelKind.MODULE, "Modules (VAEs, text encoders)"),
+    (ModelKind.UPSCALER, "Upscalers"),
+    (ModelKind.STYLE, "Prompt styles"),
+    (ModelKind.SCRIPT, "Scripts"),
+    (ModelKind.CONTROLNET_MODEL, "ControlNet models"),
+)
 # The server page lists this many cached models of each kind; the rest is one click away.
 MODELS_SHOWN = 100
 # What the operator sets on a server; the rest is written by the workers.
@@ -335,8 +347,10 @@ class ServerAdmin(ObjectActionsAdmin):
             return "None yet: refresh the models."
         link = reverse("admin:servers_app_cachedmodel_changelist") + f"?server__id__exact={obj.pk}"
         sections = []
-        for kind, label in ((ModelKind.CHECKPOINT, "Checkpoints"), (ModelKind.LORA, "LoRAs")):
+        for kind, label in _MODEL_SECTIONS:
             names = [(name, short_hash) for k, name, short_hash in models if k == kind]
+            if not names and kind not in (ModelKind.CHECKPOINT, ModelKind.LORA):
+                continue  # an extension list the server does not have
             shown = format_html_join(
                 "",
                 '<li>{} <span class="quiet">{}</span></li>',
@@ -359,9 +373,8 @@ class ServerAdmin(ObjectActionsAdmin):
                 )
             )
         return format_html(
-            '{}{}<p><a href="{}">All cached models of this server</a></p>',
-            sections[0],
-            sections[1],
+            '{}<p><a href="{}">All cached models of this server</a></p>',
+            format_html_join("", "{}", ((section,) for section in sections)),
             link,
         )
 

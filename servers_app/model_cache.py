@@ -28,6 +28,7 @@ class ModelRow:
     base_model: str = ""
     trigger_words: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    requirement_key: str = ""
 
     def fields(self) -> dict[str, Any]:
         key = checkpoint_key(self.relative_path)
@@ -48,6 +49,7 @@ class ModelRow:
             "lookup_key": key,
             "stem_key": file_stem(self.relative_path).casefold(),
             "identity": self.sha256.lower() if self.sha256 else f"path:{key}",
+            "requirement_key": self.requirement_key,
         }
 
 

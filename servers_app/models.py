@@ -59,6 +59,11 @@ class Server(models.Model):
     models_refreshed_at = models.DateTimeField(null=True, blank=True, editable=False)
     models_stale = models.BooleanField(default=False, editable=False)
     models_error = models.TextField(blank=True, default="", editable=False)
+    # The extension lists (ModelKind values beyond checkpoint and LoRA) the server answered
+    # at the last refresh: a kind missing here is a list the server does not have (A1111
+    # has no /sd-modules, a server without ControlNet no /controlnet/model_list), so its
+    # absence from the cache says nothing about what a job may name.
+    listed_kinds = models.JSONField(default=list, blank=True, editable=False)
     # Paused by an admin since then (null: not paused): the running job finishes, no new
     # one starts here (queue_app.dispatch reads it in the claim and the reserved start).
     paused_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -114,6 +119,16 @@ class Server(models.Model):
 class ModelKind(models.TextChoices):
     CHECKPOINT = "checkpoint"
     LORA = "lora"
+    # The server's other lists (servers_app.extension_cache), cached and refreshed with its
+    # models: A1111's VAEs (/sd-vae), Forge's VAE / text-encoder modules (/sd-modules), the
+    # hires upscalers (/upscalers and the latent modes), the prompt styles, the scripts
+    # (/scripts with /script-info) and the ControlNet extension's models.
+    VAE = "vae"
+    MODULE = "module"
+    UPSCALER = "upscaler"
+    STYLE = "style"
+    SCRIPT = "script"
+    CONTROLNET_MODEL = "controlnet_model"
 
 
 class CachedModel(models.Model):
@@ -142,6 +157,10 @@ class CachedModel(models.Model):
     lookup_key = models.CharField(max_length=1000, db_index=True)
     stem_key = models.CharField(max_length=500, db_index=True)
     identity = models.CharField(max_length=1000)
+    # What an "any" job's `requirement_keys` match (servers_app.extension_cache
+    # requirement_key): "file:<stem>" for a VAE or module, "script:<name>", ... ; "" for
+    # checkpoints and LoRAs, which the claim matches by their own keys.
+    requirement_key = models.CharField(max_length=600, blank=True, default="")
     first_seen_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -150,6 +169,7 @@ class CachedModel(models.Model):
         indexes = [
             models.Index(fields=["kind", "identity"], name="cachedmodel_kind_identity"),
             models.Index(fields=["kind", "name"], name="cachedmodel_kind_name"),
+            models.Index(fields=["server", "requirement_key"], name="cachedmodel_requirement"),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -148,3 +148,26 @@ def server_checkpoint_reported(
         return None
     found = list(rows.filter(_with_stem(name))[:2])
     return found[0] if len(found) == 1 else None
+
+
+def server_lists(*, server: Server) -> dict[str, Any]:
+    """The server's extension lists (servers_app.extension_cache) as the API shows them,
+    one query."""
+    by_kind: dict[str, list[CachedModel]] = {}
+    rows = CachedModel.objects.filter(server=server).exclude(
+        kind__in=[ModelKind.CHECKPOINT, ModelKind.LORA]
+    )
+    for row in rows.order_by("kind", "title"):
+        by_kind.setdefault(row.kind, []).append(row)
+    return {
+        "server": server.alias,
+        "refreshed_at": server.models_refreshed_at,
+        "stale": server.models_stale,
+        "listed": list(server.listed_kinds or []),
+        "vaes": by_kind.get(ModelKind.VAE, []),
+        "modules": by_kind.get(ModelKind.MODULE, []),
+        "upscalers": by_kind.get(ModelKind.UPSCALER, []),
+        "styles": by_kind.get(ModelKind.STYLE, []),
+        "scripts": by_kind.get(ModelKind.SCRIPT, []),
+        "controlnet_models": by_kind.get(ModelKind.CONTROLNET_MODEL, []),
+    }

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 
@@ -218,3 +219,96 @@ class RefreshResultSerializer(serializers.Serializer):
     added = serializers.IntegerField()
     removed = serializers.IntegerField()
     updated = serializers.IntegerField()
+
+
+# --- the extension lists (servers_app.extension_cache) --------------------------------------
+
+
+class ListedFileSerializer(serializers.Serializer):
+    """A VAE (A1111's /sdapi/v1/sd-vae) or module (Forge's /sdapi/v1/sd-modules)."""
+
+    name = serializers.CharField(source="title", help_text="What `vae` / `text_encoders` take.")
+    filename = serializers.CharField(help_text="The file on the server.")
+    folder = serializers.SerializerMethodField(help_text="Its folder: VAE, text_encoder, ...")
+
+    def get_folder(self, row: Any) -> str:
+        return str((row.metadata or {}).get("folder", ""))
+
+
+class ListedUpscalerSerializer(serializers.Serializer):
+    name = serializers.CharField(source="title", help_text="What `hr_upscaler` takes.")
+    latent = serializers.SerializerMethodField(help_text="A latent upscale mode.")
+    scale = serializers.SerializerMethodField()
+
+    def get_latent(self, row: Any) -> bool:
+        return bool((row.metadata or {}).get("latent"))
+
+    @extend_schema_field(serializers.FloatField(allow_null=True))
+    def get_scale(self, row: Any) -> float | None:
+        scale = (row.metadata or {}).get("scale")
+        return float(scale) if isinstance(scale, int | float) else None
+
+
+class ListedStyleSerializer(serializers.Serializer):
+    name = serializers.CharField(source="title", help_text="What `styles` takes.")
+    prompt = serializers.SerializerMethodField()
+    negative_prompt = serializers.SerializerMethodField()
+
+    def get_prompt(self, row: Any) -> str:
+        return str((row.metadata or {}).get("prompt") or "")
+
+    def get_negative_prompt(self, row: Any) -> str:
+        return str((row.metadata or {}).get("negative_prompt") or "")
+
+
+class ListedScriptSerializer(serializers.Serializer):
+    name = serializers.CharField(
+        source="title", help_text="Its title: an `alwayson_scripts` key or a `script_name`."
+    )
+    alwayson = serializers.SerializerMethodField(
+        help_text="Always-on (goes in alwayson_scripts) or selectable (script_name); null: "
+        "the server did not say."
+    )
+    modes = serializers.SerializerMethodField(help_text="txt2img, img2img.")
+    args = serializers.SerializerMethodField(
+        help_text="Its arguments per mode, as /sdapi/v1/script-info lists them (label, value, "
+        "minimum, maximum, choices)."
+    )
+
+    @extend_schema_field(serializers.BooleanField(allow_null=True))
+    def get_alwayson(self, row: Any) -> bool | None:
+        value = (row.metadata or {}).get("alwayson")
+        return value if isinstance(value, bool) else None
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_modes(self, row: Any) -> list[str]:
+        return list((row.metadata or {}).get("modes") or [])
+
+    @extend_schema_field(serializers.DictField())
+    def get_args(self, row: Any) -> dict[str, Any]:
+        return dict((row.metadata or {}).get("args") or {})
+
+
+class ListedNameSerializer(serializers.Serializer):
+    name = serializers.CharField(
+        source="title", help_text="What a ControlNet unit's `model` takes."
+    )
+
+
+class ServerListsSerializer(serializers.Serializer):
+    """A server's cached lists beyond checkpoints and LoRAs, refreshed with its models."""
+
+    server = serializers.CharField(help_text="The server's alias.")
+    refreshed_at = TimestampField(allow_null=True, help_text="When its lists were last read.")
+    stale = serializers.BooleanField(help_text="The last refresh failed; these are older.")
+    listed = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="The lists the server gave at that refresh (vae, module, upscaler, style, "
+        "script, controlnet_model); a job is checked only against these.",
+    )
+    vaes = ListedFileSerializer(many=True)
+    modules = ListedFileSerializer(many=True, help_text="Forge: VAEs and text encoders.")
+    upscalers = ListedUpscalerSerializer(many=True)
+    styles = ListedStyleSerializer(many=True)
+    scripts = ListedScriptSerializer(many=True)
+    controlnet_models = ListedNameSerializer(many=True)

@@ -142,6 +142,7 @@ def server_forget_models(*, server_id: int) -> None:
         models_refreshed_at=None,
         models_stale=False,
         models_error="",
+        listed_kinds=[],
     )
     logger.info("Server %s changed address or credentials; its models will be re-read", server_id)
 
@@ -242,6 +243,7 @@ def server_refresh_models(*, server: Server) -> RefreshResult:
     The replacement is one transaction: readers see the old list or the new one.
     """
     from integrations.forge.client import ForgeClient, ForgeError, ServerEndpoint
+    from servers_app.extension_cache import extension_lists_read
     from servers_app.model_cache import checkpoint_rows, lora_rows
 
     client = ForgeClient(
@@ -251,6 +253,11 @@ def server_refresh_models(*, server: Server) -> RefreshResult:
     )
     try:
         listed = checkpoint_rows(client.sd_models()) + lora_rows(client.loras())
+        # The other lists (VAEs, modules, upscalers, styles, scripts, ControlNet models):
+        # one the server lacks or fails to give is not listed, its old rows kept untrusted.
+        extensions = extension_lists_read(client, flavour=server.flavour)
+        listed += extensions.rows
+        replaced = {str(ModelKind.CHECKPOINT), str(ModelKind.LORA), *extensions.listed}
     except ForgeError as exc:
         Server.objects.filter(pk=server.pk).update(models_stale=True, models_error=str(exc)[:2000])
         logger.warning("Models of %s not refreshed, keeping the last list: %s", server.alias, exc)
@@ -280,10 +287,13 @@ def server_refresh_models(*, server: Server) -> RefreshResult:
                     setattr(current, name, value)
                 current.save()
                 updated += 1
-        gone = [m.pk for key, m in existing.items() if key not in seen]
+        gone = [m.pk for key, m in existing.items() if key not in seen and key[0] in replaced]
         CachedModel.objects.filter(pk__in=gone).delete()
         Server.objects.filter(pk=server.pk).update(
-            models_refreshed_at=timezone.now(), models_stale=False, models_error=""
+            models_refreshed_at=timezone.now(),
+            models_stale=False,
+            models_error="",
+            listed_kinds=sorted(extensions.listed),
         )
     result = RefreshResult(
         checkpoints=sum(1 for row in listed if row.kind == ModelKind.CHECKPOINT),

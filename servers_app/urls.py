@@ -14,6 +14,7 @@ urlpatterns = [
         views.ServerRefreshModelsView.as_view(),
         name="server-refresh-models",
     ),
+    path("servers/<str:alias>/lists", views.ServerListsView.as_view(), name="server-lists"),
     path("servers/<str:alias>/pause", views.ServerPauseView.as_view(), name="server-pause"),
     path("servers/<str:alias>/resume", views.ServerResumeView.as_view(), name="server-resume"),
     *router.urls,

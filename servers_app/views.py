@@ -16,12 +16,19 @@ from core_app.serializers import ErrorSerializer, MessageSerializer
 from servers_app.credentials import PASSWORD_DROPPED
 from servers_app.filters import ModelListQuerySerializer
 from servers_app.models import ModelKind, Server
-from servers_app.selectors import model_group_rows, model_groups, server_get, server_require
+from servers_app.selectors import (
+    model_group_rows,
+    model_groups,
+    server_get,
+    server_lists,
+    server_require,
+)
 from servers_app.serializers import (
     CheckpointSerializer,
     LoraSerializer,
     RefreshResultSerializer,
     ServerEnvelopeSerializer,
+    ServerListsSerializer,
     ServerSerializer,
     model_group_data,
 )
@@ -199,3 +206,14 @@ class ServerResumeView(APIView):
         server = server_resume(server=server_get(alias=alias))
         body = {"message": f"Server '{server.alias}' resumed.", "server": server}
         return Response(ServerEnvelopeSerializer(body).data)
+
+
+class ServerListsView(APIView):
+    """A server's VAEs, modules, upscalers, prompt styles, scripts and ControlNet models,
+    from the cache (refreshed with its models): what `vae`, `text_encoders`, `styles`,
+    `hr_upscaler`, `alwayson_scripts` and `script_name` may name there."""
+
+    @extend_schema(responses={200: ServerListsSerializer}, summary="A server's other lists")
+    def get(self, request: Request, alias: str) -> Response:
+        server = server_get(alias=alias)
+        return Response(ServerListsSerializer(server_lists(server=server)).data)

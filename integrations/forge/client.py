@@ -961,10 +961,41 @@ class ForgeClient:
         """``GET /sdapi/v1/loras``: ``[{"name", "alias", "path", "metadata"}]``."""
         return self._get_list("/sdapi/v1/loras", required=("name", "path"))
 
-    # Nothing calls these two yet: they are kept for checking the hires-fix `hr_upscaler`
-    # at submit (issue 16), whose valid values are the upscalers' names and the latent modes.
+    # The lists of servers_app.extension_cache. Each answers 404 (ForgePermanentError)
+    # where the server lacks it: A1111 has no sd-modules, Forge no sd-vae, and the ControlNet
+    # routes exist only with that extension.
     def upscalers(self) -> list[dict[str, Any]]:
-        return self._get_list("/sdapi/v1/upscalers")
+        """``GET /sdapi/v1/upscalers``: ``[{"name", "model_name", "model_path", "scale"}]``;
+        their names are valid ``hr_upscaler`` values."""
+        return self._get_list("/sdapi/v1/upscalers", required=("name",))
+
+    def sd_vae(self) -> list[dict[str, Any]]:
+        """``GET /sdapi/v1/sd-vae`` (A1111): ``[{"model_name", "filename"}]``."""
+        return self._get_list("/sdapi/v1/sd-vae", required=("model_name", "filename"))
+
+    def sd_modules(self) -> list[dict[str, Any]]:
+        """``GET /sdapi/v1/sd-modules`` (Forge): the VAEs and text encoders
+        ``forge_additional_modules`` takes, ``[{"model_name", "filename"}]``."""
+        return self._get_list("/sdapi/v1/sd-modules", required=("model_name", "filename"))
+
+    def prompt_styles(self) -> list[dict[str, Any]]:
+        """``GET /sdapi/v1/prompt-styles``: ``[{"name", "prompt", "negative_prompt"}]``."""
+        return self._get_list("/sdapi/v1/prompt-styles", required=("name",))
+
+    def scripts(self) -> dict[str, Any]:
+        """``GET /sdapi/v1/scripts``: ``{"txt2img": [titles], "img2img": [titles]}``,
+        lower-case titles of every script, always-on ones included."""
+        return self._get_dict("/sdapi/v1/scripts")
+
+    def script_info(self) -> list[dict[str, Any]]:
+        """``GET /sdapi/v1/script-info``: ``[{"name", "is_alwayson", "is_img2img", "args"}]``
+        (one entry per script and mode)."""
+        return self._get_list("/sdapi/v1/script-info")
+
+    def controlnet_model_list(self) -> dict[str, Any]:
+        """``GET /controlnet/model_list`` (the ControlNet extension): ``{"model_list":
+        [names]}``."""
+        return self._get_dict("/controlnet/model_list")
 
     def latent_upscale_modes(self) -> list[dict[str, Any]]:
         """Latent modes, which are valid `hr_upscaler` values too."""

@@ -40,6 +40,23 @@ def test_sample_8_becomes_generation_params_generate_accepts():
         "scheduler_or_quality_preset": "Karras",
         "checkpoint_name": "smoothMixOldVerNoobai_ponyV3",
         "num_images": 1,
+        "alwayson_scripts": {
+            "ADetailer": {
+                "args": [
+                    True,
+                    False,
+                    {
+                        "ad_model": "face_yolov9c.pt",
+                        "ad_prompt": "detailed face",
+                        "ad_confidence": 0.3,
+                        "ad_steps": 24,
+                        "ad_use_steps": True,
+                        "ad_cfg_scale": 2.0,
+                        "ad_use_cfg_scale": True,
+                    },
+                ]
+            }
+        },
     }
 
 

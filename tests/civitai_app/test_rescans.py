@@ -30,7 +30,7 @@ def test_the_server_rescans_and_our_cache_lists_the_new_model(civitai, gpu_root,
 
         event = "checkpoints_refreshed" if kind == "checkpoint" else "loras_refreshed"
         assert forge.events.of_type(event)
-    cached = CachedModel.objects.get(server=server)
+    cached = CachedModel.objects.get(server=server, kind=kind)
     assert cached.name in ("juggernautXL_v9", "add_detail")
     target = reload(download).targets.get()
     assert target.refreshed_at is not None

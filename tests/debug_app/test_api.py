@@ -159,4 +159,6 @@ def test_models_cache_bad_filters(client, laptop):
     assert_error(
         client.get("/api/v1/debug/models-cache", {"server_alias": "Nope"}), 404, "server_not_found"
     )
-    assert_error(client.get("/api/v1/debug/models-cache", {"kind": "vae"}), 400, "validation_error")
+    assert_error(
+        client.get("/api/v1/debug/models-cache", {"kind": "embedding"}), 400, "validation_error"
+    )

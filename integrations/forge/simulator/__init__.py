@@ -21,7 +21,8 @@ import each other directly, never this package, so there is no import circle thr
 
 `sim.events` records (each event also has `type`, `t` = time.monotonic(), `seq`):
   started/stopped/restarted {port}; refusing_connections/accepting_connections {port};
-  <mode>_received {task_id, checkpoint}   mode = txt2img | img2img; queued, lock ticket taken
+  <mode>_received {task_id, checkpoint, override_settings, styles, script_name, script_args,
+                   alwayson_scripts}      mode = txt2img | img2img; queued, lock ticket taken
   <mode>_stalled {task_id, seconds}       `faults.stall_seconds` holds the lock
   <mode>_started {task_id}                the task is current (`active`)
   model_loading {task_id, name, previous, seconds} / model_loaded {task_id, title, name}
@@ -40,6 +41,7 @@ from .config import (
     Flavour,
     SimLora,
     SimModel,
+    SimStyle,
     SimulatorConfig,
 )
 from .events import Event, EventLog
@@ -58,6 +60,7 @@ __all__ = [
     "ForgeSimulator",
     "SimLora",
     "SimModel",
+    "SimStyle",
     "SimulatorConfig",
     "format_infotext",
     "parse_infotext",

@@ -21,10 +21,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalog import LATENT_UPSCALE_MODES, samplers_for, schedulers_for, upscalers_json
-from .config import BUILTIN_ALWAYSON_SCRIPTS, FORGE_ALWAYSON_SCRIPTS, SimulatorConfig
+from .config import SimulatorConfig
 from .disk import Disk
 from .errors import ApiError, http_error, method_not_allowed, not_found, server_error
 from .events import EventLog
+from .extensions import (
+    adetailer_models_json,
+    check_scripts,
+    controlnet_models_json,
+    script_info_json,
+    scripts_json,
+    styles_json,
+)
 from .faults import Faults
 from .generation import GenerationJob, JobAbortedError, create_task_id, load_model
 from .imaging import (
@@ -128,9 +136,14 @@ class Api:
         add("GET", f"{v1}/memory", self._memory)
         add("GET", f"{v1}/embeddings", self._embeddings)
         add("GET", f"{v1}/hypernetworks", lambda r, rt: [])
-        add("GET", f"{v1}/prompt-styles", lambda r, rt: [])
+        add("GET", f"{v1}/prompt-styles", lambda r, rt: styles_json(self.config))
         add("GET", f"{v1}/face-restorers", self._face_restorers)
-        add("GET", f"{v1}/scripts", lambda r, rt: {"txt2img": [], "img2img": []})
+        add("GET", f"{v1}/scripts", lambda r, rt: scripts_json(self.config))
+        add("GET", f"{v1}/script-info", lambda r, rt: script_info_json(self.config))
+        if self.config.has_controlnet:
+            add("GET", "/controlnet/model_list", lambda r, rt: controlnet_models_json(self.config))
+        if self.config.adetailer:
+            add("GET", "/adetailer/v1/ad_model", lambda r, rt: adetailer_models_json(self.config))
         add("POST", f"{v1}/png-info", self._png_info)
         add("POST", f"{v1}/refresh-vae", self._locked_noop)
         add("POST", f"{v1}/refresh-embeddings", self._locked_noop)
@@ -197,13 +210,7 @@ class Api:
         params = validate_body(
             request.body, generation_fields(mode, is_forge=self.is_forge), is_forge=self.is_forge
         )
-        script = params["script_name"]
-        if script not in (None, ""):
-            raise http_error(self.is_forge, 422, f"Script '{script}' not found")
-        known = set(BUILTIN_ALWAYSON_SCRIPTS + (FORGE_ALWAYSON_SCRIPTS if self.is_forge else ()))
-        for name in params["alwayson_scripts"]:
-            if str(name).lower() not in known:
-                raise http_error(self.is_forge, 422, f"always on script {name} not found")
+        check_scripts(self.config, params, mode)
         if mode == "img2img":
             self._check_init_images(params["init_images"])
             self._check_mask(params["mask"])

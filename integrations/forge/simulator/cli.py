@@ -77,6 +77,8 @@ def simulator_from_options(
     stall_seconds: float = 0.0,
     error_500_next: int = 0,
     drop_mid_job: int = 0,
+    adetailer: bool = False,
+    controlnet: bool | None = None,
 ) -> ForgeSimulator:
     """A simulator, not started yet, as the command line describes it.
 
@@ -98,6 +100,8 @@ def simulator_from_options(
             port=port if port is not None else _DEFAULT_PORTS[webui],
             host=host,
             no_hashing=no_hashing,
+            adetailer=adetailer,
+            controlnet=controlnet,
         )
     except ValueError as exc:
         raise SimulatorStartError(str(exc)) from exc

@@ -138,6 +138,55 @@ FORGE_ALWAYSON_SCRIPTS: tuple[str, ...] = (
 )
 
 
+# Selectable scripts (`script_name`) of a fresh install, by mode (lower-case titles, as
+# `/sdapi/v1/scripts` lists them).
+SELECTABLE_SCRIPTS: dict[str, tuple[str, ...]] = {
+    "txt2img": ("prompt matrix", "prompts from file or textbox", "x/y/z plot"),
+    "img2img": (
+        "img2img alternative test",
+        "loopback",
+        "outpainting mk2",
+        "poor man's outpainting",
+        "prompt matrix",
+        "prompts from file or textbox",
+        "sd upscale",
+        "x/y/z plot",
+    ),
+}
+CONTROLNET_TITLE = "controlnet"
+ADETAILER_TITLE = "adetailer"
+
+# What ControlNet's /controlnet/model_list answers by default (name and short hash).
+DEFAULT_CONTROLNET_MODELS: tuple[str, ...] = (
+    "control_v11p_sd15_canny [d14c016b]",
+    "control_v11f1p_sd15_depth [cfd03158]",
+    "diffusers_xl_canny_mid [112a778d]",
+)
+# ADetailer's detection models (/adetailer/v1/ad_model).
+DEFAULT_ADETAILER_MODELS: tuple[str, ...] = (
+    "face_yolov8n.pt",
+    "face_yolov8s.pt",
+    "hand_yolov8n.pt",
+    "person_yolov8n-seg.pt",
+    "mediapipe_face_full",
+)
+
+
+@dataclass(frozen=True)
+class SimStyle:
+    """A saved prompt style (styles.csv): its name and the prompts it adds."""
+
+    name: str
+    prompt: str = ""
+    negative_prompt: str = ""
+
+
+DEFAULT_STYLES: tuple[SimStyle, ...] = (
+    SimStyle("Cinematic", "cinematic still of {prompt}, shallow depth of field", "cartoon"),
+    SimStyle("Watercolor", "watercolor painting, {prompt}", "photo, 3d"),
+)
+
+
 @dataclass
 class SimulatorConfig:
     """Everything that a real server would take from its command line and its disk.
@@ -166,6 +215,14 @@ class SimulatorConfig:
     install_dir: str | None = None
     no_hashing: bool = False
     initial_checkpoint: str | None = None
+    # Extensions: ControlNet (None: as installed, built into Forge, absent from a fresh
+    # A1111) with its models, ADetailer (an extension of both; absent by default), and
+    # the prompt styles of styles.csv.
+    controlnet: bool | None = None
+    controlnet_models: list[str] = field(default_factory=lambda: list(DEFAULT_CONTROLNET_MODELS))
+    adetailer: bool = False
+    adetailer_models: list[str] = field(default_factory=lambda: list(DEFAULT_ADETAILER_MODELS))
+    styles: list[SimStyle] = field(default_factory=lambda: list(DEFAULT_STYLES))
 
     def __post_init__(self) -> None:
         if self.flavour not in FLAVOURS:
@@ -182,6 +239,24 @@ class SimulatorConfig:
     @property
     def is_forge(self) -> bool:
         return self.flavour == "forge-2"
+
+    @property
+    def has_controlnet(self) -> bool:
+        return self.is_forge if self.controlnet is None else self.controlnet
+
+    def alwayson_scripts(self) -> tuple[str, ...]:
+        """The always-on scripts' titles (lower case), in the order the server runs them."""
+        titles = list(BUILTIN_ALWAYSON_SCRIPTS)
+        if self.is_forge:
+            titles += [t for t in FORGE_ALWAYSON_SCRIPTS if t != CONTROLNET_TITLE]
+        if self.has_controlnet:
+            titles.append(CONTROLNET_TITLE)
+        if self.adetailer:
+            titles.append(ADETAILER_TITLE)
+        return tuple(titles)
+
+    def selectable_scripts(self, mode: str) -> tuple[str, ...]:
+        return SELECTABLE_SCRIPTS.get(mode, ())
 
     @property
     def version(self) -> str:

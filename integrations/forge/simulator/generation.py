@@ -105,6 +105,12 @@ class GenerationJob:
                 f"{self.mode}_received",
                 task_id=self.task_id,
                 checkpoint=overrides.get("sd_model_checkpoint"),
+                # What the request asked of the extensions, as it arrived (issue 16).
+                override_settings=dict(overrides),
+                styles=self.params.get("styles"),
+                script_name=self.params.get("script_name"),
+                script_args=self.params.get("script_args"),
+                alwayson_scripts=self.params.get("alwayson_scripts"),
             )
         try:
             rt.queue_lock.wait_turn(ticket)
@@ -254,6 +260,12 @@ class GenerationJob:
                 self.is_forge, "OutOfMemoryError", "CUDA out of memory. Tried to allocate 20.00 GiB"
             )
         if self.mode == "txt2img" and p["enable_hr"]:
+            if self.is_forge and p["hr_additional_modules"] is None:
+                # Forge's `sample_hr_pass` tests `'Use same choices' not in
+                # self.hr_additional_modules`, which the API leaves None when not sent.
+                raise server_error(
+                    self.is_forge, "TypeError", "argument of type 'NoneType' is not iterable"
+                )
             upscaler = p["hr_upscaler"]
             names = {u["name"] for u in upscalers_json("", "/")}
             if upscaler is not None and upscaler not in names | set(LATENT_UPSCALE_MODES):

@@ -50,6 +50,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-hashing", action="store_true", help="Never compute checkpoint hashes."
         )
+        parser.add_argument(
+            "--adetailer", action="store_true", help="With the ADetailer extension installed."
+        )
+        parser.add_argument(
+            "--controlnet",
+            choices=["yes", "no"],
+            help="With the ControlNet extension (default: Forge's built-in one; none on A1111).",
+        )
         parser.add_argument("--stall-seconds", type=float, default=0.0, help="Fault: stall jobs.")
         parser.add_argument(
             "--error-500-next", type=int, default=0, help="Fault: fail the next N jobs with 500."
@@ -78,6 +86,10 @@ class Command(BaseCommand):
                 stall_seconds=options["stall_seconds"],
                 error_500_next=options["error_500_next"],
                 drop_mid_job=options["drop_mid_job"],
+                adetailer=options["adetailer"],
+                controlnet=None
+                if options["controlnet"] is None
+                else options["controlnet"] == "yes",
             )
             serve(sim, out=self.stdout, verbose=options["verbosity"] >= 2)
         except SimulatorStartError as exc:

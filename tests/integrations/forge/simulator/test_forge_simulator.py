@@ -753,20 +753,23 @@ def test_broken_json_is_a_422(sim):
 
 
 def test_unknown_script_is_a_422_http_exception(make_sim):
+    # A1111/Forge `script_name_to_index`: an unknown title, selectable or always-on, is
+    # "Script '<name>' not found" (the "always on script ... not found" branch after it is
+    # unreachable in the real code).
     forge = make_sim()
     a1111 = make_sim(flavour="a1111-1.10")
 
-    forge_response = txt2img(forge, script_name="X/Y/Z plot")
+    forge_response = txt2img(forge, script_name="No Such Plot")
     a1111_response = txt2img(a1111, alwayson_scripts={"NoSuchScript": {"args": []}})
 
     assert forge_response.status_code == 422
-    assert forge_response.json() == {"detail": "Script 'X/Y/Z plot' not found"}
+    assert forge_response.json() == {"detail": "Script 'No Such Plot' not found"}
     assert a1111_response.status_code == 422
     assert a1111_response.json() == {
         "error": "HTTPException",
-        "detail": "always on script NoSuchScript not found",
+        "detail": "Script 'NoSuchScript' not found",
         "body": "",
-        "errors": "422: always on script NoSuchScript not found",
+        "errors": "422: Script 'NoSuchScript' not found",
     }
 
 

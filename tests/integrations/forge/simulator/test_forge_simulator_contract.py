@@ -85,7 +85,11 @@ def call(sim: ForgeSimulator, method: str, path: str, body: Any = None) -> reque
         ("POST", "/sdapi/v1/refresh-embeddings", None),
         ("POST", "/internal/progress", {"id_task": "unknown"}),
         ("POST", "/sdapi/v1/txt2img", {"prompt": "<lora:add_detail:1> x", "steps": 2}),
-        ("POST", "/sdapi/v1/txt2img", {"steps": 1, "batch_size": 2, "enable_hr": True}),
+        (
+            "POST",
+            "/sdapi/v1/txt2img",
+            {"steps": 1, "batch_size": 2, "enable_hr": True, "hr_additional_modules": []},
+        ),
         ("POST", "/sdapi/v1/txt2img", {"steps": 1, "send_images": False}),
     ],
 )

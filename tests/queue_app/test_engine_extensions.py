@@ -1,0 +1,130 @@
+"""The extras of a job (VAE, modules, styles, hires fields, scripts) reach the server
+(simulators over HTTP) under the names it knows; one it lacks fails the job with the
+reason after one refresh of its lists."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from core_app.scopes import local_user
+from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
+from queue_app.engine import server_run
+from queue_app.models import Job, JobStatus
+from queue_app.services import job_submit
+from servers_app.models import CachedModel, ModelKind, Server
+from tests.support import checked_server
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MODELS = [SimModel("sd_xl_base_1.0.safetensors")]
+ADETAILER = {"ADetailer": {"args": [True, False, {"ad_model": "face_yolov8n.pt"}]}}
+
+
+@pytest.fixture
+def forge(settings) -> Iterator[ForgeSimulator]:
+    settings.MOBILESD_HEARTBEAT_SECONDS = 0.05
+    with ForgeSimulator(SimulatorConfig(models=MODELS, adetailer=True)) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def a1111(settings) -> Iterator[ForgeSimulator]:
+    settings.MOBILESD_HEARTBEAT_SECONDS = 0.05
+    with ForgeSimulator(SimulatorConfig(flavour="a1111-1.10", models=MODELS)) as simulator:
+        yield simulator
+
+
+def submit(target: str, **params: Any) -> Job:
+    params.setdefault("positive_prompt", "a lighthouse")
+    params.update(steps=4, width=64, height=64)
+    job, _ = job_submit(owner=local_user(), target_server_alias=target, generation_params=params)
+    return job
+
+
+def run(server: Server, job: Job) -> Job:
+    server_run(server.pk)
+    job.refresh_from_db()
+    return job
+
+
+def received(simulator: ForgeSimulator) -> dict[str, Any]:
+    (event,) = simulator.events.of_type("txt2img_received")
+    return event
+
+
+def test_forge_gets_the_vae_and_text_encoders_as_its_module_paths(forge):
+    server = checked_server(forge.url, alias="Forge")
+    job = submit("Forge", vae="ae", text_encoders=["clip_l.safetensors", "t5xxl_fp8_e4m3fn"])
+
+    job = run(server, job)
+
+    assert job.status == JobStatus.COMPLETED, job.result_details
+    assert received(forge)["override_settings"]["forge_additional_modules"] == [
+        "/opt/sd/models/VAE/ae.safetensors",
+        "/opt/sd/models/text_encoder/clip_l.safetensors",
+        "/opt/sd/models/text_encoder/t5xxl_fp8_e4m3fn.safetensors",
+    ]
+
+
+def test_a1111_gets_the_vae_as_sd_vae_and_the_styles_by_their_names(a1111):
+    server = checked_server(a1111.url, alias="Old")
+    job = submit("Old", vae="SDXL_VAE", styles=["cinematic"])
+
+    job = run(server, job)
+
+    assert job.status == JobStatus.COMPLETED, job.result_details
+    event = received(a1111)
+    assert event["override_settings"]["sd_vae"] == "sdxl_vae.safetensors"
+    assert event["styles"] == ["Cinematic"]
+
+
+def test_an_adetailer_unit_and_a_selectable_script_reach_the_server_as_sent(forge):
+    server = checked_server(forge.url, alias="Forge")
+    job = submit("Forge", alwayson_scripts=ADETAILER, script_name="X/Y/Z plot", script_args=[1])
+
+    job = run(server, job)
+
+    assert job.status == JobStatus.COMPLETED, job.result_details
+    event = received(forge)
+    assert event["alwayson_scripts"] == ADETAILER
+    assert (event["script_name"], event["script_args"]) == ("X/Y/Z plot", [1])
+
+
+def test_a_script_the_server_lacks_fails_the_job_after_one_refresh(a1111):
+    server = checked_server(a1111.url, alias="Old")
+    Server.objects.filter(pk=server.pk).update(models_stale=True)  # not refused at submit
+    job = submit("Old", alwayson_scripts=ADETAILER)
+
+    job = run(server, job)
+
+    assert job.status == JobStatus.FAILED
+    assert job.result_details["code"] == "script_not_found"
+    assert job.result_details["field"] == "alwayson_scripts"
+    assert "Server 'Old' has no script 'ADetailer'." in job.result_details["error"]
+    assert not a1111.events.of_type("txt2img_received")
+
+
+def test_a_script_the_server_refuses_fails_the_job_with_that_code(forge):
+    server = checked_server(forge.url, alias="Forge")
+    job = submit("Forge", alwayson_scripts=ADETAILER)
+    forge.config.adetailer = False  # uninstalled after the lists were read
+    forge.restart()
+
+    job = run(server, job)
+
+    assert job.status == JobStatus.FAILED
+    assert job.result_details["code"] == "script_not_found"
+    assert "Script 'ADetailer' not found" in job.result_details["error"]
+
+
+def test_a_style_gained_since_the_last_refresh_is_found(a1111):
+    server = checked_server(a1111.url, alias="Old")
+    CachedModel.objects.filter(server=server, kind=ModelKind.STYLE).delete()
+    Server.objects.filter(pk=server.pk).update(models_stale=True)  # not refused at submit
+    job = submit("Old", styles=["Watercolor"])
+
+    job = run(server, job)
+
+    assert job.status == JobStatus.COMPLETED, job.result_details
+    assert received(a1111)["styles"] == ["Watercolor"]
