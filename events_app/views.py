@@ -13,13 +13,14 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -152,7 +153,7 @@ class EventStreamGate(APIView):
 
     authentication_classes = [
         EventTokenAuthentication,
-        *api_settings.DEFAULT_AUTHENTICATION_CLASSES,
+        *cast(list[type[BaseAuthentication]], api_settings.DEFAULT_AUTHENTICATION_CLASSES),
     ]
     renderer_classes = [JSONRenderer]
     content_negotiation_class = JSONErrorsOnly
@@ -244,7 +245,7 @@ event_stream.initkwargs = {}  # type: ignore[attr-defined]
 def _as_json(answer: Any) -> HttpResponseBase:
     """A refusal of the gate (the one error shape) as a plain JSON response."""
     if not isinstance(answer, Response):
-        return answer  # type: ignore[no-any-return]
+        return answer
     response = JsonResponse(answer.data, status=answer.status_code, safe=False)
     for name in ("WWW-Authenticate", "Retry-After", "Allow"):
         if answer.has_header(name):

@@ -162,7 +162,7 @@ def test_a_client_that_reconnects_with_its_last_event_id_receives_every_missed_e
     def progress(fraction: float) -> None:
         Job.objects.filter(pk=job.pk).update(progress={"fraction": fraction})
 
-    async def scenario() -> tuple[list[int], list[int]]:
+    async def scenario() -> tuple[list[int | None], list[int | None]]:
         stream, _ = await started(key)
         await sync_to_async(progress)(0.1)
         await sync_to_async(progress)(0.2)
@@ -196,7 +196,7 @@ def test_since_replays_like_last_event_id_which_wins_over_it(ada, laptop):
     events_sequence()
     first, second, third = (Event.objects.get(job_id=job.pk, type="job.queued").seq for job in jobs)
 
-    async def scenario() -> tuple[list[int], list[int]]:
+    async def scenario() -> tuple[list[int | None], list[int | None]]:
         by_since = await open_stream(key, f"?since={first}")
         replayed = [m.id for m in await by_since.events(2)]
         await by_since.close()
