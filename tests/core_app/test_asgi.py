@@ -21,7 +21,7 @@ def call(parts: list[bytes], headers: list[tuple[bytes, bytes]]) -> dict[str, An
     async def receive() -> dict[str, Any]:
         return messages.pop(0) if messages else {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Any) -> None:
         seen["sent"].append(message)
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
