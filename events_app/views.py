@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -34,7 +35,7 @@ from core_app.scopes import owner_scope, request_api_key, request_user
 from events_app import schema  # noqa: F401 - registers the token's scheme
 from events_app.selectors import events_after, events_head, events_pruned_through
 from events_app.sequencer import events_sequence
-from events_app.serializers import EventMessageSerializer, EventTokenSerializer
+from events_app.serializers import EventTokenSerializer, ServerSentEventSerializer
 from events_app.stream import PAGE, Subscriber, event_sse, events_hub, sse_message
 from events_app.tokens import EventTokenAuthentication, event_token_issue
 
@@ -183,8 +184,8 @@ class EventStreamGate(APIView):
         ],
         responses={
             (200, "text/event-stream"): OpenApiResponse(
-                response=EventMessageSerializer,
-                description="The stream; each event's `data` is an EventMessage.",
+                response=ServerSentEventSerializer,
+                description="The stream, message by message; an event's `data` is an EventMessage.",
             )
         },
     )
@@ -227,8 +228,11 @@ async def event_stream(request: HttpRequest) -> HttpResponseBase:
     if answer.status_code != 200 or not isinstance(admitted, dict) or "admitted" not in admitted:
         return _as_json(answer)
     stream = admitted["admitted"]
+    # A WSGI server (manage.py runserver, the sync test client) would gather the whole
+    # stream before sending any of it: there it ends after `ready`, and EventSource comes
+    # back for more after `retry:`.
     response = StreamingHttpResponse(
-        _messages(stream),
+        _messages(stream, live=isinstance(request, ASGIRequest)),
         content_type="text/event-stream",
     )
     response["Cache-Control"] = "no-cache"
@@ -253,8 +257,15 @@ def _as_json(answer: Any) -> HttpResponseBase:
     return response
 
 
-async def _messages(stream: StreamRequest) -> AsyncIterator[bytes]:
+async def _messages(stream: StreamRequest, *, live: bool = True) -> AsyncIterator[bytes]:
     # No log context here: an async generator runs in whichever context reads it next.
+    if not live:
+        yield f"retry: {RETRY_MS}\n\n".encode()
+        head = await sync_to_async(_current_head)()
+        async for message in _from_cursor(stream, head):
+            yield message
+        yield sse_message(id=head, event="ready", data={"head": head})
+        return
     hub = events_hub()
     subscriber = Subscriber(
         owner_id=stream.owner_id,

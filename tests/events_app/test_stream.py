@@ -580,3 +580,21 @@ async def until(probe: Any, timeout: float = 10.0) -> None:
     while not probe():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.02)
+
+
+def test_under_wsgi_the_stream_ends_after_its_replay(ada, laptop, client):
+    # manage.py runserver and the sync test client are WSGI: no live part, which they would
+    # wait for forever; EventSource reconnects after `retry:` for the next.
+    key = key_of(ada)
+    cursor = head()
+    job = new_job(ada, laptop)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+
+    response = client.get(f"/api/v1/events?since={cursor}")
+
+    with pytest.warns(Warning, match="asynchronous iterators"):  # Django's, under WSGI
+        body = b"".join(response).decode()
+    assert response["Content-Type"] == "text/event-stream"
+    assert "event: job.queued\ndata: " in body
+    assert str(job.pk) in body
+    assert body.endswith(f'id: {head()}\nevent: ready\ndata: {{"head":{head()}}}\n\n')
