@@ -59,7 +59,7 @@ class ServerSentEventSerializer(serializers.Serializer):
     event = serializers.CharField(
         required=False, help_text="The event's type, or ready / reset / closing."
     )
-    data = EventDataField(required=False)
+    data = EventDataField(required=False)  # type: ignore[assignment]  # the SSE field's name
     retry = serializers.IntegerField(required=False, help_text="Reconnect after, in ms.")
 
 
