@@ -18,6 +18,7 @@ from typing import Any, cast
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
+from django.db import connections
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -280,6 +281,7 @@ async def _messages(stream: StreamRequest, *, live: bool = True) -> AsyncIterato
         async for message in _from_cursor(stream, head):
             yield message
         yield sse_message(id=head, event="ready", data={"head": head})
+        await _release_database()
         async for message in _live(subscriber, head):
             yield message
     finally:
@@ -327,6 +329,13 @@ def _replay_page(stream: StreamRequest, after: int, head: int) -> list[tuple[int
         until=head,
     )
     return [(event.seq or 0, event_sse(event)) for event in events]
+
+
+async def _release_database() -> None:
+    """From here on the stream needs no database: the request's connections go back now
+    rather than when the stream ends (an open stream must not hold one of PostgreSQL's
+    few; the hub reads for every stream on its own)."""
+    await sync_to_async(connections.close_all)()
 
 
 async def _live(subscriber: Subscriber, position: int) -> AsyncIterator[bytes]:
