@@ -260,32 +260,30 @@ def _as_json(answer: Any) -> HttpResponseBase:
 
 async def _messages(stream: StreamRequest, *, live: bool = True) -> AsyncIterator[bytes]:
     # No log context here: an async generator runs in whichever context reads it next.
-    if not live:
-        yield f"retry: {RETRY_MS}\n\n".encode()
-        head = await sync_to_async(_current_head)()
-        async for message in _from_cursor(stream, head):
-            yield message
-        yield sse_message(id=head, event="ready", data={"head": head})
-        return
-    hub = events_hub()
-    subscriber = Subscriber(
-        owner_id=stream.owner_id,
-        job_ids=set(stream.job_ids),
-        batch_ids=set(stream.batch_ids),
-        types=set(stream.types),
-    )
-    await hub.subscribe(subscriber)
+    subscriber = None
+    if live:  # subscribed before the head is read: nothing falls between replay and live
+        subscriber = Subscriber(
+            owner_id=stream.owner_id,
+            job_ids=set(stream.job_ids),
+            batch_ids=set(stream.batch_ids),
+            types=set(stream.types),
+        )
+        hub = events_hub()
+        await hub.subscribe(subscriber)
     try:
         yield f"retry: {RETRY_MS}\n\n".encode()
         head = await sync_to_async(_current_head)()
         async for message in _from_cursor(stream, head):
             yield message
         yield sse_message(id=head, event="ready", data={"head": head})
+        if subscriber is None:
+            return
         await _release_database()
         async for message in _live(subscriber, head):
             yield message
     finally:
-        hub.unsubscribe(subscriber)
+        if subscriber is not None:
+            hub.unsubscribe(subscriber)
 
 
 def _current_head() -> int:
