@@ -1,0 +1,174 @@
+"""The event stream for real: the web server the Procfile starts (gunicorn with uvicorn
+workers, ASGI), a real Celery worker, Redis and PostgreSQL (LISTEN/NOTIFY), and a Forge
+simulator. A phone-like client follows its job from queued to completed over the stream
+alone, and fetches an image the completed event names."""
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from django.db import connection
+from model_bakery import baker
+
+from core_app.models import KeyScope
+from servers_app.models import Server
+from tests.integration.procs import (
+    REPO,
+    Process,
+    free_port,
+    procfile_command,
+    sse_messages,
+    wait_until,
+)
+from tests.support import new_key
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def web(engine, tmp_path) -> Iterator[str]:
+    with web_server(engine.env, tmp_path, concurrency=2) as server:
+        yield server.base
+
+
+class WebServer:
+    def __init__(self, base: str, proc: Process) -> None:
+        self.base, self.proc = base, proc
+
+    def workers(self) -> list[int]:
+        """The pids of gunicorn's worker processes."""
+        found: list[int] = []
+        for task in Path(f"/proc/{self.proc.popen.pid}/task").iterdir():
+            found += [int(pid) for pid in (task / "children").read_text().split()]
+        return found
+
+
+@contextlib.contextmanager
+def web_server(cluster_env: dict[str, str], tmp_path: Path, *, concurrency: int) -> Iterator[Any]:
+    """The Procfile's web process beside the cluster, on its database, broker and media."""
+    port = free_port()
+    env = {
+        **cluster_env,
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": str(concurrency),
+        "MOBILESD_EVENTS_HEARTBEAT_SECONDS": "1",
+    }
+    proc = Process(
+        ["bash", "-c", f"exec {procfile_command('web')}"],
+        cwd=REPO,
+        env=env,
+        log=tmp_path / "web.log",
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: requests.get(f"{base}/api/v1/health", timeout=2).json()["database"]["ok"],
+            timeout=60,
+            what="the web server",
+        )
+        yield WebServer(base, proc)
+    except Exception:
+        print(proc.output())
+        raise
+    finally:
+        proc.stop()
+
+
+def test_a_phone_follows_its_job_from_queued_to_completed_over_the_stream_alone(web, sims):
+    sim = sims(seconds_per_step=0.05)
+    baker.make(Server, alias="stream-laptop", api_url=sim.url)
+    _, key = new_key("phone", username="anna", scope=KeyScope.CLIENT)
+    headers = {"Authorization": f"Bearer {key}"}
+
+    with requests.get(
+        f"{web}/api/v1/events?types=job.", headers=headers, stream=True, timeout=(5, 30)
+    ) as stream:
+        assert stream.headers["Content-Type"] == "text/event-stream"
+        messages = sse_messages(stream)
+        assert next(m for m in messages if m.get("event") == "ready")
+        submitted = requests.post(
+            f"{web}/api/v1/generate",
+            json={
+                "target_server_alias": "stream-laptop",
+                "generation_params": {
+                    "positive_prompt": "a lighthouse",
+                    "steps": 10,
+                    "width": 64,
+                    "height": 64,
+                },
+            },
+            headers=headers,
+            timeout=10,
+        )
+        assert submitted.status_code == 202, submitted.text
+        job_id = submitted.json()["mobilesd_job_id"]
+        seen: list[dict[str, Any]] = []
+        for message in messages:
+            if "event" in message and message["data"]["job_id"] == job_id:
+                seen.append(message)
+                if message["event"] in ("job.completed", "job.failed"):
+                    break
+
+    types = [m["event"] for m in seen]
+    assert types[0] == "job.queued"
+    assert "job.started" in types
+    assert types[-1] == "job.completed", seen[-1]
+    ids = [int(m["id"]) for m in seen]
+    assert ids == sorted(set(ids))
+    images = seen[-1]["data"]["job"]["result_details"]["images"]
+    assert images
+    image = requests.get(f"{web}/outputs/{images[0]}", headers=headers, timeout=10)
+    assert image.status_code == 200
+    assert image.content.startswith(b"\x89PNG")
+
+
+def database_connections(application_name: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s",
+            [application_name],
+        )
+        return int(cursor.fetchone()[0])
+
+
+def threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Threads:")).split()[1])
+
+
+def test_open_streams_hold_no_database_connection_and_no_thread(engine, tmp_path):
+    _, key = new_key("phone", username="anna", scope=KeyScope.CLIENT)
+    headers = {"Authorization": f"Bearer {key}"}
+    # The web process's connections by their name (the cluster's come and go meanwhile).
+    named = {**engine.env, "DATABASE_URL": f"{engine.env['DATABASE_URL']}?application_name=web"}
+    with (
+        contextlib.ExitStack() as streams,
+        web_server(named, tmp_path, concurrency=1) as server,
+    ):
+
+        def open_stream() -> None:
+            stream = streams.enter_context(
+                requests.get(
+                    f"{server.base}/api/v1/events", headers=headers, stream=True, timeout=10
+                )
+            )
+            assert next(m for m in sse_messages(stream) if m.get("event") == "ready")
+
+        open_stream()  # the hub is up: its connections, its threads
+        (worker,) = server.workers()
+        connections_before, threads_before = database_connections("web"), threads(worker)
+        assert connections_before >= 2  # the hub's: its reads and its LISTEN
+        for _ in range(20):
+            open_stream()
+
+        assert database_connections("web") <= connections_before
+        assert threads(worker) <= threads_before + 2
