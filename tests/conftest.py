@@ -5,6 +5,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -20,6 +21,7 @@ from queue_app.models import Job
 from servers_app.models import Server
 from tests.openapi_check import check_response, openapi
 from tests.support import new_key
+from tests.xdist_scheduling import ModuleSeconds
 
 # Redis's default number of databases (`databases 16`): db 0 to 15.
 REDIS_DATABASES = 16
@@ -64,10 +66,23 @@ def pytest_configure(config: pytest.Config) -> None:
         own = _worker_broker_url(broker_url, index)
         os.environ["CELERY_BROKER_URL"] = own
         django_settings.CELERY_BROKER_URL = own
+    if not hasattr(config, "workerinput"):  # this process reports every test: not a worker
+        config.pluginmanager.register(ModuleSeconds(), "mobilesd-module-seconds")
     metrics_dir = tempfile.mkdtemp(prefix="mobilesd-test-metrics-")
     config.stash[_METRICS_DIR] = metrics_dir
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     django_settings.PROMETHEUS_MULTIPROC_DIR = metrics_dir
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under `--dist loadfile` (`make test`), the longest modules first
+    (tests/xdist_scheduling.py); other modes as xdist has them."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from tests.xdist_scheduling import LongestModulesFirst
+
+    return LongestModulesFirst(config, log)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
