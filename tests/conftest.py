@@ -85,6 +85,20 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return LongestModulesFirst(config, log)
 
 
+# User properties a test records to be read by whoever runs the suite (figures of a run).
+SHOWN_PROPERTIES = ("fault_run",)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The SHOWN_PROPERTIES of the tests that recorded some, at the end of the run: a test's
+    own output is not shown without -s, nor ever from an xdist worker."""
+    for reports in list(terminalreporter.stats.values()):
+        for report in reports:
+            for name, value in getattr(report, "user_properties", ()):
+                if name in SHOWN_PROPERTIES and getattr(report, "when", "") == "call":
+                    terminalreporter.write_line(f"{name.replace('_', ' ')}: {value}")
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _METRICS_DIR in config.stash:
         shutil.rmtree(config.stash[_METRICS_DIR], ignore_errors=True)
