@@ -10,7 +10,7 @@ finish together. A module's length is what it took in the last run (pytest's cac
 by `ModuleSeconds`), else an estimate from its folder and number of tests.
 """
 
-from collections import Counter
+from collections import defaultdict
 
 import pytest
 from xdist.remote import Producer
@@ -66,7 +66,7 @@ class ModuleSeconds:
     did not run keep their earlier figure."""
 
     def __init__(self) -> None:
-        self.seconds: Counter[str] = Counter()
+        self.seconds: defaultdict[str, float] = defaultdict(float)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.seconds[module_of(report.nodeid)] += report.duration
