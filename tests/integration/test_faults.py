@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from kombu import pools as kombu_pools
 from model_bakery import baker
 
 from integrations.forge.simulator import ForgeSimulator
@@ -98,9 +99,10 @@ def publishing_to(broker_url: str) -> Iterator[None]:
     pool (and the producers') on first use after a reset, as after a fork."""
 
     def reset_pools() -> None:
-        pool = celery_app._pool  # type: ignore[attr-defined]
-        if pool is not None:
-            pool.force_close_all()
+        # Closed and forgotten: kombu keeps one pool per broker URL, and would hand the
+        # closed one back for the URL put back (every later test's nudge from this process
+        # failed with "Acquire on closed pool").
+        kombu_pools.reset()
         celery_app._pool = None  # type: ignore[attr-defined]
         celery_app.amqp._producer_pool = None  # type: ignore[attr-defined]
 
