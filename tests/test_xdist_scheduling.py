@@ -44,9 +44,9 @@ def handed_out(collection: list[str], cache: dict[str, Any]) -> list[str]:
     scheduler = LongestModulesFirst(config)  # type: ignore[arg-type]
     nodes = [FakeNode("gw0"), FakeNode("gw1")]
     for node in nodes:
-        scheduler.add_node(node)  # type: ignore[arg-type]
+        scheduler.add_node(node)
     for node in nodes:
-        scheduler.add_node_collection(node, collection)  # type: ignore[arg-type]
+        scheduler.add_node_collection(node, collection)
     scheduler.schedule()
     # Both got their first module before either got a second one.
     sends = [sent for turn in range(2) for node in nodes for sent in node.sent[turn : turn + 1]]
