@@ -12,6 +12,10 @@ PYTHON ?= $(shell pyenv which python 2>/dev/null || command -v python3.13 || com
 # The test suite runs on PostgreSQL and Redis (started by scripts/services if down).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/mobilesd
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/9
+# It runs in TEST_WORKERS processes (pytest-xdist), each module's tests in one of them, the
+# longest modules first (tests/xdist_scheduling.py); worker n has its own test database
+# (test_<name>_gw<n>) and Redis database (TEST_BROKER_URL's number plus n). 0: one process.
+TEST_WORKERS ?= 2
 
 # Every package at one version with its hashes, from pyproject.toml (`make lock` remakes it).
 LOCK := requirements.lock
@@ -69,7 +73,7 @@ browser:
 
 pytest: install services browser
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
-		$(PY) -m pytest $(PYTEST_ARGS)
+		$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test: lint pytest
 

@@ -1,10 +1,16 @@
 """Fixtures shared by the whole suite."""
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from celery.app.task import Task
+from django.conf import settings as django_settings
 from django.core.cache import cache
 from django.test import AsyncClient as DjangoAsyncClient
 from django.test import Client as DjangoClient
@@ -16,6 +22,87 @@ from queue_app.models import Job
 from servers_app.models import Server
 from tests.openapi_check import check_response, openapi
 from tests.support import new_key
+from tests.xdist_scheduling import ModuleSeconds
+
+# Redis's default number of databases (`databases 16`): db 0 to 15.
+REDIS_DATABASES = 16
+_METRICS_DIR = pytest.StashKey[str]()
+
+
+def _xdist_worker_index() -> int | None:
+    """n of pytest-xdist's worker gwn running this session; None when not under xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker.removeprefix("gw")) if worker else None
+
+
+def _worker_broker_url(url: str, index: int) -> str:
+    """The Redis URL `url` with its database number plus `index`."""
+    parts = urlsplit(url)
+    database = int(parts.path.strip("/") or 0) + index
+    if database >= REDIS_DATABASES:
+        raise pytest.UsageError(
+            f"xdist worker gw{index} would use Redis database {database} of {url}, past the "
+            f"last one ({REDIS_DATABASES - 1}): pick a lower database in the broker URL or "
+            "fewer workers (-n)."
+        )
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """What each test session (each xdist worker: gw0, gw1, ...) must not share with another
+    one running at the same time, beside the test database pytest-django already gives it
+    (test_<name>_gw<n>):
+
+    - the Redis broker: the integration clusters flush theirs, and the cache tests empty
+      it. Worker gw<n> takes the broker's database number plus n, for Celery (which reads
+      CELERY_BROKER_URL from the environment first; its subprocesses inherit it) and for
+      Django's settings;
+    - prometheus-client's multiprocess folder: metric tests compare a server's counts
+      before and after, and every process writing there counts. Each session gets a fresh
+      one (stale files of an earlier run's process with the same pid would count too).
+    """
+    index = _xdist_worker_index()
+    broker_url = str(getattr(django_settings, "CELERY_BROKER_URL", ""))
+    if index is not None and broker_url.startswith(("redis://", "rediss://")):
+        own = _worker_broker_url(broker_url, index)
+        os.environ["CELERY_BROKER_URL"] = own
+        django_settings.CELERY_BROKER_URL = own
+    if not hasattr(config, "workerinput"):  # this process reports every test: not a worker
+        config.pluginmanager.register(ModuleSeconds(), "mobilesd-module-seconds")
+    metrics_dir = tempfile.mkdtemp(prefix="mobilesd-test-metrics-")
+    config.stash[_METRICS_DIR] = metrics_dir
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    django_settings.PROMETHEUS_MULTIPROC_DIR = metrics_dir
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under `--dist loadfile` (`make test`), the longest modules first
+    (tests/xdist_scheduling.py); other modes as xdist has them."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from tests.xdist_scheduling import LongestModulesFirst
+
+    return LongestModulesFirst(config, log)
+
+
+# User properties a test records to be read by whoever runs the suite (figures of a run).
+SHOWN_PROPERTIES = ("fault_run",)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The SHOWN_PROPERTIES of the tests that recorded some, at the end of the run: a test's
+    own output is not shown without -s, nor ever from an xdist worker."""
+    for reports in list(terminalreporter.stats.values()):
+        for report in reports:
+            for name, value in getattr(report, "user_properties", ()):
+                if name in SHOWN_PROPERTIES and getattr(report, "when", "") == "call":
+                    terminalreporter.write_line(f"{name.replace('_', ' ')}: {value}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _METRICS_DIR in config.stash:
+        shutil.rmtree(config.stash[_METRICS_DIR], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

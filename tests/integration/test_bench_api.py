@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 from django.urls import Resolver404, resolve
 
-from tests.integration.conftest import _worker_database_url
+from tests.integration.conftest import _redis_broker_url, _worker_database_url
 from tests.integration.procs import REPO
 
 ENDPOINTS = {
@@ -47,7 +47,10 @@ def test_the_api_benchmark_measures_every_endpoint_and_leaves_its_history_as_fil
         **os.environ,
         "BENCH_DB_NAME": database,
         "BENCH_PG_ADMIN_URL": admin_url,
-        "BENCH_REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
+        # It flushes it: this session's broker database, which no cluster uses meanwhile
+        # (each lives for its module), not bench/api.py's default, another xdist worker's
+        # broker with some test broker URLs.
+        "BENCH_REDIS_URL": os.environ.get("BENCH_REDIS_URL") or _redis_broker_url(),
     }
     command = [sys.executable, str(REPO / "bench" / "api.py"), "--jobs", "300", "--pending"]
     command += ["30", "--servers", "2", "--downloads", "5", "--samples", "5", "--warmup", "1"]
