@@ -66,7 +66,7 @@ from queue_app.params import (
 )
 from queue_app.previews import InvalidPreviewError, PreviewImage, preview_url, preview_webp
 from queue_app.timeouts import job_timeout
-from queue_app.uploads import InputMissing, job_input_images
+from queue_app.uploads import InputImages, InputMissing, job_input_images, script_upload_refs
 from servers_app.checkpoints import checkpoint_hashes, checkpoint_key, checkpoint_ran_as
 from servers_app.models import Server
 from servers_app.performance import server_performance_record
@@ -703,13 +703,6 @@ def _resolve_loras(server: Server, requested: list[str]) -> dict[str, str]:
     return names
 
 
-def script_image_resolver(claim: Claim) -> Callable[[str], str]:
-    """How image references inside the job's `alwayson_scripts` (ControlNet unit images)
-    become what the server takes. The uploads' resolver (issue 16 point 1) plugs in here;
-    until then every string goes as sent (base64 images included)."""
-    return lambda value: value
-
-
 def job_prepare(claim: Claim) -> Prepared:
     """Build a claimed (or reserved) job's request: its checkpoint resolved to the server's
     exact title and its LoRAs to the server's names, its parameters mapped, its timeout
@@ -721,11 +714,13 @@ def job_prepare(claim: Claim) -> Prepared:
     title, hashes = _resolve_checkpoint(server, requested) if requested else (None, ())
     lora_names = _resolve_loras(server, requested_loras(params))
     endpoint = "img2img" if image_mode(params) else "txt2img"
-    if endpoint == "img2img":
+    inputs = InputImages(init=[], mask=None)
+    if endpoint == "img2img" or script_upload_refs(params):
         try:
             inputs = job_input_images(job=job)
         except InputMissing as exc:
             raise InputUnavailable(str(exc)) from exc
+    if endpoint == "img2img":
         payload = build_img2img_payload(
             params,
             init_images=inputs.init,
@@ -749,7 +744,8 @@ def job_prepare(claim: Claim) -> Prepared:
         params,
         resolved=extensions_resolve(server, params),
         flavour=server.flavour or None,
-        images=script_image_resolver(claim),
+        # A unit's image named by upload id goes as that upload's bytes (base64).
+        images=inputs.script_image,
     )
     timeout = job_timeout(
         steps=int(payload.get("steps") or 20),

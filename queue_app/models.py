@@ -496,11 +496,14 @@ class Upload(models.Model):
 class JobInputRole(models.TextChoices):
     INIT = "init"
     MASK = "mask"
+    # An image of an extension's unit (a ControlNet unit's `image`, ...) named by upload id.
+    SCRIPT = "script"
 
 
 class JobInput(models.Model):
-    """An input image of a job: init image `position` of `init_images`, or the mask. The
-    upload is kept as long as the job exists (PROTECT)."""
+    """An input image of a job: init image `position` of `init_images`, the mask, or an
+    image an extension's unit names by its upload id. The upload is kept as long as the job
+    exists (PROTECT)."""
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="inputs")
     upload = models.ForeignKey(Upload, on_delete=models.PROTECT, related_name="job_inputs")

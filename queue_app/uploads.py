@@ -33,6 +33,7 @@ from django.utils import timezone
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core_app.errors import InvalidInput, MobileSDError, NotFound
+from queue_app.extension_params import resolve_script_images
 from queue_app.models import Job, JobImage, JobInput, JobInputRole, Upload
 
 logger = logging.getLogger(__name__)
@@ -214,6 +215,8 @@ class JobInputs:
 
     init: list[Upload] = field(default_factory=list)
     mask: Upload | None = None
+    # The uploads the units of `alwayson_scripts` name (ControlNet images), each once.
+    scripts: list[Upload] = field(default_factory=list)
 
     def rows(self, job: Job) -> list[JobInput]:
         rows = [
@@ -222,6 +225,10 @@ class JobInputs:
         ]
         if self.mask is not None:
             rows.append(JobInput(job=job, upload=self.mask, role=JobInputRole.MASK))
+        rows += [
+            JobInput(job=job, upload=upload, role=JobInputRole.SCRIPT, position=position)
+            for position, upload in enumerate(self.scripts)
+        ]
         return rows
 
 
@@ -252,12 +259,15 @@ def job_inputs_resolve(*, owner: Any, params: Mapping[str, Any]) -> JobInputs:
     the size of the first init image (else 400). Marks them used now. Call it in the
     submit's transaction; nothing for a txt2img job."""
     image_modes_check(params)
+    scripts = [upload_get(upload_id=ref, owner=owner) for ref in script_upload_refs(params)]
     if params.get("mode") not in IMAGE_MODES:
-        return JobInputs()
+        Upload.objects.filter(pk__in=[u.pk for u in scripts]).update(last_used_at=timezone.now())
+        return JobInputs(scripts=scripts)
     copied: list[Upload] = []  # job images stored as uploads by this call
     try:
         inputs = JobInputs(
             init=[_input_upload(owner, ref, copied) for ref in params.get("init_images") or []],
+            scripts=scripts,
         )
         if params.get("mask") is not None:
             inputs.mask = _input_upload(owner, params["mask"], copied)
@@ -267,13 +277,40 @@ def job_inputs_resolve(*, owner: Any, params: Mapping[str, Any]) -> JobInputs:
         for upload in copied:
             upload.file.storage.delete(str(upload.file.name))
         raise
-    used = [upload.pk for upload in (*inputs.init, inputs.mask) if upload is not None]
+    used = [upload.pk for upload in (*inputs.init, inputs.mask, *scripts) if upload is not None]
     Upload.objects.filter(pk__in=used).update(last_used_at=timezone.now())
     return inputs
 
 
 # The generation_params keys that decide a job's inputs.
-INPUT_KEYS = frozenset({"mode", "init_images", "mask"})
+INPUT_KEYS = frozenset({"mode", "init_images", "mask", "alwayson_scripts"})
+
+
+def _upload_ref(value: str) -> str | None:
+    """`value` as an upload id (a UUID, as POST /api/v1/uploads answers it), else None: a
+    unit's image is otherwise base64 (or a data: URI), which is never a UUID."""
+    text = value.strip()
+    if len(text) != 36:
+        return None
+    try:
+        return str(UUID(text))
+    except ValueError:
+        return None
+
+
+def script_upload_refs(params: Mapping[str, Any]) -> list[str]:
+    """The upload ids the image values of `alwayson_scripts`' units name, in order, once
+    each (queue_app.extension_params decides which values are images)."""
+    found: dict[str, None] = {}
+
+    def note(value: str) -> str:
+        ref = _upload_ref(value)
+        if ref is not None:
+            found.setdefault(ref)
+        return value
+
+    resolve_script_images(params.get("alwayson_scripts"), note)
+    return list(found)
 
 
 def job_inputs_replace(*, job: Job, params: Mapping[str, Any]) -> None:
@@ -348,6 +385,13 @@ class InputImages:
 
     init: list[str]
     mask: str | None
+    # Upload id -> base64, for the images the extensions' units name by upload id.
+    scripts: dict[str, str] = field(default_factory=dict)
+
+    def script_image(self, value: str) -> str:
+        """A unit's image value as the server takes it: an upload id becomes its base64."""
+        ref = _upload_ref(value)
+        return self.scripts.get(ref, value) if ref is not None else value
 
 
 class InputMissing(Exception):
@@ -358,6 +402,7 @@ def job_input_images(*, job: Job) -> InputImages:
     """The base64 of the files of `job`'s inputs, init images in order. Raises InputMissing."""
     init: list[str] = []
     mask: str | None = None
+    scripts: dict[str, str] = {}
     for row in job.inputs.select_related("upload").order_by("role", "position"):
         try:
             with row.upload.file.open("rb") as handle:
@@ -366,6 +411,8 @@ def job_input_images(*, job: Job) -> InputImages:
             raise InputMissing(f"The input image {row.upload_id} is no longer stored.") from exc
         if row.role == JobInputRole.MASK:
             mask = encoded
+        elif row.role == JobInputRole.SCRIPT:
+            scripts[str(row.upload_id)] = encoded
         else:
             init.append(encoded)
-    return InputImages(init=init, mask=mask)
+    return InputImages(init=init, mask=mask, scripts=scripts)

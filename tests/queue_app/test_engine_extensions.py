@@ -128,3 +128,68 @@ def test_a_style_gained_since_the_last_refresh_is_found(a1111):
 
     assert job.status == JobStatus.COMPLETED, job.result_details
     assert received(a1111)["styles"] == ["Watercolor"]
+
+
+def unit_image_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(out, "PNG")
+    return out.getvalue()
+
+
+def controlnet(image: str) -> dict[str, Any]:
+    unit = {"enabled": True, "module": "canny", "model": "control_v11p_sd15_canny", "image": image}
+    return {"ControlNet": {"args": [unit]}}
+
+
+@pytest.fixture
+def forge_controlnet(settings) -> Iterator[ForgeSimulator]:
+    settings.MOBILESD_HEARTBEAT_SECONDS = 0.05
+    config = SimulatorConfig(models=MODELS, controlnet=True)
+    with ForgeSimulator(config) as simulator:
+        yield simulator
+
+
+def test_a_controlnet_units_image_named_by_upload_id_reaches_the_server_as_its_bytes(
+    forge_controlnet,
+):
+    import base64
+
+    from queue_app.models import JobInput, JobInputRole
+    from queue_app.uploads import upload_create
+
+    data = unit_image_png()
+    upload = upload_create(owner=local_user(), data=data)
+    server = checked_server(forge_controlnet.url, alias="Forge")
+    job = submit("Forge", alwayson_scripts=controlnet(str(upload.pk)))
+    assert list(JobInput.objects.filter(job=job).values_list("role", "upload_id")) == [
+        (JobInputRole.SCRIPT, upload.pk)
+    ]
+
+    job = run(server, job)
+
+    assert job.status == JobStatus.COMPLETED, job.result_details
+    (unit,) = received(forge_controlnet)["alwayson_scripts"]["ControlNet"]["args"]
+    assert base64.b64decode(unit["image"]) == data
+    # The job keeps the reference as submitted.
+    assert job.generation_params["alwayson_scripts"] == controlnet(str(upload.pk))
+
+
+def test_a_controlnet_image_of_another_users_upload_is_refused_at_submit(forge_controlnet):
+    from django.contrib.auth import get_user_model
+
+    from core_app.errors import NotFound
+    from queue_app.uploads import upload_create
+
+    other = get_user_model().objects.create_user("bob")
+    upload = upload_create(owner=other, data=unit_image_png())
+    checked_server(forge_controlnet.url, alias="Forge")
+
+    with pytest.raises(NotFound) as refused:
+        submit("Forge", alwayson_scripts=controlnet(str(upload.pk)))
+
+    assert refused.value.code == "upload_not_found"
+    assert not Job.objects.exists()
