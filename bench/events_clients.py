@@ -19,7 +19,8 @@ Commands (tuples over the pipe) and answers:
 - ("close",) -> ("closed", n): every stream closed.
 - ("poll", host, port, path_headers, seconds, interval, timeout) -> ("polled", requests):
   one polling client per (path, headers) for `seconds`: (start, seconds, status) of every
-  request (status 0: the connection failed).
+  request (status 0: the connection failed; -1: still unanswered `timeout` seconds after
+  the end).
 - ("stop",) -> the process ends.
 """
 
@@ -227,7 +228,9 @@ async def poll(
     timeout: float,
     out: list[tuple[float, float, int]],
 ) -> None:
-    """GET `path` every `interval` seconds (or right after the answer, if it came later)."""
+    """GET `path` every `interval` seconds (or right after the answer, if it came later)
+    until `until`. A request still unanswered at `until` + `timeout` is given up (status
+    -1); a failed connection is status 0, and the next request opens a new one."""
     request = (
         "\r\n".join(
             [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Accept: application/json"]
@@ -246,8 +249,12 @@ async def poll(
                     reader, writer = await asyncio.open_connection(host, port)
                 assert reader is not None
                 writer.write(request)
-                status, keep = await asyncio.wait_for(_read_response(reader), timeout)
-            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError, IndexError):
+                status, keep = await asyncio.wait_for(
+                    _read_response(reader), until + timeout - time.time()
+                )
+            except TimeoutError:
+                status, keep = -1, False
+            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
                 status, keep = 0, False
             out.append((started, time.time() - started, status))
             if not keep and writer is not None:
