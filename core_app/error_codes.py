@@ -28,6 +28,9 @@ ERROR_CODES: dict[str, str] = {
     "invalid_api_key": "The API key sent is unknown.",
     "revoked_api_key": "The API key sent has been revoked.",
     "inactive_user": "The user the API key belongs to is deactivated.",
+    "invalid_token": "The event stream token is not valid (tampered with, or its user may "
+    "no longer sign in).",
+    "expired_token": "The event stream token has expired: get a new one.",
     "admin_scope_required": "Only an admin key (or a staff session) may do this.",
     "too_many_failed_attempts": "Too many failed sign-ins from this address; retry after "
     "the Retry-After header.",

@@ -151,6 +151,7 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "mobilesd.urls"
 WSGI_APPLICATION = "mobilesd.wsgi.application"
+ASGI_APPLICATION = "mobilesd.asgi.application"  # the Procfile's web (gunicorn + uvicorn workers)
 
 TEMPLATES = [
     {
@@ -532,4 +533,17 @@ CELERY_BEAT_SCHEDULE["prune-events"] = {
     "schedule": MOBILESD_EVENTS_PRUNE_SECONDS,
     "options": {"expires": MOBILESD_EVENTS_PRUNE_SECONDS},
 }
+# The stream (GET /api/v1/events): a comment every this many seconds keeps proxies from
+# closing an idle stream; a stream token (POST /api/v1/events/token, for EventSource) is good
+# this long; a stream that falls this many events behind (a client that stopped reading) is
+# ended, to resume with its Last-Event-ID.
+MOBILESD_EVENTS_HEARTBEAT_SECONDS = _positive("MOBILESD_EVENTS_HEARTBEAT_SECONDS", 15.0)
+MOBILESD_EVENTS_TOKEN_SECONDS = int(_positive("MOBILESD_EVENTS_TOKEN_SECONDS", 3600))
+MOBILESD_EVENTS_CLIENT_BUFFER = int(_positive("MOBILESD_EVENTS_CLIENT_BUFFER", 1000))
+# How each web process learns of new events: on PostgreSQL LISTEN/NOTIFY (turn it off behind
+# a pooler that cannot LISTEN, e.g. PgBouncer in transaction mode), plus a safety poll that
+# covers a lost notification; on SQLite (or without NOTIFY) a poll while a stream is open.
+MOBILESD_EVENTS_NOTIFY = env.bool("MOBILESD_EVENTS_NOTIFY", True)
+MOBILESD_EVENTS_SAFETY_POLL_SECONDS = _positive("MOBILESD_EVENTS_SAFETY_POLL_SECONDS", 2.0)
+MOBILESD_EVENTS_POLL_SECONDS = _positive("MOBILESD_EVENTS_POLL_SECONDS", 0.25)
 # === End of events =======================================================================
