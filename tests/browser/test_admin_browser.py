@@ -73,8 +73,11 @@ def asgi_server(django_db_blocker) -> Iterator[SimpleNamespace]:
     """A live server like pytest-django's `live_server`, but serving the application as
     the Procfile's web process does: mobilesd.asgi under uvicorn, in a thread of this
     process, so that it reads the test database as the tests write it."""
+    import asyncio
+
     import uvicorn
 
+    from events_app.stream import events_hub_stop
     from mobilesd.asgi import application
 
     port = free_port()
@@ -83,7 +86,14 @@ def asgi_server(django_db_blocker) -> Iterator[SimpleNamespace]:
             application, host="127.0.0.1", port=port, lifespan="off", log_level="warning"
         )
     )
-    thread = threading.Thread(target=server.run, name="asgi-live-server", daemon=True)
+
+    async def serve() -> None:
+        await server.serve()
+        await events_hub_stop()  # its database connection closed before the test database goes
+
+    thread = threading.Thread(
+        target=asyncio.run, args=(serve(),), name="asgi-live-server", daemon=True
+    )
     with django_db_blocker.unblock():
         thread.start()
         wait_until(lambda: server.started, timeout=30, what="the ASGI live server")
