@@ -409,6 +409,15 @@ def window_events(after: int, created_from: float, created_to: float) -> list[in
     return [seq for seq in ids if seq is not None]
 
 
+def database_connections() -> int:
+    """Connections to the bench database now, every program's (this one's included)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+        return int(cursor.fetchone()[0])
+
+
 def events_head() -> int:
     from events_app.selectors import events_head as head
 
@@ -461,6 +470,7 @@ def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict[st
             clients.ask([("close",)] * len(split), timeout=30)
             time.sleep(1.0)
             rss_before = web.rss()
+            connections_before = database_connections()
             log(f"opening {args.clients} streams (web worker pid {web.worker_pid})")
             load_idle = load()
             opened = clients.ask(
@@ -478,8 +488,11 @@ def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict[st
             time.sleep(args.idle_seconds)
             cpu_idle = (web.cpu() - cpu_idle_0) / (time.monotonic() - t_idle_0)
             rss_after = web.rss()
+            connections_after = database_connections()
             figures["idle"] = {
                 "streams": ok,
+                # A stream holds no database connection: the count does not grow with them.
+                "database_connections": [connections_before, connections_after],
                 "rss_before_mib": round(rss_before / KiB / KiB, 1),
                 "rss_after_mib": round(rss_after / KiB / KiB, 1),
                 "kib_per_stream": round((rss_after - rss_before) / ok / KiB, 1),
@@ -624,7 +637,8 @@ def checks_of(figures: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "figure": "memory per idle stream (web worker RSS)",
             "measured": f"{idle['kib_per_stream']} KiB ({idle['rss_before_mib']} -> "
-            f"{idle['rss_after_mib']} MiB)",
+            f"{idle['rss_after_mib']} MiB; database connections "
+            f"{idle['database_connections'][0]} -> {idle['database_connections'][1]})",
             "target": f"<= {IDLE_KB_PER_STREAM:g} KiB",
             "passed": idle["kib_per_stream"] <= IDLE_KB_PER_STREAM,
             "load": idle["load"],

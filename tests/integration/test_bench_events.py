@@ -44,6 +44,8 @@ def test_the_event_benchmark_measures_streams_and_polls_in_one_run(tmp_path):
     result = json.loads((tmp_path / "events-latest.json").read_text())
 
     assert result["idle"]["streams"] == CLIENTS
+    before, during = result["idle"]["database_connections"]
+    assert during < before + CLIENTS // 2  # an open stream holds no database connection
     assert result["stream"]["events"] > 0
     assert result["stream"]["latency"]["samples"] == result["stream"]["events"] * CLIENTS
     assert (result["stream"]["missing"], result["stream"]["duplicated"]) == (0, 0)
