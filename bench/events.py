@@ -179,6 +179,13 @@ class Web:
             time.sleep(0.1)
         return sorted(readings)[len(readings) // 2]
 
+    def threads(self) -> int:
+        """The worker's threads now."""
+        for line in Path(f"/proc/{self.worker_pid}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+        return 0
+
     def stop(self) -> None:
         self.proc.stop()
 
@@ -493,6 +500,7 @@ def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict[st
                 "streams": ok,
                 # A stream holds no database connection: the count does not grow with them.
                 "database_connections": [connections_before, connections_after],
+                "web_threads": web.threads(),
                 "rss_before_mib": round(rss_before / KiB / KiB, 1),
                 "rss_after_mib": round(rss_after / KiB / KiB, 1),
                 "kib_per_stream": round((rss_after - rss_before) / ok / KiB, 1),
@@ -561,7 +569,13 @@ def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict[st
             cpu_0, wall_0 = web.cpu(), time.time()
             # The web process's CPU over exactly the window, read by a timer meanwhile.
             cpu_end: list[float] = []
-            timer = threading.Timer(args.poll_seconds, lambda: cpu_end.append(web.cpu()))
+            threads: list[int] = []
+
+            def at_end() -> None:
+                cpu_end.append(web.cpu())
+                threads.append(web.threads())
+
+            timer = threading.Timer(args.poll_seconds, at_end)
             timer.start()
             polled = clients.ask(
                 [
@@ -581,6 +595,7 @@ def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict[st
                     "offered_per_second": round(args.clients / args.poll_interval, 1),
                     "seconds": args.poll_seconds,
                     "web_cpu_seconds_per_second": round(cpu_poll, 3),
+                    "web_threads_at_end": threads[0],
                     "web_cpu_ms_per_request": round(
                         cpu_poll * 1000 / max(poll["requests_per_second"], 1e-9), 2
                     ),
