@@ -27,6 +27,42 @@ class EventMessageSerializer(serializers.Serializer):
     download = serializers.DictField(required=False, help_text="download.* events.")
 
 
+class StreamReadySerializer(serializers.Serializer):
+    """`event: ready`: the stream is live after `head` (and has replayed up to it)."""
+
+    head = serializers.IntegerField()
+
+
+class StreamResetSerializer(serializers.Serializer):
+    """`event: reset`: the cursor is older than what is kept, or unknown; resynchronise."""
+
+    reason = serializers.ChoiceField(choices=["pruned", "unknown_cursor"])
+    cursor = serializers.IntegerField()
+    head = serializers.IntegerField()
+
+
+class StreamClosingSerializer(serializers.Serializer):
+    """`event: closing`: the server ends the stream; reconnect with the last id."""
+
+    reason = serializers.ChoiceField(choices=["lagging", "shutdown"])
+
+
+class EventDataField(serializers.CharField):
+    """A message's `data` line: JSON (an EventMessage, or a control message's)."""
+
+
+class ServerSentEventSerializer(serializers.Serializer):
+    """One message of the stream as an EventSource reads it (a comment `: keep-alive`
+    carries none of these)."""
+
+    id = serializers.CharField(required=False, help_text="The event's id (Last-Event-ID).")
+    event = serializers.CharField(
+        required=False, help_text="The event's type, or ready / reset / closing."
+    )
+    data = EventDataField(required=False)  # type: ignore[assignment]  # the SSE field's name
+    retry = serializers.IntegerField(required=False, help_text="Reconnect after, in ms.")
+
+
 class EventTokenSerializer(serializers.Serializer):
     token = serializers.CharField(help_text="For GET /api/v1/events?token=")
     expires_at = TimestampField()

@@ -150,6 +150,7 @@ class EventHub:
         self.wake = asyncio.Event()
         self.sequence_due = False
         self.listening = False
+        self.connections = 0  # how often the listener connected (and LISTENed)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="events-hub")
         self.task: asyncio.Task[None] | None = None
         self.listener: asyncio.Task[None] | None = None
@@ -252,6 +253,7 @@ class EventHub:
                     if not self.listening:
                         logger.info("Events: listening for notifications")
                     self.listening, backoff = True, 0.5
+                    self.connections += 1
                     # Whatever was committed while no one listened.
                     self.sequence_due = True
                     self.wake.set()

@@ -57,7 +57,12 @@ def event_token_check(token: str) -> tuple[Any, ApiKey | None]:
         if not api_key.user.is_active:
             raise _refused("The user of this API key is deactivated.", "inactive_user")
         return api_key.user, api_key
-    user = get_user_model().objects.filter(pk=payload.get("u"), is_active=True).first()
+    user_id = payload.get("u")
+    user = (
+        get_user_model().objects.filter(pk=user_id, is_active=True).first()
+        if isinstance(user_id, int)
+        else None
+    )
     if user is None or not user.is_staff:
         raise _refused("The stream token's user may no longer sign in.", "invalid_token")
     return user, None

@@ -13,14 +13,16 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -34,7 +36,7 @@ from core_app.scopes import owner_scope, request_api_key, request_user
 from events_app import schema  # noqa: F401 - registers the token's scheme
 from events_app.selectors import events_after, events_head, events_pruned_through
 from events_app.sequencer import events_sequence
-from events_app.serializers import EventMessageSerializer, EventTokenSerializer
+from events_app.serializers import EventTokenSerializer, ServerSentEventSerializer
 from events_app.stream import PAGE, Subscriber, event_sse, events_hub, sse_message
 from events_app.tokens import EventTokenAuthentication, event_token_issue
 
@@ -153,7 +155,7 @@ class EventStreamGate(APIView):
 
     authentication_classes = [
         EventTokenAuthentication,
-        *api_settings.DEFAULT_AUTHENTICATION_CLASSES,
+        *cast(list[type[BaseAuthentication]], api_settings.DEFAULT_AUTHENTICATION_CLASSES),
     ]
     renderer_classes = [JSONRenderer]
     content_negotiation_class = JSONErrorsOnly
@@ -183,8 +185,8 @@ class EventStreamGate(APIView):
         ],
         responses={
             (200, "text/event-stream"): OpenApiResponse(
-                response=EventMessageSerializer,
-                description="The stream; each event's `data` is an EventMessage.",
+                response=ServerSentEventSerializer,
+                description="The stream, message by message; an event's `data` is an EventMessage.",
             )
         },
     )
@@ -244,8 +246,11 @@ async def event_stream(request: HttpRequest) -> HttpResponseBase:
     if answer.status_code != 200 or not isinstance(admitted, dict) or "admitted" not in admitted:
         return _as_json(answer)
     stream = admitted["admitted"]
+    # A WSGI server (manage.py runserver, the sync test client) would gather the whole
+    # stream before sending any of it: there it ends after `ready`, and EventSource comes
+    # back for more after `retry:`.
     response = StreamingHttpResponse(
-        _messages(stream),
+        _messages(stream, live=isinstance(request, ASGIRequest)),
         content_type="text/event-stream",
     )
     response["Cache-Control"] = "no-cache"
@@ -262,7 +267,7 @@ event_stream.initkwargs = {}  # type: ignore[attr-defined]
 def _as_json(answer: Any) -> HttpResponseBase:
     """A refusal of the gate (the one error shape) as a plain JSON response."""
     if not isinstance(answer, Response):
-        return answer  # type: ignore[no-any-return]
+        return answer
     response = JsonResponse(answer.data, status=answer.status_code, safe=False)
     for name in ("WWW-Authenticate", "Retry-After", "Allow"):
         if answer.has_header(name):
@@ -270,8 +275,15 @@ def _as_json(answer: Any) -> HttpResponseBase:
     return response
 
 
-async def _messages(stream: StreamRequest) -> AsyncIterator[bytes]:
+async def _messages(stream: StreamRequest, *, live: bool = True) -> AsyncIterator[bytes]:
     # No log context here: an async generator runs in whichever context reads it next.
+    if not live:
+        yield f"retry: {RETRY_MS}\n\n".encode()
+        head = await sync_to_async(_current_head)()
+        async for message in _from_cursor(stream, head):
+            yield message
+        yield sse_message(id=head, event="ready", data={"head": head})
+        return
     hub = events_hub()
     subscriber = Subscriber(
         owner_id=stream.owner_id,

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from celery.app.task import Task
 from django.core.cache import cache
+from django.test import AsyncClient as DjangoAsyncClient
 from django.test import Client as DjangoClient
 from model_bakery import baker
 from rest_framework.test import APIClient
@@ -34,20 +35,28 @@ def _openapi_document(django_test_environment) -> None:
 
 @pytest.fixture(autouse=True)
 def _responses_match_the_openapi_document(request, monkeypatch) -> None:
-    """Every answer of a test client (Django's or DRF's) under /api/v1/ or /outputs/ must be
-    one the OpenAPI document describes: an undocumented status or a body that does not
-    validate fails the test that got it (tests/openapi_check.py). A test that checks the
-    checker itself opts out with `@pytest.mark.unchecked_responses`."""
+    """Every answer of a test client (Django's, sync or async, or DRF's) under /api/v1/ or
+    /outputs/ must be one the OpenAPI document describes: an undocumented status or a body
+    that does not validate fails the test that got it (tests/openapi_check.py). A test that
+    checks the checker itself opts out with `@pytest.mark.unchecked_responses`."""
     if request.node.get_closest_marker("unchecked_responses") is not None:
         return
     original = DjangoClient.request
+    original_async = DjangoAsyncClient.request
 
     def checked(self, **kwargs):
         response = original(self, **kwargs)
         check_response(response.wsgi_request, response)
         return response
 
+    async def checked_async(self, **kwargs):
+        # A stream's body is not read (the check reads a text/event-stream's headers only).
+        response = await original_async(self, **kwargs)
+        check_response(response.asgi_request, response)
+        return response
+
     monkeypatch.setattr(DjangoClient, "request", checked)
+    monkeypatch.setattr(DjangoAsyncClient, "request", checked_async)
 
 
 @pytest.fixture(autouse=True)

@@ -66,7 +66,7 @@ class SSE:
                 return message
 
     async def close(self) -> None:
-        await self._chunks.aclose()  # type: ignore[attr-defined]
+        await self._chunks.aclose()
 
 
 def run[T](scenario: Callable[[], Awaitable[T]]) -> T:

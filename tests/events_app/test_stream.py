@@ -2,12 +2,14 @@
 live events, replay after a cursor without gaps or duplicates, scopes, filters, tokens,
 heartbeats, resets, lagging clients, and the poll path of databases without LISTEN."""
 
+import asyncio
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.core import signing
+from django.db import connection
 from django.test import AsyncClient
 from model_bakery import baker
 
@@ -162,7 +164,7 @@ def test_a_client_that_reconnects_with_its_last_event_id_receives_every_missed_e
     def progress(fraction: float) -> None:
         Job.objects.filter(pk=job.pk).update(progress={"fraction": fraction})
 
-    async def scenario() -> tuple[list[int], list[int]]:
+    async def scenario() -> tuple[list[int | None], list[int | None]]:
         stream, _ = await started(key)
         await sync_to_async(progress)(0.1)
         await sync_to_async(progress)(0.2)
@@ -196,7 +198,7 @@ def test_since_replays_like_last_event_id_which_wins_over_it(ada, laptop):
     events_sequence()
     first, second, third = (Event.objects.get(job_id=job.pk, type="job.queued").seq for job in jobs)
 
-    async def scenario() -> tuple[list[int], list[int]]:
+    async def scenario() -> tuple[list[int | None], list[int | None]]:
         by_since = await open_stream(key, f"?since={first}")
         replayed = [m.id for m in await by_since.events(2)]
         await by_since.close()
@@ -481,8 +483,7 @@ def test_a_client_that_falls_too_far_behind_is_ended_with_a_last_message(ada, la
             await sync_to_async(new_job)(ada, laptop)
         last = await sync_to_async(head)()
         hub = events_hub()
-        while hub.position < last:
-            await asyncio_sleep()
+        await until(lambda: hub.position >= last)
         message = await stream.next()
         await stream.close()
         return message
@@ -539,7 +540,61 @@ def test_a_staff_session_follows_the_stream(laptop):
     assert run(scenario).event == "server.offline"
 
 
-async def asyncio_sleep() -> None:
-    import asyncio
+def test_after_its_database_connections_are_lost_the_hub_reconnects_and_loses_no_event(ada, laptop):
+    key = key_of(ada)
 
-    await asyncio.sleep(0.02)
+    def backend_pid() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            return int(cursor.fetchone()[0])
+
+    def terminate(hub_pid: int) -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() "
+                "AND (application_name = 'mobilesd-events' OR pid = %s)",
+                [hub_pid],
+            )
+            return len(cursor.fetchall())
+
+    async def scenario() -> tuple[int, Any, Any]:
+        stream, _ = await started(key)
+        hub = events_hub()
+        await until(lambda: hub.connections == 1)
+        terminated = await sync_to_async(terminate)(await hub.db(backend_pid))
+        job = await sync_to_async(new_job)(ada, laptop)  # while no one listens
+        (message,) = await stream.events(1)
+        await until(lambda: hub.connections == 2)
+        await stream.close()
+        return terminated, job, message
+
+    terminated, job, message = run(scenario)
+
+    assert terminated == 2
+    assert message.data["job_id"] == str(job.pk)
+
+
+async def until(probe: Any, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not probe():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def test_under_wsgi_the_stream_ends_after_its_replay(ada, laptop, client):
+    # manage.py runserver and the sync test client are WSGI: no live part, which they would
+    # wait for forever; EventSource reconnects after `retry:` for the next.
+    key = key_of(ada)
+    cursor = head()
+    job = new_job(ada, laptop)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+
+    response = client.get(f"/api/v1/events?since={cursor}")
+
+    with pytest.warns(Warning, match="asynchronous iterators"):  # Django's, under WSGI
+        body = b"".join(response).decode()
+    assert response["Content-Type"] == "text/event-stream"
+    assert "event: job.queued\ndata: " in body
+    assert str(job.pk) in body
+    assert body.endswith(f'id: {head()}\nevent: ready\ndata: {{"head":{head()}}}\n\n')

@@ -311,3 +311,20 @@ class OwnPostgres:
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             self._run(*self._pg_ctl("stop"), "-m", "immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def sse_messages(response: requests.Response) -> Iterator[dict[str, Any]]:
+    """The Server-Sent Events messages of a streamed `requests` response, each as a dict of
+    its fields (`data` parsed from JSON; a comment under ""), as they arrive."""
+    import json
+
+    message: dict[str, Any] = {}
+    for line in response.iter_lines(decode_unicode=True):
+        if line == "":
+            if message:
+                yield message
+            message = {}
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        message[name] = json.loads(value) if name == "data" else value

@@ -5,7 +5,7 @@ HTTP with a key made by `create_api_key`."""
 import pytest
 import requests
 
-from tests.integration.procs import embedded_mobilesd
+from tests.integration.procs import embedded_mobilesd, sse_messages
 
 pytestmark = pytest.mark.integration
 
@@ -78,3 +78,23 @@ def test_admin_and_docs_are_served_with_their_assets(running):
     assert login.status_code == 200
     assert requests.get(f"{base}/static/admin/css/base.css", timeout=5).status_code == 200
     assert requests.get(f"{base}/api/v1/docs", timeout=5).status_code == 200
+
+
+def test_the_event_stream_works_on_the_embedded_default(running):
+    base, headers = running["base"], {"Authorization": f"Bearer {running['key']}"}
+
+    with requests.get(
+        f"{base}/api/v1/events?types=server.", headers=headers, stream=True, timeout=(5, 30)
+    ) as stream:
+        messages = sse_messages(stream)
+        assert next(m for m in messages if m.get("event") == "ready")
+        created = requests.post(
+            f"{base}/api/v1/servers",
+            json={"alias": "Streamed", "apiUrl": "http://127.0.0.1:9"},
+            headers=headers,
+            timeout=5,
+        )
+        assert created.status_code == 201
+        added = next(m for m in messages if m.get("event") == "server.added")
+
+    assert added["data"]["server"]["alias"] == "Streamed"

@@ -1,5 +1,5 @@
-"""The web tier as the Procfile starts it (gunicorn): request bodies whatever their
-framing."""
+"""The web tier as the Procfile starts it (gunicorn with uvicorn workers, ASGI): request
+bodies whatever their framing, and the address failed sign-ins are counted for."""
 
 import json
 import os
@@ -39,6 +39,7 @@ def web(tmp_path) -> Iterator[str]:
         DATABASE_URL=_worker_database_url(),
         CELERY_BROKER_URL=_redis_broker_url(),
         MOBILESD_DATA_DIR=str(tmp_path / "data"),
+        MOBILESD_FAILED_ATTEMPTS_LIMIT="3",
     )
     proc = Process(
         ["bash", "-c", f"exec {procfile_command('web')}"],
@@ -97,3 +98,15 @@ def test_a_chunked_body_over_the_limit_is_a_413_under_gunicorn(web):
 
     assert response.status_code == 413
     assert response.json()["code"] == "payload_too_large"
+
+
+def test_a_forwarded_for_header_does_not_change_the_address_counted_for_failed_sign_ins(web):
+    def guess(n: int) -> int:
+        return requests.get(
+            f"{web}/api/v1/servers",
+            headers={"Authorization": f"Bearer wrong-{n}", "X-Forwarded-For": f"10.0.0.{n}"},
+            timeout=10,
+        ).status_code
+
+    assert [guess(n) for n in range(3)] == [401, 401, 401]
+    assert guess(99) == 429

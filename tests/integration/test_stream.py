@@ -1,0 +1,111 @@
+"""The event stream for real: the web server the Procfile starts (gunicorn with uvicorn
+workers, ASGI), a real Celery worker, Redis and PostgreSQL (LISTEN/NOTIFY), and a Forge
+simulator. A phone-like client follows its job from queued to completed over the stream
+alone, and fetches an image the completed event names."""
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from model_bakery import baker
+
+from core_app.models import KeyScope
+from servers_app.models import Server
+from tests.integration.procs import (
+    REPO,
+    Process,
+    free_port,
+    procfile_command,
+    sse_messages,
+    wait_until,
+)
+from tests.support import new_key
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def web(engine, tmp_path) -> Iterator[str]:
+    """The Procfile's web process (two of them) beside the cluster, on its database, broker
+    and media; yields its base URL."""
+    port = free_port()
+    env = {
+        **engine.env,
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+        "MOBILESD_EVENTS_HEARTBEAT_SECONDS": "1",
+    }
+    proc = Process(
+        ["bash", "-c", f"exec {procfile_command('web')}"],
+        cwd=REPO,
+        env=env,
+        log=tmp_path / "web.log",
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: requests.get(f"{base}/api/v1/health", timeout=2).json()["database"]["ok"],
+            timeout=60,
+            what="the web server",
+        )
+        yield base
+    except Exception:
+        print(proc.output())
+        raise
+    finally:
+        proc.stop()
+
+
+def test_a_phone_follows_its_job_from_queued_to_completed_over_the_stream_alone(web, sims):
+    sim = sims(seconds_per_step=0.05)
+    baker.make(Server, alias="stream-laptop", api_url=sim.url)
+    _, key = new_key("phone", username="anna", scope=KeyScope.CLIENT)
+    headers = {"Authorization": f"Bearer {key}"}
+
+    with requests.get(
+        f"{web}/api/v1/events?types=job.", headers=headers, stream=True, timeout=(5, 30)
+    ) as stream:
+        assert stream.headers["Content-Type"] == "text/event-stream"
+        messages = sse_messages(stream)
+        assert next(m for m in messages if m.get("event") == "ready")
+        submitted = requests.post(
+            f"{web}/api/v1/generate",
+            json={
+                "target_server_alias": "stream-laptop",
+                "generation_params": {
+                    "positive_prompt": "a lighthouse",
+                    "steps": 10,
+                    "width": 64,
+                    "height": 64,
+                },
+            },
+            headers=headers,
+            timeout=10,
+        )
+        assert submitted.status_code == 202, submitted.text
+        job_id = submitted.json()["mobilesd_job_id"]
+        seen: list[dict[str, Any]] = []
+        for message in messages:
+            if "event" in message and message["data"]["job_id"] == job_id:
+                seen.append(message)
+                if message["event"] in ("job.completed", "job.failed"):
+                    break
+
+    types = [m["event"] for m in seen]
+    assert types[0] == "job.queued"
+    assert "job.started" in types
+    assert types[-1] == "job.completed", seen[-1]
+    ids = [int(m["id"]) for m in seen]
+    assert ids == sorted(set(ids))
+    images = seen[-1]["data"]["job"]["result_details"]["images"]
+    assert images
+    image = requests.get(f"{web}/outputs/{images[0]}", headers=headers, timeout=10)
+    assert image.status_code == 200
+    assert image.content.startswith(b"\x89PNG")
