@@ -8,7 +8,7 @@ from typing import Any
 from django.db import connection
 from django.db.models import Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 from django.utils.text import Truncator
@@ -125,11 +125,7 @@ def _image_json(image: JobImage) -> dict[str, Any]:
 
 def events_stream_url() -> str:
     """The event stream the dashboard follows, narrowed to the types it refreshes on."""
-    try:
-        path = reverse("events")
-    except NoReverseMatch:  # the stream's URL before events_app serves it
-        path = "/api/v1/events"
-    return f"{path}?{urlencode({'types': ','.join(STREAM_TYPES)})}"
+    return f"{reverse('events')}?{urlencode({'types': ','.join(STREAM_TYPES)})}"
 
 
 def dashboard_stream() -> dict[str, Any]:
