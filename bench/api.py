@@ -6,7 +6,7 @@
 What runs: a dedicated PostgreSQL database (BENCH_DB_NAME, default `mobilesd_bench_api`;
 dropped, re-created, migrated and filled by bench/api_data.py unless `--reuse` finds it
 filled with the same row counts), the web tier as the Procfile starts it (gunicorn
-mobilesd.wsgi, WEB_CONCURRENCY=1: one process) with `DJANGO_SETTINGS_MODULE=
+mobilesd.asgi with uvicorn workers, WEB_CONCURRENCY=1: one process) with `DJANGO_SETTINGS_MODULE=
 bench.api_settings` (MobileSD's settings, plus the floor view of bench/api_urls.py), and a
 Redis database as the broker (BENCH_REDIS_URL, default db 13, flushed; no worker runs, so
 the submits' nudges just wait there).

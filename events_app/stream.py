@@ -125,17 +125,16 @@ def _listen_conninfo() -> str:
         for key, value in (params.get("OPTIONS") or {}).items()
         if isinstance(value, str | int) and key not in ("isolation_level", "server_side_binding")
     }
-    return make_conninfo(
-        "",
-        dbname=params.get("NAME") or None,
-        user=params.get("USER") or None,
-        password=params.get("PASSWORD") or None,
-        host=params.get("HOST") or None,
-        port=str(params["PORT"]) if params.get("PORT") else None,
-        application_name="mobilesd-events",
-        connect_timeout=10,
-        **options,
-    )
+    given = {
+        "dbname": params.get("NAME") or None,
+        "user": params.get("USER") or None,
+        "password": params.get("PASSWORD") or None,
+        "host": params.get("HOST") or None,
+        "port": str(params["PORT"]) if params.get("PORT") else None,
+        "application_name": "mobilesd-events",
+        "connect_timeout": 10,
+    }
+    return make_conninfo("", **{**given, **options})  # the operator's options win
 
 
 class EventHub:

@@ -18,7 +18,7 @@ from typing import Any, cast
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
-from django.db import connection
+from django.db import connection, connections
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -277,31 +277,30 @@ def _as_json(answer: Any) -> HttpResponseBase:
 
 async def _messages(stream: StreamRequest, *, live: bool = True) -> AsyncIterator[bytes]:
     # No log context here: an async generator runs in whichever context reads it next.
-    if not live:
-        yield f"retry: {RETRY_MS}\n\n".encode()
-        head = await sync_to_async(_current_head)()
-        async for message in _from_cursor(stream, head):
-            yield message
-        yield sse_message(id=head, event="ready", data={"head": head})
-        return
-    hub = events_hub()
-    subscriber = Subscriber(
-        owner_id=stream.owner_id,
-        job_ids=set(stream.job_ids),
-        batch_ids=set(stream.batch_ids),
-        types=set(stream.types),
-    )
-    await hub.subscribe(subscriber)
+    subscriber = None
+    if live:  # subscribed before the head is read: nothing falls between replay and live
+        subscriber = Subscriber(
+            owner_id=stream.owner_id,
+            job_ids=set(stream.job_ids),
+            batch_ids=set(stream.batch_ids),
+            types=set(stream.types),
+        )
+        hub = events_hub()
+        await hub.subscribe(subscriber)
     try:
         yield f"retry: {RETRY_MS}\n\n".encode()
         head = await sync_to_async(_closing(_current_head), thread_sensitive=False)()
         async for message in _from_cursor(stream, head):
             yield message
         yield sse_message(id=head, event="ready", data={"head": head})
+        if subscriber is None:
+            return
+        await _release_database()
         async for message in _live(subscriber, head):
             yield message
     finally:
-        hub.unsubscribe(subscriber)
+        if subscriber is not None:
+            hub.unsubscribe(subscriber)
 
 
 def _current_head() -> int:
@@ -347,6 +346,13 @@ def _replay_page(stream: StreamRequest, after: int, head: int) -> list[tuple[int
         until=head,
     )
     return [(event.seq or 0, event_sse(event)) for event in events]
+
+
+async def _release_database() -> None:
+    """From here on the stream needs no database: the request's connections go back now
+    rather than when the stream ends (an open stream must not hold one of PostgreSQL's
+    few; the hub reads for every stream on its own)."""
+    await sync_to_async(connections.close_all)()
 
 
 async def _live(subscriber: Subscriber, position: int) -> AsyncIterator[bytes]:

@@ -80,7 +80,8 @@ class _Server(Server):
 
 
 class UvicornWorker(BaseUvicornWorker):
-    CONFIG_KWARGS = {"loop": "auto", "http": "auto", "proxy_headers": False}
+    # Django's ASGI handler serves HTTP only: no lifespan protocol to try.
+    CONFIG_KWARGS = {"loop": "auto", "http": "auto", "proxy_headers": False, "lifespan": "off"}
 
     async def _serve(self) -> None:
         self.config.app = SchemeFromProxy(self.wsgi, self.cfg.forwarded_allow_ips)

@@ -3,6 +3,7 @@ workers, ASGI), a real Celery worker, Redis and PostgreSQL (LISTEN/NOTIFY), and 
 simulator. A phone-like client follows its job from queued to completed over the stream
 alone, and fetches an image the completed event names."""
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 import requests
+from django.db import connection
 from model_bakery import baker
 
 from core_app.models import KeyScope
@@ -32,14 +34,31 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture
 def web(engine, tmp_path) -> Iterator[str]:
-    """The Procfile's web process (two of them) beside the cluster, on its database, broker
-    and media; yields its base URL."""
+    with web_server(engine.env, tmp_path, concurrency=2) as server:
+        yield server.base
+
+
+class WebServer:
+    def __init__(self, base: str, proc: Process) -> None:
+        self.base, self.proc = base, proc
+
+    def workers(self) -> list[int]:
+        """The pids of gunicorn's worker processes."""
+        found: list[int] = []
+        for task in Path(f"/proc/{self.proc.popen.pid}/task").iterdir():
+            found += [int(pid) for pid in (task / "children").read_text().split()]
+        return found
+
+
+@contextlib.contextmanager
+def web_server(cluster_env: dict[str, str], tmp_path: Path, *, concurrency: int) -> Iterator[Any]:
+    """The Procfile's web process beside the cluster, on its database, broker and media."""
     port = free_port()
     env = {
-        **engine.env,
+        **cluster_env,
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
         "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
+        "WEB_CONCURRENCY": str(concurrency),
         "MOBILESD_EVENTS_HEARTBEAT_SECONDS": "1",
     }
     proc = Process(
@@ -55,7 +74,7 @@ def web(engine, tmp_path) -> Iterator[str]:
             timeout=60,
             what="the web server",
         )
-        yield base
+        yield WebServer(base, proc)
     except Exception:
         print(proc.output())
         raise
@@ -109,3 +128,47 @@ def test_a_phone_follows_its_job_from_queued_to_completed_over_the_stream_alone(
     image = requests.get(f"{web}/outputs/{images[0]}", headers=headers, timeout=10)
     assert image.status_code == 200
     assert image.content.startswith(b"\x89PNG")
+
+
+def database_connections(application_name: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s",
+            [application_name],
+        )
+        return int(cursor.fetchone()[0])
+
+
+def threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Threads:")).split()[1])
+
+
+def test_open_streams_hold_no_database_connection_and_no_thread(engine, tmp_path):
+    _, key = new_key("phone", username="anna", scope=KeyScope.CLIENT)
+    headers = {"Authorization": f"Bearer {key}"}
+    # The web process's connections by their name (the cluster's come and go meanwhile).
+    named = {**engine.env, "DATABASE_URL": f"{engine.env['DATABASE_URL']}?application_name=web"}
+    with (
+        contextlib.ExitStack() as streams,
+        web_server(named, tmp_path, concurrency=1) as server,
+    ):
+
+        def open_stream() -> None:
+            stream = streams.enter_context(
+                requests.get(
+                    f"{server.base}/api/v1/events", headers=headers, stream=True, timeout=10
+                )
+            )
+            assert next(m for m in sse_messages(stream) if m.get("event") == "ready")
+
+        open_stream()  # the hub is up: its connections, its threads
+        (worker,) = server.workers()
+        connections_before, threads_before = database_connections("web"), threads(worker)
+        assert connections_before >= 2  # the hub's: its reads and its LISTEN
+        for _ in range(20):
+            open_stream()
+
+        assert database_connections("web") <= connections_before
+        assert threads(worker) <= threads_before + 2
