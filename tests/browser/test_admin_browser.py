@@ -8,6 +8,7 @@ Playwright never downloads one. Every test runs at phone (360 px) and desktop wi
 saves screenshots to test-artifacts/screenshots/<viewport>-<page>.png.
 """
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_play
 
 from core_app.scopes import local_user
 from dashboard_app import selectors as dashboard_selectors
+from events_app.stream import events_hub_stop
 from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
 from queue_app.engine import server_run
 from queue_app.models import Job, JobStatus
@@ -73,11 +75,8 @@ def asgi_server(django_db_blocker) -> Iterator[SimpleNamespace]:
     """A live server like pytest-django's `live_server`, but serving the application as
     the Procfile's web process does: mobilesd.asgi under uvicorn, in a thread of this
     process, so that it reads the test database as the tests write it."""
-    import asyncio
-
     import uvicorn
 
-    from events_app.stream import events_hub_stop
     from mobilesd.asgi import application
 
     port = free_port()
@@ -87,7 +86,10 @@ def asgi_server(django_db_blocker) -> Iterator[SimpleNamespace]:
         )
     )
 
+    loops: list[asyncio.AbstractEventLoop] = []
+
     async def serve() -> None:
+        loops.append(asyncio.get_running_loop())
         await server.serve()
         await events_hub_stop()  # its database connection closed before the test database goes
 
@@ -97,9 +99,18 @@ def asgi_server(django_db_blocker) -> Iterator[SimpleNamespace]:
     with django_db_blocker.unblock():
         thread.start()
         wait_until(lambda: server.started, timeout=30, what="the ASGI live server")
-        yield SimpleNamespace(url=f"http://127.0.0.1:{port}")
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}", loop=loops[0])
         server.should_exit = True
         thread.join(15)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_event_hub(asgi_server) -> Iterator[None]:
+    """After each test, the server's event hub is stopped (the next stream starts another):
+    each test empties the tables, the event log's ids start again from 1, and a hub that
+    had handed out id 500 would wait for an id above it."""
+    yield
+    asyncio.run_coroutine_threadsafe(events_hub_stop(), asgi_server.loop).result(15)
 
 
 @pytest.fixture(autouse=True)
