@@ -59,7 +59,12 @@ def sse_message(*, event: str, data: Any, id: int | None = None) -> bytes:
 
 
 def event_sse(event: Event) -> bytes:
-    return sse_message(id=event.seq, event=event.type, data=event_message(event))
+    try:
+        data = event_message(event)
+    except Exception:  # a snapshot it cannot read must not stop every stream at this event
+        logger.exception("Events: cannot render event %s (%s)", event.seq, event.type)
+        data = {"id": event.seq, "type": event.type}
+    return sse_message(id=event.seq, event=event.type, data=data)
 
 
 @dataclass(eq=False)
@@ -212,6 +217,11 @@ class EventHub:
                 await self._round(sequence=self.sequence_due or timed_out or not self.notify)
             except (DatabaseError, InterfaceError) as exc:
                 logger.warning("Events: reading new events failed (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+                self.wake.set()
+            except Exception:
+                # Never let the process's streams stall for good on one bad round.
+                logger.exception("Events: a round of the hub failed; retrying")
                 await asyncio.sleep(1.0)
                 self.wake.set()
 

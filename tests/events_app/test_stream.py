@@ -598,3 +598,30 @@ def test_under_wsgi_the_stream_ends_after_its_replay(ada, laptop, client):
     assert "event: job.queued\ndata: " in body
     assert str(job.pk) in body
     assert body.endswith(f'id: {head()}\nevent: ready\ndata: {{"head":{head()}}}\n\n')
+
+
+def test_an_event_that_cannot_be_rendered_does_not_stop_the_stream(ada, laptop, monkeypatch):
+    from events_app import stream as stream_module
+
+    key = key_of(ada)
+    real = stream_module.event_message
+
+    def broken_for_batches(event: Event) -> dict[str, Any]:
+        if event.type.startswith("batch."):
+            raise ValueError("a snapshot it cannot read")
+        return real(event)
+
+    monkeypatch.setattr(stream_module, "event_message", broken_for_batches)
+
+    async def scenario() -> list[Any]:
+        stream, _ = await started(key)
+        await sync_to_async(baker.make)(Batch, owner=ada, name="b", target_server_alias="Laptop")
+        await sync_to_async(new_job)(ada, laptop)
+        seen = await stream.events(2)
+        await stream.close()
+        return seen
+
+    batch, job = run(scenario)
+
+    assert (batch.event, batch.data) == ("batch.created", {"id": batch.id, "type": "batch.created"})
+    assert job.event == "job.queued"
