@@ -19,8 +19,57 @@ from queue_app.models import ImageCheckpoint, Job, JobCount, JobImage, JobStatus
 from servers_app.models import Server
 
 LATEST_IMAGES = 12
-# The dashboard asks for the state this often (milliseconds) while it is visible.
+# The dashboard asks for the state this often (milliseconds) while it is visible and the
+# event stream is not open (no stream, or it failed: the fallback).
 POLL_MILLISECONDS = 2000
+# The dashboard follows the event stream (GET /api/v1/events, with the staff session): on
+# each event of these types it asks for the state again, once for a burst of events that
+# come within STREAM_DEBOUNCE_MILLISECONDS.
+STREAM_TYPES = ("job.", "batch.", "server.", "queue.")
+STREAM_DEBOUNCE_MILLISECONDS = 250
+# The event names it listens for (EventSource dispatches a message by its `event:` name):
+# every type of those kinds (events_app.triggers), and the stream's `reset` (events were
+# missed: the state is read again).
+STREAM_EVENTS = (
+    *(
+        f"job.{name}"
+        for name in (
+            "queued",
+            "started",
+            "progress",
+            "preview",
+            "completed",
+            "failed",
+            "cancelled",
+            "updated",
+            "deleted",
+        )
+    ),
+    "batch.created",
+    "batch.updated",
+    "batch.deleted",
+    *(
+        f"server.{name}"
+        for name in (
+            "added",
+            "online",
+            "offline",
+            "paused",
+            "resumed",
+            "quarantined",
+            "released",
+            "updated",
+            "deleted",
+        )
+    ),
+    "queue.paused",
+    "queue.resumed",
+    "reset",
+)
+# A stream not open after this long is given up for polling; while it is open, the state is
+# read this often anyway (the servers' "last seen" ages move without events).
+STREAM_OPEN_TIMEOUT_MILLISECONDS = 5000
+STREAM_REFRESH_MILLISECONDS = 60_000
 # The deepest gallery page served: its offset stays far inside a 64-bit integer.
 GALLERY_MAX_PAGE = 100_000
 
@@ -74,6 +123,22 @@ def _image_json(image: JobImage) -> dict[str, Any]:
     }
 
 
+def events_stream_url() -> str:
+    """The event stream the dashboard follows, narrowed to the types it refreshes on."""
+    return f"{reverse('events')}?{urlencode({'types': ','.join(STREAM_TYPES)})}"
+
+
+def dashboard_stream() -> dict[str, Any]:
+    """How the dashboard's script follows the stream (it polls without it)."""
+    return {
+        "url": events_stream_url(),
+        "events": list(STREAM_EVENTS),
+        "debounce_ms": STREAM_DEBOUNCE_MILLISECONDS,
+        "open_timeout_ms": STREAM_OPEN_TIMEOUT_MILLISECONDS,
+        "refresh_ms": STREAM_REFRESH_MILLISECONDS,
+    }
+
+
 def dashboard_status() -> dict[str, Any]:
     """The dashboard's state: servers (with their running jobs and queue depth), jobs per
     status, and the latest images. Four queries, none of which counts the jobs."""
@@ -114,6 +179,7 @@ def dashboard_status() -> dict[str, Any]:
     return {
         "generated_at": timezone.now().isoformat(),
         "poll_ms": POLL_MILLISECONDS,
+        "stream": dashboard_stream(),
         "servers": [
             _server_json(server, [job for job in running if job["server_id"] == server.pk])
             for server in servers

@@ -11,14 +11,14 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
-from django.db import connections
+from django.db import connection, connections
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -221,10 +221,27 @@ class EventTokenView(APIView):
 _gate = EventStreamGate.as_view()
 
 
+def _closing[**P, T](work: Callable[P, T]) -> Callable[P, T]:
+    """`work`, then its thread's database connection closed. A stream's sync steps run on
+    the loop's shared pool of threads (thread_sensitive=False), not on a thread of their
+    own request: that thread lives as long as the stream, and kept one idle PostgreSQL
+    connection per open stream; the pool also bounds how many connections streams opening
+    at once take (a thousand phones reconnecting after a restart)."""
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return work(*args, **kwargs)
+        finally:
+            if not connection.in_atomic_block:  # a test's transaction stays its own
+                connection.close()
+
+    return run
+
+
 @csrf_exempt
 async def event_stream(request: HttpRequest) -> HttpResponseBase:
     """GET /api/v1/events: the gate's checks, then the stream."""
-    answer = await sync_to_async(_gate)(request)
+    answer = await sync_to_async(_closing(_gate), thread_sensitive=False)(request)
     admitted = getattr(answer, "data", None)
     if answer.status_code != 200 or not isinstance(admitted, dict) or "admitted" not in admitted:
         return _as_json(answer)
@@ -272,7 +289,7 @@ async def _messages(stream: StreamRequest, *, live: bool = True) -> AsyncIterato
         await hub.subscribe(subscriber)
     try:
         yield f"retry: {RETRY_MS}\n\n".encode()
-        head = await sync_to_async(_current_head)()
+        head = await sync_to_async(_closing(_current_head), thread_sensitive=False)()
         async for message in _from_cursor(stream, head):
             yield message
         yield sse_message(id=head, event="ready", data={"head": head})
@@ -299,7 +316,7 @@ async def _from_cursor(stream: StreamRequest, head: int) -> AsyncIterator[bytes]
         return
     position = stream.cursor
     while True:
-        pruned = await sync_to_async(events_pruned_through)()
+        pruned = await sync_to_async(_closing(events_pruned_through), thread_sensitive=False)()
         if position < pruned or position > head:
             reason = "pruned" if position < pruned else "unknown_cursor"
             yield sse_message(
@@ -308,7 +325,9 @@ async def _from_cursor(stream: StreamRequest, head: int) -> AsyncIterator[bytes]
                 data={"reason": reason, "cursor": stream.cursor, "head": head},
             )
             return
-        page = await sync_to_async(_replay_page)(stream, position, head)
+        page = await sync_to_async(_closing(_replay_page), thread_sensitive=False)(
+            stream, position, head
+        )
         for seq, message in page:
             yield message
             position = seq

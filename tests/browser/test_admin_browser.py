@@ -1,13 +1,18 @@
 """The admin in a real browser: Debian's headless Chromium driven by Playwright, against
-pytest-django's live server, with an in-process Forge simulator running the jobs.
+a live server of the test database served as in production, over ASGI (uvicorn, in a thread
+of the test process; the dashboard follows the event stream, which a WSGI server cannot
+serve), with an in-process Forge simulator running the jobs.
 
 The browser is the system's (`make pytest` installs Debian's `chromium` package first);
 Playwright never downloads one. Every test runs at phone (360 px) and desktop widths and
 saves screenshots to test-artifacts/screenshots/<viewport>-<page>.png.
 """
 
+import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.conf import settings as django_settings
@@ -18,13 +23,14 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_play
 
 from core_app.scopes import local_user
 from dashboard_app import selectors as dashboard_selectors
+from events_app.stream import events_hub_stop
 from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
 from queue_app.engine import server_run
 from queue_app.models import Job, JobStatus
 from queue_app.services import job_cancel, job_submit
 from servers_app.models import Server
 from servers_app.services import server_check_health
-from tests.integration.procs import wait_until
+from tests.integration.procs import free_port, wait_until
 from tests.support import run_queue_in_thread
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -64,6 +70,49 @@ def browser() -> Iterator[Browser]:
             chromium.close()
 
 
+@pytest.fixture(scope="module")
+def asgi_server(django_db_blocker) -> Iterator[SimpleNamespace]:
+    """A live server like pytest-django's `live_server`, but serving the application as
+    the Procfile's web process does: mobilesd.asgi under uvicorn, in a thread of this
+    process, so that it reads the test database as the tests write it."""
+    import uvicorn
+
+    from mobilesd.asgi import application
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            application, host="127.0.0.1", port=port, lifespan="off", log_level="warning"
+        )
+    )
+
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def serve() -> None:
+        loops.append(asyncio.get_running_loop())
+        await server.serve()
+        await events_hub_stop()  # its database connection closed before the test database goes
+
+    thread = threading.Thread(
+        target=asyncio.run, args=(serve(),), name="asgi-live-server", daemon=True
+    )
+    with django_db_blocker.unblock():
+        thread.start()
+        wait_until(lambda: server.started, timeout=30, what="the ASGI live server")
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}", loop=loops[0])
+        server.should_exit = True
+        thread.join(15)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_event_hub(asgi_server) -> Iterator[None]:
+    """After each test, the server's event hub is stopped (the next stream starts another):
+    each test empties the tables, the event log's ids start again from 1, and a hub that
+    had handed out id 500 would wait for an id above it."""
+    yield
+    asyncio.run_coroutine_threadsafe(events_hub_stop(), asgi_server.loop).result(15)
+
+
 @pytest.fixture(autouse=True)
 def _quick_polls(monkeypatch) -> None:
     """The pages ask for the state every 0.5 s instead of 2 s (the server sets the pace):
@@ -77,10 +126,10 @@ def viewport(request) -> str:
 
 
 @pytest.fixture(scope="module")
-def browser_context(browser, live_server, viewport) -> Iterator[BrowserContext]:
+def browser_context(browser, asgi_server, viewport) -> Iterator[BrowserContext]:
     """One context per viewport, so the admin's static files are fetched once."""
     context = browser.new_context(
-        viewport=VIEWPORTS[viewport], base_url=live_server.url, device_scale_factor=1
+        viewport=VIEWPORTS[viewport], base_url=asgi_server.url, device_scale_factor=1
     )
     context.set_default_timeout(10_000)
     yield context
@@ -151,12 +200,12 @@ def login_form(page, operator) -> Page:
 
 
 @pytest.fixture
-def logged_in(page, operator, live_server) -> Page:
+def logged_in(page, operator, asgi_server) -> Page:
     """Logged in by a session cookie (the login form itself is tested once per viewport)."""
     client = Client()
     client.force_login(get_user_model().objects.get(username=operator))
     cookie = client.cookies[django_settings.SESSION_COOKIE_NAME]
-    page.context.add_cookies([{"name": cookie.key, "value": cookie.value, "url": live_server.url}])
+    page.context.add_cookies([{"name": cookie.key, "value": cookie.value, "url": asgi_server.url}])
     return page
 
 
@@ -326,3 +375,51 @@ def test_gallery_opens_an_image_with_its_parameters(logged_in, server, finished_
     expect(page.locator(".msd-params")).to_contain_text("a lighthouse at dusk")
     shoot("gallery-image")
     assert no_horizontal_scroll(page), too_wide(page)
+
+
+def test_dashboard_follows_the_event_stream_without_polling(
+    server, sim, logged_in, monkeypatch, shoot
+):
+    # A poll every 10 minutes: what the page shows within the test came with the stream.
+    monkeypatch.setattr(dashboard_selectors, "POLL_MILLISECONDS", 600_000)
+    monkeypatch.setattr(dashboard_selectors, "STREAM_REFRESH_MILLISECONDS", 600_000)
+    page = logged_in
+    page.goto("/admin/")
+    expect(page.locator("#msd-dashboard")).to_have_attribute("data-msd-mode", "stream")
+    # The read the stream's opening asks for (what changed before it opened), then no more.
+    expect(page.locator("#msd-dashboard")).to_have_attribute("data-msd-updates", "1")
+    expect(page.locator("[data-msd-count=pending] strong")).to_have_text("0")
+    updates = 1
+
+    sim.config.seconds_per_step = 0.05
+    job = submit("a heron at dawn, followed live", steps=300)
+    expect(page.locator("[data-msd-count=pending] strong")).to_have_text("1")
+    thread = run_queue_in_thread(server.pk)
+    card = page.locator(f"[data-server-id='{server.pk}']")
+    expect(card).to_contain_text("a heron at dawn")
+    expect(page.locator("[data-msd-count=processing] strong")).to_have_text("1")
+    first = wait_until(lambda: percent_of(page, job), timeout=15, what="progress shown")
+    wait_until(lambda: (p := percent_of(page, job)) is not None and p > first, timeout=15)
+    shoot("dashboard-stream")
+
+    job_cancel(job_id=job.pk, owner=None)
+    expect(page.locator("[data-msd-count=cancelled] strong")).to_have_text("1")
+    expect(card).to_contain_text("No job running.")
+    thread.join(15)
+    assert page.get_attribute("#msd-dashboard", "data-msd-mode") == "stream"
+    assert int(page.get_attribute("#msd-dashboard", "data-msd-events") or 0) >= 4
+    # Fewer state reads than events: bursts were folded into one read.
+    reads = int(page.get_attribute("#msd-dashboard", "data-msd-updates") or 0) - updates
+    assert 0 < reads <= int(page.get_attribute("#msd-dashboard", "data-msd-events") or 0)
+
+
+def test_dashboard_polls_when_the_stream_is_refused(server, logged_in, monkeypatch):
+    monkeypatch.setattr(dashboard_selectors, "events_stream_url", lambda: "/api/v1/no-stream")
+    page = logged_in
+    page.goto("/admin/")
+    expect(page.locator("[data-msd-count=pending] strong")).to_have_text("0")
+
+    submit("a job seen by polling")
+    expect(page.locator("[data-msd-count=pending] strong")).to_have_text("1")
+    assert page.get_attribute("#msd-dashboard", "data-msd-mode") == "poll"
+    assert page.get_attribute("#msd-dashboard", "data-msd-events") == "0"

@@ -313,3 +313,15 @@ def test_staff_user_without_superuser_can_read_the_status(anon_client):
 
 def test_status_tells_the_page_to_ask_again_in_two_seconds(admin_client, db):
     assert admin_client.get(STATUS_URL).json()["poll_ms"] == 2000
+
+
+def test_status_tells_the_page_which_stream_to_follow_and_how(admin_client, db):
+    stream = admin_client.get(STATUS_URL).json()["stream"]
+
+    assert stream["url"] == "/api/v1/events?types=job.%2Cbatch.%2Cserver.%2Cqueue."
+    assert {"job.queued", "job.progress", "job.completed", "server.offline", "reset"} <= set(
+        stream["events"]
+    )
+    assert not any(name.startswith("download.") for name in stream["events"])
+    assert stream["debounce_ms"] > 0
+    assert stream["open_timeout_ms"] > 0

@@ -1,6 +1,8 @@
 /* MobileSD admin: keeps the dashboard, and the progress bars of the job list and job page, up
-   to date without reloading. It asks /admin/dashboard/status every few seconds while the page
-   is visible, and builds the DOM from that JSON (text only: nothing from it is parsed as HTML). */
+   to date without reloading. The dashboard follows the event stream and asks
+   /admin/dashboard/status again on its events; without the stream (and on the other pages) it
+   asks every few seconds while the page is visible. It builds the DOM from that JSON (text
+   only: nothing from it is parsed as HTML). */
 (function () {
   "use strict";
 
@@ -178,8 +180,14 @@
     }
   }
 
-  // --- polling --------------------------------------------------------------------------------
+  // --- following the event stream; polling without it ----------------------------------------
 
+  // The dashboard follows the event stream (GET /api/v1/events, with the staff session's
+  // cookie): each event of a job, batch, server or the queue asks for the state once (a burst
+  // of events within `debounce_ms` is one request), and the page polls only every
+  // `refresh_ms` for the ages that move without events. Until the stream is open, while it
+  // reconnects, and for good if it fails (not open within `open_timeout_ms`, or refused), the
+  // page polls every few seconds as before. The other pages (job list, job page) poll.
   function start() {
     var root = document.getElementById("msd-dashboard");
     var meta = document.querySelector('meta[name="msd-status-url"]');
@@ -195,6 +203,12 @@
     var timer = null;
     var stopped = false;
     var live = root && root.querySelector("[data-msd-live]");
+    var mode = "poll"; // "stream" while the event stream is open
+    var stream = null; // the stream's settings (the state's `stream`)
+    var source = null;
+    var debounce = null;
+    var inFlight = false;
+    var again = false;
 
     function setLive(text, ok) {
       if (!live) return;
@@ -202,12 +216,21 @@
       live.classList.toggle("msd-stale", !ok);
     }
 
+    function setMode(value) {
+      mode = value;
+      if (root) root.setAttribute("data-msd-mode", value);
+    }
+
+    function count(name) {
+      root.setAttribute(name, String(Number(root.getAttribute(name)) + 1));
+    }
+
     function apply(data, polled) {
       if (root) {
         renderDashboard(root, data);
         if (polled) {
           // How many answers arrived since the page loaded (the browser tests wait on it).
-          root.setAttribute("data-msd-updates", String(Number(root.getAttribute("data-msd-updates")) + 1));
+          count("data-msd-updates");
           setLive("Live · updated " + new Date().toLocaleTimeString(), true);
         }
       }
@@ -217,14 +240,22 @@
     function schedule() {
       if (stopped || document.hidden) return; // visibilitychange starts it again
       clearTimeout(timer);
-      timer = setTimeout(poll, delay);
+      timer = setTimeout(poll, mode === "stream" ? stream.refresh_ms || 60000 : delay);
     }
 
     function poll() {
+      if (stopped) return;
+      if (inFlight) {
+        again = true; // asked again while a request is out: once more when it answers
+        return;
+      }
+      inFlight = true;
+      clearTimeout(timer);
       fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" })
         .then(function (response) {
           if (response.status === 401 || response.status === 403) {
             stopped = true;
+            if (source) source.close();
             setLive("Logged out: reload the page to log in again", false);
             return null;
           }
@@ -242,7 +273,64 @@
           delay = Math.min(delay * 2, MAX_BACKOFF_MS);
           setLive("Cannot reach MobileSD, retrying…", false);
         })
-        .then(schedule);
+        .then(function () {
+          inFlight = false;
+          if (again && !stopped) {
+            again = false;
+            poll();
+          } else {
+            schedule();
+          }
+        });
+    }
+
+    function refreshSoon() {
+      if (debounce !== null || document.hidden) return; // visibilitychange reads the state
+      debounce = setTimeout(function () {
+        debounce = null;
+        poll();
+      }, stream.debounce_ms || 250);
+    }
+
+    function giveUp() {
+      if (source) source.close();
+      source = null;
+      setMode("poll");
+      schedule();
+    }
+
+    function follow(settings) {
+      if (!root || !window.EventSource || !settings || !settings.url) return;
+      stream = settings;
+      var opened = false;
+      source = new EventSource(settings.url);
+      var openTimer = setTimeout(function () {
+        if (!opened) giveUp();
+      }, settings.open_timeout_ms || 5000);
+      source.onopen = function () {
+        opened = true;
+        clearTimeout(openTimer);
+        setMode("stream");
+        schedule();
+        refreshSoon(); // whatever changed before it opened (or while it reconnected)
+      };
+      settings.events.forEach(function (name) {
+        source.addEventListener(name, function () {
+          count("data-msd-events");
+          refreshSoon();
+        });
+      });
+      source.onerror = function () {
+        if (!source) return;
+        // A dropped connection: EventSource reconnects by itself (from the last event id);
+        // the page polls meanwhile. A refused stream (an HTTP error, not an event stream):
+        // it is closed for good, and the page polls from now on.
+        if (source.readyState === EventSource.CLOSED) giveUp();
+        else if (mode === "stream") {
+          setMode("poll");
+          schedule();
+        }
+      };
     }
 
     document.addEventListener("visibilitychange", function () {
@@ -253,8 +341,11 @@
     });
 
     if (root) {
+      setMode("poll");
       var initial = document.getElementById("msd-dashboard-data");
-      if (initial) apply(JSON.parse(initial.textContent), false);
+      var data = initial ? JSON.parse(initial.textContent) : null;
+      if (data) apply(data, false);
+      follow(data && data.stream);
     }
     schedule();
   }
