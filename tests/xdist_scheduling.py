@@ -28,6 +28,8 @@ UNIT_SECONDS_PER_TEST = 0.5
 KNOWN_SECONDS = {
     "tests/integration/test_faults.py": 100.0,
     "tests/queue_app/test_counts.py": 200.0,
+    # One test under xdist: the fuzzing in a pytest process of its own (test_fuzz.py).
+    "tests/test_fuzz.py": 110.0,
 }
 
 
