@@ -494,13 +494,16 @@ class Monitor(threading.Thread):
         every = settings.MOBILESD_PROGRESS_MIN_SECONDS
         tick = min(heartbeat, every) if every > 0 else heartbeat
         probe: _ProgressProbe | None = None
+        started = time.monotonic()
         try:
             while not self.stopping.wait(tick):
-                if probe is None:  # started at the first tick: most fast jobs never need it
+                now = time.monotonic()
+                # Started at the first heartbeat: most fast jobs never need it (each probe
+                # costs the server a preview and this process its decoding).
+                if probe is None and now - started >= heartbeat - tick / 2:
                     probe = _ProgressProbe(self.claim, tick)
                     probe.start()
-                now = time.monotonic()
-                reading = probe.latest()
+                reading = probe.latest() if probe is not None else None
                 if reading is not None and (
                     reading.progress == self._written or now - self._written_at < every
                 ):
