@@ -90,6 +90,9 @@ class Cluster:
                 *(CELERY, "--app", "mobilesd", "worker", "--pool", "threads", "--concurrency", "8"),
                 *("--loglevel", "INFO", "--hostname", f"{name}@%h"),
                 *("--without-mingle", "--without-gossip"),
+                # The default queue, and one of its own, so that a test can hand a message to
+                # this worker in particular.
+                *("--queues", f"celery,{name}"),
             ],
             cwd=REPO,
             env=self.env,

@@ -18,6 +18,7 @@ from model_bakery import baker
 from core_app.scopes import local_user
 from queue_app.models import FINISHED_STATUSES, Job, JobImage, JobStatus
 from queue_app.services import CANCELLED_DETAILS, job_submit
+from queue_app.tasks import run_server
 from servers_app.models import Server
 from tests.integration.procs import embedded_mobilesd, wait_until
 from tests.support import assert_documented_job
@@ -275,15 +276,22 @@ def test_two_workers_never_run_a_job_twice(engine, sims):
     w1_log_start = len(engine.workers["w1"].output())
     engine.start_worker("w2")
     laptop_sim, desktop_sim = sims(), sims()
-    baker.make(Server, alias="pair-laptop", api_url=laptop_sim.url)
-    baker.make(Server, alias="pair-desktop", api_url=desktop_sim.url)
+    laptop = baker.make(Server, alias="pair-laptop", api_url=laptop_sim.url)
+    desktop = baker.make(Server, alias="pair-desktop", api_url=desktop_sim.url)
 
-    # One transaction: the 20 nudges are published together, so both workers race for them.
+    # One transaction: the 20 nudges are published together, so both workers race for them;
+    # and each worker is also handed a nudge for both servers on its own queue, so that both
+    # take part in the race however the shared queue's messages happen to be shared out.
     with transaction.atomic():
         jobs = [
             submit("pair-laptop" if i % 2 else "pair-desktop", num_images=1 + (i % 4 == 0))
             for i in range(20)
         ]
+        for worker in ("w1", "w2"):
+            for server in (laptop, desktop):
+                transaction.on_commit(
+                    lambda s=server.pk, w=worker: run_server.apply_async((s,), queue=w)
+                )
 
     assert_all_completed(wait_finished(jobs, timeout=40))
     assert received(laptop_sim, desktop_sim) == {str(job.pk): 1 for job in jobs}
@@ -294,8 +302,8 @@ def test_two_workers_never_run_a_job_twice(engine, sims):
         "w1": engine.workers["w1"].output()[w1_log_start:],
         "w2": engine.workers["w2"].output(),
     }
-    # Both workers took run_server messages, and between them started each job once: by a
-    # claim, or by starting the job reserved while the server's previous job ran.
+    # Between them the workers started each job once: by a claim, or by starting the job
+    # reserved while the server's previous job ran.
     for name, log in logs.items():
         assert "queue_app.tasks.run_server[" in log, f"{name} received no run_server message"
     starts = Counter(
