@@ -27,7 +27,7 @@ import re
 import unicodedata
 from urllib.parse import urlsplit
 
-__all__ = ["url_problem"]
+__all__ = ["IPAddress", "address_problem", "url_problem"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -57,13 +57,15 @@ _NUMERIC_LABEL = re.compile(r"(0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
 _HOST_PUNCTUATION = frozenset("-._")
 
 
-def _address_problem(ip: IPAddress) -> str | None:
+def address_problem(ip: IPAddress) -> str | None:
+    """What kind of address `ip` is if MobileSD never calls it ("a link-local address"),
+    else None. IPv4 addresses wrapped in IPv6 (mapped, 6to4, NAT64) count as the IPv4 one."""
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour
         if embedded is None and ip in _NAT64:
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
-            return _address_problem(embedded)
+            return address_problem(embedded)
     if ip in METADATA_ADDRESSES:
         return "a cloud metadata address"
     if ip.is_unspecified or (isinstance(ip, ipaddress.IPv4Address) and ip in _THIS_NETWORK):
@@ -85,7 +87,7 @@ def _host_problem(host: str) -> str | None:
             ip6 = ipaddress.IPv6Address(host)
         except ValueError:
             return "The URL's host is not a valid IPv6 address."
-        problem = _address_problem(ip6)
+        problem = address_problem(ip6)
         return f"The URL's host is {problem}." if problem else None
     if not all(c.isalnum() or c in _HOST_PUNCTUATION for c in host):
         return "The URL's host may only contain letters, digits, '-', '.' and '_'."
@@ -100,7 +102,7 @@ def _host_problem(host: str) -> str | None:
                 "Write an IP address as four decimal numbers without leading zeros "
                 "(e.g. 192.168.1.20)."
             )
-        problem = _address_problem(ip4)
+        problem = address_problem(ip4)
         return f"The URL's host is {problem}." if problem else None
     if name.rstrip(".") in METADATA_HOSTS:
         return "The URL's host is a cloud metadata service."

@@ -6,6 +6,7 @@ on the embedded default: SQLite and a broker stored under `data/`, media under
 `data/media/`. `DATABASE_URL` and `CELERY_BROKER_URL` switch to PostgreSQL and Redis.
 """
 
+import ipaddress
 import os
 import re
 import secrets
@@ -134,6 +135,7 @@ INSTALLED_APPS = [
     "civitai_app",
     "debug_app",
     "events_app.apps.EventsConfig",
+    "notifications_app.apps.NotificationsConfig",
 ]
 
 MIDDLEWARE = [
@@ -562,3 +564,26 @@ MOBILESD_EVENTS_NOTIFY = env.bool("MOBILESD_EVENTS_NOTIFY", True)
 MOBILESD_EVENTS_SAFETY_POLL_SECONDS = _positive("MOBILESD_EVENTS_SAFETY_POLL_SECONDS", 2.0)
 MOBILESD_EVENTS_POLL_SECONDS = _positive("MOBILESD_EVENTS_POLL_SECONDS", 0.25)
 # === End of events =======================================================================
+
+
+# === Notifications (issue #15: webhooks, push, signed links) =============================
+# Where webhooks, per-job callback URLs and push targets may be delivered
+# (integrations.destinations): comma-separated CIDRs; by default the private LAN ranges.
+# Link-local and metadata addresses never; loopback only when a listed network is loopback.
+def _networks(name: str, default: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for value in _list(name) or default.split(","):
+        try:
+            networks.append(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f'Environment variable "{name}" invalid: {value!r} is not a network '
+                "(e.g. 192.168.0.0/16)."
+            ) from None
+    return tuple(networks)
+
+
+MOBILESD_WEBHOOK_ALLOWED_NETWORKS = _networks(
+    "MOBILESD_WEBHOOK_ALLOWED_NETWORKS", "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+)
+# === End of notifications ================================================================

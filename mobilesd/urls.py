@@ -19,6 +19,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("debug/", include("debug_app.urls")),
     path("civitai/", include("civitai_app.urls")),
     path("", include("events_app.urls")),
+    path("", include("notifications_app.urls")),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),

@@ -3,7 +3,7 @@
 an import circle or on a lower layer importing a higher one.
 
     core_app ← integrations ← servers_app ← queue_app ← civitai_app, debug_app
-             ← dashboard_app, events_app ← mobilesd
+             ← dashboard_app, events_app ← notifications_app ← mobilesd
 
 Apps of the same layer (civitai_app, debug_app) do not import each other either.
 """
@@ -25,7 +25,8 @@ LAYERS: dict[str, int] = {
     "debug_app": 4,
     "dashboard_app": 5,
     "events_app": 5,
-    "mobilesd": 6,
+    "notifications_app": 6,
+    "mobilesd": 7,
 }
 
 

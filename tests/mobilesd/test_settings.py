@@ -84,6 +84,7 @@ def _start(
         ("DATABASE_URL", "nonsense"),
         ("CELERY_BROKER_URL", "nonsense"),
         ("CACHE_URL", "127.0.0.1:6379"),
+        ("MOBILESD_WEBHOOK_ALLOWED_NETWORKS", "192.168.0.0/16,10.0.0.0/33"),
     ],
 )
 def test_a_malformed_value_stops_startup_naming_the_variable(tmp_path, name, value):
