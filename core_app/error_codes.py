@@ -102,6 +102,10 @@ ERROR_CODES: dict[str, str] = {
     "civitai_forbidden": "Civitai does not allow this account to get it.",
     "civitai_not_found": "Civitai has no such model, version or file.",
     "civitai_archived": "The model is archived on Civitai.",
+    # Webhooks (notifications_app).
+    "webhook_not_found": "No such webhook endpoint.",
+    "delivery_not_found": "No such delivery of this webhook endpoint.",
+    "delivery_in_progress": "The delivery is being sent right now.",
 }
 
 # (code, meaning) pairs: the choices of the error body's `code` (ErrorCodeEnum).

@@ -586,4 +586,51 @@ def _networks(name: str, default: str) -> tuple[ipaddress.IPv4Network | ipaddres
 MOBILESD_WEBHOOK_ALLOWED_NETWORKS = _networks(
     "MOBILESD_WEBHOOK_ALLOWED_NETWORKS", "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
 )
+
+
+# --- Webhooks (notifications_app.webhook_*) ---
+def _delays(name: str, default: str) -> tuple[float, ...]:
+    """Seconds between a delivery's tries, comma-separated (floats allowed): N delays, N+1
+    tries."""
+    delays = []
+    for value in _list(name) or default.split(","):
+        try:
+            delay = float(value)
+        except ValueError:
+            delay = -1.0
+        if not delay >= 0 or delay == float("inf"):
+            raise ImproperlyConfigured(
+                f'Environment variable "{name}" invalid: {value!r} is not a number of seconds '
+                "(e.g. 30,120,600,2700)."
+            )
+        delays.append(delay)
+    return tuple(delays)
+
+
+MOBILESD_WEBHOOK_RETRY_SECONDS = _delays("MOBILESD_WEBHOOK_RETRY_SECONDS", "30,120,600,2700")
+MOBILESD_WEBHOOK_CONNECT_TIMEOUT = _positive("MOBILESD_WEBHOOK_CONNECT_TIMEOUT", 5.0)
+MOBILESD_WEBHOOK_READ_TIMEOUT = _positive("MOBILESD_WEBHOOK_READ_TIMEOUT", 15.0)
+# A delivery being sent holds this lease; one whose worker died is sent again once it
+# lapses. Longer than one try can take (connect + read timeouts, and a margin).
+MOBILESD_WEBHOOK_LEASE_SECONDS = _positive("MOBILESD_WEBHOOK_LEASE_SECONDS", 60.0)
+if (
+    MOBILESD_WEBHOOK_LEASE_SECONDS
+    <= MOBILESD_WEBHOOK_CONNECT_TIMEOUT + MOBILESD_WEBHOOK_READ_TIMEOUT
+):
+    raise ImproperlyConfigured(
+        'Environment variable "MOBILESD_WEBHOOK_LEASE_SECONDS" invalid: it must be longer '
+        "than MOBILESD_WEBHOOK_CONNECT_TIMEOUT + MOBILESD_WEBHOOK_READ_TIMEOUT."
+    )
+# An endpoint whose every delivery has failed for this long is disabled (its owner told).
+MOBILESD_WEBHOOK_DISABLE_AFTER_SECONDS = _positive(
+    "MOBILESD_WEBHOOK_DISABLE_AFTER_SECONDS", 3 * 24 * 3600.0
+)
+# The safety poll of the fan-out and of deliveries whose task was lost (a worker's LISTEN
+# thread hands new events on in moments on PostgreSQL; on SQLite this poll is the fan-out).
+MOBILESD_NOTIFY_POLL_SECONDS = _positive("MOBILESD_NOTIFY_POLL_SECONDS", 2.0)
+CELERY_BEAT_SCHEDULE["notifications-poll"] = {
+    "task": "notifications_app.tasks.notifications_poll",
+    "schedule": MOBILESD_NOTIFY_POLL_SECONDS,
+    "options": {"expires": MOBILESD_NOTIFY_POLL_SECONDS},
+}
 # === End of notifications ================================================================

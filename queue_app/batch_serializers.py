@@ -11,6 +11,7 @@ from core_app.serializers import FeedListSerializer
 from queue_app.batches import AXIS_FIELDS, LORA_WEIGHT_AXIS
 from queue_app.models import JobStatus
 from queue_app.serializers import (
+    CallbackUrlField,
     GenerationParamsField,
     GenerationParamsSerializer,
     JobImageSerializer,
@@ -83,6 +84,10 @@ class BatchRequestSerializer(JobTimesSerializer):
     name = StrictCharField(required=False, allow_blank=True, max_length=200, default="")
     priority = StrictIntegerField(
         required=False, default=0, min_value=-100, max_value=100, help_text="Higher runs first."
+    )
+    callback_url = CallbackUrlField(
+        help_text="Where each of its jobs' ends (job.completed, job.failed, job.cancelled) is "
+        "POSTed as a signed webhook (README, Webhooks)."
     )
     generation_params = GenerationParamsSerializer(
         required=False,

@@ -58,6 +58,7 @@ class BatchListView(APIView):
             expires_at=data["expires_at"],
             api_key=request_api_key(request),
             idempotency_key=idempotency_key(request),
+            callback_url=data["callback_url"],
         )
         headers = {} if created else {"Idempotent-Replayed": "true"}
         body = {"batch_id": str(batch.pk), "mobilesd_job_ids": [str(pk) for pk in job_ids]}

@@ -184,6 +184,7 @@ def batch_submit(
     expires_at: datetime | None = None,
     api_key: ApiKey | None = None,
     idempotency_key: str | None = None,
+    callback_url: str = "",
 ) -> tuple[Batch, list[UUID], bool]:
     """Queue the jobs of a batch; returns (batch, its job ids in item order, created).
 
@@ -220,7 +221,7 @@ def batch_submit(
                 api_key=api_key,
                 owner=owner,
             )
-            jobs = _new_jobs(batch, batch_jobs, server, not_before, expires_at)
+            jobs = _new_jobs(batch, batch_jobs, server, not_before, expires_at, callback_url)
             Job.objects.bulk_create(jobs)
             job_inputs_attach(jobs_and_inputs=[(job, inputs[job.batch_index or 0]) for job in jobs])
             job_nudge_on_commit(job=jobs[0])
@@ -257,6 +258,7 @@ def _new_jobs(
     server: Server | None,
     not_before: datetime | None,
     expires_at: datetime | None,
+    callback_url: str = "",
 ) -> list[Job]:
     """The batch's jobs in their queue order, each created a microsecond after the one
     before it (the queue's order is priority, then age)."""
@@ -288,6 +290,7 @@ def _new_jobs(
                 not_before=not_before,
                 next_attempt_at=waits,
                 expires_at=expires_at,
+                callback_url=callback_url,
             )
         )
     return jobs

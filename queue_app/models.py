@@ -183,6 +183,10 @@ class Job(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
     completed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Where the job's end (completed, failed, cancelled) is POSTed as a signed webhook
+    # (notifications_app reads it; empty: nowhere). Checked against
+    # MOBILESD_WEBHOOK_ALLOWED_NETWORKS at submit.
+    callback_url = models.CharField(max_length=2000, blank=True, default="", editable=False)
     # "<api key id or anon>:<Idempotency-Key header>": a retried submit finds its job.
     # null, not "", so that the partial unique constraint skips jobs without a key.
     idempotency_key = models.CharField(  # noqa: DJ001

@@ -16,6 +16,7 @@ from rest_framework import serializers
 from core_app.error_codes import JOB_FAILURE_CODES
 from core_app.fields import TimestampField
 from core_app.serializers import FeedListSerializer, OpenObjectSerializer
+from integrations.destinations import destination_problem
 from queue_app.control import queue_paused_at
 from queue_app.eta import QueuePlace, job_queue_place
 from queue_app.extension_serializers import ExtensionParamsSerializer
@@ -405,6 +406,33 @@ class JobTimesSerializer(serializers.Serializer):
         return attrs
 
 
+class CallbackUrlField(serializers.CharField):
+    """A job's `callback_url`: http(s), at an address MOBILESD_WEBHOOK_ALLOWED_NETWORKS
+    allows (the policy's own message otherwise, naming the setting)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 2000)
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("allow_blank", True)
+        kwargs.setdefault("default", "")
+        kwargs.setdefault(
+            "help_text",
+            "Where the job's end (job.completed, job.failed, job.cancelled) is POSTed as a "
+            "signed webhook (README, Webhooks).",
+        )
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        url: str = super().to_internal_value(data)
+        if url:
+            problem = destination_problem(url)
+            if problem:
+                raise serializers.ValidationError(problem)
+        return url
+
+
 class GenerateRequestSerializer(JobTimesSerializer):
     target_server_alias = StrictCharField(
         max_length=100, help_text='A server\'s alias, or "any" to let MobileSD choose.'
@@ -413,6 +441,7 @@ class GenerateRequestSerializer(JobTimesSerializer):
     priority = StrictIntegerField(
         required=False, default=0, min_value=-100, max_value=100, help_text="Higher runs first."
     )
+    callback_url = CallbackUrlField()
 
 
 class GenerateResponseSerializer(serializers.Serializer):
@@ -486,6 +515,9 @@ class JobSerializer(serializers.ModelSerializer):
     batch_id = serializers.UUIDField(
         allow_null=True, read_only=True, help_text="The batch it was submitted in (null: none)."
     )
+    callback_url = serializers.CharField(
+        read_only=True, help_text="Where its end is POSTed as a webhook (empty: nowhere)."
+    )
     queue_position = serializers.SerializerMethodField(
         help_text="Pending, on the status and detail endpoints: 1 = the next job to start "
         'among those its server (or the "any" pool) runs; null otherwise.'
@@ -517,6 +549,7 @@ class JobSerializer(serializers.ModelSerializer):
             "not_before",
             "expires_at",
             "batch_id",
+            "callback_url",
             "queue_position",
             "eta_seconds",
         ]

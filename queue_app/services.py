@@ -50,6 +50,7 @@ def job_submit(
     idempotency_key: str | None = None,
     not_before: datetime | None = None,
     expires_at: datetime | None = None,
+    callback_url: str = "",
 ) -> tuple[Job, bool]:
     """Queue a job as `pending` and nudge the workers; returns (job, created).
 
@@ -93,6 +94,7 @@ def job_submit(
                 not_before=not_before,
                 next_attempt_at=waits_until(not_before),
                 expires_at=expires_at,
+                callback_url=callback_url,
             )
             job_inputs_attach(jobs_and_inputs=[(job, inputs)])
             job_nudge_on_commit(job=job)

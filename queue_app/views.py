@@ -96,6 +96,7 @@ class GenerateView(APIView):
             idempotency_key=key,
             not_before=serializer.validated_data["not_before"],
             expires_at=serializer.validated_data["expires_at"],
+            callback_url=serializer.validated_data["callback_url"],
         )
         headers = {} if created else {"Idempotent-Replayed": "true"}
         return Response(

@@ -1,0 +1,98 @@
+"""The fan-out's trigger in each worker: a thread that LISTENs for new events (PostgreSQL)
+and runs notifications_fanout at once, so that a webhook leaves within moments of its
+event's commit rather than at beat's next poll.
+
+It listens to the triggers' RAW_CHANNEL (events committed, not yet numbered: the fan-out
+numbers them) and the sequencer's CHANNEL (another process numbered them). Notifications
+that arrive while a fan-out runs are taken together by the next one. A lost notification
+(a reconnect, a database restart) delays nothing for long: beat's notifications_poll runs
+the same fan-out every MOBILESD_NOTIFY_POLL_SECONDS, and is the only trigger on SQLite or
+with MOBILESD_EVENTS_NOTIFY off.
+
+mobilesd/celery.py adds the step by name; nothing here touches Django's models at import
+time, because the Celery app is imported before Django is set up.
+"""
+
+import logging
+import threading
+from typing import Any
+
+from celery import bootsteps
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+logger = logging.getLogger(__name__)
+
+# Seconds between looks at the stop flag while no notification comes.
+WAKE_SECONDS = 1.0
+MAX_BACKOFF = 10.0
+
+
+class FanoutListener(threading.Thread):
+    def __init__(self) -> None:
+        super().__init__(name="mobilesd-notifications-listener", daemon=True)
+        self._stopping = threading.Event()
+        self.fanouts = 0
+
+    def _fanout(self) -> None:
+        from notifications_app.fanout import notifications_fanout
+
+        try:
+            close_old_connections()
+            notifications_fanout()
+            self.fanouts += 1
+        except Exception:  # any database error: the next notification (or the poll) retries
+            logger.exception("Notifications: the fan-out failed")
+            connection.close()
+
+    def run(self) -> None:
+        import psycopg
+
+        from events_app.stream import _listen_conninfo
+        from events_app.triggers import CHANNEL, RAW_CHANNEL
+
+        backoff = 0.5
+        try:
+            while not self._stopping.is_set():
+                try:
+                    with psycopg.connect(_listen_conninfo(), autocommit=True) as listen:
+                        listen.execute(f"LISTEN {RAW_CHANNEL}")
+                        listen.execute(f"LISTEN {CHANNEL}")
+                        logger.info("Notifications: listening for new events")
+                        backoff = 0.5
+                        self._fanout()  # what came while nobody listened
+                        while not self._stopping.is_set():
+                            notified = False
+                            for _ in listen.notifies(timeout=WAKE_SECONDS, stop_after=1):
+                                notified = True
+                            if notified:
+                                # Take every notification already here together.
+                                for _ in listen.notifies(timeout=0.01):
+                                    pass
+                                self._fanout()
+                except psycopg.Error as exc:
+                    logger.warning(
+                        "Notifications: listening failed (%s); again in %.1f s", exc, backoff
+                    )
+                    if self._stopping.wait(backoff):
+                        break
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.is_alive():
+            self.join(timeout=2 * WAKE_SECONDS + 5)
+
+
+class FanoutListenerStep(bootsteps.StartStopStep):
+    """Runs a FanoutListener for as long as the worker runs (PostgreSQL with
+    MOBILESD_EVENTS_NOTIFY only)."""
+
+    label = "MobileSD notifications listener"
+
+    def create(self, parent: Any) -> FanoutListener | None:  # type: ignore[override]
+        if connection.vendor != "postgresql" or not settings.MOBILESD_EVENTS_NOTIFY:
+            return None
+        return FanoutListener()
