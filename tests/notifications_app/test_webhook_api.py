@@ -55,11 +55,13 @@ def test_a_new_endpoint_answers_its_secret_once(ann, loopback_allowed):
     assert made["secret"].startswith("whsec_")
     assert made["events"] == ["job.", "job.completed"]
     assert (made["url"], made["description"], made["owner"]) == (HOOK, "phone", "ann")
-    assert made["enabled"] is True and made["all_users"] is False
+    assert made["enabled"] is True
+    assert made["all_users"] is False
     shown = ann.get(f"{URL}/{made['id']}").json()
     assert "secret" not in shown
     listed = ann.get(URL).json()
-    assert listed["total"] == 1 and "secret" not in listed["webhooks"][0]
+    assert listed["total"] == 1
+    assert "secret" not in listed["webhooks"][0]
 
 
 def test_a_destination_outside_the_allowed_networks_is_refused_naming_the_setting(ann):
@@ -142,7 +144,8 @@ def test_patch_changes_the_endpoint_and_checks_the_url(ann, loopback_allowed, se
     assert changed.status_code == 200
     body = changed.json()
     assert body["events"] == ["batch.", "job.failed"]
-    assert body["enabled"] is False and body["disabled_at"] is not None
+    assert body["enabled"] is False
+    assert body["disabled_at"] is not None
     assert_error(refused, 400, "validation_error")
     assert SETTING in refused.json()["fields"]["url"][0]
 
@@ -181,10 +184,13 @@ def test_deliveries_are_listed_newest_first_with_their_tries(
     assert body["total"] == 2
     first, second = body["deliveries"]
     assert first["id"] > second["id"]
-    assert first["event_type"] == "webhook.test" and first["state"] == "pending"
-    assert first["webhook_id"].startswith("msg_") and first["attempts"] == []
+    assert first["event_type"] == "webhook.test"
+    assert first["state"] == "pending"
+    assert first["webhook_id"].startswith("msg_")
+    assert first["attempts"] == []
     assert first["payload"]["type"] == "webhook.test"
-    assert [name for name, _, _ in published] == ["notifications_app.webhook_tasks.deliver_webhook"] * 2
+    sent = [name for name, _, _ in published]
+    assert sent == ["notifications_app.webhook_tasks.deliver_webhook"] * 2
 
 
 def test_redeliver_queues_the_same_webhook_id_again(

@@ -100,7 +100,8 @@ def test_a_completed_job_reaches_its_endpoint_signed_with_the_job_status(laptop,
     receiver.assert_all_signed(endpoint.secret)
     assert got.headers["content-type"] == "application/json"
     assert got.headers["user-agent"].startswith("MobileSD/")
-    assert got.webhook_id == delivery.message_id and got.webhook_id.startswith("msg_")
+    assert got.webhook_id == delivery.message_id
+    assert got.webhook_id.startswith("msg_")
     body = got.json
     assert body["type"] == "job.completed"
     assert body["timestamp"].endswith("Z")
@@ -138,7 +139,8 @@ def test_two_500s_then_200_is_delivered_on_the_third_try_after_growing_delays(la
     assert [a.status_code for a in done.tries.all()] == [500, 500, 200]
     assert first.webhook_id == second.webhook_id == third.webhook_id == done.message_id
     gaps = (second.at - first.at, third.at - second.at)
-    assert gaps[0] >= 0.3 and gaps[1] >= 0.9  # MOBILESD_WEBHOOK_RETRY_SECONDS (0.3, 0.9)
+    assert gaps[0] >= 0.3
+    assert gaps[1] >= 0.9
     assert gaps[1] > gaps[0]
     # At most 300 bytes of the 5000-byte answer are kept.
     assert len(done.tries.first().response_body) == 300
@@ -240,7 +242,8 @@ def test_the_fan_out_makes_each_delivery_once_and_moves_its_cursor(laptop, recei
     first = notifications_fanout()
     again = notifications_fanout()
 
-    assert first >= 2 and again == 0  # job.queued, job.completed
+    assert first >= 2
+    assert again == 0
     types = sorted(WebhookDelivery.objects.values_list("event_type", flat=True))
     assert types == ["job.completed", "job.queued"]
     assert FanoutCursor.objects.get().position == max(
@@ -364,7 +367,8 @@ def test_deliver_again_sends_the_same_webhook_id_with_a_fresh_schedule(laptop, r
 
     one, two = receiver.requests()
     assert one.webhook_id == two.webhook_id == first.message_id
-    assert again.state == DeliveryState.DELIVERED and again.attempts == 2
+    assert again.state == DeliveryState.DELIVERED
+    assert again.attempts == 2
     receiver.assert_all_signed(endpoint.secret)
 
 
@@ -381,9 +385,11 @@ def test_an_endpoint_failing_for_too_long_is_disabled_and_its_owner_told(
         complete(new_job(laptop))
         notifications_fanout()
 
-        with caplog.at_level(logging.WARNING, logger="notifications_app.delivery"):
-            with django_capture_on_commit_callbacks(execute=True):
-                settle(WebhookDelivery.objects.get())
+        with (
+            caplog.at_level(logging.WARNING, logger="notifications_app.delivery"),
+            django_capture_on_commit_callbacks(execute=True),
+        ):
+            settle(WebhookDelivery.objects.get())
     finally:
         receiver.stop()
     endpoint.refresh_from_db()
@@ -402,7 +408,8 @@ def test_a_success_forgets_an_endpoints_failures(laptop, receiver):
     settle(WebhookDelivery.objects.get())
 
     endpoint.refresh_from_db()
-    assert endpoint.failing_since is None and endpoint.enabled
+    assert endpoint.failing_since is None
+    assert endpoint.enabled
 
 
 def test_an_unanswered_try_times_out_and_is_tried_again(laptop, settings):
@@ -418,5 +425,6 @@ def test_an_unanswered_try_times_out_and_is_tried_again(laptop, settings):
         receiver.stop()
     assert done.state == DeliveryState.DELIVERED
     timed_out, ok = done.tries.all()
-    assert timed_out.status_code is None and "Timed out" in timed_out.error
+    assert timed_out.status_code is None
+    assert "Timed out" in timed_out.error
     assert ok.status_code == 200
