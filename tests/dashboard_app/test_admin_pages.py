@@ -9,6 +9,7 @@ from model_bakery import baker
 from core_app.models import ApiKey
 from events_app.models import Event
 from events_app.sequencer import events_sequence
+from notifications_app.models import FanoutCursor, WebhookDelivery
 from queue_app.models import Job
 from servers_app.models import Server
 from tests.support import new_key
@@ -66,6 +67,10 @@ def make_instance(model, job):
     if model is Event:  # written by the database (the job's), shown once numbered
         events_sequence()
         return Event.objects.order_by("-seq").first()
+    if model is FanoutCursor:  # the one row, made by its migration
+        return FanoutCursor.objects.get_or_create(pk=1)[0]
+    if model is WebhookDelivery:  # to an endpoint or a callback URL
+        return baker.make(model, callback_url="http://10.0.0.5/hook", _fill_optional=False)
     return baker.make(model, _fill_optional=False)
 
 
