@@ -34,7 +34,6 @@ class WebhookEndpointForm(forms.ModelForm):
     events = forms.CharField(
         help_text='Comma-separated: exact types ("job.completed") or prefixes ending in "." '
         '("job.").',
-        widget=forms.TextInput(attrs={"size": 60}),
     )
 
     class Meta:

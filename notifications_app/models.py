@@ -1,5 +1,7 @@
 """Notifications: who wants to be told of which events, and what was delivered to them."""
 
+from urllib.parse import urlsplit
+
 from django.conf import settings
 from django.db import models
 
@@ -37,7 +39,8 @@ class WebhookEndpoint(models.Model):
         indexes = [models.Index(fields=["owner", "-created_at"], name="webhook_owner_created")]
 
     def __str__(self) -> str:
-        return f"{self.url} ({self.owner_id})"
+        # The host only: a URL may carry a token, and is too long for a title on a phone.
+        return f"Webhook {self.pk} to {urlsplit(self.url).netloc or '?'}"
 
 
 class WebhookSigningSecret(models.Model):

@@ -9,6 +9,7 @@ saves screenshots to test-artifacts/screenshots/<viewport>-<page>.png.
 """
 
 import asyncio
+import ipaddress
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.test import Client
+from django.utils import timezone
 from model_bakery import baker
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
@@ -25,6 +27,8 @@ from core_app.scopes import local_user
 from dashboard_app import selectors as dashboard_selectors
 from events_app.stream import events_hub_stop
 from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
+from notifications_app.models import WebhookAttempt
+from notifications_app.webhook_services import webhook_endpoint_create, webhook_endpoint_test
 from queue_app.engine import server_run
 from queue_app.models import Job, JobStatus
 from queue_app.services import job_cancel, job_submit
@@ -348,6 +352,39 @@ def test_the_lists_fit_the_screen(logged_in, server, finished_job, viewport, sho
     page.goto("/admin/queue_app/job/")
     expect(page.locator("#result_list tbody tr")).to_have_count(2)
     expect(page.locator("#result_list .msd-badge").first).to_be_visible()
+
+
+def test_the_webhook_pages_fit_the_screen(logged_in, viewport, shoot, settings):
+    """The endpoints, their deliveries and a delivery's tries, on a phone too."""
+    settings.MOBILESD_WEBHOOK_ALLOWED_NETWORKS = (ipaddress.ip_network("192.168.0.0/16"),)
+    endpoint = webhook_endpoint_create(
+        owner=local_user(),
+        is_admin=True,
+        url="http://192.168.1.20:8123/api/webhook/a-rather-long-home-assistant-webhook-id",
+        event_types=["job.completed", "job.failed", "batch."],
+        description="Home Assistant",
+    )
+    delivery = webhook_endpoint_test(endpoint=endpoint)
+    WebhookAttempt.objects.create(
+        delivery=delivery,
+        number=1,
+        started_at=timezone.now(),
+        status_code=503,
+        duration_ms=42,
+        error="",
+        response_body="Service Unavailable " * 10,
+    )
+    page = logged_in
+    for name, url in (
+        ("webhooks", "/admin/notifications_app/webhookendpoint/"),
+        ("webhook", f"/admin/notifications_app/webhookendpoint/{endpoint.pk}/change/"),
+        ("deliveries", "/admin/notifications_app/webhookdelivery/"),
+        ("delivery", f"/admin/notifications_app/webhookdelivery/{delivery.pk}/change/"),
+    ):
+        page.goto(url)
+        shoot(name)
+        assert no_horizontal_scroll(page), f"{name} scrolls sideways: {too_wide(page)}"
+    expect(page.locator("[data-msd-action=redeliver]")).to_be_visible()
 
 
 def test_server_page_tests_the_connection(logged_in, server, shoot):
