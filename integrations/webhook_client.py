@@ -24,7 +24,7 @@ ERROR_CHARS = 300
 @dataclass(frozen=True)
 class Outcome:
     """What a POST came to: the answer's status (None: no answer) and its first bytes, or
-    why there was none; how long it took; a 429's or 503's Retry-After."""
+    why there was none; how long it took; its Retry-After."""
 
     status_code: int | None
     duration_ms: int

@@ -7,7 +7,7 @@ holder of the token records the outcome. Each try is signed afresh (a new
 
 * 2xx: delivered;
 * no answer, 408, 429 or 5xx: tried again after the next delay of
-  MOBILESD_WEBHOOK_RETRY_SECONDS (a 429's or 503's Retry-After, if longer, up to an hour),
+  MOBILESD_WEBHOOK_RETRY_SECONDS (the answer's Retry-After, if longer, up to an hour),
   failed once they are spent;
 * any other answer (a 3xx, as redirects are not followed, or a 4xx): failed, not retried;
   a 410 Gone also disables the endpoint, as the Standard Webhooks specification suggests;
