@@ -207,7 +207,9 @@ def _endpoint_outcome(delivery: WebhookDelivery, outcome: Outcome, *, refused: b
         )
 
 
-def _record(claim: Claim, outcome: Outcome, *, started_at: datetime, refused: bool) -> float | None:
+def delivery_record(
+    claim: Claim, outcome: Outcome, *, started_at: datetime, refused: bool
+) -> float | None:
     """Log the try and move the delivery on (if it is still ours); the delay before the next
     try, or None when there is none."""
     delivery = claim.delivery
@@ -225,6 +227,8 @@ def _record(claim: Claim, outcome: Outcome, *, started_at: datetime, refused: bo
             state = DeliveryState.PENDING
             changes = {"next_attempt_at": now + timedelta(seconds=delay)}
     with transaction.atomic():
+        if not WebhookDelivery.objects.select_for_update().filter(pk=delivery.pk).exists():
+            return None  # deleted meanwhile (with its endpoint): nothing to record
         WebhookAttempt.objects.create(
             delivery=delivery,
             number=delivery.attempts,
@@ -268,7 +272,7 @@ def delivery_send(*, delivery_id: int) -> float | None:
     problem = problem or destination_problem(delivery.url)
     if problem:
         outcome = Outcome(None, 0, error=f"Not sent: {problem}"[:300])
-        return _record(claim, outcome, started_at=started_at, refused=True)
+        return delivery_record(claim, outcome, started_at=started_at, refused=True)
     body = delivery_body(delivery)
     headers = signed_headers(
         secret=delivery_secret(delivery), message_id=delivery.message_id, body=body
@@ -288,7 +292,7 @@ def delivery_send(*, delivery_id: int) -> float | None:
         outcome.status_code or outcome.error,
         outcome.duration_ms,
     )
-    return _record(claim, outcome, started_at=started_at, refused=False)
+    return delivery_record(claim, outcome, started_at=started_at, refused=False)
 
 
 def deliveries_due(*, grace: float) -> list[int]:

@@ -22,7 +22,7 @@ from notifications_app.webhook_services import (
     webhook_endpoint_create,
     webhook_signing_secret_rotate,
 )
-from queue_app.models import JobStatus
+from queue_app.models import Job, JobStatus
 from queue_app.services import job_submit
 from servers_app.models import Server
 from tests.integration.conftest import SHORT_PERIODS, Cluster, running_cluster
@@ -73,10 +73,13 @@ def receiver() -> Iterator[Receiver]:
     hook.stop()
 
 
-def submit(alias: str, **kwargs: str) -> object:
+def submit(alias: str, *, callback_url: str = "") -> Job:
     params = {"positive_prompt": "a lighthouse at dusk", "steps": 4, "width": 64, "height": 64}
     job, _ = job_submit(
-        owner=local_user(), target_server_alias=alias, generation_params=params, **kwargs
+        owner=local_user(),
+        target_server_alias=alias,
+        generation_params=params,
+        callback_url=callback_url,
     )
     return job
 

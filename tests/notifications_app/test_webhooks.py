@@ -14,15 +14,19 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from model_bakery import baker
 
+from integrations.webhook_client import Outcome
+from notifications_app import delivery as delivery_module
 from notifications_app.delivery import delivery_claim, delivery_send
 from notifications_app.fanout import notifications_fanout
 from notifications_app.models import (
     DeliveryState,
     FanoutCursor,
+    WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
     WebhookSigningSecret,
 )
+from notifications_app.tasks import notifications_poll
 from notifications_app.webhook_services import (
     webhook_delivery_redeliver,
     webhook_endpoint_create,
@@ -428,3 +432,56 @@ def test_an_unanswered_try_times_out_and_is_tried_again(laptop, settings):
     assert timed_out.status_code is None
     assert "Timed out" in timed_out.error
     assert ok.status_code == 200
+
+
+def test_a_try_whose_delivery_was_deleted_meanwhile_records_nothing(laptop, receiver):
+    endpoint = endpoint_of("ann", receiver.url, ["job.completed"])
+    complete(new_job(laptop))
+    notifications_fanout()
+    claim = delivery_claim(delivery_id=WebhookDelivery.objects.get().pk)
+    assert claim is not None
+    endpoint.delete()  # with its deliveries, while the try was out
+
+    kept = delivery_module.delivery_record(
+        claim, Outcome(200, 5), started_at=timezone.now(), refused=False
+    )
+
+    assert kept is None
+    assert not WebhookAttempt.objects.exists()
+
+
+def test_the_poll_hands_events_on_and_resends_lost_deliveries(laptop, receiver, published):
+    endpoint = endpoint_of("ann", receiver.url, ["job.completed"])
+    complete(new_job(laptop))
+    past = timezone.now() - timedelta(minutes=1)
+    late = WebhookDelivery.objects.create(
+        endpoint=endpoint,
+        owner_id=endpoint.owner_id,
+        message_id="msg_late",
+        event_type="x",
+        payload={},
+        next_attempt_at=past,
+    )
+    lapsed = WebhookDelivery.objects.create(
+        endpoint=endpoint,
+        owner_id=endpoint.owner_id,
+        message_id="msg_lapsed",
+        event_type="x",
+        payload={},
+        state=DeliveryState.DELIVERING,
+        lease_expires_at=past,
+    )
+    WebhookDelivery.objects.create(
+        endpoint=endpoint,
+        owner_id=endpoint.owner_id,
+        message_id="msg_due_later",
+        event_type="x",
+        payload={},
+        next_attempt_at=timezone.now() + timedelta(minutes=1),
+    )
+
+    notifications_poll()
+
+    assert WebhookDelivery.objects.filter(event_type="job.completed").count() == 1
+    resent = {args[0] for name, args, _ in published if name.endswith("deliver_webhook")}
+    assert resent == {late.pk, lapsed.pk}
