@@ -22,7 +22,7 @@ from notifications_app.webhook_services import (
     webhook_delivery_redeliver,
     webhook_endpoint_test,
 )
-from notifications_app.webhooks import new_secret
+from notifications_app.webhooks import last_event_id, new_secret
 
 # === Webhooks ==============================================================================
 
@@ -133,6 +133,7 @@ class WebhookEndpointAdmin(ObjectActionsAdmin):
         created = not change
         if created:
             obj.secret = new_secret()
+            obj.after_event_id = last_event_id()
         super().save_model(request, obj, form, change)
         if created:
             # The one time the secret is shown (as the API's POST answer shows it).

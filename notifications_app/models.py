@@ -31,6 +31,9 @@ class WebhookEndpoint(models.Model):
     disabled_reason = models.CharField(max_length=300, blank=True, default="", editable=False)
     # Since when every try has failed (null: the last one succeeded, or none yet).
     failing_since = models.DateTimeField(null=True, blank=True, editable=False)
+    # The last event written before it was made (events_app Event.id): it receives the
+    # events after it only, not those the fan-out had not handed on yet.
+    after_event_id = models.BigIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -32,8 +32,8 @@ def deliveries_send_on_commit(delivery_ids: list[int]) -> None:
 
 
 def webhook_deliveries_for(events: Sequence[Event]) -> None:
-    """The deliveries of `events`: one per enabled endpoint that wants the event's type and
-    may see it, and one to a job's `callback_url` for the job's end (completed, failed,
+    """The deliveries of `events`: one per enabled endpoint made before the event that wants
+    its type and may see it, and one to a job's `callback_url` for the job's end (completed, failed,
     cancelled) unless an endpoint of the job's owner with that very URL receives it already."""
     endpoints = list(WebhookEndpoint.objects.filter(enabled=True).order_by("id"))
     ends = {event.job_id for event in events if event.type in CALLBACK_EVENT_TYPES}
@@ -48,7 +48,8 @@ def webhook_deliveries_for(events: Sequence[Event]) -> None:
         receivers = [
             endpoint
             for endpoint in endpoints
-            if type_matches(event.type, endpoint.event_types)
+            if event.id > endpoint.after_event_id
+            and type_matches(event.type, endpoint.event_types)
             and visible_to(event, owner_id=endpoint.owner_id, all_users=endpoint.all_users)
         ]
         callback = (

@@ -15,7 +15,12 @@ from notifications_app.models import (
     WebhookSigningSecret,
 )
 from notifications_app.webhook_fanout import deliveries_send_on_commit
-from notifications_app.webhooks import TEST_EVENT_TYPE, new_message_id, new_secret
+from notifications_app.webhooks import (
+    TEST_EVENT_TYPE,
+    last_event_id,
+    new_message_id,
+    new_secret,
+)
 
 # The largest id a row may have (bigint): a larger one in a path is a 404, not a 500.
 MAX_ID = 2**63 - 1
@@ -58,6 +63,7 @@ def webhook_endpoint_create(
         description=description,
         all_users=all_users,
         secret=new_secret(),
+        after_event_id=last_event_id(),
     )
 
 

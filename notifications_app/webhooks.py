@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from django.db.models import Max
+
 from events_app.messages import event_message
 from events_app.models import Event
 from queue_app.models import Job
@@ -34,6 +36,11 @@ def new_secret() -> str:
 def new_message_id() -> str:
     """A `webhook-id`: unique per delivery, the same on each of its tries."""
     return MESSAGE_PREFIX + secrets.token_urlsafe(18)
+
+
+def last_event_id() -> int:
+    """The id of the last event written so far (0: none): a new endpoint's starting point."""
+    return Event.objects.aggregate(last=Max("id"))["last"] or 0
 
 
 def type_matches(event_type: str, wanted: Iterable[str]) -> bool:

@@ -105,6 +105,7 @@ class Migration(migrations.Migration):
                 ('disabled_at', models.DateTimeField(blank=True, editable=False, null=True)),
                 ('disabled_reason', models.CharField(blank=True, default='', editable=False, max_length=300)),
                 ('failing_since', models.DateTimeField(blank=True, editable=False, null=True)),
+                ('after_event_id', models.BigIntegerField(default=0, editable=False)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('updated_at', models.DateTimeField(auto_now=True)),
                 ('owner', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='webhook_endpoints', to=settings.AUTH_USER_MODEL)),

@@ -170,13 +170,14 @@ class Embedded:
 
 
 @contextlib.contextmanager
-def embedded_mobilesd(workdir: Path) -> Iterator[Embedded]:
+def embedded_mobilesd(workdir: Path, **settings: str) -> Iterator[Embedded]:
     """`make run` in a clean copy under `workdir` with a clean environment (SQLite and the
-    SQLAlchemy broker under data/): yields once web, worker and beat are up, with an API key
-    made by `create_api_key`; stops every process of it afterwards."""
+    SQLAlchemy broker under data/) but for these `settings`: yields once web, worker and
+    beat are up, with an API key made by `create_api_key`; stops every process of it
+    afterwards."""
     root = checkout(workdir / "mobilesd")
     port = free_port()
-    env = clean_env()
+    env = clean_env(**settings)
     proc = Process(["make", "run", f"PORT={port}"], cwd=root, env=env, log=workdir / "make-run.log")
     base = f"http://127.0.0.1:{port}"
     try:

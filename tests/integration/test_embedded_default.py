@@ -5,14 +5,18 @@ HTTP with a key made by `create_api_key`."""
 import pytest
 import requests
 
-from tests.integration.procs import embedded_mobilesd, sse_messages
+from tests.integration.procs import embedded_mobilesd, sse_messages, wait_until
+from tests.notifications_app.receiver import Receiver
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory):
-    with embedded_mobilesd(tmp_path_factory.mktemp("clean")) as app:
+    # Webhooks may reach the receiver of the webhook test on this machine.
+    with embedded_mobilesd(
+        tmp_path_factory.mktemp("clean"), MOBILESD_WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8"
+    ) as app:
         yield {"root": app.root, "base": app.base, "key": app.key, "proc": app.proc}
 
 
@@ -98,3 +102,31 @@ def test_the_event_stream_works_on_the_embedded_default(running):
         added = next(m for m in messages if m.get("event") == "server.added")
 
     assert added["data"]["server"]["alias"] == "Streamed"
+
+
+def test_webhooks_leave_on_the_embedded_default_by_beats_poll(running):
+    """SQLite has no LISTEN: beat's poll (MOBILESD_NOTIFY_POLL_SECONDS, 2 s) hands the event
+    on, and the embedded broker carries the delivery to the worker."""
+    base, headers = running["base"], {"Authorization": f"Bearer {running['key']}"}
+    receiver = Receiver()
+    try:
+        made = requests.post(
+            f"{base}/api/v1/webhooks",
+            json={"url": receiver.url, "events": ["server.added"]},
+            headers=headers,
+            timeout=5,
+        )
+        assert made.status_code == 201, made.text
+        created = requests.post(
+            f"{base}/api/v1/servers",
+            json={"alias": "Hooked", "apiUrl": "http://127.0.0.1:9"},
+            headers=headers,
+            timeout=5,
+        )
+        assert created.status_code == 201
+        (got,) = wait_until(receiver.requests, timeout=30, what="the webhook")
+        receiver.assert_all_signed(made.json()["secret"])
+    finally:
+        receiver.stop()
+    assert got.json["type"] == "server.added"
+    assert got.json["data"]["server"]["alias"] == "Hooked"

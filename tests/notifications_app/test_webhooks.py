@@ -256,14 +256,27 @@ def test_the_fan_out_makes_each_delivery_once_and_moves_its_cursor(laptop, recei
 
 
 def test_an_endpoint_receives_only_the_types_it_asked_for(laptop, receiver):
+    job = new_job(laptop)
     endpoint_of("ann", receiver.url, ["job.completed", "server."])
-    complete(new_job(laptop))
+    complete(job)
     Server.objects.filter(pk=laptop.pk).update(is_online=True)
 
     notifications_fanout()
 
     types = sorted(WebhookDelivery.objects.values_list("event_type", flat=True))
-    assert types == ["job.completed", "server.added", "server.online"]
+    assert types == ["job.completed", "server.online"]
+
+
+def test_an_endpoint_receives_only_the_events_after_it_was_made(laptop, receiver):
+    complete(new_job(laptop))  # not handed on yet when the endpoint is made
+    endpoint_of("ann", receiver.url, ["job.", "server."])
+    later = new_job(laptop)
+
+    notifications_fanout()
+
+    assert list(WebhookDelivery.objects.values_list("job_id", "event_type")) == [
+        (later.pk, "job.queued")
+    ]
 
 
 def test_a_client_endpoint_never_receives_another_users_job_events(laptop, receiver):
