@@ -14,7 +14,13 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core_app.error_codes import JOB_FAILURE_CODES
-from core_app.fields import TimestampField
+from core_app.fields import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+    TimestampField,
+)
 from core_app.serializers import FeedListSerializer, OpenObjectSerializer
 from queue_app.control import queue_paused_at
 from queue_app.eta import QueuePlace, job_queue_place
@@ -29,41 +35,6 @@ from queue_app.images import (
 from queue_app.models import Job, JobImage, JobStatus
 
 SEED_MAX = 2**32 - 1
-
-
-class StrictIntegerField(serializers.IntegerField):
-    """An integer that arrives as a JSON number: no "20", no true, no 20.5."""
-
-    default_error_messages = {"invalid": "A whole number is required."}
-
-    def to_internal_value(self, data: Any) -> int:
-        if isinstance(data, bool) or not isinstance(data, int | float):
-            self.fail("invalid")
-        if isinstance(data, float) and not data.is_integer():
-            self.fail("invalid")
-        return super().to_internal_value(int(data))
-
-
-class StrictFloatField(serializers.FloatField):
-    """A JSON number: no strings, no booleans."""
-
-    default_error_messages = {"invalid": "A number is required."}
-
-    def to_internal_value(self, data: Any) -> float:
-        if isinstance(data, bool) or not isinstance(data, int | float):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class StrictBooleanField(serializers.BooleanField):
-    """true or false, not "yes" or 1."""
-
-    default_error_messages = {"invalid": "Must be true or false."}
-
-    def to_internal_value(self, data: Any) -> bool:
-        if not isinstance(data, bool):
-            self.fail("invalid")
-        return data
 
 
 @extend_schema_field(
@@ -92,17 +63,6 @@ class SeedField(serializers.Field):
 
     def to_representation(self, value: Any) -> Any:
         return value
-
-
-class StrictCharField(serializers.CharField):
-    """A JSON string: a number or a list is a type error, not something to stringify."""
-
-    default_error_messages = {"invalid": "Must be a string."}
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 class LoraSerializer(serializers.Serializer):
