@@ -21,8 +21,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core_app.errors import NotFound
-from core_app.permissions import HasApiKeyOrStaff
 from core_app.pagination import FEED_RESPONSES, UPDATED_SINCE_PARAMETER, paginated_response
+from core_app.permissions import HasApiKeyOrStaff
 from core_app.scopes import owner_scope, request_api_key, request_user
 from core_app.serializers import ErrorSerializer, MessageSerializer
 from queue_app.control_views import JobEditSerializer, job_edit_response
