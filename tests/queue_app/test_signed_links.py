@@ -16,6 +16,7 @@ from core_app.signed_links import InvalidSignature, LinkSigner
 from queue_app.images import THUMBNAIL_DEFAULT_SIZE
 from queue_app.links import image_link_signer, job_image_links, signed_image_url
 from queue_app.models import Job, JobStatus
+from tests.openapi_check import schema_document
 from tests.queue_app.test_api_images import add_image, body_of, make_job, png_bytes
 from tests.support import assert_error, new_key
 
@@ -283,3 +284,19 @@ def test_a_list_without_completed_jobs_reads_no_images(client, server):
 
     assert listed["image_links"] is None
     assert not any("queue_app_jobimage" in q["sql"] for q in queries.captured_queries)
+
+
+def test_the_document_says_the_image_endpoints_open_by_a_signed_link_without_a_key(client):
+    paths = schema_document()["paths"]
+
+    for path in (
+        "/api/v1/queue/jobs/{job_id}/images/{index}",
+        "/api/v1/queue/jobs/{job_id}/images/{index}/thumbnail",
+        "/outputs/{name}",
+    ):
+        operation = paths[path]["get"]
+        assert {} in operation["security"], path
+        assert {"exp", "sig"} <= {p["name"] for p in operation["parameters"]}
+        assert "403" in operation["responses"]
+    listing = paths["/api/v1/queue/jobs/{job_id}/images"]["get"]
+    assert {} not in listing["security"]
