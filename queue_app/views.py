@@ -107,8 +107,9 @@ class GenerateView(APIView):
 
 
 def _serialize_jobs(jobs: list[Job]) -> Any:
-    """A page of jobs; the images of its completed ones (their result_details.image_links)
-    read in one query for the page, and none when it has no completed job."""
+    """A page of jobs. The images of its completed ones (their `image_links`) are read in
+    one query for the page, and none when it has no completed job: the list's cost stays
+    flat."""
     prefetch_related_objects([job for job in jobs if job_has_image_links(job)], "images")
     return JobSerializer(jobs, many=True).data
 
@@ -301,7 +302,7 @@ SIGNED_LINK_PARAMETERS = [
     OpenApiParameter(
         "exp",
         int,
-        description="A signed link's expiry (unix seconds), as MOBILESD wrote it: with `sig`, "
+        description="A signed link's expiry (unix seconds), as MobileSD wrote it: with `sig`, "
         "the request needs no API key.",
     ),
     OpenApiParameter("sig", str, description="A signed link's signature of the path and exp."),
@@ -375,9 +376,9 @@ class JobImageFileView(APIView):
 class OutputImageView(APIView):
     """`/outputs/<name>`, where the original MobileSD served its images: the same file as
     `/api/v1/queue/jobs/<id>/images/<n>`, under the same key rules (a client key's image
-    loader sends the key header and sees its own user's images only). A link to it signed as
-    queue_app.links signs opens it too, though MobileSD hands out signed links to the
-    /api/v1 paths."""
+    loader sends the key header and sees its own user's images only). A signed link to this
+    path opens it too (queue_app.links signs any path), though the links MobileSD hands out
+    are to the /api/v1 paths."""
 
     content_negotiation_class = AnyAcceptNegotiation
     permission_classes = [SignedLinkOrApiKey]
