@@ -17,13 +17,14 @@ place), so `event_triggers_install` runs after every `migrate` (post_migrate).
 """
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from django.db import connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from civitai_app.models import Download
 from events_app.models import Event
-from queue_app.models import Batch, Job, QueueState
+from queue_app.models import Batch, Job, JobStatus, QueueState
 from servers_app.models import Server
 
 # NOTIFYed (at commit) by every event trigger on PostgreSQL: "there are new events".
@@ -94,12 +95,30 @@ class _Table:
     def delete_type(self, v: _Vendor) -> str:
         raise NotImplementedError
 
+    # What each event records in `data`, in this order: the row's columns of these names,
+    # JSON ones and booleans written as JSON (`expression` may compute one instead).
+    recorded: ClassVar[tuple[str, ...]] = ()
+    json_columns: ClassVar[frozenset[str]] = frozenset()
+    bool_columns: ClassVar[frozenset[str]] = frozenset()
+
     def columns(self, v: _Vendor, row: str) -> dict[str, str]:
         """The event's subject columns (job_id, owner_id, ...) from `row`."""
         raise NotImplementedError
 
+    def expression(self, v: _Vendor, row: str, name: str) -> str:
+        """The SQL of the recorded value `name` of `row`."""
+        if name in self.json_columns:
+            return v.json_col.format(c=f"{row}.{name}")
+        if name in self.bool_columns:
+            return v.bool_col.format(c=f"{row}.{name}")
+        return f"{row}.{name}"
+
+    def pairs(self, v: _Vendor, row: str) -> tuple[tuple[str, str], ...]:
+        """(name, SQL) of each recorded value of `row`."""
+        return tuple((name, self.expression(v, row, name)) for name in self.recorded)
+
     def data(self, v: _Vendor, row: str) -> str:
-        raise NotImplementedError
+        return v.json(*self.pairs(v, row))
 
 
 def _q(name: str) -> str:
@@ -131,25 +150,30 @@ class _Jobs(_Table):
             "owner_id": f"{row}.owner_id",
         }
 
-    def data(self, v: _Vendor, row: str) -> str:
+    recorded = (
+        "status",
+        "target_server_alias",
+        "forge_session_hash",
+        "retry_count",
+        "priority",
+        "progress",
+        "result_details",
+        "created_at",
+        "updated_at",
+        "completed_at",
+        "not_before",
+        "expires_at",
+    )
+    json_columns = frozenset({"progress", "result_details"})
+
+    def expression(self, v: _Vendor, row: str, name: str) -> str:
+        if name != "target_server_alias":
+            return super().expression(v, row, name)
+        # The server's current alias (it may have been renamed), else the one asked for.
         server = _q(Server._meta.db_table)
-        alias = (
+        return (
             f"COALESCE((SELECT alias FROM {server} WHERE id = {row}.server_id), "  # noqa: S608
             f"{row}.target_server_alias)"
-        )
-        return v.json(
-            ("status", f"{row}.status"),
-            ("target_server_alias", alias),
-            ("forge_session_hash", f"{row}.forge_session_hash"),
-            ("retry_count", f"{row}.retry_count"),
-            ("priority", f"{row}.priority"),
-            ("progress", v.json_col.format(c=f"{row}.progress")),
-            ("result_details", v.json_col.format(c=f"{row}.result_details")),
-            ("created_at", f"{row}.created_at"),
-            ("updated_at", f"{row}.updated_at"),
-            ("completed_at", f"{row}.completed_at"),
-            ("not_before", f"{row}.not_before"),
-            ("expires_at", f"{row}.expires_at"),
         )
 
 
@@ -163,17 +187,109 @@ class _Batches(_Table):
     def delete_type(self, v: _Vendor) -> str:
         return "'batch.deleted'"
 
+    recorded = ("name", "target_server_alias", "priority", "job_count", "created_at")
+
     def columns(self, v: _Vendor, row: str) -> dict[str, str]:
         return {"batch_id": f"{row}.id", "owner_id": f"{row}.owner_id"}
 
-    def data(self, v: _Vendor, row: str) -> str:
-        return v.json(
-            ("name", f"{row}.name"),
-            ("target_server_alias", f"{row}.target_server_alias"),
-            ("priority", f"{row}.priority"),
-            ("job_count", f"{row}.job_count"),
-            ("created_at", f"{row}.created_at"),
-        )
+
+# --- batch.finished -----------------------------------------------------------------------
+# Once the last unfinished job of a batch reaches a finished status, in that change's
+# transaction; again after a retry reopened it and it finished again. Only a job's move
+# from unfinished to finished can finish its batch (a deleted job, a batch emptied, do not).
+
+_FINISHED = tuple(
+    str(status) for status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+)
+_FINISHED_SQL = ", ".join(f"'{status}'" for status in _FINISHED)
+
+
+def _unfinished_jobs(batch_id: str) -> str:
+    """SQL: whether the batch `batch_id` (an SQL expression) has a job not finished."""
+    jobs = _q(Job._meta.db_table)
+    return (
+        f"EXISTS (SELECT 1 FROM {jobs} WHERE batch_id = {batch_id} "  # noqa: S608
+        f"AND status NOT IN ({_FINISHED_SQL}))"
+    )
+
+
+def _batch_finished_insert(v: _Vendor, batch_id: str) -> str:
+    """INSERT ... SELECT of the batch.finished event of batch `batch_id` (an SQL
+    expression), with its jobs' counts by status, and no row when it has no such batch
+    (nor when it has an unfinished job)."""
+    jobs = _q(Job._meta.db_table)
+
+    def count(status: str | None) -> str:
+        where = f" AND status = '{status}'" if status else ""
+        return f"(SELECT COUNT(*) FROM {jobs} WHERE batch_id = b.id{where})"  # noqa: S608
+
+    counts = v.json(*((status, count(status)) for status in _FINISHED), ("total", count(None)))
+    batch = _Batches(Batch._meta.db_table, ())
+    data = v.json(
+        *((name, batch.expression(v, "b", name)) for name in batch.recorded), ("counts", counts)
+    )
+    names = ", ".join(("type", *_EVENT_COLUMNS, "data", "created_at"))
+    columns = {"batch_id": "b.id", "owner_id": "b.owner_id"}
+    values = ", ".join(
+        ("'batch.finished'", *(columns.get(name, "NULL") for name in _EVENT_COLUMNS), data, v.now)
+    )
+    return (
+        f"INSERT INTO {_q(Event._meta.db_table)} ({names}) "  # noqa: S608
+        f"SELECT {values} FROM {_q(Batch._meta.db_table)} b "
+        f"WHERE b.id = {batch_id} AND NOT {_unfinished_jobs(batch_id)};"
+    )
+
+
+# PostgreSQL: a statement-level trigger, after the row triggers' job events, so that a bulk
+# cancel's one batch.finished comes after all its job.cancelled. Under READ COMMITTED two
+# transactions finishing a batch's last two jobs would each see the other's job unfinished:
+# so each first locks the batch row (FOR NO KEY UPDATE: a job's foreign-key check, KEY
+# SHARE, does not wait for it) and counts after it, in a new snapshot that sees the other's
+# committed change. Batches are locked in id order, so two such statements cannot deadlock.
+BATCH_FINISHED_TRIGGER = "events_batch_finished"
+
+
+def _batch_finished_postgresql_sql() -> list[str]:
+    jobs, batches = _q(Job._meta.db_table), _q(Batch._meta.db_table)
+    function = BATCH_FINISHED_TRIGGER
+    return [
+        f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    finished_batch uuid;
+    emitted boolean := false;
+BEGIN
+    FOR finished_batch IN
+        SELECT DISTINCT n.batch_id FROM new_rows n JOIN old_rows o ON o.id = n.id
+        WHERE n.batch_id IS NOT NULL AND n.status IN ({_FINISHED_SQL})
+            AND o.status NOT IN ({_FINISHED_SQL})
+        ORDER BY n.batch_id
+    LOOP
+        PERFORM 1 FROM {batches} WHERE id = finished_batch FOR NO KEY UPDATE;
+        {_batch_finished_insert(_PG, "finished_batch")}
+        IF FOUND THEN
+            emitted := true;
+        END IF;
+    END LOOP;
+    IF emitted THEN
+        PERFORM pg_notify('{RAW_CHANNEL}', '');
+    END IF;
+    RETURN NULL;
+END $$""",  # noqa: S608
+        f"DROP TRIGGER IF EXISTS {BATCH_FINISHED_TRIGGER} ON {jobs}",
+        f"CREATE TRIGGER {BATCH_FINISHED_TRIGGER} AFTER UPDATE ON {jobs} "
+        "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows "
+        f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
+    ]
+
+
+def _batch_finished_sqlite() -> str:
+    """SQLite: a statement of the jobs' update trigger, after its job event. Row triggers
+    fire as each row changes, so in a bulk cancel only the batch's last row finds no
+    unfinished job; writers take turns, so there is no race."""
+    return (
+        f"{_batch_finished_insert(_SQLITE, 'NEW.batch_id')[:-1]} "
+        f"AND OLD.status NOT IN ({_FINISHED_SQL}) AND NEW.status IN ({_FINISHED_SQL});"
+    )
 
 
 class _Servers(_Table):
@@ -199,17 +315,17 @@ class _Servers(_Table):
     def columns(self, v: _Vendor, row: str) -> dict[str, str]:
         return {"server_id": f"{row}.id"}
 
-    def data(self, v: _Vendor, row: str) -> str:
-        return v.json(
-            ("alias", f"{row}.alias"),
-            ("enabled", v.bool_col.format(c=f"{row}.enabled")),
-            ("is_online", v.bool_col.format(c=f"{row}.is_online")),
-            ("slots", f"{row}.slots"),
-            ("paused_at", f"{row}.paused_at"),
-            ("quarantined_at", f"{row}.quarantined_at"),
-            ("quarantine_reason", f"{row}.quarantine_reason"),
-            ("last_error", f"{row}.last_error"),
-        )
+    recorded = (
+        "alias",
+        "enabled",
+        "is_online",
+        "slots",
+        "paused_at",
+        "quarantined_at",
+        "quarantine_reason",
+        "last_error",
+    )
+    bool_columns = frozenset({"enabled", "is_online"})
 
 
 class _QueueState(_Table):
@@ -225,9 +341,11 @@ class _QueueState(_Table):
     def columns(self, v: _Vendor, row: str) -> dict[str, str]:
         return {}
 
-    def data(self, v: _Vendor, row: str) -> str:
+    recorded = ("paused_at",)
+
+    def expression(self, v: _Vendor, row: str, name: str) -> str:
         # A deleted row (no row: not paused) was not paused.
-        return v.json(("paused_at", "NULL" if row == "OLD" else f"{row}.paused_at"))
+        return "NULL" if row == "OLD" else super().expression(v, row, name)
 
 
 class _Downloads(_Table):
@@ -248,24 +366,23 @@ class _Downloads(_Table):
     def columns(self, v: _Vendor, row: str) -> dict[str, str]:
         return {"download_id": f"{row}.id", "owner_id": f"{row}.owner_id"}
 
-    def data(self, v: _Vendor, row: str) -> str:
-        return v.json(
-            ("status", f"{row}.status"),
-            ("file_name", f"{row}.file_name"),
-            ("model_name", f"{row}.model_name"),
-            ("version_name", f"{row}.version_name"),
-            ("model_type", f"{row}.model_type"),
-            ("model_version_id", f"{row}.model_version_id"),
-            ("size_bytes", f"{row}.size_bytes"),
-            ("bytes_done", f"{row}.bytes_done"),
-            ("speed_bytes_per_second", f"{row}.speed_bytes_per_second"),
-            ("error", f"{row}.error"),
-            ("error_code", f"{row}.error_code"),
-            ("attempts", f"{row}.attempts"),
-            ("created_at", f"{row}.created_at"),
-            ("updated_at", f"{row}.updated_at"),
-            ("finished_at", f"{row}.finished_at"),
-        )
+    recorded = (
+        "status",
+        "file_name",
+        "model_name",
+        "version_name",
+        "model_type",
+        "model_version_id",
+        "size_bytes",
+        "bytes_done",
+        "speed_bytes_per_second",
+        "error",
+        "error_code",
+        "attempts",
+        "created_at",
+        "updated_at",
+        "finished_at",
+    )
 
 
 def _tables() -> list[_Table]:
@@ -357,7 +474,7 @@ END $$"""
             f"CREATE TRIGGER {delete} AFTER DELETE ON {quoted} "
             f"FOR EACH ROW EXECUTE FUNCTION {function}()",
         ]
-    return statements
+    return statements + _batch_finished_postgresql_sql()
 
 
 SQLITE_SEQUENCE_TRIGGER = "events_app_event_sequence"
@@ -375,7 +492,8 @@ def _sqlite_sql() -> list[str]:
             f"BEGIN {_insert(table, v, table.insert_type(v), 'NEW')} END",
             f"CREATE TRIGGER {update} AFTER UPDATE OF {', '.join(table.watched)} ON {quoted} "
             f"WHEN {_changed(table, v)} "
-            f"BEGIN {_insert(table, v, table.update_type(v), 'NEW')} END",
+            f"BEGIN {_insert(table, v, table.update_type(v), 'NEW')}"
+            f"{_batch_finished_sqlite() if isinstance(table, _Jobs) else ''} END",
             f"CREATE TRIGGER {delete} AFTER DELETE ON {quoted} "
             f"BEGIN {_insert(table, v, table.delete_type(v), 'OLD')} END",
         ]
@@ -391,7 +509,9 @@ def _sqlite_sql() -> list[str]:
 
 def _expected() -> set[str]:
     names = {name for table in _tables() for name in _trigger_names(table)}
-    return names if connection.vendor == "postgresql" else {*names, SQLITE_SEQUENCE_TRIGGER}
+    if connection.vendor == "postgresql":
+        return {*names, BATCH_FINISHED_TRIGGER}
+    return {*names, SQLITE_SEQUENCE_TRIGGER}
 
 
 def _installed(conn: BaseDatabaseWrapper) -> set[str]:
@@ -425,5 +545,9 @@ def event_triggers_drop() -> None:
                 cursor.execute(f"DROP TRIGGER IF EXISTS {name}{on}")
             if connection.vendor == "postgresql":
                 cursor.execute(f"DROP FUNCTION IF EXISTS events_{table.name}()")
+        if connection.vendor == "postgresql":
+            jobs = _q(Job._meta.db_table)
+            cursor.execute(f"DROP TRIGGER IF EXISTS {BATCH_FINISHED_TRIGGER} ON {jobs}")
+            cursor.execute(f"DROP FUNCTION IF EXISTS {BATCH_FINISHED_TRIGGER}()")
         if connection.vendor == "sqlite":
             cursor.execute(f"DROP TRIGGER IF EXISTS {SQLITE_SEQUENCE_TRIGGER}")
