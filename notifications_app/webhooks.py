@@ -2,8 +2,8 @@
 payload (the Standard Webhooks shape, `{"type", "timestamp", "data"}`).
 
 The payload of a job's event is the job as `GET /api/v1/queue/jobs/<id>/status` answers
-it, read when the delivery is made (so a receiver sees the images of `job.completed`),
-with its images' links; any other event's is the event as the event stream sends it
+it, read when the delivery is made (so a receiver sees the images of `job.completed`, by
+the signed links of its `image_links`); any other event's is the event as the event stream sends it
 (events_app.messages)."""
 
 import base64
@@ -17,7 +17,7 @@ from django.db.models import Max
 from events_app.messages import event_message
 from events_app.models import Event
 from queue_app.models import Job
-from queue_app.serializers import JobImageSerializer, JobSerializer
+from queue_app.serializers import JobSerializer
 
 SECRET_PREFIX = "whsec_"
 MESSAGE_PREFIX = "msg_"
@@ -63,24 +63,10 @@ def _timestamp(value: datetime | None) -> str | None:
     return format_timestamp(value) if value is not None else None
 
 
-def job_image_links(job: Job) -> list[dict[str, Any]]:
-    """The job's images as `{"index", "name", "url", "thumbnail_url"}` (the slot the
-    signed image links of issue 15 point 4 take)."""
-    fields = ("index", "name", "url", "thumbnail_url")
-    return [
-        {key: image[key] for key in fields}
-        for image in JobImageSerializer(
-            sorted(job.images.all(), key=lambda image: image.index), many=True
-        ).data
-    ]
-
-
 def job_data(job: Job) -> dict[str, Any]:
-    """A job's payload data: its status answer, and its images' links."""
-    return {
-        **JobSerializer(job, context={"queue_place": True}).data,
-        "images": job_image_links(job),
-    }
+    """A job's payload data: its status answer, whose `image_links` (a completed job's) are
+    signed, so that a receiver opens the images without an API key (queue_app.links)."""
+    return dict(JobSerializer(job, context={"queue_place": True}).data)
 
 
 def payload(event: Event, *, job: Job | None) -> dict[str, Any]:

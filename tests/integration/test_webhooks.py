@@ -14,7 +14,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from django.conf import settings as django_settings
 from model_bakery import baker
+from rest_framework.test import APIClient
 
 from core_app.scopes import local_user
 from notifications_app.models import DeliveryState, WebhookDelivery
@@ -48,7 +50,13 @@ WEBHOOK_SETTINGS = {
 
 @pytest.fixture(scope="module")
 def hooks_cluster(django_db_setup, tmp_path_factory) -> Iterator[Cluster]:
-    with running_cluster(tmp_path_factory.mktemp("webhooks"), **WEBHOOK_SETTINGS) as cluster:
+    # The workers sign the payloads' image links with the SECRET_KEY this process (standing
+    # in for the web server) checks them with, as web and workers share it in production.
+    with running_cluster(
+        tmp_path_factory.mktemp("webhooks"),
+        DJANGO_SECRET_KEY=django_settings.SECRET_KEY,
+        **WEBHOOK_SETTINGS,
+    ) as cluster:
         yield cluster
 
 
@@ -113,10 +121,13 @@ def test_a_real_jobs_end_reaches_its_endpoint_and_callback_url_signed(cluster, s
         assert body["type"] == "job.completed"
         assert body["data"]["mobilesd_job_id"] == str(job.pk)
         assert body["data"]["status"] == "completed"
-        (image,) = body["data"]["images"]
+        (image,) = body["data"]["image_links"]
         assert image["index"] == 0
-        assert image["url"]
-        assert image["thumbnail_url"]
+        # Signed: a receiver opens them without an API key.
+        for link in (image["url"], image["thumbnail_url"]):
+            opened = APIClient().get(link)
+            assert opened.status_code == 200, link
+            assert opened["Content-Type"].startswith("image/")
         # The fan-out ran on the commit's notification, not at beat's poll.
         assert received.wall - done.completed_at.timestamp() < POLL_SECONDS / 2
     assert got[0].webhook_id != got[1].webhook_id

@@ -111,7 +111,7 @@ def test_a_completed_job_reaches_its_endpoint_signed_with_the_job_status(laptop,
     assert body["timestamp"].endswith("Z")
     assert body["data"]["mobilesd_job_id"] == str(job.pk)
     assert body["data"]["status"] == "completed"
-    assert body["data"]["images"] == []
+    assert body["data"]["image_links"] == []
     (attempt,) = done.tries.all()
     assert (attempt.number, attempt.status_code, attempt.error) == (1, 200, "")
     assert attempt.response_body == '{"ok": true}'
