@@ -85,6 +85,9 @@ def _start(
         ("CELERY_BROKER_URL", "nonsense"),
         ("CACHE_URL", "127.0.0.1:6379"),
         ("MOBILESD_WEBHOOK_ALLOWED_NETWORKS", "192.168.0.0/16,10.0.0.0/33"),
+        ("MOBILESD_WEBHOOK_RETRY_SECONDS", "30,soon"),
+        ("MOBILESD_WEBHOOK_RETRY_SECONDS", "30,-1"),
+        ("MOBILESD_WEBHOOK_LEASE_SECONDS", "10"),  # not longer than 5 + 15 s of timeouts
     ],
 )
 def test_a_malformed_value_stops_startup_naming_the_variable(tmp_path, name, value):
@@ -144,3 +147,14 @@ def test_the_project_roots_env_file_is_read_by_default(tmp_path):
     values = json.loads(result.stdout)
     assert values["file"].startswith(str(project))
     assert values["lease"] == 9.0
+
+
+def test_webhook_retry_delays_are_read_as_seconds_with_fractions(tmp_path):
+    code = (
+        "import json, django; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps(s.MOBILESD_WEBHOOK_RETRY_SECONDS))"
+    )
+    result = _start(tmp_path, code=code, MOBILESD_WEBHOOK_RETRY_SECONDS="0.5, 2,10")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [0.5, 2.0, 10.0]
