@@ -1,6 +1,8 @@
 """The fan-out's webhook handler: which events go to which endpoints and callback URLs."""
 
+import logging
 from collections.abc import Sequence
+from typing import Any
 from uuid import UUID
 
 from django.db import transaction
@@ -18,6 +20,8 @@ from notifications_app.webhooks import (
 )
 from queue_app.models import Job
 
+logger = logging.getLogger(__name__)
+
 
 def deliveries_send_on_commit(delivery_ids: list[int]) -> None:
     """Start sending these deliveries once the transaction that made them commits."""
@@ -29,6 +33,17 @@ def deliveries_send_on_commit(delivery_ids: list[int]) -> None:
             deliver_webhook.delay(pk)
 
     transaction.on_commit(send)
+
+
+def _payload(event: Event, *, job: Job | None) -> dict[str, Any]:
+    """The event's payload; one that cannot be rendered (a snapshot it cannot read) still
+    goes out, as the event stream's message, rather than stop every delivery at this
+    event (the fan-out would retry it for ever)."""
+    try:
+        return payload(event, job=job)
+    except Exception:
+        logger.exception("Webhooks: cannot render event %s (%s)", event.seq, event.type)
+        return {"type": event.type, "timestamp": None, "data": {"id": event.seq}}
 
 
 def webhook_deliveries_for(events: Sequence[Event]) -> None:
@@ -76,7 +91,7 @@ def webhook_deliveries_for(events: Sequence[Event]) -> None:
     deliveries: list[WebhookDelivery] = []
     now = timezone.now()
     for event, receivers, callback in planned:
-        body = payload(event, job=jobs.get(event.job_id) if event.job_id else None)
+        body = _payload(event, job=jobs.get(event.job_id) if event.job_id else None)
         common = {
             "event_seq": event.seq,
             "event_type": event.type,

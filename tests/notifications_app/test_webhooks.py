@@ -498,3 +498,25 @@ def test_the_poll_hands_events_on_and_resends_lost_deliveries(laptop, receiver, 
     assert WebhookDelivery.objects.filter(event_type="job.completed").count() == 1
     resent = {args[0] for name, args, _ in published if name.endswith("deliver_webhook")}
     assert resent == {late.pk, lapsed.pk}
+
+
+def test_an_event_that_cannot_be_rendered_still_goes_out_and_does_not_stop_the_fan_out(
+    laptop, receiver, monkeypatch
+):
+    endpoint_of("ann", receiver.url, ["job.completed"])
+    complete(new_job(laptop))
+
+    def broken(job):
+        raise ValueError("a snapshot it cannot read")
+
+    monkeypatch.setattr("notifications_app.webhooks.job_data", broken)
+
+    notifications_fanout()
+
+    (delivery,) = WebhookDelivery.objects.all()
+    assert delivery.payload == {
+        "type": "job.completed",
+        "timestamp": None,
+        "data": {"id": delivery.event_seq},
+    }
+    assert FanoutCursor.objects.get().position >= delivery.event_seq
