@@ -102,6 +102,10 @@ ERROR_CODES: dict[str, str] = {
     "civitai_forbidden": "Civitai does not allow this account to get it.",
     "civitai_not_found": "Civitai has no such model, version or file.",
     "civitai_archived": "The model is archived on Civitai.",
+    # Push notifications (notifications_app.push_services).
+    "notification_target_not_found": "No such notification target (or another user's).",
+    "notification_failed": "The notification could not be sent (the service refused it or "
+    "could not be reached); the message says why.",
 }
 
 # (code, meaning) pairs: the choices of the error body's `code` (ErrorCodeEnum).

@@ -586,4 +586,39 @@ def _networks(name: str, default: str) -> tuple[ipaddress.IPv4Network | ipaddres
 MOBILESD_WEBHOOK_ALLOWED_NETWORKS = _networks(
     "MOBILESD_WEBHOOK_ALLOWED_NETWORKS", "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
 )
+# --- Push notifications (notifications_app.push: Apprise URLs) ----------------------------
+# A send (connect, read, and the whole of it) gives up after this long.
+MOBILESD_PUSH_TIMEOUT_SECONDS = _positive("MOBILESD_PUSH_TIMEOUT_SECONDS", 10.0)
+
+
+def _delays(name: str, default: str) -> tuple[float, ...]:
+    try:
+        delays = tuple(float(value) for value in (_list(name) or default.split(",")))
+    except ValueError:
+        delays = ()
+    if not delays or any(not 0 <= delay < 7 * 24 * 3600 for delay in delays):
+        raise ImproperlyConfigured(
+            f'Environment variable "{name}" invalid: comma-separated seconds (e.g. {default}).'
+        )
+    return delays
+
+
+# A failed send is tried again after each of these delays (seconds), then recorded as
+# failed on its target: 4 tries over about 12 minutes by default.
+MOBILESD_PUSH_RETRY_SECONDS = _delays("MOBILESD_PUSH_RETRY_SECONDS", "30,120,600")
+# A worker sending a notification holds it this long; one killed mid-send leaves it to be
+# sent again once this lapses, by the recovery task, which runs this often (and also sends
+# the retries whose time has come, should their message have been lost).
+MOBILESD_PUSH_LEASE_SECONDS = _positive("MOBILESD_PUSH_LEASE_SECONDS", 60.0)
+MOBILESD_PUSH_RECOVERY_SECONDS = _positive("MOBILESD_PUSH_RECOVERY_SECONDS", 30.0)
+CELERY_BEAT_SCHEDULE["recover-push"] = {
+    "task": "notifications_app.push_tasks.recover_push",
+    "schedule": MOBILESD_PUSH_RECOVERY_SECONDS,
+    "options": {"expires": MOBILESD_PUSH_RECOVERY_SECONDS},
+}
+# Apprise logs through its own logger, with services' URLs (and so tokens) in its lines:
+# kept out of MobileSD's logs (a failed send's warnings are recorded, stripped of URLs).
+LOGGING["handlers"]["discard"] = {"class": "logging.NullHandler"}  # type: ignore[index]
+LOGGING["loggers"]["apprise"] = {"handlers": ["discard"], "propagate": False}  # type: ignore[index]
+# --- End of push notifications ------------------------------------------------------------
 # === End of notifications ================================================================
