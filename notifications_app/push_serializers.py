@@ -63,11 +63,13 @@ class PushTargetSerializer(serializers.ModelSerializer):
     )
     events = serializers.ListField(child=serializers.ChoiceField(choices=PUSH_EVENT_TYPES))
     created_at = TimestampField()
-    last_sent_at = TimestampField(help_text="When a notification last got through.")
+    last_sent_at = TimestampField(
+        allow_null=True, help_text="When a notification last got through."
+    )
     last_error = serializers.CharField(
         read_only=True, help_text="Why the last notification failed for good; '' since a success."
     )
-    last_error_at = TimestampField()
+    last_error_at = TimestampField(allow_null=True)
 
     class Meta:
         model = PushTarget
