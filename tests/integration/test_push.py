@@ -1,0 +1,121 @@
+"""Push notifications for real (#15 point 3): a Celery worker runs a job on a Forge
+simulator; once it completes, the notification of its owner's Apprise target
+`ntfy://127.0.0.1:<port>/<topic>` reaches the local ntfy-compatible receiver, with the
+server, the time, a link and the thumbnail attached; a failing receiver is tried again.
+
+The event fan-out (notifications_app's delivery from the event log) calls push_for_events;
+here the test makes that call itself, in a transaction as the fan-out does, so the sending
+(on commit, by the real worker through the real broker) is what is tested.
+"""
+
+import ipaddress
+from collections.abc import Iterator
+
+import pytest
+from django.db import transaction
+from model_bakery import baker
+
+from events_app.selectors import events_after
+from events_app.sequencer import events_sequence
+from integrations.ntfy.simulator import NtfySimulator
+from notifications_app.models import PushMessage
+from notifications_app.push import notify_user, push_for_events
+from notifications_app.push_services import push_target_create
+from queue_app.models import FINISHED_STATUSES, Job, JobStatus
+from queue_app.services import job_submit
+from servers_app.models import Server
+from tests.integration.conftest import SHORT_PERIODS, Cluster, running_cluster
+from tests.integration.procs import wait_until
+from tests.notifications_app.push_support import user
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+PUBLIC_URL = "http://mobilesd.test:8000"
+
+
+@pytest.fixture(scope="module")
+def cluster(django_db_setup, tmp_path_factory) -> Iterator[Cluster]:
+    """The engine's cluster, allowed to deliver to this machine, with quick push retries."""
+    with running_cluster(
+        tmp_path_factory.mktemp("push"),
+        **SHORT_PERIODS,
+        MOBILESD_WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8",
+        MOBILESD_PUBLIC_URL=PUBLIC_URL,
+        MOBILESD_PUSH_RETRY_SECONDS="0.5,0.5",
+        MOBILESD_PUSH_RECOVERY_SECONDS="1",
+    ) as engine_cluster:
+        yield engine_cluster
+
+
+@pytest.fixture
+def ntfy(settings) -> Iterator[NtfySimulator]:
+    settings.MOBILESD_WEBHOOK_ALLOWED_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"),)
+    settings.MOBILESD_PUBLIC_URL = PUBLIC_URL
+    sim = NtfySimulator().start()
+    yield sim
+    sim.stop()
+
+
+def fan_out(owner_id: int) -> None:
+    events_sequence()
+    with transaction.atomic():
+        push_for_events(events_after(0, owner_id=owner_id))
+
+
+def test_a_completed_job_is_pushed_to_the_ntfy_receiver_with_its_thumbnail(engine, sims, ntfy):
+    ada, bob = user("ada"), user("bob")
+    push_target_create(
+        owner=ada, name="Ada's phone", url=ntfy.apprise_url("ada"), events=["job.completed"]
+    )
+    push_target_create(
+        owner=bob, name="Bob's phone", url=ntfy.apprise_url("bob"), events=["job.completed"]
+    )
+    sim = sims(seconds_per_step=0.02)
+    server = baker.make(Server, alias="push-laptop", api_url=sim.url)
+    params = {"positive_prompt": "a lighthouse at dusk", "steps": 5, "width": 256, "height": 256}
+    job, _ = job_submit(owner=ada, target_server_alias=server.alias, generation_params=params)
+    finished = wait_until(
+        lambda: Job.objects.filter(pk=job.pk, status__in=FINISHED_STATUSES).first(),
+        timeout=30,
+        what="the job to finish",
+    )
+    assert finished.status == JobStatus.COMPLETED
+
+    fan_out(ada.pk)
+
+    (received,) = ntfy.wait_for(lambda messages: bool(messages), timeout=20)
+    assert received.topic == "ada"
+    assert received.title == "Done: a lighthouse at dusk"
+    facts, link = received.message.splitlines()
+    assert facts.startswith("push-laptop · ")
+    assert facts.endswith(" · 1 image")
+    assert link == f"{PUBLIC_URL}/admin/queue_app/job/{job.pk}/change/"
+    assert received.attachment_name == f"{job.pk.hex[:8]}.jpg"
+    assert received.attachment[:3] == b"\xff\xd8\xff"
+    wait_until(
+        lambda: PushMessage.objects.filter(state="sent").exists(),
+        timeout=10,
+        what="the outbox row recorded as sent",
+    )
+    assert not ntfy.messages("bob")
+
+
+def test_a_failing_receiver_is_tried_again_by_the_worker(engine, ntfy):
+    ada = user("ada")
+    push_target_create(
+        owner=ada, name="Ada's phone", url=ntfy.apprise_url("ada"), events=["job.failed"]
+    )
+    ntfy.fail_next(2)
+
+    with transaction.atomic():
+        notify_user(ada.pk, title="Hello", body="A notice.")
+
+    (received,) = ntfy.wait_for(lambda messages: bool(messages), timeout=20)
+    assert (received.title, received.message) == ("Hello", "A notice.")
+    row = wait_until(
+        lambda: PushMessage.objects.filter(state="sent").first(),
+        timeout=10,
+        what="the outbox row recorded as sent",
+    )
+    assert row.attempts == 3
+    assert ntfy.requests == 3
