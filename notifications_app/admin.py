@@ -25,7 +25,7 @@ class PushTargetForm(forms.ModelForm):
     # The stored URL holds the service's secrets: never shown (its privacy form is, read
     # only); leaving the field empty keeps it.
     new_url = forms.CharField(
-        label="Apprise URL",
+        label="New Apprise URL",
         required=False,
         max_length=2000,
         widget=forms.PasswordInput(render_value=False),

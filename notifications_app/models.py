@@ -25,7 +25,7 @@ class PushTarget(models.Model):
     )
     name = models.CharField(max_length=100)
     url = models.TextField(editable=False)
-    url_display = models.TextField(editable=False)
+    url_display = models.TextField("URL (secrets elided)", editable=False)
     events = models.JSONField(default=default_push_events)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
