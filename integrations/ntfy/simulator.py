@@ -14,8 +14,9 @@ Apprise's ntfy plugin uses it and a test needs to see it:
   request it cannot take is ntfy's error object (`{"code", "http", "error"}`);
 * `GET /<topic>/json?poll=1` lists the topic's messages, one JSON object a line.
 
-For tests: `messages()`, `wait_for()`, and `fail_next()` (answer the next N publishes with
-an error status, as a broken server would). Stdlib only, like the other simulators:
+For tests: `messages()`, `wait_for()`, `fail_next()` (answer the next N publishes with an
+error status, as a broken server would) and `hold_next()` (keep the next one waiting, to
+kill its sender meanwhile). Stdlib only, like the other simulators:
 `python -m integrations.ntfy.simulator --port 8090` runs one in the foreground.
 """
 
@@ -150,6 +151,9 @@ class NtfySimulator:
         self.host, self.port = host, port
         self._messages: list[NtfyMessage] = []
         self._failures: list[int] = []
+        self._hold = False
+        self.held = threading.Event()  # set when a held publish has arrived
+        self._released = threading.Event()
         self._changed = threading.Condition()
         self._listener: Listener | None = None
         self.requests = 0
@@ -200,6 +204,17 @@ class NtfySimulator:
         with self._changed:
             self._failures.extend([status] * count)
 
+    def hold_next(self) -> None:
+        """Keep the next publish waiting (`held` is set when it arrives) until `release()`,
+        then refuse it without keeping it: a sender that died meanwhile never learns."""
+        with self._changed:
+            self._hold = True
+            self.held.clear()
+            self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
     # --- the API -----------------------------------------------------------------------
     def handle(self, request: IncomingRequest) -> tuple[int, bytes]:
         parts = [part for part in request.path.split("/") if part]
@@ -210,6 +225,12 @@ class NtfySimulator:
             raise _Refused(404, 40401, "page not found")
         with self._changed:
             self.requests += 1
+            hold, self._hold = self._hold, False
+        if hold:
+            self.held.set()
+            self._released.wait(60)
+            raise _Refused(503, 50301, "held, then dropped")
+        with self._changed:
             if self._failures:
                 status = self._failures.pop(0)
                 raise _Refused(status, status * 100 + 1, "simulated failure")

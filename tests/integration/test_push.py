@@ -1,7 +1,8 @@
 """Push notifications for real (#15 point 3): a Celery worker runs a job on a Forge
 simulator; once it completes, the notification of its owner's Apprise target
 `ntfy://127.0.0.1:<port>/<topic>` reaches the local ntfy-compatible receiver, with the
-server, the time, a link and the thumbnail attached; a failing receiver is tried again.
+server, the time, a link and the thumbnail attached; a failing receiver is tried again; a
+send whose worker is killed (`kill -9`) is sent again once its lease lapses.
 
 The event fan-out (notifications_app's delivery from the event log) calls push_for_events;
 here the test makes that call itself, in a transaction as the fan-out does, so the sending
@@ -43,6 +44,7 @@ def cluster(django_db_setup, tmp_path_factory) -> Iterator[Cluster]:
         MOBILESD_PUBLIC_URL=PUBLIC_URL,
         MOBILESD_PUSH_RETRY_SECONDS="0.5,0.5",
         MOBILESD_PUSH_RECOVERY_SECONDS="1",
+        MOBILESD_PUSH_LEASE_SECONDS="3",
     ) as engine_cluster:
         yield engine_cluster
 
@@ -119,3 +121,28 @@ def test_a_failing_receiver_is_tried_again_by_the_worker(engine, ntfy):
     )
     assert row.attempts == 3
     assert ntfy.requests == 3
+
+
+def test_a_send_whose_worker_is_killed_is_sent_again_after_its_lease(engine, ntfy):
+    ada = user("ada")
+    push_target_create(
+        owner=ada, name="Ada's phone", url=ntfy.apprise_url("ada"), events=["job.failed"]
+    )
+    ntfy.hold_next()
+
+    with transaction.atomic():
+        notify_user(ada.pk, title="Hello", body="A notice.")
+    assert ntfy.held.wait(20), "the worker never sent the notification"
+    engine.kill_worker("w1")  # mid-send: the receiver is holding its request
+    ntfy.release()
+    assert PushMessage.objects.get().state == "sending"
+    engine.start_worker("w1")
+
+    (received,) = ntfy.wait_for(lambda messages: bool(messages), timeout=30)
+    assert (received.title, received.message) == ("Hello", "A notice.")
+    row = wait_until(
+        lambda: PushMessage.objects.filter(state="sent").first(),
+        timeout=10,
+        what="the outbox row recorded as sent",
+    )
+    assert row.attempts == 2
