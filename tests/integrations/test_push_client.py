@@ -44,6 +44,9 @@ def mobilesd_logs() -> Iterator[list[str]]:
     handler, level = Keep(logging.DEBUG), root.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
+    logging.getLogger("mobilesd.probe").debug("probe")
+    assert lines == ["mobilesd.probe probe"]  # the handler sees what MobileSD logs
+    lines.clear()
     yield lines
     root.removeHandler(handler)
     root.setLevel(level)
@@ -142,7 +145,6 @@ def test_a_refused_send_is_an_error_without_the_url_secrets(ntfy, mobilesd_logs)
 
     assert "simulated failure" in str(failed.value)
     assert "s3cr3t" not in str(failed.value)
-    assert mobilesd_logs
     assert not [line for line in mobilesd_logs if "s3cr3t" in line or "apprise" in line]
 
 
@@ -154,7 +156,6 @@ def test_an_unreachable_service_is_an_error_naming_only_its_host(networks, mobil
 
     assert "127.0.0.1" in str(failed.value)
     assert "s3cr3t" not in str(failed.value)
-    assert mobilesd_logs
     assert not [line for line in mobilesd_logs if "s3cr3t" in line or "apprise" in line]
 
 
