@@ -619,7 +619,11 @@ CELERY_BEAT_SCHEDULE["recover-push"] = {
 # Apprise logs through its own logger, with services' URLs (and so tokens) in its lines:
 # kept out of MobileSD's logs (a failed send's warnings are recorded, stripped of URLs).
 LOGGING["handlers"]["discard"] = {"class": "logging.NullHandler"}  # type: ignore[index]
-LOGGING["loggers"]["apprise"] = {"handlers": ["discard"], "propagate": False}  # type: ignore[index]
+LOGGING["loggers"]["apprise"] = {  # type: ignore[index]
+    "handlers": ["discard"],
+    "propagate": False,
+    "level": "WARNING",
+}
 # urllib3 (under requests, which Apprise's plugins use) logs each request's path at DEBUG:
 # Telegram's, for one, holds the bot token.
 LOGGING["loggers"]["urllib3"] = {"level": "INFO"}  # type: ignore[index]

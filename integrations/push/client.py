@@ -24,6 +24,7 @@ warnings are captured, stripped of URLs, and returned as the error.
 
 import logging
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,29 @@ _ERROR_CHARS = 300
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 
 
+class _Capture(logging.Handler):
+    """The warnings Apprise logs in this thread while it is attached: a worker runs several
+    sends at once (its thread pool), and one user's error must not be another's. (Apprise's
+    own LogCapture takes every thread's records.)"""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.lines: list[str] = []
+        self.logger = logging.getLogger("apprise")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.lines.append(record.getMessage())
+
+    def __enter__(self) -> "_Capture":
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
+
+
 class PushError(Exception):
     """A send failed; the message is safe to show and store (no URL, no token)."""
 
@@ -89,19 +113,23 @@ class PushService:
     takes_attachments: bool
 
 
-def _asset(timeout: float) -> apprise.AppriseAsset:
-    # No redirects (as for webhooks: a redirect could lead past the destination policy), a
-    # bound on a send, and no files written by Apprise's persistent store.
+def _asset() -> apprise.AppriseAsset:
+    # No redirects (as for webhooks: a redirect could lead past the destination policy), no
+    # files written by Apprise's persistent store, and the send in the calling thread, so
+    # that its warnings are told apart from other sends' by thread (_Capture): no
+    # service_timeout, whose deadline Apprise enforces from a thread of its own; the
+    # plugin's connect and read timeouts bound the send instead (push_send), and the task's
+    # time limit a plugin that ignores them.
     return apprise.AppriseAsset(
-        http_redirects=False, service_timeout=timeout, storage_mode="memory"
+        http_redirects=False, service_timeout=0, storage_mode="memory", async_mode=False
     )
 
 
-def _plugin(url: str, *, timeout: float = 10.0) -> Any:
+def _plugin(url: str) -> Any:
     if not isinstance(url, str) or "://" not in url:
         return None
     try:
-        return apprise.Apprise.instantiate(url, asset=_asset(timeout))
+        return apprise.Apprise.instantiate(url, asset=_asset())
     except Exception:  # a plugin's parser failing on odd input: not a URL it takes
         return None
 
@@ -190,10 +218,10 @@ def push_send(
     attachment: tuple[bytes, str, str] | None = None,
     timeout: float = 10.0,
 ) -> None:
-    """Send one notification to an Apprise URL, within about `timeout` seconds (each
-    connection and read, and the whole send); `attachment` is (bytes, file name, content
+    """Send one notification to an Apprise URL, each connection and read within `timeout`
+    seconds, in this thread; `attachment` is (bytes, file name, content
     type), attached only where the service takes attachments. PushError if it failed."""
-    plugin = _plugin(url, timeout=timeout)
+    plugin = _plugin(url)
     if plugin is None:
         raise PushError("The target's URL is no longer one Apprise takes.")
     plugin.redirects = False  # whatever the URL's own redirect= says
@@ -207,12 +235,11 @@ def push_send(
         attach = apprise.AppriseAttachment(
             AttachMemory(content=data, name=name, mimetype=content_type)
         )
-    with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as captured:
+    with _Capture() as captured:
         try:
             sent = bool(notifier.notify(title=title, body=body, attach=attach))
         except Exception as exc:  # a plugin's bug must not take the worker's task with it
             logger.warning("Apprise raised %s while sending", type(exc).__name__)
             sent = False
-        log = captured.getvalue().splitlines()
     if not sent:
-        raise PushError(_scrubbed(log))
+        raise PushError(_scrubbed(captured.lines))

@@ -215,3 +215,27 @@ def test_the_receiver_answers_a_bad_topic_with_ntfys_error_object(ntfy):
 
     assert refused.value.code == 400
     assert json.loads(refused.value.read())["code"] == 40009
+
+
+def test_a_sends_error_holds_only_its_own_threads_warnings(ntfy, monkeypatch):
+    import threading
+
+    from integrations.push import client
+
+    ntfy.fail_next(1)
+    other = threading.Thread(
+        target=logging.getLogger("apprise").warning, args=("another user's topic 'bob'",)
+    )
+    original = client.apprise.Apprise.notify
+
+    def notify_while_another_thread_logs(self, *args, **kwargs):
+        other.start()
+        other.join()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(client.apprise.Apprise, "notify", notify_while_another_thread_logs)
+    with pytest.raises(PushError) as failed:
+        push_send(ntfy.apprise_url("ada"), title="t", body="b")
+
+    assert "simulated failure" in str(failed.value)
+    assert "bob" not in str(failed.value)
