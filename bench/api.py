@@ -31,7 +31,6 @@ api-latest.json, and exits 1 on a MISS.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -41,7 +40,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +58,7 @@ from bench.engine_harness import (  # noqa: E402
     prepare_environment,
     recreate_database,
     setup_django,
+    write_results,
 )
 from tests.integration.procs import (  # noqa: E402
     Process,
@@ -480,11 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         "endpoints": figures,
         "checks": checks,
     }
-    args.results.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    for path in (args.results / f"api-{stamp}.json", args.results / "api-latest.json"):
-        path.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"result: {args.results / f'api-{stamp}.json'}")
+    write_results(args.results, "api", document)
     if args.keep_workdir:
         print(f"web log kept in {workdir}")
     else:

@@ -29,6 +29,8 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from bench.engine_harness import log
+
 COMPLETED_SHARE = 0.85
 FAILED_SHARE = 0.08  # the rest (7 %) cancelled
 YEAR = timedelta(days=365)
@@ -279,10 +281,6 @@ def _tables() -> dict[str, str]:
     return {"job": quote(Job._meta.db_table), "image": quote(JobImage._meta.db_table)}
 
 
-def _log(message: str) -> None:
-    print(f"  [{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 def fill(*, jobs: int, pending: int, servers: int, owners: int, downloads: int) -> dict[str, float]:
     """Write the history (see the module's docstring); returns seconds per step."""
     from django.contrib.auth import get_user_model
@@ -331,7 +329,7 @@ def fill(*, jobs: int, pending: int, servers: int, owners: int, downloads: int) 
             "negative": NEGATIVE,
         }
         if jobs:
-            _log(f"fill: {jobs:,} finished jobs")
+            log(f"fill: {jobs:,} finished jobs")
             cursor.execute(
                 _FINISHED_SQL.format(**tables, **_FINISHED_FRAGMENTS),
                 {
@@ -354,12 +352,12 @@ def fill(*, jobs: int, pending: int, servers: int, owners: int, downloads: int) 
             )
             seconds["finished_jobs"] = round(time.monotonic() - started, 1)
             mark = time.monotonic()
-            _log("fill: their images")
+            log("fill: their images")
             cursor.execute(_IMAGES_SQL.format(**tables))
             seconds["images"] = round(time.monotonic() - mark, 1)
         mark = time.monotonic()
         if pending:
-            _log(f"fill: {pending:,} pending jobs")
+            log(f"fill: {pending:,} pending jobs")
             cursor.execute(
                 _PENDING_SQL.format(**tables),
                 {
@@ -374,7 +372,7 @@ def fill(*, jobs: int, pending: int, servers: int, owners: int, downloads: int) 
         after_fill()
         seconds["pending_and_others"] = round(time.monotonic() - mark, 1)
     mark = time.monotonic()
-    _log("fill: VACUUM ANALYZE, CHECKPOINT")
+    log("fill: VACUUM ANALYZE, CHECKPOINT")
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
         cursor.execute("CHECKPOINT")

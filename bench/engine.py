@@ -40,7 +40,6 @@ import shlex
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -68,6 +67,7 @@ from bench.engine_harness import (  # noqa: E402
     prepare_environment,
     recreate_database,
     setup_django,
+    write_results,
 )
 
 
@@ -212,8 +212,6 @@ def main(argv: list[str] | None = None) -> int:
 
     print_report(outcomes, command, machine)
     print(f"\nwall time {elapsed:.0f} s")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     document = {
         "command": command,
         "machine": machine,
@@ -229,9 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             for o in outcomes
         },
     }
-    for path in (RESULTS / f"engine-{stamp}.json", RESULTS / "engine-latest.json"):
-        path.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"result: {RESULTS / f'engine-{stamp}.json'}")
+    write_results(RESULTS, "engine", document)
     if not args.keep_workdir:
         import shutil
 

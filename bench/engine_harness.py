@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +135,6 @@ def service_versions(redis_url: str = REDIS_URL) -> dict[str, str]:
 def machine_info(redis_url: str = REDIS_URL) -> dict[str, Any]:
     """What a result records of the machine: date, CPUs, Python, PostgreSQL, Redis."""
     import platform
-    from datetime import UTC, datetime
 
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -306,7 +306,7 @@ class Bench:
         self.profiles: list[Path] = []
 
     def log(self, message: str) -> None:
-        print(f"  [{time.strftime('%H:%M:%S')}] {message}", flush=True)
+        log(message)
 
     def reset(self) -> None:
         """Empty queue and servers between runs (the schema stays)."""
@@ -546,6 +546,23 @@ def params(
         "sampler_name": "Euler a",
         "cfg_scale": 5,
     }
+
+
+def log(message: str) -> None:
+    """A progress line, with the time."""
+    print(f"  [{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def write_results(results: Path, name: str, document: dict[str, Any]) -> Path:
+    """Write the run's JSON as <results>/<name>-<UTC>.json and <name>-latest.json, and say
+    where; the dated file's path."""
+    results.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    dated = results / f"{name}-{stamp}.json"
+    for path in (dated, results / f"{name}-latest.json"):
+        path.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"result: {dated}")
+    return dated
 
 
 def loadavg() -> str:

@@ -69,12 +69,14 @@ from bench.engine_harness import (  # noqa: E402
     cpu_seconds,
     ensure_services,
     flush_redis,
+    log,
     machine_info,
     params,
     prepare_environment,
     recreate_database,
     rss_of,
     setup_django,
+    write_results,
 )
 from tests.integration.procs import Process, free_port, procfile_command, wait_until  # noqa: E402
 
@@ -409,10 +411,6 @@ def load() -> float:
 # --------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------
-
-
-def log(message: str) -> None:
-    print(f"  [{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def window_events(after: int, created_from: float, created_to: float) -> list[int]:
@@ -790,11 +788,7 @@ def main(argv: list[str] | None = None) -> int:
         **figures,
         "checks": checks,
     }
-    args.results.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    for path in (args.results / f"events-{stamp}.json", args.results / "events-latest.json"):
-        path.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"result: {args.results / f'events-{stamp}.json'}")
+    write_results(args.results, "events", document)
     if args.keep_workdir:
         print(f"logs kept in {workdir}")
     else:

@@ -6,9 +6,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from civitai_app.models import Download, DownloadStatus, DownloadTarget
-from core_app.fields import TimestampField
+from core_app.fields import StrictCharField, TimestampField
 from core_app.serializers import FeedListSerializer
-from queue_app.serializers import GenerationParamsField, StrictCharField
+from queue_app.serializers import GenerationParamsField
 
 CIVITAI_ID_MAX = 2**31 - 1
 # Civitai's file formats (REFERENCE.md C.5), matched without regard to case.

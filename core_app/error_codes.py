@@ -68,6 +68,10 @@ ERROR_CODES: dict[str, str] = {
     "cursor_expired": "The events after this cursor have been pruned: start again from "
     "updated_since=0.",
     "image_not_found": "No such image, or its file is no longer stored.",
+    # Signed image links (core_app.signed_links, queue_app.links).
+    "invalid_signature": "The signed link's exp or sig does not match its path (changed, cut, "
+    "or for another image).",
+    "expired_link": "The signed link has expired: get the job's links again.",
     # Uploads (input images of img2img and inpaint jobs).
     "upload_not_found": "No such upload (another user's, deleted, or removed unused).",
     "upload_too_large": "The image has more bytes or pixels than the upload limits allow.",

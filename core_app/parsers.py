@@ -1,4 +1,5 @@
-"""Request body parsing with a size limit."""
+"""Request body parsing with a size limit: JSON, and images (multipart, or the image itself
+as the body)."""
 
 import codecs
 import json
@@ -7,7 +8,7 @@ from typing import IO, Any
 
 from django.conf import settings
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import BaseParser, DataAndFiles, JSONParser, MultiPartParser
 
 from core_app.errors import InvalidInput, PayloadTooLarge
 
@@ -31,6 +32,66 @@ def read_limited(
     if len(raw) > limit:
         raise PayloadTooLarge(limit)
     return raw
+
+
+# Room for the multipart boundaries and headers around a file.
+MULTIPART_SLACK = 64 * 1024
+
+
+class _ImageLimit:
+    """The limit of an image body: the setting `limit_setting` names, in bytes; a larger
+    body is `too_large(limit)` (a 413)."""
+
+    limit_setting = "MOBILESD_MAX_BODY_BYTES"
+
+    def limit(self) -> int:
+        return int(getattr(settings, self.limit_setting))
+
+    def too_large(self, limit: int) -> Exception:
+        return PayloadTooLarge(limit)
+
+
+class LimitedImageMultiPartParser(_ImageLimit, MultiPartParser):
+    """Multipart up to the limit (and its framing): a larger declared body is refused before
+    it is read."""
+
+    def parse(
+        self,
+        stream: IO[Any],
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> DataAndFiles:
+        limit = self.limit()
+        declared = declared_length(parser_context)
+        if declared is not None and declared > limit + MULTIPART_SLACK:
+            raise self.too_large(limit)
+        return super().parse(stream, media_type, parser_context)
+
+
+class LimitedRawImageParser(_ImageLimit, BaseParser):
+    """The image itself as the body (`image/png`, `image/jpeg`, `image/webp`), parsed as
+    `{"raw": <bytes>}`; a body without a declared length is read no further than the limit."""
+
+    media_type = "image/*"
+
+    def parse(
+        self,
+        stream: IO[Any],
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> Any:
+        limit = self.limit()
+        try:
+            return {"raw": read_limited(stream, limit, parser_context)}
+        except PayloadTooLarge as exc:
+            raise self.too_large(limit) from exc
+
+
+class LimitedOctetStreamImageParser(LimitedRawImageParser):
+    """The image as `application/octet-stream`, what API client generators send for a binary
+    body: the format is read from the bytes, as for `image/*`."""
+
+    media_type = "application/octet-stream"
 
 
 class LimitedJSONParser(JSONParser):

@@ -15,6 +15,7 @@ from rest_framework.permissions import AllowAny
 
 from core_app.permissions import needs_admin_scope
 from core_app.serializers import ErrorSerializer
+from core_app.signed_links import SIGNATURE_PARAMETER
 
 # Why each implied error status is answered, as the document describes it.
 ERROR_DESCRIPTIONS = {
@@ -104,12 +105,16 @@ class AutoSchema(SpectacularAutoSchema):
 
 def anonymous_security(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """Postprocessing hook: where MOBILESD_ALLOW_ANONYMOUS lets requests in without a key,
-    the document says so (`{}` among each authenticated operation's security)."""
-    if not settings.MOBILESD_ALLOW_ANONYMOUS:
-        return result
+    the document says so (`{}` among each authenticated operation's security); so it does
+    for the operations a signed link opens (those taking its `sig` query parameter,
+    core_app.signed_links), whatever the setting."""
     for operations in result.get("paths", {}).values():
         for operation in operations.values():
             security = operation.get("security")
-            if security and {} not in security:
+            signed = any(
+                parameter.get("in") == "query" and parameter.get("name") == SIGNATURE_PARAMETER
+                for parameter in operation.get("parameters", [])
+            )
+            if (settings.MOBILESD_ALLOW_ANONYMOUS or signed) and security and {} not in security:
                 security.append({})
     return result

@@ -73,7 +73,7 @@ def _job(event: Event, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _batch(event: Event, data: dict[str, Any]) -> dict[str, Any]:
-    return {
+    batch = {
         "batch_id": _uuid(event.batch_id),
         "name": data.get("name"),
         "target_server_alias": data.get("target_server_alias"),
@@ -81,6 +81,12 @@ def _batch(event: Event, data: dict[str, Any]) -> dict[str, Any]:
         "job_count": data.get("job_count"),
         "creation_timestamp": _time(data.get("created_at")),
     }
+    if isinstance(counts := data.get("counts"), dict):
+        # batch.finished: how its jobs ended, as they were when the last one finished.
+        batch["counts"] = {
+            key: int(counts.get(key) or 0) for key in ("completed", "failed", "cancelled", "total")
+        }
+    return batch
 
 
 def _server(event: Event, data: dict[str, Any]) -> dict[str, Any]:

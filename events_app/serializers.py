@@ -6,6 +6,28 @@ from rest_framework import serializers
 from core_app.fields import TimestampField
 
 
+class BatchCountsSerializer(serializers.Serializer):
+    """batch.finished: how the batch's jobs ended, when its last one finished."""
+
+    completed = serializers.IntegerField(min_value=0)
+    failed = serializers.IntegerField(min_value=0)
+    cancelled = serializers.IntegerField(min_value=0)
+    total = serializers.IntegerField(min_value=0, help_text="Its jobs, whatever their status.")
+
+
+class BatchEventSerializer(serializers.Serializer):
+    """The batch of a batch.* event (batch.created, batch.updated, batch.deleted, and
+    batch.finished, once its last unfinished job has finished)."""
+
+    batch_id = serializers.UUIDField(allow_null=True)
+    name = serializers.CharField(allow_null=True)
+    target_server_alias = serializers.CharField(allow_null=True)
+    priority = serializers.IntegerField(allow_null=True)
+    job_count = serializers.IntegerField(allow_null=True)
+    creation_timestamp = serializers.CharField(allow_null=True)
+    counts = BatchCountsSerializer(required=False, help_text="batch.finished only.")
+
+
 class EventMessageSerializer(serializers.Serializer):
     """The `data` of one event message of GET /api/v1/events."""
 
@@ -21,7 +43,7 @@ class EventMessageSerializer(serializers.Serializer):
         help_text="job.* events: the job after the change, in the job object's names "
         "(generation_params left out).",
     )
-    batch = serializers.DictField(required=False, help_text="batch.* events: the batch.")
+    batch = BatchEventSerializer(required=False, help_text="batch.* events: the batch.")
     server = serializers.DictField(required=False, help_text="server.* events: the server.")
     queue = serializers.DictField(required=False, help_text="queue.* events: {paused, paused_at}.")
     download = serializers.DictField(required=False, help_text="download.* events.")

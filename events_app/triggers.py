@@ -23,7 +23,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from civitai_app.models import Download
 from events_app.models import Event
-from queue_app.models import Batch, Job, QueueState
+from queue_app.models import Batch, Job, JobStatus, QueueState
 from servers_app.models import Server
 
 # NOTIFYed (at commit) by every event trigger on PostgreSQL: "there are new events".
@@ -167,13 +167,113 @@ class _Batches(_Table):
         return {"batch_id": f"{row}.id", "owner_id": f"{row}.owner_id"}
 
     def data(self, v: _Vendor, row: str) -> str:
-        return v.json(
-            ("name", f"{row}.name"),
-            ("target_server_alias", f"{row}.target_server_alias"),
-            ("priority", f"{row}.priority"),
-            ("job_count", f"{row}.job_count"),
-            ("created_at", f"{row}.created_at"),
-        )
+        return v.json(*_batch_pairs(row))
+
+
+def _batch_pairs(row: str) -> tuple[tuple[str, str], ...]:
+    return (
+        ("name", f"{row}.name"),
+        ("target_server_alias", f"{row}.target_server_alias"),
+        ("priority", f"{row}.priority"),
+        ("job_count", f"{row}.job_count"),
+        ("created_at", f"{row}.created_at"),
+    )
+
+
+# --- batch.finished -----------------------------------------------------------------------
+# Once the last unfinished job of a batch reaches a finished status, in that change's
+# transaction; again after a retry reopened it and it finished again. Only a job's move
+# from unfinished to finished can finish its batch (a deleted job, a batch emptied, do not).
+
+_FINISHED = tuple(
+    str(status) for status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+)
+_FINISHED_SQL = ", ".join(f"'{status}'" for status in _FINISHED)
+
+
+def _unfinished_jobs(batch_id: str) -> str:
+    """SQL: whether the batch `batch_id` (an SQL expression) has a job not finished."""
+    jobs = _q(Job._meta.db_table)
+    return (
+        f"EXISTS (SELECT 1 FROM {jobs} WHERE batch_id = {batch_id} "  # noqa: S608
+        f"AND status NOT IN ({_FINISHED_SQL}))"
+    )
+
+
+def _batch_finished_insert(v: _Vendor, batch_id: str) -> str:
+    """INSERT ... SELECT of the batch.finished event of batch `batch_id` (an SQL
+    expression), with its jobs' counts by status, and no row when it has no such batch
+    (nor when it has an unfinished job)."""
+    jobs = _q(Job._meta.db_table)
+
+    def count(status: str | None) -> str:
+        where = f" AND status = '{status}'" if status else ""
+        return f"(SELECT COUNT(*) FROM {jobs} WHERE batch_id = b.id{where})"  # noqa: S608
+
+    counts = v.json(*((status, count(status)) for status in _FINISHED), ("total", count(None)))
+    data = v.json(*_batch_pairs("b"), ("counts", counts))
+    names = ", ".join(("type", *_EVENT_COLUMNS, "data", "created_at"))
+    columns = {"batch_id": "b.id", "owner_id": "b.owner_id"}
+    values = ", ".join(
+        ("'batch.finished'", *(columns.get(name, "NULL") for name in _EVENT_COLUMNS), data, v.now)
+    )
+    return (
+        f"INSERT INTO {_q(Event._meta.db_table)} ({names}) "  # noqa: S608
+        f"SELECT {values} FROM {_q(Batch._meta.db_table)} b "
+        f"WHERE b.id = {batch_id} AND NOT {_unfinished_jobs(batch_id)};"
+    )
+
+
+# PostgreSQL: a statement-level trigger, after the row triggers' job events, so that a bulk
+# cancel's one batch.finished comes after all its job.cancelled. Under READ COMMITTED two
+# transactions finishing a batch's last two jobs would each see the other's job unfinished:
+# so each first locks the batch row (FOR NO KEY UPDATE: a job's foreign-key check, KEY
+# SHARE, does not wait for it) and counts after it, in a new snapshot that sees the other's
+# committed change. Batches are locked in id order, so two such statements cannot deadlock.
+BATCH_FINISHED_TRIGGER = "events_batch_finished"
+
+
+def _batch_finished_postgresql_sql() -> list[str]:
+    jobs, batches = _q(Job._meta.db_table), _q(Batch._meta.db_table)
+    function = BATCH_FINISHED_TRIGGER
+    return [
+        f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    finished_batch uuid;
+    emitted boolean := false;
+BEGIN
+    FOR finished_batch IN
+        SELECT DISTINCT n.batch_id FROM new_rows n JOIN old_rows o ON o.id = n.id
+        WHERE n.batch_id IS NOT NULL AND n.status IN ({_FINISHED_SQL})
+            AND o.status NOT IN ({_FINISHED_SQL})
+        ORDER BY n.batch_id
+    LOOP
+        PERFORM 1 FROM {batches} WHERE id = finished_batch FOR NO KEY UPDATE;
+        {_batch_finished_insert(_PG, "finished_batch")}
+        IF FOUND THEN
+            emitted := true;
+        END IF;
+    END LOOP;
+    IF emitted THEN
+        PERFORM pg_notify('{RAW_CHANNEL}', '');
+    END IF;
+    RETURN NULL;
+END $$""",  # noqa: S608
+        f"DROP TRIGGER IF EXISTS {BATCH_FINISHED_TRIGGER} ON {jobs}",
+        f"CREATE TRIGGER {BATCH_FINISHED_TRIGGER} AFTER UPDATE ON {jobs} "
+        "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows "
+        f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
+    ]
+
+
+def _batch_finished_sqlite() -> str:
+    """SQLite: a statement of the jobs' update trigger, after its job event. Row triggers
+    fire as each row changes, so in a bulk cancel only the batch's last row finds no
+    unfinished job; writers take turns, so there is no race."""
+    return (
+        f"{_batch_finished_insert(_SQLITE, 'NEW.batch_id')[:-1]} "
+        f"AND OLD.status NOT IN ({_FINISHED_SQL}) AND NEW.status IN ({_FINISHED_SQL});"
+    )
 
 
 class _Servers(_Table):
@@ -357,7 +457,7 @@ END $$"""
             f"CREATE TRIGGER {delete} AFTER DELETE ON {quoted} "
             f"FOR EACH ROW EXECUTE FUNCTION {function}()",
         ]
-    return statements
+    return statements + _batch_finished_postgresql_sql()
 
 
 SQLITE_SEQUENCE_TRIGGER = "events_app_event_sequence"
@@ -375,7 +475,8 @@ def _sqlite_sql() -> list[str]:
             f"BEGIN {_insert(table, v, table.insert_type(v), 'NEW')} END",
             f"CREATE TRIGGER {update} AFTER UPDATE OF {', '.join(table.watched)} ON {quoted} "
             f"WHEN {_changed(table, v)} "
-            f"BEGIN {_insert(table, v, table.update_type(v), 'NEW')} END",
+            f"BEGIN {_insert(table, v, table.update_type(v), 'NEW')}"
+            f"{_batch_finished_sqlite() if isinstance(table, _Jobs) else ''} END",
             f"CREATE TRIGGER {delete} AFTER DELETE ON {quoted} "
             f"BEGIN {_insert(table, v, table.delete_type(v), 'OLD')} END",
         ]
@@ -391,7 +492,9 @@ def _sqlite_sql() -> list[str]:
 
 def _expected() -> set[str]:
     names = {name for table in _tables() for name in _trigger_names(table)}
-    return names if connection.vendor == "postgresql" else {*names, SQLITE_SEQUENCE_TRIGGER}
+    if connection.vendor == "postgresql":
+        return {*names, BATCH_FINISHED_TRIGGER}
+    return {*names, SQLITE_SEQUENCE_TRIGGER}
 
 
 def _installed(conn: BaseDatabaseWrapper) -> set[str]:
@@ -425,5 +528,9 @@ def event_triggers_drop() -> None:
                 cursor.execute(f"DROP TRIGGER IF EXISTS {name}{on}")
             if connection.vendor == "postgresql":
                 cursor.execute(f"DROP FUNCTION IF EXISTS events_{table.name}()")
+        if connection.vendor == "postgresql":
+            jobs = _q(Job._meta.db_table)
+            cursor.execute(f"DROP TRIGGER IF EXISTS {BATCH_FINISHED_TRIGGER} ON {jobs}")
+            cursor.execute(f"DROP FUNCTION IF EXISTS {BATCH_FINISHED_TRIGGER}()")
         if connection.vendor == "sqlite":
             cursor.execute(f"DROP TRIGGER IF EXISTS {SQLITE_SEQUENCE_TRIGGER}")

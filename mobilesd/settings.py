@@ -97,6 +97,10 @@ def _public_origin() -> tuple[str, str]:
 
 
 _PUBLIC_ORIGIN, _PUBLIC_HOST = _public_origin()
+# How long a signed image link (`?exp=&sig=`, queue_app.links) opens its image without an
+# API key: a week by default; each expiry is rounded up to an eighth of this, so a link is
+# good for up to 9/8 of it and stays the same URL for an eighth.
+MOBILESD_SIGNED_LINK_SECONDS = int(_positive("MOBILESD_SIGNED_LINK_SECONDS", 7 * 24 * 3600))
 # The Host header names the site in links and redirects: only names this machine answers
 # to by default (what `make run` prints, and this machine's own name on the LAN), plus the
 # public URL's host and whatever DJANGO_ALLOWED_HOSTS adds (`*` restores "any").

@@ -12,6 +12,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from core_app.fields import StrictCharField, StrictFloatField, StrictIntegerField
 from queue_app.extension_params import ADETAILER_SCRIPT, CONTROLNET_SCRIPT
 
 # At most this many always-on scripts, units of one, styles, text encoders: far beyond
@@ -23,41 +24,12 @@ MAX_TEXT_ENCODERS = 4
 MAX_SCRIPT_ARGS = 200
 
 
-class _StrictChar(serializers.CharField):
-    default_error_messages = {"invalid": "Must be a string."}
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
+def _name(max_length: int = 500, **kwargs: Any) -> StrictCharField:
+    return StrictCharField(max_length=max_length, **kwargs)
 
 
-class _StrictInt(serializers.IntegerField):
-    default_error_messages = {"invalid": "A whole number is required."}
-
-    def to_internal_value(self, data: Any) -> int:
-        if isinstance(data, bool) or not isinstance(data, int | float):
-            self.fail("invalid")
-        if isinstance(data, float) and not data.is_integer():
-            self.fail("invalid")
-        return super().to_internal_value(int(data))
-
-
-class _StrictFloat(serializers.FloatField):
-    default_error_messages = {"invalid": "A number is required."}
-
-    def to_internal_value(self, data: Any) -> float:
-        if isinstance(data, bool) or not isinstance(data, int | float):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-def _name(max_length: int = 500, **kwargs: Any) -> _StrictChar:
-    return _StrictChar(max_length=max_length, **kwargs)
-
-
-def _optional_text(max_length: int, **kwargs: Any) -> _StrictChar:
-    return _StrictChar(
+def _optional_text(max_length: int, **kwargs: Any) -> StrictCharField:
+    return StrictCharField(
         required=False, allow_blank=True, trim_whitespace=False, max_length=max_length, **kwargs
     )
 
@@ -81,20 +53,20 @@ class ControlNetUnitSerializer(serializers.Serializer):
     enabled = serializers.BooleanField(required=False)
     model = _name(required=False, allow_blank=True)
     module = _name(required=False, allow_blank=True)
-    weight = _StrictFloat(required=False, min_value=0, max_value=2)
-    guidance_start = _StrictFloat(required=False, min_value=0, max_value=1)
-    guidance_end = _StrictFloat(required=False, min_value=0, max_value=1)
-    processor_res = _StrictInt(required=False, min_value=-1, max_value=4096)
+    weight = StrictFloatField(required=False, min_value=0, max_value=2)
+    guidance_start = StrictFloatField(required=False, min_value=0, max_value=1)
+    guidance_end = StrictFloatField(required=False, min_value=0, max_value=1)
+    processor_res = StrictIntegerField(required=False, min_value=-1, max_value=4096)
 
 
 class ADetailerUnitSerializer(serializers.Serializer):
     """The keys of an ADetailer unit that MobileSD checks (the others go as sent)."""
 
     ad_model = _name(required=False)
-    ad_confidence = _StrictFloat(required=False, min_value=0, max_value=1)
-    ad_denoising_strength = _StrictFloat(required=False, min_value=0, max_value=1)
-    ad_steps = _StrictInt(required=False, min_value=1, max_value=150)
-    ad_cfg_scale = _StrictFloat(required=False, min_value=0, max_value=30)
+    ad_confidence = StrictFloatField(required=False, min_value=0, max_value=1)
+    ad_denoising_strength = StrictFloatField(required=False, min_value=0, max_value=1)
+    ad_steps = StrictIntegerField(required=False, min_value=1, max_value=150)
+    ad_cfg_scale = StrictFloatField(required=False, min_value=0, max_value=30)
 
 
 _UNIT_SERIALIZERS: dict[str, type[serializers.Serializer]] = {
@@ -173,13 +145,13 @@ class ExtensionParamsSerializer(serializers.Serializer):
         max_length=MAX_STYLES,
         help_text="Prompt styles of the server's /sdapi/v1/prompt-styles, by name.",
     )
-    hires_scale = _StrictFloat(
+    hires_scale = StrictFloatField(
         required=False, min_value=1, max_value=4, help_text="Older name of hr_scale."
     )
-    hires_steps = _StrictInt(
+    hires_steps = StrictIntegerField(
         required=False, min_value=0, max_value=150, help_text="Older name of hr_second_pass_steps."
     )
-    hr_scale = _StrictFloat(
+    hr_scale = StrictFloatField(
         required=False, min_value=1, max_value=4, help_text="Hires fix: upscale by (1-4)."
     )
     hr_upscaler = _optional_text(
@@ -187,24 +159,26 @@ class ExtensionParamsSerializer(serializers.Serializer):
         help_text="Hires fix: an upscaler of the server (/sdapi/v1/upscalers, or a latent mode); "
         '"None": the server\'s default. Wins over upscaler_model.',
     )
-    hr_second_pass_steps = _StrictInt(
+    hr_second_pass_steps = StrictIntegerField(
         required=False, min_value=0, max_value=150, help_text="Hires steps; 0: the same as steps."
     )
-    hr_denoising_strength = _StrictFloat(
+    hr_denoising_strength = StrictFloatField(
         required=False, min_value=0, max_value=1, help_text="Hires fix: denoising (default 0.7)."
     )
-    hr_resize_x = _StrictInt(
+    hr_resize_x = StrictIntegerField(
         required=False, min_value=0, max_value=8192, help_text="Hires fix: resize width to."
     )
-    hr_resize_y = _StrictInt(
+    hr_resize_y = StrictIntegerField(
         required=False, min_value=0, max_value=8192, help_text="Hires fix: resize height to."
     )
     hr_sampler_name = _optional_text(200, help_text="Hires pass sampler (empty: the same).")
     hr_scheduler = _optional_text(200, help_text="Hires pass scheduler (empty: the same).")
     hr_prompt = _optional_text(100_000, help_text="Hires pass prompt (empty: the same).")
     hr_negative_prompt = _optional_text(100_000, help_text="Hires pass negative prompt.")
-    hr_cfg = _StrictFloat(required=False, min_value=1, max_value=30, help_text="Hires pass CFG.")
-    hr_distilled_cfg = _StrictFloat(
+    hr_cfg = StrictFloatField(
+        required=False, min_value=1, max_value=30, help_text="Hires pass CFG."
+    )
+    hr_distilled_cfg = StrictFloatField(
         required=False, min_value=0, max_value=30, help_text="Forge: hires pass distilled CFG."
     )
     alwayson_scripts = AlwaysOnScriptsField(

@@ -4,17 +4,21 @@ import uuid
 from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core_app.error_codes import JOB_FAILURE_CODES
-from core_app.fields import TimestampField
+from core_app.fields import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+    TimestampField,
+)
 from core_app.serializers import FeedListSerializer, OpenObjectSerializer
 from queue_app.control import queue_paused_at
 from queue_app.eta import QueuePlace, job_queue_place
@@ -26,44 +30,16 @@ from queue_app.images import (
     THUMBNAIL_MAX_SIZE,
     THUMBNAIL_MIN_SIZE,
 )
+from queue_app.links import (
+    image_path,
+    job_has_image_links,
+    job_image_links,
+    public_link,
+    signed_image_url,
+)
 from queue_app.models import Job, JobImage, JobStatus
 
 SEED_MAX = 2**32 - 1
-
-
-class StrictIntegerField(serializers.IntegerField):
-    """An integer that arrives as a JSON number: no "20", no true, no 20.5."""
-
-    default_error_messages = {"invalid": "A whole number is required."}
-
-    def to_internal_value(self, data: Any) -> int:
-        if isinstance(data, bool) or not isinstance(data, int | float):
-            self.fail("invalid")
-        if isinstance(data, float) and not data.is_integer():
-            self.fail("invalid")
-        return super().to_internal_value(int(data))
-
-
-class StrictFloatField(serializers.FloatField):
-    """A JSON number: no strings, no booleans."""
-
-    default_error_messages = {"invalid": "A number is required."}
-
-    def to_internal_value(self, data: Any) -> float:
-        if isinstance(data, bool) or not isinstance(data, int | float):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class StrictBooleanField(serializers.BooleanField):
-    """true or false, not "yes" or 1."""
-
-    default_error_messages = {"invalid": "Must be true or false."}
-
-    def to_internal_value(self, data: Any) -> bool:
-        if not isinstance(data, bool):
-            self.fail("invalid")
-        return data
 
 
 @extend_schema_field(
@@ -92,17 +68,6 @@ class SeedField(serializers.Field):
 
     def to_representation(self, value: Any) -> Any:
         return value
-
-
-class StrictCharField(serializers.CharField):
-    """A JSON string: a number or a list is a type error, not something to stringify."""
-
-    default_error_messages = {"invalid": "Must be a string."}
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 class LoraSerializer(serializers.Serializer):
@@ -312,6 +277,21 @@ class JobProgressSerializer(OpenObjectSerializer):
     )
 
 
+class ImageLinkSerializer(serializers.Serializer):
+    """A completed job's image by signed links (queue_app.links.job_image_links)."""
+
+    index = serializers.IntegerField(min_value=0)
+    name = serializers.CharField(help_text="The file name, as in `images`.")
+    url = serializers.CharField(
+        help_text="The image file: opens without an API key until it expires "
+        "(MOBILESD_SIGNED_LINK_SECONDS), then 403 `expired_link`. Absolute on "
+        "MOBILESD_PUBLIC_URL when that is set, else a path."
+    )
+    thumbnail_url = serializers.CharField(
+        help_text="Its thumbnail, signed alike; &size= and &format= may be added to it."
+    )
+
+
 class ResultDetailsSerializer(OpenObjectSerializer):
     """`result_details`: what a job produced, why it failed or waits to retry, or that it was
     cancelled. Which keys appear depends on the status; others may be added."""
@@ -495,6 +475,11 @@ class JobSerializer(serializers.ModelSerializer):
         "starts and ends, from the server's measured speed and the checkpoint loads the "
         "schedule ahead implies; null otherwise or while the server has no measurement."
     )
+    image_links = serializers.SerializerMethodField(
+        help_text="Completed: each image and its thumbnail by signed links, which open "
+        "without an API key until they expire (MOBILESD_SIGNED_LINK_SECONDS), in index "
+        "order; null for a job not completed. Not in events' job messages."
+    )
 
     class Meta:
         model = Job
@@ -519,6 +504,7 @@ class JobSerializer(serializers.ModelSerializer):
             "batch_id",
             "queue_position",
             "eta_seconds",
+            "image_links",
         ]
         read_only_fields = fields
 
@@ -527,6 +513,11 @@ class JobSerializer(serializers.ModelSerializer):
         if job.status != JobStatus.PROCESSING:
             return job.result_details
         return {**(job.result_details or {}), "progress_percentage": job.progress_percent}
+
+    @extend_schema_field(ImageLinkSerializer(many=True, allow_null=True))
+    def get_image_links(self, job: Job) -> list[dict[str, Any]] | None:
+        # A list's view prefetches its completed jobs' images (one query a page).
+        return job_image_links(job) if job_has_image_links(job) else None
 
     @extend_schema_field(JobProgressSerializer(allow_null=True))
     def get_progress(self, job: Job) -> dict[str, Any] | None:
@@ -602,10 +593,27 @@ class JobImageSerializer(serializers.ModelSerializer):
     thumbnail_url = serializers.SerializerMethodField(
         help_text="A phone-sized WebP thumbnail; add ?size=64..1024&format=webp|jpeg."
     )
+    signed_url = serializers.SerializerMethodField(
+        help_text="The image file by a signed link: opens without an API key until it "
+        "expires (MOBILESD_SIGNED_LINK_SECONDS), then 403 `expired_link`."
+    )
+    signed_thumbnail_url = serializers.SerializerMethodField(
+        help_text="The thumbnail by a signed link; &size= and &format= may be added to it."
+    )
 
     class Meta:
         model = JobImage
-        fields = ["index", "name", "seed", "width", "height", "url", "thumbnail_url"]
+        fields = [
+            "index",
+            "name",
+            "seed",
+            "width",
+            "height",
+            "url",
+            "thumbnail_url",
+            "signed_url",
+            "signed_thumbnail_url",
+        ]
         read_only_fields = fields
 
     def get_name(self, image: JobImage) -> str:
@@ -613,21 +621,19 @@ class JobImageSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(OpenApiTypes.URI_REF)
     def get_url(self, image: JobImage) -> str:
-        return self._link("job-image", image)
+        return public_link(image_path(image))
 
     @extend_schema_field(OpenApiTypes.URI_REF)
     def get_thumbnail_url(self, image: JobImage) -> str:
-        return self._link("job-image-thumbnail", image)
+        return public_link(image_path(image, thumbnail=True))
 
-    def _link(self, url_name: str, image: JobImage) -> str:
-        """The link on MOBILESD_PUBLIC_URL when it is set, else a path: never built from
-        the request's Host header, which the client chooses."""
-        path = reverse(url_name, kwargs={"job_id": str(image.job_id), "index": image.index})
-        if not settings.MOBILESD_PUBLIC_URL:
-            return path
-        # Its origin only: the path comes from the URL conf, script prefix included.
-        public = urlsplit(settings.MOBILESD_PUBLIC_URL)
-        return f"{public.scheme}://{public.netloc.rpartition('@')[2]}{path}"
+    @extend_schema_field(OpenApiTypes.URI_REF)
+    def get_signed_url(self, image: JobImage) -> str:
+        return signed_image_url(image)
+
+    @extend_schema_field(OpenApiTypes.URI_REF)
+    def get_signed_thumbnail_url(self, image: JobImage) -> str:
+        return signed_image_url(image, thumbnail=True)
 
 
 class JobImageListSerializer(serializers.Serializer):

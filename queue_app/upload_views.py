@@ -1,8 +1,6 @@
 """Upload API: upload an input image, list, show and delete uploads."""
 
-from collections.abc import Mapping
 from pathlib import PurePosixPath
-from typing import IO, Any
 
 from django.conf import settings
 from django.http import HttpResponseBase
@@ -10,14 +8,17 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import BaseParser, DataAndFiles, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core_app.errors import NotFound
 from core_app.pagination import paginated_response
-from core_app.parsers import declared_length, read_limited
+from core_app.parsers import (
+    LimitedImageMultiPartParser,
+    LimitedOctetStreamImageParser,
+    LimitedRawImageParser,
+)
 from core_app.scopes import owner_scope, request_user
 from core_app.serializers import ErrorSerializer, MessageSerializer
 from queue_app.models import Upload
@@ -35,58 +36,27 @@ from queue_app.views import (
 )
 
 RAW_IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "application/octet-stream")
-# Room for the multipart boundaries and headers around the file.
-_MULTIPART_SLACK = 64 * 1024
 
 
-def _too_large() -> UploadTooLarge:
-    limit = settings.MOBILESD_UPLOAD_MAX_BYTES
-    return UploadTooLarge(f"The upload is larger than the limit of {limit} bytes.")
+class _UploadLimit:
+    """MOBILESD_UPLOAD_MAX_BYTES; over it, the upload's own 413 (`upload_too_large`)."""
+
+    limit_setting = "MOBILESD_UPLOAD_MAX_BYTES"
+
+    def too_large(self, limit: int) -> Exception:
+        return UploadTooLarge(f"The upload is larger than the limit of {limit} bytes.")
 
 
-class UploadMultiPartParser(MultiPartParser):
-    """Multipart up to MOBILESD_UPLOAD_MAX_BYTES (and its framing): larger is a 413 before
-    it is read."""
-
-    def parse(
-        self,
-        stream: IO[Any],
-        media_type: str | None = None,
-        parser_context: Mapping[str, Any] | None = None,
-    ) -> DataAndFiles:
-        declared = declared_length(parser_context)
-        if (
-            declared is not None
-            and declared > settings.MOBILESD_UPLOAD_MAX_BYTES + _MULTIPART_SLACK
-        ):
-            raise _too_large()
-        return super().parse(stream, media_type, parser_context)
+class UploadMultiPartParser(_UploadLimit, LimitedImageMultiPartParser):
+    pass
 
 
-class UploadRawParser(BaseParser):
-    """The image itself as the body (image/png, image/jpeg, image/webp): `{"raw": bytes}`."""
-
-    media_type = "image/*"
-
-    def parse(
-        self,
-        stream: IO[Any],
-        media_type: str | None = None,
-        parser_context: Mapping[str, Any] | None = None,
-    ) -> Any:
-        limit = settings.MOBILESD_UPLOAD_MAX_BYTES
-        try:
-            return {"raw": read_limited(stream, limit, parser_context)}
-        except Exception as exc:
-            if getattr(exc, "status_code", None) == 413:
-                raise _too_large() from exc
-            raise
+class UploadRawParser(_UploadLimit, LimitedRawImageParser):
+    pass
 
 
-class UploadOctetStreamParser(UploadRawParser):
-    """What API client generators send for a binary body; the format is read from the bytes."""
-
-    media_type = "application/octet-stream"
+class UploadOctetStreamParser(_UploadLimit, LimitedOctetStreamImageParser):
+    pass
 
 
 def _uploaded(request: Request) -> bytes:
@@ -98,8 +68,9 @@ def _uploaded(request: Request) -> bytes:
     upload = request.FILES.get("image")
     if upload is None:
         raise ValidationError({"image": ["Send an image file as multipart field 'image'."]})
-    if upload.size is not None and upload.size > settings.MOBILESD_UPLOAD_MAX_BYTES:
-        raise _too_large()
+    limit = settings.MOBILESD_UPLOAD_MAX_BYTES
+    if upload.size is not None and upload.size > limit:
+        raise _UploadLimit().too_large(limit)
     return upload.read()
 
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from pathlib import PurePosixPath
 from typing import Any
 
+from django.db.models import prefetch_related_objects
 from django.http import FileResponse, HttpResponseBase, HttpResponseNotModified
 from django.utils.http import parse_etags
 from drf_spectacular.types import OpenApiTypes
@@ -21,6 +22,7 @@ from rest_framework.views import APIView
 
 from core_app.errors import NotFound
 from core_app.pagination import FEED_RESPONSES, UPDATED_SINCE_PARAMETER, paginated_response
+from core_app.permissions import HasApiKeyOrStaff
 from core_app.scopes import owner_scope, request_api_key, request_user
 from core_app.serializers import ErrorSerializer, MessageSerializer
 from queue_app.control_views import JobEditSerializer, job_edit_response
@@ -36,6 +38,7 @@ from queue_app.images import (
     thumbnail,
     thumbnail_name,
 )
+from queue_app.links import job_has_image_links, signed_link_check, signed_link_present
 from queue_app.models import Job, JobImage, JobStatus
 from queue_app.previews import job_preview_get, preview_etag
 from queue_app.serializers import (
@@ -103,6 +106,14 @@ class GenerateView(APIView):
         )
 
 
+def _serialize_jobs(jobs: list[Job]) -> Any:
+    """A page of jobs. The images of its completed ones (their `image_links`) are read in
+    one query for the page, and none when it has no completed job: the list's cost stays
+    flat."""
+    prefetch_related_objects([job for job in jobs if job_has_image_links(job)], "images")
+    return JobSerializer(jobs, many=True).data
+
+
 class JobListView(APIView):
     @extend_schema(
         parameters=[
@@ -133,7 +144,7 @@ class JobListView(APIView):
             request,
             filterset.qs,
             key="jobs",
-            serialize=lambda jobs: JobSerializer(jobs, many=True).data,
+            serialize=_serialize_jobs,
             count=job_list_count,
             feed="job",
         )
@@ -211,6 +222,15 @@ THUMBNAIL_MEDIA_TYPES = ("image/webp", "image/jpeg", OCTET_STREAM)
 IMAGE_ERRORS: dict[int | tuple[int, str], Any] = {
     304: OpenApiResponse(description="Not modified (If-None-Match)."),
 }
+# The image endpoints a signed link opens answer 403 for one that does not verify.
+SIGNED_IMAGE_ERRORS: dict[int | tuple[int, str], Any] = {
+    **IMAGE_ERRORS,
+    403: OpenApiResponse(
+        ErrorSerializer,
+        description="A signed link (exp, sig) that is tampered with (`invalid_signature`) or "
+        "has expired (`expired_link`).",
+    ),
+}
 
 
 class AnyAcceptNegotiation(BaseContentNegotiation):
@@ -259,6 +279,36 @@ def _file_response(
     return response
 
 
+class SignedLinkOrApiKey(HasApiKeyOrStaff):
+    """An image's signed link (`?exp=&sig=`, queue_app.links) lets the request in without an
+    API key; a link that does not verify is a 403, whoever sends it. Without one, the API
+    key rules as everywhere."""
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        if signed_link_present(request):
+            signed_link_check(request)
+            request.signed_link = True  # type: ignore[attr-defined]
+            return True
+        return super().has_permission(request, view)
+
+
+def _image_owner(request: Request) -> Any:
+    """Whose images the request may see: anyone's by a verified signed link (it names one
+    image of one job), else as the key allows."""
+    return None if getattr(request, "signed_link", False) else owner_scope(request)
+
+
+SIGNED_LINK_PARAMETERS = [
+    OpenApiParameter(
+        "exp",
+        int,
+        description="A signed link's expiry (unix seconds), as MobileSD wrote it: with `sig`, "
+        "the request needs no API key.",
+    ),
+    OpenApiParameter("sig", str, description="A signed link's signature of the path and exp."),
+]
+
+
 def _missing(image: JobImage) -> NotFound:
     return NotFound(
         f"Image {image.index} of job {image.job_id} is no longer stored.", code="image_not_found"
@@ -301,14 +351,16 @@ def _image_response(request: Request, image: JobImage) -> HttpResponseBase:
 
 IMAGE_RESPONSES: dict[int | tuple[int, str], Any] = {
     **{(200, media): OpenApiTypes.BINARY for media in IMAGE_MEDIA_TYPES},
-    **IMAGE_ERRORS,
+    **SIGNED_IMAGE_ERRORS,
 }
 
 
 class JobImageFileView(APIView):
     content_negotiation_class = AnyAcceptNegotiation
+    permission_classes = [SignedLinkOrApiKey]
 
     @extend_schema(
+        parameters=SIGNED_LINK_PARAMETERS,
         responses=IMAGE_RESPONSES,
         summary="An image of a job, as generated (infotext included)",
         description="Cacheable forever: the bytes behind a URL never change.",
@@ -317,35 +369,40 @@ class JobImageFileView(APIView):
     def get(self, request: Request, job_id: str, index: int) -> HttpResponseBase:
         return _image_response(
             request,
-            job_image_get(job=job_get(job_id=job_id, owner=owner_scope(request)), index=index),
+            job_image_get(job=job_get(job_id=job_id, owner=_image_owner(request)), index=index),
         )
 
 
 class OutputImageView(APIView):
     """`/outputs/<name>`, where the original MobileSD served its images: the same file as
     `/api/v1/queue/jobs/<id>/images/<n>`, under the same key rules (a client key's image
-    loader sends the key header and sees its own user's images only)."""
+    loader sends the key header and sees its own user's images only). A signed link to this
+    path opens it too (queue_app.links signs any path), though the links MobileSD hands out
+    are to the /api/v1 paths."""
 
     content_negotiation_class = AnyAcceptNegotiation
+    permission_classes = [SignedLinkOrApiKey]
 
     @extend_schema(
+        parameters=SIGNED_LINK_PARAMETERS,
         responses=IMAGE_RESPONSES,
         summary="An image by the name listed in result_details.images",
         description="Cacheable forever: the bytes behind a URL never change.",
         operation_id="outputs_image_retrieve",
     )
     def get(self, request: Request, name: str) -> HttpResponseBase:
-        return _image_response(request, job_image_by_name(name=name, owner=owner_scope(request)))
+        return _image_response(request, job_image_by_name(name=name, owner=_image_owner(request)))
 
 
 class JobImageThumbnailView(APIView):
     content_negotiation_class = AnyAcceptNegotiation
+    permission_classes = [SignedLinkOrApiKey]
 
     @extend_schema(
-        parameters=[ThumbnailQuerySerializer],
+        parameters=[ThumbnailQuerySerializer, *SIGNED_LINK_PARAMETERS],
         responses={
             **{(200, media): OpenApiTypes.BINARY for media in THUMBNAIL_MEDIA_TYPES},
-            **IMAGE_ERRORS,
+            **SIGNED_IMAGE_ERRORS,
         },
         summary="A phone-sized thumbnail of an image",
         description="Made on the first request, then served from storage. Cacheable forever.",
@@ -355,7 +412,7 @@ class JobImageThumbnailView(APIView):
         query = ThumbnailQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         size, fmt = query.validated_data["size"], query.validated_data["format"]
-        image = job_image_get(job=job_get(job_id=job_id, owner=owner_scope(request)), index=index)
+        image = job_image_get(job=job_get(job_id=job_id, owner=_image_owner(request)), index=index)
         name = thumbnail_name(stored_name(image), size=size, fmt=fmt)
         etag = image_etag(name)
         if (not_modified := _not_modified(request, etag)) is not None:

@@ -312,7 +312,7 @@ def test_filters_by_jobs_batches_and_types(ada, laptop):
     assert found["jobs"] == [("job.cancelled", str(one.pk)), ("job.cancelled", str(two.pk))]
     assert [event for event, _ in found["repeated"]] == ["job.queued"] * 2 + ["job.cancelled"] * 2
     assert found["batch"] == [("job.cancelled", str(three.pk))]
-    assert [event for event, _ in found["prefix"]] == ["batch.created"]
+    assert [event for event, _ in found["prefix"]] == ["batch.created", "batch.finished"]
 
 
 @pytest.mark.parametrize(

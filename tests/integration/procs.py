@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -91,6 +92,59 @@ def procfile_command(name: str) -> str:
         if proc.strip() == name:
             return command.strip()
     raise AssertionError(f"no {name!r} in the Procfile")
+
+
+# The virtualenv this suite runs in (gunicorn is one of its scripts).
+BIN = Path(sys.executable).parent
+
+
+class WebServer:
+    """The Procfile's web process, at `base`."""
+
+    def __init__(self, base: str, proc: Process) -> None:
+        self.base, self.proc = base, proc
+
+    def workers(self) -> list[int]:
+        """The pids of gunicorn's worker processes."""
+        found: list[int] = []
+        for task in Path(f"/proc/{self.proc.popen.pid}/task").iterdir():
+            found += [int(pid) for pid in (task / "children").read_text().split()]
+        return found
+
+
+@contextlib.contextmanager
+def procfile_web(
+    env: dict[str, str], log_dir: Path, *, concurrency: int = 1
+) -> Iterator[WebServer]:
+    """The Procfile's `web` process with `env` (its database, broker, media), on a free port,
+    once it answers; its log is web.log in `log_dir`, printed if the block fails."""
+    port = free_port()
+    env = {
+        **env,
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": str(concurrency),
+    }
+    proc = Process(
+        ["bash", "-c", f"exec {procfile_command('web')}"],
+        cwd=REPO,
+        env=env,
+        log=log_dir / "web.log",
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        # Any answer of the database's check means "up" (with no worker, health is a 503).
+        wait_until(
+            lambda: requests.get(f"{base}/api/v1/health", timeout=2).json()["database"]["ok"],
+            timeout=60,
+            what="the web server",
+        )
+        yield WebServer(base, proc)
+    except Exception:
+        print(proc.output())
+        raise
+    finally:
+        proc.stop()
 
 
 def clean_env(**overrides: str) -> dict[str, str]:

@@ -4,8 +4,6 @@ simulator. A phone-like client follows its job from queued to completed over the
 alone, and fetches an image the completed event names."""
 
 import contextlib
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +16,7 @@ from model_bakery import baker
 from core_app.models import KeyScope
 from servers_app.models import Server
 from tests.integration.procs import (
-    REPO,
-    Process,
-    free_port,
-    procfile_command,
+    procfile_web,
     sse_messages,
     wait_until,
 )
@@ -29,57 +24,13 @@ from tests.support import new_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-BIN = Path(sys.executable).parent
-
 
 @pytest.fixture
 def web(engine, tmp_path) -> Iterator[str]:
-    with web_server(engine.env, tmp_path, concurrency=2) as server:
+    with procfile_web(
+        {**engine.env, "MOBILESD_EVENTS_HEARTBEAT_SECONDS": "1"}, tmp_path, concurrency=2
+    ) as server:
         yield server.base
-
-
-class WebServer:
-    def __init__(self, base: str, proc: Process) -> None:
-        self.base, self.proc = base, proc
-
-    def workers(self) -> list[int]:
-        """The pids of gunicorn's worker processes."""
-        found: list[int] = []
-        for task in Path(f"/proc/{self.proc.popen.pid}/task").iterdir():
-            found += [int(pid) for pid in (task / "children").read_text().split()]
-        return found
-
-
-@contextlib.contextmanager
-def web_server(cluster_env: dict[str, str], tmp_path: Path, *, concurrency: int) -> Iterator[Any]:
-    """The Procfile's web process beside the cluster, on its database, broker and media."""
-    port = free_port()
-    env = {
-        **cluster_env,
-        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": str(concurrency),
-        "MOBILESD_EVENTS_HEARTBEAT_SECONDS": "1",
-    }
-    proc = Process(
-        ["bash", "-c", f"exec {procfile_command('web')}"],
-        cwd=REPO,
-        env=env,
-        log=tmp_path / "web.log",
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: requests.get(f"{base}/api/v1/health", timeout=2).json()["database"]["ok"],
-            timeout=60,
-            what="the web server",
-        )
-        yield WebServer(base, proc)
-    except Exception:
-        print(proc.output())
-        raise
-    finally:
-        proc.stop()
 
 
 def test_a_phone_follows_its_job_from_queued_to_completed_over_the_stream_alone(web, sims):
@@ -152,7 +103,7 @@ def test_open_streams_hold_no_database_connection_and_no_thread(engine, tmp_path
     named = {**engine.env, "DATABASE_URL": f"{engine.env['DATABASE_URL']}?application_name=web"}
     with (
         contextlib.ExitStack() as streams,
-        web_server(named, tmp_path, concurrency=1) as server,
+        procfile_web({**named, "MOBILESD_EVENTS_HEARTBEAT_SECONDS": "1"}, tmp_path) as server,
     ):
 
         def open_stream() -> None:

@@ -2,10 +2,7 @@
 bodies whatever their framing, and the address failed sign-ins are counted for."""
 
 import json
-import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -13,54 +10,25 @@ import requests
 from servers_app.models import Server
 from tests.integration.conftest import _redis_broker_url, _worker_database_url
 from tests.integration.procs import (
-    REPO,
-    Process,
     clean_env,
-    free_port,
-    procfile_command,
-    wait_until,
+    procfile_web,
 )
 from tests.support import new_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-# The virtualenv this suite runs in (gunicorn is one of its scripts).
-BIN = Path(sys.executable).parent
-
 
 @pytest.fixture
 def web(tmp_path) -> Iterator[str]:
     """The Procfile's `web` process on the test database; yields its base URL."""
-    port = free_port()
     env = clean_env(
-        PATH=f"{BIN}:{os.environ.get('PATH', '')}",
-        PORT=str(port),
-        WEB_CONCURRENCY="1",
         DATABASE_URL=_worker_database_url(),
         CELERY_BROKER_URL=_redis_broker_url(),
         MOBILESD_DATA_DIR=str(tmp_path / "data"),
         MOBILESD_FAILED_ATTEMPTS_LIMIT="3",
     )
-    proc = Process(
-        ["bash", "-c", f"exec {procfile_command('web')}"],
-        cwd=REPO,
-        env=env,
-        log=tmp_path / "web.log",
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        # No worker runs here, so the health check answers 503; any answer means "up".
-        wait_until(
-            lambda: requests.get(f"{base}/api/v1/health", timeout=2).json()["database"]["ok"],
-            timeout=60,
-            what="gunicorn",
-        )
-        yield base
-    except Exception:
-        print(proc.output())
-        raise
-    finally:
-        proc.stop()
+    with procfile_web(env, tmp_path) as server:
+        yield server.base
 
 
 def chunks(data: bytes, size: int = 7) -> Iterator[bytes]:

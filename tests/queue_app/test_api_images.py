@@ -89,7 +89,13 @@ def test_list_describes_every_image_with_links_on_the_public_url(client, job, se
     assert response.status_code == 200
     base = f"https://sd.example.org/api/v1/queue/jobs/{job.pk}/images"
     prefix = job.pk.hex[:8]
-    assert response.json() == {
+    body = response.json()
+    for entry in body["images"]:  # the signed links: tests/queue_app/test_signed_links.py
+        assert entry.pop("signed_url").startswith(f"{base}/{entry['index']}?exp=")
+        assert entry.pop("signed_thumbnail_url").startswith(
+            f"{base}/{entry['index']}/thumbnail?exp="
+        )
+    assert body == {
         "images": [
             {
                 "index": 0,
@@ -468,7 +474,12 @@ def test_schema_describes_the_image_endpoints_as_binary(client):
     images = {"image/png", "image/jpeg", "image/webp", octet}
     assert set(image["responses"]["200"]["content"]) == images
     assert set(thumb["responses"]["200"]["content"]) == {"image/webp", "image/jpeg", octet}
-    assert {p["name"] for p in thumb["parameters"] if p["in"] == "query"} == {"size", "format"}
+    assert {p["name"] for p in thumb["parameters"] if p["in"] == "query"} == {
+        "size",
+        "format",
+        "exp",  # a signed link's (tests/queue_app/test_signed_links.py)
+        "sig",
+    }
     assert image["responses"]["200"]["content"]["image/png"]["schema"]["format"] == "binary"
 
 

@@ -9,10 +9,9 @@ import pytest
 
 from core_app.scopes import local_user
 from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
-from queue_app.engine import server_run
 from queue_app.models import Job, JobStatus
-from queue_app.services import job_submit
 from servers_app.models import CachedModel, ModelKind, Server
+from tests.queue_app.engine_support import run, submit
 from tests.support import checked_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,19 +32,6 @@ def a1111(settings) -> Iterator[ForgeSimulator]:
     settings.MOBILESD_HEARTBEAT_SECONDS = 0.05
     with ForgeSimulator(SimulatorConfig(flavour="a1111-1.10", models=MODELS)) as simulator:
         yield simulator
-
-
-def submit(target: str, **params: Any) -> Job:
-    params.setdefault("positive_prompt", "a lighthouse")
-    params.update(steps=4, width=64, height=64)
-    job, _ = job_submit(owner=local_user(), target_server_alias=target, generation_params=params)
-    return job
-
-
-def run(server: Server, job: Job) -> Job:
-    server_run(server.pk)
-    job.refresh_from_db()
-    return job
 
 
 def received(simulator: ForgeSimulator) -> dict[str, Any]:

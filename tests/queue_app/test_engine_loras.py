@@ -4,18 +4,16 @@ one the server does not have fails the job instead of being dropped silently; an
 job runs only where its LoRAs are."""
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import requests
 
-from core_app.scopes import local_user
 from integrations.forge.simulator import ForgeSimulator, SimLora, SimModel, SimulatorConfig
 from queue_app.engine import server_run
-from queue_app.models import Job, JobStatus
-from queue_app.services import job_submit
+from queue_app.models import JobStatus
 from servers_app.model_cache import lora_rows
 from servers_app.models import CachedModel, Server
+from tests.queue_app.engine_support import run, submit
 from tests.support import checked_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -71,19 +69,6 @@ def laptop(linux, settings) -> Server:
 def desktop(windows, settings) -> Server:
     settings.MOBILESD_HEARTBEAT_SECONDS = 0.05
     return _checked("Desktop", windows)
-
-
-def submit(target: str, **params: Any) -> Job:
-    params.setdefault("positive_prompt", "a lighthouse")
-    params.update(steps=4, width=64, height=64)
-    job, _ = job_submit(owner=local_user(), target_server_alias=target, generation_params=params)
-    return job
-
-
-def run(server: Server, job: Job) -> Job:
-    server_run(server.pk)
-    job.refresh_from_db()
-    return job
 
 
 def test_a_lora_picked_by_file_name_is_sent_as_the_servers_name(laptop):

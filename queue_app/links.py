@@ -1,0 +1,105 @@
+"""Links to a job's images: the plain API paths (which need an API key) and signed ones
+(`?exp=…&sig=…`, core_app.signed_links) that open without a key until they expire, for what
+cannot send a key: an `<img>` tag, a push notification, a webhook receiver, a shared link.
+
+A signed link signs the image's path and its expiry only: it opens that one image (or its
+thumbnail) of that one job, and a thumbnail link's `size` and `format` may be added or
+changed without breaking it. Links are absolute on MOBILESD_PUBLIC_URL when it is set, else
+paths: never built from a request's Host header, which the client chooses.
+"""
+
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.urls import reverse
+from rest_framework.request import Request
+
+from core_app.signed_links import EXPIRY_PARAMETER, SIGNATURE_PARAMETER, LinkSigner
+from queue_app.models import Job, JobImage, JobStatus
+
+__all__ = [
+    "image_link_expiry",
+    "image_link_signer",
+    "image_path",
+    "job_has_image_links",
+    "job_image_links",
+    "public_link",
+    "signed_image_url",
+    "signed_link_check",
+    "signed_link_present",
+]
+
+# The HMAC's salt: a signature for image links opens nothing else signed with SECRET_KEY.
+IMAGE_LINK_PURPOSE = "mobilesd.queue.image-link"
+
+
+def image_link_signer() -> LinkSigner:
+    """The signer of image links, with the lifetime MOBILESD_SIGNED_LINK_SECONDS says now."""
+    return LinkSigner(purpose=IMAGE_LINK_PURPOSE, lifetime=settings.MOBILESD_SIGNED_LINK_SECONDS)
+
+
+def image_link_expiry(*, now: float | None = None) -> datetime:
+    """When the signed links made now expire (the same for every link of one window)."""
+    return datetime.fromtimestamp(image_link_signer().expiry(now=now), tz=UTC)
+
+
+def public_link(path: str) -> str:
+    """`path` on MOBILESD_PUBLIC_URL's origin when that is set, else `path` itself."""
+    if not settings.MOBILESD_PUBLIC_URL:
+        return path
+    # Its origin only: the path comes from the URL conf, script prefix included.
+    public = urlsplit(settings.MOBILESD_PUBLIC_URL)
+    return f"{public.scheme}://{public.netloc.rpartition('@')[2]}{path}"
+
+
+def image_path(image: JobImage, *, thumbnail: bool = False) -> str:
+    """The API path of `image` (or of its thumbnail), script prefix included."""
+    name = "job-image-thumbnail" if thumbnail else "job-image"
+    return reverse(name, kwargs={"job_id": str(image.job_id), "index": image.index})
+
+
+def signed_image_url(image: JobImage, *, thumbnail: bool = False) -> str:
+    """A link to `image` (or its thumbnail) that opens without an API key until it expires
+    (MOBILESD_SIGNED_LINK_SECONDS, rounded up to a window so that the same image's link
+    stays the same URL for a while: core_app.signed_links.LinkSigner)."""
+    return public_link(image_link_signer().sign(image_path(image, thumbnail=thumbnail)))
+
+
+def job_image_links(job: Job) -> list[dict[str, Any]]:
+    """[{"index", "name", "url", "thumbnail_url"}] of `job`'s images, signed, in index
+    order; [] when it has none. Reads `job.images.all()`, so a prefetch serves it."""
+    signer = image_link_signer()
+    links = []
+    for image in sorted(job.images.all(), key=lambda image: image.index):
+        links.append(
+            {
+                "index": image.index,
+                "name": PurePosixPath(image.file.name or "").name,
+                "url": public_link(signer.sign(image_path(image))),
+                "thumbnail_url": public_link(signer.sign(image_path(image, thumbnail=True))),
+            }
+        )
+    return links
+
+
+def job_has_image_links(job: Job) -> bool:
+    """Whether a job's answer lists image links: completed jobs only have images."""
+    return job.status == JobStatus.COMPLETED
+
+
+def signed_link_present(request: Request) -> bool:
+    """Whether the request asks to be let in by a signed link (it carries `exp` or `sig`)."""
+    query = request.query_params
+    return EXPIRY_PARAMETER in query or SIGNATURE_PARAMETER in query
+
+
+def signed_link_check(request: Request) -> None:
+    """Nothing when the request's `exp` and `sig` sign its path; InvalidSignature (403)
+    otherwise. The path is request.path, script prefix included, as reverse() writes it."""
+    query = request.query_params
+    image_link_signer().check(
+        request.path, query.get(EXPIRY_PARAMETER, ""), query.get(SIGNATURE_PARAMETER, "")
+    )
