@@ -8,7 +8,7 @@ ever hears of its own user's work: the rows are chosen by the event's owner.
 
 The message is written when the event is fanned out (the job as it was then), short, for a
 phone's lock screen: a title naming the prompt, a body with the server, the time taken,
-the image count and a link.
+the image count and a link (the first image's signed link, which opens without a key).
 """
 
 import re
@@ -24,6 +24,7 @@ from django.utils import timezone
 from events_app.models import Event
 from notifications_app.models import PUSH_EVENT_TYPES, PushMessage, PushState, PushTarget
 from notifications_app.push_tasks import push_send_on_commit
+from queue_app.links import job_image_links
 from queue_app.models import Batch, Job, JobStatus
 
 __all__ = ["PushText", "batch_message", "job_message", "notify_user", "push_for_events"]
@@ -70,7 +71,13 @@ def _public(path: str) -> str:
 
 
 def _job_link(job: Job) -> str:
-    """Where the notification leads: the job's page in MobileSD's admin."""
+    """Where the notification leads: its first image, by a signed link that opens without
+    an API key (queue_app.links, valid MOBILESD_SIGNED_LINK_SECONDS), else the job's page
+    in MobileSD's admin; nothing without MOBILESD_PUBLIC_URL."""
+    if not settings.MOBILESD_PUBLIC_URL:
+        return ""
+    if job.status == JobStatus.COMPLETED and (links := job_image_links(job)):
+        return str(links[0]["url"])
     return _public(reverse("admin:queue_app_job_change", args=[job.pk]))
 
 
@@ -97,15 +104,17 @@ def job_message(job: Job) -> PushText:
     )
 
 
-def batch_message(batch: Batch) -> PushText:
-    """(title, body, link) of a finished batch's notification: its counts by status and
-    the time from its submission to its last job's end."""
-    counts = dict(
-        Job.objects.filter(batch=batch)
-        .values_list("status")
-        .annotate(n=Count("id"))
-        .values_list("status", "n")
-    )
+def batch_message(batch: Batch, counts: dict[str, Any] | None = None) -> PushText:
+    """(title, body, link) of a finished batch's notification: its jobs' counts by status
+    (`counts`, as the batch.finished event recorded them, else as they are now) and the
+    time from its submission to its last job's end."""
+    if not isinstance(counts, dict):
+        counts = dict(
+            Job.objects.filter(batch=batch)
+            .values_list("status")
+            .annotate(n=Count("id"))
+            .values_list("status", "n")
+        )
     last = Job.objects.filter(batch=batch).aggregate(last=Max("completed_at"))["last"]
     order = [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]
     tally = ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s)) or "no jobs"
@@ -138,7 +147,7 @@ def _messages_for(events: Iterable[Event]) -> dict[int, tuple[Event, PushText, A
         else:
             batch = batches.get(event.batch_id) if event.batch_id else None
             if batch is not None:
-                found[event.pk] = (event, batch_message(batch), None)
+                found[event.pk] = (event, batch_message(batch, event.data.get("counts")), None)
     return found
 
 

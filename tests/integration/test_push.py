@@ -91,7 +91,9 @@ def test_a_completed_job_is_pushed_to_the_ntfy_receiver_with_its_thumbnail(engin
     facts, link = received.message.splitlines()
     assert facts.startswith("push-laptop · ")
     assert facts.endswith(" · 1 image")
-    assert link == f"{PUBLIC_URL}/admin/queue_app/job/{job.pk}/change/"
+    # The first image, by a signed link that opens without an API key.
+    assert link.startswith(f"{PUBLIC_URL}/api/v1/queue/jobs/{job.pk}/images/0?exp=")
+    assert "&sig=" in link
     assert received.attachment_name == f"{job.pk.hex[:8]}.jpg"
     assert received.attachment[:3] == b"\xff\xd8\xff"
     wait_until(

@@ -156,8 +156,53 @@ def test_a_completed_job_is_told_by_prompt_server_time_count_and_link(
     assert len(message.title) <= len("Done: ") + 61
     facts, link = message.body.splitlines()
     assert facts == "Laptop · 1 min 15 s · 2 images"
-    assert link == f"https://sd.example.org/admin/queue_app/job/{job.pk}/change/" == message.link
+    assert link == message.link
+    assert link.startswith(f"https://sd.example.org/api/v1/queue/jobs/{job.pk}/images/0?exp=")
     assert message.job_id == job.pk
+
+
+def test_the_link_is_the_first_image_opening_without_a_key(
+    ntfy, ada, anon_client, django_capture_on_commit_callbacks
+):
+    target(ada, ntfy)
+    job = new_job(ada)
+    add_image(job)
+    finish(job)
+    fan_out(django_capture_on_commit_callbacks)
+
+    response = anon_client.get(
+        PushMessage.objects.get().link.removeprefix("https://sd.example.org")
+    )
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/png"
+
+
+def test_a_job_without_images_links_to_its_page(ntfy, ada, django_capture_on_commit_callbacks):
+    target(ada, ntfy)
+    job = finish(new_job(ada))
+
+    fan_out(django_capture_on_commit_callbacks)
+
+    message = PushMessage.objects.get()
+    assert message.link == f"https://sd.example.org/admin/queue_app/job/{job.pk}/change/"
+    assert message.body.splitlines()[0] == "Laptop · 12 s · 0 images"
+
+
+def test_without_a_public_url_there_is_no_link(
+    ntfy, ada, settings, django_capture_on_commit_callbacks
+):
+    settings.MOBILESD_PUBLIC_URL = ""
+    target(ada, ntfy)
+    job = new_job(ada)
+    add_image(job)
+    finish(job)
+
+    fan_out(django_capture_on_commit_callbacks)
+
+    message = PushMessage.objects.get()
+    assert message.link == ""
+    assert message.body == "Laptop · 12 s · 1 image"
 
 
 def test_a_failed_job_is_told_by_its_errors_first_line(
@@ -177,34 +222,25 @@ def test_a_failed_job_is_told_by_its_errors_first_line(
 def test_a_finished_batch_is_told_by_its_counts_and_time(
     ntfy, ada, django_capture_on_commit_callbacks
 ):
-    target(ada, ntfy)
-    batch = baker.make(Batch, owner=ada, name="Lighthouses", target_server_alias="Laptop")
-    first = new_job(ada, batch=batch)
-    for job, status in ((first, "completed"), (new_job(ada, batch=batch), "completed")):
-        finish(job, status)
-    finish(new_job(ada, batch=batch), "failed", error="boom")
-    Batch.objects.filter(pk=batch.pk).update(created_at=timezone.now() - timedelta(seconds=200))
-    new_events()  # the jobs' events, not told of here (the batch's target wants them too)
-    PushMessage.objects.all().delete()
-    # batch.finished as the event log writes it (queue_app's batch end).
-    Event.objects.create(
-        type="batch.finished",
-        batch_id=batch.pk,
-        owner_id=ada.pk,
-        seq=10_000,
-        data={},
-        created_at=timezone.now(),
+    target(ada, ntfy, events=["batch.finished"])
+    batch = baker.make(
+        Batch, owner=ada, name="Lighthouses", target_server_alias="Laptop", job_count=3
     )
+    jobs = [new_job(ada, batch=batch) for _ in range(3)]
+    Batch.objects.filter(pk=batch.pk).update(created_at=timezone.now() - timedelta(seconds=200))
+    finish(jobs[0])
+    finish(jobs[1], JobStatus.FAILED, error="boom")
+    finish(jobs[2])  # the last one: the triggers write batch.finished
 
-    with django_capture_on_commit_callbacks(execute=True):
-        push_for_events(list(Event.objects.filter(type="batch.finished")))
+    events = fan_out(django_capture_on_commit_callbacks)
 
+    assert "batch.finished" in [event.type for event in events]
     message = PushMessage.objects.get()
-    assert message.title == "Batch done: Lighthouses"
+    assert (message.event_type, message.title) == ("batch.finished", "Batch done: Lighthouses")
     tally, facts, link = message.body.splitlines()
     assert tally == "2 completed, 1 failed"
     assert facts.startswith("Laptop · 3 min")
-    assert link.endswith(f"/admin/queue_app/batch/{batch.pk}/change/")
+    assert link == f"https://sd.example.org/admin/queue_app/batch/{batch.pk}/change/"
 
 
 @pytest.mark.parametrize(
