@@ -110,6 +110,7 @@ ERROR_CODES: dict[str, str] = {
     "notification_target_not_found": "No such notification target (or another user's).",
     "notification_failed": "The notification could not be sent (the service refused it or "
     "could not be reached); the message says why.",
+    "notification_not_failed": "Only a failed notification can be sent again.",
 }
 
 # (code, meaning) pairs: the choices of the error body's `code` (ErrorCodeEnum).

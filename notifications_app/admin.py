@@ -8,15 +8,17 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.text import Truncator
 
-from core_app.admin_actions import ObjectActionsAdmin, object_action
+from core_app.admin_actions import ObjectActionsAdmin, apply_to_each, object_action
 from integrations.push.client import push_url_problem
 from notifications_app.models import PUSH_EVENT_TYPES, PushMessage, PushTarget
 from notifications_app.push_serializers import URL_HELP
 from notifications_app.push_services import (
+    push_message_retry,
     push_target_create,
     push_target_test,
     push_target_update,
 )
+from notifications_app.push_tasks import push_send_on_commit
 
 # === Push notifications ===================================================================
 
@@ -116,6 +118,22 @@ class PushMessageAdmin(admin.ModelAdmin):
         "sent_at",
     )
     fields = readonly_fields
+    actions = ("send_again",)
+
+    @admin.action(description="Send the selected failed notifications again")
+    def send_again(self, request: HttpRequest, queryset: QuerySet[PushMessage]) -> None:
+        def retry(message_id: int) -> None:
+            push_message_retry(message_id=message_id)
+            push_send_on_commit([message_id])
+
+        apply_to_each(
+            self,
+            request,
+            queryset,
+            retry,
+            key="message_id",
+            done="Queued {count} notification(s) again.",
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

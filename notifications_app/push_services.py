@@ -24,7 +24,7 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from core_app.errors import InvalidInput, MobileSDError, NotFound
+from core_app.errors import Conflict, InvalidInput, MobileSDError, NotFound
 from core_app.leases import lease_expiry
 from integrations.push.client import PushError, push_send, push_service, push_url_problem
 from notifications_app.models import PushMessage, PushState, PushTarget
@@ -244,6 +244,26 @@ def push_message_send(*, message_id: int, retry: bool = True) -> float | None:
             error,
         )
         return None
+
+
+def push_message_retry(*, message_id: int) -> PushMessage:
+    """Make a failed row due again, with a fresh set of tries (the caller queues it, or the
+    recovery task finds it); another row is a 409 `notification_not_failed`."""
+    with transaction.atomic():
+        message = PushMessage.objects.select_for_update().filter(pk=message_id).first()
+        if message is None:
+            raise NotFound(f"Notification {message_id} not found.")
+        if message.state != PushState.FAILED:
+            raise Conflict(
+                f"Notification {message_id} is {message.state}: only a failed one can be sent "
+                "again.",
+                code="notification_not_failed",
+            )
+        message.state = PushState.PENDING
+        message.attempts = 0
+        message.next_attempt_at = timezone.now()
+        message.save(update_fields=["state", "attempts", "next_attempt_at"])
+    return message
 
 
 def push_messages_due(*, limit: int = 500) -> list[int]:

@@ -100,3 +100,28 @@ def test_the_outbox_is_listed_and_shown(admin_client, secret_target):
 
     assert "Ada&#x27;s phone" in listing.content.decode()
     assert "Hello there" in page.content.decode()
+
+
+def test_failed_notifications_are_sent_again_from_the_list(
+    admin_client, ntfy, secret_target, published, django_capture_on_commit_callbacks
+):
+    notify_user(secret_target.owner_id, title="Hello", body="A notice.")
+    failed = PushMessage.objects.get()
+    PushMessage.objects.filter(pk=failed.pk).update(state="failed", attempts=4)
+    notify_user(secret_target.owner_id, title="Second", body="Not failed.")
+    pending = PushMessage.objects.exclude(pk=failed.pk).get()
+    published.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            reverse("admin:notifications_app_pushmessage_changelist"),
+            {"action": "send_again", "_selected_action": [failed.pk, pending.pk]},
+            follow=True,
+        )
+
+    shown = messages_of(response)
+    assert "Queued 1 notification(s) again." in shown
+    assert any("only a failed one can be sent again" in text for text in shown)
+    failed.refresh_from_db()
+    assert (failed.state, failed.attempts) == ("pending", 0)
+    assert [args for name, args, _ in published if name.endswith("send_push")] == [(failed.pk,)]
