@@ -1,7 +1,8 @@
 """Push notifications for real (#15 point 3): a Celery worker runs a job on a Forge
 simulator; once it completes, the notification of its owner's Apprise target
 `ntfy://127.0.0.1:<port>/<topic>` reaches the local ntfy-compatible receiver, with the
-server, the time, a link and the thumbnail attached; a failing receiver is tried again; a
+server, the time, a link and the thumbnail attached; so does a finished batch, with its counts;
+a failing receiver is tried again; a
 send whose worker is killed (`kill -9`) is sent again once its lease lapses.
 
 The event fan-out (notifications_app's delivery from the event log) calls push_for_events;
@@ -22,6 +23,7 @@ from integrations.ntfy.simulator import NtfySimulator
 from notifications_app.models import PushMessage
 from notifications_app.push import notify_user, push_for_events
 from notifications_app.push_services import push_target_create
+from queue_app.batches import batch_submit
 from queue_app.models import FINISHED_STATUSES, Job, JobStatus
 from queue_app.services import job_submit
 from servers_app.models import Server
@@ -102,6 +104,37 @@ def test_a_completed_job_is_pushed_to_the_ntfy_receiver_with_its_thumbnail(engin
         what="the outbox row recorded as sent",
     )
     assert not ntfy.messages("bob")
+
+
+def test_a_finished_batch_is_pushed_with_its_counts(engine, sims, ntfy):
+    ada = user("ada")
+    push_target_create(
+        owner=ada, name="Ada's phone", url=ntfy.apprise_url("ada"), events=["batch.finished"]
+    )
+    sim = sims(seconds_per_step=0.02)
+    server = baker.make(Server, alias="push-laptop", api_url=sim.url)
+    batch, job_ids, _ = batch_submit(
+        owner=ada,
+        target_server_alias=server.alias,
+        generation_params={"positive_prompt": "a lighthouse", "steps": 3, "width": 64},
+        items=[{"seed": 1}, {"seed": 2}],
+        name="Lighthouses",
+    )
+    wait_until(
+        lambda: Job.objects.filter(pk__in=job_ids, status=JobStatus.COMPLETED).count() == 2,
+        timeout=30,
+        what="the batch's jobs to complete",
+    )
+
+    fan_out(ada.pk)
+
+    (received,) = ntfy.wait_for(lambda messages: bool(messages), timeout=20)
+    assert received.title == "Batch done: Lighthouses"
+    tally, facts, link = received.message.splitlines()
+    assert tally == "2 completed"
+    assert facts.startswith("push-laptop · ")
+    assert link == f"{PUBLIC_URL}/admin/queue_app/batch/{batch.pk}/change/"
+    assert not received.attachment_name
 
 
 def test_a_failing_receiver_is_tried_again_by_the_worker(engine, ntfy):
