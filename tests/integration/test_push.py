@@ -1,9 +1,9 @@
 """Push notifications for real (#15 point 3): a Celery worker runs a job on a Forge
 simulator; once it completes, the notification of its owner's Apprise target
 `ntfy://127.0.0.1:<port>/<topic>` reaches the local ntfy-compatible receiver, with the
-server, the time, a link and the thumbnail attached; so does a finished batch, with its counts;
-a failing receiver is tried again; a
-send whose worker is killed (`kill -9`) is sent again once its lease lapses.
+server, the time, a link and the thumbnail attached; so does a finished batch, with its
+counts; a failing receiver is tried again; a send whose worker is killed (`kill -9`) is
+sent again once its lease lapses.
 
 The event fan-out (notifications_app's delivery from the event log) calls push_for_events;
 here the test makes that call itself, in a transaction as the fan-out does, so the sending
