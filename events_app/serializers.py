@@ -6,7 +6,7 @@ from rest_framework import serializers
 from core_app.fields import TimestampField
 
 
-class BatchCountsSerializer(serializers.Serializer):
+class BatchFinishedCountsSerializer(serializers.Serializer):
     """batch.finished: how the batch's jobs ended, when its last one finished."""
 
     completed = serializers.IntegerField(min_value=0)
@@ -25,7 +25,7 @@ class BatchEventSerializer(serializers.Serializer):
     priority = serializers.IntegerField(allow_null=True)
     job_count = serializers.IntegerField(allow_null=True)
     creation_timestamp = serializers.CharField(allow_null=True)
-    counts = BatchCountsSerializer(required=False, help_text="batch.finished only.")
+    counts = BatchFinishedCountsSerializer(required=False, help_text="batch.finished only.")
 
 
 class EventMessageSerializer(serializers.Serializer):

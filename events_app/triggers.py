@@ -17,6 +17,7 @@ place), so `event_triggers_install` runs after every `migrate` (post_migrate).
 """
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from django.db import connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -94,12 +95,30 @@ class _Table:
     def delete_type(self, v: _Vendor) -> str:
         raise NotImplementedError
 
+    # What each event records in `data`, in this order: the row's columns of these names,
+    # JSON ones and booleans written as JSON (`expression` may compute one instead).
+    recorded: ClassVar[tuple[str, ...]] = ()
+    json_columns: ClassVar[frozenset[str]] = frozenset()
+    bool_columns: ClassVar[frozenset[str]] = frozenset()
+
     def columns(self, v: _Vendor, row: str) -> dict[str, str]:
         """The event's subject columns (job_id, owner_id, ...) from `row`."""
         raise NotImplementedError
 
+    def expression(self, v: _Vendor, row: str, name: str) -> str:
+        """The SQL of the recorded value `name` of `row`."""
+        if name in self.json_columns:
+            return v.json_col.format(c=f"{row}.{name}")
+        if name in self.bool_columns:
+            return v.bool_col.format(c=f"{row}.{name}")
+        return f"{row}.{name}"
+
+    def pairs(self, v: _Vendor, row: str) -> tuple[tuple[str, str], ...]:
+        """(name, SQL) of each recorded value of `row`."""
+        return tuple((name, self.expression(v, row, name)) for name in self.recorded)
+
     def data(self, v: _Vendor, row: str) -> str:
-        raise NotImplementedError
+        return v.json(*self.pairs(v, row))
 
 
 def _q(name: str) -> str:
@@ -131,25 +150,30 @@ class _Jobs(_Table):
             "owner_id": f"{row}.owner_id",
         }
 
-    def data(self, v: _Vendor, row: str) -> str:
+    recorded = (
+        "status",
+        "target_server_alias",
+        "forge_session_hash",
+        "retry_count",
+        "priority",
+        "progress",
+        "result_details",
+        "created_at",
+        "updated_at",
+        "completed_at",
+        "not_before",
+        "expires_at",
+    )
+    json_columns = frozenset({"progress", "result_details"})
+
+    def expression(self, v: _Vendor, row: str, name: str) -> str:
+        if name != "target_server_alias":
+            return super().expression(v, row, name)
+        # The server's current alias (it may have been renamed), else the one asked for.
         server = _q(Server._meta.db_table)
-        alias = (
+        return (
             f"COALESCE((SELECT alias FROM {server} WHERE id = {row}.server_id), "  # noqa: S608
             f"{row}.target_server_alias)"
-        )
-        return v.json(
-            ("status", f"{row}.status"),
-            ("target_server_alias", alias),
-            ("forge_session_hash", f"{row}.forge_session_hash"),
-            ("retry_count", f"{row}.retry_count"),
-            ("priority", f"{row}.priority"),
-            ("progress", v.json_col.format(c=f"{row}.progress")),
-            ("result_details", v.json_col.format(c=f"{row}.result_details")),
-            ("created_at", f"{row}.created_at"),
-            ("updated_at", f"{row}.updated_at"),
-            ("completed_at", f"{row}.completed_at"),
-            ("not_before", f"{row}.not_before"),
-            ("expires_at", f"{row}.expires_at"),
         )
 
 
@@ -163,21 +187,10 @@ class _Batches(_Table):
     def delete_type(self, v: _Vendor) -> str:
         return "'batch.deleted'"
 
+    recorded = ("name", "target_server_alias", "priority", "job_count", "created_at")
+
     def columns(self, v: _Vendor, row: str) -> dict[str, str]:
         return {"batch_id": f"{row}.id", "owner_id": f"{row}.owner_id"}
-
-    def data(self, v: _Vendor, row: str) -> str:
-        return v.json(*_batch_pairs(row))
-
-
-def _batch_pairs(row: str) -> tuple[tuple[str, str], ...]:
-    return (
-        ("name", f"{row}.name"),
-        ("target_server_alias", f"{row}.target_server_alias"),
-        ("priority", f"{row}.priority"),
-        ("job_count", f"{row}.job_count"),
-        ("created_at", f"{row}.created_at"),
-    )
 
 
 # --- batch.finished -----------------------------------------------------------------------
@@ -211,7 +224,10 @@ def _batch_finished_insert(v: _Vendor, batch_id: str) -> str:
         return f"(SELECT COUNT(*) FROM {jobs} WHERE batch_id = b.id{where})"  # noqa: S608
 
     counts = v.json(*((status, count(status)) for status in _FINISHED), ("total", count(None)))
-    data = v.json(*_batch_pairs("b"), ("counts", counts))
+    batch = _Batches(Batch._meta.db_table, ())
+    data = v.json(
+        *((name, batch.expression(v, "b", name)) for name in batch.recorded), ("counts", counts)
+    )
     names = ", ".join(("type", *_EVENT_COLUMNS, "data", "created_at"))
     columns = {"batch_id": "b.id", "owner_id": "b.owner_id"}
     values = ", ".join(
@@ -299,17 +315,17 @@ class _Servers(_Table):
     def columns(self, v: _Vendor, row: str) -> dict[str, str]:
         return {"server_id": f"{row}.id"}
 
-    def data(self, v: _Vendor, row: str) -> str:
-        return v.json(
-            ("alias", f"{row}.alias"),
-            ("enabled", v.bool_col.format(c=f"{row}.enabled")),
-            ("is_online", v.bool_col.format(c=f"{row}.is_online")),
-            ("slots", f"{row}.slots"),
-            ("paused_at", f"{row}.paused_at"),
-            ("quarantined_at", f"{row}.quarantined_at"),
-            ("quarantine_reason", f"{row}.quarantine_reason"),
-            ("last_error", f"{row}.last_error"),
-        )
+    recorded = (
+        "alias",
+        "enabled",
+        "is_online",
+        "slots",
+        "paused_at",
+        "quarantined_at",
+        "quarantine_reason",
+        "last_error",
+    )
+    bool_columns = frozenset({"enabled", "is_online"})
 
 
 class _QueueState(_Table):
@@ -325,9 +341,11 @@ class _QueueState(_Table):
     def columns(self, v: _Vendor, row: str) -> dict[str, str]:
         return {}
 
-    def data(self, v: _Vendor, row: str) -> str:
+    recorded = ("paused_at",)
+
+    def expression(self, v: _Vendor, row: str, name: str) -> str:
         # A deleted row (no row: not paused) was not paused.
-        return v.json(("paused_at", "NULL" if row == "OLD" else f"{row}.paused_at"))
+        return "NULL" if row == "OLD" else super().expression(v, row, name)
 
 
 class _Downloads(_Table):
@@ -348,24 +366,23 @@ class _Downloads(_Table):
     def columns(self, v: _Vendor, row: str) -> dict[str, str]:
         return {"download_id": f"{row}.id", "owner_id": f"{row}.owner_id"}
 
-    def data(self, v: _Vendor, row: str) -> str:
-        return v.json(
-            ("status", f"{row}.status"),
-            ("file_name", f"{row}.file_name"),
-            ("model_name", f"{row}.model_name"),
-            ("version_name", f"{row}.version_name"),
-            ("model_type", f"{row}.model_type"),
-            ("model_version_id", f"{row}.model_version_id"),
-            ("size_bytes", f"{row}.size_bytes"),
-            ("bytes_done", f"{row}.bytes_done"),
-            ("speed_bytes_per_second", f"{row}.speed_bytes_per_second"),
-            ("error", f"{row}.error"),
-            ("error_code", f"{row}.error_code"),
-            ("attempts", f"{row}.attempts"),
-            ("created_at", f"{row}.created_at"),
-            ("updated_at", f"{row}.updated_at"),
-            ("finished_at", f"{row}.finished_at"),
-        )
+    recorded = (
+        "status",
+        "file_name",
+        "model_name",
+        "version_name",
+        "model_type",
+        "model_version_id",
+        "size_bytes",
+        "bytes_done",
+        "speed_bytes_per_second",
+        "error",
+        "error_code",
+        "attempts",
+        "created_at",
+        "updated_at",
+        "finished_at",
+    )
 
 
 def _tables() -> list[_Table]:
