@@ -24,7 +24,7 @@ from django.utils import timezone
 from events_app.models import Event
 from notifications_app.models import PUSH_EVENT_TYPES, PushMessage, PushState, PushTarget
 from notifications_app.push_tasks import push_send_on_commit
-from queue_app.links import job_image_links
+from queue_app.links import job_image_links, public_link
 from queue_app.models import Batch, Job, JobStatus
 
 __all__ = ["PushText", "batch_message", "job_message", "notify_user", "push_for_events"]
@@ -67,7 +67,7 @@ def _between(start: datetime | None, end: datetime | None) -> str:
 def _public(path: str) -> str:
     """An absolute link on MOBILESD_PUBLIC_URL, or "" without one (a phone cannot follow a
     bare path)."""
-    return f"{settings.MOBILESD_PUBLIC_URL}{path}" if settings.MOBILESD_PUBLIC_URL else ""
+    return public_link(path) if settings.MOBILESD_PUBLIC_URL else ""
 
 
 def _job_link(job: Job) -> str:
@@ -141,8 +141,9 @@ def _messages_for(events: Iterable[Event]) -> dict[int, tuple[Event, PushText, A
     for event in events:
         if event.type.startswith("job."):
             job = jobs.get(event.job_id) if event.job_id else None
-            # A job deleted (or retried) since: its own later events tell the rest.
-            if job is not None and job.status in (JobStatus.COMPLETED, JobStatus.FAILED):
+            # A job deleted, or retried, since (its status is no longer the event's): its
+            # own later events tell the rest.
+            if job is not None and event.type == f"job.{job.status}":
                 found[event.pk] = (event, job_message(job), job.pk if job.images.all() else None)
         else:
             batch = batches.get(event.batch_id) if event.batch_id else None

@@ -409,3 +409,15 @@ def test_a_notice_goes_to_every_enabled_target_of_the_user(ntfy, ada):
     assert list(PushMessage.objects.values_list("target__name", "event_type")) == [
         ("ada's phone", "notice")
     ]
+
+
+def test_a_failure_retried_since_is_not_told(ntfy, ada, django_capture_on_commit_callbacks):
+    target(ada, ntfy)
+    job = finish(new_job(ada), JobStatus.FAILED, error="boom")
+    events = new_events()
+    finish(job)  # retried and completed before the fan-out reached the failure
+
+    with django_capture_on_commit_callbacks(execute=True):
+        push_for_events(events)
+
+    assert not PushMessage.objects.exists()
