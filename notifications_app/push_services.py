@@ -275,3 +275,13 @@ def push_messages_due(*, limit: int = 500) -> list[int]:
         | Q(state=PushState.SENDING, lease_expires_at__lte=now)
     )
     return list(due.order_by("id").values_list("pk", flat=True)[:limit])
+
+
+def push_messages_prune(*, older_than: timedelta) -> int:
+    """Delete the sent and failed rows created longer ago than `older_than` (the outbox's
+    history, shown in the admin); the number deleted."""
+    cutoff = timezone.now() - older_than
+    deleted, _ = PushMessage.objects.filter(
+        state__in=(PushState.SENT, PushState.FAILED), created_at__lt=cutoff
+    ).delete()
+    return deleted

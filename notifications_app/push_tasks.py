@@ -5,12 +5,18 @@ a killed worker left behind)."""
 
 import logging
 from collections.abc import Iterable
+from datetime import timedelta
 from functools import partial
 
 from celery import shared_task
+from django.conf import settings
 from django.db import transaction
 
-from notifications_app.push_services import push_message_send, push_messages_due
+from notifications_app.push_services import (
+    push_message_send,
+    push_messages_due,
+    push_messages_prune,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +52,9 @@ def send_push(message_id: int) -> None:
 @shared_task(ignore_result=True, time_limit=120)
 def recover_push() -> int:
     """Queue the rows that are due and that nobody is sending: retries whose message was
-    lost, and sends whose worker died (their lease lapsed)."""
+    lost, and sends whose worker died (their lease lapsed). And forget the finished rows
+    older than the event log keeps its events (MOBILESD_EVENTS_RETENTION_SECONDS)."""
+    push_messages_prune(older_than=timedelta(seconds=settings.MOBILESD_EVENTS_RETENTION_SECONDS))
     due = push_messages_due()
     _enqueue(due)
     if due:

@@ -421,3 +421,23 @@ def test_a_failure_retried_since_is_not_told(ntfy, ada, django_capture_on_commit
         push_for_events(events)
 
     assert not PushMessage.objects.exists()
+
+
+def test_finished_rows_are_forgotten_after_the_event_retention(ntfy, ada, settings):
+    target(ada, ntfy)
+    for _ in range(3):
+        notify_user(ada.pk, title="Hello", body="there")
+    old_sent, old_pending, recent_failed = PushMessage.objects.order_by("id")
+    long_ago = timezone.now() - timedelta(seconds=settings.MOBILESD_EVENTS_RETENTION_SECONDS + 60)
+    PushMessage.objects.filter(pk=old_sent.pk).update(state="sent", created_at=long_ago)
+    PushMessage.objects.filter(pk=old_pending.pk).update(
+        created_at=long_ago, next_attempt_at=timezone.now() + timedelta(hours=1)
+    )
+    PushMessage.objects.filter(pk=recent_failed.pk).update(state="failed")
+
+    recover_push()
+
+    assert set(PushMessage.objects.values_list("pk", flat=True)) == {
+        old_pending.pk,
+        recent_failed.pk,
+    }
