@@ -631,5 +631,10 @@ LOGGING["loggers"]["apprise"] = {  # type: ignore[index]
 # urllib3 (under requests, which Apprise's plugins use) logs each request's path at DEBUG:
 # Telegram's, for one, holds the bot token.
 LOGGING["loggers"]["urllib3"] = {"level": "INFO"}  # type: ignore[index]
+# The push targets' `events` choices by a name of their own (webhooks have `events` too).
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
+    **SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"],  # type: ignore[dict-item]
+    "PushEventTypeEnum": "notifications_app.models.PUSH_EVENT_TYPES",
+}
 # --- End of push notifications ------------------------------------------------------------
 # === End of notifications ================================================================
