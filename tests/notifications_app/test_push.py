@@ -441,3 +441,14 @@ def test_finished_rows_are_forgotten_after_the_event_retention(ntfy, ada, settin
         old_pending.pk,
         recent_failed.pk,
     }
+
+
+def test_beat_runs_the_push_recovery_under_a_registered_name(settings):
+    from mobilesd.celery import app
+
+    entry = settings.CELERY_BEAT_SCHEDULE["recover-push"]
+
+    assert entry["task"] == recover_push.name
+    assert entry["task"] in app.tasks
+    assert send_push.name in app.tasks
+    assert entry["schedule"] == settings.MOBILESD_PUSH_RECOVERY_SECONDS
