@@ -110,6 +110,11 @@ ERROR_CODES: dict[str, str] = {
     "webhook_not_found": "No such webhook endpoint.",
     "delivery_not_found": "No such delivery of this webhook endpoint.",
     "delivery_in_progress": "The delivery is being sent right now.",
+    # Push notifications (notifications_app.push_services).
+    "notification_target_not_found": "No such notification target (or another user's).",
+    "notification_failed": "The notification could not be sent (the service refused it or "
+    "could not be reached); the message says why.",
+    "notification_not_failed": "Only a failed notification can be sent again.",
 }
 
 # (code, meaning) pairs: the choices of the error body's `code` (ErrorCodeEnum).

@@ -592,25 +592,25 @@ MOBILESD_WEBHOOK_ALLOWED_NETWORKS = _networks(
 )
 
 
-# --- Webhooks (notifications_app.webhook_*) ---
 def _delays(name: str, default: str) -> tuple[float, ...]:
-    """Seconds between a delivery's tries, comma-separated (floats allowed): N delays, N+1
-    tries."""
+    """Seconds between tries (of a webhook delivery, of a push notification),
+    comma-separated, fractions allowed, each under a week: N delays, N+1 tries."""
     delays = []
     for value in _list(name) or default.split(","):
         try:
             delay = float(value)
         except ValueError:
             delay = -1.0
-        if not delay >= 0 or delay == float("inf"):
+        if not 0 <= delay < 7 * 24 * 3600:
             raise ImproperlyConfigured(
                 f'Environment variable "{name}" invalid: {value!r} is not a number of seconds '
-                "(e.g. 30,120,600,2700)."
+                f"under a week (e.g. {default})."
             )
         delays.append(delay)
     return tuple(delays)
 
 
+# --- Webhooks (notifications_app.webhook_*) ---
 MOBILESD_WEBHOOK_RETRY_SECONDS = _delays("MOBILESD_WEBHOOK_RETRY_SECONDS", "30,120,600,2700")
 MOBILESD_WEBHOOK_CONNECT_TIMEOUT = _positive("MOBILESD_WEBHOOK_CONNECT_TIMEOUT", 5.0)
 MOBILESD_WEBHOOK_READ_TIMEOUT = _positive("MOBILESD_WEBHOOK_READ_TIMEOUT", 15.0)
@@ -637,4 +637,38 @@ CELERY_BEAT_SCHEDULE["notifications-poll"] = {
     "schedule": MOBILESD_NOTIFY_POLL_SECONDS,
     "options": {"expires": MOBILESD_NOTIFY_POLL_SECONDS},
 }
+
+# --- Push notifications (notifications_app.push: Apprise URLs) ----------------------------
+# A send (connect, read, and the whole of it) gives up after this long.
+MOBILESD_PUSH_TIMEOUT_SECONDS = _positive("MOBILESD_PUSH_TIMEOUT_SECONDS", 10.0)
+# A failed send is tried again after each of these delays (seconds), then recorded as
+# failed on its target: 4 tries over about 12 minutes by default.
+MOBILESD_PUSH_RETRY_SECONDS = _delays("MOBILESD_PUSH_RETRY_SECONDS", "30,120,600")
+# A worker sending a notification holds it this long; one killed mid-send leaves it to be
+# sent again once this lapses, by the recovery task, which runs this often (and also sends
+# the retries whose time has come, should their message have been lost).
+MOBILESD_PUSH_LEASE_SECONDS = _positive("MOBILESD_PUSH_LEASE_SECONDS", 60.0)
+MOBILESD_PUSH_RECOVERY_SECONDS = _positive("MOBILESD_PUSH_RECOVERY_SECONDS", 30.0)
+CELERY_BEAT_SCHEDULE["recover-push"] = {
+    "task": "notifications_app.push_tasks.recover_push",
+    "schedule": MOBILESD_PUSH_RECOVERY_SECONDS,
+    "options": {"expires": MOBILESD_PUSH_RECOVERY_SECONDS},
+}
+# Apprise logs through its own logger, with services' URLs (and so tokens) in its lines:
+# kept out of MobileSD's logs (a failed send's warnings are recorded, stripped of URLs).
+LOGGING["handlers"]["discard"] = {"class": "logging.NullHandler"}  # type: ignore[index]
+LOGGING["loggers"]["apprise"] = {  # type: ignore[index]
+    "handlers": ["discard"],
+    "propagate": False,
+    "level": "WARNING",
+}
+# urllib3 (under requests, which Apprise's plugins use) logs each request's path at DEBUG:
+# Telegram's, for one, holds the bot token.
+LOGGING["loggers"]["urllib3"] = {"level": "INFO"}  # type: ignore[index]
+# The push targets' `events` choices by a name of their own (webhooks have `events` too).
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
+    **SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"],  # type: ignore[dict-item]
+    "PushEventTypeEnum": "notifications_app.models.PUSH_EVENT_TYPES",
+}
+# --- End of push notifications ------------------------------------------------------------
 # === End of notifications ================================================================

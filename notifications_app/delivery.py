@@ -23,6 +23,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -40,6 +41,7 @@ from notifications_app.models import (
     WebhookEndpoint,
     WebhookSigningSecret,
 )
+from notifications_app.push import notify_user
 from notifications_app.webhooks import new_secret
 
 logger = logging.getLogger(__name__)
@@ -150,14 +152,25 @@ def _next_delay(delivery: WebhookDelivery, outcome: Outcome) -> float | None:
 
 
 def webhook_endpoint_disabled_tell_owner(endpoint: WebhookEndpoint) -> None:
-    """Tell an endpoint's owner that it was disabled (and why). A warning in the log for
-    now; push notifications to the owner hook in here."""
+    """Tell an endpoint's owner that it was disabled (and why): a push notification to each
+    of their targets, and a warning in the log (with the URL's host only: its path or query
+    may hold the receiver's token)."""
+    host = urlsplit(endpoint.url).hostname or "?"
     logger.warning(
         "Webhook endpoint %s of user %s (%s) disabled: %s",
         endpoint.pk,
         endpoint.owner_id,
-        endpoint.url,
+        host,
         endpoint.disabled_reason,
+    )
+    notify_user(
+        endpoint.owner_id,
+        title="MobileSD: a webhook endpoint was disabled",
+        body=(
+            f"Webhook endpoint {endpoint.pk} ({host}) no longer receives events: "
+            f"{endpoint.disabled_reason} Enable it again in the admin or with "
+            f'PATCH /api/v1/webhooks/{endpoint.pk} {{"enabled": true}}.'
+        ),
     )
 
 

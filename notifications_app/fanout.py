@@ -23,14 +23,15 @@ from events_app.models import Event
 from events_app.selectors import events_pruned_through
 from events_app.sequencer import events_sequence
 from notifications_app.models import FanoutCursor
+from notifications_app.push import push_for_events
 from notifications_app.webhook_fanout import webhook_deliveries_for
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[Sequence[Event]], None]
 
-# Every consumer of the event log's notifications (push notifications join at merge).
-HANDLERS: tuple[Handler, ...] = (webhook_deliveries_for,)
+# Every consumer of the event log's notifications: webhooks, push notifications.
+HANDLERS: tuple[Handler, ...] = (webhook_deliveries_for, push_for_events)
 
 # Events handed on per transaction.
 PAGE = 500

@@ -1,5 +1,6 @@
 from django.urls import URLPattern, URLResolver, path
 
+from notifications_app import push_views
 from notifications_app.webhook_views import (
     WebhookDeliveryListView,
     WebhookDetailView,
@@ -29,3 +30,23 @@ urlpatterns += [
     path("webhooks/<int:webhook_id>/test", WebhookTestView.as_view(), name="webhook-test"),
 ]
 # --- End of webhooks ---
+
+# --- Push notifications ---------------------------------------------------------------
+urlpatterns += [
+    path(
+        "notification-targets",
+        push_views.PushTargetListView.as_view(),
+        name="notification-target-list",
+    ),
+    path(
+        "notification-targets/<str:target_id>",
+        push_views.PushTargetDetailView.as_view(),
+        name="notification-target-detail",
+    ),
+    path(
+        "notification-targets/<str:target_id>/test",
+        push_views.PushTargetTestView.as_view(),
+        name="notification-target-test",
+    ),
+]
+# --- End of push notifications ----------------------------------------------------------

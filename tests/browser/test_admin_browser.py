@@ -27,7 +27,9 @@ from core_app.scopes import local_user
 from dashboard_app import selectors as dashboard_selectors
 from events_app.stream import events_hub_stop
 from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
-from notifications_app.models import WebhookAttempt
+from integrations.ntfy.simulator import NtfySimulator
+from notifications_app.models import PushTarget, WebhookAttempt
+from notifications_app.push_services import push_target_create
 from notifications_app.webhook_services import webhook_endpoint_create, webhook_endpoint_test
 from queue_app.engine import server_run
 from queue_app.models import Job, JobStatus
@@ -238,6 +240,27 @@ def finished_job(server) -> Job:
     return job
 
 
+@pytest.fixture
+def ntfy(settings) -> Iterator[NtfySimulator]:
+    """A local ntfy-compatible receiver MobileSD may send to (loopback allowed)."""
+    import ipaddress
+
+    settings.MOBILESD_WEBHOOK_ALLOWED_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"),)
+    receiver = NtfySimulator().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def push_target(ntfy) -> PushTarget:
+    return push_target_create(
+        owner=local_user(),
+        name="Operator's phone",
+        url=f"{ntfy.apprise_url('phone')}?auth=token&token=tk_s3cr3t",
+        events=["job.completed", "job.failed"],
+    )
+
+
 def no_horizontal_scroll(page: Page) -> bool:
     return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
 
@@ -338,13 +361,15 @@ def test_job_list_progress_moves_without_reload(logged_in, server, sim):
     thread.join(15)
 
 
-def test_the_lists_fit_the_screen(logged_in, server, finished_job, viewport, shoot):
+def test_the_lists_fit_the_screen(logged_in, server, finished_job, push_target, viewport, shoot):
     page = logged_in
     submit("a queued job with a rather long prompt " * 4)
     for name, url in (
         ("jobs", "/admin/queue_app/job/"),
         ("servers", "/admin/servers_app/server/"),
         ("gallery", "/admin/gallery/"),
+        ("push-targets", "/admin/notifications_app/pushtarget/"),
+        ("push-notifications", "/admin/notifications_app/pushmessage/"),
     ):
         page.goto(url)
         shoot(name)
@@ -395,6 +420,20 @@ def test_server_page_tests_the_connection(logged_in, server, shoot):
     expect(page.locator(".messagelist")).to_contain_text("Laptop answered: online")
     expect(page.locator(".field-cached_models_list")).to_contain_text("cyberrealisticPony_v8")
     shoot("server")
+    assert no_horizontal_scroll(page), too_wide(page)
+
+
+def test_push_target_page_sends_a_test_notification(logged_in, ntfy, push_target, shoot):
+    page = logged_in
+    page.goto(f"/admin/notifications_app/pushtarget/{push_target.pk}/change/")
+    expect(page.locator(".field-url_display")).to_contain_text("ntfy://t...t@127.0.0.1")
+    assert "tk_s3cr3t" not in page.content()
+    page.click("[data-msd-action=test]")
+
+    expect(page.locator(".messagelist")).to_contain_text("A test notification was sent")
+    (received,) = ntfy.messages("phone")
+    assert received.title == "MobileSD test notification"
+    shoot("push-target")
     assert no_horizontal_scroll(page), too_wide(page)
 
 

@@ -21,11 +21,13 @@ from notifications_app.fanout import notifications_fanout
 from notifications_app.models import (
     DeliveryState,
     FanoutCursor,
+    PushMessage,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
     WebhookSigningSecret,
 )
+from notifications_app.push_services import push_target_create
 from notifications_app.tasks import notifications_poll
 from notifications_app.webhook_services import (
     webhook_delivery_redeliver,
@@ -395,7 +397,10 @@ def test_an_endpoint_failing_for_too_long_is_disabled_and_its_owner_told(
     settings.MOBILESD_WEBHOOK_RETRY_SECONDS = ()
     receiver = Receiver(then=500)
     try:
-        endpoint = endpoint_of("ann", receiver.url, ["job.completed"])
+        endpoint = endpoint_of("ann", f"{receiver.url}?token=s3cret", ["job.completed"])
+        phone = push_target_create(
+            owner=user("ann"), name="phone", url="ntfy://127.0.0.1:9/ann", events=[]
+        )
         WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
             failing_since=timezone.now() - timedelta(days=4)
         )
@@ -413,7 +418,13 @@ def test_an_endpoint_failing_for_too_long_is_disabled_and_its_owner_told(
     assert endpoint.enabled is False
     assert endpoint.disabled_at is not None
     assert "Every delivery failed" in endpoint.disabled_reason
-    assert any("disabled" in record.getMessage() for record in caplog.records)
+    (logged,) = [r.getMessage() for r in caplog.records if "disabled" in r.getMessage()]
+    assert "s3cret" not in logged, "the URL's query may be the receiver's token"
+    # Told on every target, whatever event types it wants.
+    (notice,) = PushMessage.objects.filter(target=phone)
+    assert notice.title == "MobileSD: a webhook endpoint was disabled"
+    assert endpoint.disabled_reason in notice.body
+    assert f"PATCH /api/v1/webhooks/{endpoint.pk}" in notice.body
 
 
 def test_a_success_forgets_an_endpoints_failures(laptop, receiver):

@@ -1,0 +1,1 @@
+"""A local stand-in for an ntfy server (https://ntfy.sh), to try push notifications with."""

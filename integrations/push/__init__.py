@@ -1,0 +1,1 @@
+"""Push notifications through Apprise (ntfy, Gotify, Pushover, Telegram, Discord, e-mail...)."""
