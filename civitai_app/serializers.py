@@ -242,7 +242,4 @@ class DownloadMessageSerializer(serializers.Serializer):
 
 
 class DownloadListSerializer(FeedListSerializer):
-    total = serializers.IntegerField()
-    limit = serializers.IntegerField()
-    offset = serializers.IntegerField()
     downloads = DownloadSerializer(many=True)

@@ -59,7 +59,16 @@ class HealthSerializer(serializers.Serializer):
     )
 
 
-class FeedListSerializer(serializers.Serializer):
+class PagedListSerializer(serializers.Serializer):
+    """The envelope of a paged list (core_app.pagination): the total over all pages and the
+    page's place; a subclass adds the list itself under its name."""
+
+    total = serializers.IntegerField()
+    limit = serializers.IntegerField()
+    offset = serializers.IntegerField()
+
+
+class FeedListSerializer(PagedListSerializer):
     """The fields a list that is a changes-since feed adds to its envelope
     (core_app.pagination.paginated_response)."""
 

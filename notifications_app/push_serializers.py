@@ -6,6 +6,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
 from core_app.fields import TimestampField
+from core_app.serializers import PagedListSerializer
 from core_app.text import has_unsafe_characters
 from notifications_app.models import PUSH_EVENT_TYPES, PushTarget
 from servers_app.validators import UNSAFE_CHARACTERS
@@ -88,10 +89,7 @@ class PushTargetSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class PushTargetListSerializer(serializers.Serializer):
-    total = serializers.IntegerField()
-    limit = serializers.IntegerField()
-    offset = serializers.IntegerField()
+class PushTargetListSerializer(PagedListSerializer):
     notification_targets = PushTargetSerializer(many=True)
 
 

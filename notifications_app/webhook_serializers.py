@@ -7,6 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from core_app.fields import TimestampField
+from core_app.serializers import PagedListSerializer
 from integrations.destinations import destination_problem
 from notifications_app.models import DeliveryState, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
@@ -125,10 +126,7 @@ class WebhookEndpointUpdateSerializer(serializers.Serializer):
     all_users = serializers.BooleanField(required=False)
 
 
-class WebhookEndpointListSerializer(serializers.Serializer):
-    total = serializers.IntegerField()
-    limit = serializers.IntegerField()
-    offset = serializers.IntegerField()
+class WebhookEndpointListSerializer(PagedListSerializer):
     webhooks = WebhookEndpointSerializer(many=True)
 
 
@@ -184,10 +182,7 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class WebhookDeliveryListSerializer(serializers.Serializer):
-    total = serializers.IntegerField()
-    limit = serializers.IntegerField()
-    offset = serializers.IntegerField()
+class WebhookDeliveryListSerializer(PagedListSerializer):
     deliveries = WebhookDeliverySerializer(many=True)
 
 

@@ -195,9 +195,6 @@ class BatchDetailSerializer(BatchSerializer):
 
 
 class BatchListSerializer(FeedListSerializer):
-    total = serializers.IntegerField()
-    limit = serializers.IntegerField()
-    offset = serializers.IntegerField()
     batches = BatchSerializer(many=True)
 
 

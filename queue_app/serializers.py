@@ -600,8 +600,6 @@ class JobSerializer(serializers.ModelSerializer):
 
 class JobListSerializer(FeedListSerializer):
     total = serializers.IntegerField(help_text="Jobs matching the filter, over all pages.")
-    limit = serializers.IntegerField()
-    offset = serializers.IntegerField()
     jobs = JobSerializer(many=True)
 
 

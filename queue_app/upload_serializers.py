@@ -3,6 +3,7 @@
 from rest_framework import serializers
 
 from core_app.fields import TimestampField
+from core_app.serializers import PagedListSerializer
 from queue_app.models import Upload
 
 
@@ -43,8 +44,5 @@ class UploadSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class UploadListSerializer(serializers.Serializer):
-    total = serializers.IntegerField()
-    limit = serializers.IntegerField()
-    offset = serializers.IntegerField()
+class UploadListSerializer(PagedListSerializer):
     uploads = UploadSerializer(many=True)
