@@ -142,7 +142,7 @@ INSERT INTO {job} (
     forge_session_hash, retry_count, priority, checkpoint_key, lora_keys, requirement_keys,
     passed_over,
     progress, lease_token, lease_expires_at, started_at, next_attempt_at, created_at,
-    updated_at, completed_at, idempotency_key, api_key_id, owner_id, turn
+    updated_at, completed_at, idempotency_key, api_key_id, owner_id, turn, callback_url
 )
 SELECT n.id, n.status, n.server_id, n.alias,
        jsonb_build_object(
@@ -191,7 +191,7 @@ SELECT n.id, n.status, n.server_id, n.alias,
             THEN '{{"fraction": 1.0, "textinfo": "Done"}}'::jsonb END,
        NULL, NULL,
        CASE WHEN n.status = 'cancelled' THEN NULL ELSE n.started END,
-       NULL, n.created, n.finished, n.finished, NULL, n.api_key_id, n.owner_id, 0
+       NULL, n.created, n.finished, n.finished, NULL, n.api_key_id, n.owner_id, 0, ''
 FROM named n
 """
 
@@ -248,7 +248,7 @@ INSERT INTO {job} (
     forge_session_hash, retry_count, priority, checkpoint_key, lora_keys, requirement_keys,
     passed_over,
     progress, lease_token, lease_expires_at, started_at, next_attempt_at, created_at,
-    updated_at, completed_at, idempotency_key, api_key_id, owner_id, turn
+    updated_at, completed_at, idempotency_key, api_key_id, owner_id, turn, callback_url
 )
 SELECT d.id, 'pending',
        CASE WHEN d.g %% 2 = 0
@@ -267,7 +267,8 @@ SELECT d.id, 'pending',
        (%(key_ids)s::bigint[])[1 + d.g %% %(owner_slots)s],
        (%(user_ids)s::bigint[])[1 + d.g %% %(owner_slots)s],
        -- each owner's jobs take its turns in order (queue_app.turns)
-       d.g / %(owner_slots)s
+       d.g / %(owner_slots)s,
+       ''
 FROM draw d
 """
 
