@@ -17,7 +17,8 @@ trigger on SQLite); two at once take turns on the row lock, the second finding n
 import logging
 from collections.abc import Callable, Sequence
 
-from django.db import transaction
+from django.db import OperationalError, connection, transaction
+from psycopg.errors import LockNotAvailable
 
 from events_app.models import Event
 from events_app.selectors import events_pruned_through
@@ -35,11 +36,20 @@ HANDLERS: tuple[Handler, ...] = (webhook_deliveries_for, push_for_events)
 
 # Events handed on per transaction.
 PAGE = 500
+# PostgreSQL: how long a fan-out may wait for a table's lock once it holds the cursor. A
+# fan-out reads several tables in one transaction; a TRUNCATE or an ALTER (a migration, a
+# test's flush) locks them one after another, and the two would deadlock. Past this the
+# fan-out gives up (the next notification or poll hands the events on), before PostgreSQL's
+# deadlock check (deadlock_timeout, 1 s by default) could pick the other as its victim.
+LOCK_TIMEOUT = "500ms"
 
 
 def _fanout_page() -> int:
     with transaction.atomic():
         cursor, _ = FanoutCursor.objects.select_for_update().get_or_create(pk=1)
+        if connection.vendor == "postgresql":
+            with connection.cursor() as sql:
+                sql.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
         pruned = events_pruned_through()
         if cursor.position < pruned:
             logger.warning(
@@ -62,7 +72,13 @@ def notifications_fanout() -> int:
     events_sequence()
     total = 0
     while True:
-        handed = _fanout_page()
+        try:
+            handed = _fanout_page()
+        except OperationalError as exc:
+            if not isinstance(exc.__cause__, LockNotAvailable):
+                raise
+            logger.info("Notifications: a table was locked (%s); handed on later", exc)
+            return total
         total += handed
         if handed < PAGE:
             return total
