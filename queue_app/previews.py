@@ -20,14 +20,13 @@ import io
 import uuid
 import warnings
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.db import connection
 from django.urls import reverse
 from PIL import Image, UnidentifiedImageError
 
 from core_app.errors import NotFound
+from queue_app.links import public_link
 from queue_app.models import Job, JobPreview, JobStatus
 
 PREVIEW_MAX_SIDE = 256
@@ -80,11 +79,7 @@ def preview_url(job_id: uuid.UUID | str, version: int) -> str:
     """Where the API serves the job's preview `version`: absolute on MOBILESD_PUBLIC_URL
     when it is set (as the image links), else a path; `?v=` makes each version a URL of
     its own."""
-    path = f"{reverse('job-preview', kwargs={'job_id': str(job_id)})}?v={version}"
-    if not settings.MOBILESD_PUBLIC_URL:
-        return path
-    public = urlsplit(settings.MOBILESD_PUBLIC_URL)
-    return f"{public.scheme}://{public.netloc.rpartition('@')[2]}{path}"
+    return public_link(f"{reverse('job-preview', kwargs={'job_id': str(job_id)})}?v={version}")
 
 
 def job_preview_get(*, job: Job) -> JobPreview:
