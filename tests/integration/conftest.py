@@ -4,7 +4,9 @@ on the test database (PostgreSQL) and a Redis broker, and Forge simulators in-pr
 The `cluster` (beat and worker "w1") lives for the whole module; each test gets it through
 `engine`, which makes sure w1 is running, points this process's MEDIA_ROOT at the workers'
 one, and afterwards stops any extra worker. The database is flushed after every test (they
-are `transaction=True`) while the workers keep running; the tests leave them idle.
+are `transaction=True`) while the workers keep running; the tests leave them idle, but a
+worker may still be writing (a fan-out of the test's last events, a heartbeat, a periodic
+task), so a flush that PostgreSQL's deadlock check picks as the victim is run again.
 """
 
 import contextlib
@@ -18,6 +20,8 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 from django.db import connection
+from django.test import TransactionTestCase
+from psycopg.errors import DeadlockDetected
 
 from integrations.forge.simulator import ForgeSimulator, SimulatorConfig
 from tests.integration.procs import REPO, Process, clean_env, tail
@@ -28,6 +32,33 @@ RUN_WITH_MAKE = (
     "(or `make pytest`), or set DATABASE_URL=postgres://postgres@127.0.0.1:5432/mobilesd and "
     "CELERY_BROKER_URL=redis://127.0.0.1:6379/9 after `scripts/services`."
 )
+
+
+def _deadlocked(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, DeadlockDetected):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+_flush = TransactionTestCase._fixture_teardown  # type: ignore[attr-defined]
+
+
+def _flush_again_after_a_deadlock(self: TransactionTestCase) -> None:
+    """The test's flush (a TRUNCATE of every table, locking them one after another), run
+    again when it deadlocked with a worker's transaction: the flush rolls back whole, and the
+    worker's transaction ends meanwhile."""
+    for attempt in range(4):
+        try:
+            _flush(self)
+            return
+        except Exception as exc:
+            if attempt == 3 or not _deadlocked(exc):
+                raise
+
+
+TransactionTestCase._fixture_teardown = _flush_again_after_a_deadlock  # type: ignore[attr-defined]
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

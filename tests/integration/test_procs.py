@@ -5,7 +5,11 @@ import shutil
 import subprocess
 
 import pytest
+from django.core.management.base import CommandError
+from django.db import OperationalError
+from psycopg.errors import DeadlockDetected
 
+from tests.integration import conftest
 from tests.integration.procs import REPO, source_files
 
 
@@ -29,3 +33,29 @@ def test_the_copy_is_what_git_would_list_in_a_checkout():
     ).stdout.splitlines()
 
     assert sorted(source_files()) == sorted(f for f in listed if (REPO / f).exists())
+
+
+def test_a_flush_that_deadlocked_with_a_worker_is_run_again(monkeypatch):
+    calls: list[int] = []
+
+    def flush(case: object) -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            try:
+                try:
+                    raise DeadlockDetected("deadlock detected")
+                except DeadlockDetected as db_error:
+                    raise OperationalError("deadlock detected") from db_error
+            except OperationalError as exc:
+                raise CommandError("Database couldn't be flushed.") from exc
+
+    monkeypatch.setattr(conftest, "_flush", flush)
+    conftest._flush_again_after_a_deadlock(object())
+    assert len(calls) == 3
+
+    def broken(case: object) -> None:
+        raise CommandError("Database couldn't be flushed.")
+
+    monkeypatch.setattr(conftest, "_flush", broken)
+    with pytest.raises(CommandError):
+        conftest._flush_again_after_a_deadlock(object())
