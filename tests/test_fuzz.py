@@ -48,7 +48,7 @@ from servers_app.models import Server
 from tests.openapi_check import schema_document
 from tests.queue_app.test_api_images import add_image, png_bytes
 
-MAX_EXAMPLES = 60
+MAX_EXAMPLES = 40
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

@@ -6,12 +6,13 @@ import random
 import re
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.db import connection, transaction
 from django.db.models import Case, CharField, Count, F, Value, When
 from django.test import Client
@@ -472,56 +473,94 @@ def test_every_total_is_exact_while_jobs_change_status(monkeypatch):
 # --- first pages in index order (PostgreSQL) ------------------------------------------------
 
 
-@pytest.fixture
-def big_history(users) -> list[Any]:
-    if connection.vendor != "postgresql":
-        pytest.skip("reads PostgreSQL's plans (EXPLAIN (FORMAT JSON))")
-    servers = [
-        baker.make(Server, alias=f"S{i}", api_url=f"http://127.0.0.1:{i + 1}") for i in range(3)
-    ]
-    many = [User.objects.create(username=f"u{i}") for i in range(20)]
-    jobs = []
-    for i in range(12000):
-        server = servers[i % 3] if i % 4 else None
-        job = Job(
-            server=server,
-            target_server_alias=server.alias if server else ANY_SERVER,
-            generation_params={"positive_prompt": "x"},
-            owner=many[3] if i % 2 else many[i % 20],  # u3: the client key's, a heavy user
+@pytest.fixture(scope="class")
+def big_history(django_db_setup, django_db_blocker) -> Iterator[list[Any]]:
+    """12,000 jobs of 20 users on 3 servers and "any", committed once for the tests of a
+    class (filling them took 3 s a test) and flushed after its last test, as a
+    transactional test's data is; each test's own changes still roll back."""
+    with django_db_blocker.unblock():
+        if connection.vendor != "postgresql":
+            pytest.skip("reads PostgreSQL's plans (EXPLAIN (FORMAT JSON))")
+        servers = [
+            baker.make(Server, alias=f"S{i}", api_url=f"http://127.0.0.1:{i + 1}") for i in range(3)
+        ]
+        many = [User.objects.create(username=f"u{i}") for i in range(20)]
+        jobs = []
+        for i in range(12000):
+            server = servers[i % 3] if i % 4 else None
+            job = Job(
+                server=server,
+                target_server_alias=server.alias if server else ANY_SERVER,
+                generation_params={"positive_prompt": "x"},
+                owner=many[3] if i % 2 else many[i % 20],  # u3: the client key's, a heavy user
+            )
+            # Mostly completed, as a history is; every status enough for more than a page.
+            job.status = JobStatus.COMPLETED if i % 3 else JobStatus.values[(i // 3) % 5]
+            jobs.append(job)
+        Job.objects.bulk_create(jobs, batch_size=5000)
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {Job._meta.db_table}")
+        try:
+            yield many
+        finally:
+            call_command("flush", interactive=False, verbosity=0)
+
+
+@pytest.mark.django_db
+class TestBigHistory:
+    """On the committed history of `big_history`."""
+
+    @pytest.mark.parametrize(
+        ("scope", "query"),
+        [
+            ("admin", {}),
+            ("admin", {"order": "asc"}),
+            ("admin", {"status": "completed"}),
+            ("admin", {"status": "completed", "order": "asc"}),
+            ("admin", {"status": "pending"}),
+            ("admin", {"owner": "u3"}),
+            ("admin", {"owner": "u3", "status": "completed"}),
+            ("client", {}),
+            ("client", {"order": "asc"}),
+            ("client", {"status": "failed"}),
+            ("client", {"status": "completed", "order": "asc"}),
+        ],
+    )
+    def test_the_first_page_is_read_in_index_order(self, scope, query, big_history):
+        _, raw = new_key("key", username="u3", scope=scope)
+        with CaptureQueriesContext(connection) as queries:
+            body = api(raw).get(LIST, query).json()
+        assert body["jobs"]
+
+        (page,) = [sql for sql in job_selects(queries.captured_queries) if "LIMIT" in sql]
+        assert_read_in_index_order(explained(page), Job._meta.db_table)
+
+    def test_the_metrics_windows_are_read_through_indexes(self, settings, big_history):
+        now = timezone.now()
+        recent = Job.objects.filter(status=JobStatus.COMPLETED).values_list("pk", flat=True)[:50]
+        Job.objects.filter(pk__in=list(recent)).update(
+            started_at=now - timedelta(seconds=30), completed_at=now
         )
-        # Mostly completed, as a history is; every status enough for more than a page.
-        job.status = JobStatus.COMPLETED if i % 3 else JobStatus.values[(i // 3) % 5]
-        jobs.append(job)
-    Job.objects.bulk_create(jobs, batch_size=5000)
-    with connection.cursor() as cursor:
-        cursor.execute(f"ANALYZE {Job._meta.db_table}")
-    return many
+        Job.objects.exclude(pk__in=list(recent)).filter(status=JobStatus.COMPLETED).update(
+            started_at=now - timedelta(days=9), completed_at=now - timedelta(days=9)
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {Job._meta.db_table}")
+        settings.MOBILESD_METRICS_TOKEN = "metrics-token"
 
+        with CaptureQueriesContext(connection) as queries:
+            scrape(Client(HTTP_AUTHORIZATION="Bearer metrics-token"))
 
-@pytest.mark.parametrize(
-    ("scope", "query"),
-    [
-        ("admin", {}),
-        ("admin", {"order": "asc"}),
-        ("admin", {"status": "completed"}),
-        ("admin", {"status": "completed", "order": "asc"}),
-        ("admin", {"status": "pending"}),
-        ("admin", {"owner": "u3"}),
-        ("admin", {"owner": "u3", "status": "completed"}),
-        ("client", {}),
-        ("client", {"order": "asc"}),
-        ("client", {"status": "failed"}),
-        ("client", {"status": "completed", "order": "asc"}),
-    ],
-)
-def test_the_first_page_is_read_in_index_order(scope, query, big_history):
-    _, raw = new_key("key", username="u3", scope=scope)
-    with CaptureQueriesContext(connection) as queries:
-        body = api(raw).get(LIST, query).json()
-    assert body["jobs"]
-
-    (page,) = [sql for sql in job_selects(queries.captured_queries) if "LIMIT" in sql]
-    assert_read_in_index_order(explained(page), Job._meta.db_table)
+        reads = job_selects(queries.captured_queries)
+        assert len(reads) == 2  # the queue waits' window and the run times'
+        for sql in reads:
+            scans = [
+                node["Node Type"]
+                for node in explained(sql)
+                if node.get("Relation Name") == Job._meta.db_table
+            ]
+            assert scans
+            assert "Seq Scan" not in scans, scans
 
 
 def test_an_admins_owner_filter_totals_from_the_counts(users, history):
@@ -602,31 +641,3 @@ def test_the_metrics_scrape_reads_jobs_only_within_its_windows(settings, online,
     reads = job_selects(queries.captured_queries)
     assert reads
     assert all(re.search(r'"(started_at|completed_at)" >=', sql) for sql in reads), reads
-
-
-def test_the_metrics_windows_are_read_through_indexes(settings, big_history):
-    now = timezone.now()
-    recent = Job.objects.filter(status=JobStatus.COMPLETED).values_list("pk", flat=True)[:50]
-    Job.objects.filter(pk__in=list(recent)).update(
-        started_at=now - timedelta(seconds=30), completed_at=now
-    )
-    Job.objects.exclude(pk__in=list(recent)).filter(status=JobStatus.COMPLETED).update(
-        started_at=now - timedelta(days=9), completed_at=now - timedelta(days=9)
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(f"ANALYZE {Job._meta.db_table}")
-    settings.MOBILESD_METRICS_TOKEN = "metrics-token"
-
-    with CaptureQueriesContext(connection) as queries:
-        scrape(Client(HTTP_AUTHORIZATION="Bearer metrics-token"))
-
-    reads = job_selects(queries.captured_queries)
-    assert len(reads) == 2  # the queue waits' window and the run times'
-    for sql in reads:
-        scans = [
-            node["Node Type"]
-            for node in explained(sql)
-            if node.get("Relation Name") == Job._meta.db_table
-        ]
-        assert scans
-        assert "Seq Scan" not in scans, scans
