@@ -8,7 +8,7 @@ a thread, not its helpers: each thread that works on a job sets them itself.
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar, Token
 from typing import Any
 
@@ -51,6 +51,30 @@ class ContextFilter(logging.Filter):
             if not hasattr(record, name):
                 setattr(record, name, var.get())
         return True
+
+
+# Where Celery writes a task's routine lines: beat's "Sending due task", the worker's
+# "received" and "succeeded".
+_CELERY_ROUTINE_LOGGERS = ("celery.beat", "celery.worker.strategy", "celery.app.trace")
+
+
+class RoutineTaskFilter(logging.Filter):
+    """Leaves out the INFO lines Celery writes for each run of the given tasks (the
+    frequent periodic ones: a poll every 2 s would be most of the log), and nothing else:
+    their warnings and errors, and every other task's lines, are kept."""
+
+    def __init__(self, tasks: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.tasks = frozenset(tasks)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO or not record.name.startswith(_CELERY_ROUTINE_LOGGERS):
+            return True
+        args = record.args
+        # The worker's lines format a mapping (the task's `name`, ...); beat's a tuple
+        # (the entry's name, then its task's).
+        names = [args.get("name")] if isinstance(args, Mapping) else list(args or ())
+        return not any(isinstance(name, str) and name in self.tasks for name in names)
 
 
 class JsonLogFormatter(JsonFormatter):

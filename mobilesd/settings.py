@@ -672,3 +672,20 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
 }
 # --- End of push notifications ------------------------------------------------------------
 # === End of notifications ================================================================
+
+# === Routine tasks' log lines =============================================================
+# Celery's INFO lines for each run of a periodic task that runs more often than once a
+# minute (beat's notifications poll every 2 s, the lease recovery, ...) are left out of the
+# log (core_app.logs.RoutineTaskFilter); their warnings and errors are kept, and LOG_LEVEL=
+# DEBUG keeps everything.
+LOGGING["filters"]["routine_tasks"] = {  # type: ignore[index]
+    "()": "core_app.logs.RoutineTaskFilter",
+    "tasks": []
+    if LOG_LEVEL == "DEBUG"
+    else sorted(
+        entry["task"]
+        for entry in CELERY_BEAT_SCHEDULE.values()
+        if isinstance(entry["schedule"], int | float) and entry["schedule"] < 60
+    ),
+}
+LOGGING["handlers"]["console"]["filters"].append("routine_tasks")  # type: ignore[index]

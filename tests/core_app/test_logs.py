@@ -4,11 +4,13 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.test import Client
 
-from core_app.logs import ContextFilter, JsonLogFormatter, log_context
+from core_app.logs import ContextFilter, JsonLogFormatter, RoutineTaskFilter, log_context
+from tests.support import start_python
 
 
 @pytest.fixture
@@ -99,8 +101,75 @@ def test_settings_log_format_json_uses_the_json_formatter(settings):
     from mobilesd import settings as mobilesd_settings
 
     console = mobilesd_settings.LOGGING["handlers"]["console"]
-    assert console["filters"] == ["context"]
+    assert console["filters"] == ["context", "routine_tasks"]
     assert console["formatter"] == mobilesd_settings.LOG_FORMAT
     assert mobilesd_settings.LOGGING["formatters"]["json"] == {
         "()": "core_app.logs.JsonLogFormatter"
     }
+
+
+# --- Celery's routine lines of frequent periodic tasks ------------------------------------
+
+
+def celery_record(logger: str, level: int, msg: str, args: Any) -> logging.LogRecord:
+    """A record as Celery's loggers make it: `logger.info(msg, mapping)` or `(msg, *args)`."""
+    args = args if isinstance(args, tuple) else (args,)
+    return logging.getLogger(logger).makeRecord(logger, level, __file__, 1, msg, args, None)
+
+
+def console_handler() -> logging.Handler:
+    """The handler the settings' LOGGING gives the root logger."""
+    (handler,) = [h for h in logging.getLogger().handlers if h.get_name() == "console"]
+    return handler
+
+
+def test_the_routine_filter_lists_the_tasks_beat_runs_more_than_once_a_minute():
+    (routine,) = [f for f in console_handler().filters if isinstance(f, RoutineTaskFilter)]
+    assert {
+        "notifications_app.tasks.notifications_poll",
+        "queue_app.tasks.recover_expired_leases",
+        "queue_app.tasks.reconcile",
+    } <= routine.tasks
+    assert "events_app.tasks.prune_events" not in routine.tasks  # hourly: still logged
+    assert "queue_app.tasks.run_server" not in routine.tasks
+
+
+def test_a_frequent_tasks_received_succeeded_and_sending_lines_are_left_out_not_its_failure():
+    from celery.app.trace import LOG_FAILURE, LOG_RECEIVED, LOG_SUCCESS
+
+    handler = console_handler()
+    poll = "notifications_app.tasks.notifications_poll"
+    run = "queue_app.tasks.run_server"
+    fields = {"id": "1", "return_value": "None", "runtime": 0.01, "args": "", "kwargs": ""}
+
+    def shown(logger: str, level: int, msg: str, args: Any) -> bool:
+        return bool(handler.filter(celery_record(logger, level, msg, args)))
+
+    beat = "Scheduler: Sending due task %s (%s)"
+    assert not shown("celery.beat", logging.INFO, beat, ("notifications-poll", poll))
+    assert not shown("celery.worker.strategy", logging.INFO, LOG_RECEIVED, {"name": poll})
+    assert not shown("celery.app.trace", logging.INFO, LOG_SUCCESS, {**fields, "name": poll})
+    # Its failure, and any other task's lines, are kept.
+    failed = {"name": poll, "id": "1", "description": "raised unexpected", "exc": "boom"}
+    assert shown("celery.app.trace", logging.ERROR, LOG_FAILURE, failed)
+    assert shown("celery.worker.strategy", logging.INFO, LOG_RECEIVED, {"name": run})
+    assert shown("celery.app.trace", logging.INFO, LOG_SUCCESS, {**fields, "name": run})
+    prune = ("prune-events", "events_app.tasks.prune_events")
+    assert shown("celery.beat", logging.INFO, beat, prune)
+    # Other loggers' lines naming the task are not Celery's routine ones.
+    assert shown("queue_app.tasks", logging.INFO, "%s did nothing", (poll,))
+
+
+def test_log_level_debug_keeps_every_routine_line(tmp_path):
+    code = (
+        "import json, mobilesd.settings as s; "
+        "print(json.dumps(s.LOGGING['filters']['routine_tasks']['tasks']))"
+    )
+    tasks = {}
+    for level in ("INFO", "DEBUG"):
+        result = start_python(tmp_path, code, env={"LOG_LEVEL": level})
+        result.check_returncode()
+        tasks[level] = json.loads(result.stdout.strip().splitlines()[-1])
+
+    assert "notifications_app.tasks.notifications_poll" in tasks["INFO"]
+    assert tasks["DEBUG"] == []
