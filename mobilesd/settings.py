@@ -683,7 +683,7 @@ LOGGING["filters"]["routine_tasks"] = {  # type: ignore[index]
     "tasks": []
     if LOG_LEVEL == "DEBUG"
     else sorted(
-        entry["task"]
+        str(entry["task"])
         for entry in CELERY_BEAT_SCHEDULE.values()
         if isinstance(entry["schedule"], int | float) and entry["schedule"] < 60
     ),
