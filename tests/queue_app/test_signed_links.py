@@ -2,20 +2,22 @@
 image endpoints that open them without an API key."""
 
 import io
+import uuid
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse, set_script_prefix
 from PIL import Image
 from rest_framework.test import APIClient
 
 from core_app import signed_links
 from core_app.signed_links import InvalidSignature, LinkSigner
 from queue_app.images import THUMBNAIL_DEFAULT_SIZE
-from queue_app.links import image_link_signer, job_image_links, signed_image_url
-from queue_app.models import Job, JobStatus
+from queue_app.links import image_link_signer, image_path, job_image_links, signed_image_url
+from queue_app.models import Job, JobImage, JobStatus
 from tests.openapi_check import schema_document
 from tests.queue_app.test_api_images import add_image, body_of, make_job, png_bytes
 from tests.support import assert_error, new_key
@@ -300,3 +302,20 @@ def test_the_document_says_the_image_endpoints_open_by_a_signed_link_without_a_k
         assert "403" in operation["responses"]
     listing = paths["/api/v1/queue/jobs/{job_id}/images"]["get"]
     assert {} not in listing["security"]
+
+
+@pytest.mark.parametrize("prefix", ["/", "/mobilesd/"])
+def test_an_images_path_is_what_reverse_answers_under_any_script_prefix(prefix):
+    job_id = uuid.uuid4()
+    try:
+        set_script_prefix(prefix)
+        for index in (0, 1, 12):
+            image = JobImage(job_id=job_id, index=index)
+            kwargs = {"job_id": str(job_id), "index": index}
+            assert image_path(image) == reverse("job-image", kwargs=kwargs)
+            assert image_path(image, thumbnail=True) == reverse(
+                "job-image-thumbnail", kwargs=kwargs
+            )
+        assert image_path(image).startswith(f"{prefix}api/v1/queue/jobs/{job_id}/images/12")
+    finally:
+        set_script_prefix("/")
