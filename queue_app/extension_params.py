@@ -12,6 +12,9 @@ Mapping, as the real servers take it:
   "Automatic" / "None"); Forge `override_settings.forge_additional_modules`, the list of
   module paths of `/sdapi/v1/sd-modules` (Forge's `modules_change` keeps them by base name;
   sending the paths it stores makes an unchanged choice a no-op, not a model reload).
+  A job naming no VAE gets the servers' defaults, `sd_vae: "Automatic"` (also to a server
+  of unknown flavour: A1111 fails on Forge's option, Forge ignores `sd_vae`) or the
+  job's text encoders alone (`[]` without any): the overrides stay on the server.
 * ``text_encoders``: Forge only, added to the same `forge_additional_modules`.
 * ``styles``: `styles`, the names of `/sdapi/v1/prompt-styles`.
 * hires fix (with ``enable_hires_fix``): ``hr_scale``, ``hr_upscaler``,
@@ -223,15 +226,17 @@ def apply_extras(
     overrides: dict[str, Any] = payload.setdefault("override_settings", {})
     is_forge = resolved.forge or (flavour or "").strip().lower() == "forge"
 
+    # Always sent, the default when the job names none: MobileSD leaves its overrides on
+    # the server (`override_settings_restore_afterwards: false`), so a job that said
+    # nothing would run with the previous job's VAE or modules.
     vae_choice = _text(params.get("vae"))
     if is_forge:
         modules = [resolved.files.get(name, name) for name in (extras.vae, *extras.text_encoders)]
-        if any(modules):
-            overrides["forge_additional_modules"] = [name for name in modules if name]
+        overrides["forge_additional_modules"] = [name for name in modules if name]
     elif extras.vae:
         overrides["sd_vae"] = resolved.files.get(extras.vae, extras.vae)
-    elif vae_choice.casefold() in VAE_CHOICES:
-        overrides["sd_vae"] = "Automatic" if vae_choice.casefold() == "automatic" else "None"
+    else:
+        overrides["sd_vae"] = "None" if vae_choice.casefold() == "none" else "Automatic"
 
     if extras.styles:
         payload["styles"] = [resolved.names.get(name, name) for name in extras.styles]

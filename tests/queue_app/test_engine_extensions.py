@@ -179,3 +179,26 @@ def test_a_controlnet_image_of_another_users_upload_is_refused_at_submit(forge_c
 
     assert refused.value.code == "upload_not_found"
     assert not Job.objects.exists()
+
+
+def test_a_forge_job_without_a_vae_does_not_keep_the_previous_jobs_modules(forge):
+    server = checked_server(forge.url, alias="Forge")
+    first = run(server, submit("Forge", vae="ae"))
+    assert "Module 1: ae" in first.images.get().infotext
+
+    second = run(server, submit("Forge"))
+
+    assert second.status == JobStatus.COMPLETED, second.result_details
+    assert "Module 1" not in second.images.get().infotext
+    assert forge.options["forge_additional_modules"] == []
+
+
+def test_an_a1111_job_without_a_vae_does_not_keep_the_previous_jobs_vae(a1111):
+    server = checked_server(a1111.url, alias="Old")
+    run(server, submit("Old", vae="SDXL_VAE"))
+    assert a1111.options["sd_vae"] == "sdxl_vae.safetensors"
+
+    second = run(server, submit("Old"))
+
+    assert second.status == JobStatus.COMPLETED, second.result_details
+    assert a1111.options["sd_vae"] == "Automatic"

@@ -60,11 +60,38 @@ def test_forge_takes_the_vae_and_text_encoders_as_module_paths():
     assert "sd_vae" not in body["override_settings"]
 
 
-def test_a_plain_job_gets_no_extension_fields():
+def test_a_plain_job_gets_no_extension_fields_but_the_default_vae():
     body = payload({"positive_prompt": "x"}, flavour="forge")
 
     assert not {"styles", "alwayson_scripts", "script_name", "script_args"} & set(body)
-    assert body["override_settings"] == {}
+    # The previous job's modules stay on the server (restore_afterwards is false): none.
+    assert body["override_settings"] == {"forge_additional_modules": []}
+
+
+@pytest.mark.parametrize("flavour", ["a1111", None])
+def test_a_job_without_a_vae_sends_a1111s_automatic(flavour):
+    body = payload({"positive_prompt": "x"}, flavour=flavour)
+
+    assert body["override_settings"] == {"sd_vae": "Automatic"}
+
+
+def test_a_forge_job_with_text_encoders_only_sends_just_those_modules():
+    resolved = ResolvedExtras(
+        forge=True, files={"clip_l": "/opt/sd/models/text_encoder/clip_l.safetensors"}
+    )
+
+    body = payload({"text_encoders": ["clip_l"]}, resolved=resolved)
+
+    assert body["override_settings"] == {
+        "forge_additional_modules": ["/opt/sd/models/text_encoder/clip_l.safetensors"]
+    }
+
+
+@pytest.mark.parametrize("choice", ["Automatic", "None"])
+def test_forge_takes_a1111s_vae_choices_as_no_module(choice):
+    body = payload({"vae": choice}, flavour="forge")
+
+    assert body["override_settings"] == {"forge_additional_modules": []}
 
 
 def test_styles_are_sent_by_the_servers_names():
