@@ -158,7 +158,7 @@ class CachedModel(models.Model):
     stem_key = models.CharField(max_length=500, db_index=True)
     identity = models.CharField(max_length=1000)
     # What an "any" job's `requirement_keys` match (servers_app.extension_cache
-    # requirement_key): "file:<stem>" for a VAE or module, "script:<name>", ... ; "" for
+    # requirement_key): "file:<stem>" for a VAE or module, "script:<mode>:<name>", ... ; "" for
     # checkpoints and LoRAs, which the claim matches by their own keys.
     requirement_key = models.CharField(max_length=600, blank=True, default="")
     first_seen_at = models.DateTimeField(auto_now_add=True)
