@@ -5,7 +5,7 @@ Invariants:
   MOBILESD_UPLOAD_MAX_BYTES bytes and MOBILESD_UPLOAD_MAX_PIXELS pixels; its format is
   read from its bytes, never from a name or a Content-Type.
 - Its file is what the server gets, byte for byte. Only an image whose EXIF orientation
-  says it must be turned is re-encoded (as a PNG, turned), since the servers read pixels
+  says it must be turned (2 to 8) is re-encoded (as a PNG, turned), since the servers read pixels
   as stored and would generate from a sideways photo.
 - Uploads belong to their owner: another user's, a deleted or a removed one is the same 404
   (`upload_not_found`), in the API and at submit.
@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
 from django.conf import settings
@@ -51,6 +51,9 @@ _FORMATS: dict[str, tuple[str, str]] = {
     "WEBP": ("image/webp", "webp"),
 }
 _EXIF_ORIENTATION = 0x0112
+# The orientations that turn or mirror the image; 1 is "as stored", and 0 (which some
+# devices write) or any other value means nothing: such an image is kept byte for byte.
+_TURNING: Final = frozenset(range(2, 9))
 
 
 class UploadTooLarge(MobileSDError):
@@ -103,7 +106,7 @@ def image_check(data: bytes) -> CheckedImage:
             with Image.open(io.BytesIO(data)) as image:
                 image.load()  # every pixel decodes: a truncated JPEG is refused here
                 orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-                turned = ImageOps.exif_transpose(image) if orientation not in (1, None) else None
+                turned = ImageOps.exif_transpose(image) if orientation in _TURNING else None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise UploadTooLarge(f"The image has too many pixels ({exc}).") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
