@@ -296,3 +296,42 @@ def test_changing_a_pending_job_to_another_users_upload_is_a_404_that_changes_no
 
     assert_error(response, 404, "upload_not_found")
     assert db_snapshot() == before
+
+
+def racing_removal(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each upload a submit resolves is deleted right after it was read, as
+    uploads_remove_unused would in another transaction that commits then."""
+    from queue_app import uploads
+
+    removed: list[str] = []
+    resolve = uploads.upload_get
+
+    def resolve_then_remove(**kwargs: Any) -> Upload:
+        upload = resolve(**kwargs)
+        Upload.objects.filter(pk=upload.pk).delete()
+        removed.append(str(upload.pk))
+        return upload
+
+    monkeypatch.setattr(uploads, "upload_get", resolve_then_remove)
+    return removed
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("where", ["init_images", "alwayson_scripts"])
+def test_an_upload_removed_while_its_submit_is_in_flight_is_a_404_and_nothing_is_stored(
+    alice, monkeypatch, where
+):
+    upload_id = upload_of("alice")
+    params: dict[str, Any] = (
+        {"mode": "img2img", "init_images": [upload_id]}
+        if where == "init_images"
+        else {"alwayson_scripts": {"ControlNet": {"args": [{"image": upload_id}]}}}
+    )
+    removed = racing_removal(monkeypatch)
+
+    response = submit(alice, **params)
+
+    assert removed == [upload_id]
+    assert_error(response, 404, "upload_not_found")
+    assert not Job.objects.exists()
+    assert not JobInput.objects.exists()
