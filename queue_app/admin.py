@@ -22,6 +22,7 @@ from queue_app.models import (
     ACTIVE_STATUSES,
     Batch,
     Job,
+    JobInput,
     JobInputRole,
     JobPreview,
     JobStatus,
@@ -32,6 +33,16 @@ from queue_app.services import job_cancel, job_delete, job_retry, job_run_again
 from queue_app.uploads import upload_delete
 
 RETRYABLE_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def _input_caption(row: JobInput) -> str:
+    """What an input is to the job: an init image (by its place in `init_images`), the
+    mask, or an image an extension's unit names (by its place among those)."""
+    if row.role == JobInputRole.MASK:
+        return "mask"
+    if row.role == JobInputRole.SCRIPT:
+        return f"script image #{row.position}"
+    return f"init #{row.position}"
 
 
 @admin.register(Job)
@@ -295,7 +306,8 @@ class JobAdmin(ObjectActionsAdmin):
 
     @admin.display(description="Input images")
     def inputs(self, obj: Job) -> SafeString | str:
-        """The init images and mask of an img2img / inpaint job, as sent to the server."""
+        """The init images and mask of an img2img / inpaint job and the images its
+        extensions' units name (ControlNet's, ...), as sent to the server."""
         rows = list(obj.inputs.select_related("upload"))
         if not rows:
             return "—"
@@ -310,7 +322,7 @@ class JobAdmin(ObjectActionsAdmin):
                         url,
                         url,
                         row.role,
-                        "mask" if row.role == JobInputRole.MASK else f"init #{row.position}",
+                        _input_caption(row),
                         row.upload.width,
                         row.upload.height,
                         row.upload.content_type,

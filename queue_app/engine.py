@@ -50,7 +50,7 @@ from queue_app import dispatch, metrics
 from queue_app.dispatch import Claim, ImageRecord
 from queue_app.eta import job_work
 from queue_app.extension_checks import ExtensionUnavailable, extensions_resolve
-from queue_app.extension_params import apply_extras
+from queue_app.extension_params import apply_extras, sends_modules, vae_setting
 from queue_app.images import (
     InvalidImageError,
     delete_image_files,
@@ -77,6 +77,7 @@ from servers_app.services import (
     server_mark_offline,
     server_note_loaded_checkpoint,
     server_refresh_models,
+    server_remember_vae_baseline,
 )
 
 logger = logging.getLogger(__name__)
@@ -706,6 +707,38 @@ def _resolve_loras(server: Server, requested: list[str]) -> dict[str, str]:
     return names
 
 
+def _vae_baseline(server: Server, setting: str | None) -> dict[str, Any]:
+    """The server's own VAE settings as MobileSD remembers them, first reading the one the
+    job changes (`setting`) from its options if MobileSD never changed it there: remembered
+    before the job's value is sent, a job naming no VAE sends it back later.
+
+    The options are read only then, never for a job that names no VAE. If they cannot be
+    read, the job runs with its VAE all the same and nothing is remembered (the next job
+    changing the setting reads them again; a job naming no VAE before that cannot restore
+    the server's own value). `server` is the claim's row, read at the claim (a baseline
+    another slot remembered since is seen by the next claim)."""
+    baseline = server.vae_baseline or {}
+    if setting is None or setting in baseline:
+        return baseline
+    try:
+        with make_client(server) as client:
+            options = client.options()
+    except ForgeError as exc:
+        logger.warning(
+            "Could not read the options of %s; its own %s is not remembered: %s",
+            server.alias,
+            setting,
+            exc,
+        )
+        return baseline
+    if setting not in options:
+        return baseline  # a server without the option: nothing to change back
+    server.vae_baseline = server_remember_vae_baseline(
+        server_id=server.pk, setting=setting, value=options[setting]
+    )
+    return server.vae_baseline
+
+
 def job_prepare(claim: Claim) -> Prepared:
     """Build a claimed (or reserved) job's request: its checkpoint resolved to the server's
     exact title and its LoRAs to the server's names, its parameters mapped, its timeout
@@ -742,13 +775,17 @@ def job_prepare(claim: Claim) -> Prepared:
             lora_names=lora_names,
         )
     # VAE, modules, styles, hires fields and scripts, by the server's names (issue 16).
+    resolved = extensions_resolve(server, params)
     apply_extras(
         payload,
         params,
-        resolved=extensions_resolve(server, params),
+        resolved=resolved,
         flavour=server.flavour or None,
         # A unit's image named by upload id goes as that upload's bytes (base64).
         images=inputs.script_image,
+        baseline=_vae_baseline(
+            server, vae_setting(params, forge=sends_modules(resolved, server.flavour))
+        ),
     )
     timeout = job_timeout(
         steps=int(payload.get("steps") or 20),

@@ -61,7 +61,7 @@ def job_requirement_keys(params: dict[str, object]) -> list[str]:
     keys += [requirement_key(ModelKind.STYLE, name) for name in extras.styles]
     if extras.hr_upscaler:
         keys.append(requirement_key(ModelKind.UPSCALER, extras.hr_upscaler))
-    keys += [requirement_key(ModelKind.SCRIPT, name) for name in extras.scripts]
+    keys += [requirement_key(ModelKind.SCRIPT, name, mode=extras.mode) for name in extras.scripts]
     keys += [requirement_key(ModelKind.CONTROLNET_MODEL, name) for name in extras.controlnet_models]
     return sorted({key for key in keys if key})
 
@@ -89,7 +89,7 @@ def _is_forge(server: Server) -> bool:
 
 
 def _not_found(kind: str, name: str, rows: Sequence[CachedModel], server: Server) -> str:
-    titles = [row.title for row in rows]
+    titles = list(dict.fromkeys(row.title for row in rows))  # a script has a row a mode
     close = difflib.get_close_matches(name, titles, n=3, cutoff=0.5)
     hint = f" Close matches: {', '.join(close)}." if close else ""
     if not close and titles and len(titles) <= 12:

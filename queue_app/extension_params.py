@@ -12,6 +12,11 @@ Mapping, as the real servers take it:
   "Automatic" / "None"); Forge `override_settings.forge_additional_modules`, the list of
   module paths of `/sdapi/v1/sd-modules` (Forge's `modules_change` keeps them by base name;
   sending the paths it stores makes an unchanged choice a no-op, not a model reload).
+  A job naming no VAE (nor text encoders) leaves the server's own setting alone, unless
+  MobileSD changed it: MobileSD's overrides stay on the server
+  (`override_settings_restore_afterwards: false`), so such a job then sends the server's
+  own value, the `baseline` read from its options before the first change (the
+  `sd_vae` of a server of unknown flavour: A1111 fails on Forge's option).
 * ``text_encoders``: Forge only, added to the same `forge_additional_modules`.
 * ``styles``: `styles`, the names of `/sdapi/v1/prompt-styles`.
 * hires fix (with ``enable_hires_fix``): ``hr_scale``, ``hr_upscaler``,
@@ -42,6 +47,8 @@ __all__ = [
     "controlnet_models",
     "requested_extras",
     "resolve_script_images",
+    "sends_modules",
+    "vae_setting",
 ]
 
 CONTROLNET_SCRIPT: Final = "controlnet"
@@ -49,6 +56,9 @@ ADETAILER_SCRIPT: Final = "adetailer"
 
 # VAE choices that name no file: A1111's own options.
 VAE_CHOICES: Final = frozenset({"automatic", "none"})
+# The server options a job's VAE choice sets.
+SD_VAE: Final = "sd_vae"
+FORGE_MODULES: Final = "forge_additional_modules"
 # An upscaler or ControlNet model choice meaning "none".
 _NONE: Final = frozenset({"", "none", "null"})
 
@@ -208,6 +218,24 @@ def resolve_script_images(scripts: Any, resolve: ImageResolver = _keep) -> Any:
     return {name: walk(value) for name, value in scripts.items()}
 
 
+def sends_modules(resolved: ResolvedExtras | None, flavour: str | None) -> bool:
+    """Whether the VAE goes as Forge's modules (else as A1111's `sd_vae`)."""
+    return bool(resolved and resolved.forge) or (flavour or "").strip().lower() == "forge"
+
+
+def vae_setting(params: Mapping[str, Any], *, forge: bool) -> str | None:
+    """The server option the job's VAE choice sets (`forge_additional_modules` for Forge's
+    VAE or text encoders, `sd_vae` for A1111's VAE, "Automatic" and "None" included), None
+    when it names none: the server's own setting is then the job's."""
+    if forge:
+        return (
+            FORGE_MODULES
+            if _text(params.get("vae")) or _names(params.get("text_encoders"))
+            else None
+        )
+    return SD_VAE if _text(params.get("vae")) else None
+
+
 def apply_extras(
     payload: dict[str, Any],
     params: Mapping[str, Any],
@@ -215,23 +243,32 @@ def apply_extras(
     resolved: ResolvedExtras | None = None,
     flavour: str | None = None,
     images: ImageResolver = _keep,
+    baseline: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Add the job's extras to `payload` (a queue_app.params request body) in place and
-    return it. Building never raises: malformed values were refused at submit."""
+    return it. `baseline`: the server's own values of the VAE settings MobileSD changed
+    (servers_app's `Server.vae_baseline`), sent when the job names no VAE. Building never
+    raises: malformed values were refused at submit."""
     resolved = resolved or ResolvedExtras()
     extras = requested_extras(params)
     overrides: dict[str, Any] = payload.setdefault("override_settings", {})
-    is_forge = resolved.forge or (flavour or "").strip().lower() == "forge"
+    is_forge = sends_modules(resolved, flavour)
 
-    vae_choice = _text(params.get("vae"))
-    if is_forge:
+    setting = vae_setting(params, forge=is_forge)
+    if setting == FORGE_MODULES:
+        # "Automatic" / "None" name no module: the checkpoint's own VAE.
         modules = [resolved.files.get(name, name) for name in (extras.vae, *extras.text_encoders)]
-        if any(modules):
-            overrides["forge_additional_modules"] = [name for name in modules if name]
-    elif extras.vae:
-        overrides["sd_vae"] = resolved.files.get(extras.vae, extras.vae)
-    elif vae_choice.casefold() in VAE_CHOICES:
-        overrides["sd_vae"] = "Automatic" if vae_choice.casefold() == "automatic" else "None"
+        overrides[FORGE_MODULES] = [name for name in modules if name]
+    elif setting == SD_VAE and extras.vae:
+        overrides[SD_VAE] = resolved.files.get(extras.vae, extras.vae)
+    elif setting == SD_VAE:
+        overrides[SD_VAE] = "None" if _text(params.get("vae")).casefold() == "none" else "Automatic"
+    else:
+        # MobileSD's overrides stay on the server (`override_settings_restore_afterwards:
+        # false`): the setting a previous job changed goes back to the server's own.
+        own = FORGE_MODULES if is_forge else SD_VAE
+        if baseline and own in baseline:
+            overrides[own] = baseline[own]
 
     if extras.styles:
         payload["styles"] = [resolved.names.get(name, name) for name in extras.styles]

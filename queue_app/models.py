@@ -149,7 +149,7 @@ class Job(models.Model):
     # so that a claim takes an "any" job only on a server that has them all.
     lora_keys = models.JSONField(default=list, blank=True, editable=False)
     # What else the job needs of its server, as CachedModel.requirement_key spells it
-    # ("file:<vae or module stem>", "script:<name>", "style:<name>", "upscaler:<name>",
+    # ("file:<vae or module stem>", "script:<mode>:<name>", "style:<name>", "upscaler:<name>",
     # "controlnet:<model>"; queue_app.extension_checks.job_requirement_keys): an "any" job
     # is claimed only by a server whose cache has them all, as with its LoRAs.
     requirement_keys = models.JSONField(default=list, blank=True, editable=False)

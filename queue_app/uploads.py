@@ -5,7 +5,7 @@ Invariants:
   MOBILESD_UPLOAD_MAX_BYTES bytes and MOBILESD_UPLOAD_MAX_PIXELS pixels; its format is
   read from its bytes, never from a name or a Content-Type.
 - Its file is what the server gets, byte for byte. Only an image whose EXIF orientation
-  says it must be turned is re-encoded (as a PNG, turned), since the servers read pixels
+  says it must be turned (2 to 8) is re-encoded (as a PNG, turned), since the servers read pixels
   as stored and would generate from a sideways photo.
 - Uploads belong to their owner: another user's, a deleted or a removed one is the same 404
   (`upload_not_found`), in the API and at submit.
@@ -19,10 +19,10 @@ import hashlib
 import io
 import logging
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
 from django.conf import settings
@@ -51,6 +51,9 @@ _FORMATS: dict[str, tuple[str, str]] = {
     "WEBP": ("image/webp", "webp"),
 }
 _EXIF_ORIENTATION = 0x0112
+# The orientations that turn or mirror the image; 1 is "as stored", and 0 (which some
+# devices write) or any other value means nothing: such an image is kept byte for byte.
+_TURNING: Final = frozenset(range(2, 9))
 
 
 class UploadTooLarge(MobileSDError):
@@ -103,7 +106,7 @@ def image_check(data: bytes) -> CheckedImage:
             with Image.open(io.BytesIO(data)) as image:
                 image.load()  # every pixel decodes: a truncated JPEG is refused here
                 orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-                turned = ImageOps.exif_transpose(image) if orientation not in (1, None) else None
+                turned = ImageOps.exif_transpose(image) if orientation in _TURNING else None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise UploadTooLarge(f"The image has too many pixels ({exc}).") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -261,7 +264,7 @@ def job_inputs_resolve(*, owner: Any, params: Mapping[str, Any]) -> JobInputs:
     image_modes_check(params)
     scripts = [upload_get(upload_id=ref, owner=owner) for ref in script_upload_refs(params)]
     if params.get("mode") not in IMAGE_MODES:
-        Upload.objects.filter(pk__in=[u.pk for u in scripts]).update(last_used_at=timezone.now())
+        _mark_used(scripts)
         return JobInputs(scripts=scripts)
     copied: list[Upload] = []  # job images stored as uploads by this call
     try:
@@ -272,14 +275,29 @@ def job_inputs_resolve(*, owner: Any, params: Mapping[str, Any]) -> JobInputs:
         if params.get("mask") is not None:
             inputs.mask = _input_upload(owner, params["mask"], copied)
         _check_mask_size(inputs)
+        _mark_used([u for u in (*inputs.init, inputs.mask, *scripts) if u is not None])
     except Exception:
         # The transaction is rolled back, but storage is not: nothing is left behind.
         for upload in copied:
             upload.file.storage.delete(str(upload.file.name))
         raise
-    used = [upload.pk for upload in (*inputs.init, inputs.mask, *scripts) if upload is not None]
-    Upload.objects.filter(pk__in=used).update(last_used_at=timezone.now())
     return inputs
+
+
+def _mark_used(uploads: Sequence[Upload]) -> None:
+    """Mark the uploads used now, or raise the 404 `upload_not_found` of one gone since it
+    was read: uploads_remove_unused may have deleted it meanwhile (the job's JobInput would
+    then fail its foreign key at commit). The update locks the rows, which the removal
+    skips (SKIP LOCKED) until the job, which references them, is committed."""
+    wanted = {upload.pk for upload in uploads}
+    if not wanted:
+        return
+    live = Upload.objects.filter(pk__in=wanted, deleted_at__isnull=True)
+    if live.update(last_used_at=timezone.now()) == len(wanted):
+        return
+    kept = set(live.values_list("pk", flat=True))
+    gone = next(upload for upload in uploads if upload.pk not in kept)
+    raise NotFound(f"Upload '{gone.pk}' not found.", code="upload_not_found")
 
 
 # The generation_params keys that decide a job's inputs.

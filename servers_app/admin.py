@@ -27,6 +27,7 @@ from servers_app.services import (
     server_check_health,
     server_create,
     server_delete,
+    server_forget_vae_baseline,
     server_pause,
     server_refresh_models,
     server_resume,
@@ -110,6 +111,7 @@ class ServerAdmin(ObjectActionsAdmin):
         "consecutive_failures",
         "quarantined_at",
         "quarantine_reason",
+        "vae_baseline",
         "models_refreshed_at",
         "models_stale",
         "models_error",
@@ -132,6 +134,7 @@ class ServerAdmin(ObjectActionsAdmin):
                     "consecutive_failures",
                     "quarantined_at",
                     "quarantine_reason",
+                    "vae_baseline",
                 )
             },
         ),
@@ -161,6 +164,7 @@ class ServerAdmin(ObjectActionsAdmin):
         "pause",
         "resume",
         "lift_quarantine",
+        "forget_vae_baseline",
         "disable",
         "enable",
     )
@@ -260,6 +264,20 @@ class ServerAdmin(ObjectActionsAdmin):
             )
         else:
             self.message_user(request, f"{server.alias} is not quarantined.", messages.INFO)
+
+    @object_action(
+        path="forget-vae-baseline",
+        label="Forget its own VAE settings",
+        shown=lambda server: bool(server.vae_baseline),
+    )
+    def forget_vae_baseline(self, request: HttpRequest, server: Server) -> None:
+        server_forget_vae_baseline(server=server)
+        self.message_user(
+            request,
+            f"{server.alias}: jobs naming no VAE now leave its VAE settings as they are, "
+            "until a job changes them (its settings are read again then).",
+            messages.SUCCESS,
+        )
 
     @object_action(
         path="disable",

@@ -11,7 +11,7 @@ Names are compared as the servers compare them: scripts by their lower-cased tit
 (A1111's `script_name_to_index`), styles and upscalers by name, VAEs and modules by file
 name (Forge's `modules_change` takes a path or a bare file name and keeps its base name).
 `requirement_key` is the one spelling an "any" job's requirement and a cache row share, so
-that the claim can match them in SQL.
+that the claim can match them in SQL (a script has a row, and a key, per mode).
 """
 
 import logging
@@ -43,9 +43,15 @@ ADETAILER_SCRIPT = "adetailer"
 CONTROLNET_NO_MODEL = frozenset({"", "none"})
 
 
-def requirement_key(kind: str, name: str) -> str:
+# A script is listed, and needed, per mode (`/sdapi/v1/scripts` has one list for each).
+SCRIPT_MODES: tuple[str, ...] = ("txt2img", "img2img")
+
+
+def requirement_key(kind: str, name: str, *, mode: str = "txt2img") -> str:
     """The comparable key of a thing a job needs, as CachedModel.requirement_key stores it
-    ("" for checkpoints and LoRAs, which have keys of their own)."""
+    ("" for checkpoints and LoRAs, which have keys of their own). A script's names its
+    mode (`script:img2img:<name>`): a server with the script for the other mode only does
+    not have it."""
     text = name.strip()
     if not text:
         return ""
@@ -53,7 +59,9 @@ def requirement_key(kind: str, name: str) -> str:
         return f"file:{file_stem(text).casefold()}"
     if kind == ModelKind.CONTROLNET_MODEL:
         return f"controlnet:{file_stem(strip_hash(text)).casefold()}"
-    if kind in (ModelKind.SCRIPT, ModelKind.STYLE, ModelKind.UPSCALER):
+    if kind == ModelKind.SCRIPT:
+        return f"{kind}:{mode}:{text.casefold()}"
+    if kind in (ModelKind.STYLE, ModelKind.UPSCALER):
         return f"{kind}:{text.casefold()}"
     return ""
 
@@ -146,7 +154,9 @@ def style_rows(listing: Iterable[dict[str, Any]]) -> list[ModelRow]:
 def script_rows(scripts: dict[str, Any], infos: Iterable[dict[str, Any]]) -> list[ModelRow]:
     """Rows of `/sdapi/v1/scripts` (`{"txt2img": [names], "img2img": [names]}`, lower-case
     titles) with what `/sdapi/v1/script-info` says of each (`is_alwayson`, its `args` per
-    mode); one row per script, its modes in the metadata."""
+    mode); one row per script and mode (its `requirement_key` names the mode, which an
+    "any" job's key matches), each with all its modes in the metadata. A script of no
+    listed mode (known from script-info alone) is taken for both."""
     found: dict[str, dict[str, Any]] = {}
     for mode in ("txt2img", "img2img"):
         names = scripts.get(mode)
@@ -175,7 +185,18 @@ def script_rows(scripts: dict[str, Any], infos: Iterable[dict[str, Any]]) -> lis
     for entry in found.values():
         metadata = {key: value for key, value in entry.items() if key != "name"}
         metadata.setdefault("alwayson", None)
-        rows.append(_row(ModelKind.SCRIPT, entry["name"], metadata=metadata))
+        title = entry["name"]
+        for mode in entry["modes"] or SCRIPT_MODES:
+            rows.append(
+                ModelRow(
+                    kind=ModelKind.SCRIPT,
+                    title=title,
+                    name=f"{title} ({mode})",
+                    relative_path=f"{mode}:{title}",
+                    metadata=metadata,
+                    requirement_key=requirement_key(ModelKind.SCRIPT, title, mode=mode),
+                )
+            )
     return rows
 
 
@@ -276,9 +297,12 @@ def find_listed[T: NamedLike](kind: str, requested: str, rows: Sequence[T]) -> T
         for row in rows:
             if row.title.casefold() == wanted or (row.model_name or "").casefold() == wanted:
                 return row
-    if kind == ModelKind.CONTROLNET_MODEL:
+    if kind in (ModelKind.CONTROLNET_MODEL, ModelKind.SCRIPT):
+        # A script's rows (one a mode) share its title and metadata: the first one will do.
         for row in rows:
             if row.title.casefold() == text.casefold():
                 return row
+        if kind == ModelKind.SCRIPT:
+            return None
     key = requirement_key(kind, text)
     return next((row for row in rows if row.requirement_key == key), None)

@@ -64,6 +64,11 @@ class Server(models.Model):
     # has no /sd-modules, a server without ControlNet no /controlnet/model_list), so its
     # absence from the cache says nothing about what a job may name.
     listed_kinds = models.JSONField(default=list, blank=True, editable=False)
+    # The server's own values of the VAE settings MobileSD's jobs change (A1111 `sd_vae`,
+    # Forge `forge_additional_modules`), read from its options before the first job that
+    # changed each one: a job naming no VAE sends them back (queue_app.engine). Empty:
+    # MobileSD never changed them, and a job naming no VAE sends nothing.
+    vae_baseline = models.JSONField(default=dict, blank=True, editable=False)
     # Paused by an admin since then (null: not paused): the running job finishes, no new
     # one starts here (queue_app.dispatch reads it in the claim and the reserved start).
     paused_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -158,7 +163,7 @@ class CachedModel(models.Model):
     stem_key = models.CharField(max_length=500, db_index=True)
     identity = models.CharField(max_length=1000)
     # What an "any" job's `requirement_keys` match (servers_app.extension_cache
-    # requirement_key): "file:<stem>" for a VAE or module, "script:<name>", ... ; "" for
+    # requirement_key): "file:<stem>" for a VAE or module, "script:<mode>:<name>", ... ; "" for
     # checkpoints and LoRAs, which the claim matches by their own keys.
     requirement_key = models.CharField(max_length=600, blank=True, default="")
     first_seen_at = models.DateTimeField(auto_now_add=True)

@@ -157,8 +157,11 @@ def server_lists(*, server: Server) -> dict[str, Any]:
     rows = CachedModel.objects.filter(server=server).exclude(
         kind__in=[ModelKind.CHECKPOINT, ModelKind.LORA]
     )
-    for row in rows.order_by("kind", "title"):
-        by_kind.setdefault(row.kind, []).append(row)
+    titles: set[tuple[str, str]] = set()
+    for row in rows.order_by("kind", "title", "relative_path"):
+        if (row.kind, row.title) not in titles:  # a script is one row per mode: shown once
+            titles.add((row.kind, row.title))
+            by_kind.setdefault(row.kind, []).append(row)
     return {
         "server": server.alias,
         "refreshed_at": server.models_refreshed_at,

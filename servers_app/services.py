@@ -143,8 +143,36 @@ def server_forget_models(*, server_id: int) -> None:
         models_stale=False,
         models_error="",
         listed_kinds=[],
+        vae_baseline={},
     )
     logger.info("Server %s changed address or credentials; its models will be re-read", server_id)
+
+
+def server_remember_vae_baseline(*, server_id: int, setting: str, value: Any) -> dict[str, Any]:
+    """Remember `value` as the server's own value of the VAE setting `setting`, read before
+    MobileSD first changes it; a value remembered already is kept (it is the owner's, the
+    one just read may be another job's). Returns the server's baseline, {} if it is gone.
+
+    Under the server row's lock: two jobs reading the options at once keep the first."""
+    with transaction.atomic():
+        server = Server.objects.select_for_update().filter(pk=server_id).first()
+        if server is None:
+            return {}
+        baseline = dict(server.vae_baseline or {})
+        if setting not in baseline:
+            baseline[setting] = value
+            Server.objects.filter(pk=server_id).update(vae_baseline=baseline)
+            logger.info("Server %s: its own %s is %r", server.alias, setting, value)
+    return baseline
+
+
+def server_forget_vae_baseline(*, server: Server) -> Server:
+    """Forget the server's remembered VAE settings (after its owner chose others in its web
+    UI): jobs naming no VAE send nothing again until a job changes one."""
+    Server.objects.filter(pk=server.pk).update(vae_baseline={})
+    server.vae_baseline = {}
+    logger.info("Server %s: its remembered VAE settings were forgotten", server.alias)
+    return server
 
 
 def server_mark_offline(*, server_id: int, error: str) -> None:

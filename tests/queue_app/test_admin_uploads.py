@@ -33,6 +33,22 @@ def test_the_job_page_shows_the_init_image_and_the_mask(admin_client, server):
     assert "mask" in page
 
 
+def test_the_job_page_captions_an_extension_units_image_apart_from_the_init_images(
+    admin_client, server
+):
+    init = upload_create(owner=local_user(), data=png())
+    unit = upload_create(owner=local_user(), data=png((64, 64)))
+    job = baker.make(Job, owner=local_user(), server=server, target_server_alias=server.alias)
+    JobInput.objects.create(job=job, upload=init, role=JobInputRole.INIT)
+    JobInput.objects.create(job=job, upload=unit, role=JobInputRole.SCRIPT)
+
+    page = admin_client.get(reverse("admin:queue_app_job_change", args=[job.pk])).content.decode()
+
+    assert reverse("upload-file", args=[unit.pk]) in page
+    assert page.count("init #0") == 1
+    assert "script image #0 · 64&times;64" in page
+
+
 def test_the_upload_list_shows_previews(admin_client):
     upload = upload_create(owner=local_user(), data=png())
 

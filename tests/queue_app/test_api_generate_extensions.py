@@ -131,9 +131,9 @@ def test_well_formed_extras_are_queued_as_sent(client, server):
     assert job.requirement_keys == [
         "controlnet:control_v11p_sd15_canny",
         "file:sdxl_vae",
-        "script:adetailer",
-        "script:controlnet",
-        "script:x/y/z plot",
+        "script:txt2img:adetailer",
+        "script:txt2img:controlnet",
+        "script:txt2img:x/y/z plot",
         "style:cinematic",
         "upscaler:latent",
     ]

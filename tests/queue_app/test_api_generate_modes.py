@@ -296,3 +296,97 @@ def test_changing_a_pending_job_to_another_users_upload_is_a_404_that_changes_no
 
     assert_error(response, 404, "upload_not_found")
     assert db_snapshot() == before
+
+
+def racing_removal(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each upload a submit resolves is deleted right after it was read, as
+    uploads_remove_unused would in another transaction that commits then."""
+    from queue_app import uploads
+
+    removed: list[str] = []
+    resolve = uploads.upload_get
+
+    def resolve_then_remove(**kwargs: Any) -> Upload:
+        upload = resolve(**kwargs)
+        Upload.objects.filter(pk=upload.pk).delete()
+        removed.append(str(upload.pk))
+        return upload
+
+    monkeypatch.setattr(uploads, "upload_get", resolve_then_remove)
+    return removed
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("where", ["init_images", "alwayson_scripts"])
+def test_an_upload_removed_while_its_submit_is_in_flight_is_a_404_and_nothing_is_stored(
+    alice, monkeypatch, where
+):
+    upload_id = upload_of("alice")
+    params: dict[str, Any] = (
+        {"mode": "img2img", "init_images": [upload_id]}
+        if where == "init_images"
+        else {"alwayson_scripts": {"ControlNet": {"args": [{"image": upload_id}]}}}
+    )
+    removed = racing_removal(monkeypatch)
+
+    response = submit(alice, **params)
+
+    assert removed == [upload_id]
+    assert_error(response, 404, "upload_not_found")
+    assert not Job.objects.exists()
+    assert not JobInput.objects.exists()
+
+
+def controlnet_unit(image_ref: str) -> dict[str, Any]:
+    return {"ControlNet": {"args": [{"enabled": True, "module": "canny", "image": image_ref}]}}
+
+
+def test_changing_a_pending_jobs_alwayson_scripts_re_resolves_its_unit_images(alice):
+    first, second = upload_of("alice"), upload_of("alice", image(color=(1, 1, 1)))
+    job_id = submit(alice, alwayson_scripts=controlnet_unit(first)).json()["mobilesd_job_id"]
+    assert inputs_of(job_id) == [(JobInputRole.SCRIPT, 0, first)]
+
+    response = alice.patch(
+        f"/api/v1/queue/jobs/{job_id}",
+        {"generation_params": {"alwayson_scripts": controlnet_unit(second)}},
+        format="json",
+    )
+
+    assert response.status_code == 200, response.content
+    assert inputs_of(job_id) == [(JobInputRole.SCRIPT, 0, second)]
+    # The first upload is no longer the job's: it may go once unused.
+    assert not JobInput.objects.filter(upload_id=first).exists()
+
+
+def test_dropping_a_pending_jobs_alwayson_scripts_drops_their_inputs(alice):
+    unit = upload_of("alice")
+    job_id = submit(alice, alwayson_scripts=controlnet_unit(unit)).json()["mobilesd_job_id"]
+
+    response = alice.patch(
+        f"/api/v1/queue/jobs/{job_id}",
+        {"generation_params": {"alwayson_scripts": {}}},
+        format="json",
+    )
+
+    assert response.status_code == 200, response.content
+    assert inputs_of(job_id) == []
+
+
+def test_changing_alwayson_scripts_to_another_users_upload_is_a_404_that_changes_nothing(
+    alice,
+):
+    key_client("bob")
+    job_id = submit(alice, alwayson_scripts=controlnet_unit(upload_of("alice"))).json()[
+        "mobilesd_job_id"
+    ]
+    theirs = upload_of("bob")
+    before = db_snapshot()
+
+    response = alice.patch(
+        f"/api/v1/queue/jobs/{job_id}",
+        {"generation_params": {"alwayson_scripts": controlnet_unit(theirs)}},
+        format="json",
+    )
+
+    assert_error(response, 404, "upload_not_found")
+    assert db_snapshot() == before

@@ -28,10 +28,10 @@ def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (40, 30), **save: Any)
     return out.getvalue()
 
 
-def rotated_jpeg(size: tuple[int, int] = (40, 30)) -> bytes:
+def rotated_jpeg(size: tuple[int, int] = (40, 30), orientation: int = 6) -> bytes:
     """A JPEG stored 40x30 whose EXIF says: turn 90 degrees to show it (orientation 6)."""
     exif = Image.Exif()
-    exif[0x0112] = 6
+    exif[0x0112] = orientation
     return image_bytes("JPEG", size, exif=exif.tobytes())
 
 
@@ -102,6 +102,28 @@ def test_a_photo_turned_by_its_exif_is_stored_turned_as_a_png(alice):
     assert (body["width"], body["height"], body["content_type"]) == (30, 40, "image/png")
     with Upload.objects.get(pk=body["upload_id"]).file.open("rb") as handle:
         assert Image.open(handle).size == (30, 40)
+
+
+@pytest.mark.parametrize("orientation", [0, 1, 9, 65535])
+def test_a_photo_whose_exif_orientation_turns_nothing_is_stored_byte_for_byte(alice, orientation):
+    # 1 is "as stored"; 0 (which some devices write) and values past 8 mean nothing.
+    data = rotated_jpeg(orientation=orientation)
+
+    body = upload_raw(alice, data, "image/jpeg").json()
+
+    assert (body["width"], body["height"], body["content_type"]) == (40, 30, "image/jpeg")
+    with Upload.objects.get(pk=body["upload_id"]).file.open("rb") as handle:
+        assert handle.read() == data
+
+
+@pytest.mark.parametrize(
+    ("orientation", "size"),
+    [(2, (40, 30)), (3, (40, 30)), (4, (40, 30))] + [(n, (30, 40)) for n in (5, 6, 7, 8)],
+)
+def test_each_turning_exif_orientation_is_applied(alice, orientation, size):
+    body = upload_raw(alice, rotated_jpeg(orientation=orientation), "image/jpeg").json()
+
+    assert ((body["width"], body["height"]), body["content_type"]) == (size, "image/png")
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from django.utils import timezone
 from model_bakery import baker
 
 from queue_app import dispatch
+from queue_app.extension_checks import job_requirement_keys
 from queue_app.models import Job
 from servers_app.extension_cache import file_rows, script_rows
 from servers_app.models import CachedModel, ModelKind, Server
@@ -24,8 +25,8 @@ def cache_vae(server: Server, name: str) -> None:
         CachedModel.objects.create(server=server, **row.fields())
 
 
-def cache_script(server: Server, name: str) -> None:
-    for row in script_rows({"txt2img": [name]}, []):
+def cache_script(server: Server, name: str, *, modes: tuple[str, ...] = ("txt2img",)) -> None:
+    for row in script_rows({mode: [name] for mode in modes}, []):
         CachedModel.objects.create(server=server, **row.fields())
 
 
@@ -46,10 +47,33 @@ def test_an_any_job_needs_its_loras_and_its_requirements_on_one_server(online, d
     cache_loras(online, "ink")
     cache_script(online, "adetailer")
     cache_loras(desktop, "ink")
-    (job,) = queue(None, lora_keys=["ink"], requirement_keys=["script:adetailer"])
+    (job,) = queue(None, lora_keys=["ink"], requirement_keys=["script:txt2img:adetailer"])
 
     assert dispatch.job_claim_next(server_id=desktop.pk) is None
     assert dispatch.job_claim_next(server_id=online.pk).job_id == job.pk
+
+
+@pytest.mark.parametrize("mode", ["img2img", "inpaint"])
+def test_an_any_img2img_job_runs_only_where_its_script_is_for_img2img(online, mode):
+    txt_only = baker.make(Server, alias="TxtOnly", api_url="http://x:2", is_online=True)
+    both = baker.make(Server, alias="Both", api_url="http://x:3", is_online=True)
+    cache_script(txt_only, "x/y/z plot")
+    cache_script(both, "x/y/z plot", modes=("txt2img", "img2img"))
+    params = {"mode": mode, "script_name": "X/Y/Z plot", "script_args": []}
+    (job,) = queue(None, requirement_keys=job_requirement_keys(params))
+
+    assert dispatch.job_claim_next(server_id=txt_only.pk) is None
+    assert dispatch.job_claim_next(server_id=both.pk).job_id == job.pk
+
+
+def test_an_any_txt2img_job_runs_where_its_script_is_for_txt2img(online):
+    txt_only = baker.make(Server, alias="TxtOnly", api_url="http://x:2", is_online=True)
+    cache_script(txt_only, "x/y/z plot")
+    cache_script(online, "x/y/z plot", modes=("img2img",))
+    (job,) = queue(None, requirement_keys=job_requirement_keys({"script_name": "x/y/z plot"}))
+
+    assert dispatch.job_claim_next(server_id=online.pk) is None
+    assert dispatch.job_claim_next(server_id=txt_only.pk).job_id == job.pk
 
 
 def test_a_forge_module_satisfies_a_vae_requirement(online, desktop):
@@ -64,7 +88,7 @@ def test_a_forge_module_satisfies_a_vae_requirement(online, desktop):
 def test_an_any_job_whose_requirement_no_server_has_is_claimed_to_fail_with_the_reason(
     online, desktop
 ):
-    (job,) = queue(None, requirement_keys=["script:regional prompter"])
+    (job,) = queue(None, requirement_keys=["script:txt2img:regional prompter"])
 
     assert dispatch.job_claim_next(server_id=online.pk).job_id == job.pk
 

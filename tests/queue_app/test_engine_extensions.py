@@ -6,8 +6,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from core_app.scopes import local_user
+from integrations.forge.client import ForgeClient, ForgeTransientError
 from integrations.forge.simulator import ForgeSimulator, SimModel, SimulatorConfig
 from queue_app.models import Job, JobStatus
 from servers_app.models import CachedModel, ModelKind, Server
@@ -179,3 +181,102 @@ def test_a_controlnet_image_of_another_users_upload_is_refused_at_submit(forge_c
 
     assert refused.value.code == "upload_not_found"
     assert not Job.objects.exists()
+
+
+AE = "/opt/sd/models/VAE/ae.safetensors"
+
+
+def set_in_web_ui(simulator: ForgeSimulator, **options: Any) -> None:
+    """What the server's owner picks in its web UI (the UI saves it as POST /options)."""
+    requests.post(f"{simulator.url}/sdapi/v1/options", json=options, timeout=5).raise_for_status()
+
+
+def last_override(simulator: ForgeSimulator) -> dict[str, Any]:
+    return simulator.events.of_type("txt2img_received")[-1]["override_settings"]
+
+
+def test_a_plain_job_leaves_the_modules_picked_in_forges_web_ui(forge):
+    set_in_web_ui(forge, forge_additional_modules=[AE])
+    server = checked_server(forge.url, alias="Forge")
+
+    job = run(server, submit("Forge"))
+
+    assert job.status == JobStatus.COMPLETED, job.result_details
+    assert "Module 1: ae" in job.images.get().infotext
+    assert "forge_additional_modules" not in last_override(forge)
+    assert forge.options["forge_additional_modules"] == [AE]
+    server.refresh_from_db()
+    assert server.vae_baseline == {}
+
+
+def test_a_plain_job_after_a_vae_job_runs_with_forges_own_modules_again(forge):
+    set_in_web_ui(forge, forge_additional_modules=[AE])
+    server = checked_server(forge.url, alias="Forge")
+    first = run(server, submit("Forge", vae="None"))
+    assert "Module 1" not in first.images.get().infotext
+
+    second = run(server, submit("Forge"))
+
+    assert second.status == JobStatus.COMPLETED, second.result_details
+    assert "Module 1: ae" in second.images.get().infotext
+    assert forge.options["forge_additional_modules"] == [AE]
+
+
+def test_a_plain_job_after_a_vae_job_runs_with_a1111s_own_vae_again(a1111):
+    set_in_web_ui(a1111, sd_vae="sdxl_vae.safetensors")
+    server = checked_server(a1111.url, alias="Old")
+    run(server, submit("Old", vae="None"))
+    assert a1111.options["sd_vae"] == "None"
+
+    second = run(server, submit("Old"))
+
+    assert second.status == JobStatus.COMPLETED, second.result_details
+    assert last_override(a1111)["sd_vae"] == "sdxl_vae.safetensors"
+    assert a1111.options["sd_vae"] == "sdxl_vae.safetensors"
+
+
+def test_the_servers_own_setting_is_remembered_in_the_database(forge):
+    server = checked_server(forge.url, alias="Forge")
+    run(server, submit("Forge", vae="ae"))
+    assert forge.options["forge_additional_modules"] == [AE]
+    assert Server.objects.get(pk=server.pk).vae_baseline == {"forge_additional_modules": []}
+
+    # A new server loop (server_run reads the row by its pk), as after a worker restart.
+    second = run(server, submit("Forge"))
+
+    assert second.status == JobStatus.COMPLETED, second.result_details
+    assert "Module 1" not in second.images.get().infotext
+    assert forge.options["forge_additional_modules"] == []
+
+
+def test_options_are_read_only_for_a_job_that_changes_the_setting_first(forge, monkeypatch):
+    server = checked_server(forge.url, alias="Forge")
+    reads = []
+    read = ForgeClient.options
+    monkeypatch.setattr(ForgeClient, "options", lambda self: reads.append(1) or read(self))
+
+    run(server, submit("Forge"))
+    assert reads == []
+    run(server, submit("Forge", vae="ae"))
+    run(server, submit("Forge", vae="ae"))
+    run(server, submit("Forge"))
+
+    assert reads == [1]
+
+
+def test_a_vae_job_runs_when_the_options_cannot_be_read_and_nothing_is_remembered(
+    a1111, monkeypatch, caplog
+):
+    server = checked_server(a1111.url, alias="Old")
+
+    def broken(self: ForgeClient) -> dict[str, Any]:
+        raise ForgeTransientError("HTTP 502 from /sdapi/v1/options")
+
+    monkeypatch.setattr(ForgeClient, "options", broken)
+
+    job = run(server, submit("Old", vae="SDXL_VAE"))
+
+    assert job.status == JobStatus.COMPLETED, job.result_details
+    assert a1111.options["sd_vae"] == "sdxl_vae.safetensors"
+    assert Server.objects.get(pk=server.pk).vae_baseline == {}
+    assert "its own sd_vae is not remembered" in caplog.text

@@ -9,6 +9,7 @@ from queue_app.extension_params import (
     controlnet_models,
     requested_extras,
     resolve_script_images,
+    vae_setting,
 )
 from queue_app.params import build_txt2img_payload
 
@@ -60,11 +61,70 @@ def test_forge_takes_the_vae_and_text_encoders_as_module_paths():
     assert "sd_vae" not in body["override_settings"]
 
 
-def test_a_plain_job_gets_no_extension_fields():
-    body = payload({"positive_prompt": "x"}, flavour="forge")
+@pytest.mark.parametrize("flavour", ["forge", "a1111", None])
+def test_a_plain_job_gets_no_extension_fields_and_leaves_the_servers_vae_alone(flavour):
+    body = payload({"positive_prompt": "x"}, flavour=flavour)
 
     assert not {"styles", "alwayson_scripts", "script_name", "script_args"} & set(body)
     assert body["override_settings"] == {}
+
+
+@pytest.mark.parametrize(
+    ("flavour", "setting", "value"),
+    [
+        ("forge", "forge_additional_modules", ["/m/VAE/ae.safetensors"]),
+        ("a1111", "sd_vae", "sdxl_vae.safetensors"),
+        (None, "sd_vae", "None"),
+    ],
+)
+def test_a_job_without_a_vae_sends_the_servers_own_setting_back(flavour, setting, value):
+    baseline = {"sd_vae": "Automatic", "forge_additional_modules": []} | {setting: value}
+
+    body = payload({"positive_prompt": "x"}, flavour=flavour, baseline=baseline)
+
+    # Only the option the server's flavour has (A1111 fails on Forge's).
+    assert body["override_settings"] == {setting: value}
+
+
+def test_a_job_naming_a_vae_sends_it_whatever_the_baseline():
+    body = payload({"vae": "Automatic"}, flavour="a1111", baseline={"sd_vae": "mine.pt"})
+
+    assert body["override_settings"] == {"sd_vae": "Automatic"}
+
+
+@pytest.mark.parametrize(
+    ("params", "forge", "setting"),
+    [
+        ({}, True, None),
+        ({"vae": " "}, True, None),
+        ({"vae": "None"}, True, "forge_additional_modules"),
+        ({"text_encoders": ["clip_l"]}, True, "forge_additional_modules"),
+        ({"text_encoders": ["clip_l"]}, False, None),  # A1111 has no text-encoder modules
+        ({"vae": "Automatic"}, False, "sd_vae"),
+        ({"vae": "ae"}, False, "sd_vae"),
+    ],
+)
+def test_the_setting_a_jobs_vae_choice_changes(params, forge, setting):
+    assert vae_setting(params, forge=forge) == setting
+
+
+def test_a_forge_job_with_text_encoders_only_sends_just_those_modules():
+    resolved = ResolvedExtras(
+        forge=True, files={"clip_l": "/opt/sd/models/text_encoder/clip_l.safetensors"}
+    )
+
+    body = payload({"text_encoders": ["clip_l"]}, resolved=resolved)
+
+    assert body["override_settings"] == {
+        "forge_additional_modules": ["/opt/sd/models/text_encoder/clip_l.safetensors"]
+    }
+
+
+@pytest.mark.parametrize("choice", ["Automatic", "None"])
+def test_forge_takes_a1111s_vae_choices_as_no_module(choice):
+    body = payload({"vae": choice}, flavour="forge")
+
+    assert body["override_settings"] == {"forge_additional_modules": []}
 
 
 def test_styles_are_sent_by_the_servers_names():

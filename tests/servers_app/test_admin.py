@@ -248,3 +248,18 @@ def test_a_quarantined_servers_page_says_why_and_lifts_it(admin_client, server):
     assert server.quarantined_at is None
     assert "takes jobs again" in messages_of(response)[0]
     assert 'data-msd-action="lift-quarantine"' not in admin_client.get(url).content.decode()
+
+
+def test_the_servers_page_shows_and_forgets_its_remembered_vae_settings(admin_client, server):
+    Server.objects.filter(pk=server.pk).update(vae_baseline={"sd_vae": "mine.safetensors"})
+    url = reverse("admin:servers_app_server_change", args=[server.pk])
+    page = admin_client.get(url).content.decode()
+    assert "mine.safetensors" in page
+    assert 'data-msd-action="forget-vae-baseline"' in page
+
+    response = press(admin_client, "servers_app_server_forget_vae_baseline", server)
+
+    server.refresh_from_db()
+    assert server.vae_baseline == {}
+    assert "leave its VAE settings as they are" in messages_of(response)[0]
+    assert 'data-msd-action="forget-vae-baseline"' not in admin_client.get(url).content.decode()

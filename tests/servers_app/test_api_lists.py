@@ -39,6 +39,8 @@ def test_a_client_key_reads_a_servers_lists(forge_server):
         "prompt": "cinematic still of {prompt}, shallow depth of field",
         "negative_prompt": "cartoon",
     } in body["styles"]
+    names = [script["name"] for script in body["scripts"]]
+    assert len(names) == len(set(names))  # once each, though cached as a row a mode
     adetailer = next(script for script in body["scripts"] if script["name"] == "adetailer")
     assert adetailer["alwayson"] is True
     assert adetailer["modes"] == ["txt2img", "img2img"]

@@ -114,7 +114,7 @@ def test_forge_modules_keep_their_folder_and_path():
 
 
 def test_scripts_merge_both_modes_and_what_script_info_says():
-    (row,) = script_rows(
+    row, img2img = script_rows(
         {"txt2img": ["controlnet"], "img2img": ["controlnet"]},
         [
             {"name": "controlnet", "is_alwayson": True, "is_img2img": False, "args": []},
@@ -126,6 +126,21 @@ def test_scripts_merge_both_modes_and_what_script_info_says():
     assert row.metadata["modes"] == ["txt2img", "img2img"]
     assert row.metadata["alwayson"] is True
     assert len(row.metadata["args"]["img2img"]) == 1
+    # One row a mode, so that an "any" job's script key (its mode's) matches in SQL.
+    assert (row.requirement_key, img2img.requirement_key) == (
+        "script:txt2img:controlnet",
+        "script:img2img:controlnet",
+    )
+    assert (img2img.title, img2img.metadata) == (row.title, row.metadata)
+
+
+def test_a_script_known_from_script_info_alone_is_taken_for_both_modes():
+    rows = script_rows({}, [{"name": "regional prompter", "is_alwayson": True}])
+
+    assert [row.requirement_key for row in rows] == [
+        "script:txt2img:regional prompter",
+        "script:img2img:regional prompter",
+    ]
 
 
 def test_a_script_without_script_info_is_of_unknown_kind():
@@ -161,7 +176,7 @@ def test_controlnet_models_leave_out_none():
     [
         (ModelKind.VAE, "VAE/sdxl_vae.safetensors", "file:sdxl_vae"),
         (ModelKind.MODULE, "T5XXL_fp8", "file:t5xxl_fp8"),
-        (ModelKind.SCRIPT, "X/Y/Z Plot", "script:x/y/z plot"),
+        (ModelKind.SCRIPT, "X/Y/Z Plot", "script:txt2img:x/y/z plot"),
         (ModelKind.STYLE, " Cinematic ", "style:cinematic"),
         (ModelKind.CONTROLNET_MODEL, "control_canny [abc12345]", "controlnet:control_canny"),
         (ModelKind.VAE, "", ""),
@@ -169,6 +184,12 @@ def test_controlnet_models_leave_out_none():
 )
 def test_requirement_keys_are_one_spelling_per_thing(kind, name, key):
     assert requirement_key(kind, name) == key
+
+
+def test_a_scripts_requirement_key_names_its_mode():
+    assert requirement_key(ModelKind.SCRIPT, "ADetailer", mode="img2img") == (
+        "script:img2img:adetailer"
+    )
 
 
 @pytest.mark.parametrize(

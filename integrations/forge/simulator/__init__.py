@@ -11,9 +11,10 @@ Behaviour follows shared/contracts/REFERENCE.md (sections A, D, E). Modules, eac
 only on those after it: `cli.py` (what `manage.py forge_simulator` runs) -> `server.py` (HTTP,
 connections, lifecycle invariants) -> `api.py` (routes, auth, endpoints; handed what it
 needs, it never imports the server) -> `generation.py` (a txt2img/img2img job) ->
-`runtime.py` (one process lifetime), `disk.py` (what survives a restart), `validation.py`,
-`errors.py` (each flavour's error bodies), `imaging.py`, `infotext.py`, `catalog.py`,
-`events.py`, `faults.py` (fault injection), `config.py`.
+`extensions.py` (scripts, prompt styles, the extensions' lists), `runtime.py` (one process
+lifetime), `disk.py` (what survives a restart), `validation.py`, `errors.py` (each
+flavour's error bodies), `imaging.py`, `infotext.py`, `catalog.py`, `events.py`,
+`faults.py` (fault injection), `config.py`.
 
 Invariants: no Django and nothing of MobileSD's apps or of the Forge client; its HTTP
 plumbing is `integrations.simulator_http`, shared with the Civitai simulator. Submodules

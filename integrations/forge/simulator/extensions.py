@@ -17,6 +17,7 @@ ScriptInfo lists one entry per script and mode, `args` as `ScriptArg` objects (`
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from .config import ADETAILER_TITLE, CONTROLNET_TITLE, SimulatorConfig
@@ -114,6 +115,29 @@ def styles_json(config: SimulatorConfig) -> list[dict[str, Any]]:
         {"name": style.name, "prompt": style.prompt, "negative_prompt": style.negative_prompt}
         for style in config.styles
     ]
+
+
+def _with_style(text: str, style: str) -> str:
+    # A style's "{prompt}" is where the prompt goes; without one the style follows the
+    # prompt after ", " (both stripped, an empty one left out).
+    if "{prompt}" in style:
+        return style.replace("{prompt}", text)
+    return ", ".join(part for part in (text.strip(), style.strip()) if part)
+
+
+def styled_prompts(
+    config: SimulatorConfig, prompt: str, negative_prompt: str, names: Iterable[str]
+) -> tuple[str, str]:
+    """The prompt and negative prompt with the request's `styles` applied as the servers
+    do (`modules/styles.py`), each style in turn to what the previous one made: a name
+    looked up exactly, an unknown one taken as an empty style. What the server generates
+    from, writes in the infotext and answers as `prompt` / `negative_prompt`."""
+    known = {style.name: style for style in config.styles}
+    for name in names:
+        style = known.get(name)
+        prompt = _with_style(prompt, style.prompt if style else "")
+        negative_prompt = _with_style(negative_prompt, style.negative_prompt if style else "")
+    return prompt, negative_prompt
 
 
 def controlnet_models_json(config: SimulatorConfig) -> dict[str, list[str]]:

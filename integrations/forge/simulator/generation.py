@@ -29,6 +29,7 @@ from .catalog import (
 from .config import SimulatorConfig
 from .errors import ApiError, server_error
 from .events import EventLog
+from .extensions import styled_prompts
 from .faults import Faults
 from .imaging import (
     MAX_PIXELS,
@@ -87,6 +88,14 @@ class GenerationJob:
         self._drop_connection = drop_connection
         self.is_forge = config.is_forge
         self.dropped = False
+        # What the job generates from: the request's prompts with its styles applied.
+        styles = params.get("styles")
+        self.prompt, self.negative_prompt = styled_prompts(
+            config,
+            str(params.get("prompt") or ""),
+            str(params.get("negative_prompt") or ""),
+            [str(name) for name in styles] if isinstance(styles, list) else [],
+        )
 
     # -- queueing -------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -480,7 +489,7 @@ class GenerationJob:
             return None
         found: dict[str, str] = {}
         with self.rt.cond:
-            for kind, args in _EXTRA_NETWORK.findall(str(p["prompt"] or "")):
+            for kind, args in _EXTRA_NETWORK.findall(self.prompt):
                 if kind not in ("lora", "lyco"):
                     continue
                 name = args.split(":", 1)[0]
@@ -537,7 +546,7 @@ class GenerationJob:
             for number, module in enumerate(modules, start=1):
                 stem = posixpath.splitext(str(module).replace("\\", "/").rsplit("/", 1)[-1])[0]
                 params[f"Module {number}"] = stem
-        return format_infotext(p["prompt"] or "", p["negative_prompt"] or "", params)
+        return format_infotext(self.prompt, self.negative_prompt, params)
 
     def _info(
         self,
@@ -554,8 +563,7 @@ class GenerationJob:
         """`Processed.js()`: the generation info the API returns as a JSON string."""
         p = self.params
         total = len(all_seeds)
-        prompt = p["prompt"] or ""
-        negative = p["negative_prompt"] or ""
+        prompt, negative = self.prompt, self.negative_prompt
         with self.rt.cond:
             job_timestamp = self.rt.state.job_timestamp
         restore_faces = bool(p["restore_faces"])

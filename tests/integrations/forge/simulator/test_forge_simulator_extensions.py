@@ -116,6 +116,103 @@ def test_prompt_styles_are_the_configured_ones(make_sim):
     ]
 
 
+def generated(response: requests.Response) -> tuple[dict[str, Any], str]:
+    """The response's info and its first image's infotext."""
+    import json
+
+    assert response.status_code == 200, response.text
+    info = json.loads(response.json()["info"])
+    return info, info["infotexts"][0]
+
+
+STYLES = [
+    SimStyle("Noir", "noir photo of {prompt}, high contrast", "color"),
+    SimStyle("Grain", "film grain", "blurry"),
+]
+
+
+@pytest.mark.parametrize("flavour", ["forge-2", "a1111-1.10"])
+def test_a_styles_prompt_takes_the_prompt_at_its_placeholder(make_sim, flavour):
+    sim = make_sim(flavour=flavour, styles=STYLES)
+
+    info, infotext = generated(txt2img(sim, prompt="a cat", styles=["Noir"]))
+
+    assert info["prompt"] == info["all_prompts"][0] == "noir photo of a cat, high contrast"
+    assert info["negative_prompt"] == "color"  # no placeholder: appended (to nothing here)
+    assert info["styles"] == ["Noir"]
+    assert infotext.startswith("noir photo of a cat, high contrast\nNegative prompt: color\n")
+    # The infotext names no style: a reader finds them in the prompt ("Styles array").
+    assert "Styles" not in infotext
+    assert "Noir" not in infotext
+
+
+def test_a_style_without_a_placeholder_is_appended_after_a_comma(make_sim):
+    sim = make_sim(styles=STYLES)
+
+    info, infotext = generated(
+        txt2img(sim, prompt=" a cat ", negative_prompt="ugly", styles=["Grain"])
+    )
+
+    assert (info["prompt"], info["negative_prompt"]) == ("a cat, film grain", "ugly, blurry")
+    assert infotext.startswith("a cat, film grain\nNegative prompt: ugly, blurry\n")
+
+
+def test_styles_apply_in_their_order_each_to_the_last_ones_result(make_sim):
+    sim = make_sim(styles=STYLES)
+
+    info, _ = generated(txt2img(sim, prompt="a cat", styles=["Grain", "Noir"]))
+
+    assert info["prompt"] == "noir photo of a cat, film grain, high contrast"
+    assert info["negative_prompt"] == "blurry, color"
+
+
+def test_an_unknown_style_adds_nothing(make_sim):
+    # A1111 looks a style up by its exact name and takes an unknown one as empty.
+    sim = make_sim(styles=STYLES)
+
+    info, _ = generated(txt2img(sim, prompt="a cat ", styles=["noir", "Sepia"]))
+
+    assert (info["prompt"], info["negative_prompt"]) == ("a cat", "")
+    assert info["styles"] == ["noir", "Sepia"]
+
+
+def test_a_styles_lora_is_loaded_as_the_prompts_own(make_sim):
+    from integrations.forge.simulator import SimLora
+
+    sim = make_sim(
+        styles=[SimStyle("Ink", "{prompt}, <lora:ink_style:0.8>")],
+        loras=[SimLora("ink_style")],
+    )
+
+    _, infotext = generated(txt2img(sim, prompt="a cat", styles=["Ink"]))
+
+    assert 'Lora hashes: "ink_style: ' in infotext
+
+
+def test_img2img_applies_the_styles_too(make_sim):
+    import base64
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(out, "PNG")
+    sim = make_sim(styles=STYLES)
+
+    response = requests.post(
+        f"{sim.url}/sdapi/v1/img2img",
+        json={
+            "steps": 1,
+            "prompt": "a cat",
+            "styles": ["Grain"],
+            "init_images": [base64.b64encode(out.getvalue()).decode()],
+        },
+        timeout=10,
+    )
+
+    assert generated(response)[0]["prompt"] == "a cat, film grain"
+
+
 def test_a1111_lists_vaes_and_forge_modules(make_sim):
     a1111 = get(make_sim(flavour="a1111-1.10"), "/sdapi/v1/sd-vae").json()
     forge = get(make_sim(), "/sdapi/v1/sd-modules").json()
