@@ -187,16 +187,48 @@ def test_batches_are_recorded(owner, laptop):
     assert {e.batch_id for e in recorded("batch.")} == {batch_id}
 
 
+LEASE = "00000000-0000-0000-0000-000000000001"
+
+
 def test_downloads_are_recorded(owner):
     download = baker.make(Download, owner=owner, status=DownloadStatus.PENDING)
     Download.objects.filter(pk=download.pk).update(
-        status=DownloadStatus.DOWNLOADING, lease_token="00000000-0000-0000-0000-000000000001"
+        status=DownloadStatus.DOWNLOADING, lease_token=LEASE
     )
     Download.objects.filter(pk=download.pk).update(bytes_done=10, size_bytes=100)
     assert types() == ["download.queued", "download.started", "download.progress"]
     message = event_message(recorded()[-1])
     assert message["download"]["progress_percentage"] == 10
     assert message["download_id"] == str(download.pk)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (DownloadStatus.VERIFYING, "download.verifying"),
+        (DownloadStatus.COMPLETED, "download.completed"),
+        (DownloadStatus.FAILED, "download.failed"),
+        (DownloadStatus.CANCELLED, "download.cancelled"),
+        (None, "download.deleted"),
+    ],
+)
+def test_a_running_downloads_change_is_an_event_of_its_type(owner, status, expected):
+    download = baker.make(
+        Download, owner=owner, status=DownloadStatus.DOWNLOADING, lease_token=LEASE
+    )
+    download_id = download.pk
+    if status is None:
+        download.delete()
+    else:  # a running status keeps its lease, the others give it back
+        running = status == DownloadStatus.VERIFYING
+        Download.objects.filter(pk=download_id).update(
+            status=status, lease_token=LEASE if running else None
+        )
+    assert types("download.") == ["download.started", expected]
+    event = recorded("download.")[-1]
+    assert event.download_id == download_id
+    if status is not None:
+        assert event_message(event)["download"]["status"] == status
 
 
 def test_public_ids_grow_in_the_order_of_writing(owner, laptop):
