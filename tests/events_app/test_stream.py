@@ -540,6 +540,10 @@ def test_a_staff_session_follows_the_stream(laptop):
     assert run(scenario).event == "server.offline"
 
 
+@pytest.mark.skipif(
+    "connection.vendor != 'postgresql'",
+    reason="the hub's LISTEN connection and pg_terminate_backend(): PostgreSQL",
+)
 def test_after_its_database_connections_are_lost_the_hub_reconnects_and_loses_no_event(ada, laptop):
     key = key_of(ada)
 
