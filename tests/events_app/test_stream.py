@@ -22,7 +22,7 @@ from events_app.stream import events_hub, events_streams_close
 from queue_app.models import Batch, Job, JobStatus
 from servers_app.models import Server
 from tests.events_app.sse import SSE, run
-from tests.support import new_key
+from tests.support import assert_error, new_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -424,6 +424,22 @@ def test_the_token_of_a_revoked_key_is_a_401(ada):
 
     assert response.status_code == 401
     assert response.json()["code"] == "revoked_api_key"
+
+
+@pytest.mark.parametrize("url", ["/api/v1/queue/jobs", "/api/v1/events/token"])
+def test_a_stream_token_authenticates_the_stream_only(ada, url):
+    token = token_for(key_of(ada))["token"]
+
+    async def elsewhere() -> Any:
+        client = AsyncClient()
+        if url.endswith("/token"):
+            return await client.post(f"{url}?token={token}")
+        return await client.get(f"{url}?token={token}")
+
+    response = run(elsewhere)
+
+    assert_error(response, 401, "authentication_required")
+    assert response["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_a_quiet_stream_sends_heartbeats(ada, settings):
