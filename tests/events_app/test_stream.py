@@ -315,6 +315,51 @@ def test_filters_by_jobs_batches_and_types(ada, laptop):
     assert [event for event, _ in found["prefix"]] == ["batch.created", "batch.finished"]
 
 
+def test_live_streams_filtered_by_a_job_or_a_batch_receive_only_its_events(ada, laptop):
+    key = key_of(ada)
+    batch = baker.make(Batch, owner=ada, name="b", target_server_alias="Laptop")
+    job_a = new_job(ada, laptop)
+    in_batch = new_job(ada, laptop, batch=batch)
+    other = new_job(ada, laptop)
+
+    def change(job: Job, **fields: Any) -> None:
+        Job.objects.filter(pk=job.pk).update(**fields)
+
+    async def until_cancelled(stream: SSE, job: Job) -> list[Any]:
+        """Its live events up to `job`'s job.cancelled, the last change made."""
+        seen: list[Any] = []
+        while not seen or (seen[-1].event, seen[-1].data["job_id"]) != (
+            "job.cancelled",
+            str(job.pk),
+        ):
+            seen += await stream.events(1)
+        return seen
+
+    async def scenario() -> tuple[list[Any], list[Any]]:
+        by_job, _ = await started(key, f"?job_id={job_a.pk}")
+        by_batch, _ = await started(key, f"?batch_id={batch.pk}")
+        for job in (other, job_a, in_batch, other):  # every change, each stream's or not
+            await sync_to_async(change)(job, status=JobStatus.PROCESSING, progress={"n": 1})
+        for job in (other, job_a, in_batch):
+            await sync_to_async(change)(job, status=JobStatus.CANCELLED)
+        seen = await until_cancelled(by_job, job_a), await until_cancelled(by_batch, in_batch)
+        await by_job.close()
+        await by_batch.close()
+        return seen
+
+    job_saw, batch_saw = run(scenario)
+
+    assert [(m.event, m.data["job_id"]) for m in job_saw] == [
+        ("job.started", str(job_a.pk)),
+        ("job.cancelled", str(job_a.pk)),
+    ]
+    assert {m.data["batch_id"] for m in batch_saw} == {str(batch.pk)}
+    assert [(m.event, m.data["job_id"]) for m in batch_saw if m.event.startswith("job.")] == [
+        ("job.started", str(in_batch.pk)),
+        ("job.cancelled", str(in_batch.pk)),
+    ]
+
+
 @pytest.mark.parametrize(
     ("query", "headers", "field"),
     [
