@@ -688,5 +688,11 @@ def test_an_event_that_cannot_be_rendered_does_not_stop_the_stream(ada, laptop, 
 
     batch, job = run(scenario)
 
-    assert (batch.event, batch.data) == ("batch.created", {"id": batch.id, "type": "batch.created"})
+    assert (batch.event, batch.data["id"], batch.data["type"]) == (
+        "batch.created",
+        batch.id,
+        "batch.created",
+    )
+    assert "batch" not in batch.data  # its subject left out, its ids kept
+    assert batch.data["batch_id"] == str(Batch.objects.get().pk)
     assert job.event == "job.queued"

@@ -22,6 +22,7 @@ from tests.integration.procs import (
     sse_messages,
     wait_until,
 )
+from tests.openapi_check import check_stream_message
 from tests.support import new_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -70,6 +71,8 @@ def test_a_phone_follows_its_job_from_queued_to_completed_over_the_stream_alone(
                 if message["event"] in ("job.completed", "job.failed"):
                     break
 
+    for message in seen:  # as the OpenAPI document describes them
+        check_stream_message(message["event"], message["data"])
     types = [m["event"] for m in seen]
     assert types[0] == "job.queued"
     assert "job.started" in types
