@@ -150,9 +150,21 @@ def event_message(event: Event) -> dict[str, Any]:
     """The event as readers receive it: {"id", "type", "created_at", "job_id", "batch_id",
     "server_alias", "download_id", and the subject under its kind's name ("job", "batch",
     "server", "queue", "download")}."""
+    message = event_envelope(event)
     data = event.data if isinstance(event.data, dict) else {}
     kind = event.type.partition(".")[0]
-    message: dict[str, Any] = {
+    if kind in _SUBJECTS:
+        key, render = _SUBJECTS[kind]
+        message[key] = render(event, data)
+    return message
+
+
+def event_envelope(event: Event) -> dict[str, Any]:
+    """The message without its subject (what a reader gets for an event whose snapshot
+    cannot be rendered): the event's own columns."""
+    data = event.data if isinstance(event.data, dict) else {}
+    kind = event.type.partition(".")[0]
+    return {
         "id": event.seq,
         "type": event.type,
         "created_at": _time(event.created_at),
@@ -161,7 +173,3 @@ def event_message(event: Event) -> dict[str, Any]:
         "download_id": _uuid(event.download_id),
         "server_alias": data.get("alias") if kind == "server" else data.get("target_server_alias"),
     }
-    if kind in _SUBJECTS:
-        key, render = _SUBJECTS[kind]
-        message[key] = render(event, data)
-    return message

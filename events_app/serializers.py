@@ -3,7 +3,80 @@ messages themselves are made by events_app.messages)."""
 
 from rest_framework import serializers
 
+from civitai_app.models import DownloadStatus
 from core_app.fields import TimestampField
+from queue_app.models import JobStatus
+from queue_app.serializers import JobProgressSerializer, ResultDetailsSerializer
+
+
+class JobEventSerializer(serializers.Serializer):
+    """The job of a job.* event, as it was after the change (before it, for job.deleted), in
+    the job object's names; without generation_params and what the job endpoints work out
+    when asked (owner, server_online, queue, queue_position, eta_seconds, image_links,
+    callback_url)."""
+
+    mobilesd_job_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=JobStatus.choices)
+    creation_timestamp = TimestampField()
+    last_updated_timestamp = TimestampField()
+    completion_timestamp = TimestampField(allow_null=True)
+    target_server_alias = serializers.CharField()
+    forge_session_hash = serializers.CharField(allow_null=True)
+    result_details = ResultDetailsSerializer(
+        allow_null=True,
+        help_text="As the job object's: while processing, also progress_percentage (0-100).",
+    )
+    retry_count = serializers.IntegerField(min_value=0)
+    priority = serializers.IntegerField()
+    progress = JobProgressSerializer(allow_null=True, help_text="While processing; else null.")
+    not_before = TimestampField(allow_null=True)
+    expires_at = TimestampField(allow_null=True)
+    batch_id = serializers.UUIDField(allow_null=True)
+
+
+class ServerEventSerializer(serializers.Serializer):
+    """The server of a server.* event, after the change (before it, for server.deleted)."""
+
+    alias = serializers.CharField()
+    enabled = serializers.BooleanField()
+    is_online = serializers.BooleanField(allow_null=True, help_text="null: not checked yet.")
+    slots = serializers.IntegerField(min_value=1)
+    paused_at = TimestampField(allow_null=True)
+    quarantined_at = TimestampField(allow_null=True)
+    quarantine_reason = serializers.CharField(allow_blank=True)
+    last_error = serializers.CharField(allow_blank=True)
+
+
+class QueueEventSerializer(serializers.Serializer):
+    """queue.paused / queue.resumed: the queue's switch."""
+
+    paused = serializers.BooleanField()
+    paused_at = TimestampField(allow_null=True)
+
+
+class DownloadEventSerializer(serializers.Serializer):
+    """The download of a download.* event, after the change (before it, for
+    download.deleted), in the download object's names."""
+
+    download_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=DownloadStatus.choices)
+    file_name = serializers.CharField()
+    model_name = serializers.CharField(allow_blank=True)
+    version_name = serializers.CharField(allow_blank=True)
+    model_type = serializers.CharField()
+    model_version_id = serializers.IntegerField(min_value=0)
+    size_bytes = serializers.IntegerField(allow_null=True, help_text="null: not known yet.")
+    bytes_done = serializers.IntegerField(min_value=0)
+    progress_percentage = serializers.IntegerField(
+        min_value=0, max_value=100, allow_null=True, help_text="null: the size is not known."
+    )
+    speed_bytes_per_second = serializers.FloatField(allow_null=True)
+    error = serializers.CharField(allow_blank=True)
+    error_code = serializers.CharField(allow_blank=True)
+    attempts = serializers.IntegerField(min_value=0)
+    creation_timestamp = TimestampField()
+    last_updated_timestamp = TimestampField()
+    finished_timestamp = TimestampField(allow_null=True)
 
 
 class BatchFinishedCountsSerializer(serializers.Serializer):
@@ -38,15 +111,11 @@ class EventMessageSerializer(serializers.Serializer):
     batch_id = serializers.UUIDField(allow_null=True)
     download_id = serializers.UUIDField(allow_null=True)
     server_alias = serializers.CharField(allow_null=True)
-    job = serializers.DictField(
-        required=False,
-        help_text="job.* events: the job after the change, in the job object's names "
-        "(generation_params left out).",
-    )
+    job = JobEventSerializer(required=False, help_text="job.* events: the job.")
     batch = BatchEventSerializer(required=False, help_text="batch.* events: the batch.")
-    server = serializers.DictField(required=False, help_text="server.* events: the server.")
-    queue = serializers.DictField(required=False, help_text="queue.* events: {paused, paused_at}.")
-    download = serializers.DictField(required=False, help_text="download.* events.")
+    server = ServerEventSerializer(required=False, help_text="server.* events: the server.")
+    queue = QueueEventSerializer(required=False, help_text="queue.* events: the queue.")
+    download = DownloadEventSerializer(required=False, help_text="download.* events.")
 
 
 class StreamReadySerializer(serializers.Serializer):

@@ -37,7 +37,7 @@ from uuid import UUID
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, connection
 
-from events_app.messages import event_message
+from events_app.messages import event_envelope, event_message
 from events_app.models import Event
 from events_app.selectors import event_matches, events_after, events_head
 from events_app.sequencer import events_sequence
@@ -63,7 +63,10 @@ def event_sse(event: Event) -> bytes:
         data = event_message(event)
     except Exception:  # a snapshot it cannot read must not stop every stream at this event
         logger.exception("Events: cannot render event %s (%s)", event.seq, event.type)
-        data = {"id": event.seq, "type": event.type}
+        try:  # the message without its subject: its ids still say what changed
+            data = event_envelope(event)
+        except Exception:
+            data = {"id": event.seq, "type": event.type}
     return sse_message(id=event.seq, event=event.type, data=data)
 
 

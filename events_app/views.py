@@ -4,7 +4,9 @@ The stream is an async view, so that an open stream holds no thread: the checks 
 starts (authentication, scope, throttling, the query) are those of the API, made by a DRF
 view (`EventStreamGate`, sync, on a thread for the moment it takes), which also answers
 any refusal in the one error shape; then the stream runs on the event loop, fed by the
-process's hub (events_app.stream).
+process's hub (events_app.stream). Django's own sync steps of the request (its signals' sync
+receivers, the middleware) run on a thread all the streams share, not on one kept for each
+stream (core_app.asgi.LongLivedRequestsHandler, mobilesd/asgi.py).
 """
 
 import asyncio

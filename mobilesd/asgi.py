@@ -1,13 +1,16 @@
 """ASGI entry point (the Procfile's web: gunicorn mobilesd.asgi with uvicorn workers, see
-mobilesd.workers); chunked request bodies are read (or refused) before Django sees them
-(core_app.asgi)."""
+mobilesd.workers): Django's handler, with the event stream's requests holding no thread while
+they wait (core_app.asgi.LongLivedRequestsHandler); chunked request bodies are read (or
+refused) before Django sees them (core_app.asgi)."""
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
+from django.urls import reverse
 
-from core_app.asgi import ChunkedBodyMiddleware
+from core_app.asgi import ChunkedBodyMiddleware, LongLivedRequestsHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mobilesd.settings")
+django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application() does
 
-application = ChunkedBodyMiddleware(get_asgi_application())
+application = ChunkedBodyMiddleware(LongLivedRequestsHandler(long_lived=[reverse("events")]))

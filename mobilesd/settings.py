@@ -142,10 +142,12 @@ INSTALLED_APPS = [
     "notifications_app.apps.NotificationsConfig",
 ]
 
+# Every one async-capable: under ASGI a sync-only middleware is a hop to a thread and back
+# for every request, and the event stream's requests share one thread (core_app.asgi).
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "core_app.middleware.RefuseNulMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "core_app.middleware.StaticFilesMiddleware",  # WhiteNoise's, in both modes
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

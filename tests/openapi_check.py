@@ -8,6 +8,11 @@ request to a path or method the document does not have must be answered 404 or 4
 error shape. A mismatch raises `UndocumentedResponse`, which fails the test that made the
 request.
 
+The event stream's answer is text/event-stream, which openapi-core does not read: its
+messages are checked one by one by `check_stream_message` (every message the stream tests'
+reader, tests/events_app/sse.py, parses): each `data` must validate against the schema the
+document gives its event, and carry no key the document does not declare.
+
 Two answers are outside the operations and checked only for what they are: a request for a
 host MobileSD does not serve (refused before any route, a 400 in the error shape), and the
 browsable API's HTML, which a browser asking for `text/html` gets: a page showing the same
@@ -150,6 +155,68 @@ def check_response(request: HttpRequest, response: HttpResponseBase) -> None:
         raise UndocumentedResponse(
             f"{where}: {_explain(exc)}\nBody: {_body_text(response)}"
         ) from exc
+
+
+# The schema of each stream message's `data`, by its `event:` (an event type: EventMessage).
+STREAM_MESSAGE_SCHEMAS = {
+    "ready": "StreamReady",
+    "reset": "StreamReset",
+    "closing": "StreamClosing",
+}
+
+
+@cache
+def _message_validator(component: str) -> Any:
+    from openapi_schema_validator import OAS31Validator
+
+    document = schema_document()
+    schema = {"$ref": f"#/components/schemas/{component}", "components": document["components"]}
+    return OAS31Validator(schema, format_checker=OAS31Validator.FORMAT_CHECKER)
+
+
+def check_stream_message(event: str, data: Any) -> None:
+    """Raise `UndocumentedResponse` unless `data` is what the document says a message of
+    this `event` carries (an event type's: an EventMessage)."""
+    component = STREAM_MESSAGE_SCHEMAS.get(event, "EventMessage")
+    where = f"GET /api/v1/events, event {event!r}"
+    errors = [
+        f"{'.'.join(str(p) for p in error.absolute_path) or '<data>'}: {error.message[:200]}"
+        for error in _message_validator(component).iter_errors(data)
+    ]
+    errors += _undeclared_keys(_component(component), data, "<data>")
+    if errors:
+        raise UndocumentedResponse(f"{where}: {'; '.join(errors)}\nData: {data}")
+
+
+def _component(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = schema_document()["components"]["schemas"][name]
+    return schema
+
+
+def _resolved(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with a $ref (or a one-item allOf of one, drf-spectacular's way to add a
+    description) followed."""
+    if "allOf" in schema and len(schema["allOf"]) == 1:
+        schema = schema["allOf"][0]
+    if "$ref" in schema:
+        return _component(schema["$ref"].rsplit("/", 1)[-1])
+    return schema
+
+
+def _undeclared_keys(schema: dict[str, Any], value: Any, where: str) -> list[str]:
+    """The keys of `value`'s objects that `schema` does not declare, where it declares its
+    keys (an open object, additionalProperties, may carry others)."""
+    schema = _resolved(schema)
+    if not isinstance(value, dict) or "properties" not in schema:
+        return []
+    properties = schema["properties"]
+    found = []
+    if not schema.get("additionalProperties"):
+        found += [f"{where}.{key}: not in the document" for key in value if key not in properties]
+    for key, item in value.items():
+        if key in properties:
+            found += _undeclared_keys(properties[key], item, f"{where}.{key}")
+    return found
 
 
 def _check_undocumented_route(where: str, response: HttpResponseBase) -> None:

@@ -1,5 +1,6 @@
 """A Server-Sent Events reader for tests: the stream of Django's AsyncClient, parsed into
-messages, each read with a deadline."""
+messages, each read with a deadline, and each message's data checked against the OpenAPI
+document (tests/openapi_check.py)."""
 
 import asyncio
 import json
@@ -10,6 +11,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 
 from events_app.stream import events_hub_stop
+from tests.openapi_check import check_stream_message
 
 
 @dataclass
@@ -48,6 +50,8 @@ class SSE:
                 message.id = int(value)
             elif name == "retry":
                 message.retry = int(value)
+        if message.data is not None:
+            check_stream_message(message.event, message.data)
         return message
 
     async def events(self, count: int, timeout: float = 10.0) -> list[Message]:

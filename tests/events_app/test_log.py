@@ -24,6 +24,7 @@ from queue_app import dispatch
 from queue_app.models import Batch, Job, JobStatus, QueueState
 from queue_app.services import job_cancel, job_delete, job_retry
 from servers_app.models import Server
+from tests.openapi_check import check_stream_message, schema_document
 
 User = get_user_model()
 
@@ -187,16 +188,48 @@ def test_batches_are_recorded(owner, laptop):
     assert {e.batch_id for e in recorded("batch.")} == {batch_id}
 
 
+LEASE = "00000000-0000-0000-0000-000000000001"
+
+
 def test_downloads_are_recorded(owner):
     download = baker.make(Download, owner=owner, status=DownloadStatus.PENDING)
     Download.objects.filter(pk=download.pk).update(
-        status=DownloadStatus.DOWNLOADING, lease_token="00000000-0000-0000-0000-000000000001"
+        status=DownloadStatus.DOWNLOADING, lease_token=LEASE
     )
     Download.objects.filter(pk=download.pk).update(bytes_done=10, size_bytes=100)
     assert types() == ["download.queued", "download.started", "download.progress"]
     message = event_message(recorded()[-1])
     assert message["download"]["progress_percentage"] == 10
     assert message["download_id"] == str(download.pk)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (DownloadStatus.VERIFYING, "download.verifying"),
+        (DownloadStatus.COMPLETED, "download.completed"),
+        (DownloadStatus.FAILED, "download.failed"),
+        (DownloadStatus.CANCELLED, "download.cancelled"),
+        (None, "download.deleted"),
+    ],
+)
+def test_a_running_downloads_change_is_an_event_of_its_type(owner, status, expected):
+    download = baker.make(
+        Download, owner=owner, status=DownloadStatus.DOWNLOADING, lease_token=LEASE
+    )
+    download_id = download.pk
+    if status is None:
+        download.delete()
+    else:  # a running status keeps its lease, the others give it back
+        running = status == DownloadStatus.VERIFYING
+        Download.objects.filter(pk=download_id).update(
+            status=status, lease_token=LEASE if running else None
+        )
+    assert types("download.") == ["download.started", expected]
+    event = recorded("download.")[-1]
+    assert event.download_id == download_id
+    if status is not None:
+        assert event_message(event)["download"]["status"] == status
 
 
 def test_public_ids_grow_in_the_order_of_writing(owner, laptop):
@@ -221,6 +254,60 @@ def test_a_message_has_the_job_in_the_api_names(owner, laptop):
     assert message["job"]["result_details"] == {"progress_percentage": 42}
     assert message["job"]["creation_timestamp"].endswith("Z")
     assert message["server_alias"] == "Laptop"
+
+
+def test_every_kind_of_message_is_what_the_openapi_document_says(owner, laptop):
+    # Each subject with its fields filled in, and empty (a new one), and gone.
+    batch = baker.make(Batch, owner=owner, server=laptop, target_server_alias="Laptop")
+    job = new_job(owner, laptop, batch=batch, priority=2)
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.PROCESSING,
+        forge_session_hash="abc",
+        progress={"fraction": 0.5, "step": 5, "total_steps": 10, "textinfo": "working"},
+    )
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.COMPLETED,
+        completed_at=timezone.now(),
+        result_details={"images": ["a.png"], "info": "done", "generation_info": {"seed": 1}},
+        progress=None,
+    )
+    Job.objects.filter(pk=job.pk).delete()
+    Server.objects.filter(pk=laptop.pk).update(
+        is_online=True, paused_at=timezone.now(), last_error="refused", slots=2
+    )
+    Server.objects.filter(pk=laptop.pk).update(
+        quarantined_at=timezone.now(), quarantine_reason="flaky", enabled=False
+    )
+    QueueState.objects.create(paused_at=timezone.now())
+    QueueState.objects.filter(pk=1).update(paused_at=None)
+    download = baker.make(Download, owner=owner, status=DownloadStatus.PENDING)
+    Download.objects.filter(pk=download.pk).update(
+        status=DownloadStatus.DOWNLOADING, lease_token=LEASE
+    )
+    Download.objects.filter(pk=download.pk).update(
+        bytes_done=10, size_bytes=100, speed_bytes_per_second=1.5
+    )
+    Download.objects.filter(pk=download.pk).update(
+        status=DownloadStatus.FAILED, lease_token=None, error="gone", error_code="not_found"
+    )
+    download.delete()
+    Server.objects.filter(pk=laptop.pk).delete()
+
+    messages = [event_message(event) for event in recorded()]
+
+    kinds = {message["type"].partition(".")[0] for message in messages}
+    assert kinds == {"job", "batch", "server", "queue", "download"}
+    for message in messages:
+        check_stream_message(message["type"], message)  # every key typed, none undeclared
+    schemas = schema_document()["components"]["schemas"]
+    for kind in kinds:
+        subject = schemas["EventMessage"]["properties"][kind]
+        assert "$ref" in subject or "allOf" in subject, f"{kind}: an untyped object"
+        component = schemas[(subject.get("$ref") or subject["allOf"][0]["$ref"]).rsplit("/")[-1]]
+        sent = {key for m in messages if m["type"].startswith(f"{kind}.") for key in m[kind]}
+        assert sent == set(component["properties"]), kind
+        # Always there, but for batch.finished's counts.
+        assert set(component["properties"]) - set(component["required"]) <= {"counts"}, kind
 
 
 def test_events_after_sees_only_its_users_and_everyones(owner, laptop):

@@ -22,7 +22,7 @@ from events_app.stream import events_hub, events_streams_close
 from queue_app.models import Batch, Job, JobStatus
 from servers_app.models import Server
 from tests.events_app.sse import SSE, run
-from tests.support import new_key
+from tests.support import assert_error, new_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -315,6 +315,51 @@ def test_filters_by_jobs_batches_and_types(ada, laptop):
     assert [event for event, _ in found["prefix"]] == ["batch.created", "batch.finished"]
 
 
+def test_live_streams_filtered_by_a_job_or_a_batch_receive_only_its_events(ada, laptop):
+    key = key_of(ada)
+    batch = baker.make(Batch, owner=ada, name="b", target_server_alias="Laptop")
+    job_a = new_job(ada, laptop)
+    in_batch = new_job(ada, laptop, batch=batch)
+    other = new_job(ada, laptop)
+
+    def change(job: Job, **fields: Any) -> None:
+        Job.objects.filter(pk=job.pk).update(**fields)
+
+    async def until_cancelled(stream: SSE, job: Job) -> list[Any]:
+        """Its live events up to `job`'s job.cancelled, the last change made."""
+        seen: list[Any] = []
+        while not seen or (seen[-1].event, seen[-1].data["job_id"]) != (
+            "job.cancelled",
+            str(job.pk),
+        ):
+            seen += await stream.events(1)
+        return seen
+
+    async def scenario() -> tuple[list[Any], list[Any]]:
+        by_job, _ = await started(key, f"?job_id={job_a.pk}")
+        by_batch, _ = await started(key, f"?batch_id={batch.pk}")
+        for job in (other, job_a, in_batch, other):  # every change, each stream's or not
+            await sync_to_async(change)(job, status=JobStatus.PROCESSING, progress={"n": 1})
+        for job in (other, job_a, in_batch):
+            await sync_to_async(change)(job, status=JobStatus.CANCELLED)
+        seen = await until_cancelled(by_job, job_a), await until_cancelled(by_batch, in_batch)
+        await by_job.close()
+        await by_batch.close()
+        return seen
+
+    job_saw, batch_saw = run(scenario)
+
+    assert [(m.event, m.data["job_id"]) for m in job_saw] == [
+        ("job.started", str(job_a.pk)),
+        ("job.cancelled", str(job_a.pk)),
+    ]
+    assert {m.data["batch_id"] for m in batch_saw} == {str(batch.pk)}
+    assert [(m.event, m.data["job_id"]) for m in batch_saw if m.event.startswith("job.")] == [
+        ("job.started", str(in_batch.pk)),
+        ("job.cancelled", str(in_batch.pk)),
+    ]
+
+
 @pytest.mark.parametrize(
     ("query", "headers", "field"),
     [
@@ -424,6 +469,22 @@ def test_the_token_of_a_revoked_key_is_a_401(ada):
 
     assert response.status_code == 401
     assert response.json()["code"] == "revoked_api_key"
+
+
+@pytest.mark.parametrize("url", ["/api/v1/queue/jobs", "/api/v1/events/token"])
+def test_a_stream_token_authenticates_the_stream_only(ada, url):
+    token = token_for(key_of(ada))["token"]
+
+    async def elsewhere() -> Any:
+        client = AsyncClient()
+        if url.endswith("/token"):
+            return await client.post(f"{url}?token={token}")
+        return await client.get(f"{url}?token={token}")
+
+    response = run(elsewhere)
+
+    assert_error(response, 401, "authentication_required")
+    assert response["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_a_quiet_stream_sends_heartbeats(ada, settings):
@@ -540,6 +601,10 @@ def test_a_staff_session_follows_the_stream(laptop):
     assert run(scenario).event == "server.offline"
 
 
+@pytest.mark.skipif(
+    "connection.vendor != 'postgresql'",
+    reason="the hub's LISTEN connection and pg_terminate_backend(): PostgreSQL",
+)
 def test_after_its_database_connections_are_lost_the_hub_reconnects_and_loses_no_event(ada, laptop):
     key = key_of(ada)
 
@@ -623,5 +688,11 @@ def test_an_event_that_cannot_be_rendered_does_not_stop_the_stream(ada, laptop, 
 
     batch, job = run(scenario)
 
-    assert (batch.event, batch.data) == ("batch.created", {"id": batch.id, "type": "batch.created"})
+    assert (batch.event, batch.data["id"], batch.data["type"]) == (
+        "batch.created",
+        batch.id,
+        "batch.created",
+    )
+    assert "batch" not in batch.data  # its subject left out, its ids kept
+    assert batch.data["batch_id"] == str(Batch.objects.get().pk)
     assert job.event == "job.queued"

@@ -4,7 +4,9 @@ simulator. A phone-like client follows its job from queued to completed over the
 alone, and fetches an image the completed event names."""
 
 import contextlib
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from tests.integration.procs import (
     sse_messages,
     wait_until,
 )
+from tests.openapi_check import check_stream_message
 from tests.support import new_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -68,6 +71,8 @@ def test_a_phone_follows_its_job_from_queued_to_completed_over_the_stream_alone(
                 if message["event"] in ("job.completed", "job.failed"):
                     break
 
+    for message in seen:  # as the OpenAPI document describes them
+        check_stream_message(message["event"], message["data"])
     types = [m["event"] for m in seen]
     assert types[0] == "job.queued"
     assert "job.started" in types
@@ -101,32 +106,44 @@ def test_open_streams_hold_no_database_connection_and_no_thread(engine, tmp_path
     headers = {"Authorization": f"Bearer {key}"}
     # The web process's connections by their name (the cluster's come and go meanwhile).
     named = {**engine.env, "DATABASE_URL": f"{engine.env['DATABASE_URL']}?application_name=web"}
+    # What the streams' opening steps may add at most however many open: the threads of the
+    # event loop's default pool (asyncio's size), which their sync checks run on.
+    pool = min(32, (os.cpu_count() or 1) + 4)
+    many = pool + 30
+    held: list[Iterator[dict[str, Any]]] = []  # a dropped reader closes its connection
     with (
         contextlib.ExitStack() as streams,
         procfile_web({**named, "MOBILESD_EVENTS_HEARTBEAT_SECONDS": "1"}, tmp_path) as server,
     ):
 
-        def open_stream() -> None:
-            stream = streams.enter_context(
-                requests.get(
-                    f"{server.base}/api/v1/events", headers=headers, stream=True, timeout=10
-                )
+        def open_stream(_: int = 0) -> Iterator[dict[str, Any]]:
+            stream = requests.get(
+                f"{server.base}/api/v1/events", headers=headers, stream=True, timeout=30
             )
-            assert next(m for m in sse_messages(stream) if m.get("event") == "ready")
+            messages = sse_messages(stream)
+            streams.callback(stream.close)
+            assert next(m for m in messages if m.get("event") == "ready")
+            held.append(messages)
+            return messages
+
+        def open_at_once(count: int) -> None:
+            with ThreadPoolExecutor(count) as clients:
+                list(clients.map(open_stream, range(count)))
 
         open_stream()  # the hub is up: its connections, its threads
         (worker,) = server.workers()
         connections_before, threads_before = database_connections("web"), threads(worker)
         assert connections_before >= 2  # the hub's: its reads and its LISTEN
-        for _ in range(20):
-            open_stream()
+        open_at_once(many)
 
         # A connection an opening stream's checks used is closed once they are done; its
-        # server process may take a moment to leave pg_stat_activity. With 21 streams open,
-        # the web process is back to the hub's connections.
+        # server process may take a moment to leave pg_stat_activity. With every stream
+        # open, the web process is back to the hub's connections.
         wait_until(
             lambda: database_connections("web") <= connections_before,
             timeout=10,
             what=f"the web process back to {connections_before} database connections",
         )
-        assert threads(worker) <= threads_before + 2
+        assert threads(worker) <= threads_before + pool < threads_before + many
+        # Every one still open: each has its next heartbeat.
+        assert all(next(messages) == {"": "keep-alive"} for messages in held)
