@@ -84,9 +84,9 @@ def webhook_deliveries_for(events: Sequence[Event]) -> None:
     job_ids = {event.job_id for event, _, _ in planned if event.type.startswith("job.")}
     jobs = {
         job.pk: job
-        for job in Job.objects.filter(pk__in=[pk for pk in job_ids if pk])
-        .select_related("server", "owner")
-        .prefetch_related("images")
+        for job in Job.objects.filter(pk__in=[pk for pk in job_ids if pk]).select_related(
+            "server", "owner"
+        )
     }
     deliveries: list[WebhookDelivery] = []
     now = timezone.now()

@@ -58,13 +58,18 @@ def public_link(path: str) -> str:
 
 
 def image_path(image: JobImage, *, thumbnail: bool = False) -> str:
-    """The API path of `image` (or of its thumbnail), script prefix included: what
-    `reverse()` answers, put together from the parts it answered once (a list page signs
-    two links an image: reverse() was a fifth of its time)."""
+    """The API path of `image` (or of its thumbnail), script prefix included."""
+    return _path_of(image.job_id, image.index, thumbnail=thumbnail)
+
+
+def _path_of(job_id: Any, index: int, *, thumbnail: bool) -> str:
+    """What `reverse()` answers for image `index` of job `job_id`, put together from the
+    parts it answered once (a list page signs two links an image: reverse() was a fifth of
+    its time)."""
     head, tail = _image_path_parts(
         get_script_prefix(), get_urlconf() or settings.ROOT_URLCONF, thumbnail=thumbnail
     )
-    return f"{head}{image.job_id}/images/{image.index}{tail}"
+    return f"{head}{job_id}/images/{index}{tail}"
 
 
 # A job id no job has (the path converter is `str`): the URL of an image of it, split at
@@ -93,16 +98,25 @@ def signed_image_url(image: JobImage, *, thumbnail: bool = False) -> str:
 
 def job_image_links(job: Job) -> list[dict[str, Any]]:
     """[{"index", "name", "url", "thumbnail_url"}] of `job`'s images, signed, in index
-    order; [] when it has none. Reads `job.images.all()`, so a prefetch serves it."""
+    order; [] when it has none.
+
+    Read from `result_details.images`, the images' file names in index order, which the
+    engine writes in the transaction that stores their JobImage rows
+    (queue_app.dispatch.job_complete): a status read or a list page reads no image rows."""
+    names = (job.result_details or {}).get("images")
+    if not isinstance(names, list):
+        return []
     signer = image_link_signer()
     links = []
-    for image in sorted(job.images.all(), key=lambda image: image.index):
+    for index, name in enumerate(names):
+        if not isinstance(name, str):
+            continue
         links.append(
             {
-                "index": image.index,
-                "name": PurePosixPath(image.file.name or "").name,
-                "url": public_link(signer.sign(image_path(image))),
-                "thumbnail_url": public_link(signer.sign(image_path(image, thumbnail=True))),
+                "index": index,
+                "name": PurePosixPath(name).name,
+                "url": public_link(signer.sign(_path_of(job.pk, index, thumbnail=False))),
+                "thumbnail_url": public_link(signer.sign(_path_of(job.pk, index, thumbnail=True))),
             }
         )
     return links

@@ -549,7 +549,6 @@ class JobSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(ImageLinkSerializer(many=True, allow_null=True))
     def get_image_links(self, job: Job) -> list[dict[str, Any]] | None:
-        # A list's view prefetches its completed jobs' images (one query a page).
         return job_image_links(job) if job_has_image_links(job) else None
 
     @extend_schema_field(JobProgressSerializer(allow_null=True))

@@ -3,6 +3,7 @@
 import io
 import ipaddress
 from datetime import timedelta
+from pathlib import PurePosixPath
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -75,8 +76,14 @@ def add_image(job: Job, index: int = 0) -> JobImage:
 def finish(
     job: Job, status: str = JobStatus.COMPLETED, *, seconds: float = 12, **details: Any
 ) -> Job:
-    """Finish the job as the engine does (its row updated: the triggers write the event)."""
+    """Finish the job as the engine does (its row updated: the triggers write the event);
+    a completed job's result_details lists its images' file names in index order, as
+    queue_app.dispatch.job_complete writes them."""
     now = timezone.now()
+    if status == JobStatus.COMPLETED and "images" not in details:
+        files = job.images.order_by("index").values_list("file", flat=True)
+        if files:
+            details["images"] = [PurePosixPath(name).name for name in files]
     Job.objects.filter(pk=job.pk).update(
         status=status,
         started_at=now - timedelta(seconds=seconds),

@@ -4,6 +4,7 @@
 import io
 import uuid
 from datetime import UTC, datetime
+from pathlib import PurePosixPath
 
 import jsonschema_rs
 import pytest
@@ -47,7 +48,15 @@ def make_job(server) -> Job:
 
 
 def add_image(job: Job, data: bytes, *, index: int = 0, seed: int | None = 42) -> JobImage:
+    """An image of `job` as the engine stores one: its file, its row, and its name at
+    `index` in `result_details.images` (queue_app.dispatch.job_complete)."""
     stored = save_image_file(job_id=job.pk, index=index, data=data, seed=seed, when=WHEN)
+    details = dict(job.result_details or {})
+    names = list(details.get("images") or [])
+    names.extend([None] * (index + 1 - len(names)))
+    names[index] = PurePosixPath(stored.name).name
+    job.result_details = {**details, "images": names}
+    Job.objects.filter(pk=job.pk).update(result_details=job.result_details)
     return JobImage.objects.create(
         job=job,
         index=index,

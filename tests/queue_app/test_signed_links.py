@@ -3,6 +3,7 @@ image endpoints that open them without an API key."""
 
 import io
 import uuid
+from pathlib import PurePosixPath
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -258,22 +259,26 @@ def test_a_completed_job_without_images_has_an_empty_list(client, job):
     assert job_image_links(job) == []
 
 
-def test_the_list_reads_the_images_of_its_completed_jobs_in_one_query(client, server):
-    add_image(make_job(server), png_bytes((64, 64)))
-    client.get("/api/v1/queue/jobs")  # warm up (key lookup caches, events numbered)
-    with CaptureQueriesContext(connection) as one:
-        client.get("/api/v1/queue/jobs")
+def test_the_list_and_the_status_read_no_image_rows_for_their_links(client, server):
+    job = make_job(server)
+    add_image(job, png_bytes((64, 64)))
+    add_image(job, png_bytes((64, 64)), index=1)
     for _ in range(7):
         add_image(make_job(server), png_bytes((64, 64)))
-    client.get("/api/v1/queue/jobs")
+    client.get("/api/v1/queue/jobs")  # warm up (key lookup caches, events numbered)
 
-    with CaptureQueriesContext(connection) as eight:
+    with CaptureQueriesContext(connection) as queries:
         jobs = client.get("/api/v1/queue/jobs").json()["jobs"]
+        status = client.get(f"/api/v1/queue/jobs/{job.pk}/status").json()
 
     assert len(jobs) == 8
-    assert all(len(job["image_links"]) == 1 for job in jobs)
-    assert len(eight.captured_queries) == len(one.captured_queries)
-    assert sum("queue_app_jobimage" in q["sql"] for q in eight.captured_queries) == 1
+    assert sorted(len(job["image_links"]) for job in jobs) == [1] * 7 + [2]
+    assert [link["index"] for link in status["image_links"]] == [0, 1]
+    # The links name the rows' files, which result_details.images lists in index order.
+    assert [link["name"] for link in status["image_links"]] == [
+        PurePosixPath(image.file.name).name for image in job.images.order_by("index")
+    ]
+    assert not any("queue_app_jobimage" in q["sql"] for q in queries.captured_queries)
 
 
 def test_a_list_without_completed_jobs_reads_no_images(client, server):
