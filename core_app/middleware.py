@@ -26,6 +26,15 @@ def _answers_json(request: HttpRequest) -> bool:
 GetResponse = Callable[[HttpRequest], Any]
 
 
+def _follow_mode(middleware: Callable[..., Any], get_response: GetResponse) -> bool:
+    """Whether the chain below `middleware` is async; then `middleware` is marked a
+    coroutine function, as Django expects of an async middleware."""
+    async_mode = iscoroutinefunction(get_response)
+    if async_mode:
+        markcoroutinefunction(middleware)
+    return async_mode
+
+
 class BothModesMiddleware:
     """A middleware for sync (WSGI) and async (ASGI) chains alike: under an async one it is
     a coroutine function (Django calls `__call__`, which returns `acall`'s coroutine)."""
@@ -35,9 +44,7 @@ class BothModesMiddleware:
 
     def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
+        self.async_mode = _follow_mode(self, get_response)
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
@@ -126,9 +133,7 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
 
     def __init__(self, get_response: GetResponse) -> None:
         super().__init__(get_response)
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
+        self.async_mode = _follow_mode(self, get_response)
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
