@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from django.db import transaction
 from model_bakery import baker
 
 from queue_app.models import Job, JobStatus
@@ -35,16 +36,24 @@ def test_a_killed_workers_server_runs_its_job_and_the_reserved_one_within_20_s(
     cluster.start_worker("w2")
     sim = sims(seconds_per_step=0.3)
     baker.make(Server, alias="loss-laptop", api_url=sim.url)
-    running = submit("loss-laptop", steps=100)  # 30 s unless its worker dies
-    reserved = submit("loss-laptop")
+    # Both in one commit: the job after the running one is reserved when the running one's
+    # request goes out, so it must be queued by then (submitted after it, under load, it
+    # came 40 ms too late and was claimed only once the running job ended).
+    with transaction.atomic():
+        running = submit("loss-laptop", steps=100)  # 30 s unless its worker dies
+        reserved = submit("loss-laptop")
     sim.wait_for_event("txt2img_started", lambda e: e["task_id"] == str(running.pk), timeout=30)
-    wait_until(
-        lambda: Job.objects.filter(
-            pk=reserved.pk, status=JobStatus.PENDING, lease_token__isnull=False
-        ).exists(),
-        timeout=10,
-        what="the next job's reservation",
-    )
+    try:
+        wait_until(
+            lambda: Job.objects.filter(
+                pk=reserved.pk, status=JobStatus.PENDING, lease_token__isnull=False
+            ).exists(),
+            timeout=10,
+            what="the next job's reservation",
+        )
+    except TimeoutError as timeout:
+        logs = {name: worker.output()[-6000:] for name, worker in cluster.workers.items()}
+        raise AssertionError(f"{timeout}; the workers' logs: {logs}") from None
     runner = wait_until(
         lambda: next(
             (
