@@ -282,6 +282,10 @@ def prepare_history(args: argparse.Namespace) -> dict[str, Any]:
     )
     if args.reuse and database_exists(BENCH_DB):
         setup_django()
+        # Migrations made since it was filled: the code measured expects their schema.
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0, interactive=False)
         found = api_data.counts()
         if found == expected:
             print(f"  reusing {BENCH_DB}: {found}", flush=True)
