@@ -170,6 +170,23 @@ def server_run(server_id: int) -> int:
     return _ServerLoop(server_id).run()
 
 
+# The server loops running in this process, by server id: a nudge for a server whose loop
+# runs here lets that loop reserve a job queued after its running job's request went out.
+_loops: dict[int, "_ServerLoop"] = {}
+_loops_lock = threading.Lock()
+
+
+def server_reserve_again(server_id: int) -> bool:
+    """Ask this process's loop of the server, if one runs here, to reserve the job after
+    its running one, which it does unless it holds or is making a reservation already; True
+    if it began one. A job queued after the running job's request went out (when the loop
+    reserves) is then started from its reservation too, not claimed afresh once the running
+    job ends. A loop in another worker process is not reached: its next claim decides."""
+    with _loops_lock:
+        loop = _loops.get(server_id)
+    return loop is not None and loop.reserve_again()
+
+
 class _ServerLoop:
     def __init__(self, server_id: int) -> None:
         self.server_id = server_id
@@ -181,6 +198,10 @@ class _ServerLoop:
         self.storer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-{server_id}")
         self.reserving: Future[Reserved | None] | None = None
         self.storing: Future[None] | None = None
+        # The job whose request is out and whose answer has not come (None otherwise), and
+        # the lock under which it and `reserving` change, for `reserve_again`.
+        self.running: Claim | None = None
+        self.lock = threading.Lock()
         self.answered_at: float | None = None  # when the last job's answer came back
         self.waiting = False  # counted in `servers_waiting` until the next request is out
 
@@ -189,6 +210,8 @@ class _ServerLoop:
         client: ForgeClient | None = None
         finished: tuple[Claim, Generated] | None = None
         self._wait_begins()
+        with _loops_lock:
+            _loops.setdefault(self.server_id, self)
         try:
             claim, prepared = self._next(finished=None, reserved=None)
             while claim is not None:
@@ -201,7 +224,9 @@ class _ServerLoop:
                 finally:
                     bookkeeping()  # also when the request never went out
                     self.answered_at = time.monotonic()
-                reserving, self.reserving = self.reserving, None
+                with self.lock:
+                    self.running = None
+                    reserving, self.reserving = self.reserving, None
                 reserved = reserving.result() if reserving is not None else None
                 self._wait_begins()  # (not before: the reservation must not wait for it)
                 finished = (claim, result) if result is not None else None
@@ -209,6 +234,9 @@ class _ServerLoop:
                 done += 1
             return done
         finally:
+            with _loops_lock:
+                if _loops.get(self.server_id) is self:
+                    del _loops[self.server_id]
             self._wait_ends()
             if finished is not None:
                 # Also when the next claim failed: a generation, once finished, is stored.
@@ -235,10 +263,25 @@ class _ServerLoop:
         if self.answered_at is not None:
             idle = time.monotonic() - self.answered_at
             metrics.dispatch_gap_observe(server=running.server.alias, seconds=idle)
-        if not shutting_down.is_set():
-            self.reserving = self.reserver.submit(_reserve_guarded, running)
+        with self.lock:
+            self.running = running
+            if not shutting_down.is_set():
+                self.reserving = self.reserver.submit(_reserve_guarded, running)
         if finished is not None:
             self._store(finished, after=[self.reserving] if self.reserving else [])
+
+    def reserve_again(self) -> bool:
+        """Reserve the job after the running one again, if a job runs and no reservation is
+        held or being made (the last one found nothing); True if one was begun."""
+        with self.lock:
+            if self.running is None or shutting_down.is_set():
+                return False
+            if self.reserving is not None and not (
+                self.reserving.done() and self.reserving.result() is None
+            ):
+                return False
+            self.reserving = self.reserver.submit(_reserve_guarded, self.running)
+            return True
 
     def _wait_begins(self) -> None:
         if not self.waiting:

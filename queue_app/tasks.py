@@ -14,7 +14,13 @@ from django.utils import timezone
 from integrations.forge.client import ForgeError
 from queue_app import dispatch
 from queue_app.counts import job_counts_fold
-from queue_app.engine import interrupt_if_current, make_client, server_run, shutting_down
+from queue_app.engine import (
+    interrupt_if_current,
+    make_client,
+    server_reserve_again,
+    server_run,
+    shutting_down,
+)
 from queue_app.images import delete_image_files, orphan_image_files
 from queue_app.models import ANY_SERVER, Job, JobStatus, QueueState
 from queue_app.uploads import uploads_remove_unused
@@ -60,8 +66,10 @@ def release_when_due(times: Iterable[datetime]) -> None:
 @shared_task(ignore_result=True)
 def run_server(server_id: int) -> None:
     """Run this server's queue until it is empty (or its slots are taken by others)."""
-    # A burst of submits sends a nudge each; all but one end here, after one query.
+    # A burst of submits sends a nudge each; all but one end here, after one query. A
+    # server busy with a loop of this process gets its next job reserved now.
     if not dispatch.server_may_claim(server_id=server_id):
+        server_reserve_again(server_id)
         return
     server_run(server_id)
 

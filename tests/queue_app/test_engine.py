@@ -5,6 +5,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from queue_app import dispatch, engine
 from queue_app.engine import server_run
 from queue_app.models import Job, JobImage, JobStatus
 from queue_app.services import job_cancel, job_submit
+from queue_app.tasks import run_server
 from servers_app.models import Server
 from servers_app.services import server_check_health
 from tests.integration.procs import wait_until
@@ -246,6 +248,55 @@ def test_a_job_cancelled_while_reserved_never_runs(server, sim):
     assert sent_order(sim) == [str(first.pk), str(third.pk)]
     assert Job.objects.get(pk=second.pk).status == JobStatus.CANCELLED
     assert Job.objects.get(pk=third.pk).status == JobStatus.COMPLETED
+
+
+def test_a_job_queued_while_the_server_runs_is_reserved_at_its_nudge(
+    server, sim, caplog, monkeypatch
+):
+    caplog.set_level("INFO", logger="queue_app.dispatch")
+    sim.config.seconds_per_step = 0.05
+    reservations: list[Any] = []
+    reserve = dispatch.job_reserve_next
+
+    def recorded_reserve(**kwargs: Any) -> Any:
+        reservations.append(reserve(**kwargs))
+        return reservations[-1]
+
+    monkeypatch.setattr(dispatch, "job_reserve_next", recorded_reserve)
+    first = submit(steps=40)
+    thread = run_queue_in_thread(server.pk)
+    wait_until(lambda: reservations == [None], timeout=10, what="a reservation finding nothing")
+    # Queued after the running job's loop looked for the job after it: the job's nudge
+    # reaches the worker running the server's loop.
+    later = submit()
+    run_server(server.pk)
+
+    wait_until(lambda: reserved_while_pending(later), timeout=10, what="the reservation")
+    first.refresh_from_db()
+    assert first.status == JobStatus.PROCESSING
+    thread.join(20)
+
+    assert sent_order(sim) == [str(first.pk), str(later.pk)]
+    started = [m.split()[3] for m in caplog.messages if m.startswith("Started reserved job")]
+    assert started == [str(later.pk)]
+    assert set(Job.objects.values_list("status", flat=True)) == {JobStatus.COMPLETED}
+
+
+def test_a_nudge_leaves_a_loop_that_holds_a_reservation_or_has_no_job_alone(server, sim):
+    sim.config.seconds_per_step = 0.05
+    first = submit(steps=40)
+    reserved = submit()
+    thread = run_queue_in_thread(server.pk)
+    wait_until(lambda: reserved_while_pending(reserved), timeout=10, what="the reservation")
+
+    # One is held: the nudge of a third job begins no other.
+    third = submit()
+    assert engine.server_reserve_again(server.pk) is False
+    thread.join(20)
+
+    assert sent_order(sim) == [str(first.pk), str(reserved.pk), str(third.pk)]
+    # No loop of the server runs here any more: nothing to ask.
+    assert engine.server_reserve_again(server.pk) is False
 
 
 def test_a_job_of_higher_priority_submitted_meanwhile_runs_next(server, sim):
