@@ -24,7 +24,7 @@ from django.utils import timezone
 from events_app.models import Event
 from notifications_app.models import PUSH_EVENT_TYPES, PushMessage, PushState, PushTarget
 from notifications_app.push_tasks import push_send_on_commit
-from queue_app.links import job_image_links, public_link
+from queue_app.links import job_image_links, job_image_names, public_link
 from queue_app.models import Batch, Job, JobStatus
 
 __all__ = ["PushText", "batch_message", "job_message", "notify_user", "push_for_events"]
@@ -91,7 +91,7 @@ def job_message(job: Job) -> PushText:
     link = _job_link(job)
     took = _between(job.started_at, job.completed_at or timezone.now())
     if job.status == JobStatus.COMPLETED:
-        images = len(job.images.all())
+        images = len(job_image_names(job))
         count = f"{images} image{'s' if images != 1 else ''}"
         facts = " · ".join(part for part in (job.server_alias, took, count) if part)
         return f"Done: {prompt}", _lines(facts, link), link
@@ -130,12 +130,7 @@ def _messages_for(events: Iterable[Event]) -> dict[int, tuple[Event, PushText, A
     events = list(events)
     job_ids = {e.job_id for e in events if e.type.startswith("job.") and e.job_id}
     batch_ids = {e.batch_id for e in events if e.type.startswith("batch.") and e.batch_id}
-    jobs = {
-        job.pk: job
-        for job in Job.objects.filter(pk__in=job_ids)
-        .select_related("server")
-        .prefetch_related("images")
-    }
+    jobs = {job.pk: job for job in Job.objects.filter(pk__in=job_ids).select_related("server")}
     batches = {b.pk: b for b in Batch.objects.filter(pk__in=batch_ids).select_related("server")}
     found: dict[int, tuple[Event, PushText, Any]] = {}
     for event in events:
@@ -144,7 +139,8 @@ def _messages_for(events: Iterable[Event]) -> dict[int, tuple[Event, PushText, A
             # A job deleted, or retried, since (its status is no longer the event's): its
             # own later events tell the rest.
             if job is not None and event.type == f"job.{job.status}":
-                found[event.pk] = (event, job_message(job), job.pk if job.images.all() else None)
+                thumbnail = job.pk if job_image_names(job) else None
+                found[event.pk] = (event, job_message(job), thumbnail)
         else:
             batch = batches.get(event.batch_id) if event.batch_id else None
             if batch is not None:

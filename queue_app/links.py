@@ -28,6 +28,7 @@ __all__ = [
     "image_path",
     "job_has_image_links",
     "job_image_links",
+    "job_image_names",
     "public_link",
     "signed_image_url",
     "signed_link_check",
@@ -96,30 +97,32 @@ def signed_image_url(image: JobImage, *, thumbnail: bool = False) -> str:
     return public_link(image_link_signer().sign(image_path(image, thumbnail=thumbnail)))
 
 
-def job_image_links(job: Job) -> list[dict[str, Any]]:
-    """[{"index", "name", "url", "thumbnail_url"}] of `job`'s images, signed, in index
-    order; [] when it has none.
-
-    Read from `result_details.images`, the images' file names in index order, which the
-    engine writes in the transaction that stores their JobImage rows
-    (queue_app.dispatch.job_complete): a status read or a list page reads no image rows."""
+def job_image_names(job: Job) -> dict[int, str]:
+    """Index -> file name of `job`'s images, from `result_details.images`: their names in
+    index order, which the engine writes in the transaction that stores their JobImage rows
+    (queue_app.dispatch.job_complete), so that reading them needs no image row."""
     names = (job.result_details or {}).get("images")
     if not isinstance(names, list):
-        return []
+        return {}
+    return {
+        index: PurePosixPath(name).name for index, name in enumerate(names) if isinstance(name, str)
+    }
+
+
+def job_image_links(job: Job) -> list[dict[str, Any]]:
+    """[{"index", "name", "url", "thumbnail_url"}] of `job`'s images, signed, in index
+    order; [] when it has none (`job_image_names`: a status read or a list page reads no
+    image rows)."""
     signer = image_link_signer()
-    links = []
-    for index, name in enumerate(names):
-        if not isinstance(name, str):
-            continue
-        links.append(
-            {
-                "index": index,
-                "name": PurePosixPath(name).name,
-                "url": public_link(signer.sign(_path_of(job.pk, index, thumbnail=False))),
-                "thumbnail_url": public_link(signer.sign(_path_of(job.pk, index, thumbnail=True))),
-            }
-        )
-    return links
+    return [
+        {
+            "index": index,
+            "name": name,
+            "url": public_link(signer.sign(_path_of(job.pk, index, thumbnail=False))),
+            "thumbnail_url": public_link(signer.sign(_path_of(job.pk, index, thumbnail=True))),
+        }
+        for index, name in job_image_names(job).items()
+    ]
 
 
 def job_has_image_links(job: Job) -> bool:

@@ -106,11 +106,6 @@ class GenerateView(APIView):
         )
 
 
-def _serialize_jobs(jobs: list[Job]) -> Any:
-    """A page of jobs (their `image_links` come from their rows: no image is read)."""
-    return JobSerializer(jobs, many=True).data
-
-
 class JobListView(APIView):
     @extend_schema(
         parameters=[
@@ -141,7 +136,7 @@ class JobListView(APIView):
             request,
             filterset.qs,
             key="jobs",
-            serialize=_serialize_jobs,
+            serialize=lambda jobs: JobSerializer(jobs, many=True).data,
             count=job_list_count,
             feed="job",
         )
