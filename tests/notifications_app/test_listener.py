@@ -25,15 +25,20 @@ pytestmark = [
 ]
 
 
-def test_a_committed_event_is_handed_on_at_once_by_the_listener(loopback_allowed):
+def job_with_an_endpoint() -> Job:
+    """A job of a user whose webhook endpoint wants `job.completed`."""
     owner = get_user_model().objects.create(username="ann")
     webhook_endpoint_create(
         owner=owner, is_admin=False, url="http://127.0.0.1:9/hook", event_types=["job.completed"]
     )
     server = baker.make(Server, alias="Laptop", api_url="http://127.0.0.1:7860")
-    job = baker.make(
+    return baker.make(
         Job, owner=owner, server=server, target_server_alias="Laptop", generation_params={}
     )
+
+
+def test_a_committed_event_is_handed_on_at_once_by_the_listener(loopback_allowed):
+    job = job_with_an_endpoint()
     listener = FanoutListener()
     listener.start()
     try:
@@ -63,14 +68,7 @@ def test_a_fanout_facing_a_locked_table_gives_up_at_once_and_hands_the_events_on
     """A TRUNCATE or ALTER (a migration, a test's flush) locks tables one after another: a
     fan-out holding some of them while it waits for another would deadlock with it. It waits
     at most LOCK_TIMEOUT, then leaves the events to the next round."""
-    owner = get_user_model().objects.create(username="ann")
-    webhook_endpoint_create(
-        owner=owner, is_admin=False, url="http://127.0.0.1:9/hook", event_types=["job.completed"]
-    )
-    server = baker.make(Server, alias="Laptop", api_url="http://127.0.0.1:7860")
-    job = baker.make(
-        Job, owner=owner, server=server, target_server_alias="Laptop", generation_params={}
-    )
+    job = job_with_an_endpoint()
     Job.objects.filter(pk=job.pk).update(status=JobStatus.COMPLETED, completed_at=timezone.now())
     endpoints = connection.ops.quote_name(WebhookEndpoint._meta.db_table)
     with psycopg.connect(_listen_conninfo()) as other:
