@@ -205,7 +205,6 @@ class _Nudges:
             self.any_server = True
 
     def __call__(self) -> None:
-        from queue_app import dispatch
         from queue_app.tasks import nudge, release_when_due, servers_with_work
 
         self.sent = True
@@ -215,9 +214,11 @@ class _Nudges:
             # Every server with work and a free slot, the pinned ones' included.
             nudge(servers_with_work())
             return
-        # A server whose slots are all busy will claim these jobs when one frees up: its
-        # running loop claims again after every job, so a nudge would be wasted work.
-        nudge([pk for pk in sorted(self.servers) if dispatch.server_may_claim(server_id=pk)])
+        # A server whose slots are all busy is nudged too: the worker running its loop then
+        # reserves the job to start the moment the running one ends
+        # (queue_app.engine.server_reserve_again); any other worker's run_server ends after
+        # its one query (dispatch.server_may_claim).
+        nudge(sorted(self.servers))
 
 
 _pending = threading.local()

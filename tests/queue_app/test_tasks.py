@@ -37,6 +37,25 @@ def test_submit_nudges_the_server_after_commit(
     assert names(published) == [("queue_app.tasks.run_server", (online.pk,))]
 
 
+def test_submit_for_a_busy_server_still_nudges_it_for_its_running_loop_to_reserve(
+    online, published, django_capture_on_commit_callbacks
+):
+    baker.make(
+        Job,
+        owner=local_user(),
+        server=online,
+        target_server_alias="Laptop",
+        status=JobStatus.PROCESSING,
+        generation_params={},
+    )
+    assert not dispatch.server_may_claim(server_id=online.pk)  # its one slot is taken
+
+    with django_capture_on_commit_callbacks(execute=True):
+        job_submit(owner=local_user(), target_server_alias="Laptop", generation_params={"steps": 5})
+
+    assert names(published) == [("queue_app.tasks.run_server", (online.pk,))]
+
+
 def test_submit_for_any_nudges_every_free_server(
     online, published, django_capture_on_commit_callbacks
 ):
