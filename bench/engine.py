@@ -179,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         "--py-spy", metavar="PATH", help="py-spy binary: profile the worker while jobs run"
     )
     parser.add_argument(
+        "--py-spy-rate",
+        type=int,
+        default=250,
+        help="py-spy's samples a second (it stops the worker for each: lower disturbs less)",
+    )
+    parser.add_argument(
         "--sims-in-process",
         action="store_true",
         help="run the simulators in the bench process (default: one process each)",
@@ -199,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(env, workdir, trace=args.trace, py_spy=args.py_spy, nudge=args.nudge)
     bench.worker_env = dict(item.split("=", 1) for item in args.worker_env)
     bench.workers = args.workers
+    bench.py_spy_rate = args.py_spy_rate
     bench.sims_in_process = args.sims_in_process
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     outcomes = []

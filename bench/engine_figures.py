@@ -170,6 +170,27 @@ def makespan_use(result: RunResult) -> tuple[float, dict[str, float]]:
     return parts["jobs_on_server"], {k: v / servers for k, v in parts.items()}
 
 
+def job_split(result: RunResult) -> dict[str, float]:
+    """Where a job's time on its server went, mean in ms: from the request's arrival to
+    the generation's start (`txt2img_started`: waiting for the server's queue lock), and
+    from the start to the end of the generation (the steps' schedule, then the images)."""
+    queued: list[float] = []
+    generating: list[float] = []
+    for events in result.events.values():
+        received = of_type(events, "txt2img_received")
+        started = of_type(events, "txt2img_started")
+        finished = of_type(events, "txt2img_finished")
+        for r, s, f in zip(received, started, finished, strict=False):
+            queued.append(s["t"] - r["t"])
+            generating.append(f["t"] - s["t"])
+    if not queued:
+        return {}
+    return {
+        "received_to_started": ms(sum(queued) / len(queued)),
+        "started_to_finished": ms(sum(generating) / len(generating)),
+    }
+
+
 def utilization_figures(
     result: RunResult, *, servers: int, jobs: int, job_seconds: float
 ) -> tuple[float, dict[str, Any]]:
@@ -187,6 +208,7 @@ def utilization_figures(
         "busy_pct": round(100 * busy / (servers * span), 2),
         "makespan_per_server_s": {k: round(v, 3) for k, v in per_server.items()},
         "mean_job_seconds_on_server": round(busy / max(jobs, 1), 4),
+        "job_on_server_split_ms": job_split(result),
         "jobs_per_server": {
             alias: len(of_type(ev, "txt2img_finished")) for alias, ev in result.events.items()
         },
@@ -202,6 +224,12 @@ def utilization_figures(
     }
     if result.trace:
         figures["breakdown"] = gap_breakdown(result)
+    if result.step_cpu:
+        # Steps nest (a loop's claim is inside the loop): each line is its own total.
+        figures["traced_worker_cpu_ms_per_job"] = {
+            label: ms(seconds / max(jobs, 1))
+            for label, (_, seconds) in sorted(result.step_cpu.items(), key=lambda i: -i[1][1])
+        }
     return ideal / span, figures
 
 

@@ -168,6 +168,8 @@ class RunResult:
     worker_log: str = ""
     trace: list[tuple[str, int, float, float, str]] = field(default_factory=list)
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # used while jobs ran
+    # --trace: the worker threads' CPU inside each probed step, label -> (calls, seconds).
+    step_cpu: dict[str, tuple[int, float]] = field(default_factory=dict)
 
 
 def rss_of(pid: int) -> int:
@@ -178,10 +180,32 @@ def rss_of(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, *, thread: int | None = None) -> float:
+    """utime + stime of a process (all its threads), or of one of its threads, in seconds."""
+    path = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the machine so far, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def settle_cpu(*, below: float = 0.15, window: float = 0.3, timeout: float = 15.0) -> float:
+    """Wait until the machine's CPUs are busy less than `below` of a `window` (at most
+    `timeout` seconds): a run starts on a quiet machine, not in the tail of its own
+    set-up. Returns the busy share of the last window."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy0, total0 = _cpu_ticks()
+        time.sleep(window)
+        busy1, total1 = _cpu_ticks()
+        share = (busy1 - busy0) / max(total1 - total0, 1)
+        if share < below or time.monotonic() > deadline:
+            return share
 
 
 def cpu_by_program(worker_pids: list[int], simulator_pids: list[int]) -> dict[str, float]:
@@ -190,6 +214,8 @@ def cpu_by_program(worker_pids: list[int], simulator_pids: list[int]) -> dict[st
     process (their backends come and go; gone ones are missed)."""
     totals = {
         "worker": sum(cpu_seconds(pid) for pid in worker_pids),
+        # Celery's consumer: receiving the messages, handing them to the pool.
+        "worker main thread": sum(cpu_seconds(pid, thread=pid) for pid in worker_pids),
         "bench" if simulator_pids else "bench+simulators": cpu_seconds(os.getpid()),
     }
     if simulator_pids:
@@ -302,6 +328,8 @@ class Bench:
         self.worker_env: dict[str, str] = {}
         self.workers = 1
         self.sims_in_process = False
+        self.settled_busy = 0.0  # the CPUs' busy share just before the last run's jobs
+        self.py_spy_rate = 250  # samples a second
         self.worker_runs = 0
         self.profiles: list[Path] = []
 
@@ -375,6 +403,16 @@ class Bench:
             for proc in procs:
                 proc.stop()
 
+    def read_step_cpu(self) -> dict[str, tuple[int, float]]:
+        """The traced workers' CPU per probed step (bench/traced_worker.py), summed."""
+        steps: dict[str, tuple[int, float]] = {}
+        for index in range(self.workers):
+            path = self.workdir / f"trace-{self.worker_runs}-{index + 1}.cpu.json"
+            for label, (calls, seconds) in json.loads(path.read_text()).items():
+                before = steps.get(label, (0, 0.0))
+                steps[label] = (before[0] + int(calls), before[1] + seconds)
+        return steps
+
     def read_traces(self) -> list[tuple[str, int, float, float, str]]:
         trace: list[tuple[str, int, float, float, str]] = []
         for index in range(self.workers):
@@ -409,7 +447,8 @@ class Bench:
         out = RESULTS / f"py-spy-{len(self.profiles) + 1}.txt"
         RESULTS.mkdir(parents=True, exist_ok=True)
         self.profiles.append(out)
-        args = [self.py_spy, "record", "--pid", str(pid), "--rate", "250", "--threads"]
+        rate = str(self.py_spy_rate)
+        args = [self.py_spy, "record", "--pid", str(pid), "--rate", rate, "--threads"]
         args += ["--format", "raw", "--output", str(out)]
         spy = Process(args, cwd=REPO, env=dict(os.environ), log=out.with_suffix(".log"))
         time.sleep(0.5)  # attached before the first job
@@ -477,6 +516,10 @@ class Bench:
                     for sim in simulators
                     if isinstance(sim, SimulatorProcess) and sim.process.pid is not None
                 ]
+                # The worker's own start (its reconcile, the listener's first fan-out) and
+                # the simulators' imports are over before the jobs come.
+                self.settled_busy = settle_cpu()
+                spy = self.start_py_spy(proc.popen.pid)  # attached before the jobs come
                 cpu_before = cpu_by_program(pids, sim_pids)
                 marks: list[float] = []
                 ids: list[str] = []
@@ -492,8 +535,10 @@ class Bench:
                             owner=owner, target_server_alias=alias, generation_params=params
                         )
                         ids.append(str(job.pk))
-                self.log(f"queued {len(ids)} jobs; worker pid(s) {pids}")
-                spy = self.start_py_spy(proc.popen.pid)
+                self.log(
+                    f"queued {len(ids)} jobs; worker pid(s) {pids}; CPUs "
+                    f"{100 * self.settled_busy:.0f} % busy just before"
+                )
                 wait_jobs_ended(ids, timeout=timeout)
                 done_at = time.monotonic()
                 cpu_after = cpu_by_program(pids, sim_pids)
@@ -522,6 +567,7 @@ class Bench:
                 rss=sampler.samples if sampler is not None else [],
                 worker_log=proc.output(),
                 trace=trace,
+                step_cpu=self.read_step_cpu() if self.trace else {},
                 cpu_seconds={
                     name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2)
                     for name in cpu_after

@@ -30,6 +30,8 @@ if str(REPO) not in sys.path:
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mobilesd.settings")
 
 TRACE: list[tuple[str, int, float, float, str]] = []
+# CPU time of the calling thread inside each probed function: label -> [calls, seconds].
+CPU: dict[str, list[float]] = {}
 
 
 def shape(sql: str) -> str:
@@ -52,9 +54,13 @@ def probe(owner: Any, name: str, label: str, tag: Callable[..., str] | None = No
     @functools.wraps(original)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         start = time.monotonic()
+        cpu = time.thread_time()
         try:
             return original(*args, **kwargs)
         finally:
+            used = CPU.setdefault(label, [0, 0.0])
+            used[0] += 1
+            used[1] += time.thread_time() - cpu
             TRACE.append(
                 (
                     label,
@@ -99,6 +105,15 @@ def install() -> None:
     probe(engine, "save_image_file", "save image")
     probe(dispatch, "job_complete", "job complete")
     probe(tasks, "servers_with_work", "servers_with_work")
+    probe(engine.Monitor, "run", "monitor thread")
+    probe(engine._ProgressProbe, "run", "progress probe thread")
+    probe(engine, "_store_after", "storing thread")
+    probe(engine, "_reserve_guarded", "reserving thread")
+    probe(tasks, "server_run", "server loop")
+    probe(engine, "_record_performance", "record performance")
+    from notifications_app import fanout
+
+    probe(fanout, "notifications_fanout", "notifications fan-out")
 
     # Every SQL statement and commit, so the gap splits into database waits and Python.
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -138,6 +153,7 @@ def install() -> None:
         path = os.environ.get("BENCH_TRACE_FILE")
         if path:
             Path(path).write_text(json.dumps(TRACE))
+            Path(path).with_suffix(".cpu.json").write_text(json.dumps(CPU))
 
 
 def main() -> None:
