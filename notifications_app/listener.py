@@ -56,6 +56,7 @@ class FanoutListener(threading.Thread):
 
         from events_app.stream import _listen_conninfo
         from events_app.triggers import RAW_CHANNEL
+        from queue_app.engine import YIELD_SECONDS, servers_waiting
 
         backoff = 0.5
         try:
@@ -73,6 +74,9 @@ class FanoutListener(threading.Thread):
                             if notified:
                                 for _ in listen.notifies(timeout=GATHER_SECONDS):
                                     pass
+                                # Not while this worker's servers wait for their next
+                                # request (moments at most): they need the interpreter.
+                                servers_waiting.wait_until_none(YIELD_SECONDS)
                                 self._fanout()
                 except psycopg.Error as exc:
                     logger.warning(

@@ -104,8 +104,10 @@ class _Waiting:
     connection, the claim), and a burst of them comes at once: a batch for many servers
     starts many loops together, which then finish their jobs together. The servers already
     generating need nothing from MobileSD for a while, so the helper threads' work
-    (reserving a next job, storing images) waits until no server waits, at most
-    `YIELD_SECONDS`, instead of competing with those steps for the interpreter's lock."""
+    (reserving a next job, storing images), the running jobs' heartbeats and progress
+    probes, and the notifications' fan-out (notifications_app.listener) wait until no
+    server waits, at most `YIELD_SECONDS`, instead of competing with those steps for the
+    interpreter's lock."""
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
@@ -196,6 +198,7 @@ class _ServerLoop:
             initializer=_reserver_started,
         )
         self.storer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-{server_id}")
+        self.kept = KeptThreads(server_id)
         self.reserving: Future[Reserved | None] | None = None
         self.storing: Future[None] | None = None
         # The job whose request is out and whose answer has not come (None otherwise), and
@@ -220,7 +223,9 @@ class _ServerLoop:
                 finished = None
                 try:
                     with log_context(job_id=claim.job_id, server=claim.server.alias):
-                        result = _generate_guarded(claim, client, prepared, on_sent=bookkeeping)
+                        result = _generate_guarded(
+                            claim, client, prepared, on_sent=bookkeeping, kept=self.kept
+                        )
                 finally:
                     bookkeeping()  # also when the request never went out
                     self.answered_at = time.monotonic()
@@ -312,6 +317,7 @@ class _ServerLoop:
             # Each thread's database connection is its own: closed there.
             executor.submit(_close_this_threads_connection).result()
             executor.shutdown()
+        self.kept.close()
 
 
 def _reserver_started() -> None:
@@ -341,14 +347,61 @@ def _store_after(after: list[Future[Any]], finished: tuple[Claim, Generated]) ->
         _store_guarded(*finished)
 
 
-def _client_for(server: Server, client: ForgeClient | None) -> ForgeClient:
+def _client_for(
+    server: Server, client: ForgeClient | None, *, read_timeout: float = 30.0
+) -> ForgeClient:
     """The loop's client for `server`: one session, so each request reuses the connection
     (a new one when the server's address or credentials changed)."""
     if client is not None and client.endpoint == ServerEndpoint.from_server(server):
         return client
     if client is not None:
         client.close()
-    return make_client(server)
+    return make_client(server, read_timeout=read_timeout)
+
+
+class KeptThreads:
+    """A server loop's thread for its jobs' monitors and its thread for their progress
+    probes, kept from one job to the next with what they opened: the monitor's database
+    connection and the probe's HTTP session. A monitor on a thread of its own opens both
+    anew for every job: a PostgreSQL connection (and a backend process there), two
+    threads, a TCP connection to the server, which cost more CPU than the job's heartbeats
+    (bench/README.md, "Many servers").
+
+    One thread each: a job's monitor starts once the previous job's has ended, which it
+    does within moments of its job's end (its first heartbeat is due a heartbeat after
+    its start)."""
+
+    def __init__(self, server_id: int) -> None:
+        self.monitors = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"monitor-{server_id}")
+        self.probes = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"progress-{server_id}")
+        self._probe_client: ForgeClient | None = None  # used on the probes' thread only
+
+    def probe_client(self, server: Server) -> ForgeClient:
+        """The probes' client for `server` (on the probes' thread)."""
+        # Short reads: a probe answers within moments of a stop.
+        self._probe_client = _client_for(server, self._probe_client, read_timeout=5.0)
+        return self._probe_client
+
+    def close(self) -> None:
+        """End both threads (once the monitor and probe running there end), closing what
+        they kept open."""
+        self.monitors.submit(_close_this_threads_connection).result()
+        self.probes.submit(self._close_probe_client).result()
+        for executor in (self.monitors, self.probes):
+            executor.shutdown()
+
+    def _close_probe_client(self) -> None:
+        if self._probe_client is not None:
+            self._probe_client.close()
+            self._probe_client = None
+
+
+def _run_logged(work: Callable[[], None], what: str) -> None:
+    """`work()` on a kept thread, whose executor would keep an exception to itself."""
+    try:
+        work()
+    except Exception:
+        logger.exception("%s failed", what)
 
 
 @dataclass(frozen=True)
@@ -458,9 +511,10 @@ def _generate_guarded(
     prepared: Prepared | None,
     *,
     on_sent: Callable[[], None] | None = None,
+    kept: KeptThreads | None = None,
 ) -> Generated | None:
     try:
-        return job_generate(claim, client=client, prepared=prepared, on_sent=on_sent)
+        return job_generate(claim, client=client, prepared=prepared, on_sent=on_sent, kept=kept)
     except DATABASE_DOWN as exc:
         # Before the request went out, or in its failure's bookkeeping: the job is not at
         # fault. Given back uncounted if the database returns, else its lease lapses.
@@ -516,17 +570,29 @@ class Monitor(threading.Thread):
 
     Progress (with the live preview) is written only when it changed, and at most every
     MOBILESD_PROGRESS_MIN_SECONDS: each write of it is an event to every follower of the
-    job. Between two heartbeats a progress write renews the lease too."""
+    job. Between two heartbeats a progress write renews the lease too.
 
-    def __init__(self, claim: Claim) -> None:
+    `kept`: the server loop's kept threads, on which the monitor and its probe then run
+    (`begin`), keeping their connections for the next job's; else each has a thread of
+    its own, and closes what it opened."""
+
+    def __init__(self, claim: Claim, *, kept: KeptThreads | None = None) -> None:
         super().__init__(name=f"monitor-{claim.job_id}", daemon=True)
         self.claim = claim
+        self.kept = kept
         self.stopping = threading.Event()
         self.failing = False  # the last beat could not reach the database
         self._written: dict[str, Any] | None = None  # the progress last written
         self._written_at = -math.inf
         self._written_version = 0  # the preview last written
         self._renewed_at = time.monotonic()
+
+    def begin(self) -> None:
+        """Run the monitor: on the kept monitor thread, or on its own."""
+        if self.kept is None:
+            self.start()
+        else:
+            self.kept.monitors.submit(_run_logged, self.run, f"Monitor of job {self.claim.job_id}")
 
     def stop(self) -> None:
         """Ask the monitor to end (it does within moments, closing its connections); not
@@ -545,8 +611,8 @@ class Monitor(threading.Thread):
                 # Started at the first heartbeat: most fast jobs never need it (each probe
                 # costs the server a preview and this process its decoding).
                 if probe is None and now - started >= heartbeat - tick / 2:
-                    probe = _ProgressProbe(self.claim, tick)
-                    probe.start()
+                    probe = _ProgressProbe(self.claim, tick, kept=self.kept)
+                    probe.begin()
                 reading = probe.latest() if probe is not None else None
                 if reading is not None and (
                     reading.progress == self._written or now - self._written_at < every
@@ -554,7 +620,12 @@ class Monitor(threading.Thread):
                     reading = None  # unchanged, or too soon: the lease only, when due
                 if reading is None and now - self._renewed_at < heartbeat - tick / 2:
                     continue
-                lost = self._beat(reading, now)
+                # A beat may come a moment late (the lease has many to spare); a stop
+                # meanwhile ends the monitor without it.
+                servers_waiting.wait_until_none(YIELD_SECONDS)
+                if self.stopping.is_set():
+                    return
+                lost = self._beat(reading, time.monotonic())
                 if lost is None:
                     continue
                 if lost in (LeaseLost.CANCELLED, LeaseLost.GONE):  # LOST: another worker runs it
@@ -567,7 +638,8 @@ class Monitor(threading.Thread):
         finally:
             if probe is not None:
                 probe.stop()
-            connection.close()
+            if self.kept is None:
+                connection.close()
 
     def _beat(self, reading: "ProgressReading | None", now: float) -> LeaseLost | None:
         """Renew the lease (with `reading`, when given); None also when this beat failed."""
@@ -619,10 +691,11 @@ class _ProgressProbe(threading.Thread):
     each new one (new bytes) is downscaled to WebP here, off the heartbeat's thread, and
     numbered: `preview_id` 1, 2, ... for this run of the job."""
 
-    def __init__(self, claim: Claim, interval: float) -> None:
+    def __init__(self, claim: Claim, interval: float, *, kept: KeptThreads | None = None) -> None:
         super().__init__(name=f"progress-{claim.job_id}", daemon=True)
         self.claim = claim
         self.interval = interval
+        self.kept = kept
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._latest: ProgressReading | None = None
@@ -630,6 +703,13 @@ class _ProgressProbe(threading.Thread):
         self._preview_digest: bytes | None = None
         self._preview: PreviewImage | None = None
         self._version = 0
+
+    def begin(self) -> None:
+        """Run the probe: on the kept probe thread, or on its own."""
+        if self.kept is None:
+            self.start()
+        else:
+            self.kept.probes.submit(_run_logged, self.run, f"Progress of job {self.claim.job_id}")
 
     def stop(self) -> None:
         self.stopping.set()
@@ -641,16 +721,23 @@ class _ProgressProbe(threading.Thread):
 
     def run(self) -> None:
         # Short reads: a probe answers within moments of a stop.
-        client = make_client(self.claim.server, read_timeout=5.0)
+        if self.kept is not None:
+            client = self.kept.probe_client(self.claim.server)
+        else:
+            client = make_client(self.claim.server, read_timeout=5.0)
         try:
             while not self.stopping.is_set():
+                servers_waiting.wait_until_none(YIELD_SECONDS)
+                if self.stopping.is_set():
+                    break
                 reading = self._read(client)
                 if reading is not None:
                     with self._lock:
                         self._latest = reading
                 self.stopping.wait(self.interval)
         finally:
-            client.close()
+            if self.kept is None:
+                client.close()
 
     def _read(self, client: ForgeClient) -> ProgressReading | None:
         try:
@@ -853,10 +940,12 @@ def job_generate(
     client: ForgeClient | None = None,
     prepared: Prepared | None = None,
     on_sent: Callable[[], None] | None = None,
+    kept: KeptThreads | None = None,
 ) -> Generated | None:
     """Generate a claimed job on its server: the result to store, or None when the job was
     failed or released for a retry instead. `prepared`: its request, if built already;
-    `on_sent`: called once the request is written.
+    `on_sent`: called once the request is written; `kept`: the server loop's threads for
+    the job's monitor (Monitor).
 
     A job whose server reports that it used another checkpoint than the one resolved
     fails (`checkpoint_mismatch`): it is never completed on the wrong model."""
@@ -866,7 +955,7 @@ def job_generate(
     monitor: Monitor | None = None
     try:
         prepared = prepared or job_prepare(claim)
-        monitor = Monitor(claim)
+        monitor = Monitor(claim, kept=kept)
         sending = time.monotonic()
         generate = client.img2img if prepared.endpoint == "img2img" else client.txt2img
         result = generate(
@@ -997,7 +1086,7 @@ def _reported_label(info: dict[str, Any]) -> str | None:
 
 def _sent(monitor: "Monitor", on_sent: Callable[[], None] | None) -> None:
     """The job's request is out: its monitor starts, then the caller's work."""
-    monitor.start()
+    monitor.begin()
     if on_sent is not None:
         on_sent()
 

@@ -109,8 +109,11 @@ class _SteadyProbe(threading.Thread):
 
     READING = ProgressReading({"fraction": 0.25, "textinfo": "steady"}, None, 0)
 
-    def __init__(self, *args: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(daemon=True)
+
+    def begin(self) -> None:
+        self.start()
 
     def latest(self) -> ProgressReading:
         return self.READING
