@@ -10,10 +10,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import requests
 from django.apps import apps
 from django.db import connection
 
 from core_app.scopes import local_user
+from integrations.forge.simulator import ForgeSimulator, SimulatorConfig
 from queue_app.services import job_submit
 from servers_app.models import Server
 from servers_app.services import server_check_health
@@ -275,3 +277,10 @@ def fresh_cache(server: Server, *titles: str) -> None:
         CachedModel.objects.create(server=server, **row.fields())
     server.models_refreshed_at = timezone.now()
     server.save()
+
+
+def previewing_simulator(**config: Any) -> ForgeSimulator:
+    """A started simulator of 0.05 s steps that makes a live preview every 2 steps."""
+    sim = ForgeSimulator(SimulatorConfig(seconds_per_step=0.05, **config)).start()
+    requests.post(f"{sim.url}/sdapi/v1/options", json={"show_progress_every_n_steps": 2}, timeout=5)
+    return sim

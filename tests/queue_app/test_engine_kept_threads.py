@@ -9,30 +9,26 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 from django.db import connection
 from django.db.backends.signals import connection_created
 from model_bakery import baker
 
 from events_app.triggers import RAW_CHANNEL
 from integrations.forge.client import ForgeClient
-from integrations.forge.simulator import ForgeSimulator, SimulatorConfig
+from integrations.forge.simulator import ForgeSimulator
 from notifications_app import listener
 from queue_app import dispatch, engine
 from queue_app.models import Job, JobStatus
 from servers_app.models import Server
 from tests.integration.procs import wait_until
-from tests.support import checked_server, run_queue_in_thread, submit
+from tests.support import checked_server, previewing_simulator, run_queue_in_thread, submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def sim() -> Iterator[ForgeSimulator]:
-    started = ForgeSimulator(SimulatorConfig(seconds_per_step=0.05)).start()
-    requests.post(
-        f"{started.url}/sdapi/v1/options", json={"show_progress_every_n_steps": 2}, timeout=5
-    )
+    started = previewing_simulator()
     yield started
     started.stop()
 

@@ -11,30 +11,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 from model_bakery import baker
 from PIL import Image
 
-from integrations.forge.simulator import ForgeSimulator, SimulatorConfig
+from integrations.forge.simulator import ForgeSimulator
 from queue_app import dispatch, engine
 from queue_app.engine import Monitor, ProgressReading
 from queue_app.models import Job, JobPreview, JobStatus
 from servers_app.models import Server
 from tests.integration.procs import wait_until
-from tests.support import checked_server, run_queue_in_thread, submit
+from tests.support import checked_server, previewing_simulator, run_queue_in_thread, submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def simulator(**config: Any) -> ForgeSimulator:
-    sim = ForgeSimulator(SimulatorConfig(seconds_per_step=0.05, **config)).start()
-    requests.post(f"{sim.url}/sdapi/v1/options", json={"show_progress_every_n_steps": 2}, timeout=5)
-    return sim
-
-
 @pytest.fixture
 def sim() -> Iterator[ForgeSimulator]:
-    started = simulator()
+    started = previewing_simulator()
     yield started
     started.stop()
 
@@ -146,7 +139,7 @@ def test_unchanged_progress_is_written_once_while_the_lease_is_renewed(
 def test_without_a_web_ui_previews_come_from_the_current_image(settings):
     settings.MOBILESD_HEARTBEAT_SECONDS = 0.05
     settings.MOBILESD_PROGRESS_MIN_SECONDS = 0.1
-    sim = simulator(webui=False)
+    sim = previewing_simulator(webui=False)
     try:
         server = checked_server(sim.url)
         job = submit(steps=40)
