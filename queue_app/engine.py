@@ -314,9 +314,7 @@ class _ServerLoop:
         if self.storing is not None:
             self.storing.result()
         for executor in (self.reserver, self.storer):
-            # Each thread's database connection is its own: closed there.
-            executor.submit(_close_this_threads_connection).result()
-            executor.shutdown()
+            _shut_down(executor, last=_close_this_threads_connection)
         self.kept.close()
 
 
@@ -385,10 +383,8 @@ class KeptThreads:
     def close(self) -> None:
         """End both threads (once the monitor and probe running there end), closing what
         they kept open."""
-        self.monitors.submit(_close_this_threads_connection).result()
-        self.probes.submit(self._close_probe_client).result()
-        for executor in (self.monitors, self.probes):
-            executor.shutdown()
+        _shut_down(self.monitors, last=_close_this_threads_connection)
+        _shut_down(self.probes, last=self._close_probe_client)
 
     def _close_probe_client(self) -> None:
         if self._probe_client is not None:
@@ -503,6 +499,13 @@ def _reserve_guarded(running: Claim) -> Reserved | None:
 def _close_this_threads_connection() -> None:
     # `connection` resolves to the calling thread's connection only when called there.
     connection.close()
+
+
+def _shut_down(executor: ThreadPoolExecutor, *, last: Callable[[], None]) -> None:
+    """End a one-thread executor once its work is done, `last` run on its thread first (what
+    that thread opened, e.g. its database connection, is closed there)."""
+    executor.submit(last).result()
+    executor.shutdown()
 
 
 def _generate_guarded(
