@@ -211,6 +211,16 @@ def reserved_while_pending(job: Job) -> bool:
     return job.status == JobStatus.PENDING and job.lease_token is not None
 
 
+def running_with_a_reservation(server: Server, sim: Any) -> tuple[Job, Job, threading.Thread]:
+    """A long job running on the server's loop (in a thread) and the next one reserved."""
+    sim.config.seconds_per_step = 0.05
+    first = submit(steps=40)
+    reserved = submit()
+    thread = run_queue_in_thread(server.pk)
+    wait_until(lambda: reserved_while_pending(reserved), timeout=10, what="the reservation")
+    return first, reserved, thread
+
+
 def test_each_next_job_starts_from_its_reservation(server, sim, caplog):
     caplog.set_level("INFO", logger="queue_app.dispatch")
     jobs = [submit(seed=i) for i in range(3)]
@@ -283,11 +293,7 @@ def test_a_job_queued_while_the_server_runs_is_reserved_at_its_nudge(
 
 
 def test_a_nudge_leaves_a_loop_that_holds_a_reservation_or_has_no_job_alone(server, sim):
-    sim.config.seconds_per_step = 0.05
-    first = submit(steps=40)
-    reserved = submit()
-    thread = run_queue_in_thread(server.pk)
-    wait_until(lambda: reserved_while_pending(reserved), timeout=10, what="the reservation")
+    first, reserved, thread = running_with_a_reservation(server, sim)
 
     # One is held: the nudge of a third job begins no other.
     third = submit()
@@ -300,11 +306,7 @@ def test_a_nudge_leaves_a_loop_that_holds_a_reservation_or_has_no_job_alone(serv
 
 
 def test_a_job_of_higher_priority_submitted_meanwhile_runs_next(server, sim):
-    sim.config.seconds_per_step = 0.05
-    first = submit(steps=40)
-    reserved = submit()
-    thread = run_queue_in_thread(server.pk)
-    wait_until(lambda: reserved_while_pending(reserved), timeout=10, what="the reservation")
+    first, reserved, thread = running_with_a_reservation(server, sim)
 
     urgent, _ = job_submit(
         owner=local_user(),
