@@ -28,8 +28,8 @@ from functools import cache
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, models, transaction
-from django.db.models import Exists, F, Field
+from django.db import DatabaseError, connection, models, transaction
+from django.db.models import F, Field
 from django.utils import timezone
 
 from core_app.leases import LeaseLost, backoff_seconds, lease_expiry, lease_lost_reason
@@ -257,7 +257,45 @@ WHERE {server.id} = %(server_id)s
   AND NOT EXISTS (SELECT 1 FROM {queue_state} WHERE {queue_state.paused_at} IS NOT NULL)
   AND {server.slots} > (
     SELECT COUNT(*) FROM {job}
-    WHERE {job.server_id} = %(server_id)s AND {job.status} = %(processing)s)
+    WHERE {job.server_id} = %(server_id)s AND {job.status} = %(processing)s
+      AND (%(finishing_id)s IS NULL OR {job.id} <> %(finishing_id)s))
+"""
+
+# A claim's statements (job_claim_next). The server's row, locked: it serializes the claims
+# of one server across workers.
+_CLAIM_SERVER = """
+SELECT * FROM {server}
+WHERE {server.id} = %(server_id)s
+{row_lock}
+"""
+
+# The head of the server's queue, read (and its rows locked) only if the server may claim
+# now (`_MAY_CLAIM`, not counting the job whose slot the caller hands over): the
+# uncorrelated EXISTS is a one-time filter, checked before any job is read. Sent after the
+# server's lock is held, so it counts the job the lock's previous holder just claimed.
+_CLAIM_HEAD = "\n".join(
+    (
+        "SELECT * FROM (",
+        _QUEUE_HEAD,
+        ") AS head WHERE EXISTS (",
+        _MAY_CLAIM,
+        ") ORDER BY {job.priority} DESC, {job.turn} ASC, {job.created_at} ASC",
+    )
+)
+
+# The chosen job starts on the server under a new lease.
+_CLAIM = """
+UPDATE {job}
+SET {job.status} = %(processing)s,
+    {job.server_id} = %(server_id)s,
+    {job.lease_token} = %(token)s,
+    {job.lease_expires_at} = %(expires)s,
+    {job.started_at} = %(now)s,
+    {job.updated_at} = %(now)s,
+    {job.forge_session_hash} = %(task_id)s,
+    {job.progress} = %(progress)s,
+    {job.next_attempt_at} = NULL
+WHERE {job.id} = %(job_id)s
 """
 
 # Row locks, where the database has them (PostgreSQL).
@@ -348,8 +386,12 @@ def _db(name: str, value: Any) -> Any:
 
 def _queue_head_params(server: Server, now: datetime) -> dict[str, Any]:
     """The values that say which jobs are at the head of `server`'s queue at `now`."""
+    return _queue_head_params_for(server.pk, now)
+
+
+def _queue_head_params_for(server_id: int, now: datetime) -> dict[str, Any]:
     return {
-        "server_id": server.pk,
+        "server_id": server_id,
         "lora_kind": str(ModelKind.LORA),
         "now": _db("next_attempt_at", now),
     }
@@ -370,53 +412,167 @@ def job_claim_next(*, server_id: int, finishing: uuid.UUID | None = None) -> Cla
 
     `finishing` is a job of this server that the caller holds and whose generation has
     ended (its images are being stored): its slot counts as free for the caller's claim.
+
+    Two round trips after jobs_release_due's: the server's lock and the head of its queue
+    in one; the choice made here; the claim and its commit in the other.
     """
     now = timezone.now()
     jobs_release_due(now=now)
-    with transaction.atomic():
-        # The queue's pause is read in the same statement (only the server row is locked).
-        server = (
-            Server.objects.select_for_update()
-            .annotate(queue_paused=Exists(QueueState.objects.filter(paused_at__isnull=False)))
-            .filter(pk=server_id)
-            .first()
+    params = {
+        **_queue_head_params_for(server_id, now),
+        "lookahead": scheduling.lookahead(),
+        "processing": str(JobStatus.PROCESSING),
+        "finishing_id": _db("id", finishing) if finishing else None,
+    }
+    with _Batches() as batches:
+        locked, head = batches.send(
+            _sql(_CLAIM_SERVER, row_lock=_row_lock(_FOR_UPDATE)),
+            _sql(_CLAIM_HEAD, row_lock=_row_lock(_FOR_UPDATE_SKIP_LOCKED)),
+            params=params,
         )
-        if (
-            server is None
-            or not server.enabled
-            or server.is_online is False
-            or server.quarantined_at is not None
-        ):
+        # No head when the server may not claim (gone, disabled, offline, paused,
+        # quarantined, no free slot, or the queue paused) or has nothing to run.
+        servers, candidates = _instances(Server, locked), _instances(Job, head)
+        server = servers[0] if servers else None
+        if server is None or not candidates:
+            batches.send(end=True)
             return None
-        if server.paused_at is not None or server.queue_paused:
-            return None
-        # Counted in a statement of its own, after the lock is held: a subquery of the
-        # locking SELECT would see the snapshot taken before waiting for the lock, and miss
-        # the job the previous lock holder just claimed.
-        running = (
-            Job.objects.filter(server=server, status=JobStatus.PROCESSING)
-            .exclude(pk__in=[finishing] if finishing else [])
-            .count()
-        )
-        if running >= server.slots:
-            return None
-        candidates = _queue_head(server, now, lock=True)
         job = scheduling.job_choose_next(
             candidates=candidates,
             loaded=server.loaded_checkpoint,
             checkpoints=lambda: server_checkpoints(server=server),
         )
         if job is None:
+            batches.send(end=True)
             return None
-        _count_passed_over(scheduling.jobs_passed_over(candidates=candidates, chosen=job))
         token = uuid.uuid4()
         task_id = task_id_for(job)
         claimed = _started(server, token, task_id, now)
-        Job.objects.filter(pk=job.pk).update(**claimed)
+        # Rare (a job further back has the loaded checkpoint): a statement of its own.
+        _count_passed_over(scheduling.jobs_passed_over(candidates=candidates, chosen=job))
+        batches.send(
+            _sql(_CLAIM),
+            params={
+                "processing": str(JobStatus.PROCESSING),
+                "server_id": server.pk,
+                "token": _db("lease_token", token),
+                "expires": _db("lease_expires_at", claimed["lease_expires_at"]),
+                "now": _db("started_at", now),
+                "task_id": task_id,
+                "progress": _db("progress", claimed["progress"]),
+                "job_id": _db("id", job.pk),
+            },
+            end=True,
+        )
     for name, value in claimed.items():
         setattr(job, name, value)
     logger.info("Claimed job %s for server %s (task %s)", job.pk, server.alias, task_id)
     return Claim(job=job, server=server, token=token, task_id=task_id)
+
+
+@dataclass(frozen=True)
+class _Result:
+    """What one statement of a batch returned: its rows (and their column names), or for a
+    statement without rows, the number of rows it changed."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    rowcount: int
+
+
+class _Batches:
+    """A transaction whose statements go to the database in batches: on PostgreSQL, outside
+    any transaction of the caller, each batch is one round trip (one query of several
+    statements, each run as if sent alone, so each reads what committed before it: a
+    statement after a lock sees the work of the lock's previous holder), the BEGIN sent
+    with the first batch and the COMMIT with the last (`end`); elsewhere (SQLite, or
+    inside the caller's atomic block) one statement at a time, in `transaction.atomic()`.
+    Left without `end` (an error, a return), the transaction rolls back."""
+
+    def __init__(self) -> None:
+        self._batched = False
+        self._atomic: Any = None
+        self._open = False
+        self._begin = False
+
+    def __enter__(self) -> "_Batches":
+        self._batched = (
+            connection.vendor == "postgresql"
+            and connection.get_autocommit()
+            and not connection.in_atomic_block
+        )
+        if self._batched:
+            self._open = self._begin = True  # BEGIN goes with the first batch
+        else:
+            self._atomic = transaction.atomic()
+            self._atomic.__enter__()
+        return self
+
+    def send(
+        self, *statements: str, params: dict[str, Any] | None = None, end: bool = False
+    ) -> list[_Result]:
+        """Run `statements` (sharing `params`, bound by name); their results, in order."""
+        if not self._batched:
+            results = []
+            with connection.cursor() as cursor:
+                for sql in statements:
+                    cursor.execute(sql, params)
+                    results.append(_result(cursor))
+            return results
+        parts = list(statements)
+        begin = self._begin
+        if begin:
+            parts.insert(0, "BEGIN")
+            self._begin = False
+        if end:
+            parts.append("COMMIT")
+        results = []
+        with connection.cursor() as cursor:
+            cursor.execute(";\n".join(parts), params or {})
+            while True:
+                results.append(_result(cursor))
+                if not cursor.nextset():
+                    break
+        if end:
+            self._open = False
+        return results[1 if begin else 0 : len(results) - (1 if end else 0)]
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._atomic is not None:
+            self._atomic.__exit__(exc_type, exc, tb)
+            return
+        if self._open and not self._begin:
+            # Left mid-transaction: an error, or a return without `end`.
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("ROLLBACK")
+            except DatabaseError:
+                pass  # a broken connection: Django discards it before the next use
+
+
+def _result(cursor: Any) -> _Result:
+    if cursor.description is None:
+        return _Result(columns=[], rows=[], rowcount=cursor.rowcount)
+    return _Result(
+        columns=[column[0] for column in cursor.description],
+        rows=cursor.fetchall(),
+        rowcount=cursor.rowcount,
+    )
+
+
+def _instances(model: type[models.Model], result: _Result) -> list[Any]:
+    """The rows of `result` (each with every column of `model`'s table, by name) as
+    instances of `model`, their values converted as the ORM converts them."""
+    fields = model._meta.concrete_fields
+    position = {column: i for i, column in enumerate(result.columns)}
+    positions = [position[str(field.column)] for field in fields]
+    compiler = model._default_manager.none().query.get_compiler(connection=connection)
+    converters = compiler.get_converters([field.get_col(model._meta.db_table) for field in fields])
+    rows: Any = ([row[i] for i in positions] for row in result.rows)
+    if converters:
+        rows = compiler.apply_converters(rows, converters)
+    names = [field.attname for field in fields]
+    return [model.from_db(connection.alias, names, list(row)) for row in rows]
 
 
 def _count_passed_over(job_ids: list[uuid.UUID]) -> None:
@@ -564,7 +720,7 @@ def server_may_claim(*, server_id: int) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             _sql(_MAY_CLAIM),
-            {"server_id": server_id, "processing": str(JobStatus.PROCESSING)},
+            {"server_id": server_id, "processing": str(JobStatus.PROCESSING), "finishing_id": None},
         )
         return cursor.fetchone() is not None
 

@@ -832,3 +832,115 @@ def test_server_may_claim_counts_only_its_running_jobs_against_its_slots(online)
     assert not dispatch.server_may_claim(server_id=online.pk)
     Server.objects.filter(pk=online.pk).update(is_online=False, slots=5)
     assert not dispatch.server_may_claim(server_id=online.pk)
+
+
+# -- the claim's round trips -------------------------------------------------------------
+
+
+def claim_head_plan(server: Server) -> list[dict[str, Any]]:
+    """The claim's read of the server's queue head, as run (EXPLAIN ANALYZE)."""
+    sql = dispatch._sql(dispatch._CLAIM_HEAD, row_lock=dispatch._FOR_UPDATE_SKIP_LOCKED)
+    params = {
+        **dispatch._queue_head_params(server, timezone.now()),
+        "lookahead": 8,
+        "processing": str(JobStatus.PROCESSING),
+        "finishing_id": None,
+    }
+    return explained(sql, params, analyze=True)
+
+
+@pytest.mark.parametrize("slot_free", [True, False])
+def test_the_claim_reads_the_head_only_when_the_server_may_claim(deep_queue, slot_free):
+    """Without a free slot, the head's rows are neither read nor locked (SKIP LOCKED would
+    hide them from other servers' claims until this one commits)."""
+    online, _ = deep_queue
+    if not slot_free:
+        queue(online, status=JobStatus.PROCESSING)
+
+    head_scans = [node for node in claim_head_plan(online) if node.get("Index Name") in HEADS]
+
+    assert head_scans
+    executed = [node for node in head_scans if node["Actual Loops"] > 0]
+    assert bool(executed) is slot_free
+
+
+def statements_sent(call: Callable[[], Any]) -> tuple[Any, list[str]]:
+    """`call()`'s result and the text of every query it sent, one per round trip."""
+    sent: list[str] = []
+
+    def record(execute, sql, params, many, context):
+        sent.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        return call(), sent
+
+
+def pg_transaction_status() -> int:
+    return connection.connection.info.transaction_status
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("queued", [1, 0])
+def test_a_claim_outside_a_transaction_takes_three_round_trips_and_ends_its_own(queued):
+    """On PostgreSQL, outside the caller's transaction: the release check, then the lock
+    and head in one query (BEGIN sent with them), the claim with its COMMIT in another;
+    with nothing to run, the second only ends the transaction."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the batched round trips are PostgreSQL's")
+    from psycopg.pq import TransactionStatus
+
+    server = baker.make(Server, alias="Laptop", api_url="http://127.0.0.1:1", is_online=True)
+    jobs = queue(server, n=queued)
+
+    claim, sent = statements_sent(lambda: dispatch.job_claim_next(server_id=server.pk))
+
+    assert len(sent) == 3
+    assert sent[1].startswith("BEGIN;")
+    assert sent[2].rstrip().endswith("COMMIT")
+    assert pg_transaction_status() == TransactionStatus.IDLE
+    if queued:
+        assert claim is not None
+        assert claim.job_id == jobs[0].pk
+        assert Job.objects.get(pk=jobs[0].pk).status == JobStatus.PROCESSING
+    else:
+        assert claim is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_that_fails_midway_rolls_back_and_frees_the_server(monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("the batched round trips are PostgreSQL's")
+    from psycopg.pq import TransactionStatus
+
+    server = baker.make(Server, alias="Laptop", api_url="http://127.0.0.1:1", is_online=True)
+    (job,) = queue(server)
+
+    def broken(**_kw):
+        raise RuntimeError("the scheduler failed")
+
+    monkeypatch.setattr(dispatch.scheduling, "job_choose_next", broken)
+    with pytest.raises(RuntimeError):
+        dispatch.job_claim_next(server_id=server.pk)
+
+    assert pg_transaction_status() == TransactionStatus.IDLE
+    assert Job.objects.get(pk=job.pk).status == JobStatus.PENDING
+    monkeypatch.undo()
+    # Nothing stays locked: the server's next claim takes the job.
+    claim = dispatch.job_claim_next(server_id=server.pk)
+    assert claim is not None
+    assert claim.job_id == job.pk
+
+
+def test_a_claim_inside_the_callers_transaction_stays_in_it(online):
+    """Inside an atomic block (here the test's), the claim's statements run one by one in
+    a savepoint: nothing commits the caller's transaction."""
+    (job,) = queue(online)
+
+    with transaction.atomic():
+        claim, sent = statements_sent(lambda: dispatch.job_claim_next(server_id=online.pk))
+        transaction.set_rollback(True)
+
+    assert claim is not None
+    assert not [sql for sql in sent if "BEGIN" in sql or "COMMIT" in sql]
+    assert Job.objects.get(pk=job.pk).status == JobStatus.PENDING
