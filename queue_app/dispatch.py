@@ -168,9 +168,9 @@ WHERE {job.id} = %(job_id)s
   AND ({job.lease_token} IS NULL OR {job.lease_expires_at} < %(now)s)
 """
 
-# Start the reserved job on the slot the finishing job hands over; see job_start_reserved.
-# The subqueries are not correlated: each reads the rows its bound values name.
-_START_RESERVED = """
+# A job starts on the server under a new lease (`_start_params`): a claim's update, and
+# the first part of a reserved job's start.
+_START_JOB = """
 UPDATE {job}
 SET {job.status} = %(processing)s,
     {job.server_id} = %(server_id)s,
@@ -182,7 +182,14 @@ SET {job.status} = %(processing)s,
     {job.progress} = %(progress)s,
     {job.next_attempt_at} = NULL
 WHERE {job.id} = %(job_id)s
-  AND {job.status} = {pending}
+"""
+
+# Start the reserved job on the slot the finishing job hands over; see job_start_reserved.
+# The subqueries are not correlated: each reads the rows its bound values name.
+_START_RESERVED = "".join(
+    (
+        _START_JOB,
+        """  AND {job.status} = {pending}
   AND {job.lease_token} = %(token)s
   AND ({job.expires_at} IS NULL OR {job.expires_at} > %(now)s)
   -- the finishing job is still ours; its row stays locked until this commits
@@ -243,7 +250,9 @@ WHERE {job.id} = %(job_id)s
       AND {eligible}
       AND {any_job_fits}
   )
-"""
+""",
+    )
+)
 
 # Whether the server may claim a job now: enabled, not offline, a slot free of running jobs
 # (see server_may_claim).
@@ -282,21 +291,6 @@ _CLAIM_HEAD = "\n".join(
         ") ORDER BY {job.priority} DESC, {job.turn} ASC, {job.created_at} ASC",
     )
 )
-
-# The chosen job starts on the server under a new lease.
-_CLAIM = """
-UPDATE {job}
-SET {job.status} = %(processing)s,
-    {job.server_id} = %(server_id)s,
-    {job.lease_token} = %(token)s,
-    {job.lease_expires_at} = %(expires)s,
-    {job.started_at} = %(now)s,
-    {job.updated_at} = %(now)s,
-    {job.forge_session_hash} = %(task_id)s,
-    {job.progress} = %(progress)s,
-    {job.next_attempt_at} = NULL
-WHERE {job.id} = %(job_id)s
-"""
 
 # Row locks, where the database has them (PostgreSQL).
 _FOR_UPDATE = "FOR UPDATE"
@@ -397,10 +391,10 @@ def _queue_head_params_for(server_id: int, now: datetime) -> dict[str, Any]:
     }
 
 
-def _queue_head(server: Server, now: datetime, *, lock: bool) -> list[Job]:
-    """The jobs the scheduler chooses from. `lock`: lock them, skipping rows another claim
-    has locked (in a transaction, on databases with row locks)."""
-    sql = _sql(_QUEUE_HEAD, row_lock=_row_lock(_FOR_UPDATE_SKIP_LOCKED) if lock else "")
+def _queue_head(server: Server, now: datetime) -> list[Job]:
+    """The jobs the scheduler chooses from, unlocked (a reservation's; a claim reads and
+    locks them in `_CLAIM_HEAD`)."""
+    sql = _sql(_QUEUE_HEAD)
     params = {**_queue_head_params(server, now), "lookahead": scheduling.lookahead()}
     return list(Job.objects.raw(sql, params))
 
@@ -451,17 +445,8 @@ def job_claim_next(*, server_id: int, finishing: uuid.UUID | None = None) -> Cla
         # Rare (a job further back has the loaded checkpoint): a statement of its own.
         _count_passed_over(scheduling.jobs_passed_over(candidates=candidates, chosen=job))
         batches.send(
-            _sql(_CLAIM),
-            params={
-                "processing": str(JobStatus.PROCESSING),
-                "server_id": server.pk,
-                "token": _db("lease_token", token),
-                "expires": _db("lease_expires_at", claimed["lease_expires_at"]),
-                "now": _db("started_at", now),
-                "task_id": task_id,
-                "progress": _db("progress", claimed["progress"]),
-                "job_id": _db("id", job.pk),
-            },
+            _sql(_START_JOB),
+            params=_start_params(server.pk, job.pk, token, task_id, claimed),
             end=True,
         )
     for name, value in claimed.items():
@@ -595,6 +580,22 @@ def _started(server: Server, token: uuid.UUID, task_id: str, now: datetime) -> d
     }
 
 
+def _start_params(
+    server_id: int, job_id: uuid.UUID, token: uuid.UUID, task_id: str, started: dict[str, Any]
+) -> dict[str, Any]:
+    """The values of `_START_JOB` for `started` (the fields `_started` gives)."""
+    return {
+        "processing": str(JobStatus.PROCESSING),
+        "server_id": server_id,
+        "job_id": _db("id", job_id),
+        "token": _db("lease_token", token),
+        "expires": _db("lease_expires_at", started["lease_expires_at"]),
+        "now": _db("started_at", started["started_at"]),
+        "task_id": task_id,
+        "progress": _db("progress", started["progress"]),
+    }
+
+
 def commit_without_flush(enabled: bool) -> None:
     """Make this thread's database connection commit without waiting for the disk
     (PostgreSQL's `synchronous_commit = off`), or flush again (`enabled` False).
@@ -623,7 +624,7 @@ def job_reserve_next(*, running: Claim) -> Claim | None:
     server = running.server
     now = timezone.now()
     jobs_release_due(now=now)
-    candidates = _queue_head(server, now, lock=False)
+    candidates = _queue_head(server, now)
     job = scheduling.job_choose_after(
         running=running.job,
         candidates=candidates,
@@ -673,12 +674,7 @@ def job_start_reserved(*, reserved: Claim, finishing: Claim) -> bool:
     started = _started(server, reserved.token, reserved.task_id, now)
     params = {
         **_queue_head_params(server, now),
-        "processing": str(JobStatus.PROCESSING),
-        "job_id": _db("id", reserved.job_id),
-        "token": _db("lease_token", reserved.token),
-        "expires": _db("lease_expires_at", started["lease_expires_at"]),
-        "task_id": reserved.task_id,
-        "progress": _db("progress", started["progress"]),
+        **_start_params(server.pk, reserved.job_id, reserved.token, reserved.task_id, started),
         "finishing_id": _db("id", finishing.job_id),
         "finishing_token": _db("lease_token", finishing.token),
         "priority": job.priority,
