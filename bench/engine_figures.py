@@ -170,6 +170,45 @@ def makespan_use(result: RunResult) -> tuple[float, dict[str, float]]:
     return parts["jobs_on_server"], {k: v / servers for k, v in parts.items()}
 
 
+def first_requests(result: RunResult) -> dict[str, float]:
+    """How long after the jobs were queued each server's first request arrived, in ms: the
+    median server's and the last one's (the start's spread; the first one's is
+    `queued_to_first_request_ms`)."""
+    firsts = sorted(
+        received[0]["t"] - result.queued_at
+        for received in (of_type(ev, "txt2img_received") for ev in result.events.values())
+        if received
+    )
+    if not firsts:
+        return {}
+    return {"p50": ms(percentile(firsts, 50)), "last": ms(firsts[-1])}
+
+
+def start_cpu(result: RunResult) -> dict[str, Any]:
+    """How busy the machine was while the servers' first requests went out: from the
+    commit to the last server's first request (to the sample nearest it), the machine's
+    CPUs busy (in % of all of them) and each program's CPU in % of one core."""
+    firsts = [
+        received[0]["t"]
+        for received in (of_type(ev, "txt2img_received") for ev in result.events.values())
+        if received
+    ]
+    samples = result.cpu_samples
+    if not firsts or len(samples) < 2:
+        return {}
+    end = min(samples[1:], key=lambda sample: abs(sample[0] - max(firsts)))
+    start = samples[0]
+    seconds = end[0] - start[0]
+    return {
+        "window_ms": ms(seconds),
+        "machine_busy_pct": round(100 * (end[1] - start[1]) / max(end[2] - start[2], 1), 1),
+        "pct_of_one_core": {
+            name: round(100 * (end[3][name] - start[3].get(name, 0.0)) / seconds, 1)
+            for name in end[3]
+        },
+    }
+
+
 def job_split(result: RunResult) -> dict[str, float]:
     """Where a job's time on its server went, mean in ms: from the request's arrival to
     the generation's start (`txt2img_started`: waiting for the server's queue lock), and
@@ -217,6 +256,8 @@ def utilization_figures(
         "gap_max_ms": ms(max(gaps)) if gaps else None,
         "other_servers_in_a_gap_during_a_gap": gap_overlap(result),
         "queued_to_first_request_ms": ms(first - result.queued_at),
+        "servers_first_request_after_queued_ms": first_requests(result),
+        "cpu_until_last_first_request": start_cpu(result),
         "cpu_ms_per_job": {k: ms(max(v, 0) / jobs) for k, v in result.cpu_seconds.items()},
         "cpu_pct_of_one_core": {
             k: round(100 * max(v, 0) / span, 1) for k, v in result.cpu_seconds.items()

@@ -170,6 +170,9 @@ class RunResult:
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # used while jobs ran
     # --trace: the worker threads' CPU inside each probed step, label -> (calls, seconds).
     step_cpu: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # The first seconds after the commit, every 0.1 s: (monotonic, machine's busy ticks,
+    # its total ticks, CPU seconds by program so far), for the start's figures.
+    cpu_samples: list[tuple[float, int, int, dict[str, float]]] = field(default_factory=list)
 
 
 def rss_of(pid: int) -> int:
@@ -208,10 +211,14 @@ def settle_cpu(*, below: float = 0.15, window: float = 0.3, timeout: float = 15.
             return share
 
 
-def cpu_by_program(worker_pids: list[int], simulator_pids: list[int]) -> dict[str, float]:
+def cpu_by_program(
+    worker_pids: list[int], simulator_pids: list[int], *, names: dict[str, str] | None = None
+) -> dict[str, float]:
     """CPU seconds used so far by the workers, this process (the bench, and the simulators
     when they run in it), the simulator processes, and every postgres / redis-server
-    process (their backends come and go; gone ones are missed)."""
+    process (their backends come and go; gone ones are missed). `names`: the processes'
+    names read before, by pid, kept from one call to the next (a call then reads only the
+    new processes' names)."""
     totals = {
         "worker": sum(cpu_seconds(pid) for pid in worker_pids),
         # Celery's consumer: receiving the messages, handing them to the pool.
@@ -220,13 +227,16 @@ def cpu_by_program(worker_pids: list[int], simulator_pids: list[int]) -> dict[st
     }
     if simulator_pids:
         totals["simulators"] = sum(cpu_seconds(pid) for pid in simulator_pids)
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
+    names = {} if names is None else names
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
             continue
         with contextlib.suppress(OSError, IndexError, ValueError):
-            comm = (proc / "comm").read_text().strip()
+            if pid not in names:
+                names[pid] = Path(f"/proc/{pid}/comm").read_text().strip()
+            comm = names[pid]
             if comm in ("postgres", "redis-server"):
-                totals[comm] = totals.get(comm, 0.0) + cpu_seconds(int(proc.name))
+                totals[comm] = totals.get(comm, 0.0) + cpu_seconds(int(pid))
     return totals
 
 
@@ -242,6 +252,39 @@ class RssSampler(threading.Thread):
         while not self._stop_event.is_set():
             with contextlib.suppress(OSError, RuntimeError):
                 self.samples.append((time.monotonic(), rss_of(self.pid)))
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+
+
+class CpuSampler(threading.Thread):
+    """Samples the machine's CPU ticks and `cpu_by_program` every `interval` for the
+    first `seconds`."""
+
+    def __init__(
+        self,
+        worker_pids: list[int],
+        simulator_pids: list[int],
+        *,
+        seconds: float = 2.0,
+        interval: float = 0.1,
+    ) -> None:
+        super().__init__(name="cpu-sampler", daemon=True)
+        self.pids = (worker_pids, simulator_pids)
+        self.seconds = seconds
+        self.interval = interval
+        self.samples: list[tuple[float, int, int, dict[str, float]]] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        end = time.monotonic() + self.seconds
+        names: dict[str, str] = {}
+        while not self._stop_event.is_set() and time.monotonic() < end:
+            with contextlib.suppress(OSError):
+                programs = cpu_by_program(*self.pids, names=names)
+                self.samples.append((time.monotonic(), *_cpu_ticks(), programs))
             self._stop_event.wait(self.interval)
 
     def stop(self) -> None:
@@ -523,9 +566,11 @@ class Bench:
                 cpu_before = cpu_by_program(pids, sim_pids)
                 marks: list[float] = []
                 ids: list[str] = []
+                cpu_sampler = CpuSampler(pids, sim_pids)
                 with self.nudges_coalesced(), transaction.atomic():
                     # Registered first, so it runs first on commit: the instant all are queued.
                     transaction.on_commit(lambda: marks.append(time.monotonic()))
+                    transaction.on_commit(cpu_sampler.start)
                     if self.nudge == "once":
                         transaction.on_commit(lambda: nudge(servers_with_work()))
                     owner = local_user()
@@ -541,6 +586,7 @@ class Bench:
                 )
                 wait_jobs_ended(ids, timeout=timeout)
                 done_at = time.monotonic()
+                cpu_sampler.stop()
                 cpu_after = cpu_by_program(pids, sim_pids)
                 if after_jobs is not None:
                     after_jobs()
@@ -568,6 +614,7 @@ class Bench:
                 worker_log=proc.output(),
                 trace=trace,
                 step_cpu=self.read_step_cpu() if self.trace else {},
+                cpu_samples=cpu_sampler.samples,
                 cpu_seconds={
                     name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2)
                     for name in cpu_after
