@@ -83,7 +83,14 @@ from servers_app.services import (
 logger = logging.getLogger(__name__)
 
 
-def make_client(server: Server, *, read_timeout: float = 30.0) -> ForgeClient:
+# The read timeout of a request to a server: any request but a generation's, which waits
+# its job's own (`job_timeout`); and a quick one's (a progress probe, an interrupt), which
+# answers within moments while a job runs.
+READ_TIMEOUT = 30.0
+QUICK_READ_TIMEOUT = 5.0
+
+
+def make_client(server: Server, *, read_timeout: float = READ_TIMEOUT) -> ForgeClient:
     return ForgeClient(
         ServerEndpoint.from_server(server),
         connect_timeout=settings.MOBILESD_FORGE_CONNECT_TIMEOUT,
@@ -346,7 +353,7 @@ def _store_after(after: list[Future[Any]], finished: tuple[Claim, Generated]) ->
 
 
 def _client_for(
-    server: Server, client: ForgeClient | None, *, read_timeout: float = 30.0
+    server: Server, client: ForgeClient | None, *, read_timeout: float = READ_TIMEOUT
 ) -> ForgeClient:
     """The loop's client for `server`: one session, so each request reuses the connection
     (a new one when the server's address or credentials changed)."""
@@ -377,7 +384,9 @@ class KeptThreads:
     def probe_client(self, server: Server) -> ForgeClient:
         """The probes' client for `server` (on the probes' thread)."""
         # Short reads: a probe answers within moments of a stop.
-        self._probe_client = _client_for(server, self._probe_client, read_timeout=5.0)
+        self._probe_client = _client_for(
+            server, self._probe_client, read_timeout=QUICK_READ_TIMEOUT
+        )
         return self._probe_client
 
     def close(self) -> None:
@@ -632,7 +641,7 @@ class Monitor(threading.Thread):
                 if lost is None:
                     continue
                 if lost in (LeaseLost.CANCELLED, LeaseLost.GONE):  # LOST: another worker runs it
-                    client = make_client(self.claim.server, read_timeout=5.0)
+                    client = make_client(self.claim.server, read_timeout=QUICK_READ_TIMEOUT)
                     try:
                         interrupt_if_current(client, self.claim.task_id)
                     finally:
@@ -727,7 +736,7 @@ class _ProgressProbe(threading.Thread):
         if self.kept is not None:
             client = self.kept.probe_client(self.claim.server)
         else:
-            client = make_client(self.claim.server, read_timeout=5.0)
+            client = make_client(self.claim.server, read_timeout=QUICK_READ_TIMEOUT)
         try:
             while not self.stopping.is_set():
                 servers_waiting.wait_until_none(YIELD_SECONDS)

@@ -176,13 +176,13 @@ def connections_by_thread() -> Iterator[list[str]]:
 
 @pytest.fixture
 def probe_clients(monkeypatch) -> list[ForgeClient]:
-    """Every client made for progress probes (their reads are short: 5 s)."""
+    """Every client made for progress probes (their reads are the quick ones)."""
     made: list[ForgeClient] = []
     real = engine.make_client
 
-    def recording(server: Server, *, read_timeout: float = 30.0) -> ForgeClient:
+    def recording(server: Server, *, read_timeout: float = engine.READ_TIMEOUT) -> ForgeClient:
         client = real(server, read_timeout=read_timeout)
-        if read_timeout == 5.0:
+        if read_timeout == engine.QUICK_READ_TIMEOUT:
             made.append(client)
         return client
 
