@@ -440,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     checks = checks_of(figures)
     counts = history["counts"]
     header = (
-        f"MobileSD API benchmark - {machine['date']} - {machine['cpus']} CPU(s), Python "
+        f"MobileSD API benchmark - {machine['date']} - {machine['cpus']} CPU(s) (reference "
+        f"{machine['cpu_reference_ms']} ms), Python "
         f"{machine['python']}, PostgreSQL {machine['postgresql']}, Redis {machine['redis']}\n"
         f"history: {counts['finished']:,} finished jobs, {counts['pending']:,} pending, "
         f"{counts['processing']} processing, {counts['servers']} servers "

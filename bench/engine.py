@@ -116,7 +116,8 @@ def print_report(outcomes: list[Outcome], command: str, machine: dict[str, Any])
     line = "+".join("-" * (w + 2) for w in widths)
     print()
     print(
-        f"MobileSD engine benchmark - {machine['date']} - {machine['cpus']} CPU(s), "
+        f"MobileSD engine benchmark - {machine['date']} - {machine['cpus']} CPU(s) "
+        f"(reference {machine['cpu_reference_ms']} ms), "
         f"Python {machine['python']}, PostgreSQL {machine['postgresql']}, "
         f"Redis {machine['redis']}"
     )

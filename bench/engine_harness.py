@@ -132,13 +132,37 @@ def service_versions(redis_url: str = REDIS_URL) -> dict[str, str]:
     return {"postgresql": pg, "redis": str(info.get("redis_version", "?"))}
 
 
+def cpu_reference_ms() -> float:
+    """The machine's speed this minute, to compare runs of different days: the CPU time
+    of one fixed piece of pure Python (hashing, formatting, a dict), the best of 5, in ms.
+    The VM's speed varies from day to day (the worker's CPU a job doubled between an
+    afternoon and an evening); a figure is comparable with another taken at a similar
+    reference."""
+    import hashlib
+
+    def work() -> None:
+        seen: dict[str, int] = {}
+        for i in range(20_000):
+            key = hashlib.sha256(f"job-{i}".encode()).hexdigest()[:8]
+            seen[key] = seen.get(key, 0) + i
+
+    best = float("inf")
+    for _ in range(5):
+        start = time.thread_time()
+        work()
+        best = min(best, time.thread_time() - start)
+    return round(best * 1000, 2)
+
+
 def machine_info(redis_url: str = REDIS_URL) -> dict[str, Any]:
-    """What a result records of the machine: date, CPUs, Python, PostgreSQL, Redis."""
+    """What a result records of the machine: date, CPUs, their speed now
+    (`cpu_reference_ms`), Python, PostgreSQL, Redis."""
     import platform
 
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpus": os.cpu_count(),
+        "cpu_reference_ms": cpu_reference_ms(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         **service_versions(redis_url),

@@ -766,7 +766,8 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()
     checks = checks_of(figures)
     header = (
-        f"MobileSD event stream benchmark - {machine['date']} - {machine['cpus']} CPU(s), "
+        f"MobileSD event stream benchmark - {machine['date']} - {machine['cpus']} CPU(s) "
+        f"(reference {machine['cpu_reference_ms']} ms), "
         f"Python {machine['python']}, PostgreSQL {machine['postgresql']}, Redis "
         f"{machine['redis']}\n{args.clients} clients on 1 web worker process; {args.servers} "
         f"servers, jobs of {args.steps} x {args.seconds_per_step} s; open files {fd_limit}\n"
