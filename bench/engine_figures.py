@@ -170,15 +170,20 @@ def makespan_use(result: RunResult) -> tuple[float, dict[str, float]]:
     return parts["jobs_on_server"], {k: v / servers for k, v in parts.items()}
 
 
+def _first_requests(result: RunResult) -> list[float]:
+    """When each server's first request arrived (monotonic), earliest first."""
+    return sorted(
+        received[0]["t"]
+        for received in (of_type(ev, "txt2img_received") for ev in result.events.values())
+        if received
+    )
+
+
 def first_requests(result: RunResult) -> dict[str, float]:
     """How long after the jobs were queued each server's first request arrived, in ms: the
     median server's and the last one's (the start's spread; the first one's is
     `queued_to_first_request_ms`)."""
-    firsts = sorted(
-        received[0]["t"] - result.queued_at
-        for received in (of_type(ev, "txt2img_received") for ev in result.events.values())
-        if received
-    )
+    firsts = [t - result.queued_at for t in _first_requests(result)]
     if not firsts:
         return {}
     return {"p50": ms(percentile(firsts, 50)), "last": ms(firsts[-1])}
@@ -188,15 +193,12 @@ def start_cpu(result: RunResult) -> dict[str, Any]:
     """How busy the machine was while the servers' first requests went out: from the
     commit to the last server's first request (to the sample nearest it), the machine's
     CPUs busy (in % of all of them) and each program's CPU in % of one core."""
-    firsts = [
-        received[0]["t"]
-        for received in (of_type(ev, "txt2img_received") for ev in result.events.values())
-        if received
-    ]
+    firsts = _first_requests(result)
     samples = result.cpu_samples
     if not firsts or len(samples) < 2:
         return {}
-    end = min(samples[1:], key=lambda sample: abs(sample[0] - max(firsts)))
+    last = firsts[-1]
+    end = min(samples[1:], key=lambda sample: abs(sample[0] - last))
     start = samples[0]
     seconds = end[0] - start[0]
     return {

@@ -264,18 +264,25 @@ def cpu_by_program(
     return totals
 
 
-class RssSampler(threading.Thread):
-    def __init__(self, pid: int, interval: float = 0.02) -> None:
-        super().__init__(name="rss-sampler", daemon=True)
-        self.pid = pid
+class _Sampler[T](threading.Thread):
+    """A thread that appends `sample()` to `samples` every `interval` until stopped (or
+    for its first `seconds`, if given); a sample that fails to read is skipped."""
+
+    def __init__(self, name: str, *, interval: float, seconds: float | None = None) -> None:
+        super().__init__(name=name, daemon=True)
         self.interval = interval
-        self.samples: list[tuple[float, int]] = []
+        self.seconds = seconds
+        self.samples: list[T] = []
         self._stop_event = threading.Event()
 
+    def sample(self) -> T:
+        raise NotImplementedError
+
     def run(self) -> None:
-        while not self._stop_event.is_set():
+        end = None if self.seconds is None else time.monotonic() + self.seconds
+        while not self._stop_event.is_set() and (end is None or time.monotonic() < end):
             with contextlib.suppress(OSError, RuntimeError):
-                self.samples.append((time.monotonic(), rss_of(self.pid)))
+                self.samples.append(self.sample())
             self._stop_event.wait(self.interval)
 
     def stop(self) -> None:
@@ -283,9 +290,20 @@ class RssSampler(threading.Thread):
         self.join(timeout=5)
 
 
-class CpuSampler(threading.Thread):
-    """Samples the machine's CPU ticks and `cpu_by_program` every `interval` for the
-    first `seconds`."""
+class RssSampler(_Sampler[tuple[float, int]]):
+    """(monotonic, RSS bytes) of a process."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        super().__init__("rss-sampler", interval=interval)
+        self.pid = pid
+
+    def sample(self) -> tuple[float, int]:
+        return (time.monotonic(), rss_of(self.pid))
+
+
+class CpuSampler(_Sampler[tuple[float, int, int, dict[str, float]]]):
+    """(monotonic, the machine's busy and total CPU ticks, `cpu_by_program`) for the first
+    `seconds`."""
 
     def __init__(
         self,
@@ -295,25 +313,13 @@ class CpuSampler(threading.Thread):
         seconds: float = 2.0,
         interval: float = 0.1,
     ) -> None:
-        super().__init__(name="cpu-sampler", daemon=True)
+        super().__init__("cpu-sampler", interval=interval, seconds=seconds)
         self.pids = (worker_pids, simulator_pids)
-        self.seconds = seconds
-        self.interval = interval
-        self.samples: list[tuple[float, int, int, dict[str, float]]] = []
-        self._stop_event = threading.Event()
+        self.names: dict[str, str] = {}  # cpu_by_program's, kept between samples
 
-    def run(self) -> None:
-        end = time.monotonic() + self.seconds
-        names: dict[str, str] = {}
-        while not self._stop_event.is_set() and time.monotonic() < end:
-            with contextlib.suppress(OSError):
-                programs = cpu_by_program(*self.pids, names=names)
-                self.samples.append((time.monotonic(), *_cpu_ticks(), programs))
-            self._stop_event.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=5)
+    def sample(self) -> tuple[float, int, int, dict[str, float]]:
+        programs = cpu_by_program(*self.pids, names=self.names)
+        return (time.monotonic(), *_cpu_ticks(), programs)
 
 
 def _serve_simulator(config: Any, conn: Any) -> None:
