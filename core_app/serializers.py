@@ -1,8 +1,45 @@
-"""Shapes shared by the API's documentation."""
+"""Shapes shared by the API's documentation, and how a hot serializer builds its fields."""
+
+import copy
+from typing import ClassVar
 
 from rest_framework import serializers
+from rest_framework.fields import Field
 
 from core_app.error_codes import ERROR_CODE_CHOICES
+
+
+class FieldsBuiltOnce:
+    """A serializer mixin that builds its class's fields once, not at every instance.
+
+    DRF builds a serializer's fields anew for each instance: a deep copy of every declared
+    field (each one constructed again), and for a ModelSerializer each model field's build
+    from the model's metadata. For a serializer made once per answer (a status read) that
+    was half of its cost. Here the first instance's `get_fields()` is kept, unbound, as the
+    class's template, and each instance gets shallow copies of its fields, bound to it as
+    usual. A field that holds fields of its own (a nested serializer, a list or dict field's
+    `child`, a many-related field's `child_relation`) is deep-copied as DRF does, since
+    those inner fields are bound to it. For serializers whose fields do not depend on the
+    instance, its data or its context (none of this project overrides `get_fields`)."""
+
+    _fields_template: ClassVar[dict[str, Field] | None] = None
+
+    def get_fields(self) -> dict[str, Field]:
+        cls = type(self)
+        # Per class, never a base's: a subclass has fields of its own.
+        template = cls.__dict__.get("_fields_template")
+        if template is None:
+            template = super().get_fields()  # type: ignore[misc]
+            cls._fields_template = template  # two threads may both build it: the same fields
+        return {name: _copy_unbound(field) for name, field in template.items()}
+
+
+def _copy_unbound(field: Field) -> Field:
+    if isinstance(field, serializers.BaseSerializer) or any(
+        hasattr(field, inner) for inner in ("child", "child_relation")
+    ):
+        return copy.deepcopy(field)
+    return copy.copy(field)
 
 
 class ErrorSerializer(serializers.Serializer):

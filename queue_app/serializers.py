@@ -19,7 +19,7 @@ from core_app.fields import (
     StrictIntegerField,
     TimestampField,
 )
-from core_app.serializers import FeedListSerializer, OpenObjectSerializer
+from core_app.serializers import FeedListSerializer, FieldsBuiltOnce, OpenObjectSerializer
 from integrations.destinations import destination_problem
 from queue_app.control import queue_paused_at
 from queue_app.eta import QueuePlace, job_queue_place
@@ -428,7 +428,7 @@ class GenerateResponseSerializer(serializers.Serializer):
     mobilesd_job_id = serializers.UUIDField()
 
 
-class JobQueueSerializer(serializers.Serializer):
+class JobQueueSerializer(FieldsBuiltOnce, serializers.Serializer):
     """A pending job's view of the queue's pauses (queue_app.control)."""
 
     paused = serializers.BooleanField(help_text="The whole queue is paused: nothing starts.")
@@ -450,7 +450,7 @@ class JobEtaSerializer(serializers.Serializer):
     end = serializers.FloatField(help_text="Seconds from now until the job ends.")
 
 
-class JobSerializer(serializers.ModelSerializer):
+class JobSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     """A job exactly as SEED_API.md documents it. Fields may be added, never renamed.
 
     With `queue_place` True in the context (the status and detail endpoints), a pending

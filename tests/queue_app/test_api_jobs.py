@@ -5,8 +5,11 @@ from pathlib import Path
 
 import pytest
 from django.core.files.base import ContentFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from model_bakery import baker
+from rest_framework.test import APIClient
 
 from queue_app.models import Job, JobImage, JobStatus
 from tests.support import (
@@ -15,6 +18,7 @@ from tests.support import (
     assert_documented_job,
     assert_error,
     db_snapshot,
+    new_key,
 )
 
 
@@ -95,6 +99,30 @@ def test_status_of_unknown_or_malformed_id_is_404(client, server, job_id):
     response = client.get(f"/api/v1/queue/jobs/{job_id}/status")
 
     assert_error(response, 404, "job_not_found")
+
+
+def test_a_client_keys_status_read_shows_its_owner_without_reading_the_user_again(server):
+    key, raw = new_key("ann's phone", username="ann", scope="client")
+    job = make_job(server, owner=key.user, status=JobStatus.COMPLETED)
+    phone = APIClient()
+    phone.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+
+    with CaptureQueriesContext(connection) as queries:
+        response = phone.get(f"/api/v1/queue/jobs/{job.pk}/status")
+
+    assert response.status_code == 200
+    assert response.json()["owner"] == "ann"
+    (read,) = [q["sql"] for q in queries.captured_queries if '"queue_app_job"."id" =' in q["sql"]]
+    assert "auth_user" not in read  # the key's user is the job's owner: no join
+
+
+def test_an_admin_keys_status_read_shows_another_users_job_with_its_owner(client, server):
+    other, _ = new_key("bob's phone", username="bob", scope="client")
+    job = make_job(server, owner=other.user)
+
+    body = client.get(f"/api/v1/queue/jobs/{job.pk}/status").json()
+
+    assert body["owner"] == "bob"
 
 
 def test_job_detail_get_is_the_status(client, server):
