@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import Celery
 from celery.app import backends
+from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mobilesd.settings")
 
@@ -39,3 +40,16 @@ app.autodiscover_tasks()
 app.steps["worker"].add("core_app.worker:WorkerHeartbeatStep")
 # Each worker hands new events on to webhooks within moments (PostgreSQL's LISTEN).
 app.steps["worker"].add("notifications_app.listener:FanoutListenerStep")
+
+
+@worker_init.connect
+def _connections_unpooled(**_: Any) -> None:
+    """A worker never pools its database connections, whatever DATABASE_POOL_SIZE says (it
+    is for the web tier; a `.env` gives every process the same variables): its engine keeps
+    a connection per server loop thread, more of them than a pool would lend, and a thread
+    waiting for one would hold its server up. Before any task runs: every connection the
+    worker opens reads these settings."""
+    from django.db import connections
+
+    for alias in connections:
+        connections.settings[alias].get("OPTIONS", {}).pop("pool", None)

@@ -184,6 +184,27 @@ DATABASES = {
         conn_max_age=env.int("DATABASE_CONN_MAX_AGE", 0),
     )
 }
+# A pool of PostgreSQL connections in each process that sets DATABASE_POOL_SIZE, as the
+# Procfile's web does: a request then takes a connection whose server process is running
+# and has read the tables already, where opening one (a new server process, its caches
+# empty) was a third of a status read. Not for the worker: its engine threads keep their
+# connections for a server loop's life, more of them than a pool would hold.
+DATABASE_POOL_SIZE = env.int("DATABASE_POOL_SIZE", 0)
+if DATABASE_POOL_SIZE < 0:
+    raise ImproperlyConfigured('Environment variable "DATABASE_POOL_SIZE" invalid: below 0.')
+if DATABASE_POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    if DATABASES["default"]["CONN_MAX_AGE"]:
+        raise ImproperlyConfigured(
+            "DATABASE_POOL_SIZE and DATABASE_CONN_MAX_AGE cannot both be set: a pooled "
+            "connection goes back to the pool after each request."
+        )
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": DATABASE_POOL_SIZE,
+        # A request waits this long for a free connection, then fails as if the database
+        # were down (a 503), instead of hanging.
+        "timeout": 10,
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share one file: WAL lets readers run beside the writer, and
     # IMMEDIATE transactions take the write lock up front instead of failing mid-way.

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from django.db import connection
 
 from servers_app.models import Server
 from tests.integration.conftest import _redis_broker_url, _worker_database_url
@@ -29,6 +30,45 @@ def web(tmp_path) -> Iterator[str]:
     )
     with procfile_web(env, tmp_path) as server:
         yield server.base
+
+
+def web_backends() -> set[int]:
+    """The process ids of the web process's PostgreSQL connections (by their name)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = 'web'"
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def test_the_web_process_serves_requests_on_its_pooled_connections(tmp_path):
+    """The Procfile's web process keeps a pool of connections (DATABASE_POOL_SIZE, 8 by
+    default there): requests one after another are served on the same connection, not each
+    on a new one (a new PostgreSQL server process each)."""
+    env = clean_env(
+        DATABASE_URL=f"{_worker_database_url()}?application_name=web",
+        CELERY_BROKER_URL=_redis_broker_url(),
+        MOBILESD_DATA_DIR=str(tmp_path / "data"),
+    )
+    _, key = new_key("polling phone")
+    with procfile_web(env, tmp_path) as server:
+        status = requests.Session()
+        status.headers["Authorization"] = f"Bearer {key}"
+
+        def read() -> None:
+            response = status.get(f"{server.base}/api/v1/servers", timeout=10)
+            assert response.status_code == 200, response.text
+
+        read()
+        first = web_backends()
+        for _ in range(30):
+            read()
+        after = web_backends()
+
+    assert first, "the web process opened no connection"
+    assert len(after) <= 8
+    assert first <= after  # the connections of the first request are still the ones used
 
 
 def chunks(data: bytes, size: int = 7) -> Iterator[bytes]:

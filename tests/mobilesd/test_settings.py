@@ -88,6 +88,8 @@ def _start(
         ("MOBILESD_WEBHOOK_RETRY_SECONDS", "30,soon"),
         ("MOBILESD_WEBHOOK_RETRY_SECONDS", "30,-1"),
         ("MOBILESD_WEBHOOK_LEASE_SECONDS", "10"),  # not longer than 5 + 15 s of timeouts
+        ("DATABASE_POOL_SIZE", "eight"),
+        ("DATABASE_POOL_SIZE", "-1"),
     ],
 )
 def test_a_malformed_value_stops_startup_naming_the_variable(tmp_path, name, value):
@@ -158,3 +160,51 @@ def test_webhook_retry_delays_are_read_as_seconds_with_fractions(tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [0.5, 2.0, 10.0]
+
+
+POOL = (
+    "import django, json; django.setup(); from django.conf import settings as s; "
+    "print(json.dumps(s.DATABASES['default'].get('OPTIONS', {}).get('pool')))"
+)
+POSTGRES = "postgres://postgres@127.0.0.1:5432/mobilesd"
+
+
+def test_a_pool_size_gives_postgresql_a_pool_of_that_size(tmp_path):
+    result = _start(tmp_path, code=POOL, DATABASE_URL=POSTGRES, DATABASE_POOL_SIZE="5")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"min_size": 1, "max_size": 5, "timeout": 10}
+
+
+def test_without_a_pool_size_connections_are_not_pooled(tmp_path):
+    for env in ({"DATABASE_URL": POSTGRES}, {"DATABASE_POOL_SIZE": "5"}):  # SQLite: never
+        result = _start(tmp_path, code=POOL, **env)
+
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) is None
+
+
+def test_a_pool_with_persistent_connections_stops_startup_naming_both(tmp_path):
+    result = _start(
+        tmp_path, DATABASE_URL=POSTGRES, DATABASE_POOL_SIZE="5", DATABASE_CONN_MAX_AGE="60"
+    )
+
+    assert result.returncode != 0
+    assert "DATABASE_POOL_SIZE and DATABASE_CONN_MAX_AGE" in result.stderr
+
+
+def test_a_worker_never_pools_its_connections(tmp_path):
+    code = (
+        "import django, json; django.setup(); from django.db import connections; "
+        "from celery.signals import worker_init; import mobilesd.celery; "
+        "before = connections['default'].settings_dict['OPTIONS'].get('pool'); "
+        "worker_init.send(sender=None); "
+        "print(json.dumps([before, connections['default'].settings_dict['OPTIONS'].get('pool')]))"
+    )
+
+    result = _start(tmp_path, code=code, DATABASE_URL=POSTGRES, DATABASE_POOL_SIZE="5")
+
+    assert result.returncode == 0, result.stderr
+    before, after = json.loads(result.stdout)
+    assert before["max_size"] == 5  # as the web has it
+    assert after is None  # once a worker starts
