@@ -738,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="diagnostic: extra environment of the web process (e.g. DATABASE_POOL_SIZE=0: no pool)",
+        help="diagnostic: extra environment of the web process (e.g. DATABASE_POOL_SIZE=0)",
     )
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
     parser.add_argument("--keep-workdir", action="store_true", help="keep the logs")
