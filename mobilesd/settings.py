@@ -187,8 +187,9 @@ DATABASES = {
 # A pool of PostgreSQL connections in each process that sets DATABASE_POOL_SIZE, as the
 # Procfile's web does: a request then takes a connection whose server process is running
 # and has read the tables already, where opening one (a new server process, its caches
-# empty) was a third of a status read. Not for the worker: its engine threads keep their
-# connections for a server loop's life, more of them than a pool would hold.
+# empty) was a third of a status read. Not for the worker, which drops it at start-up
+# (mobilesd/celery.py): its engine threads keep their connections for a server loop's life,
+# more of them than a pool would hold.
 DATABASE_POOL_SIZE = env.int("DATABASE_POOL_SIZE", 0)
 if DATABASE_POOL_SIZE < 0:
     raise ImproperlyConfigured('Environment variable "DATABASE_POOL_SIZE" invalid: below 0.')
@@ -201,8 +202,8 @@ if DATABASE_POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,
         "max_size": DATABASE_POOL_SIZE,
-        # A request waits this long for a free connection, then fails as if the database
-        # were down (a 503), instead of hanging.
+        # A request waits this long for a free connection, then fails (a 500 in the error
+        # shape, as when the database is down) instead of hanging.
         "timeout": 10,
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
