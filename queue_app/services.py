@@ -266,11 +266,8 @@ def job_get(*, job_id: str | UUID, owner: Any | None) -> Job:
         raise not_found
     # The owner, when given, is the job's: it is not read again (a join of the user table
     # was a fifth of a phone's status read).
-    jobs = (
-        Job.objects.select_related("server", "owner")
-        if owner is None
-        else Job.objects.select_related("server").filter(owner=owner)
-    )
+    jobs = Job.objects.select_related("server")
+    jobs = jobs.select_related("owner") if owner is None else jobs.filter(owner=owner)
     try:
         # get(), not first(): a primary key needs no ORDER BY (compiling one was a tenth
         # of a status read).

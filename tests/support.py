@@ -221,6 +221,18 @@ def new_key(
     return api_key_create(name=name, user=user, scope=scope)
 
 
+def database_backends(application_name: str) -> set[int]:
+    """The process ids of the PostgreSQL connections to the test database that a process
+    opened under `application_name` (`?application_name=` in its DATABASE_URL)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s",
+            [application_name],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
 def explained(sql: str, params: Any = None, *, analyze: bool = False) -> list[dict[str, Any]]:
     """The nodes of PostgreSQL's plan of `sql`, each with the nodes below it (`below`);
     with `analyze`, as run (each node's `Actual Rows` and `Actual Loops`)."""

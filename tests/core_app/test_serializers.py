@@ -12,20 +12,6 @@ class Inner(serializers.Serializer):
     value = serializers.IntegerField()
 
 
-class Built(FieldsBuiltOnce, serializers.Serializer):
-    name = serializers.CharField()
-    tags = serializers.ListField(child=serializers.CharField())
-    inner = Inner()
-    seen_by = serializers.SerializerMethodField()
-
-    def get_seen_by(self, obj: dict) -> str:
-        return self.context["who"]
-
-
-class MoreBuilt(Built):
-    extra = serializers.IntegerField(default=1)
-
-
 class Plain(serializers.Serializer):
     name = serializers.CharField()
     tags = serializers.ListField(child=serializers.CharField())
@@ -34,6 +20,14 @@ class Plain(serializers.Serializer):
 
     def get_seen_by(self, obj: dict) -> str:
         return self.context["who"]
+
+
+class Built(FieldsBuiltOnce, Plain):
+    """Plain's fields, built once."""
+
+
+class MoreBuilt(Built):
+    extra = serializers.IntegerField(default=1)
 
 
 OBJ = {"name": "a", "tags": ["x", "y"], "inner": {"value": 3}, "extra": 7}

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import requests
-from django.db import connection
 from model_bakery import baker
 
 from core_app.models import KeyScope
@@ -22,7 +21,7 @@ from tests.integration.procs import (
     sse_messages,
 )
 from tests.openapi_check import check_stream_message
-from tests.support import new_key
+from tests.support import database_backends, new_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -85,16 +84,6 @@ def test_a_phone_follows_its_job_from_queued_to_completed_over_the_stream_alone(
     assert image.content.startswith(b"\x89PNG")
 
 
-def database_connections(application_name: str) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND application_name = %s",
-            [application_name],
-        )
-        return int(cursor.fetchone()[0])
-
-
 def threads(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(next(line for line in status.splitlines() if line.startswith("Threads:")).split()[1])
@@ -138,14 +127,14 @@ def test_open_streams_hold_no_database_connection_and_no_thread(engine, tmp_path
 
         open_stream()  # the hub is up: its connections, its threads
         (worker,) = server.workers()
-        connections_before, threads_before = database_connections("web"), threads(worker)
+        connections_before, threads_before = len(database_backends("web")), threads(worker)
         assert connections_before >= 2  # the hub's: its reads and its LISTEN
         open_at_once(many)
 
         # A connection an opening stream's checks used goes back to the web process's pool
         # once they are done: with every stream open, the web process has the hub's
         # connections and at most the pool's, however many streams there are.
-        assert database_connections("web") <= connections_before + POOL < many
+        assert len(database_backends("web")) <= connections_before + POOL < many
         assert threads(worker) <= threads_before + pool < threads_before + many
         # Every one still open: each has its next heartbeat.
         assert all(next(messages) == {"": "keep-alive"} for messages in held)

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from django.db import connection
 
 from servers_app.models import Server
 from tests.integration.conftest import _redis_broker_url, _worker_database_url
@@ -14,7 +13,7 @@ from tests.integration.procs import (
     clean_env,
     procfile_web,
 )
-from tests.support import new_key
+from tests.support import database_backends, new_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -30,16 +29,6 @@ def web(tmp_path) -> Iterator[str]:
     )
     with procfile_web(env, tmp_path) as server:
         yield server.base
-
-
-def web_backends() -> set[int]:
-    """The process ids of the web process's PostgreSQL connections (by their name)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pid FROM pg_stat_activity "
-            "WHERE datname = current_database() AND application_name = 'web'"
-        )
-        return {row[0] for row in cursor.fetchall()}
 
 
 def test_the_web_process_serves_requests_on_its_pooled_connections(tmp_path):
@@ -61,10 +50,10 @@ def test_the_web_process_serves_requests_on_its_pooled_connections(tmp_path):
             assert response.status_code == 200, response.text
 
         read()
-        first = web_backends()
+        first = database_backends("web")
         for _ in range(30):
             read()
-        after = web_backends()
+        after = database_backends("web")
 
     assert first, "the web process opened no connection"
     assert len(after) <= 8

@@ -176,12 +176,16 @@ def test_a_pool_size_gives_postgresql_a_pool_of_that_size(tmp_path):
     assert json.loads(result.stdout) == {"min_size": 1, "max_size": 5, "timeout": 10}
 
 
-def test_without_a_pool_size_connections_are_not_pooled(tmp_path):
-    for env in ({"DATABASE_URL": POSTGRES}, {"DATABASE_POOL_SIZE": "5"}):  # SQLite: never
-        result = _start(tmp_path, code=POOL, **env)
+@pytest.mark.parametrize(
+    "env",
+    [{"DATABASE_URL": POSTGRES}, {"DATABASE_POOL_SIZE": "5"}],  # SQLite: never
+    ids=["postgresql without a size", "sqlite with one"],
+)
+def test_without_a_pool_size_connections_are_not_pooled(tmp_path, env):
+    result = _start(tmp_path, code=POOL, **env)
 
-        assert result.returncode == 0, result.stderr
-        assert json.loads(result.stdout) is None
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) is None
 
 
 def test_a_pool_with_persistent_connections_stops_startup_naming_both(tmp_path):
