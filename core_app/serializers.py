@@ -1,6 +1,7 @@
 """Shapes shared by the API's documentation, and how a hot serializer builds its fields."""
 
 import copy
+from collections.abc import Callable
 from typing import ClassVar
 
 from rest_framework import serializers
@@ -22,24 +23,27 @@ class FieldsBuiltOnce:
     those inner fields are bound to it. For serializers whose fields do not depend on the
     instance, its data or its context (none of this project overrides `get_fields`)."""
 
-    _fields_template: ClassVar[dict[str, Field] | None] = None
+    # Each field's name, the field, and how an instance's copy of it is made.
+    _fields_template: ClassVar[list[tuple[str, Field, Callable[[Field], Field]]] | None] = None
 
     def get_fields(self) -> dict[str, Field]:
         cls = type(self)
         # Per class, never a base's: a subclass has fields of its own.
         template = cls.__dict__.get("_fields_template")
         if template is None:
-            template = super().get_fields()  # type: ignore[misc]
+            built: dict[str, Field] = super().get_fields()  # type: ignore[misc]
+            template = [(name, field, _copier(field)) for name, field in built.items()]
             cls._fields_template = template  # two threads may both build it: the same fields
-        return {name: _copy_unbound(field) for name, field in template.items()}
+        return {name: copier(field) for name, field, copier in template}
 
 
-def _copy_unbound(field: Field) -> Field:
+def _copier(field: Field) -> Callable[[Field], Field]:
+    """A deep copy for a field that holds fields, a shallow one for any other."""
     if isinstance(field, serializers.BaseSerializer) or any(
         hasattr(field, inner) for inner in ("child", "child_relation")
     ):
-        return copy.deepcopy(field)
-    return copy.copy(field)
+        return copy.deepcopy
+    return copy.copy
 
 
 class ErrorSerializer(serializers.Serializer):
