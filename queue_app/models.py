@@ -206,13 +206,30 @@ class Job(models.Model):
         ordering = ["-created_at"]
         indexes = [
             # The job list's first pages in its order (-created_at, -id), read backward for
-            # desc and forward for asc, without a sort: unfiltered, by status, by owner
-            # (a client key's scope), by owner and status (queue_app/counts.py).
+            # desc and forward for asc, without a sort: unfiltered, by owner (a client
+            # key's scope), by status, by owner and status (queue_app/counts.py).
             models.Index(fields=["created_at", "id"], name="job_created_id"),
-            models.Index(fields=["status", "created_at", "id"], name="job_status_created_id"),
             models.Index(fields=["owner", "created_at", "id"], name="job_owner_created_id"),
-            models.Index(
-                fields=["owner", "status", "created_at", "id"], name="job_owner_status_created_id"
+            # By status, one partial index per status rather than one led by the status.
+            # PostgreSQL estimates a heap read from an index's leading column's correlation:
+            # a status's is low, created_at's is 1, so for the status most jobs have
+            # (completed) it preferred job_created_id and filtered it, reading every newer
+            # job of another status first (a queued batch of 20,000: 7 ms, not 0.2).
+            *(
+                models.Index(
+                    fields=["created_at", "id"],
+                    name=f"job_{status}_created_id",
+                    condition=models.Q(status=status),
+                )
+                for status in JobStatus.values
+            ),
+            *(
+                models.Index(
+                    fields=["owner", "created_at", "id"],
+                    name=f"job_{status}_owner_created",
+                    condition=models.Q(status=status),
+                )
+                for status in JobStatus.values
             ),
             # The metrics scrape's windows (queue_app/metrics.py).
             models.Index(fields=["started_at"], name="job_started"),

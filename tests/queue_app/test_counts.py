@@ -497,6 +497,18 @@ def big_history(django_db_setup, django_db_blocker) -> Iterator[list[Any]]:
             # Mostly completed, as a history is; every status enough for more than a page.
             job.status = JobStatus.COMPLETED if i % 3 else JobStatus.values[(i // 3) % 5]
             jobs.append(job)
+        # Then a batch queued on top, as a queue is: the newest 3,000 jobs pending. A page
+        # of another status read in creation order would skip all of them first.
+        for i in range(3000):
+            server = servers[i % 3]
+            jobs.append(
+                Job(
+                    server=server,
+                    target_server_alias=server.alias,
+                    generation_params={"positive_prompt": "x"},
+                    owner=many[3] if i % 2 else many[i % 20],
+                )
+            )
         Job.objects.bulk_create(jobs, batch_size=5000)
         with connection.cursor() as cursor:
             cursor.execute(f"ANALYZE {Job._meta.db_table}")
@@ -534,6 +546,40 @@ class TestBigHistory:
 
         (page,) = [sql for sql in job_selects(queries.captured_queries) if "LIMIT" in sql]
         assert_read_in_index_order(explained(page), Job._meta.db_table)
+
+    @pytest.mark.parametrize("scope", ["admin", "client"])
+    @pytest.mark.parametrize("order", ["desc", "asc"])
+    @pytest.mark.parametrize("status", JobStatus.values)
+    def test_a_status_page_reads_only_the_rows_it_shows(self, scope, order, status, big_history):
+        """Whatever the planner estimates, a status's first page reads that status's jobs
+        only, not the 3,000 newer pending ones (or the history) first, filtered away. A
+        client key's page may read the status's jobs of other users too: as many more as
+        its user's share of them says (u3 has about half), never more."""
+        user = big_history[3]
+        share = 1.0
+        if scope == "client":
+            share = Job.objects.filter(status=status, owner=user).count() / (
+                Job.objects.filter(status=status).count()
+            )
+        _, raw = new_key("key", username="u3", scope=scope)
+        with CaptureQueriesContext(connection) as queries:
+            body = api(raw).get(LIST, {"status": status, "order": order, "limit": 20}).json()
+        assert len(body["jobs"]) == 20
+        assert {job["status"] for job in body["jobs"]} == {status}
+
+        (page,) = [sql for sql in job_selects(queries.captured_queries) if "LIMIT" in sql]
+        scans = [
+            node
+            for node in explained(page, analyze=True)
+            if node.get("Relation Name") == Job._meta.db_table
+        ]
+        read = sum(
+            (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
+            for node in scans
+        )
+        # 21 rows: the page's and the one after it that ends the scan.
+        bound = 21 / share * 1.25
+        assert read <= bound, [(node["Node Type"], node.get("Index Name")) for node in scans]
 
     def test_the_metrics_windows_are_read_through_indexes(self, settings, big_history):
         now = timezone.now()
