@@ -22,6 +22,8 @@ ERROR_CODES: dict[str, str] = {
     "permission_denied": "Not allowed (e.g. a staff session's write without a CSRF token).",
     "conflict": "The request conflicts with the object's state.",
     "server_error": "An internal error in MobileSD.",
+    "database_unavailable": "MobileSD's database could not be reached, or no connection to "
+    "it came free in time; retry after the Retry-After header.",
     # Authentication.
     "authentication_required": "An API key is required.",
     "authentication_failed": "The credentials were refused.",

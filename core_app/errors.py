@@ -11,6 +11,7 @@ from typing import Any
 __all__ = [
     "SPECIFIC_VALIDATION_CODES",
     "Conflict",
+    "DatabaseUnavailable",
     "InvalidInput",
     "MobileSDError",
     "NotFound",
@@ -106,3 +107,20 @@ class ServerUnreachable(MobileSDError):
 
     def __init__(self, alias: str, detail: str) -> None:
         super().__init__(f"Server '{alias}' could not be reached: {detail}")
+
+
+class DatabaseUnavailable(MobileSDError):
+    """The database could not answer the request: it is down or restarting, or every pooled
+    connection stayed busy (DATABASE_POOL_SIZE). Nothing was changed; the request may be
+    sent again."""
+
+    status_code = 503
+    default_code = "database_unavailable"
+    retry_after_seconds = 5
+
+    def __init__(self) -> None:
+        super().__init__(
+            "MobileSD's database is unavailable for the moment; nothing was changed. "
+            "Try again shortly."
+        )
+        self.headers = {"Retry-After": str(self.retry_after_seconds)}

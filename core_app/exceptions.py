@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
@@ -24,6 +25,7 @@ from rest_framework.views import exception_handler, set_rollback
 
 from core_app.errors import (
     SPECIFIC_VALIDATION_CODES,
+    DatabaseUnavailable,
     InvalidInput,
     MobileSDError,
     PayloadTooLarge,
@@ -81,6 +83,13 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """The API's one exception handler: every error leaves in the one shape."""
     if isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLarge(settings.MOBILESD_MAX_BODY_BYTES)
+    elif isinstance(exc, OperationalError | InterfaceError):
+        # The database is down or restarting, or the pool lent no connection in time: the
+        # request's transaction rolls back, and the client is told to retry, not that
+        # MobileSD broke. (A statement's own mistake is a ProgrammingError: still a 500.)
+        view_name = context.get("view").__class__.__name__
+        logger.warning("Database unavailable in %s: %s", view_name, exc)
+        exc = DatabaseUnavailable()
     if isinstance(exc, MobileSDError):
         set_rollback()
         return Response(

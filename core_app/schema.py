@@ -32,6 +32,8 @@ ERROR_DESCRIPTIONS = {
     429: "Too many requests for this key, or too many failed sign-ins from this address; "
     "see Retry-After.",
     500: "An internal error in MobileSD.",
+    503: "The database is unavailable for the moment (`database_unavailable`): nothing was "
+    "changed; see Retry-After.",
 }
 
 
@@ -60,10 +62,11 @@ class OpenObjectSerializerScheme(OpenApiSerializerExtension):
 
 class AutoSchema(SpectacularAutoSchema):
     """drf-spectacular's AutoSchema, adding to each operation the error answers its view can
-    give whether or not the view declares them: 400 and 500 everywhere (a NUL in a header
-    is refused before any view), 401 (and 403 for session writes, 429 for an address with
-    too many failed sign-ins) where it authenticates, 403 where a permission class wants the
-    admin scope for the method, 404 where the path names an object,
+    give whether or not the view declares them: 400, 500 and 503 everywhere (a NUL in a
+    header is refused before any view; the database may be unavailable), 401 (and 403 for
+    session writes, 429 for an address with too many failed sign-ins) where it
+    authenticates, 403 where a permission class wants the admin scope for the method, 404
+    where the path names an object,
     411/413/415 where it parses a body, 429 where it is throttled. Each in the one error
     shape; what a view declares itself wins."""
 
@@ -81,7 +84,7 @@ class AutoSchema(SpectacularAutoSchema):
 
     def _implied_error_statuses(self) -> set[int]:
         view, method = self.view, self.method
-        statuses = {400, 500}
+        statuses = {400, 500, 503}
         authenticators = view.get_authenticators()
         if authenticators:
             statuses.update({401, 429})

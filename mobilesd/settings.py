@@ -202,8 +202,8 @@ if DATABASE_POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,
         "max_size": DATABASE_POOL_SIZE,
-        # A request waits this long for a free connection, then fails (a 500 in the error
-        # shape, as when the database is down) instead of hanging.
+        # A request waits this long for a free connection, then fails instead of hanging:
+        # a 503 `database_unavailable`, as when the database is down (core_app.exceptions).
         "timeout": 10,
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -4,8 +4,10 @@ import json
 from unittest import mock
 
 import pytest
+from django.db import OperationalError, ProgrammingError, connection
 
 from core_app.exceptions import bad_request, server_error
+from core_app.models import ApiKey
 from queue_app.models import Job
 from tests.support import assert_error, db_snapshot
 
@@ -80,6 +82,51 @@ def test_unexpected_exception_is_a_500_in_the_error_shape(client, server):
 
     error = assert_error(response, 500, "server_error")
     assert "boom" not in error["message"]
+
+
+def _database_down_at(table: str):
+    """An execute wrapper (connection.execute_wrapper) failing, as a database that went away
+    does, every statement that touches `table`; the others run."""
+
+    def fail(execute, sql, params, many, context):
+        if f'"{table}"' in sql:
+            raise OperationalError("connection to server at 127.0.0.1 failed: server closed")
+        return execute(sql, params, many, context)
+
+    return fail
+
+
+def test_a_submit_while_the_database_is_down_is_a_503_and_stores_nothing(client, server):
+    before = db_snapshot()
+    body = {"target_server_alias": "Laptop", "generation_params": {"positive_prompt": "a"}}
+
+    with connection.execute_wrapper(_database_down_at(Job._meta.db_table)):
+        response = client.post("/api/v1/generate", body, format="json")
+
+    error = assert_error(response, 503, "database_unavailable")
+    assert response["Retry-After"] == "5"
+    assert "nothing was changed" in error["message"]
+    assert "127.0.0.1" not in error["message"]  # the driver's words stay in the log
+    assert db_snapshot() == before
+    # Once the database is back, the same request goes through.
+    assert client.post("/api/v1/generate", body, format="json").status_code == 202
+
+
+def test_a_read_whose_key_cannot_be_looked_up_is_a_503_not_a_401(client, job):
+    with connection.execute_wrapper(_database_down_at(ApiKey._meta.db_table)):
+        response = client.get(f"/api/v1/queue/jobs/{job.pk}/status")
+
+    assert_error(response, 503, "database_unavailable")
+
+
+def test_a_statements_own_mistake_is_still_a_500(client, job):
+    def broken(execute, sql, params, many, context):
+        raise ProgrammingError('column "nope" does not exist')
+
+    with connection.execute_wrapper(broken):
+        response = client.get(f"/api/v1/queue/jobs/{job.pk}/status")
+
+    assert_error(response, 500, "server_error")
 
 
 def test_validation_errors_are_flattened_to_dotted_paths(client, server):
