@@ -10,11 +10,14 @@ by rotating the key.
 """
 
 import base64
+import functools
+import hmac
 import math
 import time
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from django.conf import settings
 from django.utils.crypto import constant_time_compare, salted_hmac
 
 from core_app.errors import MobileSDError
@@ -67,17 +70,22 @@ class LinkSigner:
         # The path as the request will carry it: Django decodes percent-escapes in
         # request.path, while reverse() writes them.
         message = f"{unquote(path)}\n{expiry}"
-        digest = salted_hmac(self.purpose, message, algorithm="sha256").digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+        # salted_hmac(self.purpose, message, algorithm="sha256"), from a copy of the HMAC
+        # keyed once per purpose and SECRET_KEY (a list page signs two links an image:
+        # deriving the key each time was most of a signature's cost).
+        mac = _keyed_hmac(self.purpose, settings.SECRET_KEY).copy()
+        mac.update(message.encode())
+        return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode("ascii")
 
-    def query(self, path: str, *, now: float | None = None) -> str:
-        """`exp=…&sig=…` for `path` (no `?`)."""
-        expiry = self.expiry(now=now)
+    def query(self, path: str, *, now: float | None = None, expiry: int | None = None) -> str:
+        """`exp=…&sig=…` for `path` (no `?`); `expiry`: the one `expiry()` gave already
+        (links made together), else the one for now."""
+        expiry = self.expiry(now=now) if expiry is None else expiry
         return f"{EXPIRY_PARAMETER}={expiry}&{SIGNATURE_PARAMETER}={self.signature(path, expiry)}"
 
-    def sign(self, path: str, *, now: float | None = None) -> str:
-        """`path` with its signed query."""
-        return f"{path}?{self.query(path, now=now)}"
+    def sign(self, path: str, *, now: float | None = None, expiry: int | None = None) -> str:
+        """`path` with its signed query (`expiry` as in `query`)."""
+        return f"{path}?{self.query(path, now=now, expiry=expiry)}"
 
     def check(self, path: str, expiry: str, signature: str, *, now: float | None = None) -> None:
         """Nothing when `signature` is this signer's for `path` and `expiry` and the expiry
@@ -99,3 +107,11 @@ class LinkSigner:
                 "The link outlives the configured lifetime: ask for the job's links again.",
                 code="expired_link",
             )
+
+
+@functools.lru_cache(maxsize=16)
+def _keyed_hmac(purpose: str, secret: str) -> hmac.HMAC:
+    """The HMAC salted_hmac makes for `purpose` and `secret`, fed nothing yet: signatures
+    copy it (never update it: it is shared between threads). Keyed by the secret too, so a
+    changed SECRET_KEY (tests' overrides) signs with the new key at once."""
+    return salted_hmac(purpose, b"", secret=secret, algorithm="sha256")

@@ -1,23 +1,31 @@
 """Signed image links (`?exp=…&sig=…`): core_app.signed_links and queue_app.links, and the
 image endpoints that open them without an API key."""
 
+import base64
 import io
 import uuid
 from pathlib import PurePosixPath
 from types import SimpleNamespace
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse, set_script_prefix
+from django.utils.crypto import salted_hmac
 from PIL import Image
 from rest_framework.test import APIClient
 
 from core_app import signed_links
 from core_app.signed_links import InvalidSignature, LinkSigner
 from queue_app.images import THUMBNAIL_DEFAULT_SIZE
-from queue_app.links import image_link_signer, image_path, job_image_links, signed_image_url
+from queue_app.links import (
+    file_name,
+    image_link_signer,
+    image_path,
+    job_image_links,
+    signed_image_url,
+)
 from queue_app.models import Job, JobImage, JobStatus
 from tests.openapi_check import schema_document
 from tests.queue_app.test_api_images import add_image, body_of, make_job, png_bytes
@@ -89,6 +97,49 @@ def test_a_link_made_for_a_longer_lifetime_than_the_setting_is_expired():
     with pytest.raises(InvalidSignature) as refused:
         LinkSigner("test", 3600).check("/a", str(expiry), long.signature("/a", expiry))
     assert refused.value.code == "expired_link"
+
+
+def test_a_signature_is_djangos_salted_hmac_of_the_path_and_expiry():
+    """The signer keys its HMAC once and copies it: the digest is still salted_hmac's."""
+    signer = LinkSigner("test", WEEK)
+    for path in ["/a", "/outputs/j%C3%B6b/images/0", "/b"]:
+        expected = salted_hmac("test", f"{unquote(path)}\n1234", algorithm="sha256").digest()
+
+        assert signer.signature(path, 1234) == (
+            base64.urlsafe_b64encode(expected).rstrip(b"=").decode("ascii")
+        )
+
+
+def test_a_changed_secret_key_signs_with_the_new_key_at_once(settings):
+    signer = LinkSigner("test", WEEK)
+    before = signer.signature("/a", 1234)
+
+    settings.SECRET_KEY = "another secret key, at least fifty characters long for Django"
+
+    assert signer.signature("/a", 1234) != before
+    with pytest.raises(InvalidSignature):
+        signer.check("/a", "1234", before, now=1000)
+
+
+@pytest.mark.parametrize(
+    "path", ["x/y.png", "y.png", "x/y/", "x/.", "x/..", "", "/", "//", "./", "a//b.png", "."]
+)
+def test_an_images_file_name_is_its_paths_name(path):
+    assert file_name(path) == PurePosixPath(path).name
+
+
+def test_a_jobs_links_share_one_expiry_and_each_opens_its_own_path(job, images):
+    links = job_image_links(job)
+
+    assert [link["index"] for link in links] == [0, 1]
+    expiries = {query_of(link[key])["exp"] for link in links for key in ("url", "thumbnail_url")}
+    assert len(expiries) == 1
+    signer = image_link_signer()
+    for (image, _), link in zip(images, links, strict=True):
+        for key, thumbnail in (("url", False), ("thumbnail_url", True)):
+            assert urlsplit(link[key]).path == image_path(image, thumbnail=thumbnail)
+            query = query_of(link[key])
+            signer.check(urlsplit(link[key]).path, query["exp"], query["sig"])
 
 
 # --- the endpoints ----------------------------------------------------------------------------
