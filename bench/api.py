@@ -13,8 +13,10 @@ the submits' nudges just wait there).
 
 It measures sequential requests over one kept-alive connection (`requests.Session`, an API
 key of its own), after `--warmup` rounds, `--samples` rounds in which every endpoint is
-requested once, in a fixed order (round-robin, so that noise on the machine hits every
-endpoint alike): the status read of a completed job with images, the floor (a bare Django
+requested once, in an order of its own (shuffled with `--seed`; the cancel right after
+the submit), so that noise on the machine, and the web process's garbage collections, which
+come every so many allocations and would otherwise fall on the same places of a fixed round,
+hit every endpoint alike: the status read of a completed job with images, the floor (a bare Django
 view reading the same row), the job list's first page without a filter, with each status,
 with order=asc, with status=completed&order=asc, its page at `--offset`, a submit (POST
 generate on a pinned server), a cancel (of the job that round's submit queued: a pending
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shlex
 import shutil
 import sys
@@ -155,8 +158,22 @@ def endpoints(job_id: str, offset: int, submitted: deque[str], client_key: str) 
     ]
 
 
-def measure(base: str, key: str, points: list[Endpoint], *, warmup: int, samples: int) -> None:
-    """`warmup` then `samples` rounds, each requesting every endpoint once, in order.
+def round_order(points: list[Endpoint], rng: random.Random) -> list[Endpoint]:
+    """The endpoints in a shuffled order, each cancel right after the submit that queued
+    its job."""
+    order = [point for point in points if point.kind != "cancel"]
+    rng.shuffle(order)
+    for cancel in (point for point in points if point.kind == "cancel"):
+        submit = next(i for i, point in enumerate(order) if point.kind == "submit")
+        order.insert(submit + 1, cancel)
+    return order
+
+
+def measure(
+    base: str, key: str, points: list[Endpoint], *, warmup: int, samples: int, seed: int
+) -> None:
+    """`warmup` then `samples` rounds, each requesting every endpoint once, in an order of
+    its own (`round_order`, from `seed`).
 
     A 5xx answer or a refused connection is tried again, up to `RETRIES` times a second
     apart, and counted in the endpoint's `failures`: the machine's PostgreSQL is shared,
@@ -167,8 +184,9 @@ def measure(base: str, key: str, points: list[Endpoint], *, warmup: int, samples
 
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {key}"
+    rng = random.Random(seed)  # noqa: S311 (an order to measure in, not a secret)
     for round_index in range(warmup + samples):
-        for point in points:
+        for point in round_order(points, rng):
             url = base + point.path()
             for attempt in range(RETRIES + 1):
                 started = time.perf_counter()
@@ -374,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=200, help="measured rounds (200)")
     parser.add_argument("--warmup", type=int, default=10, help="rounds not measured (10)")
     parser.add_argument(
+        "--seed", type=int, default=1, help="of each round's order of the endpoints (1)"
+    )
+    parser.add_argument(
         "--offset",
         type=int,
         default=100_000,
@@ -429,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         load_before = os.getloadavg()
         started = time.monotonic()
-        measure(base, raw_key, points, warmup=args.warmup, samples=args.samples)
+        measure(base, raw_key, points, warmup=args.warmup, samples=args.samples, seed=args.seed)
         measure_seconds = time.monotonic() - started
         load_after = os.getloadavg()
     finally:

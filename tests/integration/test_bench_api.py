@@ -97,3 +97,24 @@ def test_the_benchmarks_floor_view_is_not_among_the_products_urls():
     assert resolve(
         "/bench/floor/88615c9d-71ec-4803-88b0-14f5162f6c66", urlconf="bench.api_urls"
     ).url_name == ("bench-floor")
+
+
+def test_each_round_requests_every_endpoint_once_in_an_order_of_its_own():
+    """Rounds in one fixed order would put the web process's periodic costs (its garbage
+    collections come every so many allocations) on the same endpoints every round."""
+    import random
+
+    from bench.api import Endpoint, round_order
+
+    kinds = ["status", "floor", "page", "page", "offset", "submit", "cancel", "page"]
+    points = [Endpoint(f"e{i}", "GET", lambda: "/", 200, kind) for i, kind in enumerate(kinds)]
+    rng = random.Random(1)
+
+    orders = [round_order(points, rng) for _ in range(20)]
+
+    for order in orders:
+        assert sorted(point.name for point in order) == sorted(point.name for point in points)
+        names = [point.name for point in order]
+        assert names.index("e6") == names.index("e5") + 1  # the cancel of the round's submit
+    assert len({tuple(point.name for point in order) for order in orders}) > 10
+    assert {order[0].name for order in orders} >= {"e0", "e1"}
