@@ -63,14 +63,22 @@ def image_path(image: JobImage, *, thumbnail: bool = False) -> str:
     return _path_of(image.job_id, image.index, thumbnail=thumbnail)
 
 
-def _path_of(job_id: Any, index: int, *, thumbnail: bool) -> str:
+def _path_of(
+    job_id: Any, index: int, *, thumbnail: bool, parts: tuple[str, str] | None = None
+) -> str:
     """What `reverse()` answers for image `index` of job `job_id`, put together from the
     parts it answered once (a list page signs two links an image: reverse() was a fifth of
-    its time)."""
-    head, tail = _image_path_parts(
+    its time). `parts`: `_path_parts(thumbnail=...)` read already (for a job's images)."""
+    head, tail = parts or _path_parts(thumbnail=thumbnail)
+    return f"{head}{job_id}/images/{index}{tail}"
+
+
+def _path_parts(*, thumbnail: bool) -> tuple[str, str]:
+    """`_image_path_parts` for this context's script prefix and URL conf (context-local
+    reads, so a job's links read them once per kind, not once per link)."""
+    return _image_path_parts(
         get_script_prefix(), get_urlconf() or settings.ROOT_URLCONF, thumbnail=thumbnail
     )
-    return f"{head}{job_id}/images/{index}{tail}"
 
 
 # A job id no job has (the path converter is `str`): the URL of an image of it, split at
@@ -123,25 +131,20 @@ def job_image_links(job: Job) -> list[dict[str, Any]]:
         return []
     signer = image_link_signer()
     expiry = signer.expiry()  # one for all of them: they are made together
-    # The parts of the two paths around the job id and index, looked up once per job (the
-    # script prefix and URL conf are context-local reads).
-    prefix, urlconf = get_script_prefix(), get_urlconf() or settings.ROOT_URLCONF
-    image_head, image_tail = _image_path_parts(prefix, urlconf, thumbnail=False)
-    thumb_head, thumb_tail = _image_path_parts(prefix, urlconf, thumbnail=True)
-    middle = f"{job.pk}/images/"
-    links = []
-    for index, name in names.items():
-        image = f"{image_head}{middle}{index}{image_tail}"
-        thumbnail = f"{thumb_head}{middle}{index}{thumb_tail}"
-        links.append(
-            {
-                "index": index,
-                "name": name,
-                "url": public_link(signer.sign(image, expiry=expiry)),
-                "thumbnail_url": public_link(signer.sign(thumbnail, expiry=expiry)),
-            }
-        )
-    return links
+    image, thumbnail = _path_parts(thumbnail=False), _path_parts(thumbnail=True)
+    return [
+        {
+            "index": index,
+            "name": name,
+            "url": public_link(
+                signer.sign(_path_of(job.pk, index, thumbnail=False, parts=image), expiry=expiry)
+            ),
+            "thumbnail_url": public_link(
+                signer.sign(_path_of(job.pk, index, thumbnail=True, parts=thumbnail), expiry=expiry)
+            ),
+        }
+        for index, name in names.items()
+    ]
 
 
 def job_has_image_links(job: Job) -> bool:
