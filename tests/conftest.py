@@ -3,6 +3,7 @@
 import os
 import shutil
 import tempfile
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from django.test import Client as DjangoClient
 from model_bakery import baker
 from rest_framework.test import APIClient
 
+from core_app import throttling
 from core_app.services import worker_heartbeat_record
 from queue_app.models import Job
 from servers_app.models import Server
@@ -112,6 +114,14 @@ def _isolated_media_and_cache(settings, tmp_path: Path) -> Iterator[None]:
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture
+def frozen_window(monkeypatch) -> None:
+    """Throttling's clock stands still in the middle of a window, so that counts made
+    to reach a limit cannot be split by a window's end however long the test takes."""
+    clock = types.SimpleNamespace(time=lambda: 1_000_030.0, monotonic=throttling.time.monotonic)
+    monkeypatch.setattr(throttling, "time", clock)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -104,7 +104,7 @@ def test_create_api_key_quiet_prints_only_the_key(db, capsys):
     assert capsys.readouterr().out.strip().startswith("msd_")
 
 
-def test_throttling_is_per_key(db, settings):
+def test_throttling_is_per_key(db, settings, frozen_window):
     from core_app.throttling import ApiKeyRateThrottle
 
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK}

@@ -17,7 +17,7 @@ def operator(db):
 
 
 @pytest.fixture
-def limited(settings) -> int:
+def limited(settings, frozen_window) -> int:
     settings.MOBILESD_FAILED_ATTEMPTS_LIMIT = 3
     settings.MOBILESD_FAILED_ATTEMPTS_WINDOW = 60
     return 3

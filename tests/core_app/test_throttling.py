@@ -60,13 +60,6 @@ def dead_cache(settings) -> Iterator[None]:
 
 
 @pytest.fixture
-def frozen_window(monkeypatch) -> None:
-    """Counters stay in one window however long the test takes."""
-    clock = types.SimpleNamespace(time=lambda: 1_000_000.0, monotonic=throttling.time.monotonic)
-    monkeypatch.setattr(throttling, "time", clock)
-
-
-@pytest.fixture
 def rate(monkeypatch) -> None:
     monkeypatch.setattr(ApiKeyRateThrottle, "THROTTLE_RATES", {"api_key": "200/hour"})
 
@@ -170,7 +163,7 @@ def test_health_reports_a_working_cache(anon_client, worker_seen):
 
 
 @pytest.fixture
-def failed_limit(settings) -> int:
+def failed_limit(settings, frozen_window) -> int:
     settings.MOBILESD_FAILED_ATTEMPTS_LIMIT = 3
     settings.MOBILESD_FAILED_ATTEMPTS_WINDOW = 60
     return 3

@@ -2,6 +2,7 @@
 bodies whatever their framing, and the address failed sign-ins are counted for."""
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -26,6 +27,9 @@ def web(tmp_path) -> Iterator[str]:
         CELERY_BROKER_URL=_redis_broker_url(),
         MOBILESD_DATA_DIR=str(tmp_path / "data"),
         MOBILESD_FAILED_ATTEMPTS_LIMIT="3",
+        # Windows are counted from the epoch: one longer than the time since then puts
+        # the whole test in the first window, ending an hour from now.
+        MOBILESD_FAILED_ATTEMPTS_WINDOW=str(int(time.time()) + 3600),
     )
     with procfile_web(env, tmp_path) as server:
         yield server.base
