@@ -11,10 +11,12 @@ be able to submit while PostgreSQL is up), a warning is logged at most once a mi
 /api/v1/health reports the cache as degraded.
 """
 
+import ipaddress
 import logging
 import math
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -193,9 +195,52 @@ class TooManyFailedAttempts(MobileSDError):
 
 
 def client_address(request: HttpRequest) -> str:
-    """The address failed attempts are counted for: the connection's peer. Not
-    X-Forwarded-For, which a client chooses (and could change on every attempt)."""
-    return str(request.META.get("REMOTE_ADDR") or "unknown")
+    """The address failed attempts (and anonymous requests) are counted for.
+
+    The connection's peer, unless it is one of MOBILESD_TRUSTED_PROXIES: then the client
+    that the proxies report. X-Forwarded-For is read from its right, where each proxy
+    appends the address it was connected from; the first hop that is not a trusted proxy
+    is the client. What lies left of it the client wrote itself (and could change on every
+    attempt), so it is never read. A hop that is not an address ends the walk at the last
+    address a trusted proxy vouched for.
+    """
+    peer = str(request.META.get("REMOTE_ADDR") or "unknown")
+    proxies = settings.MOBILESD_TRUSTED_PROXIES
+    if not proxies or not _is_proxy(_ip(peer), proxies):
+        return peer
+    address = peer
+    hops = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+    for hop in reversed(hops):
+        ip = _ip(hop)
+        if ip is None:
+            break
+        address = str(ip)
+        if not _is_proxy(ip, proxies):
+            break
+    return address
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _ip(text: str) -> IPAddress | None:
+    """The address in an X-Forwarded-For hop or REMOTE_ADDR (`a.b.c.d`, `a.b.c.d:port`,
+    `v6`, `[v6]` or `[v6]:port`); None if it is none."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    # An IPv4 client on a dual-stack socket: ::ffff:a.b.c.d.
+    return (ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else ip
+
+
+def _is_proxy(ip: IPAddress | None, proxies: Iterable[Any]) -> bool:
+    return ip is not None and any(ip in network for network in proxies)
 
 
 class FailedAttempts:

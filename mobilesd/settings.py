@@ -61,6 +61,22 @@ def _list(name: str) -> list[str]:
     return [item.strip() for item in items if item.strip()]
 
 
+def _networks(
+    name: str, default: str = ""
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Addresses or networks (CIDR), comma-separated; `default` (the same form) when unset."""
+    networks = []
+    for value in _list(name) or [item for item in default.split(",") if item]:
+        try:
+            networks.append(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f'Environment variable "{name}" invalid: {value!r} is not an address or a '
+                "network (e.g. 192.168.0.0/16)."
+            ) from None
+    return tuple(networks)
+
+
 DATA_DIR = Path(env.str("MOBILESD_DATA_DIR", "") or BASE_DIR / "data")
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -287,6 +303,11 @@ MOBILESD_THROTTLE_RATE = env.str("MOBILESD_THROTTLE_RATE", "600/min")
 # within the window (seconds), further attempts from it are refused (429) until it ends.
 MOBILESD_FAILED_ATTEMPTS_LIMIT = env.int("MOBILESD_FAILED_ATTEMPTS_LIMIT", 10)
 MOBILESD_FAILED_ATTEMPTS_WINDOW = env.int("MOBILESD_FAILED_ATTEMPTS_WINDOW", 900)
+# The reverse proxies in front of the web tier (addresses or networks). A request that one
+# of them forwards is counted (failed sign-ins, anonymous requests) for the client address
+# they report in X-Forwarded-For, and its scheme is theirs (X-Forwarded-Proto); without
+# them, every request is counted for its connection's peer: behind a proxy, the proxy's.
+MOBILESD_TRUSTED_PROXIES = _networks("MOBILESD_TRUSTED_PROXIES")
 
 CORS_ALLOWED_ORIGINS = _list("CORS_ALLOWED_ORIGINS")
 CORS_ALLOW_ALL_ORIGINS = env.bool("CORS_ALLOW_ALL_ORIGINS", False)
@@ -598,19 +619,6 @@ MOBILESD_EVENTS_POLL_SECONDS = _positive("MOBILESD_EVENTS_POLL_SECONDS", 0.25)
 # Where webhooks, per-job callback URLs and push targets may be delivered
 # (integrations.destinations): comma-separated CIDRs; by default the private LAN ranges.
 # Link-local and metadata addresses never; loopback only when a listed network is loopback.
-def _networks(name: str, default: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    networks = []
-    for value in _list(name) or default.split(","):
-        try:
-            networks.append(ipaddress.ip_network(value, strict=False))
-        except ValueError:
-            raise ImproperlyConfigured(
-                f'Environment variable "{name}" invalid: {value!r} is not a network '
-                "(e.g. 192.168.0.0/16)."
-            ) from None
-    return tuple(networks)
-
-
 MOBILESD_WEBHOOK_ALLOWED_NETWORKS = _networks(
     "MOBILESD_WEBHOOK_ALLOWED_NETWORKS", "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
 )

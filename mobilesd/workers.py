@@ -3,13 +3,14 @@ UvicornWorker`, the Procfile's `web`): uvicorn-worker's, with two differences.
 
 - The peer address stays the connection's. uvicorn rewrites the client address from
   `X-Forwarded-For` for the hosts of `--forwarded-allow-ips`, and with `'*'` any client could
-  then choose the address its failed sign-ins are counted for (core_app.throttling). As
-  gunicorn's own workers do, only the scheme (`X-Forwarded-Proto`) is taken from a trusted
-  proxy, so that Django knows a request came over TLS.
+  then choose the address its failed sign-ins are counted for. As gunicorn's own workers
+  do, only the scheme (`X-Forwarded-Proto`) is taken from a trusted proxy, so that Django
+  knows a request came over TLS: from MOBILESD_TRUSTED_PROXIES when set, which
+  core_app.throttling also reads X-Forwarded-For for, else from `--forwarded-allow-ips`.
 - At shutdown the event streams end at once with a last message (a client reconnects, to
   another worker), instead of holding the worker until gunicorn's graceful timeout kills it.
 
-No Django here: gunicorn's master imports this module to find the class.
+No Django at import: gunicorn's master imports this module to find the class.
 """
 
 import ipaddress
@@ -79,12 +80,22 @@ class _Server(Server):
         await super().shutdown(sockets)
 
 
+def _trusted_proxies(cfg: Any) -> str | list[str]:
+    """MOBILESD_TRUSTED_PROXIES when set (the proxies failed sign-ins are counted behind),
+    else gunicorn's `--forwarded-allow-ips`. Read once the app is loaded: Django's settings
+    are then set up in this worker process."""
+    from django.conf import settings
+
+    proxies = settings.MOBILESD_TRUSTED_PROXIES
+    return [str(network) for network in proxies] if proxies else cfg.forwarded_allow_ips
+
+
 class UvicornWorker(BaseUvicornWorker):
     # Django's ASGI handler serves HTTP only: no lifespan protocol to try.
     CONFIG_KWARGS = {"loop": "auto", "http": "auto", "proxy_headers": False, "lifespan": "off"}
 
     async def _serve(self) -> None:
-        self.config.app = SchemeFromProxy(self.wsgi, self.cfg.forwarded_allow_ips)
+        self.config.app = SchemeFromProxy(self.wsgi, _trusted_proxies(self.cfg))
         server = _Server(config=self.config)
         self._install_sigquit_handler()
         await server.serve(sockets=self.sockets)

@@ -19,10 +19,9 @@ from tests.support import database_backends, new_key
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def web(tmp_path) -> Iterator[str]:
+def _web(tmp_path, **env: str) -> Iterator[str]:
     """The Procfile's `web` process on the test database; yields its base URL."""
-    env = clean_env(
+    environment = clean_env(
         DATABASE_URL=_worker_database_url(),
         CELERY_BROKER_URL=_redis_broker_url(),
         MOBILESD_DATA_DIR=str(tmp_path / "data"),
@@ -30,9 +29,21 @@ def web(tmp_path) -> Iterator[str]:
         # Windows are counted from the epoch: one longer than the time since then puts
         # the whole test in the first window, ending an hour from now.
         MOBILESD_FAILED_ATTEMPTS_WINDOW=str(int(time.time()) + 3600),
+        **env,
     )
-    with procfile_web(env, tmp_path) as server:
+    with procfile_web(environment, tmp_path) as server:
         yield server.base
+
+
+@pytest.fixture
+def web(tmp_path) -> Iterator[str]:
+    yield from _web(tmp_path)
+
+
+@pytest.fixture
+def web_behind_proxy(tmp_path) -> Iterator[str]:
+    """The same, behind a proxy on this machine: the test's requests come from it."""
+    yield from _web(tmp_path, MOBILESD_TRUSTED_PROXIES="127.0.0.1,::1")
 
 
 def test_the_web_process_serves_requests_on_its_pooled_connections(tmp_path):
@@ -111,3 +122,17 @@ def test_a_forwarded_for_header_does_not_change_the_address_counted_for_failed_s
 
     assert [guess(n) for n in range(3)] == [401, 401, 401]
     assert guess(99) == 429
+
+
+def test_behind_a_trusted_proxy_failed_sign_ins_are_counted_per_client(web_behind_proxy):
+    def guess(client: str) -> int:
+        return requests.get(
+            f"{web_behind_proxy}/api/v1/servers",
+            # what the client wrote, then the address the proxy saw
+            headers={"Authorization": "Bearer wrong", "X-Forwarded-For": f"6.6.6.6, {client}"},
+            timeout=10,
+        ).status_code
+
+    assert [guess("192.168.1.66") for _ in range(3)] == [401, 401, 401]
+    assert guess("192.168.1.66") == 429
+    assert guess("192.168.1.10") == 401  # another phone of the household is not locked out

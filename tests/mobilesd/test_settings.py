@@ -85,6 +85,7 @@ def _start(
         ("CELERY_BROKER_URL", "nonsense"),
         ("CACHE_URL", "127.0.0.1:6379"),
         ("MOBILESD_WEBHOOK_ALLOWED_NETWORKS", "192.168.0.0/16,10.0.0.0/33"),
+        ("MOBILESD_TRUSTED_PROXIES", "127.0.0.1, nginx"),
         ("MOBILESD_WEBHOOK_RETRY_SECONDS", "30,soon"),
         ("MOBILESD_WEBHOOK_RETRY_SECONDS", "30,-1"),
         ("MOBILESD_WEBHOOK_LEASE_SECONDS", "10"),  # not longer than 5 + 15 s of timeouts
