@@ -32,8 +32,10 @@ def failed_limit(settings, frozen_window) -> int:
 
 
 def address(peer: str, forwarded: str | None = None) -> str:
-    headers = {} if forwarded is None else {"HTTP_X_FORWARDED_FOR": forwarded}
-    return client_address(RequestFactory().get("/", REMOTE_ADDR=peer, **headers))
+    request = RequestFactory().get("/", REMOTE_ADDR=peer)
+    if forwarded is not None:
+        request.META["HTTP_X_FORWARDED_FOR"] = forwarded
+    return client_address(request)
 
 
 @pytest.mark.parametrize(
