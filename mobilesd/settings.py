@@ -209,6 +209,11 @@ DATABASES = {
 DATABASE_POOL_SIZE = env.int("DATABASE_POOL_SIZE", 0)
 if DATABASE_POOL_SIZE < 0:
     raise ImproperlyConfigured('Environment variable "DATABASE_POOL_SIZE" invalid: below 0.')
+# A request waits this long (seconds) for a free pooled connection, then fails instead of
+# hanging: a 503 `database_unavailable`, as when the database is down (core_app.exceptions).
+DATABASE_POOL_TIMEOUT = env.float("DATABASE_POOL_TIMEOUT", 10.0)
+if DATABASE_POOL_TIMEOUT <= 0:
+    raise ImproperlyConfigured('Environment variable "DATABASE_POOL_TIMEOUT" invalid: not above 0.')
 if DATABASE_POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     if DATABASES["default"]["CONN_MAX_AGE"]:
         raise ImproperlyConfigured(
@@ -218,9 +223,7 @@ if DATABASE_POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,
         "max_size": DATABASE_POOL_SIZE,
-        # A request waits this long for a free connection, then fails instead of hanging:
-        # a 503 `database_unavailable`, as when the database is down (core_app.exceptions).
-        "timeout": 10,
+        "timeout": DATABASE_POOL_TIMEOUT,
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share one file: WAL lets readers run beside the writer, and

@@ -1,18 +1,24 @@
-"""The web tier as the Procfile starts it (gunicorn with uvicorn workers, ASGI): request
-bodies whatever their framing, and the address failed sign-ins are counted for."""
+"""The web tier as the Procfile starts it (gunicorn with uvicorn workers, ASGI): its pool of
+database connections, request bodies whatever their framing, and the address failed
+sign-ins are counted for, behind a proxy or not."""
 
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from django.db import connection, transaction
 
+from queue_app.models import Job, JobStatus
+from queue_app.services import job_submit
 from servers_app.models import Server
 from tests.integration.conftest import _redis_broker_url, _worker_database_url
 from tests.integration.procs import (
     clean_env,
     procfile_web,
+    wait_until,
 )
 from tests.support import database_backends, new_key
 
@@ -73,6 +79,65 @@ def test_the_web_process_serves_requests_on_its_pooled_connections(tmp_path):
     assert first, "the web process opened no connection"
     assert len(after) <= 8
     assert first <= after  # the connections of the first request are still the ones used
+
+
+def _backends_waiting_for_a_lock(application_name: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = %s AND wait_event_type = 'Lock'",
+            [application_name],
+        )
+        return int(cursor.fetchone()[0])
+
+
+def test_a_request_that_finds_no_free_pooled_connection_is_a_503_and_changes_nothing(tmp_path):
+    """The pool's one connection held by a request blocked on a row lock: the next request
+    waits DATABASE_POOL_TIMEOUT for it, then gets 503 database_unavailable with a
+    Retry-After; once the lock is released the first request ends as it would have, and
+    the next one is served."""
+    env = clean_env(
+        DATABASE_URL=f"{_worker_database_url()}?application_name=web-pool",
+        CELERY_BROKER_URL=_redis_broker_url(),
+        MOBILESD_DATA_DIR=str(tmp_path / "data"),
+        DATABASE_POOL_SIZE="1",
+        DATABASE_POOL_TIMEOUT="1",
+    )
+    owner, key = new_key("phone")
+    Server.objects.create(alias="Laptop", api_url="http://127.0.0.1:9")
+    job, _ = job_submit(
+        owner=owner.user, target_server_alias="Laptop", generation_params={"prompt": "a fox"}
+    )
+    with procfile_web(env, tmp_path) as server:
+        phone = requests.Session()
+        phone.headers["Authorization"] = f"Bearer {key}"
+        servers = f"{server.base}/api/v1/servers"
+        assert phone.get(servers, timeout=10).status_code == 200
+        with ThreadPoolExecutor(1) as background:
+            with transaction.atomic():
+                Job.objects.select_for_update().get(pk=job.pk)
+                cancel = background.submit(
+                    requests.post,
+                    f"{server.base}/api/v1/queue/jobs/{job.pk}/cancel",
+                    headers={"Authorization": f"Bearer {key}"},
+                    timeout=30,
+                )
+                wait_until(
+                    lambda: _backends_waiting_for_a_lock("web-pool"),
+                    timeout=10,
+                    what="the cancel waiting for the job's row",
+                )
+                refused = phone.get(servers, timeout=10)
+            cancelled = cancel.result()
+        served = phone.get(servers, timeout=10)
+
+    assert refused.status_code == 503
+    assert refused.json()["code"] == "database_unavailable"
+    assert refused.headers["Retry-After"] == "5"
+    assert cancelled.status_code == 200, cancelled.text
+    assert served.status_code == 200
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED
 
 
 def chunks(data: bytes, size: int = 7) -> Iterator[bytes]:

@@ -91,6 +91,8 @@ def _start(
         ("MOBILESD_WEBHOOK_LEASE_SECONDS", "10"),  # not longer than 5 + 15 s of timeouts
         ("DATABASE_POOL_SIZE", "eight"),
         ("DATABASE_POOL_SIZE", "-1"),
+        ("DATABASE_POOL_TIMEOUT", "soon"),
+        ("DATABASE_POOL_TIMEOUT", "0"),
     ],
 )
 def test_a_malformed_value_stops_startup_naming_the_variable(tmp_path, name, value):
