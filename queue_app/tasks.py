@@ -4,10 +4,12 @@ task re-reads the rows, so a lost, repeated or late message is harmless."""
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -207,6 +209,41 @@ def _reconcile_on_start(**kwargs: object) -> None:
     """A worker starting up picks up whatever lost messages or a dead worker left."""
     shutting_down.clear()
     reconcile.delay()
+
+
+# Threads a worker keeps beside its server loops: health checks, notifications, downloads.
+SPARE_THREADS = 2
+
+
+def threads_shortfall_warning(*, threads: int, servers: int) -> str | None:
+    """What to tell the operator when a worker with `threads` threads serves `servers`
+    enabled servers: each server whose queue runs holds a thread for as long as it has
+    jobs. None when there are enough."""
+    needed = servers + SPARE_THREADS
+    if threads >= needed:
+        return None
+    return (
+        f"This worker has {threads} threads for {servers} enabled servers: each server "
+        "whose queue runs holds a thread while it has jobs, so with all of them busy the "
+        "other servers' jobs, health checks, notifications and downloads wait for a free "
+        f"thread. Set WORKER_CONCURRENCY to at least {needed} (the servers + "
+        f"{SPARE_THREADS}), or run more workers."
+    )
+
+
+@worker_ready.connect
+def _warn_if_threads_are_short(sender: Any = None, **kwargs: object) -> None:
+    threads = getattr(getattr(sender, "controller", None), "concurrency", None)
+    if not isinstance(threads, int):
+        return
+    try:
+        servers = Server.objects.filter(enabled=True).count()
+    except DatabaseError as exc:  # the worker still starts; the engine retries
+        logger.warning("Could not count the servers at start-up: %s", exc)
+        return
+    warning = threads_shortfall_warning(threads=threads, servers=servers)
+    if warning is not None:
+        logger.warning(warning)
 
 
 @worker_shutting_down.connect

@@ -363,3 +363,15 @@ def test_the_embedded_default_runs_a_job_end_to_end(tmp_path, sims):
         [stored] = (app.root / "data" / "media").rglob(name)
         assert stored.read_bytes() == image.content
         assert received(sim) == {job_id: 1}
+
+
+def test_a_worker_with_too_few_threads_for_its_servers_says_so_at_start(engine):
+    baker.make(Server, enabled=True, api_url="http://127.0.0.1:9", _quantity=7)
+    baker.make(Server, enabled=False, api_url="http://127.0.0.1:9")
+
+    worker = engine.start_worker("w2")  # 8 threads, as the cluster's workers have
+    log = worker.output()
+    engine.stop_worker("w2")
+
+    assert "This worker has 8 threads for 7 enabled servers" in log
+    assert "Set WORKER_CONCURRENCY to at least 9" in log

@@ -1,6 +1,7 @@
 """The Celery tasks as functions (called with primary keys), and what they enqueue."""
 
 import contextlib
+import types
 from datetime import timedelta
 
 import pytest
@@ -305,3 +306,34 @@ def test_interrupt_task_stops_only_that_task(published):
         thread.join(10)
     finally:
         sim.stop()
+
+
+@pytest.mark.parametrize(
+    ("threads", "servers", "warned"), [(8, 6, False), (8, 7, True), (2, 1, True)]
+)
+def test_a_worker_needs_a_thread_per_server_and_two_spare(threads, servers, warned):
+    warning = tasks.threads_shortfall_warning(threads=threads, servers=servers)
+
+    assert (warning is not None) is warned
+    if warned:
+        assert f"at least {servers + 2}" in warning
+
+
+def test_the_worker_warns_at_start_when_its_threads_are_short(db, caplog):
+    baker.make(Server, enabled=True, _quantity=3)
+    consumer = types.SimpleNamespace(controller=types.SimpleNamespace(concurrency=4))
+
+    with caplog.at_level("WARNING", logger="queue_app.tasks"):
+        tasks._warn_if_threads_are_short(sender=consumer)
+
+    assert "This worker has 4 threads for 3 enabled servers" in caplog.text
+
+
+def test_a_worker_with_threads_enough_says_nothing(db, caplog):
+    baker.make(Server, enabled=True, _quantity=2)
+    consumer = types.SimpleNamespace(controller=types.SimpleNamespace(concurrency=4))
+
+    with caplog.at_level("WARNING", logger="queue_app.tasks"):
+        tasks._warn_if_threads_are_short(sender=consumer)
+
+    assert "threads for" not in caplog.text
