@@ -206,7 +206,11 @@ def client_address(request: HttpRequest) -> str:
     """
     peer = str(request.META.get("REMOTE_ADDR") or "unknown")
     proxies = settings.MOBILESD_TRUSTED_PROXIES
-    if not proxies or not _is_proxy(_ip(peer), proxies):
+    if not proxies:
+        if "HTTP_X_FORWARDED_FOR" in request.META:
+            _forwarded_without_proxies.seen(peer)
+        return peer
+    if not _is_proxy(_ip(peer), proxies):
         return peer
     address = peer
     hops = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
@@ -219,6 +223,31 @@ def client_address(request: HttpRequest) -> str:
             break
     return address
 
+
+class _ForwardedWithoutProxies:
+    """A warning, once per process, that requests come through a proxy no setting names."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.warned = False
+
+    def seen(self, peer: str) -> None:
+        if self.warned:
+            return
+        with self._lock:
+            if self.warned:
+                return
+            self.warned = True
+        logger.warning(
+            "A request from %s came with X-Forwarded-For, and MOBILESD_TRUSTED_PROXIES is "
+            "not set: if %s is your reverse proxy, name it there, or every client behind it "
+            "shares one count of failed sign-ins (and of anonymous requests).",
+            peer,
+            peer,
+        )
+
+
+_forwarded_without_proxies = _ForwardedWithoutProxies()
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -3,12 +3,14 @@ proxies of MOBILESD_TRUSTED_PROXIES: the client they report, never what a client
 X-Forwarded-For itself."""
 
 import ipaddress
+import logging
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client, RequestFactory
 from rest_framework.test import APIClient
 
+from core_app import throttling
 from core_app.throttling import client_address
 from tests.support import assert_error, new_key
 
@@ -130,3 +132,18 @@ def test_the_admins_login_is_locked_per_client_behind_the_proxy(db, proxies, fai
     assert wrong == [200] * failed_limit
     assert log_in("192.168.1.66", "right-pass") == 429
     assert log_in("192.168.1.10", "right-pass") == 302
+
+
+def test_requests_forwarded_by_an_unnamed_proxy_are_pointed_out_once(settings, caplog, monkeypatch):
+    settings.MOBILESD_TRUSTED_PROXIES = ()
+    monkeypatch.setattr(throttling._forwarded_without_proxies, "warned", False)
+
+    with caplog.at_level(logging.WARNING, logger="core_app.throttling"):
+        address("127.0.0.1")  # nothing forwarded: nothing to say
+        for client in ("192.168.1.20", "192.168.1.21"):
+            address("127.0.0.1", client)
+
+    warnings = [r.getMessage() for r in caplog.records if r.name == "core_app.throttling"]
+    assert len(warnings) == 1
+    assert "A request from 127.0.0.1 came with X-Forwarded-For" in warnings[0]
+    assert "MOBILESD_TRUSTED_PROXIES" in warnings[0]
