@@ -13,7 +13,9 @@ SQLite: a last trigger gives each event its public id as it is written (writers 
 turns, so the order they write in is the order they commit in).
 
 SQLite drops a table's triggers when Django rebuilds the table (an ALTER it cannot do in
-place), so `event_triggers_install` runs after every `migrate` (post_migrate).
+place), and refuses to rebuild a table that another table's triggers name; so there the
+triggers are dropped before a `migrate` with work to do (pre_migrate) and
+`event_triggers_install` runs after every `migrate` (post_migrate; events_app.apps).
 """
 
 from dataclasses import dataclass

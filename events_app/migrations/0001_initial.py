@@ -2,6 +2,8 @@ from django.db import migrations, models
 
 
 def install_event_triggers(apps, schema_editor):
+    if schema_editor.connection.vendor == "sqlite":
+        return  # installed after the whole migrate (events_app.apps: post_migrate)
     from events_app.triggers import event_triggers_install
 
     event_triggers_install(force=True)
