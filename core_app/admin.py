@@ -117,13 +117,13 @@ class UserWithKeysAdmin(UserAdmin):
 
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(admin.ModelAdmin):
-    """The workers seen lately; written by the workers only."""
+    """The workers (and beat) seen lately; written by those processes only."""
 
-    list_display = ("hostname", "started_at", "last_seen_at", "stopped_at")
-    list_filter = ("stopped_at",)
+    list_display = ("hostname", "process", "started_at", "last_seen_at", "stopped_at")
+    list_filter = ("process", "stopped_at")
     search_fields = ("hostname",)
     ordering = ("-last_seen_at",)
-    readonly_fields = ("hostname", "started_at", "last_seen_at", "stopped_at")
+    readonly_fields = ("hostname", "process", "started_at", "last_seen_at", "stopped_at")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -14,7 +14,7 @@ from django.core.cache import caches
 from django.db import connection
 from django.db.models.functions import Now
 
-from core_app.models import WorkerHeartbeat
+from core_app.models import CeleryProcess, WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -74,27 +74,50 @@ def check_cache() -> Check:
 def check_worker(*, database: Check) -> Check:
     """Whether some worker has written its heartbeat within two periods (one missed beat is
     forgiven): without one, submitted jobs wait forever."""
+    return _check_seen(
+        CeleryProcess.WORKER,
+        database=database,
+        never="no worker has ever been seen: start one (celery -A mobilesd worker)",
+        missing="jobs wait",
+    )
+
+
+def check_beat(*, database: Check) -> Check:
+    """Whether beat has written its heartbeat within two periods: without it the periodic
+    tasks stop, so a server once offline is never found back, the jobs of a worker that
+    died stay running, and jobs due more than an hour ahead are never released."""
+    return _check_seen(
+        CeleryProcess.BEAT,
+        database=database,
+        never="beat has never been seen: start exactly one (celery -A mobilesd beat)",
+        missing="offline servers are not checked again and dead workers' jobs not recovered",
+    )
+
+
+def _check_seen(process: str, *, database: Check, never: str, missing: str) -> Check:
+    name = "worker" if process == CeleryProcess.WORKER else "beat"
     if not database.ok:
-        return Check(False, "unknown: the database, where workers note their heartbeat, is down")
+        return Check(False, f"unknown: the database, where {name}s note their heartbeat, is down")
     window = 2 * settings.MOBILESD_WORKER_HEARTBEAT_SECONDS
+    rows = WorkerHeartbeat.objects.filter(process=process)
     try:
         alive = sorted(
-            WorkerHeartbeat.objects.filter(
+            rows.filter(
                 stopped_at__isnull=True, last_seen_at__gte=Now() - timedelta(seconds=window)
             ).values_list("hostname", flat=True)
         )
-        last = None if alive else WorkerHeartbeat.objects.order_by("-last_seen_at").first()
+        last = None if alive else rows.order_by("-last_seen_at").first()
     except Exception as exc:  # the database went away between the checks
-        logger.warning("Worker check failed: %s", exc)
+        logger.warning("%s check failed: %s", name.capitalize(), exc)
         return Check(False, f"unknown: {exc}")
     if alive:
         return Check(True, f"{len(alive)} seen within {window:g} s: {', '.join(alive)}")
     if last is None:
-        return Check(False, "no worker has ever been seen: start one (celery -A mobilesd worker)")
+        return Check(False, never)
     how = "stopped" if last.stopped_at else "silent"
     return Check(
         False,
-        f"no worker seen within {window:g} s: jobs wait; the last, {last.hostname}, "
+        f"no {name} seen within {window:g} s: {missing}; the last, {last.hostname}, "
         f"{how} since {last.last_seen_at.isoformat(timespec='seconds')}",
     )
 

@@ -65,12 +65,21 @@ class ApiKey(models.Model):
             self.save(update_fields=["revoked_at"])
 
 
+class CeleryProcess(models.TextChoices):
+    WORKER = "worker", "worker"
+    BEAT = "beat", "beat"
+
+
 class WorkerHeartbeat(models.Model):
-    """The last sign of life of one Celery worker (by its node name), written by the worker
-    itself every MOBILESD_WORKER_HEARTBEAT_SECONDS (core_app.worker) on the database's clock;
-    /api/v1/health counts a worker as alive while its row is younger than two periods."""
+    """The last sign of life of one Celery worker (by its node name) or beat, written by the
+    process itself every MOBILESD_WORKER_HEARTBEAT_SECONDS (core_app.worker) on the
+    database's clock; /api/v1/health counts one as alive while its row is younger than two
+    periods."""
 
     hostname = models.CharField(max_length=255, unique=True, editable=False)
+    process = models.CharField(
+        max_length=10, choices=CeleryProcess.choices, default=CeleryProcess.WORKER, editable=False
+    )
     started_at = models.DateTimeField(editable=False)
     last_seen_at = models.DateTimeField(editable=False)
     stopped_at = models.DateTimeField(

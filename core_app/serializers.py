@@ -92,6 +92,12 @@ class HealthSerializer(serializers.Serializer):
             "(MOBILESD_WORKER_HEARTBEAT_SECONDS); without one no job runs."
         )
     )
+    beat = HealthCheckSerializer(
+        help_text=(
+            "Whether Celery beat has noted its heartbeat within two periods; without it "
+            "offline servers are not checked again and dead workers' jobs not recovered."
+        )
+    )
     storage = HealthCheckSerializer(
         help_text=(
             "Whether images can be saved: MEDIA_ROOT writable, with at least "

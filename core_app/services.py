@@ -7,7 +7,14 @@ from django.db.models import QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from core_app.models import ApiKey, KeyScope, WorkerHeartbeat, generate_raw_key, hash_key
+from core_app.models import (
+    ApiKey,
+    CeleryProcess,
+    KeyScope,
+    WorkerHeartbeat,
+    generate_raw_key,
+    hash_key,
+)
 
 
 def api_key_create(*, name: str, user: Any, scope: str = KeyScope.CLIENT) -> tuple[ApiKey, str]:
@@ -35,12 +42,23 @@ def api_key_revoke(*, keys: QuerySet[ApiKey]) -> int:
 WORKER_HEARTBEAT_FORGET_AFTER = timedelta(days=7)
 
 
-def worker_heartbeat_record(*, hostname: str, started: bool = False, stopped: bool = False) -> None:
-    """Note that worker `hostname` is alive (`started`: it has just started; `stopped`: it
-    has shut down cleanly). Times are the database's, so that workers on other hosts with
-    other clocks agree with the health check, which reads them on the same clock."""
+def worker_heartbeat_record(
+    *,
+    hostname: str,
+    started: bool = False,
+    stopped: bool = False,
+    process: str = CeleryProcess.WORKER,
+) -> None:
+    """Note that worker (or beat) `hostname` is alive (`started`: it has just started;
+    `stopped`: it has shut down cleanly). Times are the database's, so that processes on
+    other hosts with other clocks agree with the health check, which reads them on the same
+    clock."""
     now = Now()
-    fields: dict[str, object] = {"last_seen_at": now, "stopped_at": now if stopped else None}
+    fields: dict[str, object] = {
+        "last_seen_at": now,
+        "stopped_at": now if stopped else None,
+        "process": process,
+    }
     if started:
         fields["started_at"] = now
         WorkerHeartbeat.objects.filter(

@@ -1,12 +1,16 @@
-"""The worker's heartbeat: a Celery worker bootstep whose thread notes, every
+"""The heartbeats of Celery's processes: a worker bootstep whose thread notes, every
 MOBILESD_WORKER_HEARTBEAT_SECONDS, that this worker is alive (a WorkerHeartbeat row), so
-that /api/v1/health can tell a queue that nobody works on.
+that /api/v1/health can tell a queue that nobody works on; and the same thread in beat,
+started when beat starts, so that it can tell a queue whose periodic tasks (server health
+checks, lease recovery, the reconcile, the counts' fold) no longer run.
 
 mobilesd/celery.py adds the step by name; nothing here touches Django's models at import
 time, because the Celery app is imported before Django is set up.
 """
 
+import atexit
 import logging
+import socket
 import threading
 from typing import Any
 
@@ -21,10 +25,11 @@ class HeartbeatThread(threading.Thread):
     """Writes the heartbeat until stopped, then marks the worker as stopped. A failed write
     (database down) is logged and retried at the next beat; it never stops the worker."""
 
-    def __init__(self, *, hostname: str, period: float) -> None:
-        super().__init__(name="mobilesd-worker-heartbeat", daemon=True)
+    def __init__(self, *, hostname: str, period: float, process: str = "worker") -> None:
+        super().__init__(name=f"mobilesd-{process}-heartbeat", daemon=True)
         self.hostname = hostname
         self.period = period
+        self.process = process
         self._stopping = threading.Event()
 
     def run(self) -> None:
@@ -35,7 +40,9 @@ class HeartbeatThread(threading.Thread):
             while True:
                 try:
                     close_old_connections()
-                    worker_heartbeat_record(hostname=self.hostname, started=started)
+                    worker_heartbeat_record(
+                        hostname=self.hostname, started=started, process=self.process
+                    )
                     started = False
                 except Exception as exc:  # any database error: try again next beat
                     logger.warning("Worker heartbeat of %s not written: %s", self.hostname, exc)
@@ -43,7 +50,7 @@ class HeartbeatThread(threading.Thread):
                 if self._stopping.wait(self.period):
                     break
             try:
-                worker_heartbeat_record(hostname=self.hostname, stopped=True)
+                worker_heartbeat_record(hostname=self.hostname, stopped=True, process=self.process)
             except Exception as exc:  # the row then simply ages out
                 logger.warning("Worker %s not marked as stopped: %s", self.hostname, exc)
         finally:
@@ -66,3 +73,16 @@ class WorkerHeartbeatStep(bootsteps.StartStopStep):
         return HeartbeatThread(
             hostname=parent.hostname, period=settings.MOBILESD_WORKER_HEARTBEAT_SECONDS
         )
+
+
+def beat_heartbeat_start(**_: Any) -> HeartbeatThread:
+    """beat_init's receiver (mobilesd/celery.py): beat's heartbeat, as `beat@<host>`, until
+    the process exits (marked stopped then)."""
+    thread = HeartbeatThread(
+        hostname=f"beat@{socket.gethostname()}",
+        period=settings.MOBILESD_WORKER_HEARTBEAT_SECONDS,
+        process="beat",
+    )
+    thread.start()
+    atexit.register(thread.stop)
+    return thread

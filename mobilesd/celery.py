@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import Celery
 from celery.app import backends
-from celery.signals import worker_init
+from celery.signals import beat_init, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mobilesd.settings")
 
@@ -53,3 +53,11 @@ def _connections_unpooled(**_: Any) -> None:
 
     for alias in connections:
         connections.settings[alias].get("OPTIONS", {}).pop("pool", None)
+
+
+@beat_init.connect
+def _beat_heartbeat(**_: Any) -> None:
+    """Beat writes its heartbeat too, for the health check's `beat` (core_app.worker)."""
+    from core_app.worker import beat_heartbeat_start
+
+    beat_heartbeat_start()

@@ -379,8 +379,8 @@ MOBILESD_HEARTBEAT_SECONDS = env.float("MOBILESD_HEARTBEAT_SECONDS", 1.0)
 MOBILESD_PROGRESS_MIN_SECONDS = env.float("MOBILESD_PROGRESS_MIN_SECONDS", 0.5)
 MOBILESD_LEASE_RECOVERY_SECONDS = env.float("MOBILESD_LEASE_RECOVERY_SECONDS", 2.0)
 MOBILESD_RECONCILE_SECONDS = env.float("MOBILESD_RECONCILE_SECONDS", 10.0)
-# Every worker notes that it is alive this often; /api/v1/health answers 503 when no worker
-# has done so within two periods (nobody would run the queue).
+# Every worker, and beat, notes that it is alive this often; /api/v1/health answers 503
+# when no worker, or no beat, has done so within two periods (the queue would not move).
 MOBILESD_WORKER_HEARTBEAT_SECONDS = _positive("MOBILESD_WORKER_HEARTBEAT_SECONDS", 10.0)
 # The job counts (queue_app/counts.py) gain two rows at each change of a job's status; beat
 # folds them into one row per key this often, so that a list's total sums a few rows.

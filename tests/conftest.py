@@ -193,8 +193,9 @@ def anon_client(db) -> APIClient:
 
 @pytest.fixture
 def worker_seen(db) -> None:
-    """A worker whose heartbeat was just written, as a running worker keeps it."""
+    """A worker and beat whose heartbeats were just written, as running ones keep them."""
     worker_heartbeat_record(hostname="celery@test", started=True)
+    worker_heartbeat_record(hostname="beat@test", started=True, process="beat")
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ HEALTHY = {
     "broker": {"ok": True, "detail": "ok"},
     "cache": {"ok": True, "detail": "ok"},
     "worker": {"ok": True, "detail": "ok"},
+    "beat": {"ok": True, "detail": "ok"},
     "storage": {"ok": True, "detail": "ok"},
 }
 

@@ -1,4 +1,4 @@
-"""/api/v1/health (database, broker, cache, worker heartbeat, media storage), the OpenAPI
+"""/api/v1/health (database, broker, cache, worker and beat heartbeats, media storage), the OpenAPI
 document and its browsable page."""
 
 from datetime import timedelta
@@ -21,6 +21,7 @@ def test_health_reports_database_and_broker_without_a_key(anon_client, worker_se
     assert body["database"]["ok"] is True
     assert body["broker"]["ok"] is True
     assert body["worker"] == {"ok": True, "detail": "1 seen within 20 s: celery@test"}
+    assert body["beat"] == {"ok": True, "detail": "1 seen within 20 s: beat@test"}
     assert body["storage"]["ok"] is True
 
 
@@ -62,6 +63,45 @@ def test_health_is_503_as_soon_as_the_last_worker_stopped_cleanly(anon_client, w
 
     assert response.status_code == 503
     assert "celery@test, stopped since" in response.json()["worker"]["detail"]
+
+
+def test_health_is_503_when_beat_was_never_seen(anon_client):
+    worker_heartbeat_record(hostname="celery@test", started=True)
+
+    response = anon_client.get("/api/v1/health")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["worker"]["ok"] is True
+    assert body["beat"]["ok"] is False
+    assert body["beat"]["detail"].startswith("beat has never been seen: start exactly one")
+
+
+def test_health_is_503_when_beat_fell_silent_and_says_what_stops(anon_client, settings):
+    settings.MOBILESD_WORKER_HEARTBEAT_SECONDS = 10
+    worker_heartbeat_record(hostname="celery@test", started=True)
+    worker_heartbeat_record(hostname="beat@gpu-box", started=True, process="beat")
+    WorkerHeartbeat.objects.filter(process="beat").update(
+        last_seen_at=timezone.now() - timedelta(seconds=21)
+    )
+
+    response = anon_client.get("/api/v1/health")
+
+    assert response.status_code == 503
+    detail = response.json()["beat"]["detail"]
+    assert detail.startswith("no beat seen within 20 s: offline servers are not checked again")
+    assert "beat@gpu-box, silent since" in detail
+    assert response.json()["worker"]["ok"] is True
+
+
+def test_beats_heartbeat_does_not_count_as_a_worker(anon_client):
+    worker_heartbeat_record(hostname="beat@test", started=True, process="beat")
+
+    body = anon_client.get("/api/v1/health").json()
+
+    assert body["beat"]["ok"] is True
+    assert body["worker"]["ok"] is False
+    assert body["worker"]["detail"].startswith("no worker has ever been seen")
 
 
 def test_health_does_not_guess_workers_when_the_database_is_down(anon_client, worker_seen):

@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 
 from core_app.models import WorkerHeartbeat
-from core_app.worker import HeartbeatThread, WorkerHeartbeatStep
+from core_app.worker import HeartbeatThread, WorkerHeartbeatStep, beat_heartbeat_start
 from mobilesd.celery import app
 from tests.integration.procs import wait_until
 
@@ -69,3 +69,22 @@ def test_every_worker_of_the_app_runs_the_heartbeat_step():
     created = step.create(mock.Mock(hostname="celery@box"))
     assert isinstance(created, HeartbeatThread)
     assert created.hostname == "celery@box"
+
+
+def test_beat_starts_its_own_heartbeat_as_beat(settings, monkeypatch):
+    settings.MOBILESD_WORKER_HEARTBEAT_SECONDS = 0.05
+    at_exit: list = []
+    monkeypatch.setattr("core_app.worker.atexit.register", at_exit.append)
+
+    thread = beat_heartbeat_start()
+    try:
+        row = wait_until(lambda: _row(thread.hostname), timeout=10, what="beat's heartbeat")
+    finally:
+        at_exit[0]()  # what the process runs at exit
+
+    assert thread.hostname.startswith("beat@")
+    assert row.process == "beat"
+    assert not thread.is_alive()
+    stopped = _row(thread.hostname)
+    assert stopped is not None
+    assert stopped.stopped_at is not None

@@ -1,6 +1,8 @@
-"""/api/v1/health with real workers: it answers 200 while a worker writes its heartbeat,
-and 503, saying so, within two heartbeat periods of the last worker dying."""
+"""/api/v1/health with real workers and beat: it answers 200 while a worker and beat write
+their heartbeats, and 503, saying so, within two heartbeat periods of the last worker dying
+or of beat dying."""
 
+import signal
 import time
 from collections.abc import Iterator
 
@@ -93,3 +95,32 @@ def test_health_goes_503_at_once_when_the_last_worker_stops_cleanly(workers, hea
 
     assert status == 503
     assert "stopped since" in body["worker"]["detail"]
+
+
+def test_health_goes_503_within_two_periods_of_beat_dying(workers, health):
+    if not workers.alive("w1"):
+        workers.start_worker("w1")
+    _, body = wait_until(answering(health, 200), timeout=30, what="a healthy answer")
+    assert body["beat"]["ok"] is True
+    assert body["beat"]["detail"].startswith("1 seen within 1 s: beat@")
+    assert workers.beat is not None
+
+    workers.beat.signal(signal.SIGKILL)
+    died = time.monotonic()
+    try:
+        _, body = wait_until(
+            answering(health, 503),
+            timeout=10 * PERIOD,
+            interval=0.05,
+            what="a 503 after beat died",
+        )
+        elapsed = time.monotonic() - died
+    finally:
+        workers.beat.stop()
+        workers.start_beat()  # for the module's other tests
+
+    assert elapsed <= 2 * PERIOD + POLL_SLACK
+    assert body["worker"]["ok"] is True
+    assert body["beat"]["ok"] is False
+    assert body["beat"]["detail"].startswith("no beat seen within 1 s")
+    assert "silent since" in body["beat"]["detail"]
