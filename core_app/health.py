@@ -111,7 +111,10 @@ def _check_seen(process: str, *, database: Check, never: str, missing: str) -> C
         logger.warning("%s check failed: %s", name.capitalize(), exc)
         return Check(False, f"unknown: {exc}")
     if alive:
-        return Check(True, f"{len(alive)} seen within {window:g} s: {', '.join(alive)}")
+        seen = f"{len(alive)} seen within {window:g} s: {', '.join(alive)}"
+        if process == CeleryProcess.BEAT and len(alive) > 1:
+            seen += " (run exactly one: each sends every periodic task)"
+        return Check(True, seen)
     if last is None:
         return Check(False, never)
     how = "stopped" if last.stopped_at else "silent"

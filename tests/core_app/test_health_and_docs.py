@@ -104,6 +104,18 @@ def test_beats_heartbeat_does_not_count_as_a_worker(anon_client):
     assert body["worker"]["detail"].startswith("no worker has ever been seen")
 
 
+def test_two_beats_are_pointed_out(anon_client, worker_seen):
+    worker_heartbeat_record(hostname="beat@other-box", started=True, process="beat")
+
+    beat = anon_client.get("/api/v1/health").json()["beat"]
+
+    assert beat["ok"] is True
+    assert beat["detail"] == (
+        "2 seen within 20 s: beat@other-box, beat@test "
+        "(run exactly one: each sends every periodic task)"
+    )
+
+
 def test_health_does_not_guess_workers_when_the_database_is_down(anon_client, worker_seen):
     with mock.patch("core_app.views.check_database", return_value=Check(False, "refused")):
         response = anon_client.get("/api/v1/health")
