@@ -94,8 +94,10 @@ def check_beat(*, database: Check) -> Check:
     )
 
 
-def _check_seen(process: str, *, database: Check, never: str, missing: str) -> Check:
-    name = "worker" if process == CeleryProcess.WORKER else "beat"
+def _check_seen(process: CeleryProcess, *, database: Check, never: str, missing: str) -> Check:
+    """Whether a `process` (a worker, beat) noted its heartbeat within two periods; `never`
+    when none ever did, `missing` what stops while none does."""
+    name = process.value
     if not database.ok:
         return Check(False, f"unknown: the database, where {name}s note their heartbeat, is down")
     window = 2 * settings.MOBILESD_WORKER_HEARTBEAT_SECONDS

@@ -75,9 +75,9 @@ class WorkerHeartbeatStep(bootsteps.StartStopStep):
         )
 
 
-def beat_heartbeat_start(**_: Any) -> HeartbeatThread:
-    """beat_init's receiver (mobilesd/celery.py): beat's heartbeat, as `beat@<host>`, until
-    the process exits (marked stopped then)."""
+def beat_heartbeat_start() -> HeartbeatThread:
+    """Beat's heartbeat, as `beat@<host>`, from its start (beat_init, mobilesd/celery.py)
+    until the process exits (marked stopped then)."""
     thread = HeartbeatThread(
         hostname=f"beat@{socket.gethostname()}",
         period=settings.MOBILESD_WORKER_HEARTBEAT_SECONDS,
