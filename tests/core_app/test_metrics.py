@@ -59,7 +59,7 @@ def test_metrics_refuse_a_revoked_admin_key():
     assert_error(response, 401, "revoked_api_key")
 
 
-def test_metrics_lock_out_an_address_guessing_keys(settings):
+def test_metrics_lock_out_an_address_guessing_keys(settings, frozen_window):
     settings.MOBILESD_FAILED_ATTEMPTS_LIMIT = 2
     for _ in range(2):
         Client().get("/metrics", HTTP_AUTHORIZATION="Bearer msd_guess")
