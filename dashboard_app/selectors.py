@@ -14,6 +14,7 @@ from django.utils.http import urlencode
 from django.utils.text import Truncator
 
 from core_app.display import age
+from core_app.health import check_beat, check_database, check_storage, check_worker
 from queue_app.counts import job_totals_by
 from queue_app.models import ImageCheckpoint, Job, JobCount, JobImage, JobStatus
 from servers_app.models import Server
@@ -137,6 +138,21 @@ def dashboard_stream() -> dict[str, Any]:
         "open_timeout_ms": STREAM_OPEN_TIMEOUT_MILLISECONDS,
         "refresh_ms": STREAM_REFRESH_MILLISECONDS,
     }
+
+
+def dashboard_problems() -> list[str]:
+    """What stops the queue, as /api/v1/health's checks that read this database and disk
+    find it (the broker's, a network round trip, is left to the health check): a worker,
+    beat, the media storage. Empty when all is well."""
+    database = check_database()
+    if not database.ok:
+        return [f"Database: {database.detail}"]
+    checks = {
+        "Workers": check_worker(database=database),
+        "Beat": check_beat(database=database),
+        "Media storage": check_storage(),
+    }
+    return [f"{name}: {check.detail}" for name, check in checks.items() if not check.ok]
 
 
 def dashboard_status() -> dict[str, Any]:

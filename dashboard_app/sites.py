@@ -141,6 +141,7 @@ class DashboardSite(admin.AdminSite):
         """The admin index, with the dashboard above the list of models."""
         context = {
             "dashboard": selectors.dashboard_status(),
+            "dashboard_problems": selectors.dashboard_problems(),
             "queue_paused_at": queue_paused_at(),
             "server_aliases": selectors.server_aliases(),
             "dashboard_status_url": reverse("admin:dashboard_status", current_app=self.name),

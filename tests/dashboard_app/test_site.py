@@ -96,6 +96,22 @@ def test_index_embeds_the_dashboard_state_and_keeps_the_model_list(admin_client,
     assert 'data-status-url="/admin/dashboard/status"' in response.content.decode()
 
 
+def test_index_says_when_no_worker_or_beat_runs(admin_client, db):
+    page = admin_client.get("/admin/").content.decode()
+
+    problems = re.findall(r'<p class="errornote" data-msd-problem>(.*?)</p>', page)
+    assert problems == [
+        "Workers: no worker has ever been seen: start one (celery -A mobilesd worker)",
+        "Beat: beat has never been seen: start exactly one (celery -A mobilesd beat)",
+    ]
+
+
+def test_index_says_nothing_while_workers_and_beat_run(admin_client, worker_seen):
+    page = admin_client.get("/admin/").content.decode()
+
+    assert "data-msd-problem" not in page
+
+
 def test_status_is_refused_without_a_staff_session(anon_client, django_user_model):
     assert anon_client.get(STATUS_URL).status_code == 403
     user = django_user_model.objects.create_user("phone-user", password="x-long-password")
