@@ -8,15 +8,17 @@ in files under PROMETHEUS_MULTIPROC_DIR, and read from there too.
 """
 
 import hmac
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum
+from django.db.models.functions import Now
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from rest_framework.exceptions import AuthenticationFailed
@@ -24,8 +26,9 @@ from rest_framework.request import Request
 
 from core_app.authentication import AddressLockedOut, ApiKeyAuthentication
 from core_app.errors import error_body
+from core_app.models import CeleryProcess, WorkerHeartbeat
 
-__all__ = ["MetricsView", "duration_histogram"]
+__all__ = ["HeartbeatCollector", "MetricsView", "duration_histogram"]
 
 
 MESSAGE = (
@@ -121,3 +124,34 @@ def duration_histogram(
 
 def _le(bound: float) -> str:
     return repr(float(bound))
+
+
+class HeartbeatCollector(Collector):
+    """How many workers, and beats, noted their heartbeat within two periods, as
+    /api/v1/health counts them (an alert on `mobilesd_celery_alive{process="beat"} == 0`
+    sees the queue stall), and the age of each one's last heartbeat; one query."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        window = timedelta(seconds=2 * settings.MOBILESD_WORKER_HEARTBEAT_SECONDS)
+        alive = GaugeMetricFamily(
+            "mobilesd_celery_alive",
+            "Celery workers (and beats) that noted their heartbeat within two periods.",
+            labels=["process"],
+        )
+        age = GaugeMetricFamily(
+            "mobilesd_celery_heartbeat_age_seconds",
+            "Seconds since each running worker's (and beat's) last heartbeat.",
+            labels=["process", "hostname"],
+        )
+        counts = dict.fromkeys(CeleryProcess.values, 0)
+        rows = WorkerHeartbeat.objects.filter(stopped_at__isnull=True).annotate(now=Now())
+        for hostname, process, last_seen_at, now in rows.order_by("hostname").values_list(
+            "hostname", "process", "last_seen_at", "now"
+        ):
+            since = now - last_seen_at
+            age.add_metric([process, hostname], max(since.total_seconds(), 0.0))
+            counts[process] += since <= window
+        for process, count in counts.items():
+            alive.add_metric([process], count)
+        yield alive
+        yield age

@@ -6,7 +6,7 @@ from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from civitai_app.metrics import DownloadCollector
-from core_app.metrics import MetricsView
+from core_app.metrics import HeartbeatCollector, MetricsView
 from core_app.views import HealthView
 from queue_app.metrics import JobCollector
 from queue_app.views import OutputImageView
@@ -33,7 +33,14 @@ urlpatterns = [
     # Outside /api/v1/: for a scraper, not a phone; not part of the OpenAPI document.
     path(
         "metrics",
-        MetricsView.as_view(collectors=[JobCollector(), ServerCollector(), DownloadCollector()]),
+        MetricsView.as_view(
+            collectors=[
+                JobCollector(),
+                ServerCollector(),
+                DownloadCollector(),
+                HeartbeatCollector(),
+            ]
+        ),
         name="metrics",
     ),
     path("admin/", admin.site.urls),  # the dashboard (dashboard_app.sites) and the models

@@ -1,8 +1,13 @@
 """GET /metrics: who may read it, and its format."""
 
+from datetime import timedelta
+
 import pytest
 from django.test import Client
+from django.utils import timezone
 
+from core_app.models import WorkerHeartbeat
+from core_app.services import worker_heartbeat_record
 from tests.metrics_support import scrape
 from tests.support import assert_error, new_key
 
@@ -96,3 +101,36 @@ def test_metrics_refuse_a_session_that_is_not_staff(django_user_model):
     browser.force_login(user)
 
     assert_error(browser.get("/metrics"), 401, "authentication_required")
+
+
+def test_metrics_count_the_workers_and_beats_alive_as_health_does(client, settings):
+    settings.MOBILESD_WORKER_HEARTBEAT_SECONDS = 10
+    for hostname in ("celery@gpu-box", "celery@laptop", "celery@old"):
+        worker_heartbeat_record(hostname=hostname, started=True)
+    worker_heartbeat_record(hostname="beat@gpu-box", started=True, process="beat")
+    WorkerHeartbeat.objects.filter(hostname="celery@old").update(
+        last_seen_at=timezone.now() - timedelta(seconds=25)
+    )
+    worker_heartbeat_record(hostname="celery@laptop", stopped=True)
+
+    samples = scrape(client)
+
+    alive = {"worker": 1, "beat": 1}  # gpu-box's; laptop stopped, old silent for 25 s
+    for process, count in alive.items():
+        assert samples[("mobilesd_celery_alive", frozenset({("process", process)}))] == count
+    assert client.get("/api/v1/health").json()["worker"]["detail"].startswith("1 seen")
+    ages = {
+        dict(labels)["hostname"]: value
+        for (name, labels), value in samples.items()
+        if name == "mobilesd_celery_heartbeat_age_seconds"
+    }
+    assert set(ages) == {"beat@gpu-box", "celery@gpu-box", "celery@old"}  # not the stopped one
+    assert 25 <= ages["celery@old"] < 35
+    assert 0 <= ages["celery@gpu-box"] < 5
+
+
+def test_metrics_say_no_beat_is_alive_when_none_was_seen(client):
+    samples = scrape(client)
+
+    assert samples[("mobilesd_celery_alive", frozenset({("process", "beat")}))] == 0
+    assert samples[("mobilesd_celery_alive", frozenset({("process", "worker")}))] == 0
