@@ -57,7 +57,9 @@ run: install
 	@echo "  API key     $(PY) manage.py create_api_key --name my-phone --user me --scope admin"
 	@echo "  No GPU?     $(PY) manage.py forge_simulator --port 7860, then add http://127.0.0.1:7860"
 	@echo ""
-	PATH="$(BIN):$$PATH" honcho start --procfile Procfile --port $(PORT)
+	@# One web process unless WEB_CONCURRENCY says otherwise (here or in .env): without a
+	@# shared cache (CACHE_URL), each process would keep its own rate-limit counts.
+	PATH="$(BIN):$$PATH" WEB_CONCURRENCY="$${WEB_CONCURRENCY:-1}" honcho start --procfile Procfile --port $(PORT)
 
 services:
 	@scripts/services

@@ -30,6 +30,11 @@ def test_run_prints_where_everything_is(running):
     assert "create_api_key --name" in out
 
 
+def test_run_starts_one_web_process_so_that_its_limits_are_counted_in_one_place(running):
+    # Without a shared cache each web process would keep its own failed sign-in counts.
+    assert running["proc"].output().count("Booting worker with pid") == 1
+
+
 def test_everything_lives_under_data(running):
     data = running["root"] / "data"
 
