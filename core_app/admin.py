@@ -119,11 +119,18 @@ class UserWithKeysAdmin(UserAdmin):
 class WorkerHeartbeatAdmin(admin.ModelAdmin):
     """The workers (and beat) seen lately; written by those processes only."""
 
-    list_display = ("hostname", "process", "started_at", "last_seen_at", "stopped_at")
+    list_display = ("hostname", "process", "threads", "started_at", "last_seen_at", "stopped_at")
     list_filter = ("process", "stopped_at")
     search_fields = ("hostname",)
     ordering = ("-last_seen_at",)
-    readonly_fields = ("hostname", "process", "started_at", "last_seen_at", "stopped_at")
+    readonly_fields = (
+        "hostname",
+        "process",
+        "threads",
+        "started_at",
+        "last_seen_at",
+        "stopped_at",
+    )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -80,6 +80,9 @@ class WorkerHeartbeat(models.Model):
     process = models.CharField(
         max_length=10, choices=CeleryProcess.choices, default=CeleryProcess.WORKER, editable=False
     )
+    threads = models.PositiveIntegerField(
+        null=True, blank=True, editable=False, help_text="A worker's threads (its concurrency)."
+    )
     started_at = models.DateTimeField(editable=False)
     last_seen_at = models.DateTimeField(editable=False)
     stopped_at = models.DateTimeField(

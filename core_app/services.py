@@ -48,17 +48,20 @@ def worker_heartbeat_record(
     started: bool = False,
     stopped: bool = False,
     process: str = CeleryProcess.WORKER,
+    threads: int | None = None,
 ) -> None:
     """Note that worker (or beat) `hostname` is alive (`started`: it has just started;
     `stopped`: it has shut down cleanly). Times are the database's, so that processes on
     other hosts with other clocks agree with the health check, which reads them on the same
-    clock."""
+    clock. `threads`: a worker's pool size, when it says."""
     now = Now()
     fields: dict[str, object] = {
         "last_seen_at": now,
         "stopped_at": now if stopped else None,
         "process": process,
     }
+    if threads is not None:
+        fields["threads"] = threads
     if started:
         fields["started_at"] = now
         WorkerHeartbeat.objects.filter(

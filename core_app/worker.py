@@ -25,11 +25,14 @@ class HeartbeatThread(threading.Thread):
     """Writes the heartbeat until stopped, then marks the worker as stopped. A failed write
     (database down) is logged and retried at the next beat; it never stops the worker."""
 
-    def __init__(self, *, hostname: str, period: float, process: str = "worker") -> None:
+    def __init__(
+        self, *, hostname: str, period: float, process: str = "worker", threads: int | None = None
+    ) -> None:
         super().__init__(name=f"mobilesd-{process}-heartbeat", daemon=True)
         self.hostname = hostname
         self.period = period
         self.process = process
+        self.threads = threads
         self._stopping = threading.Event()
 
     def run(self) -> None:
@@ -41,7 +44,10 @@ class HeartbeatThread(threading.Thread):
                 try:
                     close_old_connections()
                     worker_heartbeat_record(
-                        hostname=self.hostname, started=started, process=self.process
+                        hostname=self.hostname,
+                        started=started,
+                        process=self.process,
+                        threads=self.threads,
                     )
                     started = False
                 except Exception as exc:  # any database error: try again next beat
@@ -71,7 +77,9 @@ class WorkerHeartbeatStep(bootsteps.StartStopStep):
     # start and stop; celery-types declares it as returning None.
     def create(self, parent: Any) -> HeartbeatThread:  # type: ignore[override]
         return HeartbeatThread(
-            hostname=parent.hostname, period=settings.MOBILESD_WORKER_HEARTBEAT_SECONDS
+            hostname=parent.hostname,
+            period=settings.MOBILESD_WORKER_HEARTBEAT_SECONDS,
+            threads=parent.concurrency if isinstance(parent.concurrency, int) else None,
         )
 
 

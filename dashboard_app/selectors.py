@@ -2,12 +2,13 @@
 images. Nothing here writes; the pages' actions are the ModelAdmins', which call services."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Now
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
@@ -15,8 +16,10 @@ from django.utils.text import Truncator
 
 from core_app.display import age
 from core_app.health import check_beat, check_database, check_storage, check_worker
+from core_app.models import CeleryProcess, WorkerHeartbeat
 from queue_app.counts import job_totals_by
 from queue_app.models import ImageCheckpoint, Job, JobCount, JobImage, JobStatus
+from queue_app.tasks import threads_shortfall_warning
 from servers_app.models import Server
 
 LATEST_IMAGES = 12
@@ -152,7 +155,28 @@ def dashboard_problems() -> list[str]:
         "Beat": check_beat(database=database),
         "Media storage": check_storage(),
     }
-    return [f"{name}: {check.detail}" for name, check in checks.items() if not check.ok]
+    problems = [f"{name}: {check.detail}" for name, check in checks.items() if not check.ok]
+    if checks["Workers"].ok and (short := _threads_short()) is not None:
+        problems.append(f"Workers: {short}")
+    return problems
+
+
+def _threads_short() -> str | None:
+    """The workers seen lately have fewer threads together than the enabled servers + 2
+    (threads_shortfall_warning), as their heartbeats say."""
+    window = timedelta(seconds=2 * settings.MOBILESD_WORKER_HEARTBEAT_SECONDS)
+    threads = WorkerHeartbeat.objects.filter(
+        process=CeleryProcess.WORKER,
+        stopped_at__isnull=True,
+        last_seen_at__gte=Now() - window,
+        threads__isnull=False,
+    ).aggregate(total=Sum("threads"))["total"]
+    if threads is None:
+        return None
+    servers = Server.objects.filter(enabled=True).count()
+    return threads_shortfall_warning(
+        threads=threads, servers=servers, whose="The workers running have"
+    )
 
 
 def dashboard_status() -> dict[str, Any]:

@@ -215,15 +215,17 @@ def _reconcile_on_start(**kwargs: object) -> None:
 SPARE_THREADS = 2
 
 
-def threads_shortfall_warning(*, threads: int, servers: int) -> str | None:
-    """What to tell the operator when a worker with `threads` threads serves `servers`
-    enabled servers: each server whose queue runs holds a thread for as long as it has
-    jobs. None when there are enough."""
+def threads_shortfall_warning(
+    *, threads: int, servers: int, whose: str = "This worker has"
+) -> str | None:
+    """What to tell the operator when workers with `threads` threads (together) serve
+    `servers` enabled servers: each server whose queue runs holds a thread for as long as it
+    has jobs. None when there are enough."""
     needed = servers + SPARE_THREADS
     if threads >= needed:
         return None
     return (
-        f"This worker has {threads} threads for {servers} enabled servers: each server "
+        f"{whose} {threads} threads for {servers} enabled servers: each server "
         "whose queue runs holds a thread while it has jobs, so with all of them busy the "
         "other servers' jobs, health checks, notifications and downloads wait for a free "
         f"thread. Set WORKER_CONCURRENCY to at least {needed} (the servers + "

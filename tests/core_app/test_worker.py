@@ -88,3 +88,17 @@ def test_beat_starts_its_own_heartbeat_as_beat(settings, monkeypatch):
     stopped = _row(thread.hostname)
     assert stopped is not None
     assert stopped.stopped_at is not None
+
+
+def test_a_workers_heartbeat_carries_its_threads():
+    parent = mock.Mock(hostname="celery@threads", concurrency=6)
+    thread = WorkerHeartbeatStep(mock.Mock()).create(parent)
+    thread.period = 0.05
+    thread.start()
+    try:
+        row = wait_until(lambda: _row("celery@threads"), timeout=10, what="the heartbeat")
+    finally:
+        thread.stop()
+
+    assert row.threads == 6
+    assert row.process == "worker"

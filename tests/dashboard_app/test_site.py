@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 from model_bakery import baker
 
+from core_app.services import worker_heartbeat_record
 from dashboard_app.selectors import dashboard_status
 from dashboard_app.sites import GALLERY_PAGE_SIZE, DashboardSite
 from queue_app.models import Job, JobImage, JobStatus
@@ -110,6 +111,26 @@ def test_index_says_nothing_while_workers_and_beat_run(admin_client, worker_seen
     page = admin_client.get("/admin/").content.decode()
 
     assert "data-msd-problem" not in page
+
+
+def test_index_says_when_the_running_workers_have_too_few_threads_for_the_servers(
+    admin_client, worker_seen
+):
+    worker_heartbeat_record(hostname="celery@gpu-box", started=True, threads=3)
+    baker.make(Server, enabled=True, api_url="http://127.0.0.1:9", _quantity=2)
+
+    page = admin_client.get("/admin/").content.decode()
+
+    problems = re.findall(r'<p class="errornote" data-msd-problem>(.*?)</p>', page)
+    assert len(problems) == 1
+    assert problems[0].startswith(
+        "Workers: The workers running have 3 threads for 2 enabled servers"
+    )
+    assert "Set WORKER_CONCURRENCY to at least 4" in problems[0]
+
+    worker_heartbeat_record(hostname="celery@laptop", started=True, threads=1)
+
+    assert "data-msd-problem" not in admin_client.get("/admin/").content.decode()
 
 
 def test_status_is_refused_without_a_staff_session(anon_client, django_user_model):

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from model_bakery import baker
 
+from core_app.models import WorkerHeartbeat
 from core_app.scopes import local_user
 from queue_app.models import FINISHED_STATUSES, Job, JobImage, JobStatus
 from queue_app.services import CANCELLED_DETAILS, job_submit
@@ -371,7 +372,14 @@ def test_a_worker_with_too_few_threads_for_its_servers_says_so_at_start(engine):
 
     worker = engine.start_worker("w2")  # 8 threads, as the cluster's workers have
     log = worker.output()
+    heartbeat = wait_until(
+        lambda: WorkerHeartbeat.objects.filter(hostname__startswith="w2@").first(),
+        timeout=10,
+        what="w2's heartbeat",
+    )
     engine.stop_worker("w2")
+
+    assert heartbeat.threads == 8
 
     assert "This worker has 8 threads for 7 enabled servers" in log
     assert "Set WORKER_CONCURRENCY to at least 9" in log
