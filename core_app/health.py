@@ -4,7 +4,6 @@ import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -12,7 +11,6 @@ from celery import current_app as celery_app
 from django.conf import settings
 from django.core.cache import caches
 from django.db import connection
-from django.db.models.functions import Now
 
 from core_app.models import CeleryProcess, WorkerHeartbeat
 
@@ -101,14 +99,13 @@ def _check_seen(process: CeleryProcess, *, database: Check, never: str, missing:
     if not database.ok:
         return Check(False, f"unknown: the database, where {name}s note their heartbeat, is down")
     window = 2 * settings.MOBILESD_WORKER_HEARTBEAT_SECONDS
-    rows = WorkerHeartbeat.objects.filter(process=process)
     try:
-        alive = sorted(
-            rows.filter(
-                stopped_at__isnull=True, last_seen_at__gte=Now() - timedelta(seconds=window)
-            ).values_list("hostname", flat=True)
+        alive = sorted(WorkerHeartbeat.objects.alive(process).values_list("hostname", flat=True))
+        last = (
+            None
+            if alive
+            else WorkerHeartbeat.objects.filter(process=process).order_by("-last_seen_at").first()
         )
-        last = None if alive else rows.order_by("-last_seen_at").first()
     except Exception as exc:  # the database went away between the checks
         logger.warning("%s check failed: %s", name.capitalize(), exc)
         return Check(False, f"unknown: {exc}")

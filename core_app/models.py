@@ -2,9 +2,11 @@
 
 import hashlib
 import secrets
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Now
 from django.utils import timezone
 
 KEY_PREFIX = "msd"
@@ -70,6 +72,16 @@ class CeleryProcess(models.TextChoices):
     BEAT = "beat", "beat"
 
 
+class HeartbeatQuerySet(models.QuerySet["WorkerHeartbeat"]):
+    def alive(self, process: str) -> "HeartbeatQuerySet":
+        """The `process`es (workers, beats) running that noted their heartbeat within two
+        periods (one missed beat is forgiven), on the database's clock."""
+        window = timedelta(seconds=2 * settings.MOBILESD_WORKER_HEARTBEAT_SECONDS)
+        return self.filter(
+            process=process, stopped_at__isnull=True, last_seen_at__gte=Now() - window
+        )
+
+
 class WorkerHeartbeat(models.Model):
     """The last sign of life of one Celery worker (by its node name) or beat, written by the
     process itself every MOBILESD_WORKER_HEARTBEAT_SECONDS (core_app.worker) on the
@@ -88,6 +100,8 @@ class WorkerHeartbeat(models.Model):
     stopped_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="Set when the worker shut down cleanly."
     )
+
+    objects = HeartbeatQuerySet.as_manager()
 
     class Meta:
         ordering = ["-last_seen_at"]

@@ -2,13 +2,12 @@
 images. Nothing here writes; the pages' actions are the ModelAdmins', which call services."""
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.db import connection
 from django.db.models import Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
-from django.db.models.functions import Coalesce, Now
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
@@ -164,13 +163,11 @@ def dashboard_problems() -> list[str]:
 def _threads_short() -> str | None:
     """The workers seen lately have fewer threads together than the enabled servers + 2
     (threads_shortfall_warning), as their heartbeats say."""
-    window = timedelta(seconds=2 * settings.MOBILESD_WORKER_HEARTBEAT_SECONDS)
-    threads = WorkerHeartbeat.objects.filter(
-        process=CeleryProcess.WORKER,
-        stopped_at__isnull=True,
-        last_seen_at__gte=Now() - window,
-        threads__isnull=False,
-    ).aggregate(total=Sum("threads"))["total"]
+    threads = (
+        WorkerHeartbeat.objects.alive(CeleryProcess.WORKER)
+        .filter(threads__isnull=False)
+        .aggregate(total=Sum("threads"))["total"]
+    )
     if threads is None:
         return None
     servers = Server.objects.filter(enabled=True).count()
