@@ -19,6 +19,7 @@ from model_bakery import baker
 from rest_framework.test import APIClient
 
 from core_app import throttling
+from core_app.models import WorkerHeartbeat
 from core_app.services import worker_heartbeat_record
 from queue_app.models import Job
 from servers_app.models import Server
@@ -192,7 +193,15 @@ def anon_client(db) -> APIClient:
 
 
 @pytest.fixture
-def worker_seen(db) -> None:
+def no_heartbeats(db) -> None:
+    """No worker or beat seen yet. The real workers of integration tests note that they
+    stopped as their module's cluster stops, after its last test's flush: those rows are
+    removed (within this test's transaction)."""
+    WorkerHeartbeat.objects.all().delete()
+
+
+@pytest.fixture
+def worker_seen(no_heartbeats) -> None:
     """A worker and beat whose heartbeats were just written, as running ones keep them."""
     worker_heartbeat_record(hostname="celery@test", started=True)
     worker_heartbeat_record(hostname="beat@test", started=True, process="beat")

@@ -25,7 +25,7 @@ def test_health_reports_database_and_broker_without_a_key(anon_client, worker_se
     assert body["storage"]["ok"] is True
 
 
-def test_health_is_503_when_no_worker_was_ever_seen(anon_client):
+def test_health_is_503_when_no_worker_was_ever_seen(anon_client, no_heartbeats):
     response = anon_client.get("/api/v1/health")
 
     assert response.status_code == 503
@@ -36,7 +36,9 @@ def test_health_is_503_when_no_worker_was_ever_seen(anon_client):
     assert body["worker"]["detail"].startswith("no worker has ever been seen")
 
 
-def test_health_is_503_when_the_last_heartbeat_is_older_than_two_periods(anon_client, settings):
+def test_health_is_503_when_the_last_heartbeat_is_older_than_two_periods(
+    anon_client, settings, no_heartbeats
+):
     settings.MOBILESD_WORKER_HEARTBEAT_SECONDS = 10
     worker_heartbeat_record(hostname="celery@gpu-box", started=True)
     WorkerHeartbeat.objects.update(last_seen_at=timezone.now() - timedelta(seconds=21))
@@ -65,7 +67,7 @@ def test_health_is_503_as_soon_as_the_last_worker_stopped_cleanly(anon_client, w
     assert "celery@test, stopped since" in response.json()["worker"]["detail"]
 
 
-def test_health_is_503_when_beat_was_never_seen(anon_client):
+def test_health_is_503_when_beat_was_never_seen(anon_client, no_heartbeats):
     worker_heartbeat_record(hostname="celery@test", started=True)
 
     response = anon_client.get("/api/v1/health")
@@ -77,7 +79,9 @@ def test_health_is_503_when_beat_was_never_seen(anon_client):
     assert body["beat"]["detail"].startswith("beat has never been seen: start exactly one")
 
 
-def test_health_is_503_when_beat_fell_silent_and_says_what_stops(anon_client, settings):
+def test_health_is_503_when_beat_fell_silent_and_says_what_stops(
+    anon_client, settings, no_heartbeats
+):
     settings.MOBILESD_WORKER_HEARTBEAT_SECONDS = 10
     worker_heartbeat_record(hostname="celery@test", started=True)
     worker_heartbeat_record(hostname="beat@gpu-box", started=True, process="beat")
@@ -94,7 +98,7 @@ def test_health_is_503_when_beat_fell_silent_and_says_what_stops(anon_client, se
     assert response.json()["worker"]["ok"] is True
 
 
-def test_beats_heartbeat_does_not_count_as_a_worker(anon_client):
+def test_beats_heartbeat_does_not_count_as_a_worker(anon_client, no_heartbeats):
     worker_heartbeat_record(hostname="beat@test", started=True, process="beat")
 
     body = anon_client.get("/api/v1/health").json()

@@ -103,7 +103,7 @@ def test_metrics_refuse_a_session_that_is_not_staff(django_user_model):
     assert_error(browser.get("/metrics"), 401, "authentication_required")
 
 
-def test_metrics_count_the_workers_and_beats_alive_as_health_does(client, settings):
+def test_metrics_count_the_workers_and_beats_alive_as_health_does(client, settings, no_heartbeats):
     settings.MOBILESD_WORKER_HEARTBEAT_SECONDS = 10
     for hostname in ("celery@gpu-box", "celery@laptop", "celery@old"):
         worker_heartbeat_record(hostname=hostname, started=True)
@@ -129,7 +129,7 @@ def test_metrics_count_the_workers_and_beats_alive_as_health_does(client, settin
     assert 0 <= ages["celery@gpu-box"] < 5
 
 
-def test_metrics_say_no_beat_is_alive_when_none_was_seen(client):
+def test_metrics_say_no_beat_is_alive_when_none_was_seen(client, no_heartbeats):
     samples = scrape(client)
 
     assert samples[("mobilesd_celery_alive", frozenset({("process", "beat")}))] == 0

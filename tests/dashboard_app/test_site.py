@@ -97,7 +97,7 @@ def test_index_embeds_the_dashboard_state_and_keeps_the_model_list(admin_client,
     assert 'data-status-url="/admin/dashboard/status"' in response.content.decode()
 
 
-def test_index_says_when_no_worker_or_beat_runs(admin_client, db):
+def test_index_says_when_no_worker_or_beat_runs(admin_client, no_heartbeats):
     page = admin_client.get("/admin/").content.decode()
 
     problems = re.findall(r'<p class="errornote" data-msd-problem>(.*?)</p>', page)
