@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import connection
 
-from core_app.models import CeleryProcess, WorkerHeartbeat
+from core_app.models import CeleryProcess, WorkerHeartbeat, heartbeat_window
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def _check_seen(process: CeleryProcess, *, database: Check, never: str, missing:
     name = process.value
     if not database.ok:
         return Check(False, f"unknown: the database, where {name}s note their heartbeat, is down")
-    window = 2 * settings.MOBILESD_WORKER_HEARTBEAT_SECONDS
+    window = heartbeat_window().total_seconds()
     try:
         alive = sorted(WorkerHeartbeat.objects.alive(process).values_list("hostname", flat=True))
         last = (

@@ -26,7 +26,7 @@ from rest_framework.request import Request
 
 from core_app.authentication import AddressLockedOut, ApiKeyAuthentication
 from core_app.errors import error_body
-from core_app.models import CeleryProcess, WorkerHeartbeat
+from core_app.models import CeleryProcess, WorkerHeartbeat, heartbeat_window
 
 __all__ = ["HeartbeatCollector", "MetricsView", "duration_histogram"]
 
@@ -132,7 +132,7 @@ class HeartbeatCollector(Collector):
     sees the queue stall), and the age of each one's last heartbeat; one query."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        window = timedelta(seconds=2 * settings.MOBILESD_WORKER_HEARTBEAT_SECONDS)
+        window = heartbeat_window()
         alive = GaugeMetricFamily(
             "mobilesd_celery_alive",
             "Celery workers (and beats) that noted their heartbeat within two periods.",

@@ -72,13 +72,18 @@ class CeleryProcess(models.TextChoices):
     BEAT = "beat", "beat"
 
 
+def heartbeat_window() -> timedelta:
+    """How recent a heartbeat must be for its worker (or beat) to count as alive: two
+    periods, so that one missed beat is forgiven."""
+    return timedelta(seconds=2 * settings.MOBILESD_WORKER_HEARTBEAT_SECONDS)
+
+
 class HeartbeatQuerySet(models.QuerySet["WorkerHeartbeat"]):
     def alive(self, process: str) -> "HeartbeatQuerySet":
-        """The `process`es (workers, beats) running that noted their heartbeat within two
-        periods (one missed beat is forgiven), on the database's clock."""
-        window = timedelta(seconds=2 * settings.MOBILESD_WORKER_HEARTBEAT_SECONDS)
+        """The `process`es (workers, beats) running that noted their heartbeat within the
+        `heartbeat_window`, on the database's clock."""
         return self.filter(
-            process=process, stopped_at__isnull=True, last_seen_at__gte=Now() - window
+            process=process, stopped_at__isnull=True, last_seen_at__gte=Now() - heartbeat_window()
         )
 
 
