@@ -12,6 +12,14 @@ from core_app.models import WorkerHeartbeat
 from core_app.services import worker_heartbeat_record
 
 
+def heard_from(hostname: str, *, process: str = "worker", seconds_ago: float = 0) -> None:
+    """A heartbeat of `hostname`, last written `seconds_ago`."""
+    worker_heartbeat_record(hostname=hostname, started=True, process=process)
+    WorkerHeartbeat.objects.filter(hostname=hostname).update(
+        last_seen_at=timezone.now() - timedelta(seconds=seconds_ago)
+    )
+
+
 def test_health_reports_database_and_broker_without_a_key(anon_client, worker_seen):
     response = anon_client.get("/api/v1/health")
 
@@ -40,8 +48,7 @@ def test_health_is_503_when_the_last_heartbeat_is_older_than_two_periods(
     anon_client, settings, no_heartbeats
 ):
     settings.MOBILESD_WORKER_HEARTBEAT_SECONDS = 10
-    worker_heartbeat_record(hostname="celery@gpu-box", started=True)
-    WorkerHeartbeat.objects.update(last_seen_at=timezone.now() - timedelta(seconds=21))
+    heard_from("celery@gpu-box", seconds_ago=21)
 
     response = anon_client.get("/api/v1/health")
 
@@ -83,11 +90,8 @@ def test_health_is_503_when_beat_fell_silent_and_says_what_stops(
     anon_client, settings, no_heartbeats
 ):
     settings.MOBILESD_WORKER_HEARTBEAT_SECONDS = 10
-    worker_heartbeat_record(hostname="celery@test", started=True)
-    worker_heartbeat_record(hostname="beat@gpu-box", started=True, process="beat")
-    WorkerHeartbeat.objects.filter(process="beat").update(
-        last_seen_at=timezone.now() - timedelta(seconds=21)
-    )
+    heard_from("celery@test")
+    heard_from("beat@gpu-box", process="beat", seconds_ago=21)
 
     response = anon_client.get("/api/v1/health")
 

@@ -51,6 +51,18 @@ def answering(health, status: int):
     return probe
 
 
+def the_503_after_a_death(health, who: str) -> tuple[dict, float]:
+    """The 503 health answers once `who` was killed just now, and the seconds it took."""
+    died = time.monotonic()
+    _, body = wait_until(
+        answering(health, 503),
+        timeout=10 * PERIOD,
+        interval=0.05,
+        what=f"a 503 after {who} died",
+    )
+    return body, time.monotonic() - died
+
+
 def test_health_goes_503_within_two_periods_of_the_last_worker_dying(workers, health):
     # The database is flushed between tests; a running worker writes its row again.
     _, body = wait_until(
@@ -66,14 +78,7 @@ def test_health_goes_503_within_two_periods_of_the_last_worker_dying(workers, he
     workers.kill_worker("w1")  # one of two: the queue still moves
     assert health()[0] == 200
     workers.kill_worker("w2")  # kill -9: no goodbye, only silence
-    died = time.monotonic()
-    _, body = wait_until(
-        answering(health, 503),
-        timeout=10 * PERIOD,
-        interval=0.05,
-        what="a 503 after the last worker died",
-    )
-    elapsed = time.monotonic() - died
+    body, elapsed = the_503_after_a_death(health, "the last worker")
 
     assert elapsed <= 2 * PERIOD + POLL_SLACK
     assert body["status"] == "degraded"
@@ -106,15 +111,8 @@ def test_health_goes_503_within_two_periods_of_beat_dying(workers, health):
     assert workers.beat is not None
 
     workers.beat.signal(signal.SIGKILL)
-    died = time.monotonic()
     try:
-        _, body = wait_until(
-            answering(health, 503),
-            timeout=10 * PERIOD,
-            interval=0.05,
-            what="a 503 after beat died",
-        )
-        elapsed = time.monotonic() - died
+        body, elapsed = the_503_after_a_death(health, "beat")
     finally:
         workers.beat.stop()
         workers.start_beat()  # for the module's other tests
