@@ -1,8 +1,8 @@
 from typing import Any
 
 from django.apps import AppConfig
-from django.db import DEFAULT_DB_ALIAS
-from django.db.models.signals import post_migrate
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models.signals import post_migrate, pre_migrate
 
 
 def _install_job_counts(sender: Any, *, using: str = DEFAULT_DB_ALIAS, **kwargs: Any) -> None:
@@ -21,6 +21,22 @@ def _install_job_previews(sender: Any, *, using: str = DEFAULT_DB_ALIAS, **kwarg
         job_previews_install()
 
 
+def _drop_sqlite_job_triggers(
+    sender: Any, *, using: str = DEFAULT_DB_ALIAS, plan: Any = None, **kwargs: Any
+) -> None:
+    """Before a migrate with work to do, on SQLite, the counts' and the preview's triggers
+    go, and come back after it (post_migrate; the counts recounted), as the event triggers
+    do (events_app.apps): their bodies name the counts' and the previews' tables, so SQLite
+    would fail a migration that rebuilds either ("error in trigger
+    queue_app_job_count_insert: no such table: main.queue_app_jobcount")."""
+    if using == DEFAULT_DB_ALIAS and plan and connections[using].vendor == "sqlite":
+        from queue_app.counts import job_counts_drop
+        from queue_app.previews import job_previews_drop
+
+        job_counts_drop()
+        job_previews_drop()
+
+
 class QueueConfig(AppConfig):
     name = "queue_app"
     verbose_name = "Generation jobs"
@@ -28,5 +44,8 @@ class QueueConfig(AppConfig):
     def ready(self) -> None:
         from queue_app import receivers  # noqa: F401  (connects the receivers)
 
+        pre_migrate.connect(
+            _drop_sqlite_job_triggers, sender=self, dispatch_uid="queue_app.triggers.drop"
+        )
         post_migrate.connect(_install_job_counts, sender=self, dispatch_uid="queue_app.counts")
         post_migrate.connect(_install_job_previews, sender=self, dispatch_uid="queue_app.previews")
