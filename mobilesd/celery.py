@@ -43,16 +43,28 @@ app.steps["worker"].add("notifications_app.listener:FanoutListenerStep")
 
 
 @worker_init.connect
-def _connections_unpooled(**_: Any) -> None:
-    """A worker never pools its database connections, whatever DATABASE_POOL_SIZE says (it
-    is for the web tier; a `.env` gives every process the same variables): its engine keeps
-    a connection per server loop thread, more of them than a pool would lend, and a thread
-    waiting for one would hold its server up. Before any task runs: every connection the
-    worker opens reads these settings."""
+def _worker_connections(sender: Any = None, **_: Any) -> None:
+    """A worker's own pool of database connections (queue_app.connections), sized for its
+    threads, in place of the web tier's DATABASE_POOL_SIZE (a `.env` gives every process
+    the same variables); none on SQLite, with WORKER_DATABASE_POOL off, or with
+    DATABASE_CONN_MAX_AGE (Django pools only connections it closes). Before any task runs:
+    every connection the worker opens reads these settings. Its connections are named in
+    PostgreSQL's pg_stat_activity."""
+    from django.conf import settings
     from django.db import connections
 
+    from queue_app.connections import worker_pool_options
+
+    concurrency = getattr(sender, "concurrency", None) or 1
     for alias in connections:
-        connections.settings[alias].get("OPTIONS", {}).pop("pool", None)
+        database = connections.settings[alias]
+        options = database.setdefault("OPTIONS", {})
+        options.pop("pool", None)
+        if database["ENGINE"] != "django.db.backends.postgresql":
+            continue
+        options.setdefault("application_name", "mobilesd worker")
+        if settings.WORKER_DATABASE_POOL and not database.get("CONN_MAX_AGE"):
+            options["pool"] = worker_pool_options(concurrency)
 
 
 @beat_init.connect

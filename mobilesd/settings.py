@@ -203,9 +203,8 @@ DATABASES = {
 # A pool of PostgreSQL connections in each process that sets DATABASE_POOL_SIZE, as the
 # Procfile's web does: a request then takes a connection whose server process is running
 # and has read the tables already, where opening one (a new server process, its caches
-# empty) was a third of a status read. Not for the worker, which drops it at start-up
-# (mobilesd/celery.py): its engine threads keep their connections for a server loop's life,
-# more of them than a pool would hold.
+# empty) was a third of a status read. Not for the worker, which replaces it at start-up by
+# a pool sized for its threads (mobilesd/celery.py, WORKER_DATABASE_POOL below).
 DATABASE_POOL_SIZE = env.int("DATABASE_POOL_SIZE", 0)
 if DATABASE_POOL_SIZE < 0:
     raise ImproperlyConfigured('Environment variable "DATABASE_POOL_SIZE" invalid: below 0.')
@@ -225,6 +224,10 @@ if DATABASE_POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.
         "max_size": DATABASE_POOL_SIZE,
         "timeout": DATABASE_POOL_TIMEOUT,
     }
+# Each worker keeps a pool of its own on PostgreSQL, sized for its threads, and opens and
+# warms the connections its enabled servers use before jobs come (queue_app.connections):
+# off, e.g. behind PgBouncer, each of its threads opens and closes its own.
+WORKER_DATABASE_POOL = env.bool("WORKER_DATABASE_POOL", True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share one file: WAL lets readers run beside the writer, and
     # IMMEDIATE transactions take the write lock up front instead of failing mid-way.

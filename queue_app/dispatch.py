@@ -455,6 +455,22 @@ def job_claim_next(*, server_id: int, finishing: uuid.UUID | None = None) -> Cla
     return Claim(job=job, server=server, token=token, task_id=task_id)
 
 
+# No server has this id (ids start at 1): the statements for it match no row.
+_NO_SERVER = -1
+
+
+def engine_statements_warm() -> None:
+    """Run a claim's statements, a reservation's read and a heartbeat's update on this
+    thread's connection, for no server and no job: PostgreSQL plans them as for a real one
+    (reading the job table's catalogs into this backend's caches) and changes nothing,
+    except releasing the jobs whose time has come, as every claim does
+    (queue_app.connections warms the worker's pool with it)."""
+    now = timezone.now()
+    job_claim_next(server_id=_NO_SERVER)
+    _queue_head(Server(pk=_NO_SERVER), now)
+    Job.objects.filter(pk=uuid.uuid4(), lease_token=uuid.uuid4()).update(lease_expires_at=now)
+
+
 @dataclass(frozen=True)
 class _Result:
     """What one statement of a batch returned: its rows (and their column names), or for a

@@ -2,6 +2,7 @@
 task re-reads the rows, so a lost, repeated or late message is harmless."""
 
 import logging
+import threading
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from django.utils import timezone
 
 from integrations.forge.client import ForgeError
 from queue_app import dispatch
+from queue_app.connections import worker_connections_warm
 from queue_app.counts import job_counts_fold
 from queue_app.engine import (
     interrupt_if_current,
@@ -246,6 +248,23 @@ def _warn_if_threads_are_short(sender: Any = None, **kwargs: object) -> None:
     warning = threads_shortfall_warning(threads=threads, servers=servers)
     if warning is not None:
         logger.warning(warning)
+
+
+@worker_ready.connect
+def _warm_connections(sender: Any = None, **kwargs: object) -> None:
+    """Open and warm the database connections of the enabled servers' loops, on a thread of
+    its own: the worker takes jobs meanwhile (queue_app.connections)."""
+    threads = getattr(getattr(sender, "controller", None), "concurrency", None)
+    if not isinstance(threads, int):
+        return
+
+    def warm() -> None:
+        try:
+            worker_connections_warm(threads)
+        except Exception as exc:  # the connections then open as they are needed
+            logger.warning("Could not warm the database connections: %s", exc)
+
+    threading.Thread(target=warm, name="mobilesd-warm-connections", daemon=True).start()
 
 
 @worker_shutting_down.connect
