@@ -69,7 +69,7 @@ def prepare_environment(
         "LOG_LEVEL": "WARNING",
     }
     for key in list(os.environ):
-        if key.startswith("MOBILESD_") and key not in env:
+        if key.startswith(("MOBILESD_", "WORKER_DATABASE_")) and key not in env:
             del os.environ[key]  # the bench decides the engine's settings, not the shell
     os.environ.update(env)
     return env

@@ -181,6 +181,7 @@ _OWN_VARIABLES = (
     "LOG_",
     "SENTRY_",
     "PROMETHEUS_",
+    "WORKER_DATABASE_",
 )
 
 

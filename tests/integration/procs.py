@@ -149,7 +149,10 @@ def procfile_web(
 
 def clean_env(**overrides: str) -> dict[str, str]:
     """The environment without MobileSD's settings: the embedded default."""
-    prefixes = ("DATABASE_", "CELERY_", "CACHE_", "MOBILESD_", "DJANGO_", "MEDIA_ROOT", "PORT")
+    prefixes = (
+        *("DATABASE_", "CELERY_", "CACHE_", "MOBILESD_", "DJANGO_", "WORKER_DATABASE_"),
+        *("MEDIA_ROOT", "PORT"),
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.update(overrides)
     return env
