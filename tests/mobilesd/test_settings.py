@@ -200,18 +200,37 @@ def test_a_pool_with_persistent_connections_stops_startup_naming_both(tmp_path):
     assert "DATABASE_POOL_SIZE and DATABASE_CONN_MAX_AGE" in result.stderr
 
 
-def test_a_worker_never_pools_its_connections(tmp_path):
-    code = (
-        "import django, json; django.setup(); from django.db import connections; "
-        "from celery.signals import worker_init; import mobilesd.celery; "
-        "before = connections['default'].settings_dict['OPTIONS'].get('pool'); "
-        "worker_init.send(sender=None); "
-        "print(json.dumps([before, connections['default'].settings_dict['OPTIONS'].get('pool')]))"
-    )
+_WORKER_POOL = (
+    "import django, json, types; django.setup(); from django.db import connections; "
+    "import mobilesd.celery; "
+    "options = connections['default'].settings_dict['OPTIONS']; "
+    "before = options.get('pool', {}).get('max_size'); "
+    "mobilesd.celery._worker_connections(sender=types.SimpleNamespace(concurrency=3)); "
+    "after = options.get('pool'); "
+    "print(json.dumps([before, after and after['max_size'], options.get('application_name')]))"
+)
 
-    result = _start(tmp_path, code=code, DATABASE_URL=POSTGRES, DATABASE_POOL_SIZE="5")
+
+def test_a_worker_pools_its_connections_for_its_threads_not_the_webs(tmp_path):
+    result = _start(tmp_path, code=_WORKER_POOL, DATABASE_URL=POSTGRES, DATABASE_POOL_SIZE="5")
 
     assert result.returncode == 0, result.stderr
-    before, after = json.loads(result.stdout)
-    assert before["max_size"] == 5  # as the web has it
-    assert after is None  # once a worker starts
+    before, after, name = json.loads(result.stdout.strip().splitlines()[-1])
+    assert before == 5  # as the web has it
+    # Once a worker of 3 threads starts: four connections a thread, and eight more.
+    assert after == 3 * 4 + 8
+    assert name == "mobilesd worker"
+
+
+@pytest.mark.parametrize(
+    "setting", [{"WORKER_DATABASE_POOL": "false"}, {"DATABASE_CONN_MAX_AGE": "60"}]
+)
+def test_a_worker_opens_a_connection_per_thread_when_told_or_kept_by_django(tmp_path, setting):
+    result = _start(tmp_path, code=_WORKER_POOL, DATABASE_URL=POSTGRES, **setting)
+
+    assert result.returncode == 0, result.stderr
+    _, after, name = json.loads(result.stdout.strip().splitlines()[-1])
+    assert after is None
+    assert name == "mobilesd worker"
+
+
