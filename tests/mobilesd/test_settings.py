@@ -232,5 +232,3 @@ def test_a_worker_opens_a_connection_per_thread_when_told_or_kept_by_django(tmp_
     _, after, name = json.loads(result.stdout.strip().splitlines()[-1])
     assert after is None
     assert name == "mobilesd worker"
-
-
