@@ -1,5 +1,16 @@
+from typing import Any
+
 from django.apps import AppConfig
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
+
+
+def sqlite_migrate_with_work(using: str, plan: Any) -> bool:
+    """Whether a pre_migrate signal announces a migrate with work to do on the default
+    database, and that database is SQLite: the triggers whose bodies name other tables
+    must go first (SQLite checks every trigger's body when a rebuilt table is renamed) and
+    come back after it (post_migrate). events_app and queue_app drop theirs on it."""
+    return using == DEFAULT_DB_ALIAS and bool(plan) and connections[using].vendor == "sqlite"
 
 
 class CoreConfig(AppConfig):

@@ -1,8 +1,10 @@
 from typing import Any
 
 from django.apps import AppConfig
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS
 from django.db.models.signals import post_migrate, pre_migrate
+
+from core_app.apps import sqlite_migrate_with_work
 
 
 def _drop_sqlite_event_triggers(
@@ -14,7 +16,7 @@ def _drop_sqlite_event_triggers(
     while a trigger of another table names it fails the migration ("error in trigger
     events_queue_app_job_insert: no such table: main.servers_app_server"), whatever the
     order of the apps' migrations."""
-    if using == DEFAULT_DB_ALIAS and plan and connections[using].vendor == "sqlite":
+    if sqlite_migrate_with_work(using, plan):
         from events_app.triggers import event_triggers_drop
 
         event_triggers_drop()

@@ -1,8 +1,10 @@
 from typing import Any
 
 from django.apps import AppConfig
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS
 from django.db.models.signals import post_migrate, pre_migrate
+
+from core_app.apps import sqlite_migrate_with_work
 
 
 def _install_job_counts(sender: Any, *, using: str = DEFAULT_DB_ALIAS, **kwargs: Any) -> None:
@@ -29,7 +31,7 @@ def _drop_sqlite_job_triggers(
     do (events_app.apps): their bodies name the counts' and the previews' tables, so SQLite
     would fail a migration that rebuilds either ("error in trigger
     queue_app_job_count_insert: no such table: main.queue_app_jobcount")."""
-    if using == DEFAULT_DB_ALIAS and plan and connections[using].vendor == "sqlite":
+    if sqlite_migrate_with_work(using, plan):
         from queue_app.counts import job_counts_drop
         from queue_app.previews import job_previews_drop
 

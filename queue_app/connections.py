@@ -43,7 +43,7 @@ def worker_pool_options(concurrency: int) -> dict[str, Any]:
     reset when it comes back."""
     return {
         "min_size": 1,
-        "max_size": CONNECTIONS_PER_SERVER * max(concurrency, 1) + SPARE_CONNECTIONS,
+        "max_size": CONNECTIONS_PER_SERVER * concurrency + SPARE_CONNECTIONS,
         "timeout": settings.DATABASE_POOL_TIMEOUT,
         "check": ConnectionPool.check_connection,
         "reset": reset_session,
@@ -60,25 +60,18 @@ def reset_session(conn: Connection[Any]) -> None:
 def warm_count(*, servers: int, concurrency: int) -> int:
     """How many connections `servers` enabled servers use at once on a worker with
     `concurrency` threads (a server loop holds a thread)."""
-    return CONNECTIONS_PER_SERVER * max(min(servers, concurrency), 0)
+    return CONNECTIONS_PER_SERVER * min(servers, concurrency)
 
 
-def worker_connections_warm(concurrency: int) -> int:
-    """Open and warm the connections the enabled servers would use at once, in the pool
-    kept for them (nothing without a pool); the number warmed."""
-    from servers_app.models import Server
-
+def worker_connections_warm(*, servers: int, concurrency: int) -> int:
+    """Open and warm the connections `servers` enabled servers would use at once, in the
+    pool kept for them (nothing without a pool); the number warmed."""
     pool: ConnectionPool | None = getattr(connection, "pool", None)  # PostgreSQL's only
-    if pool is None:
-        return 0
-    try:
-        servers = Server.objects.filter(enabled=True).count()
-    finally:
-        connection.close()
     count = warm_count(servers=servers, concurrency=concurrency)
-    if count == 0:
+    if pool is None or count == 0:
         return 0
-    pool.resize(min_size=count, max_size=max(pool.max_size, count))
+    # Within the pool's room (`worker_pool_options`): four a thread at most.
+    pool.resize(min_size=count, max_size=pool.max_size)
     started = time.monotonic()
     warmed = connections_warm(count)
     logger.info(

@@ -465,10 +465,11 @@ def engine_statements_warm() -> None:
     (reading the job table's catalogs into this backend's caches) and changes nothing,
     except releasing the jobs whose time has come, as every claim does
     (queue_app.connections warms the worker's pool with it)."""
-    now = timezone.now()
     job_claim_next(server_id=_NO_SERVER)
-    _queue_head(Server(pk=_NO_SERVER), now)
-    Job.objects.filter(pk=uuid.uuid4(), lease_token=uuid.uuid4()).update(lease_expires_at=now)
+    nobody = Server(pk=_NO_SERVER)
+    _queue_head(nobody, timezone.now())
+    no_job = Claim(job=Job(pk=uuid.uuid4()), server=nobody, token=uuid.uuid4(), task_id="")
+    job_heartbeat(claim=no_job, progress={"fraction": 0.0})
 
 
 @dataclass(frozen=True)

@@ -236,7 +236,10 @@ def threads_shortfall_warning(
 
 
 @worker_ready.connect
-def _warn_if_threads_are_short(sender: Any = None, **kwargs: object) -> None:
+def _ready_for_the_servers(sender: Any = None, **kwargs: object) -> None:
+    """With the enabled servers counted once: a warning when the threads fall short of
+    them, and their loops' database connections opened and warmed, on a thread of its own
+    (the worker takes jobs meanwhile; queue_app.connections)."""
     threads = getattr(getattr(sender, "controller", None), "concurrency", None)
     if not isinstance(threads, int):
         return
@@ -249,18 +252,9 @@ def _warn_if_threads_are_short(sender: Any = None, **kwargs: object) -> None:
     if warning is not None:
         logger.warning(warning)
 
-
-@worker_ready.connect
-def _warm_connections(sender: Any = None, **kwargs: object) -> None:
-    """Open and warm the database connections of the enabled servers' loops, on a thread of
-    its own: the worker takes jobs meanwhile (queue_app.connections)."""
-    threads = getattr(getattr(sender, "controller", None), "concurrency", None)
-    if not isinstance(threads, int):
-        return
-
     def warm() -> None:
         try:
-            worker_connections_warm(threads)
+            worker_connections_warm(servers=servers, concurrency=threads)
         except Exception as exc:  # the connections then open as they are needed
             logger.warning("Could not warm the database connections: %s", exc)
 

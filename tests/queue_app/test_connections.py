@@ -125,10 +125,9 @@ def test_when_a_connection_cannot_open_the_others_stop_waiting_for_it(monkeypatc
 
 @pytest.mark.django_db
 def test_without_a_pool_nothing_is_warmed(monkeypatch):
-    baker.make(Server, enabled=True)
     assert getattr(connection, "pool", None) is None
     monkeypatch.setattr(
         connections, "connections_warm", lambda count: pytest.fail("warmed without a pool")
     )
 
-    assert worker_connections_warm(8) == 0
+    assert worker_connections_warm(servers=1, concurrency=8) == 0

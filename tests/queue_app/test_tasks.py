@@ -324,7 +324,7 @@ def test_the_worker_warns_at_start_when_its_threads_are_short(db, caplog):
     consumer = types.SimpleNamespace(controller=types.SimpleNamespace(concurrency=4))
 
     with caplog.at_level("WARNING", logger="queue_app.tasks"):
-        tasks._warn_if_threads_are_short(sender=consumer)
+        tasks._ready_for_the_servers(sender=consumer)
 
     assert "This worker has 4 threads for 3 enabled servers" in caplog.text
 
@@ -334,6 +334,6 @@ def test_a_worker_with_threads_enough_says_nothing(db, caplog):
     consumer = types.SimpleNamespace(controller=types.SimpleNamespace(concurrency=4))
 
     with caplog.at_level("WARNING", logger="queue_app.tasks"):
-        tasks._warn_if_threads_are_short(sender=consumer)
+        tasks._ready_for_the_servers(sender=consumer)
 
     assert "threads for" not in caplog.text
