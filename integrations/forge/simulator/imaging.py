@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import math
 import random
@@ -114,6 +115,20 @@ def encode_image(image: Image.Image, fmt: str) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt.upper(), **kwargs)
     return buffer.getvalue()
+
+
+@functools.cache
+def warm_up() -> None:
+    """Render an image and a live preview once in this process, as a server's start has
+    its code ready before the first job. Pillow initialises much on first use (its PNG
+    encoder, the default font): the first render of a process costs about five times the
+    CPU of the next ones. A bench's 32 simulator processes, sharing the worker host's
+    CPUs, would otherwise all pay it as their first jobs end, together (bench/README.md,
+    "Many servers")."""
+    render_png(64, 64, 0, "warm-up")
+    encode_image(
+        render_preview(Latent(seeds=(0,), width=64, height=64, fraction=0.5), grid=False), "png"
+    )
 
 
 def decode_image(payload: str) -> Image.Image:

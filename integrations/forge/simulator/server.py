@@ -38,6 +38,7 @@ from .disk import Disk
 from .events import Event, EventLog
 from .faults import Faults
 from .generation import JobAbortedError, load_model
+from .imaging import warm_up
 from .runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -195,6 +196,7 @@ class ForgeSimulator:
                 return self
             if self._runtime is None or self._runtime.killed:
                 self._runtime = self._new_runtime()
+            warm_up()
             self._running = True
             if not self.faults.refuse_connections:
                 self._open_listener()

@@ -1134,3 +1134,31 @@ def test_the_package_imports_without_django():
     )
 
     assert result.returncode == 0, result.stderr
+
+
+def test_a_simulator_warms_its_imaging_on_start_without_logging_it():
+    # A fresh process: in this one, another test's simulator has warmed it already.
+    code = (
+        "import json\n"
+        "from integrations.forge.simulator import ForgeSimulator\n"
+        "from integrations.forge.simulator.imaging import warm_up\n"
+        "before = warm_up.cache_info().currsize\n"
+        "sim = ForgeSimulator().start()\n"
+        "after = warm_up.cache_info().currsize\n"
+        "types = [e['type'] for e in sim.events.snapshot()]\n"
+        "sim.stop()\n"
+        "print(json.dumps([before, after, types]))\n"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[4],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+
+    before, after, types = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (before, after) == (0, 1)
+    assert types == ["started"]
