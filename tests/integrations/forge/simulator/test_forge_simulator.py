@@ -1117,6 +1117,19 @@ def test_infotext_parser_reads_the_reference_samples():
     assert pony["TI"] == "SmoothQualityPony, SmoothQualityPony"
 
 
+def _python(code: str, *, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`code` run by a fresh interpreter in the repository's root (its output as text)."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[4],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 def test_the_package_imports_without_django():
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     code = (
@@ -1124,14 +1137,7 @@ def test_the_package_imports_without_django():
         "sys.exit(1 if any(m == 'django' or m.startswith('django.') for m in sys.modules) else 0)"
     )
 
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=Path(__file__).resolve().parents[4],
-        env=env,
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
+    result = _python(code, env=env)
 
     assert result.returncode == 0, result.stderr
 
@@ -1150,14 +1156,8 @@ def test_a_simulator_warms_its_imaging_on_start_without_logging_it():
         "print(json.dumps([before, after, types]))\n"
     )
 
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=Path(__file__).resolve().parents[4],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
 
     before, after, types = json.loads(result.stdout.strip().splitlines()[-1])
     assert (before, after) == (0, 1)
