@@ -207,11 +207,47 @@ def rss_of(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def cpu_seconds(pid: int, *, thread: int | None = None) -> float:
-    """utime + stime of a process (all its threads), or of one of its threads, in seconds."""
+def cpu_seconds(pid: int, *, thread: int | None = None, stats: ProcStats | None = None) -> float:
+    """utime + stime of a process (all its threads), or of one of its threads, in seconds
+    (read through `stats`' open files, when given)."""
     path = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"
-    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    data = stats.read(path) if stats is not None else Path(path).read_bytes()
+    fields = data.rsplit(b")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ProcStats:
+    """Files of /proc read again and again through descriptors kept open: a read is one
+    `pread`, without the path's lookup and the file's opening. The CPU sampler reads some
+    250 processes' `stat` every 0.1 s in a run's first seconds, when the machine is
+    busiest; opening each one every time cost the bench 10 ms of CPU a sample, taken from
+    what it measures (bench/README.md, "Many servers")."""
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+
+    def read(self, path: str) -> bytes:
+        """The file's contents now; OSError once its process has ended."""
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._fds[path] = os.open(path, os.O_RDONLY)
+        try:
+            data = os.pread(fd, 4096, 0)
+            if not data:
+                raise ProcessLookupError(path)
+        except OSError:
+            del self._fds[path]
+            os.close(fd)
+            raise
+        return data
+
+    def open_files(self) -> int:
+        return len(self._fds)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 def _cpu_ticks() -> tuple[int, int]:
@@ -236,21 +272,25 @@ def settle_cpu(*, below: float = 0.15, window: float = 0.3, timeout: float = 15.
 
 
 def cpu_by_program(
-    worker_pids: list[int], simulator_pids: list[int], *, names: dict[str, str] | None = None
+    worker_pids: list[int],
+    simulator_pids: list[int],
+    *,
+    names: dict[str, str] | None = None,
+    stats: ProcStats | None = None,
 ) -> dict[str, float]:
     """CPU seconds used so far by the workers, this process (the bench, and the simulators
     when they run in it), the simulator processes, and every postgres / redis-server
     process (their backends come and go; gone ones are missed). `names`: the processes'
     names read before, by pid, kept from one call to the next (a call then reads only the
-    new processes' names)."""
+    new processes' names). `stats`: read through its open files (`ProcStats`)."""
     totals = {
-        "worker": sum(cpu_seconds(pid) for pid in worker_pids),
+        "worker": sum(cpu_seconds(pid, stats=stats) for pid in worker_pids),
         # Celery's consumer: receiving the messages, handing them to the pool.
-        "worker main thread": sum(cpu_seconds(pid, thread=pid) for pid in worker_pids),
-        "bench" if simulator_pids else "bench+simulators": cpu_seconds(os.getpid()),
+        "worker main thread": sum(cpu_seconds(pid, thread=pid, stats=stats) for pid in worker_pids),
+        "bench" if simulator_pids else "bench+simulators": cpu_seconds(os.getpid(), stats=stats),
     }
     if simulator_pids:
-        totals["simulators"] = sum(cpu_seconds(pid) for pid in simulator_pids)
+        totals["simulators"] = sum(cpu_seconds(pid, stats=stats) for pid in simulator_pids)
     names = {} if names is None else names
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -260,7 +300,7 @@ def cpu_by_program(
                 names[pid] = Path(f"/proc/{pid}/comm").read_text().strip()
             comm = names[pid]
             if comm in ("postgres", "redis-server"):
-                totals[comm] = totals.get(comm, 0.0) + cpu_seconds(int(pid))
+                totals[comm] = totals.get(comm, 0.0) + cpu_seconds(int(pid), stats=stats)
     return totals
 
 
@@ -316,10 +356,17 @@ class CpuSampler(_Sampler[tuple[float, int, int, dict[str, float]]]):
         super().__init__("cpu-sampler", interval=interval, seconds=seconds)
         self.pids = (worker_pids, simulator_pids)
         self.names: dict[str, str] = {}  # cpu_by_program's, kept between samples
+        self.stats = ProcStats()
 
     def sample(self) -> tuple[float, int, int, dict[str, float]]:
-        programs = cpu_by_program(*self.pids, names=self.names)
+        programs = cpu_by_program(*self.pids, names=self.names, stats=self.stats)
         return (time.monotonic(), *_cpu_ticks(), programs)
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            self.stats.close()
 
 
 def _serve_simulator(config: Any, conn: Any) -> None:
