@@ -446,8 +446,16 @@ CELERY_TASK_ACKS_LATE = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
-    # An unacknowledged message is redelivered after this long; longer than any job runs.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * 3600}
+    # Without kombu's emulation of acknowledgements on Redis: a message is taken off its
+    # list and that is all. The emulation keeps a copy of each message received until it
+    # is acknowledged (a ZADD and an HSET, then a ZREM and an HDEL: two more round trips
+    # for every message, on the consumer's one thread), to redeliver it after a visibility
+    # timeout; but messages are acknowledged on receipt here, and what a lost one would
+    # have asked for is recovered from the database (leases, the reconcile task). When a
+    # burst of jobs nudges many servers at once, the consumer hands their tasks out one
+    # after the other, and those round trips were half of its CPU (bench/README.md, "Many
+    # servers").
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"ack_emulation": False}
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "recover-leases": {

@@ -112,3 +112,28 @@ def test_a_worker_running_a_job_survives_a_redis_restart(own_redis, slow_sim, wo
         run_server.apply_async((server.pk,), connection=connection)
     row = wait_until(lambda: finished(second), timeout=30, what="the second job to finish")
     assert row.status == JobStatus.COMPLETED, row.result_details
+
+
+def test_the_worker_takes_its_messages_without_keeping_copies_in_redis(own_redis, slow_sim, worker):
+    """Messages are acknowledged on receipt, so kombu's emulation of acknowledgements
+    (a copy of every message received, in a sorted set and a hash, until it is acked) is
+    off: the consumer spends no round trips on it (mobilesd.settings)."""
+    import redis
+
+    server = baker.make(Server, alias="acks-sim", api_url=slow_sim.url, is_online=True)
+    slow_sim.config.seconds_per_step = 0.0
+    worker.wait_for_output(" ready.", timeout=45)
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        client.config_resetstat()
+        jobs = [submit(server.alias, steps=1) for _ in range(3)]  # a nudge each
+        for job in jobs:
+            row = wait_until(lambda job=job: finished(job), timeout=30, what="the job to finish")
+            assert row.status == JobStatus.COMPLETED, row.result_details
+        calls = client.info("commandstats")
+    finally:
+        client.close()
+    # The worker took the messages off their list (BRPOP) ...
+    assert calls["cmdstat_brpop"]["calls"] >= 1
+    # ... and kept no copy: no unacked hash or index was ever written.
+    assert {name for name in calls if name in ("cmdstat_zadd", "cmdstat_hset")} == set()
