@@ -126,7 +126,11 @@ def test_the_worker_takes_its_messages_without_keeping_copies_in_redis(own_redis
     client = redis.Redis.from_url(own_redis.url)
     try:
         client.config_resetstat()
-        jobs = [submit(server.alias, steps=1) for _ in range(3)]  # a nudge each
+        jobs = [submit(server.alias, steps=1) for _ in range(3)]
+        # A nudge each, through the worker's Redis (job_submit's go to the suite's broker).
+        with celery_app.connection_for_write(own_redis.url) as connection:
+            for _ in jobs:
+                run_server.apply_async((server.pk,), connection=connection)
         for job in jobs:
             row = wait_until(lambda job=job: finished(job), timeout=30, what="the job to finish")
             assert row.status == JobStatus.COMPLETED, row.result_details
