@@ -17,6 +17,7 @@ dropped and re-created by every invocation through `BENCH_PG_ADMIN_URL`) and
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -283,14 +284,15 @@ def cpu_by_program(
     process (their backends come and go; gone ones are missed). `names`: the processes'
     names read before, by pid, kept from one call to the next (a call then reads only the
     new processes' names). `stats`: read through its open files (`ProcStats`)."""
+    cpu = functools.partial(cpu_seconds, stats=stats)
     totals = {
-        "worker": sum(cpu_seconds(pid, stats=stats) for pid in worker_pids),
+        "worker": sum(cpu(pid) for pid in worker_pids),
         # Celery's consumer: receiving the messages, handing them to the pool.
-        "worker main thread": sum(cpu_seconds(pid, thread=pid, stats=stats) for pid in worker_pids),
-        "bench" if simulator_pids else "bench+simulators": cpu_seconds(os.getpid(), stats=stats),
+        "worker main thread": sum(cpu(pid, thread=pid) for pid in worker_pids),
+        "bench" if simulator_pids else "bench+simulators": cpu(os.getpid()),
     }
     if simulator_pids:
-        totals["simulators"] = sum(cpu_seconds(pid, stats=stats) for pid in simulator_pids)
+        totals["simulators"] = sum(cpu(pid) for pid in simulator_pids)
     names = {} if names is None else names
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -300,7 +302,7 @@ def cpu_by_program(
                 names[pid] = Path(f"/proc/{pid}/comm").read_text().strip()
             comm = names[pid]
             if comm in ("postgres", "redis-server"):
-                totals[comm] = totals.get(comm, 0.0) + cpu_seconds(int(pid), stats=stats)
+                totals[comm] = totals.get(comm, 0.0) + cpu(int(pid))
     return totals
 
 

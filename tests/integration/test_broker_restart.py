@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from celery import current_app as celery_app
 from model_bakery import baker
 
@@ -114,14 +115,12 @@ def test_a_worker_running_a_job_survives_a_redis_restart(own_redis, slow_sim, wo
     assert row.status == JobStatus.COMPLETED, row.result_details
 
 
-def test_the_worker_takes_its_messages_without_keeping_copies_in_redis(own_redis, slow_sim, worker):
+def test_the_worker_takes_its_messages_without_keeping_copies_in_redis(own_redis, sims, worker):
     """Messages are acknowledged on receipt, so kombu's emulation of acknowledgements
     (a copy of every message received, in a sorted set and a hash, until it is acked) is
     off: the consumer spends no round trips on it (mobilesd.settings)."""
-    import redis
-
-    server = baker.make(Server, alias="acks-sim", api_url=slow_sim.url, is_online=True)
-    slow_sim.config.seconds_per_step = 0.0
+    sim = sims()
+    server = baker.make(Server, alias="acks-sim", api_url=sim.url, is_online=True)
     worker.wait_for_output(" ready.", timeout=45)
     client = redis.Redis.from_url(own_redis.url)
     try:
